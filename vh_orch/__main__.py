@@ -1,0 +1,3 @@
+from vh_orch.cli import main
+
+main()

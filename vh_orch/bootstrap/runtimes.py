@@ -1,0 +1,244 @@
+"""How a command runs on a machine: in a Docker container, or as a plain process.
+
+Both keep the in-execution contract: the execution's folder holds repository/,
+inputs/, outputs/ and config/, and VH_*_DIR variables say where the command sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+log = logging.getLogger(__name__)
+
+CONTAINER_ROOT = "/valohai"
+FOLDERS = ("repository", "inputs", "outputs", "config")
+PULL_POLICIES = ("if-missing", "always", "never")
+DOCKER_PROBE_TIMEOUT_S = 5
+PULL_TIMEOUT_S = 3600
+
+
+class RuntimeFailure(Exception):
+    """The runtime could not start the command; the message is the execution's status reason."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    execution_id: int
+    command: str
+    folder: Path
+    env: dict[str, str]
+    image: str | None = None
+    pull_policy: str = "if-missing"
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def container_name(self) -> str:
+        return f"vh-exec-{self.execution_id}"
+
+
+class RunningCommand(Protocol):
+    stdout: IO[bytes]
+    stderr: IO[bytes]
+
+    def poll(self) -> int | None:
+        """The exit code once the command has ended, else None."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        ...
+
+    def stop(self, grace_s: float) -> None:
+        """Ask the command to end (SIGTERM), and kill it after grace_s seconds."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    def visible_dirs(self, folder: Path) -> dict[str, str]:
+        """Where the command sees each of the execution's folders."""
+        ...
+
+    def prepare(self, spec: RunSpec) -> None:
+        """Make sure the command can start (e.g. the image is present); RuntimeFailure if not."""
+        ...
+
+    def start(self, spec: RunSpec) -> RunningCommand:
+        ...
+
+
+def docker_available() -> tuple[bool, str]:
+    """Whether a Docker engine answers, and a short explanation either way."""
+    if shutil.which("docker") is None:
+        return False, "no docker command on PATH"
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=DOCKER_PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"docker info did not answer within {DOCKER_PROBE_TIMEOUT_S} s"
+    if proc.returncode != 0:
+        return False, _last_line(proc.stderr) or "docker info failed"
+    return True, f"Docker engine {proc.stdout.strip()} answered"
+
+
+class ProcessRuntime:
+    """The command under `sh -c` on this host, in the execution's folder.
+
+    It runs with the daemon's environment, and the daemon's Python first on PATH so
+    that `python` finds the same packages (valohai-utils) the daemon was installed with.
+    """
+
+    name = "process"
+
+    def visible_dirs(self, folder: Path) -> dict[str, str]:
+        return {name: str(folder / name) for name in FOLDERS}
+
+    def prepare(self, spec: RunSpec) -> None:
+        return None
+
+    def start(self, spec: RunSpec) -> RunningCommand:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+        env.update(spec.env)
+        proc = subprocess.Popen(
+            ["sh", "-c", spec.command],
+            cwd=spec.folder / "repository",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, so stop reaches every child
+        )
+        return _Process(proc)
+
+
+@dataclass
+class _Process:
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    @property
+    def stderr(self) -> IO[bytes]:
+        assert self.proc.stderr is not None
+        return self.proc.stderr
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, grace_s: float) -> None:
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+        # Children that ignored SIGTERM and outlived the shell still hold the pipes.
+        _signal_group(self.proc.pid, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class DockerRuntime:
+    """The command in a container named vh-exec-<id>, with the folders bind-mounted under /valohai."""
+
+    name = "docker"
+
+    def visible_dirs(self, folder: Path) -> dict[str, str]:
+        return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
+
+    def prepare(self, spec: RunSpec) -> None:
+        if not spec.image:
+            raise RuntimeFailure("no image: set `image` in the step or pass --image")
+        policy = spec.pull_policy
+        if policy not in PULL_POLICIES:
+            raise RuntimeFailure(f"unknown pull policy {policy!r}: use one of {', '.join(PULL_POLICIES)}")
+        present = _image_present(spec.image)
+        if policy == "never" and not present:
+            raise RuntimeFailure(f"image {spec.image!r} is not on this host and the pull policy is `never`")
+        if policy == "always" or not present:
+            _pull(spec.image)
+
+    def run_args(self, spec: RunSpec) -> list[str]:
+        args = ["docker", "run", "--rm", "--init", "--pull", "never", "--name", spec.container_name]
+        for key, value in spec.labels.items():
+            args += ["--label", f"{key}={value}"]
+        for name in FOLDERS:
+            args += ["-v", f"{spec.folder / name}:{CONTAINER_ROOT}/{name}"]
+        args += ["-w", f"{CONTAINER_ROOT}/repository"]
+        for key, value in spec.env.items():
+            args += ["-e", f"{key}={value}"]
+        args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
+        return args
+
+    def start(self, spec: RunSpec) -> RunningCommand:
+        proc = subprocess.Popen(
+            self.run_args(spec),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return _Container(proc, spec.container_name)
+
+
+@dataclass
+class _Container(_Process):
+    name: str = ""
+
+    def stop(self, grace_s: float) -> None:
+        subprocess.run(
+            ["docker", "stop", "-t", str(int(grace_s)), self.name],
+            capture_output=True,
+            timeout=grace_s + 30,
+        )
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=30)
+            self.proc.kill()
+
+
+def remove_container(name: str) -> None:
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=30)
+
+
+def _image_present(image: str) -> bool:
+    proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def _pull(image: str) -> None:
+    try:
+        proc = subprocess.run(["docker", "pull", image], capture_output=True, text=True, timeout=PULL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"pulling image {image!r} took longer than {PULL_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"pulling image {image!r} failed: {_last_line(proc.stderr) or 'unknown error'}")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""

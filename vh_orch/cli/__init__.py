@@ -1,0 +1,33 @@
+"""The `vh-orch` command line: thin commands over the orchestrator's services."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from vh_orch.cli import daemon_cmds, environments, executions, projects
+from vh_orch.cli.common import err_console
+from vh_orch.errors import VhOrchError
+
+app = typer.Typer(
+    name="vh-orch",
+    help="Run valohai.yaml steps on your own machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("init")(daemon_cmds.init)
+app.command("serve")(daemon_cmds.serve)
+app.add_typer(projects.app, name="project")
+app.add_typer(executions.app, name="exec")
+app.add_typer(environments.app, name="env")
+app.add_typer(environments.machine_app, name="machine")
+
+
+def main() -> None:
+    try:
+        app()
+    except VhOrchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(1)

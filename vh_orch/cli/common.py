@@ -1,0 +1,69 @@
+"""What every command shares: settings, the store, printing for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.db import is_initialised
+from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
+from vh_orch.timeutil import iso
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def open_store(s: Settings | None = None) -> Store:
+    """The store of an initialised installation, or a clear error saying how to create one."""
+    s = s or settings()
+    if s.db_url.startswith("sqlite") and "VH_ORCH_DB" not in os.environ and not (s.home / "state.db").exists():
+        raise UserInputError(f"vh-orch is not initialised in {s.home}: run `vh-orch init` first")
+    store = Store(s.db_url)
+    if not is_initialised(s.db_url):
+        raise UserInputError("the database has no vh-orch schema: run `vh-orch init` first")
+    return store
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=_jsonable) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def print_fields(title: str, fields: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, box=None)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value, default=_jsonable) if value else ""
+        elif isinstance(value, datetime):
+            value = iso(value)
+        table.add_row(key, "" if value is None else str(value))
+    console.print(table)

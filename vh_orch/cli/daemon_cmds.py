@@ -1,0 +1,62 @@
+"""`vh-orch init` and `vh-orch serve`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+from vh_orch.cli.common import err_console, open_store, settings
+from vh_orch.orchestrator.daemon import Daemon
+from vh_orch.orchestrator.db import upgrade
+from vh_orch.orchestrator.store import Store
+
+
+def init() -> None:
+    """Create or upgrade the database (never drops data) and the `local` environment."""
+    s = settings()
+    s.ensure_dirs()
+    upgrade(s.db_url)
+    store = Store(s.db_url)
+    _, created = store.ensure_environment(
+        "local", "local", min_scale=1, max_scale=1, slots=1, settings={"runtime": "auto", "pull_policy": "if-missing"}
+    )
+    err_console.print(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""),
+                      highlight=False)
+
+
+def serve(
+    once: Annotated[bool, typer.Option("--once", help="One pass (for cron): start queued work, wait for it")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    s = settings()
+    s.ensure_dirs()
+    store = open_store(s)
+    daemon = Daemon(s, store)
+    stop = threading.Event()
+
+    def _on_signal(signum, _frame):  # type: ignore[no-untyped-def]
+        logging.getLogger(__name__).info("signal %s: shutting down", signal.Signals(signum).name)
+        stop.set()
+        daemon._stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    if once:
+        daemon.run_once()
+        return
+    daemon.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        daemon.shutdown()

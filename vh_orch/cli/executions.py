@@ -1,0 +1,360 @@
+"""`vh-orch exec ...`: submit, inspect, follow and stop executions."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vh_orch.cli.common import err_console, open_store, print_fields, print_json, print_table, settings
+from vh_orch.errors import NoDaemon, UserInputError
+from vh_orch.orchestrator.daemon import notify_daemon
+from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus
+from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.submit import SubmitRequest, submit
+from vh_orch.settings import Settings
+from vh_orch.storage.datastore import download_uri
+from vh_orch.timeutil import iso
+
+app = typer.Typer(help="Executions: runs of a step.", no_args_is_help=True)
+FOLLOW_POLL_S = 0.2
+COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at", "exit_code",
+           "priority", "title", "user")
+
+
+@app.command("run")
+def run(
+    step: Annotated[str, typer.Argument(help="Step name from valohai.yaml")],
+    project: Annotated[str, typer.Option("--project", help="Project name")],
+    commit: Annotated[str | None, typer.Option("--commit", help="Branch, tag or sha (default: default branch)")] = None,
+    adhoc: Annotated[
+        str | None,
+        typer.Option("--adhoc", help="Run the files of a folder without version control (default folder: .)",
+                     flag_value=".", show_default=False),
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="Environment (default: local)")] = None,
+    param: Annotated[list[str] | None, typer.Option("-p", "--param", help="NAME=VALUE, repeatable")] = None,
+    input_: Annotated[list[str] | None, typer.Option("-i", "--input", help="NAME=URL or path, repeatable")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Docker image (default: the step's)")] = None,
+    env_var: Annotated[list[str] | None, typer.Option("-e", "--env-var", help="NAME=VALUE, repeatable")] = None,
+    pull: Annotated[str | None, typer.Option("--pull", help="Image pull policy: if-missing, always, never")] = None,
+    title: Annotated[str | None, typer.Option("--title")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher runs first")] = 0,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream logs until it ends")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the new execution as JSON")] = False,
+) -> None:
+    """Submit an execution of STEP; it is queued for its environment."""
+    s = settings()
+    store = open_store(s)
+    execution = submit(
+        store,
+        s,
+        SubmitRequest(
+            project=project,
+            step=step,
+            commit=commit,
+            adhoc=Path(adhoc) if adhoc is not None else None,
+            environment=env,
+            parameters=param or [],
+            inputs=input_ or [],
+            environment_variables=env_var or [],
+            image=image,
+            pull_policy=pull,
+            title=title,
+            priority=priority,
+        ),
+    )
+    notify_daemon(s)
+    if json_out:
+        print_json(execution_info(store, execution))
+    else:
+        err_console.print(f"execution {execution.id} (#{execution.counter} in {project}) queued", highlight=False)
+    if follow:
+        final = follow_logs(store, s, execution.id, after_seq=0)  # type: ignore[arg-type]
+        raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
+
+
+@app.command("list")
+def list_(
+    project: Annotated[str | None, typer.Option("--project")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="created, queued, started, ...")] = None,
+    sort: Annotated[
+        str | None, typer.Option("--sort", help="KEY or -KEY: a column or a metadata key (latest value)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List executions, newest first unless --sort says otherwise."""
+    store = open_store()
+    if status is not None and status not in {st.value for st in ExecutionStatus}:
+        raise UserInputError(f"unknown status {status!r}: use one of {', '.join(st.value for st in ExecutionStatus)}")
+    project_id = store.get_project(project).id if project else None
+    executions = store.list_executions(project_id=project_id, status=status)
+    if sort:
+        executions = sort_executions(executions, sort)
+    if limit is not None:
+        executions = executions[:limit]
+    projects = store.project_names()
+    envs = store.environment_names()
+    if json_out:
+        print_json([_summary(e, projects, envs) for e in executions])
+        return
+    metadata_key = sort.lstrip("-") if sort and sort.lstrip("-") not in COLUMNS else None
+    columns = ["id", "project", "#", "step", "status", "environment", "created"]
+    if metadata_key:
+        columns.append(metadata_key)
+    rows = []
+    for e in executions:
+        row = [e.id, projects.get(e.project_id), e.counter, e.step, e.status, envs.get(e.environment_id),
+               e.created_at.strftime("%Y-%m-%d %H:%M:%S")]
+        if metadata_key:
+            row.append(e.metadata_latest.get(metadata_key))
+        rows.append(row)
+    print_table("executions", columns, rows)
+
+
+def sort_executions(executions: list[Execution], key_spec: str) -> list[Execution]:
+    """Sort by a column or a metadata key; executions without a value go last either way."""
+    descending = key_spec.startswith("-")
+    key = key_spec.lstrip("-+")
+    if not key:
+        raise UserInputError("--sort needs a key, e.g. --sort -accuracy")
+
+    def value(e: Execution) -> Any:
+        return getattr(e, key) if key in COLUMNS else e.metadata_latest.get(key)
+
+    present = [e for e in executions if value(e) is not None]
+    missing = [e for e in executions if value(e) is None]
+    try:
+        present.sort(key=value, reverse=descending)
+    except TypeError:  # mixed types: compare as text
+        present.sort(key=lambda e: str(value(e)), reverse=descending)
+    return present + missing
+
+
+@app.command("info")
+def info(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Everything about one execution."""
+    store = open_store()
+    data = execution_info(store, store.get_execution(execution_id))
+    if json_out:
+        print_json(data)
+    else:
+        print_fields(f"execution {execution_id}", data)
+
+
+@app.command("logs")
+def logs(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until it ends")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """Print an execution's log lines (stdout and stderr, in order)."""
+    s = settings()
+    store = open_store(s)
+    execution = store.get_execution(execution_id)
+    if follow:
+        final = follow_logs(store, s, execution_id, after_seq=0, json_lines=json_out)
+        raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
+    last = 0
+    while True:
+        events = store.events_after(execution.id, last)  # type: ignore[arg-type]
+        if not events:
+            break
+        for event in events:
+            _print_event(event, json_out, show_status=False)
+        last = events[-1].seq
+
+
+@app.command("metadata")
+def metadata(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every metadata point an execution printed, with its _time."""
+    store = open_store()
+    store.get_execution(execution_id)
+    points = [{**p.data, "_time": iso(p.time)} for p in store.metadata_points(execution_id)]
+    if json_out:
+        print_json(points)
+        return
+    keys: list[str] = []
+    for point in points:
+        keys.extend(k for k in point if k not in keys and k != "_time")
+    print_table(f"metadata of execution {execution_id}", ["_time", *keys],
+                [[p["_time"], *(p.get(k) for k in keys)] for p in points])
+
+
+@app.command("outputs")
+def outputs(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    download: Annotated[Path | None, typer.Option("--download", help="Copy the outputs into this folder")] = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """An execution's outputs: name, size, sha256 and datum:// address."""
+    store = open_store()
+    store.get_execution(execution_id)
+    outs = store.outputs_of(execution_id)
+    if download is not None:
+        for out in outs:
+            dest = (download / out.name).resolve()
+            if download.resolve() not in dest.parents:
+                raise UserInputError(f"output name {out.name!r} would leave {download}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            download_uri(out.uri, dest)
+        err_console.print(f"{len(outs)} file(s) downloaded to {download}", highlight=False)
+    rows = [_output_dict(o) for o in outs]
+    if json_out:
+        print_json(rows)
+    elif download is None:
+        print_table(f"outputs of execution {execution_id}", ["name", "size", "sha256", "datum"],
+                    [[r["name"], r["size"], r["sha256"], r["datum"]] for r in rows])
+
+
+@app.command("stop")
+def stop(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stop an execution: a queued one at once, a running one within a few seconds."""
+    s = settings()
+    store = open_store(s)
+    execution = store.request_stop(execution_id, "stopped by request")
+    notify_daemon(s)
+    if json_out:
+        print_json(execution_info(store, execution))
+    else:
+        err_console.print(f"execution {execution_id}: {execution.status}", highlight=False)
+
+
+@app.command("wait")
+def wait(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
+) -> None:
+    """Wait until an execution ends; exit status 0 only when it ends `complete`."""
+    s = settings()
+    store = open_store(s)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        execution = store.get_execution(execution_id)
+        if execution.status in FINAL_STATUSES:
+            err_console.print(f"execution {execution_id}: {execution.status}"
+                              + (f" ({execution.status_reason})" if execution.status_reason else ""), highlight=False)
+            raise typer.Exit(0 if execution.status == ExecutionStatus.COMPLETE else 1)
+        require_daemon(store, s)
+        if deadline is not None and time.monotonic() >= deadline:
+            err_console.print(f"execution {execution_id} is still {execution.status} after {timeout:g} s",
+                              highlight=False)
+            raise typer.Exit(2)
+        time.sleep(FOLLOW_POLL_S)
+
+
+def require_daemon(store: Store, s: Settings) -> None:
+    if store.fresh_daemon(timedelta(seconds=s.heartbeat_stale_s)) is None:
+        raise NoDaemon(
+            f"no vh-orch daemon is running for this database (no heartbeat in the last {s.heartbeat_stale_s:g} s), "
+            "so nothing will run this execution: start one with `vh-orch serve`"
+        )
+
+
+def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False) -> str:
+    """Print events as they are stored until the execution ends; returns its final status."""
+    last = after_seq
+    while True:
+        execution = store.get_execution(execution_id)
+        events = store.events_after(execution_id, last)
+        for event in events:
+            _print_event(event, json_lines, show_status=True)
+        if events:
+            last = events[-1].seq
+            continue
+        if execution.status in FINAL_STATUSES and last >= execution.last_seq:
+            return execution.status
+        require_daemon(store, s)
+        time.sleep(FOLLOW_POLL_S)
+
+
+def _print_event(event, json_lines: bool, show_status: bool) -> None:  # type: ignore[no-untyped-def]
+    if json_lines:
+        print_json_line({"seq": event.seq, "time": iso(event.time), "kind": event.kind,
+                         "stream": event.stream, "text": event.text})
+    elif event.kind == "log":
+        out = sys.stderr if event.stream == "stderr" else sys.stdout
+        out.write(event.text + "\n")
+        out.flush()
+    elif show_status:
+        err_console.print(f"[dim]-- {event.text}[/]", highlight=False)
+
+
+def print_json_line(value: dict) -> None:  # type: ignore[type-arg]
+    sys.stdout.write(json.dumps(value) + "\n")
+    sys.stdout.flush()
+
+
+def _output_dict(o) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
+
+
+def _summary(e: Execution, projects: dict[int, str], envs: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "counter": e.counter,
+        "project": projects.get(e.project_id),
+        "step": e.step,
+        "title": e.title,
+        "status": e.status,
+        "status_reason": e.status_reason,
+        "environment": envs.get(e.environment_id),
+        "priority": e.priority,
+        "exit_code": e.exit_code,
+        "created_at": e.created_at,
+        "started_at": e.started_at,
+        "ended_at": e.ended_at,
+        "metadata_latest": e.metadata_latest,
+    }
+
+
+def execution_info(store: Store, e: Execution) -> dict[str, Any]:
+    project = store.get_project_by_id(e.project_id)
+    commit = store.get_commit(e.commit_id)
+    env = store.get_environment_by_id(e.environment_id)
+    return {
+        "id": e.id,
+        "counter": e.counter,
+        "project": project.name,
+        "step": e.step,
+        "title": e.title,
+        "status": e.status,
+        "status_reason": e.status_reason,
+        "environment": env.name,
+        "runtime": e.runtime,
+        "image": e.image,
+        "pull_policy": e.pull_policy,
+        "commit": {"kind": commit.kind, "identifier": commit.identifier, "ref": commit.ref},
+        "parameters": e.parameters,
+        "inputs": e.inputs,
+        "environment_variables": e.environment_variables,
+        "command": e.command,
+        "time_limit_s": e.time_limit_s,
+        "machine": e.machine_id,
+        "priority": e.priority,
+        "user": e.user,
+        "attempt": e.attempt,
+        "created_at": e.created_at,
+        "queued_at": e.queued_at,
+        "started_at": e.started_at,
+        "ended_at": e.ended_at,
+        "exit_code": e.exit_code,
+        "outputs": [_output_dict(o) for o in store.outputs_of(e.id)],  # type: ignore[arg-type]
+        "metadata_latest": e.metadata_latest,
+        "valohai_yaml": commit.config_yaml,
+    }

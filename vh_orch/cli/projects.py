@@ -1,0 +1,69 @@
+"""`vh-orch project ...`"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+
+from vh_orch.cli.common import open_store, print_json, print_table, settings
+from vh_orch.errors import UserInputError
+from vh_orch.storage.snapshots import create_mirror, normalise_repo_url
+
+app = typer.Typer(help="Projects: named spaces linked to a Git repository.", no_args_is_help=True)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="Project name: letters, digits, . _ -")],
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="Git URL or local repository folder (omit for ad-hoc only)")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
+) -> None:
+    """Link a repository as a project; vh-orch keeps a mirror of it."""
+    if not NAME_RE.match(name):
+        raise UserInputError(f"project name {name!r} is not valid: use letters, digits, '.', '_' and '-'")
+    s = settings()
+    store = open_store(s)
+    existing = {p.name for p in store.list_projects()}
+    if name in existing:
+        raise UserInputError(f"a project named {name!r} already exists")
+    repo_url = mirror = None
+    if repo is not None:
+        repo_url = normalise_repo_url(repo)
+        mirror_path = s.repos_dir / f"{name}.git"
+        create_mirror(repo_url, mirror_path)
+        mirror = str(mirror_path)
+    project = store.create_project(name, repo_url, mirror)
+    if json_out:
+        print_json(_project_dict(project))
+    else:
+        print(f"project {name} added" + (f" (repository {repo_url})" if repo_url else ""))
+
+
+@app.command("list")
+def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List projects."""
+    projects = open_store().list_projects()
+    if json_out:
+        print_json([_project_dict(p) for p in projects])
+        return
+    print_table(
+        "projects",
+        ["name", "repository", "executions", "created"],
+        [[p.name, p.repo_url or "(ad-hoc only)", p.execution_counter, p.created_at.strftime("%Y-%m-%d %H:%M")]
+         for p in projects],
+    )
+
+
+def _project_dict(p) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "id": p.id,
+        "name": p.name,
+        "repo_url": p.repo_url,
+        "execution_count": p.execution_counter,
+        "created_at": p.created_at,
+    }

@@ -1,0 +1,41 @@
+"""The small, named family of errors vh-orch raises.
+
+Every message says what happened and, where it can, what to do next: the CLI prints
+it as it is.
+"""
+
+
+class VhOrchError(Exception):
+    """Base of every error vh-orch raises on purpose."""
+
+
+class UserInputError(VhOrchError):
+    """Something the user gave us (a flag, a parameter value, a file) is not acceptable."""
+
+
+class ConfigError(VhOrchError):
+    """A configuration file or setting is invalid."""
+
+
+class NotFound(UserInputError):
+    """A named thing (project, execution, environment, datum) does not exist."""
+
+
+class NoDaemon(VhOrchError):
+    """A command needs a running `vh-orch serve` and none has a fresh heartbeat."""
+
+
+class CloudError(VhOrchError):
+    """A cloud driver failed; subclasses say how the caller should react."""
+
+
+class CapacityError(CloudError):
+    """The cloud has no capacity for this instance type in this zone right now."""
+
+
+class QuotaExceeded(CloudError):
+    """An account limit stops the launch until someone raises it."""
+
+
+class TransientCloudError(CloudError):
+    """A failure worth retrying after a back-off (rate limits, 5xx)."""

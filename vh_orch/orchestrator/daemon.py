@@ -1,0 +1,253 @@
+"""The daemon: APScheduler jobs around a reconcile pass, a heartbeat, and runner threads.
+
+A pass runs every few seconds and promptly when a CLI command wakes it through a
+datagram on an abstract Unix socket named after the database (nothing to clean up,
+no path-length limits). Only one daemon serves a database at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from vh_orch.bootstrap.runtimes import DockerRuntime, ProcessRuntime, Runtime, docker_available, remove_container
+from vh_orch.orchestrator.models import Environment, ExecutionStatus, MachineState
+from vh_orch.orchestrator.runner import ExecutionRunner
+from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+S = ExecutionStatus
+RUNTIME_PROBE_TTL_S = 30.0
+RUNTIMES = ("auto", "docker", "process")
+
+
+def wakeup_address(settings: Settings) -> str:
+    digest = hashlib.sha256(settings.db_url.encode()).hexdigest()[:24]
+    return f"\0vh-orch-{digest}"
+
+
+def notify_daemon(settings: Settings) -> None:
+    """Ask a running daemon for a pass now; harmless when none is running."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"wake", wakeup_address(settings))
+    except OSError:
+        pass
+
+
+def choose_runtime(env: Environment) -> tuple[str, str]:
+    """The runtime a `local` environment uses now, and why."""
+    wanted = env.settings.get("runtime", "auto")
+    if wanted == "process":
+        return "process", "the environment's runtime is set to process"
+    ok, why = docker_available()
+    if wanted == "docker":
+        return "docker", why if ok else f"set to docker, but {why}"
+    return ("docker", why) if ok else ("process", f"no Docker engine: {why}")
+
+
+@dataclass
+class _Running:
+    runner: ExecutionRunner
+    thread: threading.Thread
+    environment_id: int
+
+
+class Daemon:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.hostname = socket.gethostname()
+        self._running: dict[int, _Running] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._heartbeat_id: int | None = None
+        self._runtime_cache: dict[int, tuple[float, str]] = {}
+        self._scheduler: BackgroundScheduler | None = None
+        self._listener: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
+        self._heartbeat_id = beat.id
+        self._recover()
+        scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
+        scheduler.add_job(
+            self._reconcile_job,
+            "interval",
+            seconds=self.settings.reconcile_interval_s,
+            id="reconcile",
+            next_run_time=datetime.now(UTC),
+            misfire_grace_time=None,
+        )
+        scheduler.add_job(
+            self._heartbeat_job,
+            "interval",
+            seconds=self.settings.heartbeat_interval_s,
+            id="heartbeat",
+            misfire_grace_time=None,
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+        self._listener = threading.Thread(target=self._listen, name="wakeup-listener", daemon=True)
+        self._listener.start()
+        log.info("vh-orch daemon started (pid heartbeat %s)", self._heartbeat_id)
+
+    def run_once(self) -> None:
+        """One pass for cron: start what is queued, wait for those executions to end."""
+        beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
+        self._heartbeat_id = beat.id
+        try:
+            self._recover()
+            self.reconcile_pass()
+            while self._reap():
+                self.store.beat(beat.id)  # type: ignore[arg-type]
+                self._stopping.wait(0.5)
+                if self._stopping.is_set():
+                    self._stop_all("the daemon shut down")
+        finally:
+            self.store.daemon_stopped(beat.id)  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        """Stop scheduling, stop running executions (outputs are kept), mark the heartbeat stopped."""
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+        self._stop_all("the daemon shut down")
+        if self._heartbeat_id is not None:
+            self.store.daemon_stopped(self._heartbeat_id)
+        log.info("vh-orch daemon stopped")
+
+    def _stop_all(self, reason: str) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        for item in running:
+            item.runner.stop(reason)
+        for item in running:
+            item.thread.join(timeout=self.settings.stop_grace_s + 60)
+        self._reap()
+
+    # -- jobs ---------------------------------------------------------------------
+
+    def _heartbeat_job(self) -> None:
+        if self._heartbeat_id is not None:
+            self.store.beat(self._heartbeat_id)
+
+    def _reconcile_job(self) -> None:
+        # A wake-up that arrives during a pass causes one more pass right away.
+        for _ in range(10):
+            self._wake.clear()
+            try:
+                self.reconcile_pass()
+            except Exception:
+                log.exception("reconcile pass failed; the next one will retry")
+                return
+            if not self._wake.is_set() or self._stopping.is_set():
+                return
+
+    def _listen(self) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind(wakeup_address(self.settings))
+            except OSError as exc:
+                log.warning("no prompt wake-ups (cannot bind the wake-up socket: %s); polling only", exc)
+                return
+            sock.settimeout(0.5)
+            while not self._stopping.is_set():
+                try:
+                    sock.recv(64)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                self._wake.set()
+                scheduler = self._scheduler
+                if scheduler is not None and not self._stopping.is_set():
+                    try:
+                        scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
+                    except Exception:  # shutting down
+                        return
+
+    # -- the pass -------------------------------------------------------------------
+
+    def reconcile_pass(self) -> None:
+        self._reap()
+        for env in self.store.list_environments():
+            if env.cloud == "local":
+                self._dispatch_local(env)
+        for execution in self.store.executions_in([S.STOPPING]):
+            item = self._running.get(execution.id)  # type: ignore[arg-type]
+            if item is not None:
+                item.runner.stop(execution.status_reason or "stopped by request")
+
+    def _dispatch_local(self, env: Environment) -> None:
+        assert env.id is not None
+        machine = self.store.ensure_host_machine(env, self.hostname)
+        with self._lock:
+            busy = sum(1 for r in self._running.values() if r.environment_id == env.id)
+        free = env.slots - busy
+        if free > 0 and not self._stopping.is_set():
+            runtime = self._runtime_for(env)
+            claimed = self.store.claim_queued(env.id, machine.id, free, runtime.name)  # type: ignore[arg-type]
+            for execution in claimed:
+                self._start_runner(execution, runtime, env.id)
+            busy += len(claimed)
+        wanted_state = MachineState.BUSY if busy else MachineState.READY
+        if machine.state != wanted_state:
+            self.store.set_machine_state(machine.id, wanted_state)  # type: ignore[arg-type]
+
+    def _runtime_for(self, env: Environment) -> Runtime:
+        assert env.id is not None
+        cached = self._runtime_cache.get(env.id)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > RUNTIME_PROBE_TTL_S or env.settings.get("runtime", "auto") != "auto":
+            name, why = choose_runtime(env)
+            if cached is None or cached[1] != name:
+                log.info("environment %s runs executions with the %s runtime (%s)", env.name, name, why)
+            self._runtime_cache[env.id] = (now, name)
+            cached = self._runtime_cache[env.id]
+        return DockerRuntime() if cached[1] == "docker" else ProcessRuntime()
+
+    def _start_runner(self, execution, runtime: Runtime, environment_id: int) -> None:  # type: ignore[no-untyped-def]
+        runner = ExecutionRunner(self.store, self.settings, execution, runtime)
+        thread = threading.Thread(target=runner.run, name=f"execution-{execution.id}", daemon=True)
+        with self._lock:
+            self._running[execution.id] = _Running(runner, thread, environment_id)
+        thread.start()
+
+    def _reap(self) -> int:
+        """Forget finished runner threads; returns how many still run."""
+        with self._lock:
+            for execution_id, item in list(self._running.items()):
+                if not item.thread.is_alive():
+                    del self._running[execution_id]
+            return len(self._running)
+
+    def _recover(self) -> None:
+        """Executions this host was running when a previous daemon died cannot be resumed yet."""
+        local_envs = {e.id for e in self.store.list_environments() if e.cloud == "local"}
+        for execution in self.store.executions_in([S.STARTED, S.STOPPING]):
+            if execution.environment_id not in local_envs:
+                continue
+            if execution.runtime == "docker":
+                try:
+                    remove_container(f"vh-exec-{execution.id}")
+                except (OSError, subprocess.SubprocessError) as exc:
+                    log.warning("could not remove container vh-exec-%s: %s", execution.id, exc)
+            self.store.set_status(
+                execution.id,  # type: ignore[arg-type]
+                S.ERROR,
+                "the vh-orch daemon stopped while this execution ran; it was not resumed",
+            )

@@ -1,0 +1,154 @@
+"""Log and metadata ingestion: bytes from a running command become stored lines, in batches.
+
+- A line longer than MAX_LINE_BYTES is split into pieces of at most that many bytes;
+  nothing is dropped. A multi-byte character is never cut in two.
+- Bytes that are not UTF-8 are replaced with U+FFFD, never fatal.
+- A stdout line that parses as a JSON object is also a metadata point; other JSON
+  (lists, numbers), NaN/Infinity and malformed lines are ordinary log lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from vh_orch.orchestrator.store import LogLine, Store
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+BATCH_LINES = 5_000
+FLUSH_INTERVAL_S = 0.1
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_metadata(text: str) -> dict[str, Any] | None:
+    """The metadata point in a stdout line, or None when the line is not a JSON object."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return None
+    try:
+        value = json.loads(stripped, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def iter_lines(stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterable[str]:
+    """Decoded lines (without the newline) from a binary stream, long lines split."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    readline = stream.readline
+    while True:
+        chunk = readline(max_bytes)
+        if not chunk:
+            break
+        if chunk.endswith(b"\n"):
+            text = decoder.decode(chunk[:-1], final=True)
+            yield text[:-1] if text.endswith("\r") else text
+        else:
+            # A piece of an over-long line: the decoder keeps an incomplete trailing
+            # character for the next piece; the rest is a line of its own.
+            text = decoder.decode(chunk, final=False)
+            if text:
+                yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+class LogIngester:
+    """Collects lines from several reader threads and stores them in batches.
+
+    One writer thread per execution; `close()` flushes everything and waits.
+    """
+
+    def __init__(self, store: Store, execution_id: int, on_error: Callable[[Exception], None] | None = None) -> None:
+        self.store = store
+        self.execution_id = execution_id
+        self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
+        self._on_error = on_error
+        self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
+        self._writer.start()
+        self._readers: list[threading.Thread] = []
+        self.lines_stored = 0
+
+    def follow(self, stream: IO[bytes], name: str) -> None:
+        """Read a stream to its end in a thread of its own."""
+        thread = threading.Thread(
+            target=self._read_loop, args=(stream, name), name=f"log-{name}-{self.execution_id}", daemon=True
+        )
+        thread.start()
+        self._readers.append(thread)
+
+    def add(self, stream: str, text: str) -> None:
+        """A line that did not come from the command (e.g. a note from vh-orch itself)."""
+        self._queue.put(LogLine(time=datetime.now(UTC), stream=stream, text=text))
+
+    def _read_loop(self, stream: IO[bytes], name: str) -> None:
+        put = self._queue.put
+        is_stdout = name == "stdout"
+        try:
+            for text in iter_lines(stream):
+                metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
+                put(LogLine(time=datetime.now(UTC), stream=name, text=text, metadata=metadata))
+        except (OSError, ValueError) as exc:  # the pipe went away under us
+            log.warning("execution %s: reading %s stopped: %s", self.execution_id, name, exc)
+
+    def wait_readers(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._readers:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float | None = None) -> None:
+        self.wait_readers(timeout)
+        self._queue.put(None)
+        self._writer.join(timeout)
+
+    def _write_loop(self) -> None:
+        get = self._queue.get
+        done = False
+        while not done:
+            first = get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + FLUSH_INTERVAL_S
+            while len(batch) < BATCH_LINES:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = get(timeout=remaining) if remaining > 0 else get_nowait(self._queue)
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                batch.append(item)
+            self._store(batch)
+
+    def _store(self, batch: list[LogLine]) -> None:
+        for attempt in range(5):
+            try:
+                self.store.append_log(self.execution_id, batch)
+                self.lines_stored += len(batch)
+                return
+            except Exception as exc:  # database busy or gone: retry, then report
+                if attempt == 4:
+                    log.exception("execution %s: could not store %d log lines", self.execution_id, len(batch))
+                    if self._on_error:
+                        self._on_error(exc)
+                    return
+                time.sleep(0.2 * (attempt + 1))
+
+
+def get_nowait(q: queue.SimpleQueue[Any]) -> Any:
+    return q.get_nowait()

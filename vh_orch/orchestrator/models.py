@@ -1,0 +1,193 @@
+"""The state vh-orch keeps, as SQLModel tables.
+
+Times are aware UTC datetimes (SQLModel stores them as UTC); `timeutil.iso` renders them
+with a trailing Z. JSON columns hold plain dicts and lists.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from vh_orch.timeutil import utcnow
+
+
+class ExecutionStatus(StrEnum):
+    CREATED = "created"
+    QUEUED = "queued"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ERROR = "error"
+    COMPLETE = "complete"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({ExecutionStatus.STOPPED, ExecutionStatus.ERROR, ExecutionStatus.COMPLETE})
+
+
+class MachineState(StrEnum):
+    REQUESTED = "requested"
+    PROVISIONING = "provisioning"
+    BOOTSTRAPPING = "bootstrapping"
+    READY = "ready"
+    BUSY = "busy"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+class Project(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    repo_url: str | None = None
+    mirror_path: str | None = None
+    execution_counter: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Commit(SQLModel, table=True):
+    """An exact snapshot: a Git sha, or the content hash of an ad-hoc folder."""
+
+    __table_args__ = (UniqueConstraint("project_id", "kind", "identifier"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    kind: str  # "git" or "adhoc"
+    identifier: str  # the sha, or the sha256 of the ad-hoc archive
+    ref: str | None = None  # what the user asked for (branch, tag, folder)
+    archive_path: str | None = None  # ad-hoc: where the tarball is kept
+    config_yaml: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Environment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    cloud: str
+    min_scale: int = 0
+    max_scale: int = 1
+    idle_timeout_s: float = 600.0
+    instance_type: str | None = None
+    region: str | None = None
+    spot: bool = False
+    price_per_hour: float = 0.0
+    slots: int = 1
+    max_attempts: int = 3
+    # Cloud-specific and runtime settings (e.g. {"runtime": "auto", "pull_policy": "if-missing"}).
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Machine(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    environment_id: int = Field(foreign_key="environment.id", index=True)
+    state: str = Field(default=MachineState.REQUESTED, index=True)
+    reason: str | None = None
+    launch_token: str | None = None
+    instance_id: str | None = None
+    address: str | None = None
+    bootstrap_step: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    idle_since: datetime | None = None
+    terminated_at: datetime | None = None
+
+
+class Execution(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("project_id", "counter"),
+        Index("ix_execution_queue", "environment_id", "status", "priority", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    counter: int
+    commit_id: int = Field(foreign_key="commit.id")
+    step: str
+    title: str | None = None
+    image: str | None = None
+    pull_policy: str | None = None
+    command: str = Field(sa_column=Column(Text, nullable=False))
+    parameters: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # {"name": ["url", ...]}: what the user asked for; inputs.json records what was fetched.
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    environment_variables: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    time_limit_s: float | None = None
+    environment_id: int = Field(foreign_key="environment.id")
+    machine_id: int | None = Field(default=None, foreign_key="machine.id")
+    runtime: str | None = None
+    status: str = Field(default=ExecutionStatus.CREATED, index=True)
+    status_reason: str | None = None
+    exit_code: int | None = None
+    priority: int = 0
+    user: str | None = None
+    attempt: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    # The last value of every metadata key, merged in order; kept up to date on ingestion.
+    metadata_latest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Highest event sequence number stored (log lines and status changes share one sequence).
+    last_seq: int = 0
+
+
+class ExecutionEvent(SQLModel, table=True):
+    """A log line (kind "log", stream stdout/stderr) or a status change (kind "status")."""
+
+    __tablename__ = "execution_event"
+    __table_args__ = (Index("ix_execution_event_seq", "execution_id", "seq", unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id")
+    seq: int
+    time: datetime
+    kind: str
+    stream: str | None = None
+    text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class MetadataPoint(SQLModel, table=True):
+    __tablename__ = "metadata_point"
+    __table_args__ = (Index("ix_metadata_point_seq", "execution_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id")
+    seq: int
+    time: datetime
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class Output(SQLModel, table=True):
+    """A file an execution left in its outputs folder, stored in a datastore."""
+
+    id: str = Field(primary_key=True)  # the datum id: datum://<id>
+    execution_id: int = Field(foreign_key="execution.id", index=True)
+    name: str
+    size: int
+    sha256: str
+    uri: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DaemonHeartbeat(SQLModel, table=True):
+    __tablename__ = "daemon_heartbeat"
+
+    id: int | None = Field(default=None, primary_key=True)
+    pid: int
+    hostname: str
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+    stopped_at: datetime | None = None

@@ -1,0 +1,242 @@
+"""One execution on one machine, from a clean folder to stored outputs and a final status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vh_orch.config.steps import get_step, parse_config
+from vh_orch.bootstrap.runtimes import FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.orchestrator.logs import LogIngester
+from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
+from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
+from vh_orch.storage.datastore import FileDatastore
+from vh_orch.storage.inputs import InputFetchError, fetch_inputs
+from vh_orch.storage.snapshots import extract_adhoc, extract_git
+from vh_orch.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+S = ExecutionStatus
+POLL_S = 0.05
+STATUS_CHECK_S = 0.5
+
+
+@dataclass
+class Outcome:
+    status: str
+    reason: str | None
+    exit_code: int | None
+
+
+class ExecutionRunner:
+    """Runs one claimed (`started`) execution. `run()` blocks; `stop()` may come from any thread."""
+
+    def __init__(self, store: Store, settings: Settings, execution: Execution, runtime: Runtime) -> None:
+        self.store = store
+        self.settings = settings
+        self.execution = execution
+        self.runtime = runtime
+        self.folder = settings.executions_dir / str(execution.id)
+        self._stop = threading.Event()
+        self._stop_reason: str | None = None
+        self._running: RunningCommand | None = None
+
+    @property
+    def execution_id(self) -> int:
+        assert self.execution.id is not None
+        return self.execution.id
+
+    def stop(self, reason: str) -> None:
+        self._stop_reason = self._stop_reason or reason
+        self._stop.set()
+
+    def run(self) -> Outcome:
+        try:
+            outcome = self._run()
+        except Exception as exc:  # a bug or a broken host: never leave the execution hanging
+            log.exception("execution %s failed inside vh-orch", self.execution_id)
+            outcome = Outcome(S.ERROR, f"vh-orch failed while running it: {exc}", None)
+        self.store.set_status(self.execution_id, outcome.status, outcome.reason, outcome.exit_code)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return outcome
+
+    def _run(self) -> Outcome:
+        ingester = LogIngester(self.store, self.execution_id)
+        try:
+            spec = self._prepare(ingester)
+        except (InputFetchError, RuntimeFailure) as exc:
+            ingester.add("stderr", f"vh-orch: {exc}")
+            ingester.close(timeout=30)
+            return Outcome(S.ERROR, str(exc), None)
+        if self._stop.is_set():
+            ingester.close(timeout=30)
+            return Outcome(S.STOPPED, self._stop_reason, None)
+
+        running = self.runtime.start(spec)
+        self._running = running
+        ingester.follow(running.stdout, "stdout")
+        ingester.follow(running.stderr, "stderr")
+        exit_code, timed_out = self._wait(running)
+        ingester.wait_readers(timeout=60)
+        stored = self._store_outputs(ingester)
+        ingester.close(timeout=60)
+
+        if self._stop.is_set() and not timed_out:
+            return Outcome(S.STOPPED, self._stop_reason, exit_code)
+        if timed_out:
+            limit = self.execution.time_limit_s
+            return Outcome(S.ERROR, f"time limit of {limit:g} s exceeded; the command was stopped", exit_code)
+        if stored is not None:
+            return Outcome(S.ERROR, stored, exit_code)
+        if exit_code == 0:
+            return Outcome(S.COMPLETE, None, 0)
+        return Outcome(S.ERROR, f"the command exited with code {exit_code}", exit_code)
+
+    def _prepare(self, ingester: LogIngester) -> RunSpec:
+        execution = self.execution
+        shutil.rmtree(self.folder, ignore_errors=True)
+        for name in FOLDERS:
+            (self.folder / name).mkdir(parents=True)
+        commit = self.store.get_commit(execution.commit_id)
+        project = self.store.get_project_by_id(execution.project_id)
+        repository = self.folder / "repository"
+        if commit.kind == "adhoc":
+            extract_adhoc(Path(commit.archive_path or ""), repository)
+        else:
+            extract_git(Path(project.mirror_path or ""), commit.identifier, repository)
+
+        visible = self.runtime.visible_dirs(self.folder)
+        filenames = _input_filenames(commit.config_yaml, execution.step)
+        inputs_config = fetch_inputs(
+            execution.inputs,
+            filenames,
+            self.folder / "inputs",
+            visible["inputs"],
+            self._resolve_datum,
+        )
+        config = self.folder / "config"
+        _write_json(config / "parameters.json", execution.parameters)
+        _write_json(config / "inputs.json", inputs_config)
+        _write_json(config / "execution.json", self._execution_info(project.name, commit.identifier))
+
+        env = {"PYTHONUNBUFFERED": "1"}
+        env.update({k: str(v) for k, v in execution.environment_variables.items()})
+        env.update(
+            {
+                "VH_JOB_ID": str(execution.id),
+                "VH_EXECUTION_ID": str(execution.id),
+                "VH_PROJECT_ID": str(execution.project_id),
+                "VH_CONFIG_DIR": visible["config"],
+                "VH_INPUTS_DIR": visible["inputs"],
+                "VH_OUTPUTS_DIR": visible["outputs"],
+                "VH_REPOSITORY_DIR": visible["repository"],
+            }
+        )
+        spec = RunSpec(
+            execution_id=self.execution_id,
+            command=execution.command,
+            folder=self.folder,
+            env=env,
+            image=execution.image,
+            pull_policy=execution.pull_policy or "if-missing",
+            labels={
+                "vh-orch.execution-id": str(execution.id),
+                "vh-orch.project": project.name,
+                "vh-orch.counter": str(execution.counter),
+            },
+        )
+        self.runtime.prepare(spec)
+        return spec
+
+    def _resolve_datum(self, datum_id: str) -> tuple[str, str]:
+        output = self.store.get_output(datum_id)
+        return output.uri, output.name
+
+    def _execution_info(self, project_name: str, commit_identifier: str) -> dict[str, Any]:
+        e = self.execution
+        return {
+            "valohai.execution-id": str(e.id),
+            "valohai.execution-counter": e.counter,
+            "valohai.execution-step": e.step,
+            "valohai.execution-title": e.title,
+            "valohai.execution-image": e.image,
+            "valohai.execution-created-at": iso(e.created_at),
+            "valohai.project-id": str(e.project_id),
+            "valohai.project-name": project_name,
+            "valohai.commit-identifier": commit_identifier,
+            "valohai.environment-id": str(e.environment_id),
+            "valohai.runtime": self.runtime.name,
+            "valohai.creator-name": e.user,
+        }
+
+    def _wait(self, running: RunningCommand) -> tuple[int, bool]:
+        """Wait for the command, handling stop requests and the time limit."""
+        limit = self.execution.time_limit_s
+        started = time.monotonic()
+        next_check = started
+        timed_out = False
+        while True:
+            code = running.poll()
+            if code is not None:
+                return code, timed_out
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + STATUS_CHECK_S
+                if self.store.get_execution(self.execution_id).status == S.STOPPING:
+                    self.stop("stopped by request")
+            if limit and not timed_out and now - started > limit:
+                timed_out = True
+                self._stop.set()
+            if self._stop.is_set():
+                running.stop(self.settings.stop_grace_s)
+                return running.wait(), timed_out
+            self._stop.wait(POLL_S)
+
+    def _store_outputs(self, ingester: LogIngester) -> str | None:
+        """Upload everything in outputs/; returns a problem to report, or None."""
+        outputs_dir = self.folder / "outputs"
+        datastore = FileDatastore(self.settings.data_dir)
+        rows: list[Output] = []
+        try:
+            for root, dirs, files in os.walk(outputs_dir):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(root) / name
+                    rel = path.relative_to(outputs_dir).as_posix()
+                    if path.is_symlink() or not path.is_file():
+                        ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
+                        continue
+                    stored = datastore.put(path, rel)
+                    rows.append(
+                        Output(
+                            id=stored.datum_id,
+                            execution_id=self.execution_id,
+                            name=rel,
+                            size=stored.size,
+                            sha256=stored.sha256,
+                            uri=stored.uri,
+                        )
+                    )
+        except OSError as exc:
+            self.store.add_outputs(rows)
+            return f"storing outputs failed: {exc}"
+        self.store.add_outputs(rows)
+        return None
+
+
+def _input_filenames(config_yaml: str, step_name: str) -> dict[str, str | None]:
+    step = get_step(parse_config(config_yaml), step_name)
+    return {name: inp.filename for name, inp in step.inputs.items()}
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=True))

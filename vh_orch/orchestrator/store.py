@@ -1,0 +1,483 @@
+"""All SQL vh-orch runs lives here.
+
+Writers use `write()` (on SQLite: BEGIN IMMEDIATE, so read-then-write steps never
+interleave); readers use `read()`, which never blocks a writer in WAL mode. Objects
+returned stay usable after their session closes (expire_on_commit=False).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from vh_orch.errors import NotFound, UserInputError
+from vh_orch.orchestrator.db import get_engine
+from vh_orch.orchestrator.models import (
+    FINAL_STATUSES,
+    Commit,
+    DaemonHeartbeat,
+    Environment,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    Machine,
+    MachineState,
+    MetadataPoint,
+    Output,
+    Project,
+)
+from vh_orch.timeutil import utcnow
+
+S = ExecutionStatus
+
+# Which status may follow which. A final status is never left.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.CREATED: frozenset({S.QUEUED, S.STOPPED, S.ERROR}),
+    S.QUEUED: frozenset({S.STARTED, S.STOPPED, S.ERROR}),
+    S.STARTED: frozenset({S.STOPPING, S.COMPLETE, S.ERROR, S.STOPPED, S.QUEUED}),
+    S.STOPPING: frozenset({S.STOPPED, S.ERROR, S.COMPLETE}),
+}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: datetime
+    stream: str  # "stdout" or "stderr"
+    text: str
+    metadata: dict[str, Any] | None = None  # set when the line is a metadata point
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = get_engine(url)
+
+    # -- sessions -------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self.engine.connect() as conn, conn.begin():
+            with Session(bind=conn, expire_on_commit=False) as session:
+                yield session
+                session.flush()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.engine.connect().execution_options(vh_readonly=True) as conn, conn.begin():
+            with Session(bind=conn, expire_on_commit=False) as session:
+                yield session
+
+    # -- projects and commits -------------------------------------------------
+
+    def create_project(self, name: str, repo_url: str | None, mirror_path: str | None) -> Project:
+        try:
+            with self.write() as s:
+                project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path)
+                s.add(project)
+                s.flush()
+                return project
+        except IntegrityError:
+            raise UserInputError(f"a project named {name!r} already exists") from None
+
+    def get_project(self, name: str) -> Project:
+        with self.read() as s:
+            project = s.exec(select(Project).where(Project.name == name)).first()
+        if project is None:
+            raise NotFound(f"no project named {name!r}; see `vh-orch project list`")
+        return project
+
+    def get_project_by_id(self, project_id: int) -> Project:
+        with self.read() as s:
+            return s.get_one(Project, project_id)
+
+    def list_projects(self) -> list[Project]:
+        with self.read() as s:
+            return list(s.exec(select(Project).order_by(Project.name)))
+
+    def get_or_create_commit(
+        self,
+        project_id: int,
+        kind: str,
+        identifier: str,
+        config_yaml: str,
+        ref: str | None = None,
+        archive_path: str | None = None,
+    ) -> Commit:
+        with self.write() as s:
+            commit = s.exec(
+                select(Commit).where(
+                    Commit.project_id == project_id,
+                    Commit.kind == kind,
+                    Commit.identifier == identifier,
+                )
+            ).first()
+            if commit is None:
+                commit = Commit(
+                    project_id=project_id,
+                    kind=kind,
+                    identifier=identifier,
+                    ref=ref,
+                    archive_path=archive_path,
+                    config_yaml=config_yaml,
+                )
+                s.add(commit)
+                s.flush()
+            return commit
+
+    def get_commit(self, commit_id: int) -> Commit:
+        with self.read() as s:
+            return s.get_one(Commit, commit_id)
+
+    # -- environments and machines --------------------------------------------
+
+    def ensure_environment(self, name: str, cloud: str, **fields: Any) -> tuple[Environment, bool]:
+        """Create the environment if it does not exist; never changes an existing one."""
+        with self.write() as s:
+            env = s.exec(select(Environment).where(Environment.name == name)).first()
+            if env is not None:
+                return env, False
+            env = Environment(name=name, cloud=cloud, **fields)
+            s.add(env)
+            s.flush()
+            return env, True
+
+    def get_environment(self, name: str) -> Environment:
+        with self.read() as s:
+            env = s.exec(select(Environment).where(Environment.name == name)).first()
+        if env is None:
+            raise NotFound(f"no environment named {name!r}; see `vh-orch env list`")
+        return env
+
+    def get_environment_by_id(self, env_id: int) -> Environment:
+        with self.read() as s:
+            return s.get_one(Environment, env_id)
+
+    def list_environments(self) -> list[Environment]:
+        with self.read() as s:
+            return list(s.exec(select(Environment).order_by(Environment.name)))
+
+    def update_environment(self, name: str, changes: dict[str, Any], settings: dict[str, Any]) -> Environment:
+        with self.write() as s:
+            env = s.exec(select(Environment).where(Environment.name == name)).first()
+            if env is None:
+                raise NotFound(f"no environment named {name!r}; see `vh-orch env list`")
+            for key, value in changes.items():
+                setattr(env, key, value)
+            if settings:
+                env.settings = {**env.settings, **settings}
+            env.updated_at = utcnow()
+            s.add(env)
+            return env
+
+    def ensure_host_machine(self, env: Environment, hostname: str) -> Machine:
+        """The machine row that stands for this host in a `local` environment."""
+        with self.write() as s:
+            machine = s.exec(
+                select(Machine).where(
+                    Machine.environment_id == env.id,
+                    col(Machine.state).not_in([MachineState.TERMINATED, MachineState.FAILED, MachineState.LOST]),
+                )
+            ).first()
+            if machine is None:
+                machine = Machine(
+                    environment_id=env.id,
+                    state=MachineState.READY,
+                    instance_id=f"local:{hostname}",
+                    address="localhost",
+                    bootstrap_step="ready",
+                    idle_since=utcnow(),
+                )
+                s.add(machine)
+                s.flush()
+            return machine
+
+    def set_machine_state(self, machine_id: int, state: str, reason: str | None = None) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state != state:
+                machine.state = state
+                machine.updated_at = utcnow()
+                machine.idle_since = utcnow() if state == MachineState.READY else None
+            machine.reason = reason
+            s.add(machine)
+
+    def list_machines(self, include_finished: bool = False) -> list[tuple[Machine, str]]:
+        with self.read() as s:
+            query = select(Machine, Environment.name).join(Environment)
+            if not include_finished:
+                query = query.where(col(Machine.state).not_in([MachineState.TERMINATED]))
+            return [(m, name) for m, name in s.exec(query.order_by(Machine.id))]
+
+    # -- executions -------------------------------------------------------------
+
+    def create_execution(self, execution: Execution) -> Execution:
+        """Insert a new execution (status `queued`) with the next counter of its project."""
+        with self.write() as s:
+            counter = s.execute(
+                update(Project)
+                .where(col(Project.id) == execution.project_id)
+                .values(execution_counter=Project.execution_counter + 1)
+                .returning(Project.execution_counter)
+            ).scalar_one()
+            now = utcnow()
+            execution.counter = counter
+            execution.status = S.CREATED
+            execution.created_at = now
+            s.add(execution)
+            s.flush()
+            assert execution.id is not None
+            self._transition(s, execution, S.QUEUED, now=now)
+            return execution
+
+    def get_execution(self, execution_id: int) -> Execution:
+        with self.read() as s:
+            execution = s.get(Execution, execution_id)
+        if execution is None:
+            raise NotFound(f"no execution with id {execution_id}; see `vh-orch exec list`")
+        return execution
+
+    def list_executions(
+        self, project_id: int | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[Execution]:
+        with self.read() as s:
+            query = select(Execution)
+            if project_id is not None:
+                query = query.where(Execution.project_id == project_id)
+            if status is not None:
+                query = query.where(Execution.status == status)
+            query = query.order_by(col(Execution.id).desc())
+            if limit:
+                query = query.limit(limit)
+            return list(s.exec(query))
+
+    def project_names(self) -> dict[int, str]:
+        with self.read() as s:
+            return {p.id: p.name for p in s.exec(select(Project))}  # type: ignore[misc]
+
+    def environment_names(self) -> dict[int, str]:
+        with self.read() as s:
+            return {e.id: e.name for e in s.exec(select(Environment))}  # type: ignore[misc]
+
+    def claim_queued(self, environment_id: int, machine_id: int, limit: int, runtime: str) -> list[Execution]:
+        """Move up to `limit` queued executions to `started` on a machine, FIFO within priority.
+
+        Runs in one write transaction, so each execution is started at most once.
+        """
+        if limit <= 0:
+            return []
+        with self.write() as s:
+            query = (
+                select(Execution)
+                .where(Execution.environment_id == environment_id, Execution.status == S.QUEUED)
+                .order_by(col(Execution.priority).desc(), col(Execution.id))
+                .limit(limit)
+            )
+            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+                query = query.with_for_update(skip_locked=True)
+            claimed = list(s.exec(query))
+            now = utcnow()
+            for execution in claimed:
+                execution.machine_id = machine_id
+                execution.runtime = runtime
+                execution.attempt += 1
+                self._transition(s, execution, S.STARTED, now=now)
+            return claimed
+
+    def set_status(
+        self,
+        execution_id: int,
+        status: str,
+        reason: str | None = None,
+        exit_code: int | None = None,
+    ) -> Execution:
+        """Record a status change (and its event); an impossible transition is a no-op."""
+        with self.write() as s:
+            execution = s.get_one(Execution, execution_id)
+            if status in ALLOWED_TRANSITIONS.get(execution.status, frozenset()):
+                if exit_code is not None:
+                    execution.exit_code = exit_code
+                self._transition(s, execution, status, reason=reason)
+            return execution
+
+    def request_stop(self, execution_id: int, reason: str) -> Execution:
+        """Queued or created: stopped at once. Started: `stopping`, the runner finishes it."""
+        with self.write() as s:
+            execution = s.get(Execution, execution_id)
+            if execution is None:
+                raise NotFound(f"no execution with id {execution_id}; see `vh-orch exec list`")
+            if execution.status in (S.CREATED, S.QUEUED):
+                self._transition(s, execution, S.STOPPED, reason=reason)
+            elif execution.status == S.STARTED:
+                self._transition(s, execution, S.STOPPING, reason=reason)
+            return execution
+
+    def executions_in(self, statuses: Sequence[str], environment_id: int | None = None) -> list[Execution]:
+        with self.read() as s:
+            query = select(Execution).where(col(Execution.status).in_(list(statuses)))
+            if environment_id is not None:
+                query = query.where(Execution.environment_id == environment_id)
+            return list(s.exec(query.order_by(Execution.id)))
+
+    def _transition(
+        self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
+    ) -> None:
+        now = now or utcnow()
+        execution.status = status
+        if reason is not None or status in (S.QUEUED, S.STARTED):
+            execution.status_reason = reason
+        if status == S.QUEUED:
+            execution.queued_at = now
+        elif status == S.STARTED:
+            execution.started_at = now
+        elif status in FINAL_STATUSES:
+            execution.ended_at = now
+        execution.last_seq += 1
+        s.add(execution)
+        s.flush()
+        text = status if reason is None else f"{status}: {reason}"
+        s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
+
+    # -- logs and metadata ------------------------------------------------------
+
+    def append_log(self, execution_id: int, lines: Sequence[LogLine]) -> None:
+        """Store a batch of log lines (and the metadata points among them) in one transaction."""
+        if not lines:
+            return
+        with self.engine.connect() as conn, conn.begin():
+            last = conn.execute(
+                update(Execution)
+                .where(col(Execution.id) == execution_id)
+                .values(last_seq=Execution.last_seq + len(lines))
+                .returning(Execution.last_seq, Execution.metadata_latest)
+            ).one()
+            first_seq = last.last_seq - len(lines) + 1
+            rows = []
+            points = []
+            latest = dict(last.metadata_latest or {})
+            for offset, line in enumerate(lines):
+                seq = first_seq + offset
+                rows.append(
+                    {
+                        "execution_id": execution_id,
+                        "seq": seq,
+                        "time": line.time,
+                        "kind": "log",
+                        "stream": line.stream,
+                        "text": line.text,
+                    }
+                )
+                if line.metadata is not None:
+                    points.append({"execution_id": execution_id, "seq": seq, "time": line.time, "data": line.metadata})
+                    latest.update(line.metadata)
+            conn.execute(insert(ExecutionEvent), rows)
+            if points:
+                conn.execute(insert(MetadataPoint), points)
+                conn.execute(
+                    update(Execution).where(col(Execution.id) == execution_id).values(metadata_latest=latest)
+                )
+
+    def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[ExecutionEvent]:
+        with self.read() as s:
+            return list(
+                s.exec(
+                    select(ExecutionEvent)
+                    .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after_seq)
+                    .order_by(col(ExecutionEvent.seq))
+                    .limit(limit)
+                )
+            )
+
+    def metadata_points(self, execution_id: int) -> list[MetadataPoint]:
+        with self.read() as s:
+            return list(
+                s.exec(
+                    select(MetadataPoint)
+                    .where(MetadataPoint.execution_id == execution_id)
+                    .order_by(col(MetadataPoint.seq))
+                )
+            )
+
+    def count_events(self, execution_id: int, kind: str = "log") -> int:
+        with self.read() as s:
+            return s.exec(
+                select(func.count())
+                .select_from(ExecutionEvent)
+                .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == kind)
+            ).one()
+
+    # -- outputs ----------------------------------------------------------------
+
+    def add_outputs(self, outputs: Sequence[Output]) -> None:
+        if not outputs:
+            return
+        with self.write() as s:
+            s.add_all(outputs)
+
+    def outputs_of(self, execution_id: int) -> list[Output]:
+        with self.read() as s:
+            return list(s.exec(select(Output).where(Output.execution_id == execution_id).order_by(Output.name)))
+
+    def get_output(self, datum_id: str) -> Output:
+        with self.read() as s:
+            output = s.get(Output, datum_id)
+        if output is None:
+            raise NotFound(f"no datum {datum_id!r}: datum:// ids come from `vh-orch exec outputs ID`")
+        return output
+
+    # -- the daemon's heartbeat ------------------------------------------------
+
+    def register_daemon(self, stale_after: timedelta) -> DaemonHeartbeat:
+        """Record this process as the daemon; refuse if another one has a fresh heartbeat."""
+        with self.write() as s:
+            now = utcnow()
+            alive = s.exec(
+                select(DaemonHeartbeat).where(
+                    col(DaemonHeartbeat.stopped_at).is_(None),
+                    DaemonHeartbeat.heartbeat_at > now - stale_after,
+                )
+            ).first()
+            if alive is not None:
+                raise UserInputError(
+                    f"another vh-orch daemon is running for this database (pid {alive.pid} on "
+                    f"{alive.hostname}, last heartbeat {alive.heartbeat_at:%H:%M:%S} UTC); "
+                    "stop it first: one daemon per database"
+                )
+            beat = DaemonHeartbeat(pid=os.getpid(), hostname=socket.gethostname(), started_at=now, heartbeat_at=now)
+            s.add(beat)
+            s.flush()
+            return beat
+
+    def beat(self, heartbeat_id: int) -> None:
+        with self.write() as s:
+            s.execute(
+                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(heartbeat_at=utcnow())
+            )
+
+    def daemon_stopped(self, heartbeat_id: int) -> None:
+        with self.write() as s:
+            s.execute(
+                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(stopped_at=utcnow())
+            )
+
+    def fresh_daemon(self, stale_after: timedelta) -> DaemonHeartbeat | None:
+        with self.read() as s:
+            return s.exec(
+                select(DaemonHeartbeat).where(
+                    col(DaemonHeartbeat.stopped_at).is_(None),
+                    DaemonHeartbeat.heartbeat_at > utcnow() - stale_after,
+                )
+            ).first()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,51 @@
+"""Where vh-orch keeps its state, as one object passed around (never globals)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    # How often the daemon runs a reconcile pass when nothing wakes it earlier.
+    reconcile_interval_s: float = 1.0
+    heartbeat_interval_s: float = 2.0
+    # A heartbeat older than this means no daemon is alive.
+    heartbeat_stale_s: float = 10.0
+    # Grace period between SIGTERM/`docker stop` and a hard kill.
+    stop_grace_s: int = 5
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("VH_ORCH_HOME") or Path.home() / ".vh-orch").expanduser().absolute()
+        db_url = env.get("VH_ORCH_DB") or f"sqlite:///{home / 'state.db'}"
+        return cls(home=home, db_url=db_url)
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.home / "repos"
+
+    @property
+    def adhoc_dir(self) -> Path:
+        return self.home / "adhoc"
+
+    @property
+    def executions_dir(self) -> Path:
+        return self.home / "executions"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def wakeup_socket(self) -> Path:
+        return self.home / "daemon.sock"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.repos_dir, self.adhoc_dir, self.executions_dir, self.data_dir):
+            d.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,130 @@
+"""Inputs: checked when an execution is submitted, fetched into its folder before it starts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import requests
+
+from vh_orch.errors import ConfigError, UserInputError
+from vh_orch.storage.datastore import CHUNK, copy_with_sha256, file_uri_path
+
+HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
+
+
+class InputFetchError(Exception):
+    """An input could not be fetched; the message becomes the execution's status reason."""
+
+
+def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool]) -> str:
+    """Check one input URL at submit time; a local path becomes a file:// URL."""
+    url = url.strip()
+    if "://" not in url:
+        path = Path(url).expanduser()
+        if not path.is_file():
+            raise UserInputError(f"input {name!r}: {url!r} is not a URL and no such local file exists")
+        return path.resolve().as_uri()
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if not file_uri_path(url).is_file():
+            raise UserInputError(f"input {name!r}: no such file {url!r}")
+    elif parsed.scheme == "datum":
+        if not parsed.netloc or not datum_exists(parsed.netloc):
+            raise UserInputError(f"input {name!r}: no datum {url!r}; see `vh-orch exec outputs ID`")
+    elif parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UserInputError(
+            f"input {name!r}: unsupported URL {url!r}; use a local path, file://, http(s):// or datum://ID"
+        )
+    return url
+
+
+def safe_file_name(input_name: str, file_name: str) -> str:
+    """A file name that stays inside the input's folder, or InputFetchError."""
+    pure = PurePosixPath(file_name)
+    if (
+        not file_name
+        or "\0" in file_name
+        or "\\" in file_name
+        or len(pure.parts) != 1
+        or file_name in (".", "..")
+        or pure.is_absolute()
+    ):
+        raise InputFetchError(f"input {input_name!r}: file name {file_name!r} would escape the input folder")
+    return file_name
+
+
+def fetch_inputs(
+    urls: dict[str, list[str]],
+    filenames: dict[str, str | None],
+    inputs_dir: Path,
+    visible_root: str,
+    resolve_datum: Callable[[str], tuple[str, str]],
+) -> dict[str, Any]:
+    """Fetch every input into inputs_dir/<name>/<file>; returns the inputs.json content.
+
+    visible_root is where the inputs folder appears to the command (/valohai/inputs in a
+    container, the host folder in the process runtime).
+    """
+    config: dict[str, Any] = {}
+    for name, url_list in urls.items():
+        folder = inputs_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        files = []
+        seen: set[str] = set()
+        for url in url_list:
+            source_uri = url
+            if url.startswith("datum://"):
+                source_uri, stored_name = resolve_datum(urlparse(url).netloc)
+                default_name = PurePosixPath(stored_name).name
+            else:
+                default_name = unquote(PurePosixPath(urlparse(url).path).name)
+            wanted = filenames.get(name) if len(url_list) == 1 and filenames.get(name) else default_name
+            file_name = safe_file_name(name, wanted or "")
+            if file_name in seen:
+                raise InputFetchError(f"input {name!r}: two URLs give the same file name {file_name!r}")
+            seen.add(file_name)
+            dest = folder / file_name
+            size, digest = _fetch(source_uri, dest, name)
+            files.append(
+                {
+                    "name": file_name,
+                    "path": f"{visible_root}/{name}/{file_name}",
+                    "uri": url,
+                    "size": size,
+                    "checksums": {"sha256": digest},
+                }
+            )
+        config[name] = {"files": files}
+    return config
+
+
+def _fetch(uri: str, dest: Path, input_name: str) -> tuple[int, str]:
+    scheme = urlparse(uri).scheme
+    try:
+        if scheme in ("http", "https"):
+            return _download(uri, dest)
+        if scheme == "file":
+            return copy_with_sha256(file_uri_path(uri), dest)
+    except InputFetchError:
+        raise
+    except (OSError, requests.RequestException, ConfigError) as exc:
+        raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
+    raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
+
+
+def _download(url: str, dest: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as resp:
+        if resp.status_code >= 400:
+            raise InputFetchError(f"cannot fetch {url}: HTTP {resp.status_code} {resp.reason}")
+        with open(dest, "wb") as fh:
+            for chunk in resp.iter_content(CHUNK):
+                digest.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()

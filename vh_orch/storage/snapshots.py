@@ -1,0 +1,160 @@
+"""Code snapshots: Git mirrors resolved to exact commits, and ad-hoc folders stored by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from vh_orch.errors import UserInputError
+
+CONFIG_FILE = "valohai.yaml"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    kind: str  # "git" or "adhoc"
+    identifier: str  # commit sha or sha256 of the archive
+    ref: str | None
+    config_yaml: str
+    archive_path: str | None = None
+    archive_bytes: bytes | None = None  # ad-hoc: written to archive_path by save_adhoc()
+
+
+def normalise_repo_url(repo: str) -> str:
+    """A local folder becomes an absolute path; URLs pass through as they are."""
+    if "://" in repo or repo.startswith("git@"):
+        return repo
+    path = Path(repo).expanduser()
+    if not path.exists():
+        raise UserInputError(f"repository {repo!r} is neither a URL nor an existing folder")
+    return str(path.resolve())
+
+
+def create_mirror(repo_url: str, mirror_path: Path) -> None:
+    """Clone a bare mirror; the project's commits are always resolved from it."""
+    if mirror_path.exists():
+        raise UserInputError(f"a mirror already exists at {mirror_path}; remove it or pick another name")
+    try:
+        git.Repo.clone_from(repo_url, str(mirror_path), mirror=True, env=_git_env())
+    except git.GitCommandError as exc:
+        raise UserInputError(f"cannot clone {repo_url!r}: {_git_message(exc)}") from None
+
+
+def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snapshot:
+    """Fetch the mirror and resolve a branch, tag or sha (default: the default branch's head)."""
+    repo = git.Repo(str(mirror_path))
+    if fetch:
+        try:
+            repo.git.remote("update", "--prune", env=_git_env())
+        except git.GitCommandError as exc:
+            raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
+    wanted = ref or "HEAD"
+    if wanted.startswith("-"):
+        raise UserInputError(f"commit {ref!r} is not a branch, tag or sha")
+    try:
+        sha = repo.git.rev_parse("--verify", "--end-of-options", f"{wanted}^{{commit}}")
+    except git.GitCommandError:
+        raise UserInputError(f"commit {wanted!r} is not a branch, tag or sha in the project's repository") from None
+    try:
+        config_yaml = repo.git.show(f"{sha}:{CONFIG_FILE}")
+    except git.GitCommandError:
+        raise UserInputError(f"commit {sha[:12]} has no {CONFIG_FILE} at the repository root") from None
+    return Snapshot(kind="git", identifier=sha, ref=ref, config_yaml=config_yaml)
+
+
+def extract_git(mirror_path: Path, sha: str, dest: Path) -> None:
+    repo = git.Repo(str(mirror_path))
+    buf = io.BytesIO()
+    repo.archive(buf, treeish=sha, format="tar")
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def snapshot_folder(folder: Path, store_dir: Path) -> Snapshot:
+    """Archive (in memory) the files Git would track in `folder`, .gitignore honoured."""
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise UserInputError(f"ad-hoc folder {str(folder)!r} does not exist")
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserInputError(f"ad-hoc folder {str(folder)!r} has no {CONFIG_FILE}")
+    names = _trackable_files(folder)
+    data = _deterministic_tar(folder, names)
+    digest = hashlib.sha256(data).hexdigest()
+    return Snapshot(
+        kind="adhoc",
+        identifier=digest,
+        ref=str(folder),
+        config_yaml=config_path.read_text(errors="replace"),
+        archive_path=str(store_dir / f"{digest}.tar"),
+        archive_bytes=data,
+    )
+
+
+def save_adhoc(snapshot: Snapshot) -> None:
+    """Keep an ad-hoc archive (once per content hash)."""
+    assert snapshot.archive_path and snapshot.archive_bytes is not None
+    archive = Path(snapshot.archive_path)
+    if archive.exists():
+        return
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=archive.parent, delete=False) as tmp:
+        tmp.write(snapshot.archive_bytes)
+    os.replace(tmp.name, archive)
+
+
+def extract_adhoc(archive_path: Path, dest: Path) -> None:
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _trackable_files(folder: Path) -> list[str]:
+    # A throwaway git dir over the folder lists exactly what `git add .` would take,
+    # without touching the folder (or a repository it may already be).
+    with tempfile.TemporaryDirectory() as git_dir:
+        subprocess.run(["git", "init", "-q", "--bare", git_dir], check=True, env=_git_env())
+        out = subprocess.run(
+            ["git", f"--git-dir={git_dir}", f"--work-tree={folder}", "ls-files", "-z", "--others", "--exclude-standard"],
+            check=True,
+            capture_output=True,
+            env=_git_env(),
+        ).stdout
+    names = [n for n in out.decode("utf-8", "surrogateescape").split("\0") if n and not n.endswith("/")]
+    return sorted(names)
+
+
+def _deterministic_tar(folder: Path, names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tar.gettarinfo(str(folder / name), arcname=name)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if info.mode & 0o111 else 0o644
+            if info.isfile():
+                with open(folder / name, "rb") as fh:
+                    tar.addfile(info, fh)
+            elif info.issym():
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password
+    return env
+
+
+def _git_message(exc: git.GitCommandError) -> str:
+    stderr = (exc.stderr or "").strip().replace("stderr: ", "").strip("'").strip()
+    return stderr.splitlines()[-1] if stderr else str(exc)
