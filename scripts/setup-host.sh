@@ -23,7 +23,9 @@ APT_OPTS=(-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-co
 # ---------------------------------------------------------------- packages
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-    if ! dpkg -s "$pkg" 2>/dev/null | grep -q '^Status: install ok installed'; then
+    # (no `grep -q` here: with pipefail, its early exit can fail the pipeline)
+    status=$(dpkg -s "$pkg" 2>/dev/null | sed -n 's/^Status: //p' || true)
+    if [ "$status" != "install ok installed" ]; then
         missing+=("$pkg")
     fi
 done
@@ -65,33 +67,46 @@ DOCKERD=$(command -v dockerd || true)
 
 docker_answers() { timeout 10 /usr/bin/docker info >/dev/null 2>&1; }
 
+# Is a dockerd process alive: the one started here, or the one in its pid file?
+started_pid=""
+dockerd_alive() {
+    if [ -n "$started_pid" ] && kill -0 "$started_pid" 2>/dev/null; then return 0; fi
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ]
+}
+
 if docker_answers; then
     log "dockerd already answering"
 else
-    if pgrep -x dockerd >/dev/null 2>&1; then
-        log "a dockerd process exists but does not answer yet; waiting for it"
+    if dockerd_alive; then
+        log "a dockerd process ($(cat /var/run/docker.pid)) exists but does not answer yet; waiting for it"
     else
         log "starting dockerd in the background (log: $DOCKERD_LOG)"
         mkdir -p "$(dirname "$DOCKERD_LOG")"
         printf '\n==== %s: started by %s\n' "$(date -Is)" "$0" >>"$DOCKERD_LOG"
         setsid nohup "$DOCKERD" >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        started_pid=$!
         disown || true
     fi
-    deadline=$((SECONDS + DOCKER_WAIT_SECONDS))
+    t0=$SECONDS
     until docker_answers; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
+        if [ $((SECONDS - t0)) -ge "$DOCKER_WAIT_SECONDS" ]; then
             log "last lines of $DOCKERD_LOG:"
             tail -n 30 "$DOCKERD_LOG" >&2 || true
             die "dockerd did not answer 'docker info' within ${DOCKER_WAIT_SECONDS}s"
         fi
-        if ! pgrep -x dockerd >/dev/null 2>&1; then
-            log "last lines of $DOCKERD_LOG:"
-            tail -n 30 "$DOCKERD_LOG" >&2 || true
-            die "dockerd exited during startup"
+        if ! dockerd_alive; then
+            sleep 1  # it may just have replaced the pid file
+            if ! dockerd_alive && ! docker_answers; then
+                log "last lines of $DOCKERD_LOG:"
+                tail -n 30 "$DOCKERD_LOG" >&2 || true
+                die "dockerd exited during startup (log: $DOCKERD_LOG)"
+            fi
         fi
         sleep 0.5
     done
-    log "dockerd answers after $((SECONDS + DOCKER_WAIT_SECONDS - deadline))s"
+    log "dockerd answers after $((SECONDS - t0))s"
 fi
 
 # ---------------------------------------------------------------- clients

@@ -92,7 +92,7 @@ def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any
                 continue
             value: Any = raw_values if param.multiple else raw_values[0]
             values[name] = _validate(param, value)
-        elif param.default is not None:
+        elif param.default is not None and param.default != []:
             values[name] = param.default if param.type == "flag" else _validate(param, param.default)
         elif param.type == "flag":
             continue

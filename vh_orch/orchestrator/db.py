@@ -10,11 +10,14 @@ import logging
 from functools import cache
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, create_engine, event, inspect
 
 from vh_orch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ def get_engine(url: str) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # only `init` and the tests need Alembic: keep the CLI quick
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -68,6 +73,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the schema to the newest migration; never drops data, safe to repeat."""
+    from alembic import command
+
     engine = get_engine(url)
     cfg = alembic_config(url)
     with engine.begin() as conn:

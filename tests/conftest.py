@@ -1,0 +1,182 @@
+"""Fixtures: a vh-orch home per test, the CLI and `vh-orch serve` as real subprocesses.
+
+Network safety: the guard in netguard.py fails any non-loopback connection in this
+process, and tests/sitecustomize puts the same guard into every Python subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+import netguard  # noqa: E402
+
+netguard.install()
+
+EXAMPLE = ROOT / "examples" / "demo"
+BUSYBOX = "vh-orch/busybox:test"
+PYTHON_IMAGE = "vh-orch/example-python:3.11"
+WAIT_S = 60
+
+
+@pytest.fixture(autouse=True)
+def _no_network_violations() -> Iterator[None]:
+    netguard.violations.clear()
+    yield
+    assert not netguard.violations, f"the test tried to reach the network: {netguard.violations}"
+
+
+def subprocess_env(home: Path) -> dict[str, str]:
+    """Environment for vh-orch subprocesses: own home, the network guard, no cloud probes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VH_ORCH_", "AWS_", "GOOGLE_"))}
+    env.update(
+        {
+            "VH_ORCH_HOME": str(home),
+            "PYTHONPATH": os.pathsep.join([str(TESTS / "sitecustomize"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+            "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9",
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+            "VH_ORCH_USER": "tester",
+        }
+    )
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):  # type: ignore[no-untyped-def]
+        return json.loads(self.stdout)
+
+
+class VhOrch:
+    """Runs the real `vh-orch` command against one home folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = subprocess_env(home)
+        self.exe = str(Path(sys.executable).parent / "vh-orch")
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_log = home.parent / "serve.log"
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = WAIT_S, cwd: Path | None = None) -> Result:
+        proc = subprocess.run(
+            [self.exe, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"vh-orch {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}\n{proc.stdout}")
+        return result
+
+    def json(self, *args: str, **kw):  # type: ignore[no-untyped-def]
+        return self(*args, "--json", **kw).json()
+
+    def start_daemon(self) -> None:
+        assert self.daemon is None
+        self.daemon = subprocess.Popen(
+            [self.exe, "serve"],
+            env=self.env,
+            stdout=open(self.daemon_log, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if self.daemon.poll() is not None:
+                raise AssertionError(f"vh-orch serve exited early:\n{self.daemon_log.read_text()}")
+            if "vh-orch daemon started" in self.daemon_log.read_text():
+                return
+            time.sleep(0.05)
+        raise AssertionError("vh-orch serve did not start within the deadline")
+
+    def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
+        assert self.daemon is not None
+        self.daemon.send_signal(sig)
+        try:
+            code = self.daemon.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            code = self.daemon.wait(10)
+        self.daemon = None
+        return code
+
+    def wait(self, execution_id: int, timeout: float = WAIT_S) -> dict:  # type: ignore[type-arg]
+        self("exec", "wait", str(execution_id), "--timeout", str(timeout), check=False, timeout=timeout + 30)
+        return self.json("exec", "info", str(execution_id))
+
+    def run_json(self, *args: str) -> dict:  # type: ignore[type-arg]
+        return self.json("exec", "run", *args)
+
+
+@pytest.fixture
+def vh(tmp_path: Path) -> Iterator[VhOrch]:
+    home = tmp_path / "home"
+    cli = VhOrch(home)
+    cli("init")
+    try:
+        yield cli
+    finally:
+        if cli.daemon is not None:
+            cli.stop_daemon()
+        # Containers of this test's executions, if a failure left any behind.
+        if shutil.which("docker"):
+            subprocess.run(
+                "docker ps -aq --filter label=vh-orch.project | xargs -r docker rm -f",
+                shell=True,
+                capture_output=True,
+                timeout=60,
+            )
+
+
+@pytest.fixture
+def demo_repo(tmp_path: Path) -> Path:
+    """The example project as a Git repository of its own."""
+    repo = tmp_path / "demo-repo"
+    shutil.copytree(EXAMPLE, repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "demo"], check=True)
+    return repo
+
+
+def make_project(tmp_path: Path, name: str, valohai_yaml: str, files: dict[str, str] | None = None) -> Path:
+    """A folder with a valohai.yaml (and other files), for --adhoc runs."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "valohai.yaml").write_text(valohai_yaml)
+    for rel, text in (files or {}).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> None:
+    """The Docker engine and the locally built images (scripts/build-images.sh) must be there."""
+    probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=30)
+    assert probe.returncode == 0, "no Docker engine answers: run `bash scripts/test.sh`, which starts one"
+    for image in (BUSYBOX, PYTHON_IMAGE):
+        found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30)
+        assert found.returncode == 0, f"image {image} is missing: run `bash scripts/build-images.sh`"

@@ -1,0 +1,59 @@
+"""The database: Alembic migrations match the models, `init` is repeatable and keeps data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from conftest import VhOrch, make_project
+from vh_orch.orchestrator.db import get_engine, upgrade
+from vh_orch.orchestrator.store import Store
+
+
+def test_migrations_create_exactly_the_schema_of_the_models(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url)
+    with get_engine(url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diff == []
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    upgrade(url)
+    with get_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_init_twice_is_harmless_and_keeps_data(vh: VhOrch, tmp_path: Path) -> None:
+    folder = make_project(tmp_path, "p", "- step:\n    name: s\n    image: busybox\n    command: echo hi\n")
+    vh("project", "add", "p")
+    created = vh.run_json("s", "--project", "p", "--adhoc", str(folder))
+    vh("init")
+    assert vh.json("exec", "info", str(created["id"]))["status"] == "queued"
+    assert [p["name"] for p in vh.json("project", "list")] == ["p"]
+    assert [e["name"] for e in vh.json("env", "list")] == ["local"]
+
+
+def test_commands_before_init_say_how_to_start(tmp_path: Path) -> None:
+    cli = VhOrch(tmp_path / "fresh")
+    result = cli("project", "list", check=False)
+    assert result.returncode == 1
+    assert "run `vh-orch init` first" in result.stderr
+    assert not (tmp_path / "fresh" / "state.db").exists()
+
+
+def test_counters_are_per_project_and_ids_global(vh: VhOrch, tmp_path: Path) -> None:
+    folder = make_project(tmp_path, "p", "- step:\n    name: s\n    image: busybox\n    command: echo hi\n")
+    vh("project", "add", "a")
+    vh("project", "add", "b")
+    runs = [vh.run_json("s", "--project", name, "--adhoc", str(folder)) for name in ("a", "b", "a")]
+    assert [(r["project"], r["counter"]) for r in runs] == [("a", 1), ("b", 1), ("a", 2)]
+    assert len({r["id"] for r in runs}) == 3
+    store = Store(f"sqlite:///{vh.home / 'state.db'}")
+    events = store.events_after(runs[0]["id"], 0)
+    assert [(e.kind, e.text) for e in events] == [("status", "queued")]
