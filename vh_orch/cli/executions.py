@@ -147,8 +147,15 @@ def info(
     data = execution_info(store, store.get_execution(execution_id))
     if json_out:
         print_json(data)
-    else:
-        print_fields(f"execution {execution_id}", data)
+        return
+    # For people: the valohai.yaml is one `--json` away; outputs get a table of their own.
+    outs = data.pop("outputs")
+    data.pop("valohai_yaml")
+    data["commit"] = f"{data['commit']['kind']} {data['commit']['identifier']}"
+    print_fields(f"execution {execution_id}", data)
+    if outs:
+        print_table("outputs", ["name", "size", "sha256", "datum"],
+                    [[o["name"], o["size"], o["sha256"], o["datum"]] for o in outs])
 
 
 @app.command("logs")
