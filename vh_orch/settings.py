@@ -18,6 +18,8 @@ class Settings:
     heartbeat_stale_s: float = 10.0
     # Grace period between SIGTERM/`docker stop` and a hard kill.
     stop_grace_s: int = 5
+    # An instance that carries our cluster tag but no live machine row is terminated after this.
+    orphan_grace_s: float = 120.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

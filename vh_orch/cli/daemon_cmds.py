@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from vh_orch.config.environments import parse_entry
 from vh_orch.cli.common import err_console, open_store, settings
 from vh_orch.orchestrator.daemon import Daemon
 from vh_orch.orchestrator.db import upgrade
@@ -21,9 +22,9 @@ def init() -> None:
     s.ensure_dirs()
     upgrade(s.db_url)
     store = Store(s.db_url)
-    _, created = store.ensure_environment(
-        "local", "local", min_scale=1, max_scale=1, slots=1, settings={"runtime": "auto", "pull_policy": "if-missing"}
-    )
+    local = parse_entry({"name": "local", "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
+    _, created = store.ensure_environment("local", "local", settings=local.settings, **local.columns)
+    store.cluster_id()
     err_console.print(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""),
                       highlight=False)
 

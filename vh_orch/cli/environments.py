@@ -2,42 +2,172 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
-from vh_orch.bootstrap.runtimes import PULL_POLICIES
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table
-from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.daemon import RUNTIMES, choose_runtime
+from vh_orch.config.environments import EnvSpec, format_duration, parse_entry, parse_file_text, spec_to_entry
+from vh_orch.errors import ConfigError, UserInputError
+from vh_orch.orchestrator.daemon import choose_runtime
 from vh_orch.orchestrator.models import Environment, ExecutionStatus
+from vh_orch.orchestrator.store import Store
+from vh_orch.timeutil import iso
 
 app = typer.Typer(help="Environments: named machine kinds, each with its own queue.", no_args_is_help=True)
 machine_app = typer.Typer(help="Machines serving the environments.", no_args_is_help=True)
 
 S = ExecutionStatus
+BUILTIN = frozenset({"local"})
 
 
-def _env_dict(env: Environment, with_runtime: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": env.name,
-        "cloud": env.cloud,
-        "min_scale": env.min_scale,
-        "max_scale": env.max_scale,
-        "idle_timeout_s": env.idle_timeout_s,
-        "instance_type": env.instance_type,
-        "region": env.region,
-        "spot": env.spot,
-        "price_per_hour": env.price_per_hour,
-        "slots": env.slots,
-        "max_attempts": env.max_attempts,
-        "settings": env.settings,
-    }
-    if with_runtime and env.cloud == "local":
-        runtime, why = choose_runtime(env)
-        data["runtime"] = runtime
-        data["runtime_reason"] = why
+def env_entry(env: Environment) -> dict[str, Any]:
+    columns = {k: getattr(env, k) for k in ("min_scale", "max_scale", "idle_timeout_s", "spot", "price_per_hour",
+                                             "slots", "max_attempts", "region", "instance_type")}
+    return spec_to_entry(env.cloud, env.name, columns, env.settings)
+
+
+def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str, Any]:
+    data = env_entry(env)
+    data["idle_timeout"] = format_duration(env.idle_timeout_s)
+    if env.settings.get("draining"):
+        data["draining"] = True
+    if detail:
+        if env.cloud in ("local", "fake"):
+            runtime, why = choose_runtime(env)
+            data["runtime"] = runtime
+            data["runtime_reason"] = why
+        data["launch_failures"] = [
+            {"time": iso(f.time), "kind": f.kind, "zone": f.zone, "instance_type": f.instance_type,
+             "message": f.message}
+            for f in store.recent_failures(env.id, limit=10)  # type: ignore[arg-type]
+        ]
     return data
+
+
+# Options shared by `env add` and `env update`; None means "not given".
+MinScale = Annotated[int | None, typer.Option("--min-scale", help="Machines kept even when idle")]
+MaxScale = Annotated[int | None, typer.Option("--max-scale", help="Most machines at once")]
+IdleTimeout = Annotated[str | None, typer.Option("--idle-timeout", help="e.g. 30s, 10m, 2h")]
+InstanceType = Annotated[list[str] | None, typer.Option("--instance-type", help="Repeat for fallbacks, in order")]
+Region = Annotated[str | None, typer.Option("--region")]
+Spot = Annotated[bool | None, typer.Option("--spot/--on-demand")]
+Price = Annotated[float | None, typer.Option("--price-per-hour")]
+Slots = Annotated[int | None, typer.Option("--slots", help="Executions at a time per machine")]
+MaxAttempts = Annotated[int | None, typer.Option("--max-attempts", help="Runs of an execution whose machine is lost")]
+PullPolicy = Annotated[str | None, typer.Option("--pull-policy", help="if-missing, always or never")]
+Runtime = Annotated[str | None, typer.Option("--runtime", help="local and fake: auto, docker or process")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Cloud setting SECTION.KEY=VALUE (YAML value)")]
+
+
+def _merge_options(entry: dict[str, Any], **opts: Any) -> dict[str, Any]:
+    entry = dict(entry)
+    sets = opts.pop("set_") or []
+    runtime = opts.pop("runtime")
+    for key, value in opts.items():
+        if value is not None:
+            entry[key] = (value[0] if len(value) == 1 else value) if key == "instance_type" else value
+    if runtime is not None:
+        entry[entry["cloud"]] = {**(entry.get(entry["cloud"]) or {}), "runtime": runtime}
+    for item in sets:
+        path, sep, raw = item.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot or not key:
+            raise UserInputError(f"--set {item!r} is not of the form SECTION.KEY=VALUE (e.g. fake.boot_seconds=5)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        entry[section] = {**(entry.get(section) or {}), key: value}
+    return entry
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument()],
+    cloud: Annotated[str, typer.Option("--cloud", help="local, ssh, aws, gcp or fake")],
+    min_scale: MinScale = None, max_scale: MaxScale = None, idle_timeout: IdleTimeout = None,
+    instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
+    slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
+    set_: SetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Define a new environment."""
+    store = open_store()
+    if name in {e.name for e in store.list_environments()}:
+        raise UserInputError(f"environment {name!r} already exists: use `vh-orch env update {name}`")
+    entry = _merge_options({"name": name, "cloud": cloud}, min_scale=min_scale, max_scale=max_scale,
+                           idle_timeout=idle_timeout, instance_type=instance_type, region=region, spot=spot,
+                           price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
+                           pull_policy=pull_policy, runtime=runtime, set_=set_)
+    spec = parse_entry(entry, "environment")
+    store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
+    _done(store, name, "created", json_out)
+
+
+@app.command("update")
+def update(
+    name: Annotated[str, typer.Argument()],
+    min_scale: MinScale = None, max_scale: MaxScale = None, idle_timeout: IdleTimeout = None,
+    instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
+    slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
+    set_: SetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Change an environment's settings (also lifts a stop after a fatal launch error)."""
+    store = open_store()
+    env = store.get_environment(name)
+    entry = _merge_options(env_entry(env), min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout,
+                           instance_type=instance_type, region=region, spot=spot, price_per_hour=price_per_hour,
+                           slots=slots, max_attempts=max_attempts, pull_policy=pull_policy, runtime=runtime,
+                           set_=set_)
+    spec = parse_entry(entry, "environment")
+    settings = {**spec.settings, **({"draining": True} if env.settings.get("draining") else {})}
+    # Saving always bumps updated_at, which is what lifts a fatal-error stop.
+    store.update_environment(name, spec.columns, {})
+    store.save_environment(spec.name, spec.cloud, spec.columns, settings)
+    _done(store, name, "updated", json_out)
+
+
+def _done(store: Store, name: str, what: str, json_out: bool) -> None:
+    if json_out:
+        print_json(_env_dict(store, store.get_environment(name)))
+    else:
+        print(f"environment {name} {what}")
+
+
+@app.command("rm")
+def rm(
+    name: Annotated[str, typer.Argument()],
+    drain: Annotated[bool, typer.Option("--drain", help="Finish its work, retire its machines, then remove")] = False,
+) -> None:
+    """Remove an environment; refused while machines or unfinished executions use it, unless --drain."""
+    result = open_store().remove_environment(name, drain)
+    print(f"environment {name} {'removed' if result == 'removed' else 'is draining: removed once its work is done'}")
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(help="YAML with a top-level `environments:` list")],
+    prune: Annotated[bool, typer.Option("--prune", help="Remove environments the file does not define")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create or update environments from a file, idempotently: the whole file or nothing."""
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    specs: list[EnvSpec] = parse_file_text(text, str(file))
+    report = open_store().apply_environments([(s.name, s.cloud, s.columns, s.settings) for s in specs],
+                                             prune=prune, keep=BUILTIN)
+    if json_out:
+        print_json(report)
+        return
+    for key in ("created", "updated", "unchanged", "removed"):
+        if report[key]:
+            print(f"{key}: {', '.join(report[key])}")
 
 
 @app.command("list")
@@ -53,10 +183,11 @@ def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
         r = sum(1 for e in running if e.environment_id == env.id)
         rows.append((env, q, r))
     if json_out:
-        print_json([{**_env_dict(env), "queued": q, "running": r} for env, q, r in rows])
+        print_json([{**_env_dict(store, env), "queued": q, "running": r} for env, q, r in rows])
         return
-    print_table("environments", ["name", "cloud", "slots", "scale", "queued", "running"],
-                [[env.name, env.cloud, env.slots, f"{env.min_scale}..{env.max_scale}", q, r] for env, q, r in rows])
+    print_table("environments", ["name", "cloud", "type", "slots", "scale", "idle", "queued", "running"],
+                [[env.name, env.cloud, env.instance_type or "", env.slots, f"{env.min_scale}..{env.max_scale}",
+                  format_duration(env.idle_timeout_s), q, r] for env, q, r in rows])
 
 
 @app.command("show")
@@ -64,52 +195,22 @@ def show(
     name: Annotated[str, typer.Argument()],
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """One environment; for `local`, which runtime (docker or process) runs executions and why."""
+    """One environment: its settings, its runtime (local, fake) and its recent launch failures."""
     store = open_store()
-    data = _env_dict(store.get_environment(name), with_runtime=True)
+    data = _env_dict(store, store.get_environment(name), detail=True)
     if json_out:
         print_json(data)
-    else:
-        print_fields(f"environment {name}", data)
-
-
-@app.command("update")
-def update(
-    name: Annotated[str, typer.Argument()],
-    runtime: Annotated[str | None, typer.Option("--runtime", help="local: auto, docker or process")] = None,
-    pull_policy: Annotated[str | None, typer.Option("--pull-policy", help="if-missing, always or never")] = None,
-    slots: Annotated[int | None, typer.Option("--slots", help="Executions at a time per machine")] = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Change an environment's settings."""
-    store = open_store()
-    env = store.get_environment(name)
-    settings: dict[str, Any] = {}
-    changes: dict[str, Any] = {}
-    if runtime is not None:
-        if env.cloud != "local":
-            raise UserInputError("--runtime applies to local environments only")
-        if runtime not in RUNTIMES:
-            raise UserInputError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-        settings["runtime"] = runtime
-    if pull_policy is not None:
-        if pull_policy not in PULL_POLICIES:
-            raise UserInputError(f"pull policy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}")
-        settings["pull_policy"] = pull_policy
-    if slots is not None:
-        if slots < 1:
-            raise UserInputError("--slots must be at least 1")
-        changes["slots"] = slots
-    env = store.update_environment(name, changes, settings)
-    if json_out:
-        print_json(_env_dict(env))
-    else:
-        print(f"environment {name} updated")
+        return
+    failures = data.pop("launch_failures")
+    print_fields(f"environment {name}", data)
+    if failures:
+        print_table("recent launch failures", ["time", "kind", "zone", "type", "message"],
+                    [[f["time"], f["kind"], f["zone"], f["instance_type"], f["message"]] for f in failures])
 
 
 @machine_app.command("list")
 def machine_list(
-    all_: Annotated[bool, typer.Option("--all", help="Include terminated machines")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include terminated, failed and lost machines")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Machines, their state and why."""
@@ -121,12 +222,14 @@ def machine_list(
         running = [e.id for e in busy if e.machine_id == m.id]
         rows.append({
             "id": m.id, "environment": env_name, "state": m.state, "reason": m.reason,
-            "instance_id": m.instance_id, "address": m.address, "bootstrap_step": m.bootstrap_step,
-            "executions": running, "created_at": m.created_at, "updated_at": m.updated_at,
+            "instance_id": m.instance_id, "zone": m.zone, "instance_type": m.instance_type,
+            "address": m.address, "bootstrap_step": m.bootstrap_step, "executions": running,
+            "terminate_attempts": m.terminate_attempts, "last_error": m.last_error,
+            "created_at": m.created_at, "state_changed_at": m.state_changed_at, "idle_since": m.idle_since,
         })
     if json_out:
         print_json(rows)
         return
-    print_table("machines", ["id", "environment", "state", "step", "executions", "reason"],
-                [[r["id"], r["environment"], r["state"], r["bootstrap_step"],
+    print_table("machines", ["id", "environment", "state", "step", "instance", "executions", "reason"],
+                [[r["id"], r["environment"], r["state"], r["bootstrap_step"], r["instance_id"],
                   ",".join(map(str, r["executions"])), r["reason"]] for r in rows])

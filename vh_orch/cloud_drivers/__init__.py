@@ -1,0 +1,20 @@
+"""Cloud drivers, one module per cloud; SDKs are imported only by the driver that needs them."""
+
+from __future__ import annotations
+
+from vh_orch.cloud_drivers.base import CloudDriver
+from vh_orch.errors import ConfigError
+from vh_orch.orchestrator.models import Environment
+
+
+def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
+    """The driver of an environment's cloud; None for `local`, whose one machine is this host."""
+    if env.cloud == "local":
+        return None
+    if env.cloud == "fake":
+        from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
+
+        fake = env.settings.get("fake", {})
+        return FakeDriver(FakeCloud.named(env.region or "default"), cluster_id, env.name,
+                          float(fake.get("boot_seconds", 0)))
+    raise ConfigError(f"environment {env.name!r}: the {env.cloud} cloud driver is not available yet")

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from vh_orch.bootstrap.runtimes import DockerRuntime, ProcessRuntime, Runtime, docker_available, remove_container
-from vh_orch.orchestrator.models import Environment, ExecutionStatus, MachineState
+from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
+from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -46,8 +47,10 @@ def notify_daemon(settings: Settings) -> None:
 
 
 def choose_runtime(env: Environment) -> tuple[str, str]:
-    """The runtime a `local` environment uses now, and why."""
-    wanted = env.settings.get("runtime", "auto")
+    """The runtime an environment that runs on this host uses now, and why."""
+    section = env.settings.get(env.cloud)
+    wanted = (section or {}).get("runtime") if isinstance(section, dict) else None
+    wanted = wanted or env.settings.get("runtime", "auto")
     if wanted == "process":
         return "process", "the environment's runtime is set to process"
     ok, why = docker_available()
@@ -73,8 +76,9 @@ class Daemon:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._heartbeat_id: int | None = None
-        self._runtime_cache: dict[int, tuple[float, str]] = {}
+        self._runtime_cache: dict[tuple[object, ...], tuple[float, str]] = {}
         self._scheduler: BackgroundScheduler | None = None
+        self._reconciler: Reconciler | None = None
         self._listener: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -182,47 +186,62 @@ class Daemon:
 
     # -- the pass -------------------------------------------------------------------
 
+    @property
+    def reconciler(self) -> Reconciler:
+        if self._reconciler is None:
+            self._reconciler = Reconciler(
+                self.store, self, hostname=self.hostname, runtime_name=lambda env: self._runtime_for(env).name,
+                orphan_grace_s=self.settings.orphan_grace_s,
+            )
+        return self._reconciler
+
     def reconcile_pass(self) -> None:
         self._reap()
-        for env in self.store.list_environments():
-            if env.cloud == "local":
-                self._dispatch_local(env)
+        if not self._stopping.is_set():
+            self.reconciler.run_pass()
         for execution in self.store.executions_in([S.STOPPING]):
             item = self._running.get(execution.id)  # type: ignore[arg-type]
             if item is not None:
                 item.runner.stop(execution.status_reason or "stopped by request")
 
-    def _dispatch_local(self, env: Environment) -> None:
-        assert env.id is not None
-        machine = self.store.ensure_host_machine(env, self.hostname)
+    # -- the ExecutionHost the reconciler dispatches to -------------------------------
+
+    def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None:
+        """Run a dispatched execution in a thread of this daemon (local and fake machines)."""
+        self._start_runner(execution, self._runtime_for(env), env.id)  # type: ignore[arg-type]
+
+    def abandon(self, execution_ids: list[int], reason: str) -> None:
         with self._lock:
-            busy = sum(1 for r in self._running.values() if r.environment_id == env.id)
-        free = env.slots - busy
-        if free > 0 and not self._stopping.is_set():
-            runtime = self._runtime_for(env)
-            claimed = self.store.claim_queued(env.id, machine.id, free, runtime.name)  # type: ignore[arg-type]
-            for execution in claimed:
-                self._start_runner(execution, runtime, env.id)
-            busy += len(claimed)
-        wanted_state = MachineState.BUSY if busy else MachineState.READY
-        if machine.state != wanted_state:
-            self.store.set_machine_state(machine.id, wanted_state)  # type: ignore[arg-type]
+            items = [self._running[i] for i in execution_ids if i in self._running]
+        for item in items:
+            item.runner.abandon(reason)
 
     def _runtime_for(self, env: Environment) -> Runtime:
-        assert env.id is not None
-        cached = self._runtime_cache.get(env.id)
+        """Docker or process for an environment that runs here; the Docker probe is cached briefly."""
+        key = (env.id, repr(env.settings.get(env.cloud)), env.settings.get("runtime"))
+        cached = self._runtime_cache.get(key)
         now = time.monotonic()
-        if cached is None or now - cached[0] > RUNTIME_PROBE_TTL_S or env.settings.get("runtime", "auto") != "auto":
+        if cached is None or now - cached[0] > RUNTIME_PROBE_TTL_S:
             name, why = choose_runtime(env)
             if cached is None or cached[1] != name:
                 log.info("environment %s runs executions with the %s runtime (%s)", env.name, name, why)
-            self._runtime_cache[env.id] = (now, name)
-            cached = self._runtime_cache[env.id]
+            cached = self._runtime_cache[key] = (now, name)
         return DockerRuntime() if cached[1] == "docker" else ProcessRuntime()
 
-    def _start_runner(self, execution, runtime: Runtime, environment_id: int) -> None:  # type: ignore[no-untyped-def]
+    def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int) -> None:
         runner = ExecutionRunner(self.store, self.settings, execution, runtime)
-        thread = threading.Thread(target=runner.run, name=f"execution-{execution.id}", daemon=True)
+
+        def run() -> None:
+            runner.run()
+            self._wake.set()  # its machine is free: a pass now dispatches or marks it idle
+            scheduler = self._scheduler
+            if scheduler is not None and not self._stopping.is_set():
+                try:
+                    scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
+                except Exception:
+                    pass
+
+        thread = threading.Thread(target=run, name=f"execution-{execution.id}", daemon=True)
         with self._lock:
             self._running[execution.id] = _Running(runner, thread, environment_id)
         thread.start()
@@ -236,7 +255,9 @@ class Daemon:
             return len(self._running)
 
     def _recover(self) -> None:
-        """Executions this host was running when a previous daemon died cannot be resumed yet."""
+        """Executions this host was running when a previous daemon died cannot be resumed yet.
+
+        (Those on fake machines are requeued by the reconciler: their instances are gone.)"""
         local_envs = {e.id for e in self.store.list_environments() if e.cloud == "local"}
         for execution in self.store.executions_in([S.STARTED, S.STOPPING]):
             if execution.environment_id not in local_envs:

@@ -86,6 +86,8 @@ class Environment(SQLModel, table=True):
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Set when `env rm` finished: the row stays for the executions that ran on it.
+    removed_at: datetime | None = None
 
 
 class Machine(SQLModel, table=True):
@@ -97,10 +99,48 @@ class Machine(SQLModel, table=True):
     instance_id: str | None = None
     address: str | None = None
     bootstrap_step: str | None = None
+    zone: str | None = None
+    instance_type: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # When the machine entered its current state (deadlines count from here).
+    state_changed_at: datetime = Field(default_factory=utcnow)
     idle_since: datetime | None = None
     terminated_at: datetime | None = None
+    # Termination: how often it failed, when to try again, and the cloud's last word.
+    terminate_attempts: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Installation(SQLModel, table=True):
+    """This installation's identity: its cluster id tags every instance it launches."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    cluster_id: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LaunchFailure(SQLModel, table=True):
+    """A failed launch: capacity, quota, transient or fatal, with the cloud's message."""
+
+    __tablename__ = "launch_failure"
+    __table_args__ = (Index("ix_launch_failure_env_time", "environment_id", "time"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    environment_id: int = Field(foreign_key="environment.id")
+    time: datetime = Field(default_factory=utcnow)
+    kind: str
+    zone: str | None = None
+    instance_type: str | None = None
+    message: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Quota(SQLModel, table=True):
+    """How many executions a user may have queued or running at once; user `*` is the default."""
+
+    user: str = Field(primary_key=True)
+    max_concurrent: int
 
 
 class Execution(SQLModel, table=True):

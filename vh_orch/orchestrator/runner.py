@@ -48,6 +48,7 @@ class ExecutionRunner:
         self.folder = settings.executions_dir / str(execution.id)
         self._stop = threading.Event()
         self._stop_reason: str | None = None
+        self._abandoned = False
         self._running: RunningCommand | None = None
 
     @property
@@ -59,13 +60,22 @@ class ExecutionRunner:
         self._stop_reason = self._stop_reason or reason
         self._stop.set()
 
+    def abandon(self, reason: str) -> None:
+        """Stop the command without storing anything: the execution was requeued or failed elsewhere."""
+        self._abandoned = True
+        self.stop(reason)
+
     def run(self) -> Outcome:
         try:
             outcome = self._run()
         except Exception as exc:  # a bug or a broken host: never leave the execution hanging
             log.exception("execution %s failed inside vh-orch", self.execution_id)
             outcome = Outcome(S.ERROR, f"vh-orch failed while running it: {exc}", None)
-        self.store.set_status(self.execution_id, outcome.status, outcome.reason, outcome.exit_code)
+        if not self._abandoned:
+            # Counts only for this attempt: a requeued execution's old run has no say.
+            self.store.finish_execution(
+                self.execution_id, self.execution.attempt, outcome.status, outcome.reason, outcome.exit_code
+            )
         shutil.rmtree(self.folder, ignore_errors=True)
         return outcome
 
@@ -87,6 +97,9 @@ class ExecutionRunner:
         ingester.follow(running.stderr, "stderr")
         exit_code, timed_out = self._wait(running)
         ingester.wait_readers(timeout=60)
+        if self._abandoned:
+            ingester.close(timeout=60)
+            return Outcome(S.STOPPED, self._stop_reason, exit_code)
         stored = self._store_outputs(ingester)
         ingester.close(timeout=60)
 

@@ -1,4 +1,4 @@
-"""All SQL vh-orch runs lives here.
+"""Sessions, projects, commits, environments, executions, logs and outputs.
 
 Writers use `write()` (on SQLite: BEGIN IMMEDIATE, so read-then-write steps never
 interleave); readers use `read()`, which never blocks a writer in WAL mode. Objects
@@ -7,7 +7,6 @@ returned stay usable after their session closes (expire_on_commit=False).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -57,7 +56,7 @@ class LogLine:
     metadata: dict[str, Any] | None = None  # set when the line is a metadata point
 
 
-class Store:
+class CoreStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = get_engine(url)
@@ -134,6 +133,10 @@ class Store:
                 s.flush()
             return commit
 
+    def adhoc_archives(self) -> set[str]:
+        with self.read() as s:
+            return set(s.exec(select(Commit.archive_path).where(col(Commit.archive_path).is_not(None))))  # type: ignore[arg-type]
+
     def get_commit(self, commit_id: int) -> Commit:
         with self.read() as s:
             return s.get_one(Commit, commit_id)
@@ -153,7 +156,9 @@ class Store:
 
     def get_environment(self, name: str) -> Environment:
         with self.read() as s:
-            env = s.exec(select(Environment).where(Environment.name == name)).first()
+            env = s.exec(
+                select(Environment).where(Environment.name == name, col(Environment.removed_at).is_(None))
+            ).first()
         if env is None:
             raise NotFound(f"no environment named {name!r}; see `vh-orch env list`")
         return env
@@ -164,7 +169,9 @@ class Store:
 
     def list_environments(self) -> list[Environment]:
         with self.read() as s:
-            return list(s.exec(select(Environment).order_by(Environment.name)))
+            return list(
+                s.exec(select(Environment).where(col(Environment.removed_at).is_(None)).order_by(Environment.name))
+            )
 
     def update_environment(self, name: str, changes: dict[str, Any], settings: dict[str, Any]) -> Environment:
         with self.write() as s:
@@ -236,7 +243,9 @@ class Store:
             s.add(execution)
             s.flush()
             assert execution.id is not None
-            self._transition(s, execution, S.QUEUED, now=now)
+            s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
+            execution.last_seq = 1
+            self.admit(s, [execution])  # type: ignore[attr-defined]  # queued at once unless over quota
             return execution
 
     def get_execution(self, execution_id: int) -> Execution:
@@ -478,6 +487,3 @@ class Store:
                 )
             ).first()
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)

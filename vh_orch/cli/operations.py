@@ -1,0 +1,109 @@
+"""`vh-orch status`, `vh-orch quota ...` and `vh-orch cleanup`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+
+from vh_orch.cli.common import open_store, print_json, print_table, settings
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.cleanup import load_jobs, run_job
+from vh_orch.orchestrator.models import ExecutionStatus, MachineState
+from vh_orch.orchestrator.store.fleet import DEFAULT_QUOTA_USER
+from vh_orch.timeutil import iso
+
+S = ExecutionStatus
+M = MachineState
+# States in which a machine's instance exists and costs money.
+BILLED = (M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
+
+quota_app = typer.Typer(help="Per-user limits on executions queued or running at once.", no_args_is_help=True)
+
+
+def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per environment: machines by state, queued and running executions, cost per hour, last launch failure."""
+    store = open_store()
+    machines = store.list_machines(include_finished=False)
+    queued = Counter(e.environment_id for e in store.executions_in([S.QUEUED]))
+    created = Counter(e.environment_id for e in store.executions_in([S.CREATED]))
+    running = Counter(e.environment_id for e in store.executions_in([S.STARTED, S.STOPPING]))
+    rows: list[dict[str, Any]] = []
+    for env in store.list_environments():
+        states = Counter(m.state for m, name in machines if m.environment_id == env.id)
+        billed = sum(states[s] for s in BILLED) if env.cloud != "local" else 0
+        failures = store.recent_failures(env.id, limit=1)  # type: ignore[arg-type]
+        last = failures[-1] if failures else None
+        rows.append({
+            "environment": env.name,
+            "cloud": env.cloud,
+            "machines": dict(sorted(states.items())),
+            "min_scale": env.min_scale,
+            "max_scale": env.max_scale,
+            "held_by_quota": created[env.id],
+            "queued": queued[env.id],
+            "running": running[env.id],
+            "cost_per_hour": round(billed * env.price_per_hour, 4),
+            "last_launch_failure": None if last is None else
+            {"time": iso(last.time), "kind": last.kind, "message": last.message},
+            "draining": bool(env.settings.get("draining")),
+        })
+    if json_out:
+        print_json(rows)
+        return
+    print_table("vh-orch status", ["environment", "cloud", "machines", "queued", "running", "cost/h",
+                                   "last launch failure"],
+                [[r["environment"], r["cloud"],
+                  ", ".join(f"{k} {v}" for k, v in r["machines"].items()) or "none",
+                  r["queued"] + r["held_by_quota"], r["running"], f"{r['cost_per_hour']:.2f}",
+                  "" if r["last_launch_failure"] is None else
+                  f"{r['last_launch_failure']['time']} {r['last_launch_failure']['message']}"]
+                 for r in rows])
+
+
+@quota_app.command("set")
+def quota_set(
+    user: Annotated[str, typer.Argument(help="User name, or --default")] = "",
+    limit: Annotated[int | None, typer.Argument(help="Executions queued or running at once")] = None,
+    default: Annotated[bool, typer.Option("--default", help="Set the limit for users without one")] = False,
+    unset: Annotated[bool, typer.Option("--unset", help="Remove the limit")] = False,
+) -> None:
+    """Limit how many executions USER may have queued or running; the rest wait as `created`."""
+    if default:
+        if user and limit is None and user.isdigit():
+            user, limit = "", int(user)
+        user = DEFAULT_QUOTA_USER
+    if not user:
+        raise UserInputError("name a user, or use --default")
+    if not unset and (limit is None or limit < 1):
+        raise UserInputError("the limit must be a whole number of at least 1 (or use --unset)")
+    open_store().set_quota(user, None if unset else limit)
+    who = "the default" if user == DEFAULT_QUOTA_USER else user
+    print(f"quota for {who}: {'none' if unset else limit}")
+
+
+@quota_app.command("list")
+def quota_list(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Quotas by user (`*` is the default)."""
+    quotas = open_store().quotas()
+    if json_out:
+        print_json(quotas)
+        return
+    print_table("quotas", ["user", "max queued or running"], [[u, n] for u, n in sorted(quotas.items())])
+
+
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed, remove nothing")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run every cleanup job of the daemon's settings once."""
+    s = settings()
+    store = open_store(s)
+    report = {job.job: run_job(job, store, s, dry_run) for job in load_jobs(s)}
+    if json_out:
+        print_json({"dry_run": dry_run, "removed": report})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for job, items in report.items():
+        print(f"{job}: {verb} {len(items)}" + "".join(f"\n  {i}" for i in items))

@@ -1,0 +1,81 @@
+"""The one interface every cloud sits behind, and the values that cross it.
+
+A driver launches an instance for a machine row, lists the instances this
+installation owns (by the cluster tag) and terminates instances. Cloud SDK types
+never leave a driver; errors are the family in vh_orch.errors:
+CapacityError (try another zone or type), QuotaExceeded (stop until someone raises
+the limit), TransientCloudError (back off and retry), anything else is fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+TAG_CLUSTER = "vh-orch-cluster"
+TAG_MACHINE = "vh-orch-machine"
+TAG_ENVIRONMENT = "vh-orch-environment"
+
+# Instance states as drivers report them.
+PENDING = "pending"
+RUNNING = "running"
+STOPPING = "stopping"
+TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    machine_id: int
+    launch_token: str  # the cloud's idempotency token (ClientToken, requestId)
+    cluster_id: str
+    environment: str
+    zone: str | None
+    instance_type: str | None
+    spot: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def all_tags(self) -> dict[str, str]:
+        return {
+            **self.tags,
+            TAG_CLUSTER: self.cluster_id,
+            TAG_MACHINE: str(self.machine_id),
+            TAG_ENVIRONMENT: self.environment,
+        }
+
+
+@dataclass(frozen=True)
+class CloudInstance:
+    instance_id: str
+    machine_id: int | None  # from the machine tag; None when the tag is missing or garbled
+    state: str
+    zone: str | None = None
+    instance_type: str | None = None
+    address: str | None = None
+    launched_at: datetime | None = None
+    state_reason: str | None = None  # e.g. a spot interruption
+
+    @property
+    def gone(self) -> bool:
+        return self.state == TERMINATED
+
+
+class CloudDriver(Protocol):
+    def launch(self, spec: LaunchSpec) -> CloudInstance:
+        """Start one instance tagged for spec's machine row; may raise a CloudError."""
+        ...
+
+    def list_instances(self) -> list[CloudInstance]:
+        """Every instance of this installation's cluster in this environment, terminated ones included or not."""
+        ...
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        """Ask the cloud to terminate instances; confirmation comes from later listings."""
+        ...
+
+
+def machine_id_from_tag(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,241 @@
+"""Environment definitions: parsed, validated and normalised, the whole file or nothing.
+
+An environment file has a top-level `environments:` list. Common keys sit at the top
+of each entry; settings that belong to one cloud sit under a key named after it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from vh_orch.errors import ConfigError
+
+CLOUDS = ("local", "ssh", "aws", "gcp", "fake")
+PULL_POLICIES = ("if-missing", "always", "never")
+IDLE_POLICIES = ("timeout", "adaptive")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+COMMON_KEYS = {
+    "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
+    "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
+    "bootstrap_timeout", "capacity_block", "description",
+}
+# The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
+CLOUD_KEYS: dict[str, set[str]] = {
+    "local": {"runtime"},
+    "fake": {"boot_seconds", "zones", "runtime"},
+    "ssh": {"user", "private_key_file", "hosts", "port", "address", "endpoint_resolver", "install_docker_command",
+            "connect_timeout"},
+    "aws": {"ami", "zones", "security_group_ids", "key_name", "iam_instance_profile", "root_volume_gb", "tags",
+            "endpoint_url", "subnet_ids", "spot_max_price"},
+    "gcp": {"project", "zones", "image", "disk_gb", "network", "service_account", "labels", "accelerators",
+            "api_endpoint", "credentials"},
+}
+SECTIONS_FOR = {"local": {"local"}, "fake": {"fake"}, "ssh": {"ssh"}, "aws": {"aws", "ssh"}, "gcp": {"gcp", "ssh"}}
+
+DEFAULTS: dict[str, Any] = {
+    "min_scale": 0,
+    "max_scale": 1,
+    "idle_timeout": 600.0,
+    "idle_policy": "timeout",
+    "spot": False,
+    "price_per_hour": 0.0,
+    "slots": 1,
+    "max_attempts": 3,
+    "pull_policy": "if-missing",
+    "launch_timeout": 300.0,
+    "boot_timeout": 600.0,
+    "bootstrap_timeout": 1200.0,
+    "capacity_block": 300.0,
+}
+
+
+def parse_duration(value: Any, where: str) -> float:
+    """`30s`, `10m`, `2h`, `1d`, `1h30m` or a number of seconds; never negative."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} is not a duration (use e.g. 30s, 10m, 2h)")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{where}: {value!r} is negative; durations are 0 or more")
+        return float(value)
+    text = str(value).strip().lower()
+    if text.startswith("-"):
+        raise ConfigError(f"{where}: {value!r} is negative; durations are 0 or more")
+    if not text or DURATION_RE.sub("", text).strip():
+        raise ConfigError(f"{where}: {value!r} is not a duration (use e.g. 30s, 10m, 2h)")
+    return sum(float(n) * UNIT_S[u] for n, u in DURATION_RE.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """One validated environment: `columns` map onto the table, `settings` is the rest."""
+
+    name: str
+    cloud: str
+    columns: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _int(entry: dict[str, Any], key: str, where: str, minimum: int) -> int:
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}.{key}: {value!r} is not a whole number")
+    if value < minimum:
+        raise ConfigError(f"{where}.{key}: {value} is less than {minimum}")
+    return value
+
+
+def parse_entry(entry: Any, where: str) -> EnvSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: each environment is a mapping of keys to values")
+    name = entry.get("name")
+    where = f"{where} ({name})" if isinstance(name, str) else where
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{where}.name: {name!r} is not a valid name (lowercase letters, digits, . _ -)")
+    cloud = entry.get("cloud")
+    if cloud not in CLOUDS:
+        raise ConfigError(f"{where}.cloud: {cloud!r} is not a known cloud; use one of {', '.join(CLOUDS)}")
+    for key in entry:
+        if key in COMMON_KEYS:
+            continue
+        if key in CLOUD_KEYS:
+            if key not in SECTIONS_FOR[cloud]:
+                raise ConfigError(f"{where}.{key}: a `{key}:` section does not apply to cloud {cloud}")
+            continue
+        raise ConfigError(f"{where}: unknown key {key!r}")
+    merged = {**DEFAULTS, **{k: v for k, v in entry.items() if k in COMMON_KEYS}}
+
+    columns: dict[str, Any] = {}
+    min_scale = _int(merged, "min_scale", where, 0)
+    max_scale = _int(merged, "max_scale", where, 0)
+    if min_scale > max_scale:
+        raise ConfigError(f"{where}: min_scale ({min_scale}) is greater than max_scale ({max_scale})")
+    columns.update(min_scale=min_scale, max_scale=max_scale)
+    columns["slots"] = _int(merged, "slots", where, 1)
+    columns["max_attempts"] = _int(merged, "max_attempts", where, 1)
+    columns["idle_timeout_s"] = parse_duration(merged["idle_timeout"], f"{where}.idle_timeout")
+    if not isinstance(merged["spot"], bool):
+        raise ConfigError(f"{where}.spot: {merged['spot']!r} is not true or false")
+    columns["spot"] = merged["spot"]
+    price = merged["price_per_hour"]
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or price < 0:
+        raise ConfigError(f"{where}.price_per_hour: {price!r} is not a price (a number, 0 or more)")
+    columns["price_per_hour"] = float(price)
+    region = merged.get("region")
+    if region is not None and not isinstance(region, str):
+        raise ConfigError(f"{where}.region: {region!r} is not a name")
+    columns["region"] = region
+
+    settings: dict[str, Any] = {}
+    types = merged.get("instance_type")
+    if types is not None:
+        types_list = [types] if isinstance(types, str) else types
+        if not isinstance(types_list, list) or not types_list or not all(isinstance(t, str) and t for t in types_list):
+            raise ConfigError(f"{where}.instance_type: give a name or a list of names (fallbacks in order)")
+        columns["instance_type"] = types_list[0]
+        settings["instance_types"] = types_list
+    else:
+        columns["instance_type"] = None
+    if merged["pull_policy"] not in PULL_POLICIES:
+        raise ConfigError(f"{where}.pull_policy: {merged['pull_policy']!r} is not one of {', '.join(PULL_POLICIES)}")
+    settings["pull_policy"] = merged["pull_policy"]
+    if merged["idle_policy"] not in IDLE_POLICIES:
+        raise ConfigError(f"{where}.idle_policy: {merged['idle_policy']!r} is not one of {', '.join(IDLE_POLICIES)}")
+    settings["idle_policy"] = merged["idle_policy"]
+    for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block"):
+        settings[f"{key}_s"] = parse_duration(merged[key], f"{where}.{key}")
+    if "description" in merged:
+        settings["description"] = str(merged["description"])
+
+    for section in SECTIONS_FOR[cloud]:
+        if section not in entry:
+            continue
+        body = entry[section]
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}.{section}: a mapping of settings is expected")
+        unknown = sorted(set(body) - CLOUD_KEYS[section])
+        if unknown:
+            raise ConfigError(f"{where}.{section}: unknown key {unknown[0]!r}; known: {', '.join(sorted(CLOUD_KEYS[section]))}")
+        settings[section] = _check_section(section, body, f"{where}.{section}")
+    if cloud in ("local", "fake"):
+        settings.setdefault(cloud, {})
+        runtime = settings[cloud].get("runtime", "auto")
+        if runtime not in ("auto", "docker", "process"):
+            raise ConfigError(f"{where}.{cloud}.runtime: {runtime!r} is not one of auto, docker, process")
+        settings[cloud]["runtime"] = runtime
+    return EnvSpec(name=name, cloud=cloud, columns=columns, settings=settings)
+
+
+def _check_section(section: str, body: dict[str, Any], where: str) -> dict[str, Any]:
+    body = dict(body)
+    if section == "fake":
+        boot = body.get("boot_seconds", 0)
+        body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")
+        zones = body.get("zones", ["fake-a"])
+        if not isinstance(zones, list) or not zones or not all(isinstance(z, str) and z for z in zones):
+            raise ConfigError(f"{where}.zones: a list of zone names is expected")
+        body["zones"] = zones
+    return body
+
+
+def parse_file_text(text: str, source: str) -> list[EnvSpec]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or set(data) != {"environments"}:
+        raise ConfigError(f"{source}: expected a top-level `environments:` list and nothing else")
+    entries = data["environments"]
+    if not isinstance(entries, list):
+        raise ConfigError(f"{source}: `environments` must be a list")
+    specs = [parse_entry(entry, f"environments[{i}]") for i, entry in enumerate(entries)]
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{source}: environment {dupes[0]!r} is defined more than once")
+    return specs
+
+
+def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The file form of a stored environment (what `env apply` would take to recreate it)."""
+    entry: dict[str, Any] = {
+        "name": name,
+        "cloud": cloud,
+        "min_scale": columns["min_scale"],
+        "max_scale": columns["max_scale"],
+        "idle_timeout": columns["idle_timeout_s"],
+        "spot": columns["spot"],
+        "price_per_hour": columns["price_per_hour"],
+        "slots": columns["slots"],
+        "max_attempts": columns["max_attempts"],
+    }
+    if columns.get("region"):
+        entry["region"] = columns["region"]
+    if settings.get("instance_types"):
+        types = settings["instance_types"]
+        entry["instance_type"] = types[0] if len(types) == 1 else types
+    for key in ("pull_policy", "idle_policy", "description"):
+        if key in settings:
+            entry[key] = settings[key]
+    for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block"):
+        if f"{key}_s" in settings:
+            entry[key] = settings[f"{key}_s"]
+    for section in SECTIONS_FOR[cloud]:
+        if section in settings:
+            entry[section] = settings[section]
+    return entry

@@ -1,0 +1,366 @@
+"""The decisions, as a pure function: `decide(snapshot, now) -> [actions]`.
+
+Nothing here touches a database, a cloud or a clock; reconcile.py builds the snapshot
+and applies the actions. Per environment, in this order:
+
+1. sync the rows with the cloud's listing: adopt, advance boot, mark lost, confirm
+   terminations, terminate orphans after a grace period;
+2. deadlines: launch, boot, bootstrap;
+3. dispatch queued executions (FIFO within priority) to ready machines with free slots;
+4. scale up: clamp(min_scale - n, needed, max_scale - n), skipping zones and instance
+   types blocked by recent capacity errors, backing off after transient errors and
+   stopping after a fatal one;
+5. retire machines idle longer than idle_timeout while above min_scale and nothing waits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from vh_orch.cloud_drivers.base import PENDING, CloudInstance
+
+REQUESTED = "requested"
+PROVISIONING = "provisioning"
+BOOTSTRAPPING = "bootstrapping"
+READY = "ready"
+BUSY = "busy"
+TERMINATING = "terminating"
+BOOTING = frozenset({REQUESTED, PROVISIONING, BOOTSTRAPPING})
+SERVING = frozenset({READY, BUSY})
+LIVE = BOOTING | SERVING
+HAS_INSTANCE = frozenset({PROVISIONING, BOOTSTRAPPING, READY, BUSY})
+
+TRANSIENT_BACKOFF_BASE_S = 5.0
+TRANSIENT_BACKOFF_MAX_S = 300.0
+
+
+# -- the snapshot ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineView:
+    id: int
+    environment_id: int
+    state: str
+    instance_id: str | None
+    state_changed_at: datetime
+    idle_since: datetime | None = None
+    running: int = 0
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FailureView:
+    time: datetime
+    kind: str  # capacity, quota, transient, fatal
+    zone: str | None = None
+    instance_type: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EnvView:
+    id: int
+    name: str
+    cloud: str
+    min_scale: int = 0
+    max_scale: int = 1
+    slots: int = 1
+    idle_timeout_s: float = 600.0
+    zones: tuple[str | None, ...] = (None,)
+    instance_types: tuple[str | None, ...] = (None,)
+    launch_timeout_s: float = 300.0
+    boot_timeout_s: float = 600.0
+    bootstrap_timeout_s: float = 1200.0
+    capacity_block_s: float = 300.0
+    needs_bootstrap: bool = False
+    draining: bool = False
+    updated_at: datetime | None = None
+    queued: int = 0
+    # The first queued execution ids, FIFO within priority; enough to fill every free slot.
+    queued_head: tuple[int, ...] = ()
+    # The cloud's listing; None when this environment has no cloud (local) or listing failed.
+    instances: tuple[CloudInstance, ...] | None = None
+    failures: tuple[FailureView, ...] = ()  # recent launch failures, oldest first
+
+    @property
+    def static(self) -> bool:
+        return self.cloud == "local"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    environments: tuple[EnvView, ...]
+    machines: tuple[MachineView, ...]
+    orphan_grace_s: float = 120.0
+
+
+# -- the actions ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    reason: str = field(default="", kw_only=True)
+
+
+@dataclass(frozen=True)
+class Launch(Action):
+    environment_id: int
+    zone: str | None
+    instance_type: str | None
+
+
+@dataclass(frozen=True)
+class Dispatch(Action):
+    execution_id: int
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class Retire(Action):
+    """Terminate an idle machine; applied only if it is still idle inside the transaction."""
+
+    machine_id: int
+    idle_before: datetime
+
+
+@dataclass(frozen=True)
+class Terminate(Action):
+    """Terminate a machine's instance (a missed deadline, or a termination to retry)."""
+
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class Adopt(Action):
+    machine_id: int
+    instance: CloudInstance
+
+
+@dataclass(frozen=True)
+class Advance(Action):
+    machine_id: int
+    state: str
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class MarkLost(Action):
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class MarkIdle(Action):
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class ConfirmTerminated(Action):
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class FailMachine(Action):
+    machine_id: int
+
+
+@dataclass(frozen=True)
+class TerminateOrphan(Action):
+    environment_id: int
+    instance_id: str
+
+
+# -- the decision -----------------------------------------------------------------------
+
+
+def decide(snapshot: Snapshot, now: datetime) -> list[Action]:
+    by_env: dict[int, list[MachineView]] = {}
+    for m in snapshot.machines:
+        by_env.setdefault(m.environment_id, []).append(m)
+    actions: list[Action] = []
+    for env in snapshot.environments:
+        actions += decide_environment(env, by_env.get(env.id, []), now, snapshot.orphan_grace_s)
+    return actions
+
+
+def decide_environment(env: EnvView, machines: Sequence[MachineView], now: datetime, orphan_grace_s: float) -> list[Action]:
+    actions: list[Action] = []
+    # Machines this pass already acts on take no part in dispatch; those it ends
+    # (lost, failed, terminating, terminated) do not count towards the scale either.
+    settled: set[int] = set()
+    if env.instances is not None:
+        actions += _sync(env, machines, now, orphan_grace_s, settled)
+    actions += _deadlines(env, machines, now, settled)
+    ending = {
+        a.machine_id for a in actions
+        if isinstance(a, (MarkLost, ConfirmTerminated, FailMachine, Terminate))
+    }
+
+    active = [m for m in machines if m.id not in ending]
+    serving = sorted((m for m in active if m.state in SERVING and m.id not in settled),
+                     key=lambda m: (-m.running, m.id))
+    for m in serving:
+        if m.state == BUSY and m.running == 0:
+            actions.append(MarkIdle(m.id, reason="no execution runs on it"))
+
+    # Dispatch: fill the busiest machines first, so that others can go idle and retire.
+    queue = list(env.queued_head)
+    dispatched_to: dict[int, int] = {}
+    for m in serving:
+        free = env.slots - m.running
+        while free > 0 and queue:
+            actions.append(Dispatch(queue.pop(0), m.id, reason="a queued execution and a free slot"))
+            dispatched_to[m.id] = dispatched_to.get(m.id, 0) + 1
+            free -= 1
+    demand = max(0, env.queued - sum(dispatched_to.values()))
+
+    if env.static:
+        return actions
+
+    # Scale up.
+    live = [m for m in active if m.state in LIVE]
+    n = len(live)
+    # A machine adopted or advanced in this pass is not serving yet: count it as booting.
+    booting = sum(1 for m in live if m.state in BOOTING or m.id in settled)
+    needed = math.ceil(max(0, demand - booting * env.slots) / env.slots)
+    want = max(env.min_scale - n, min(needed, env.max_scale - n), 0)
+    if env.draining:
+        want = 0
+    if want:
+        actions += _launches(env, want, now)
+
+    # Idle scale-down: only when nothing waits, never below min_scale, longest idle first.
+    if demand == 0:
+        idle = sorted(
+            (m for m in serving if m.running == 0 and m.id not in dispatched_to and m.idle_since is not None),
+            key=lambda m: (m.idle_since, m.id),
+        )
+        floor = 0 if env.draining else env.min_scale
+        cutoff = now - timedelta(seconds=env.idle_timeout_s)
+        for m in idle:
+            if n <= floor:
+                break
+            if env.draining or m.idle_since <= cutoff:  # type: ignore[operator]
+                actions.append(Retire(m.id, idle_before=cutoff if not env.draining else now,
+                                      reason=f"idle for more than {env.idle_timeout_s:g} s" if not env.draining
+                                      else "the environment is being removed"))
+                n -= 1
+    return actions
+
+
+def _sync(env: EnvView, machines: Sequence[MachineView], now: datetime, grace_s: float, settled: set[int]) -> list[Action]:
+    actions: list[Action] = []
+    instances = env.instances or ()
+    rows = {m.id: m for m in machines}
+    by_instance = {m.instance_id: m for m in machines if m.instance_id}
+    listed = {i.instance_id: i for i in instances if not i.gone}
+
+    claimed: set[str] = set()
+    for inst in instances:
+        if inst.gone:
+            continue
+        row = by_instance.get(inst.instance_id)
+        if row is not None and (row.state in HAS_INSTANCE or row.state == TERMINATING):
+            claimed.add(inst.instance_id)
+            continue
+        waiting = rows.get(inst.machine_id) if inst.machine_id is not None else None
+        if waiting is not None and waiting.state == REQUESTED and waiting.id not in settled:
+            actions.append(Adopt(waiting.id, inst, reason="the cloud lists an instance for this row"))
+            settled.add(waiting.id)
+            claimed.add(inst.instance_id)
+    for inst in instances:
+        if inst.gone or inst.instance_id in claimed:
+            continue
+        age = (now - inst.launched_at).total_seconds() if inst.launched_at else grace_s + 1
+        if age > grace_s:
+            actions.append(TerminateOrphan(env.id, inst.instance_id,
+                                           reason=f"no live machine row owns it (machine tag {inst.machine_id})"))
+
+    for m in machines:
+        if m.id in settled:
+            continue
+        if m.state == TERMINATING:
+            if m.instance_id is None or m.instance_id not in listed:
+                actions.append(ConfirmTerminated(m.id, reason="the cloud lists the instance as gone"))
+                settled.add(m.id)
+            elif m.retry_at is not None and m.retry_at <= now:
+                actions.append(Terminate(m.id, reason="retrying the termination"))
+                settled.add(m.id)
+            continue
+        if m.state not in HAS_INSTANCE:
+            continue
+        inst = listed.get(m.instance_id)  # type: ignore[arg-type]
+        if inst is None:
+            gone = next((i for i in instances if i.instance_id == m.instance_id), None)
+            why = gone.state_reason if gone is not None and gone.state_reason else "the instance vanished"
+            actions.append(MarkLost(m.id, reason=why))
+            settled.add(m.id)
+        elif m.state == PROVISIONING and inst.state != PENDING:
+            if env.needs_bootstrap:
+                actions.append(Advance(m.id, BOOTSTRAPPING, step="waiting for SSH", reason="the instance is running"))
+            else:
+                actions.append(Advance(m.id, READY, step="ready", reason="the instance is running"))
+            settled.add(m.id)
+    return actions
+
+
+def _deadlines(env: EnvView, machines: Sequence[MachineView], now: datetime, settled: set[int]) -> list[Action]:
+    actions: list[Action] = []
+    for m in machines:
+        if m.id in settled:
+            continue
+        age = (now - m.state_changed_at).total_seconds()
+        if m.state == REQUESTED and age > env.launch_timeout_s:
+            actions.append(FailMachine(m.id, reason=f"the launch did not complete within {env.launch_timeout_s:g} s"))
+            settled.add(m.id)
+        elif m.state == PROVISIONING and age > env.boot_timeout_s:
+            actions.append(Terminate(m.id, reason=f"the instance did not boot within {env.boot_timeout_s:g} s"))
+            settled.add(m.id)
+        elif m.state == BOOTSTRAPPING and age > env.bootstrap_timeout_s:
+            actions.append(Terminate(m.id, reason=f"bootstrap did not finish within {env.bootstrap_timeout_s:g} s"))
+            settled.add(m.id)
+    return actions
+
+
+def launch_blocked(env: EnvView, now: datetime) -> str | None:
+    """Why launching is paused for the whole environment right now, or None."""
+    consecutive_transient = 0
+    last_transient: FailureView | None = None
+    for f in env.failures:
+        if f.kind == "fatal" and (env.updated_at is None or f.time >= env.updated_at):
+            return f"launching stopped after a fatal error: {f.message} (fix it, then `vh-orch env update`)"
+        if f.kind == "quota" and (now - f.time).total_seconds() < env.capacity_block_s:
+            return f"quota exceeded: {f.message}"
+        if f.kind == "transient":
+            consecutive_transient += 1
+            last_transient = f
+        else:
+            consecutive_transient = 0
+            last_transient = None
+    if last_transient is not None:
+        backoff = min(TRANSIENT_BACKOFF_BASE_S * 2 ** (consecutive_transient - 1), TRANSIENT_BACKOFF_MAX_S)
+        if (now - last_transient.time).total_seconds() < backoff:
+            return f"backing off for {backoff:g} s after: {last_transient.message}"
+    return None
+
+
+def _launches(env: EnvView, count: int, now: datetime) -> list[Action]:
+    if launch_blocked(env, now) is not None:
+        return []
+    blocked = {
+        (f.zone, f.instance_type)
+        for f in env.failures
+        if f.kind == "capacity" and (now - f.time).total_seconds() < env.capacity_block_s
+    }
+    blocked_zones = {z for z, t in blocked if t is None}
+    blocked_types = {t for z, t in blocked if z is None}
+    for itype in env.instance_types:
+        for zone in env.zones:
+            if (zone, itype) in blocked or zone in blocked_zones or itype in blocked_types:
+                continue
+            return [Launch(env.id, zone, itype, reason="queued executions need machines" if count else "")
+                    for _ in range(count)]
+    return []

@@ -1,0 +1,277 @@
+"""One reconcile pass: read a snapshot, ask the policy, apply its actions, record why.
+
+Everything that touches the outside world happens here or below: the store, the
+cloud drivers, and the ExecutionHost that runs executions on machines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from vh_orch.cloud_drivers import make_driver
+from vh_orch.cloud_drivers.base import CloudDriver, LaunchSpec
+from vh_orch.errors import CapacityError, ConfigError, QuotaExceeded, TransientCloudError
+from vh_orch.orchestrator import policy as P
+from vh_orch.orchestrator.models import Environment, Execution, Machine
+from vh_orch.orchestrator.store import Store
+from vh_orch.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+TERMINATE_RECHECK_S = 60.0
+TERMINATE_BACKOFF_BASE_S = 5.0
+TERMINATE_BACKOFF_MAX_S = 300.0
+
+
+class ExecutionHost(Protocol):
+    """Where dispatched executions run (the daemon's runner threads, or a test's stand-in)."""
+
+    def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None: ...
+
+    def abandon(self, execution_ids: list[int], reason: str) -> None:
+        """Stop executions that were requeued or failed elsewhere; their results no longer count."""
+        ...
+
+
+def backoff(attempts: int, base: float = TERMINATE_BACKOFF_BASE_S, cap: float = TERMINATE_BACKOFF_MAX_S) -> float:
+    return min(base * 2 ** max(0, attempts - 1), cap)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        host: ExecutionHost,
+        clock: Clock = utcnow,
+        orphan_grace_s: float = 120.0,
+        hostname: str = "localhost",
+        drivers: dict[int, CloudDriver] | None = None,
+        runtime_name: Callable[[Environment], str] = lambda env: "process",
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.clock = clock
+        self.orphan_grace_s = orphan_grace_s
+        self.hostname = hostname
+        self.cluster_id = store.cluster_id()
+        self._drivers: dict[int, CloudDriver] = dict(drivers or {})
+        self._driver_errors: dict[int, str] = {}
+        self._orphan_retry: dict[str, datetime] = {}
+        self.runtime_name = runtime_name
+        self.last_actions: list[P.Action] = []
+
+    def driver(self, env: Environment) -> CloudDriver | None:
+        assert env.id is not None
+        if env.id not in self._drivers:
+            driver = make_driver(env, self.cluster_id)
+            if driver is None:
+                return None
+            self._drivers[env.id] = driver
+        return self._drivers[env.id]
+
+    # -- the pass ---------------------------------------------------------------------
+
+    def run_pass(self) -> list[P.Action]:
+        now = self.clock()
+        self.store.admit_created()
+        self.store.finish_drained()
+        envs = {e.id: e for e in self.store.active_environments()}
+        for env in envs.values():
+            if env.cloud == "local":
+                self.store.ensure_host_machine(env, self.hostname)
+        machines = self.store.fleet()
+        running = self.store.running_per_machine()
+        views = []
+        for env in envs.values():
+            views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running))
+        snapshot = P.Snapshot(
+            environments=tuple(views),
+            machines=tuple(
+                P.MachineView(
+                    id=m.id,  # type: ignore[arg-type]
+                    environment_id=m.environment_id,
+                    state=m.state,
+                    instance_id=m.instance_id,
+                    state_changed_at=m.state_changed_at,
+                    idle_since=m.idle_since,
+                    running=running.get(m.id, 0),  # type: ignore[arg-type]
+                    retry_at=m.retry_at,
+                )
+                for m in machines
+            ),
+            orphan_grace_s=self.orphan_grace_s,
+        )
+        actions = P.decide(snapshot, now)
+        machine_rows = {m.id: m for m in machines}
+        capacity_hit: set[int] = set()
+        for action in actions:
+            try:
+                self._apply(action, envs, machine_rows, capacity_hit, now)
+            except Exception:
+                log.exception("could not apply %s", action)
+        self.last_actions = actions
+        return actions
+
+    def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int]) -> P.EnvView:
+        assert env.id is not None
+        free = sum(max(0, env.slots - running.get(m.id, 0)) for m in machines  # type: ignore[arg-type]
+                   if m.state in P.SERVING)
+        queued, head = self.store.queue_view(env.id, free)
+        instances = None
+        if env.cloud != "local":
+            instances = self._list(env)
+        settings = env.settings
+        cloud_settings = settings.get(env.cloud, {}) if isinstance(settings.get(env.cloud), dict) else {}
+        zones = tuple(cloud_settings.get("zones") or [None])
+        types = tuple(settings.get("instance_types") or [env.instance_type])
+        return P.EnvView(
+            id=env.id,
+            name=env.name,
+            cloud=env.cloud,
+            min_scale=env.min_scale,
+            max_scale=env.max_scale,
+            slots=env.slots,
+            idle_timeout_s=env.idle_timeout_s,
+            zones=zones,
+            instance_types=types,
+            launch_timeout_s=settings.get("launch_timeout_s", 300.0),
+            boot_timeout_s=settings.get("boot_timeout_s", 600.0),
+            bootstrap_timeout_s=settings.get("bootstrap_timeout_s", 1200.0),
+            capacity_block_s=settings.get("capacity_block_s", 300.0),
+            needs_bootstrap=env.cloud in ("aws", "gcp", "ssh"),
+            draining=bool(settings.get("draining")),
+            updated_at=env.updated_at,
+            queued=queued,
+            queued_head=head,
+            instances=instances,
+            failures=tuple(
+                P.FailureView(time=f.time, kind=f.kind, zone=f.zone, instance_type=f.instance_type, message=f.message)
+                for f in self.store.recent_failures(env.id)
+            ),
+        )
+
+    def _list(self, env: Environment) -> tuple | None:  # type: ignore[type-arg]
+        try:
+            driver = self.driver(env)
+            if driver is None:
+                return None
+            instances = tuple(driver.list_instances())
+            self._driver_errors.pop(env.id, None)  # type: ignore[arg-type]
+            return instances
+        except ConfigError as exc:
+            if self._driver_errors.get(env.id) != str(exc):  # type: ignore[arg-type]
+                log.error("%s", exc)
+                self._driver_errors[env.id] = str(exc)  # type: ignore[index]
+            return None
+        except Exception as exc:  # listing failed: change nothing this pass
+            log.warning("environment %s: listing instances failed: %s", env.name, exc)
+            return None
+
+    # -- applying actions ---------------------------------------------------------------
+
+    def _apply(self, action: P.Action, envs: dict, machines: dict, capacity_hit: set[int], now: datetime) -> None:  # type: ignore[type-arg]
+        store = self.store
+        match action:
+            case P.Launch(environment_id=env_id, zone=zone, instance_type=itype):
+                if env_id not in capacity_hit:
+                    self._launch(envs[env_id], zone, itype, capacity_hit)
+            case P.Dispatch(execution_id=eid, machine_id=mid):
+                machine = machines[mid]
+                env = envs[machine.environment_id]
+                execution = store.claim_for_machine(eid, mid, env.slots, self.runtime_name(env))
+                if execution is not None:
+                    self.host.run_execution(execution, env, machine)
+            case P.Retire(machine_id=mid, idle_before=before):
+                machine = store.retire_if_idle(mid, before, action.reason)
+                if machine is not None:
+                    self._terminate(machine, envs[machine.environment_id], now)
+            case P.Terminate(machine_id=mid):
+                machine = store.begin_terminate(mid, action.reason) if machines[mid].state != "terminating" \
+                    else machines[mid]
+                if machine is not None:
+                    self._terminate(machine, envs[machine.environment_id], now)
+            case P.Adopt(machine_id=mid, instance=instance):
+                store.adopt_instance(mid, instance, action.reason)
+            case P.Advance(machine_id=mid, state=state, step=step):
+                store.advance_machine(mid, state, step, action.reason)
+            case P.MarkLost(machine_id=mid):
+                env = envs[machines[mid].environment_id]
+                affected = store.mark_lost(mid, action.reason, env.max_attempts)
+                if affected:
+                    self.host.abandon(affected, f"machine {mid} lost")
+            case P.MarkIdle(machine_id=mid):
+                store.mark_idle(mid)
+            case P.ConfirmTerminated(machine_id=mid):
+                store.confirm_terminated(mid)
+            case P.FailMachine(machine_id=mid):
+                store.fail_machine(mid, action.reason)
+            case P.TerminateOrphan(environment_id=env_id, instance_id=iid):
+                if self._orphan_retry.get(iid, now) <= now:
+                    log.warning("terminating orphan instance %s: %s", iid, action.reason)
+                    self._orphan_retry[iid] = now + timedelta(seconds=TERMINATE_RECHECK_S)
+                    driver = self.driver(envs[env_id])
+                    if driver is not None:
+                        driver.terminate([iid])
+
+    def _launch(self, env: Environment, zone: str | None, itype: str | None, capacity_hit: set[int]) -> None:
+        driver = self.driver(env)
+        if driver is None:
+            return
+        row = self.store.create_machine(env, zone, itype)
+        spec = LaunchSpec(
+            machine_id=row.id,  # type: ignore[arg-type]
+            launch_token=row.launch_token or "",
+            cluster_id=self.cluster_id,
+            environment=env.name,
+            zone=zone,
+            instance_type=itype,
+            spot=env.spot,
+        )
+        try:
+            instance = driver.launch(spec)
+        except CapacityError as exc:
+            capacity_hit.add(env.id)  # type: ignore[arg-type]
+            self._launch_failed(env, row, "capacity", zone, itype, exc, fail_row=True)
+        except QuotaExceeded as exc:
+            capacity_hit.add(env.id)  # type: ignore[arg-type]
+            self._launch_failed(env, row, "quota", zone, itype, exc, fail_row=True)
+        except TransientCloudError as exc:
+            # The instance may exist all the same: the row waits to be adopted until its deadline.
+            capacity_hit.add(env.id)  # type: ignore[arg-type]
+            self._launch_failed(env, row, "transient", zone, itype, exc, fail_row=False)
+        except Exception as exc:
+            capacity_hit.add(env.id)  # type: ignore[arg-type]
+            self._launch_failed(env, row, "fatal", zone, itype, exc, fail_row=True)
+        else:
+            self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
+
+    def _launch_failed(self, env: Environment, row: Machine, kind: str, zone: str | None, itype: str | None,
+                       exc: Exception, fail_row: bool) -> None:
+        message = str(exc) or type(exc).__name__
+        log.warning("environment %s: launch in %s/%s failed (%s): %s", env.name, zone, itype, kind, message)
+        self.store.record_launch_failure(env.id, kind, zone, itype, message)  # type: ignore[arg-type]
+        if fail_row:
+            self.store.fail_machine(row.id, f"launch failed ({kind}): {message}")  # type: ignore[arg-type]
+
+    def _terminate(self, machine: Machine, env: Environment, now: datetime) -> None:
+        if machine.instance_id is None:
+            self.store.fail_machine(machine.id, machine.reason or "terminated before it had an instance")  # type: ignore[arg-type]
+            return
+        driver = self.driver(env)
+        if driver is None:  # local: this host is released, never powered off
+            self.store.confirm_terminated(machine.id)  # type: ignore[arg-type]
+            return
+        try:
+            driver.terminate([machine.instance_id])
+        except Exception as exc:
+            attempts = machine.terminate_attempts + 1
+            retry = now + timedelta(seconds=backoff(attempts))
+            log.warning("terminating %s failed (attempt %d), retrying at %s: %s",
+                        machine.instance_id, attempts, retry, exc)
+            self.store.termination_failed(machine.id, str(exc) or type(exc).__name__, retry)  # type: ignore[arg-type]
+        else:
+            self.store.termination_requested(machine.id, now + timedelta(seconds=TERMINATE_RECHECK_S))  # type: ignore[arg-type]

@@ -1,0 +1,434 @@
+"""Machines, launches and their failures, quotas, and the reads that build a policy snapshot."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from vh_orch.cloud_drivers.base import CloudInstance
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.models import (
+    Environment,
+    Execution,
+    ExecutionStatus,
+    Installation,
+    LaunchFailure,
+    Machine,
+    MachineState,
+    Quota,
+)
+from vh_orch.timeutil import utcnow
+
+S = ExecutionStatus
+M = MachineState
+ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)
+RUNNING_EXECUTION = (S.STARTED, S.STOPPING)
+LIVE_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
+DEFAULT_QUOTA_USER = "*"
+
+
+class FleetStore:
+    """Mixed into Store with CoreStore, which provides write(), read() and _transition()."""
+
+    # -- installation -------------------------------------------------------------
+
+    def cluster_id(self) -> str:
+        with self.write() as s:
+            inst = s.exec(select(Installation)).first()
+            if inst is None:
+                inst = Installation(cluster_id=f"vh-{uuid.uuid4().hex[:16]}")
+                s.add(inst)
+            return inst.cluster_id
+
+    # -- snapshot reads ------------------------------------------------------------------
+
+    def active_environments(self) -> list[Environment]:
+        with self.read() as s:
+            return list(s.exec(select(Environment).where(col(Environment.removed_at).is_(None)).order_by(Environment.id)))
+
+    def fleet(self) -> list[Machine]:
+        """Every machine that is not finished (terminated, failed, lost)."""
+        with self.read() as s:
+            return list(s.exec(select(Machine).where(col(Machine.state).in_(LIVE_MACHINE)).order_by(Machine.id)))
+
+    def running_per_machine(self) -> dict[int, int]:
+        with self.read() as s:
+            rows = s.exec(
+                select(Execution.machine_id, func.count())
+                .where(col(Execution.status).in_(RUNNING_EXECUTION), col(Execution.machine_id).is_not(None))
+                .group_by(Execution.machine_id)
+            )
+            return {machine_id: count for machine_id, count in rows}  # type: ignore[misc]
+
+    def queue_view(self, environment_id: int, head: int) -> tuple[int, tuple[int, ...]]:
+        """How many executions wait, and the ids of the first `head`, FIFO within priority."""
+        with self.read() as s:
+            count = s.exec(
+                select(func.count()).select_from(Execution).where(
+                    Execution.environment_id == environment_id, Execution.status == S.QUEUED
+                )
+            ).one()
+            ids: tuple[int, ...] = ()
+            if head > 0 and count:
+                ids = tuple(
+                    s.exec(
+                        select(Execution.id)
+                        .where(Execution.environment_id == environment_id, Execution.status == S.QUEUED)
+                        .order_by(col(Execution.priority).desc(), col(Execution.id))
+                        .limit(head)
+                    )
+                )
+            return count, ids  # type: ignore[return-value]
+
+    def recent_failures(self, environment_id: int, limit: int = 20) -> list[LaunchFailure]:
+        with self.read() as s:
+            rows = list(
+                s.exec(
+                    select(LaunchFailure)
+                    .where(LaunchFailure.environment_id == environment_id)
+                    .order_by(col(LaunchFailure.id).desc())
+                    .limit(limit)
+                )
+            )
+        return rows[::-1]
+
+    # -- machine lifecycle -------------------------------------------------------------
+
+    def create_machine(self, env: Environment, zone: str | None, instance_type: str | None) -> Machine:
+        """The row is written (and committed) before the cloud is asked for anything."""
+        with self.write() as s:
+            machine = Machine(
+                environment_id=env.id,  # type: ignore[arg-type]
+                state=M.REQUESTED,
+                launch_token=uuid.uuid4().hex,
+                zone=zone,
+                instance_type=instance_type,
+                bootstrap_step="launching",
+            )
+            s.add(machine)
+            s.flush()
+            return machine
+
+    def _machine_to(self, s: Session, machine: Machine, state: str, reason: str | None, step: str | None = None) -> None:
+        now = utcnow()
+        if machine.state != state:
+            machine.state = state
+            machine.state_changed_at = now
+        machine.updated_at = now
+        machine.reason = reason
+        if step is not None:
+            machine.bootstrap_step = step
+        machine.idle_since = now if state == M.READY else None
+        if state == M.TERMINATED:
+            machine.terminated_at = now
+        s.add(machine)
+
+    def adopt_instance(self, machine_id: int, instance: CloudInstance, reason: str) -> bool:
+        """Record the instance a waiting row got; False if the row moved on meanwhile."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state != M.REQUESTED:
+                return False
+            machine.instance_id = instance.instance_id
+            machine.address = instance.address
+            machine.zone = instance.zone or machine.zone
+            machine.instance_type = instance.instance_type or machine.instance_type
+            self._machine_to(s, machine, M.PROVISIONING, reason, step="booting")
+            return True
+
+    def advance_machine(self, machine_id: int, state: str, step: str | None, reason: str | None) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state in (M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY):
+                self._machine_to(s, machine, state, reason, step=step)
+
+    def mark_idle(self, machine_id: int) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            running = self._running_on(s, machine_id)
+            if machine.state == M.BUSY and running == 0:
+                self._machine_to(s, machine, M.READY, None)
+
+    def fail_machine(self, machine_id: int, reason: str) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state == M.REQUESTED:
+                self._machine_to(s, machine, M.FAILED, reason, step="failed")
+
+    def begin_terminate(self, machine_id: int, reason: str) -> Machine | None:
+        """Move a machine to `terminating` (idempotent); None if it has no instance to end."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state in (M.TERMINATED, M.FAILED, M.LOST):
+                return None
+            if machine.state != M.TERMINATING:
+                self._machine_to(s, machine, M.TERMINATING, reason, step="terminating")
+            return machine
+
+    def retire_if_idle(self, machine_id: int, idle_before: datetime, reason: str) -> Machine | None:
+        """Terminate only a machine that is still idle, checked in the same transaction."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state != M.READY or machine.idle_since is None or machine.idle_since > idle_before:
+                return None
+            if self._running_on(s, machine_id):
+                return None
+            self._machine_to(s, machine, M.TERMINATING, reason, step="terminating")
+            return machine
+
+    def termination_failed(self, machine_id: int, error: str, retry_at: datetime) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            machine.terminate_attempts += 1
+            machine.retry_at = retry_at
+            machine.last_error = error
+            machine.reason = f"termination failed {machine.terminate_attempts} time(s), retrying: {error}"
+            machine.updated_at = utcnow()
+            s.add(machine)
+
+    def termination_requested(self, machine_id: int, retry_at: datetime) -> None:
+        """The cloud accepted the request; check again (and re-ask) if it is still listed at retry_at."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            machine.retry_at = retry_at
+            s.add(machine)
+
+    def confirm_terminated(self, machine_id: int) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state == M.TERMINATING:
+                self._machine_to(s, machine, M.TERMINATED, machine.reason, step="terminated")
+
+    def mark_lost(self, machine_id: int, reason: str, max_attempts: int) -> list[int]:
+        """The machine's instance vanished: requeue its executions (or fail them after max_attempts)."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state in (M.TERMINATED, M.FAILED, M.LOST):
+                return []
+            self._machine_to(s, machine, M.LOST, reason, step="lost")
+            affected = list(
+                s.exec(select(Execution).where(Execution.machine_id == machine_id,
+                                               col(Execution.status).in_(RUNNING_EXECUTION)))
+            )
+            for execution in affected:
+                if execution.attempt < max_attempts:
+                    self._transition(s, execution, S.QUEUED,
+                                     reason=f"machine {machine_id} lost ({reason}); requeued after attempt "
+                                            f"{execution.attempt} of {max_attempts}")
+                    execution.machine_id = None
+                    s.add(execution)
+                else:
+                    self._transition(s, execution, S.ERROR,
+                                     reason=f"machine {machine_id} lost ({reason}) on the last of "
+                                            f"{max_attempts} attempts")
+            return [e.id for e in affected]  # type: ignore[misc]
+
+    def _running_on(self, s: Session, machine_id: int) -> int:
+        return s.exec(
+            select(func.count()).select_from(Execution).where(
+                Execution.machine_id == machine_id, col(Execution.status).in_(RUNNING_EXECUTION)
+            )
+        ).one()
+
+    def claim_for_machine(self, execution_id: int, machine_id: int, slots: int, runtime: str) -> Execution | None:
+        """Start one queued execution on a machine with a free slot; None if either moved on."""
+        with self.write() as s:
+            query = select(Execution).where(Execution.id == execution_id)
+            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+                query = query.with_for_update(skip_locked=True)
+            execution = s.exec(query).first()
+            machine = s.get(Machine, machine_id)
+            if execution is None or machine is None or execution.status != S.QUEUED:
+                return None
+            if machine.state not in (M.READY, M.BUSY) or self._running_on(s, machine_id) >= slots:
+                return None
+            execution.machine_id = machine_id
+            execution.runtime = runtime
+            execution.attempt += 1
+            self._transition(s, execution, S.STARTED)
+            if machine.state != M.BUSY:
+                self._machine_to(s, machine, M.BUSY, None)
+            return execution
+
+    def finish_execution(
+        self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None
+    ) -> bool:
+        """A runner's final word counts only for the attempt it ran (not after a requeue)."""
+        with self.write() as s:
+            execution = s.get_one(Execution, execution_id)
+            if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
+                return False
+            if exit_code is not None:
+                execution.exit_code = exit_code
+            self._transition(s, execution, status, reason=reason)
+            return True
+
+    # -- launch failures -------------------------------------------------------------------
+
+    def record_launch_failure(
+        self, environment_id: int, kind: str, zone: str | None, instance_type: str | None, message: str
+    ) -> None:
+        with self.write() as s:
+            s.add(LaunchFailure(environment_id=environment_id, kind=kind, zone=zone,
+                                instance_type=instance_type, message=message[:2000]))
+
+    # -- quotas and admission ----------------------------------------------------------------
+
+    def set_quota(self, user: str, limit: int | None) -> None:
+        with self.write() as s:
+            row = s.get(Quota, user)
+            if limit is None:
+                if row is not None:
+                    s.delete(row)
+                return
+            if row is None:
+                row = Quota(user=user, max_concurrent=limit)
+            row.max_concurrent = limit
+            s.add(row)
+
+    def quotas(self) -> dict[str, int]:
+        with self.read() as s:
+            return {q.user: q.max_concurrent for q in s.exec(select(Quota))}
+
+    def admit(self, s: Session, executions: Sequence[Execution] | None = None) -> int:
+        """Queue `created` executions in submission order while their users are under quota."""
+        limits = {q.user: q.max_concurrent for q in s.exec(select(Quota))}
+        default = limits.get(DEFAULT_QUOTA_USER)
+        waiting = list(executions) if executions is not None else list(
+            s.exec(select(Execution).where(Execution.status == S.CREATED).order_by(col(Execution.id)))
+        )
+        if not waiting:
+            return 0
+        users = {e.user for e in waiting}
+        active = dict(
+            s.exec(
+                select(Execution.user, func.count())
+                .where(col(Execution.user).in_(users), col(Execution.status).in_(ACTIVE_EXECUTION))
+                .group_by(Execution.user)
+            ).all()
+        )
+        admitted = 0
+        for execution in waiting:
+            limit = limits.get(execution.user or "", default)
+            current = active.get(execution.user, 0)
+            if limit is not None and current >= limit:
+                continue
+            self._transition(s, execution, S.QUEUED)
+            active[execution.user] = current + 1
+            admitted += 1
+        return admitted
+
+    def admit_created(self) -> int:
+        with self.write() as s:
+            return self.admit(s)
+
+    # -- environments --------------------------------------------------------------------
+
+    def save_environment(self, name: str, cloud: str, columns: dict[str, Any], settings: dict[str, Any]) -> str:
+        """Create or update an environment from a validated spec: created, updated or unchanged."""
+        with self.write() as s:
+            return self._save_environment(s, name, cloud, columns, settings)
+
+    def _save_environment(self, s: Session, name: str, cloud: str, columns: dict[str, Any],
+                          settings: dict[str, Any]) -> str:
+        env = s.exec(select(Environment).where(Environment.name == name,
+                                               col(Environment.removed_at).is_(None))).first()
+        if env is None:
+            s.add(Environment(name=name, cloud=cloud, settings=settings, **columns))
+            return "created"
+        if env.cloud != cloud:
+            raise UserInputError(f"environment {name!r} is a {env.cloud} environment; its cloud cannot change "
+                                 f"(remove it first with `vh-orch env rm {name}`)")
+        current = {k: getattr(env, k) for k in columns}
+        if current == columns and env.settings == settings:
+            return "unchanged"
+        for key, value in columns.items():
+            setattr(env, key, value)
+        env.settings = settings
+        env.updated_at = utcnow()
+        s.add(env)
+        return "updated"
+
+    def apply_environments(self, specs: Sequence[tuple[str, str, dict[str, Any], dict[str, Any]]],
+                           prune: bool, keep: frozenset[str]) -> dict[str, list[str]]:
+        """Apply a whole file in one transaction: every environment or none."""
+        report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [], "removed": []}
+        with self.write() as s:
+            for name, cloud, columns, settings in specs:
+                report[self._save_environment(s, name, cloud, columns, settings)].append(name)
+            if prune:
+                wanted = {spec[0] for spec in specs} | keep
+                for env in s.exec(select(Environment).where(col(Environment.removed_at).is_(None))):
+                    if env.name in wanted:
+                        continue
+                    busy = self._environment_in_use(s, env.id)  # type: ignore[arg-type]
+                    if busy:
+                        raise UserInputError(f"cannot prune environment {env.name!r}: {busy}; "
+                                             f"drain it first with `vh-orch env rm {env.name} --drain`")
+                    self._remove(s, env)
+                    report["removed"].append(env.name)
+        return report
+
+    def _environment_in_use(self, s: Session, env_id: int) -> str | None:
+        machines = s.exec(select(func.count()).select_from(Machine).where(
+            Machine.environment_id == env_id, col(Machine.state).in_(LIVE_MACHINE))).one()
+        unfinished = s.exec(select(func.count()).select_from(Execution).where(
+            Execution.environment_id == env_id,
+            col(Execution.status).in_([S.CREATED, S.QUEUED, S.STARTED, S.STOPPING]))).one()
+        if machines or unfinished:
+            return f"{machines} machine(s) and {unfinished} unfinished execution(s) use it"
+        return None
+
+    def _remove(self, s: Session, env: Environment) -> None:
+        env.removed_at = utcnow()
+        env.name = f"{env.name}@removed-{env.id}"
+        s.add(env)
+
+    def remove_environment(self, name: str, drain: bool) -> str:
+        """Remove now when unused; with drain, stop taking work and remove once empty."""
+        with self.write() as s:
+            env = s.exec(select(Environment).where(Environment.name == name,
+                                                   col(Environment.removed_at).is_(None))).first()
+            if env is None:
+                raise UserInputError(f"no environment named {name!r}; see `vh-orch env list`")
+            busy = self._environment_in_use(s, env.id)  # type: ignore[arg-type]
+            if busy is None:
+                self._remove(s, env)
+                return "removed"
+            if not drain:
+                raise UserInputError(f"environment {name!r} is in use: {busy}; "
+                                     f"use --drain to finish its work and retire its machines first")
+            env.settings = {**env.settings, "draining": True}
+            env.updated_at = utcnow()
+            s.add(env)
+            return "draining"
+
+    def finish_drained(self) -> list[str]:
+        """Remove draining environments that have nothing left."""
+        removed = []
+        with self.write() as s:
+            for env in s.exec(select(Environment).where(col(Environment.removed_at).is_(None))):
+                if env.settings.get("draining") and self._environment_in_use(s, env.id) is None:  # type: ignore[arg-type]
+                    removed.append(env.name)
+                    self._remove(s, env)
+        return removed
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    def prune_machines(self, older_than: timedelta, dry_run: bool) -> int:
+        cutoff = utcnow() - older_than
+        with self.write() as s:
+            finished = list(s.exec(select(Machine).where(
+                col(Machine.state).in_([M.TERMINATED, M.FAILED, M.LOST]), Machine.updated_at < cutoff)))
+            referenced = set(s.exec(select(Execution.machine_id).where(
+                col(Execution.machine_id).in_([m.id for m in finished]))))
+            doomed = [m for m in finished if m.id not in referenced]
+            if not dry_run:
+                for m in doomed:
+                    s.delete(m)
+            return len(doomed)
