@@ -132,5 +132,6 @@ def test_bad_names_and_values_elsewhere_in_the_cli(vh: VhOrch, tmp_path: Path) -
     assert vh.json("project", "list") == []
     assert "no execution with id 99" in vh("exec", "info", "99", check=False).stderr
     assert "unknown status 'done'" in vh("exec", "list", "--status", "done", check=False).stderr
-    assert "runtime 'vm' is not one of" in vh("env", "update", "local", "--runtime", "vm", check=False).stderr
-    assert vh.json("env", "show", "local")["settings"]["runtime"] == "auto"
+    assert "local.runtime: 'vm' is not one of auto, docker, process" in vh(
+        "env", "update", "local", "--runtime", "vm", check=False).stderr
+    assert vh.json("env", "show", "local")["local"]["runtime"] == "auto"

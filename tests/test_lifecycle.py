@@ -254,7 +254,7 @@ def test_stop_ends_a_started_execution_and_keeps_its_logs(proc_vh: VhOrch) -> No
     assert info["status"] == "stopped"
     assert info["status_reason"] == "stopped by request"
     statuses = [line["text"] for line in log_lines(proc_vh, created["id"]) if line["kind"] == "status"]
-    assert statuses == ["queued", "started", "stopping: stopped by request", "stopped: stopped by request"]
+    assert statuses == ["created", "queued", "started", "stopping: stopped by request", "stopped: stopped by request"]
 
 
 def test_stop_of_a_queued_execution_is_immediate(vh: VhOrch, tmp_path: Path) -> None:

@@ -56,4 +56,4 @@ def test_counters_are_per_project_and_ids_global(vh: VhOrch, tmp_path: Path) -> 
     assert len({r["id"] for r in runs}) == 3
     store = Store(f"sqlite:///{vh.home / 'state.db'}")
     events = store.events_after(runs[0]["id"], 0)
-    assert [(e.kind, e.text) for e in events] == [("status", "queued")]
+    assert [(e.kind, e.text) for e in events] == [("status", "created"), ("status", "queued")]

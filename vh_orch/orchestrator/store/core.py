@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,9 +57,11 @@ class LogLine:
 
 
 class CoreStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
         self.url = url
         self.engine = get_engine(url)
+        # Every time the store writes comes from here, so tests can run on a virtual clock.
+        self.clock = clock
 
     # -- sessions -------------------------------------------------------------
 
@@ -182,7 +184,7 @@ class CoreStore:
                 setattr(env, key, value)
             if settings:
                 env.settings = {**env.settings, **settings}
-            env.updated_at = utcnow()
+            env.updated_at = self.clock()
             s.add(env)
             return env
 
@@ -202,7 +204,9 @@ class CoreStore:
                     instance_id=f"local:{hostname}",
                     address="localhost",
                     bootstrap_step="ready",
-                    idle_since=utcnow(),
+                    idle_since=self.clock(),
+                    created_at=self.clock(),
+                    state_changed_at=self.clock(),
                 )
                 s.add(machine)
                 s.flush()
@@ -213,8 +217,8 @@ class CoreStore:
             machine = s.get_one(Machine, machine_id)
             if machine.state != state:
                 machine.state = state
-                machine.updated_at = utcnow()
-                machine.idle_since = utcnow() if state == MachineState.READY else None
+                machine.updated_at = self.clock()
+                machine.idle_since = self.clock() if state == MachineState.READY else None
             machine.reason = reason
             s.add(machine)
 
@@ -236,7 +240,7 @@ class CoreStore:
                 .values(execution_counter=Project.execution_counter + 1)
                 .returning(Project.execution_counter)
             ).scalar_one()
-            now = utcnow()
+            now = self.clock()
             execution.counter = counter
             execution.status = S.CREATED
             execution.created_at = now
@@ -294,7 +298,7 @@ class CoreStore:
             if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
                 query = query.with_for_update(skip_locked=True)
             claimed = list(s.exec(query))
-            now = utcnow()
+            now = self.clock()
             for execution in claimed:
                 execution.machine_id = machine_id
                 execution.runtime = runtime
@@ -340,7 +344,7 @@ class CoreStore:
     def _transition(
         self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
     ) -> None:
-        now = now or utcnow()
+        now = now or self.clock()
         execution.status = status
         if reason is not None or status in (S.QUEUED, S.STARTED):
             execution.status_reason = reason
@@ -448,7 +452,7 @@ class CoreStore:
     def register_daemon(self, stale_after: timedelta) -> DaemonHeartbeat:
         """Record this process as the daemon; refuse if another one has a fresh heartbeat."""
         with self.write() as s:
-            now = utcnow()
+            now = self.clock()
             alive = s.exec(
                 select(DaemonHeartbeat).where(
                     col(DaemonHeartbeat.stopped_at).is_(None),
@@ -469,13 +473,13 @@ class CoreStore:
     def beat(self, heartbeat_id: int) -> None:
         with self.write() as s:
             s.execute(
-                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(heartbeat_at=utcnow())
+                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(heartbeat_at=self.clock())
             )
 
     def daemon_stopped(self, heartbeat_id: int) -> None:
         with self.write() as s:
             s.execute(
-                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(stopped_at=utcnow())
+                update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(stopped_at=self.clock())
             )
 
     def fresh_daemon(self, stale_after: timedelta) -> DaemonHeartbeat | None:
@@ -483,7 +487,7 @@ class CoreStore:
             return s.exec(
                 select(DaemonHeartbeat).where(
                     col(DaemonHeartbeat.stopped_at).is_(None),
-                    DaemonHeartbeat.heartbeat_at > utcnow() - stale_after,
+                    DaemonHeartbeat.heartbeat_at > self.clock() - stale_after,
                 )
             ).first()
 

@@ -109,13 +109,15 @@ class FleetStore:
                 zone=zone,
                 instance_type=instance_type,
                 bootstrap_step="launching",
+                created_at=self.clock(),
+                state_changed_at=self.clock(),
             )
             s.add(machine)
             s.flush()
             return machine
 
     def _machine_to(self, s: Session, machine: Machine, state: str, reason: str | None, step: str | None = None) -> None:
-        now = utcnow()
+        now = self.clock()
         if machine.state != state:
             machine.state = state
             machine.state_changed_at = now
@@ -188,7 +190,7 @@ class FleetStore:
             machine.retry_at = retry_at
             machine.last_error = error
             machine.reason = f"termination failed {machine.terminate_attempts} time(s), retrying: {error}"
-            machine.updated_at = utcnow()
+            machine.updated_at = self.clock()
             s.add(machine)
 
     def termination_requested(self, machine_id: int, retry_at: datetime) -> None:
@@ -274,7 +276,7 @@ class FleetStore:
         self, environment_id: int, kind: str, zone: str | None, instance_type: str | None, message: str
     ) -> None:
         with self.write() as s:
-            s.add(LaunchFailure(environment_id=environment_id, kind=kind, zone=zone,
+            s.add(LaunchFailure(environment_id=environment_id, time=self.clock(), kind=kind, zone=zone,
                                 instance_type=instance_type, message=message[:2000]))
 
     # -- quotas and admission ----------------------------------------------------------------
@@ -339,7 +341,8 @@ class FleetStore:
         env = s.exec(select(Environment).where(Environment.name == name,
                                                col(Environment.removed_at).is_(None))).first()
         if env is None:
-            s.add(Environment(name=name, cloud=cloud, settings=settings, **columns))
+            now = self.clock()
+            s.add(Environment(name=name, cloud=cloud, settings=settings, created_at=now, updated_at=now, **columns))
             return "created"
         if env.cloud != cloud:
             raise UserInputError(f"environment {name!r} is a {env.cloud} environment; its cloud cannot change "
@@ -350,7 +353,7 @@ class FleetStore:
         for key, value in columns.items():
             setattr(env, key, value)
         env.settings = settings
-        env.updated_at = utcnow()
+        env.updated_at = self.clock()
         s.add(env)
         return "updated"
 
@@ -385,7 +388,7 @@ class FleetStore:
         return None
 
     def _remove(self, s: Session, env: Environment) -> None:
-        env.removed_at = utcnow()
+        env.removed_at = self.clock()
         env.name = f"{env.name}@removed-{env.id}"
         s.add(env)
 
@@ -404,7 +407,7 @@ class FleetStore:
                 raise UserInputError(f"environment {name!r} is in use: {busy}; "
                                      f"use --drain to finish its work and retire its machines first")
             env.settings = {**env.settings, "draining": True}
-            env.updated_at = utcnow()
+            env.updated_at = self.clock()
             s.add(env)
             return "draining"
 
@@ -421,7 +424,7 @@ class FleetStore:
     # -- housekeeping --------------------------------------------------------------------
 
     def prune_machines(self, older_than: timedelta, dry_run: bool) -> int:
-        cutoff = utcnow() - older_than
+        cutoff = self.clock() - older_than
         with self.write() as s:
             finished = list(s.exec(select(Machine).where(
                 col(Machine.state).in_([M.TERMINATED, M.FAILED, M.LOST]), Machine.updated_at < cutoff)))
