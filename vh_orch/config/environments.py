@@ -113,7 +113,7 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             continue
         if key in CLOUD_KEYS:
             if key not in SECTIONS_FOR[cloud]:
-                raise ConfigError(f"{where}.{key}: a `{key}:` section does not apply to cloud {cloud}")
+                raise ConfigError(f"{where}.{key}: the `{key}:` section does not apply to cloud {cloud}")
             continue
         raise ConfigError(f"{where}: unknown key {key!r}")
     merged = {**DEFAULTS, **{k: v for k, v in entry.items() if k in COMMON_KEYS}}

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from vh_orch.bootstrap.runtimes import DockerRuntime, ProcessRuntime, Runtime, docker_available, remove_container
+from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
@@ -84,6 +86,7 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
+        load_jobs(self.settings)  # a broken daemon.yaml stops the start, before anything else
         beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
         self._heartbeat_id = beat.id
         self._recover()
@@ -103,6 +106,11 @@ class Daemon:
             id="heartbeat",
             misfire_grace_time=None,
         )
+        for job in load_jobs(self.settings):
+            scheduler.add_job(
+                self._cleanup_job, CronTrigger.from_crontab(job.cron, timezone=UTC), args=[job],
+                id=f"cleanup-{job.job}", misfire_grace_time=None,
+            )
         scheduler.start()
         self._scheduler = scheduler
         self._listener = threading.Thread(target=self._listen, name="wakeup-listener", daemon=True)
@@ -144,6 +152,11 @@ class Daemon:
         self._reap()
 
     # -- jobs ---------------------------------------------------------------------
+
+    def _cleanup_job(self, job: CleanupJob) -> None:
+        removed = run_job(job, self.store, self.settings)
+        if removed:
+            log.info("cleanup %s removed %d item(s)", job.job, len(removed))
 
     def _heartbeat_job(self) -> None:
         if self._heartbeat_id is not None:

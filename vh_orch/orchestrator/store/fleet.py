@@ -373,8 +373,8 @@ class FleetStore:
                     if busy:
                         raise UserInputError(f"cannot prune environment {env.name!r}: {busy}; "
                                              f"drain it first with `vh-orch env rm {env.name} --drain`")
-                    self._remove(s, env)
                     report["removed"].append(env.name)
+                    self._remove(s, env)
         return report
 
     def _environment_in_use(self, s: Session, env_id: int) -> str | None:
