@@ -95,6 +95,7 @@ class VhOrch:
 
     def start_daemon(self) -> None:
         assert self.daemon is None
+        offset = self.daemon_log.stat().st_size if self.daemon_log.exists() else 0
         self.daemon = subprocess.Popen(
             [self.exe, "serve"],
             env=self.env,
@@ -105,7 +106,7 @@ class VhOrch:
         while time.monotonic() < deadline:
             if self.daemon.poll() is not None:
                 raise AssertionError(f"vh-orch serve exited early:\n{self.daemon_log.read_text()}")
-            if "vh-orch daemon started" in self.daemon_log.read_text():
+            if "vh-orch daemon started" in self.daemon_log.read_text()[offset:]:
                 return
             time.sleep(0.05)
         raise AssertionError("vh-orch serve did not start within the deadline")

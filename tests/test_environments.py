@@ -212,3 +212,31 @@ def test_cleanup_removes_scratch_folders_of_finished_executions(vh: VhOrch, tmp_
     (vh.home / "daemon.yaml").write_text("cleanup:\n  - {job: scratch, cron: 'every minute'}\n")
     assert "is not a crontab expression" in vh("cleanup", check=False).stderr
     assert json.loads(vh("cleanup", "--json", check=False).stdout or "null") is None
+
+
+def test_a_spot_interruption_requeues_a_running_execution_and_it_completes(vh: VhOrch, tmp_path: Path) -> None:
+    """The real runner is abandoned when its machine vanishes; the second attempt completes."""
+    vh("env", "apply", write(tmp_path, """
+environments:
+  - name: spot
+    cloud: fake
+    spot: true
+    max_scale: 1
+    idle_timeout: 1h
+    max_attempts: 3
+    fake: {boot_seconds: 0, runtime: process, interrupt_after: 2s, interrupt_count: 1}
+"""))
+    vh("project", "add", "p")
+    folder = make_project(tmp_path, "proj",
+                          "- step:\n    name: s\n    image: busybox\n    command: echo attempt; sleep 4; echo finished\n")
+    vh.start_daemon()
+    created = vh.run_json("s", "--project", "p", "--adhoc", str(folder), "--env", "spot")
+    info = vh.wait(created["id"], timeout=90)
+    assert info["status"] == "complete" and info["attempt"] == 2, info
+    statuses = [json.loads(line)["text"] for line in vh("exec", "logs", str(created["id"]), "--json").stdout.splitlines()
+                if json.loads(line)["kind"] == "status"]
+    assert statuses[:3] == ["created", "queued", "started"]
+    assert "Server.SpotInstanceTermination" in statuses[3] and statuses[3].startswith("queued")
+    assert statuses[-2:] == ["started", "complete"]
+    machines = [m for m in vh.json("machine", "list", "--all") if m["environment"] == "spot"]
+    assert [m["state"] for m in machines][:1] == ["lost"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -338,3 +339,25 @@ def test_serve_once_runs_what_is_queued_and_exits(vh: VhOrch, tmp_path: Path) ->
     vh("serve", "--once")
     info = vh.json("exec", "info", str(created["id"]))
     assert info["status"] == "complete" and info["metadata_latest"] == {"accuracy": 0.25}
+
+
+def test_a_daemon_killed_mid_run_leaves_nothing_running_and_the_next_one_says_why(
+    vh: VhOrch, tmp_path: Path
+) -> None:
+    subprocess.run(["pkill", "-f", "sleep 127"], capture_output=True)  # a failed earlier run's leftovers
+    vh("env", "update", "local", "--runtime", "process")
+    vh("project", "add", "p")
+    folder = make_project(tmp_path, "q", "- step:\n    name: s\n    image: busybox\n    command: echo up; sleep 127\n")
+    vh.start_daemon()
+    created = vh.run_json("s", "--project", "p", "--adhoc", str(folder))
+    deadline = time.monotonic() + 30
+    while not any(line["text"] == "up" for line in log_lines(vh, created["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    vh.stop_daemon(signal.SIGKILL)
+    assert subprocess.run(["pgrep", "-f", "sleep 127"], capture_output=True).returncode == 0
+    vh.start_daemon()
+    info = vh.wait(created["id"], timeout=30)
+    assert info["status"] == "error"
+    assert info["status_reason"] == "the vh-orch daemon stopped while this execution ran; it was not resumed"
+    assert subprocess.run(["pgrep", "-f", "sleep 127"], capture_output=True).returncode == 1

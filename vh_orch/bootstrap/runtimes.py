@@ -23,6 +23,7 @@ FOLDERS = ("repository", "inputs", "outputs", "config")
 PULL_POLICIES = ("if-missing", "always", "never")
 DOCKER_PROBE_TIMEOUT_S = 5
 PULL_TIMEOUT_S = 3600
+PID_FILE = ".vh-orch-pid"
 
 
 class RuntimeFailure(Exception):
@@ -121,6 +122,8 @@ class ProcessRuntime:
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, so stop reaches every child
         )
+        # A daemon that dies leaves the group running; the next one ends it through this file.
+        (spec.folder / PID_FILE).write_text(str(proc.pid))
         return _Process(proc)
 
 
@@ -152,6 +155,15 @@ class _Process:
             _signal_group(self.proc.pid, signal.SIGKILL)
         # Children that ignored SIGTERM and outlived the shell still hold the pipes.
         _signal_group(self.proc.pid, signal.SIGKILL)
+
+
+def kill_leftover_process(folder: Path) -> None:
+    """End the process group a dead daemon's execution left behind in `folder`."""
+    try:
+        pid = int((folder / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    _signal_group(pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

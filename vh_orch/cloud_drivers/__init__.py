@@ -16,5 +16,6 @@ def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
 
         fake = env.settings.get("fake", {})
         return FakeDriver(FakeCloud.named(env.region or "default"), cluster_id, env.name,
-                          float(fake.get("boot_seconds", 0)))
+                          float(fake.get("boot_seconds", 0)), fake.get("interrupt_after"),
+                          int(fake.get("interrupt_count", 0)))
     raise ConfigError(f"environment {env.name!r}: the {env.cloud} cloud driver is not available yet")

@@ -46,6 +46,7 @@ class FakeInstance:
     state: str = PENDING
     state_reason: str | None = None
     terminated_at: datetime | None = None
+    vanish_at: datetime | None = None  # a scheduled spot interruption
 
 
 @dataclass
@@ -165,6 +166,8 @@ class FakeCloud:
                     continue
                 if inst.state == PENDING and now >= inst.launched_at + timedelta(seconds=inst.boot_seconds):
                     inst.state = RUNNING
+                if inst.vanish_at is not None and inst.state != TERMINATED and now >= inst.vanish_at:
+                    self.vanish(inst.instance_id)
                 out.append(inst)
             return out
 
@@ -186,14 +189,29 @@ class FakeCloud:
 class FakeDriver:
     """The CloudDriver of one `fake` environment."""
 
-    def __init__(self, cloud: FakeCloud, cluster_id: str, environment: str, boot_seconds: float) -> None:
+    def __init__(
+        self,
+        cloud: FakeCloud,
+        cluster_id: str,
+        environment: str,
+        boot_seconds: float,
+        interrupt_after: float | None = None,
+        interrupt_count: int = 0,
+    ) -> None:
         self.cloud = cloud
         self.cluster_id = cluster_id
         self.environment = environment
         self.boot_seconds = boot_seconds
+        # The first `interrupt_count` instances vanish `interrupt_after` seconds after booting.
+        self.interrupt_after = interrupt_after
+        self.interrupt_left = interrupt_count
 
     def launch(self, spec: LaunchSpec) -> CloudInstance:
-        return _view(self.cloud.run_instance(spec, self.boot_seconds))
+        inst = self.cloud.run_instance(spec, self.boot_seconds)
+        if self.interrupt_after is not None and self.interrupt_left > 0:
+            self.interrupt_left -= 1
+            inst.vanish_at = inst.launched_at + timedelta(seconds=self.boot_seconds + self.interrupt_after)
+        return _view(inst)
 
     def list_instances(self) -> list[CloudInstance]:
         return [_view(i) for i in self.cloud.describe(self.cluster_id, self.environment)]

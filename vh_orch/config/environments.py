@@ -29,7 +29,7 @@ COMMON_KEYS = {
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
     "local": {"runtime"},
-    "fake": {"boot_seconds", "zones", "runtime"},
+    "fake": {"boot_seconds", "zones", "runtime", "interrupt_after", "interrupt_count"},
     "ssh": {"user", "private_key_file", "hosts", "port", "address", "endpoint_resolver", "install_docker_command",
             "connect_timeout"},
     "aws": {"ami", "zones", "security_group_ids", "key_name", "iam_instance_profile", "root_volume_gb", "tags",
@@ -190,6 +190,11 @@ def _check_section(section: str, body: dict[str, Any], where: str) -> dict[str, 
         if not isinstance(zones, list) or not zones or not all(isinstance(z, str) and z for z in zones):
             raise ConfigError(f"{where}.zones: a list of zone names is expected")
         body["zones"] = zones
+        if "interrupt_after" in body:
+            body["interrupt_after"] = parse_duration(body["interrupt_after"], f"{where}.interrupt_after")
+        count = body.get("interrupt_count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
     return body
 
 

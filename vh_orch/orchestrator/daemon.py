@@ -19,7 +19,14 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from vh_orch.bootstrap.runtimes import DockerRuntime, ProcessRuntime, Runtime, docker_available, remove_container
+from vh_orch.bootstrap.runtimes import (
+    DockerRuntime,
+    ProcessRuntime,
+    Runtime,
+    docker_available,
+    kill_leftover_process,
+    remove_container,
+)
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
@@ -268,20 +275,30 @@ class Daemon:
             return len(self._running)
 
     def _recover(self) -> None:
-        """Executions this host was running when a previous daemon died cannot be resumed yet.
+        """Clean up after a daemon that died while it ran executions on this host.
 
-        (Those on fake machines are requeued by the reconciler: their instances are gone.)"""
-        local_envs = {e.id for e in self.store.list_environments() if e.cloud == "local"}
+        Their commands are ended (container removed, process group killed), so that nothing
+        runs twice. Executions on `local` cannot be resumed yet and end in `error`; those on
+        fake machines are requeued by the reconciler, which finds their instances gone.
+        """
+        here = {e.id: e.cloud for e in self.store.active_environments() if e.cloud in ("local", "fake")}
         for execution in self.store.executions_in([S.STARTED, S.STOPPING]):
-            if execution.environment_id not in local_envs:
+            cloud = here.get(execution.environment_id)
+            if cloud is None:
                 continue
+            self._end_leftover(execution)
+            if cloud == "local":
+                self.store.set_status(
+                    execution.id,  # type: ignore[arg-type]
+                    S.ERROR,
+                    "the vh-orch daemon stopped while this execution ran; it was not resumed",
+                )
+
+    def _end_leftover(self, execution: Execution) -> None:
+        try:
             if execution.runtime == "docker":
-                try:
-                    remove_container(f"vh-exec-{execution.id}")
-                except (OSError, subprocess.SubprocessError) as exc:
-                    log.warning("could not remove container vh-exec-%s: %s", execution.id, exc)
-            self.store.set_status(
-                execution.id,  # type: ignore[arg-type]
-                S.ERROR,
-                "the vh-orch daemon stopped while this execution ran; it was not resumed",
-            )
+                remove_container(f"vh-exec-{execution.id}")
+            else:
+                kill_leftover_process(self.settings.executions_dir / str(execution.id))
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not end what execution %s left running: %s", execution.id, exc)

@@ -459,6 +459,11 @@ class CoreStore:
                     DaemonHeartbeat.heartbeat_at > now - stale_after,
                 )
             ).first()
+            if alive is not None and alive.hostname == socket.gethostname() and not _pid_alive(alive.pid):
+                # Its process is gone (killed, crashed): no need to wait for the heartbeat to age.
+                alive.stopped_at = now
+                s.add(alive)
+                alive = None
             if alive is not None:
                 raise UserInputError(
                     f"another vh-orch daemon is running for this database (pid {alive.pid} on "
@@ -491,3 +496,13 @@ class CoreStore:
                 )
             ).first()
 
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
