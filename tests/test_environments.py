@@ -224,11 +224,11 @@ environments:
     max_scale: 1
     idle_timeout: 1h
     max_attempts: 3
-    fake: {boot_seconds: 0, runtime: process, interrupt_after: 2s, interrupt_count: 1}
+    fake: {boot_seconds: 0, runtime: process, interrupt_after: 6s, interrupt_count: 1}
 """))
     vh("project", "add", "p")
     folder = make_project(tmp_path, "proj",
-                          "- step:\n    name: s\n    image: busybox\n    command: echo attempt; sleep 4; echo finished\n")
+                          "- step:\n    name: s\n    image: busybox\n    command: echo attempt; sleep 12; echo finished\n")
     vh.start_daemon()
     created = vh.run_json("s", "--project", "p", "--adhoc", str(folder), "--env", "spot")
     info = vh.wait(created["id"], timeout=90)
