@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vh_orch.cloud_drivers.base import PENDING, CloudInstance
+from vh_orch.orchestrator.models import MachineState
 
-REQUESTED = "requested"
-PROVISIONING = "provisioning"
-BOOTSTRAPPING = "bootstrapping"
-READY = "ready"
-BUSY = "busy"
-TERMINATING = "terminating"
+REQUESTED = MachineState.REQUESTED.value
+PROVISIONING = MachineState.PROVISIONING.value
+BOOTSTRAPPING = MachineState.BOOTSTRAPPING.value
+READY = MachineState.READY.value
+BUSY = MachineState.BUSY.value
+TERMINATING = MachineState.TERMINATING.value
 BOOTING = frozenset({REQUESTED, PROVISIONING, BOOTSTRAPPING})
 SERVING = frozenset({READY, BUSY})
 LIVE = BOOTING | SERVING

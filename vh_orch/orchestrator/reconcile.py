@@ -25,6 +25,13 @@ Clock = Callable[[], datetime]
 TERMINATE_RECHECK_S = 60.0
 TERMINATE_BACKOFF_BASE_S = 5.0
 TERMINATE_BACKOFF_MAX_S = 300.0
+# How each launch error is recorded, and whether the row fails at once. After a transient
+# error the instance may exist all the same: the row waits to be adopted until its deadline.
+FAILURE_KINDS = (
+    (CapacityError, "capacity", True),
+    (QuotaExceeded, "quota", True),
+    (TransientCloudError, "transient", False),
+)
 
 
 class ExecutionHost(Protocol):
@@ -233,19 +240,11 @@ class Reconciler:
         )
         try:
             instance = driver.launch(spec)
-        except CapacityError as exc:
-            capacity_hit.add(env.id)  # type: ignore[arg-type]
-            self._launch_failed(env, row, "capacity", zone, itype, exc, fail_row=True)
-        except QuotaExceeded as exc:
-            capacity_hit.add(env.id)  # type: ignore[arg-type]
-            self._launch_failed(env, row, "quota", zone, itype, exc, fail_row=True)
-        except TransientCloudError as exc:
-            # The instance may exist all the same: the row waits to be adopted until its deadline.
-            capacity_hit.add(env.id)  # type: ignore[arg-type]
-            self._launch_failed(env, row, "transient", zone, itype, exc, fail_row=False)
         except Exception as exc:
+            # Nothing more launches in this environment this pass; the next pass decides anew.
             capacity_hit.add(env.id)  # type: ignore[arg-type]
-            self._launch_failed(env, row, "fatal", zone, itype, exc, fail_row=True)
+            kind, fail_row = next(((k, f) for cls, k, f in FAILURE_KINDS if isinstance(exc, cls)), ("fatal", True))
+            self._launch_failed(env, row, kind, zone, itype, exc, fail_row=fail_row)
         else:
             self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
 
