@@ -181,3 +181,28 @@ def docker_images() -> None:
     for image in (BUSYBOX, PYTHON_IMAGE):
         found = subprocess.run(["docker", "image", "inspect", image], capture_output=True, timeout=30)
         assert found.returncode == 0, f"image {image} is missing: run `bash scripts/build-images.sh`"
+
+
+@dataclass
+class SSHPool:
+    hosts: list  # list[sshhosts.SSHHost]
+    client_key: Path
+    client_public: str
+
+
+@pytest.fixture(scope="session")
+def ssh_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHPool]:
+    """Two sshd hosts on 127.0.0.2:22 and 127.0.0.3:22, started once per test session."""
+    import sshhosts
+
+    root = tmp_path_factory.mktemp("ssh")
+    client_key = root / "client_key"
+    public = sshhosts.keygen(client_key, "vh-orch-tests")
+    hosts = [sshhosts.make_host(root, n) for n in (2, 3)]
+    for host in hosts:
+        host.start(public)
+    try:
+        yield SSHPool(hosts, client_key, public)
+    finally:
+        for host in hosts:
+            host.stop()
