@@ -39,6 +39,7 @@ class RunSpec:
     image: str | None = None
     pull_policy: str = "if-missing"
     labels: dict[str, str] = field(default_factory=dict)
+    cache_key: str | None = None  # the commit's identity: remote machines cache its files by it
 
     @property
     def container_name(self) -> str:
@@ -193,21 +194,9 @@ class DockerRuntime:
         if policy == "always" or not present:
             _pull(spec.image)
 
-    def run_args(self, spec: RunSpec) -> list[str]:
-        args = ["docker", "run", "--rm", "--init", "--pull", "never", "--name", spec.container_name]
-        for key, value in spec.labels.items():
-            args += ["--label", f"{key}={value}"]
-        for name in FOLDERS:
-            args += ["-v", f"{spec.folder / name}:{CONTAINER_ROOT}/{name}"]
-        args += ["-w", f"{CONTAINER_ROOT}/repository"]
-        for key, value in spec.env.items():
-            args += ["-e", f"{key}={value}"]
-        args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
-        return args
-
     def start(self, spec: RunSpec) -> RunningCommand:
         proc = subprocess.Popen(
-            self.run_args(spec),
+            docker_run_args(spec, str(spec.folder), detach=False),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -231,6 +220,20 @@ class _Container(_Process):
         except subprocess.TimeoutExpired:
             subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=30)
             self.proc.kill()
+
+
+def docker_run_args(spec: RunSpec, host_folder: str, detach: bool) -> list[str]:
+    """`docker run` for an execution: named, labelled, its folders mounted under /valohai."""
+    args = ["docker", "run", "-d" if detach else "--rm", "--init", "--pull", "never", "--name", spec.container_name]
+    for key, value in spec.labels.items():
+        args += ["--label", f"{key}={value}"]
+    for name in FOLDERS:
+        args += ["-v", f"{host_folder}/{name}:{CONTAINER_ROOT}/{name}"]
+    args += ["-w", f"{CONTAINER_ROOT}/repository"]
+    for key, value in spec.env.items():
+        args += ["-e", f"{key}={value}"]
+    args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
+    return args
 
 
 def remove_container(name: str) -> None:

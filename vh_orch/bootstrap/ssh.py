@@ -216,3 +216,16 @@ class SSHTransport:
             sftp.get(remote, str(local))
         finally:
             sftp.close()
+
+
+_transports: dict[SSHTarget, SSHTransport] = {}
+_transports_lock = threading.Lock()
+
+
+def transport_for(target: SSHTarget) -> SSHTransport:
+    """The one shared transport (and so one connection) per machine in this process."""
+    with _transports_lock:
+        transport = _transports.get(target)
+        if transport is None:
+            transport = _transports[target] = SSHTransport(target)
+        return transport

@@ -18,4 +18,8 @@ def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
         return FakeDriver(FakeCloud.named(env.region or "default"), cluster_id, env.name,
                           float(fake.get("boot_seconds", 0)), fake.get("interrupt_after"),
                           int(fake.get("interrupt_count", 0)))
+    if env.cloud == "ssh":
+        from vh_orch.cloud_drivers.ssh_pool import SSHPoolDriver
+
+        return SSHPoolDriver(cluster_id, env.name, env.settings.get("ssh", {}))
     raise ConfigError(f"environment {env.name!r}: the {env.cloud} cloud driver is not available yet")

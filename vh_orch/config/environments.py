@@ -31,7 +31,7 @@ CLOUD_KEYS: dict[str, set[str]] = {
     "local": {"runtime"},
     "fake": {"boot_seconds", "zones", "runtime", "interrupt_after", "interrupt_count"},
     "ssh": {"user", "private_key_file", "hosts", "port", "address", "endpoint_resolver", "install_docker_command",
-            "connect_timeout"},
+            "connect_timeout", "unreachable_timeout", "workdir"},
     "aws": {"ami", "zones", "security_group_ids", "key_name", "iam_instance_profile", "root_volume_gb", "tags",
             "endpoint_url", "subnet_ids", "spot_max_price"},
     "gcp": {"project", "zones", "image", "disk_gb", "network", "service_account", "labels", "accelerators",
@@ -117,6 +117,10 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             continue
         raise ConfigError(f"{where}: unknown key {key!r}")
     merged = {**DEFAULTS, **{k: v for k, v in entry.items() if k in COMMON_KEYS}}
+    if cloud == "ssh" and "max_scale" not in entry and isinstance(entry.get("ssh"), dict):
+        # A pool may use all of its hosts unless told otherwise.
+        hosts = entry["ssh"].get("hosts")
+        merged["max_scale"] = len(hosts) if isinstance(hosts, list) and hosts else 1
 
     columns: dict[str, Any] = {}
     min_scale = _int(merged, "min_scale", where, 0)
@@ -171,7 +175,9 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         unknown = sorted(set(body) - CLOUD_KEYS[section])
         if unknown:
             raise ConfigError(f"{where}.{section}: unknown key {unknown[0]!r}; known: {', '.join(sorted(CLOUD_KEYS[section]))}")
-        settings[section] = _check_section(section, body, f"{where}.{section}")
+        settings[section] = _check_section(section, body, f"{where}.{section}", cloud)
+    if cloud == "ssh" and "ssh" not in settings:
+        raise ConfigError(f"{where}: an ssh environment needs an `ssh:` section with user, private_key_file and hosts")
     if cloud in ("local", "fake"):
         settings.setdefault(cloud, {})
         runtime = settings[cloud].get("runtime", "auto")
@@ -181,8 +187,62 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
     return EnvSpec(name=name, cloud=cloud, columns=columns, settings=settings)
 
 
-def _check_section(section: str, body: dict[str, Any], where: str) -> dict[str, Any]:
+HOST_KEYS = {"address", "port", "host_key", "workdir"}
+HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
+WORKDIR_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
+
+
+def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
+    for key in ("user", "private_key_file"):
+        if key in body and (not isinstance(body[key], str) or not body[key]):
+            raise ConfigError(f"{where}.{key}: a non-empty string is expected")
+    for key in ("connect_timeout", "unreachable_timeout"):
+        if key in body:
+            body[key] = parse_duration(body[key], f"{where}.{key}")
+    if "workdir" in body and not (isinstance(body["workdir"], str) and WORKDIR_RE.match(body["workdir"])):
+        raise ConfigError(f"{where}.workdir: an absolute path of letters, digits, . _ - / is expected")
+    if not pool:
+        return body
+    hosts = body.get("hosts")
+    if not isinstance(hosts, list) or not hosts:
+        raise ConfigError(f"{where}.hosts: a list of hosts is expected ({{address, port, host_key}})")
+    seen = set()
+    checked = []
+    for i, host in enumerate(hosts):
+        at = f"{where}.hosts[{i}]"
+        if not isinstance(host, dict):
+            raise ConfigError(f"{at}: a mapping with address, port and host_key is expected")
+        unknown = sorted(set(host) - HOST_KEYS)
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {unknown[0]!r}; known: {', '.join(sorted(HOST_KEYS))}")
+        address = host.get("address")
+        if not isinstance(address, str) or not re.match(r"^[A-Za-z0-9.:_-]+$", address or ""):
+            raise ConfigError(f"{at}.address: {address!r} is not a host name or address")
+        port = host.get("port", 22)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"{at}.port: {port!r} is not a port number")
+        key = host.get("host_key")
+        if not isinstance(key, str) or not HOST_KEY_RE.match(" ".join(key.split()[:2])):
+            raise ConfigError(f"{at}.host_key: the host's public key is required, e.g. 'ssh-ed25519 AAAA...' "
+                              "(from `ssh-keyscan` or /etc/ssh/ssh_host_ed25519_key.pub); keys are pinned, "
+                              "never learned")
+        if f"{address}:{port}" in seen:
+            raise ConfigError(f"{at}: {address}:{port} is listed twice")
+        seen.add(f"{address}:{port}")
+        entry = {"address": address, "port": port, "host_key": " ".join(key.split()[:2])}
+        if "workdir" in host:
+            if not (isinstance(host["workdir"], str) and WORKDIR_RE.match(host["workdir"])):
+                raise ConfigError(f"{at}.workdir: an absolute path of letters, digits, . _ - / is expected")
+            entry["workdir"] = host["workdir"]
+        checked.append(entry)
+    body["hosts"] = checked
+    return body
+
+
+def _check_section(section: str, body: dict[str, Any], where: str, cloud: str = "") -> dict[str, Any]:
     body = dict(body)
+    if section == "ssh":
+        return _check_ssh(body, where, pool=cloud == "ssh")
     if section == "fake":
         boot = body.get("boot_seconds", 0)
         body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")

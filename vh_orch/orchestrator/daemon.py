@@ -73,6 +73,7 @@ class _Running:
     runner: ExecutionRunner
     thread: threading.Thread
     environment_id: int
+    remote: bool = False
 
 
 class Daemon:
@@ -88,6 +89,7 @@ class Daemon:
         self._runtime_cache: dict[tuple[object, ...], tuple[float, str]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self._reconciler: Reconciler | None = None
+        self._bootstrapping: set[int] = set()
         self._listener: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -153,7 +155,10 @@ class Daemon:
         with self._lock:
             running = list(self._running.values())
         for item in running:
-            item.runner.stop(reason)
+            if item.remote:
+                item.runner.detach()  # it runs on by itself; the next daemon re-attaches
+            else:
+                item.runner.stop(reason)
         for item in running:
             item.thread.join(timeout=self.settings.stop_grace_s + 60)
         self._reap()
@@ -210,7 +215,8 @@ class Daemon:
     def reconciler(self) -> Reconciler:
         if self._reconciler is None:
             self._reconciler = Reconciler(
-                self.store, self, hostname=self.hostname, runtime_name=lambda env: self._runtime_for(env).name,
+                self.store, self, hostname=self.hostname,
+                runtime_name=lambda env: self._runtime_for(env).name if env.cloud in ("local", "fake") else "docker",
                 orphan_grace_s=self.settings.orphan_grace_s,
             )
         return self._reconciler
@@ -227,8 +233,56 @@ class Daemon:
     # -- the ExecutionHost the reconciler dispatches to -------------------------------
 
     def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None:
-        """Run a dispatched execution in a thread of this daemon (local and fake machines)."""
-        self._start_runner(execution, self._runtime_for(env), env.id)  # type: ignore[arg-type]
+        """Run a dispatched execution in a thread of this daemon: here (local, fake) or over SSH."""
+        self._start_runner(execution, self._runtime_on(env, machine), env.id)  # type: ignore[arg-type]
+
+    def _runtime_on(self, env: Environment, machine: Machine) -> Runtime:
+        if env.cloud in ("local", "fake"):
+            return self._runtime_for(env)
+        driver = self.reconciler.driver(env)
+        from vh_orch.bootstrap.remote import RemoteDockerRuntime
+        from vh_orch.bootstrap.ssh import transport_for
+
+        return RemoteDockerRuntime(transport_for(driver.target(machine.zone)),  # type: ignore[union-attr]
+                                   driver.workdir(machine.zone))  # type: ignore[union-attr]
+
+    def bootstrap(self, env: Environment, machine: Machine) -> None:
+        """Set a machine up over SSH in a thread of its own (once at a time per machine)."""
+        with self._lock:
+            if machine.id in self._bootstrapping:
+                return
+            self._bootstrapping.add(machine.id)  # type: ignore[arg-type]
+        thread = threading.Thread(target=self._bootstrap, args=(env, machine), name=f"bootstrap-{machine.id}",
+                                  daemon=True)
+        thread.start()
+
+    def _bootstrap(self, env: Environment, machine: Machine) -> None:
+        from vh_orch.bootstrap.docker_host import BootstrapError, bootstrap
+        from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, transport_for
+
+        assert machine.id is not None
+        try:
+            driver = self.reconciler.driver(env)
+            transport = transport_for(driver.target(machine.zone))  # type: ignore[union-attr]
+            ssh = env.settings.get("ssh", {})
+            bootstrap(transport, driver.workdir(machine.zone),  # type: ignore[union-attr]
+                      lambda step: self.store.set_bootstrap_step(machine.id, step),  # type: ignore[arg-type]
+                      deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
+                      install_command=ssh.get("install_docker_command"))
+            self.store.advance_machine(machine.id, "ready", "ready", None)
+        except HostKeyMismatch as exc:
+            log.error("machine %s: %s; it will never be used", machine.id, exc)
+            self.store.bootstrap_failed(machine.id, str(exc), never_use=True)
+        except (BootstrapError, SSHError) as exc:
+            log.warning("machine %s: bootstrap failed: %s", machine.id, exc)
+            self.store.bootstrap_failed(machine.id, f"bootstrap failed: {exc}", never_use=False)
+        except Exception as exc:
+            log.exception("machine %s: bootstrap failed", machine.id)
+            self.store.bootstrap_failed(machine.id, f"bootstrap failed: {exc}", never_use=False)
+        finally:
+            with self._lock:
+                self._bootstrapping.discard(machine.id)
+            self._wake_now()
 
     def abandon(self, execution_ids: list[int], reason: str) -> None:
         with self._lock:
@@ -248,22 +302,27 @@ class Daemon:
             cached = self._runtime_cache[key] = (now, name)
         return DockerRuntime() if cached[1] == "docker" else ProcessRuntime()
 
-    def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int) -> None:
-        runner = ExecutionRunner(self.store, self.settings, execution, runtime)
+    def _wake_now(self) -> None:
+        self._wake.set()
+        scheduler = self._scheduler
+        if scheduler is not None and not self._stopping.is_set():
+            try:
+                scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
+            except Exception:
+                pass
+
+    def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int,
+                      reattach: bool = False) -> None:
+        runner = ExecutionRunner(self.store, self.settings, execution, runtime, reattach=reattach)
 
         def run() -> None:
             runner.run()
-            self._wake.set()  # its machine is free: a pass now dispatches or marks it idle
-            scheduler = self._scheduler
-            if scheduler is not None and not self._stopping.is_set():
-                try:
-                    scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC))
-                except Exception:
-                    pass
+            self._wake_now()  # its machine is free: a pass now dispatches or marks it idle
 
         thread = threading.Thread(target=run, name=f"execution-{execution.id}", daemon=True)
         with self._lock:
-            self._running[execution.id] = _Running(runner, thread, environment_id)
+            self._running[execution.id] = _Running(runner, thread, environment_id,  # type: ignore[index]
+                                                   remote=hasattr(runtime, "attach"))
         thread.start()
 
     def _reap(self) -> int:
@@ -281,10 +340,19 @@ class Daemon:
         runs twice. Executions on `local` cannot be resumed yet and end in `error`; those on
         fake machines are requeued by the reconciler, which finds their instances gone.
         """
-        here = {e.id: e.cloud for e in self.store.active_environments() if e.cloud in ("local", "fake")}
+        envs = {e.id: e for e in self.store.active_environments()}
+        here = {i: e.cloud for i, e in envs.items() if e.cloud in ("local", "fake")}
+        machines = {m.id: m for m in self.store.fleet()}
         for execution in self.store.executions_in([S.STARTED, S.STOPPING]):
             cloud = here.get(execution.environment_id)
             if cloud is None:
+                env = envs.get(execution.environment_id)
+                machine = machines.get(execution.machine_id)
+                if env is not None and machine is not None and env.cloud == "ssh":
+                    # Its container runs on, on the remote machine: follow it again.
+                    log.info("re-attaching to execution %s on machine %s", execution.id, machine.id)
+                    self._start_runner(execution, self._runtime_on(env, machine), env.id,  # type: ignore[arg-type]
+                                       reattach=True)
                 continue
             self._end_leftover(execution)
             if cloud == "local":

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from vh_orch.orchestrator.store import LogLine, Store
+from vh_orch.timeutil import parse_docker_time
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,15 @@ class LogIngester:
         self._readers: list[threading.Thread] = []
         self.lines_stored = 0
 
-    def follow(self, stream: IO[bytes], name: str) -> None:
-        """Read a stream to its end in a thread of its own."""
+    def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
+        """Read a stream to its end in a thread of its own.
+
+        timestamped: each line starts with the time Docker recorded it (`docker logs
+        --timestamps`), which becomes the line's time.
+        """
         thread = threading.Thread(
-            target=self._read_loop, args=(stream, name), name=f"log-{name}-{self.execution_id}", daemon=True
+            target=self._read_loop, args=(stream, name, timestamped), name=f"log-{name}-{self.execution_id}",
+            daemon=True,
         )
         thread.start()
         self._readers.append(thread)
@@ -94,13 +100,20 @@ class LogIngester:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""
         self._queue.put(LogLine(time=datetime.now(UTC), stream=stream, text=text))
 
-    def _read_loop(self, stream: IO[bytes], name: str) -> None:
+    def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         put = self._queue.put
         is_stdout = name == "stdout"
         try:
             for text in iter_lines(stream):
+                when = datetime.now(UTC)
+                if timestamped:
+                    stamp, _, text = text.partition(" ")
+                    try:
+                        when = parse_docker_time(stamp)
+                    except ValueError:
+                        pass
                 metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
-                put(LogLine(time=datetime.now(UTC), stream=name, text=text, metadata=metadata))
+                put(LogLine(time=when, stream=name, text=text, metadata=metadata))
         except (OSError, ValueError) as exc:  # the pipe went away under us
             log.warning("execution %s: reading %s stopped: %s", self.execution_id, name, exc)
 
@@ -152,3 +165,4 @@ class LogIngester:
 
 def get_nowait(q: queue.SimpleQueue[Any]) -> Any:
     return q.get_nowait()
+

@@ -51,6 +51,7 @@ class MachineView:
     idle_since: datetime | None = None
     running: int = 0
     retry_at: datetime | None = None
+    zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class EnvView:
     bootstrap_timeout_s: float = 1200.0
     capacity_block_s: float = 300.0
     needs_bootstrap: bool = False
+    # SSH pools: a zone is one host, which serves one machine at a time.
+    exclusive_zones: bool = False
     draining: bool = False
     updated_at: datetime | None = None
     queued: int = 0
@@ -231,7 +234,8 @@ def decide_environment(env: EnvView, machines: Sequence[MachineView], now: datet
     if env.draining:
         want = 0
     if want:
-        actions += _launches(env, want, now)
+        used = frozenset(m.zone for m in live if m.zone) if env.exclusive_zones else frozenset()
+        actions += _launches(env, want, now, used)
 
     # Idle scale-down: only when nothing waits, never below min_scale, longest idle first.
     if demand == 0:
@@ -348,7 +352,7 @@ def launch_blocked(env: EnvView, now: datetime) -> str | None:
     return None
 
 
-def _launches(env: EnvView, count: int, now: datetime) -> list[Action]:
+def _launches(env: EnvView, count: int, now: datetime, used_zones: frozenset[str] = frozenset()) -> list[Action]:
     if launch_blocked(env, now) is not None:
         return []
     blocked = {
@@ -358,6 +362,10 @@ def _launches(env: EnvView, count: int, now: datetime) -> list[Action]:
     }
     blocked_zones = {z for z, t in blocked if t is None}
     blocked_types = {t for z, t in blocked if z is None}
+    if env.exclusive_zones:
+        free = [z for z in env.zones if z not in used_zones and z not in blocked_zones]
+        itype = env.instance_types[0]
+        return [Launch(env.id, zone, itype, reason="queued executions need machines") for zone in free[:count]]
     for itype in env.instance_types:
         for zone in env.zones:
             if (zone, itype) in blocked or zone in blocked_zones or itype in blocked_types:

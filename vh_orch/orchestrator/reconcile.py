@@ -107,6 +107,7 @@ class Reconciler:
                     idle_since=m.idle_since,
                     running=running.get(m.id, 0),  # type: ignore[arg-type]
                     retry_at=m.retry_at,
+                    zone=m.zone,
                 )
                 for m in machines
             ),
@@ -120,8 +121,18 @@ class Reconciler:
                 self._apply(action, envs, machine_rows, capacity_hit, now)
             except Exception:
                 log.exception("could not apply %s", action)
+        self._bootstrap(envs)
         self.last_actions = actions
         return actions
+
+    def _bootstrap(self, envs: dict) -> None:  # type: ignore[type-arg]
+        """Machines in `bootstrapping` are set up by the host (over SSH), one thread each."""
+        start = getattr(self.host, "bootstrap", None)
+        if start is None or not any(e.cloud in ("aws", "gcp", "ssh") for e in envs.values()):
+            return
+        for machine in self.store.fleet():
+            if machine.state == "bootstrapping" and machine.environment_id in envs:
+                start(envs[machine.environment_id], machine)
 
     def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int]) -> P.EnvView:
         assert env.id is not None
@@ -134,6 +145,10 @@ class Reconciler:
         settings = env.settings
         cloud_settings = settings.get(env.cloud, {}) if isinstance(settings.get(env.cloud), dict) else {}
         zones = tuple(cloud_settings.get("zones") or [None])
+        if env.cloud == "ssh":
+            from vh_orch.cloud_drivers.ssh_pool import pool_hosts  # paramiko only where SSH is used
+
+            zones = tuple(h.id for h in pool_hosts(cloud_settings)) or (None,)
         types = tuple(settings.get("instance_types") or [env.instance_type])
         return P.EnvView(
             id=env.id,
@@ -150,6 +165,7 @@ class Reconciler:
             bootstrap_timeout_s=settings.get("bootstrap_timeout_s", 1200.0),
             capacity_block_s=settings.get("capacity_block_s", 300.0),
             needs_bootstrap=env.cloud in ("aws", "gcp", "ssh"),
+            exclusive_zones=env.cloud == "ssh",
             draining=bool(settings.get("draining")),
             updated_at=env.updated_at,
             queued=queued,

@@ -40,7 +40,11 @@ class Outcome:
 class ExecutionRunner:
     """Runs one claimed (`started`) execution. `run()` blocks; `stop()` may come from any thread."""
 
-    def __init__(self, store: Store, settings: Settings, execution: Execution, runtime: Runtime) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, reattach: bool = False
+    ) -> None:
+        # reattach: the execution's container was started by a daemon that died; follow it.
+        self.reattach = reattach
         self.store = store
         self.settings = settings
         self.execution = execution
@@ -49,6 +53,7 @@ class ExecutionRunner:
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._abandoned = False
+        self._detached = False
         self._running: RunningCommand | None = None
 
     @property
@@ -58,6 +63,11 @@ class ExecutionRunner:
 
     def stop(self, reason: str) -> None:
         self._stop_reason = self._stop_reason or reason
+        self._stop.set()
+
+    def detach(self) -> None:
+        """Let go of a container that runs on by itself (remote); the next daemon re-attaches."""
+        self._detached = True
         self._stop.set()
 
     def abandon(self, reason: str) -> None:
@@ -71,6 +81,8 @@ class ExecutionRunner:
         except Exception as exc:  # a bug or a broken host: never leave the execution hanging
             log.exception("execution %s failed inside vh-orch", self.execution_id)
             outcome = Outcome(S.ERROR, f"vh-orch failed while running it: {exc}", None)
+        if self._detached:
+            return outcome  # still running remotely: nothing to record, nothing to clean up
         if not self._abandoned:
             # Counts only for this attempt: a requeued execution's old run has no say.
             self.store.finish_execution(
@@ -81,38 +93,85 @@ class ExecutionRunner:
 
     def _run(self) -> Outcome:
         ingester = LogIngester(self.store, self.execution_id)
-        try:
-            spec = self._prepare(ingester)
-        except (InputFetchError, RuntimeFailure) as exc:
-            ingester.add("stderr", f"vh-orch: {exc}")
-            ingester.close(timeout=30)
-            return Outcome(S.ERROR, str(exc), None)
-        if self._stop.is_set():
-            ingester.close(timeout=30)
-            return Outcome(S.STOPPED, self._stop_reason, None)
-
-        running = self.runtime.start(spec)
+        if self.reattach:
+            spec = self._attach_spec()
+            running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
+            if running is None:
+                ingester.close(timeout=30)
+                return Outcome(S.QUEUED, "its container was gone when vh-orch re-attached; requeued", None)
+        else:
+            try:
+                spec = self._prepare(ingester)
+            except (InputFetchError, RuntimeFailure) as exc:
+                ingester.add("stderr", f"vh-orch: {exc}")
+                ingester.close(timeout=30)
+                self._cleanup_remote(None)
+                return Outcome(S.ERROR, str(exc), None)
+            if self._stop.is_set():
+                ingester.close(timeout=30)
+                return Outcome(S.STOPPED, self._stop_reason, None)
+            try:
+                running = self.runtime.start(spec)
+            except RuntimeFailure as exc:
+                ingester.close(timeout=30)
+                self._cleanup_remote(spec)
+                return Outcome(S.ERROR, str(exc), None)
         self._running = running
-        ingester.follow(running.stdout, "stdout")
-        ingester.follow(running.stderr, "stderr")
+        timestamped = getattr(running, "timestamped", False)
+        ingester.follow(running.stdout, "stdout", timestamped)
+        ingester.follow(running.stderr, "stderr", timestamped)
         exit_code, timed_out = self._wait(running)
+        if self._detached:
+            ingester.close(timeout=1)
+            return Outcome(S.STARTED, "detached", None)
         ingester.wait_readers(timeout=60)
         if self._abandoned:
             ingester.close(timeout=60)
+            self._cleanup_remote(spec)
             return Outcome(S.STOPPED, self._stop_reason, exit_code)
-        stored = self._store_outputs(ingester)
+        problem = None
+        collect = getattr(self.runtime, "collect", None)
+        if collect is not None:
+            try:
+                collect(spec)
+            except (RuntimeFailure, OSError, Exception) as exc:  # noqa: B014 - any transport trouble
+                problem = f"collecting outputs failed: {exc}"
+        stored = self._store_outputs(ingester) or problem
         ingester.close(timeout=60)
+        self._cleanup_remote(spec)
 
         if self._stop.is_set() and not timed_out:
             return Outcome(S.STOPPED, self._stop_reason, exit_code)
         if timed_out:
             limit = self.execution.time_limit_s
             return Outcome(S.ERROR, f"time limit of {limit:g} s exceeded; the command was stopped", exit_code)
+        if exit_code == -1:
+            return Outcome(S.ERROR, "the container disappeared before it ended", None)
         if stored is not None:
             return Outcome(S.ERROR, stored, exit_code)
         if exit_code == 0:
             return Outcome(S.COMPLETE, None, 0)
         return Outcome(S.ERROR, f"the command exited with code {exit_code}", exit_code)
+
+    def _cleanup_remote(self, spec: RunSpec | None) -> None:
+        cleanup = getattr(self.runtime, "cleanup", None)
+        if cleanup is not None and spec is not None:
+            cleanup(spec)
+
+    def _attach_spec(self) -> RunSpec:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "outputs").mkdir(exist_ok=True)
+        e = self.execution
+        return RunSpec(execution_id=self.execution_id, command=e.command, folder=self.folder, env={},
+                       image=e.image, pull_policy=e.pull_policy or "if-missing")
+
+    def _resume_points(self) -> dict[str, Any]:
+        from collections import Counter
+
+        from vh_orch.bootstrap.remote import ResumePoint
+
+        return {stream: ResumePoint(time=last, texts=Counter(texts))
+                for stream, (last, texts) in self.store.resume_points(self.execution_id).items()}
 
     def _prepare(self, ingester: LogIngester) -> RunSpec:
         execution = self.execution
@@ -166,6 +225,7 @@ class ExecutionRunner:
                 "vh-orch.project": project.name,
                 "vh-orch.counter": str(execution.counter),
             },
+            cache_key=commit.identifier,
         )
         self.runtime.prepare(spec)
         return spec
@@ -209,6 +269,8 @@ class ExecutionRunner:
             if limit and not timed_out and now - started > limit:
                 timed_out = True
                 self._stop.set()
+            if self._detached:
+                return -2, False
             if self._stop.is_set():
                 running.stop(self.settings.stop_grace_s)
                 return running.wait(), timed_out

@@ -410,6 +410,28 @@ class CoreStore:
                 )
             )
 
+    def resume_points(self, execution_id: int) -> dict[str, tuple[datetime | None, list[str]]]:
+        """Per stream: the time of the last stored line and the texts stored at exactly that time."""
+        out: dict[str, tuple[datetime | None, list[str]]] = {}
+        with self.read() as s:
+            for stream in ("stdout", "stderr"):
+                last = s.exec(
+                    select(ExecutionEvent.time)
+                    .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
+                           ExecutionEvent.stream == stream)
+                    .order_by(col(ExecutionEvent.seq).desc())
+                    .limit(1)
+                ).first()
+                texts: list[str] = []
+                if last is not None:
+                    texts = list(s.exec(
+                        select(ExecutionEvent.text).where(
+                            ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
+                            ExecutionEvent.stream == stream, ExecutionEvent.time == last)
+                    ))
+                out[stream] = (last, texts)
+        return out
+
     def metadata_points(self, execution_id: int) -> list[MetadataPoint]:
         with self.read() as s:
             return list(

@@ -162,6 +162,27 @@ class FleetStore:
             if machine.state == M.BUSY and running == 0:
                 self._machine_to(s, machine, M.READY, None)
 
+    def set_bootstrap_step(self, machine_id: int, step: str) -> None:
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            machine.bootstrap_step = step
+            machine.updated_at = self.clock()
+            s.add(machine)
+
+    def bootstrap_failed(self, machine_id: int, reason: str, never_use: bool) -> None:
+        """never_use (a host key that did not match): `failed`, its instance left to orphan handling.
+        Otherwise `terminating`, so that the next pass terminates the instance."""
+        with self.write() as s:
+            machine = s.get_one(Machine, machine_id)
+            if machine.state != M.BOOTSTRAPPING:
+                return
+            if never_use:
+                self._machine_to(s, machine, M.FAILED, reason, step="failed")
+            else:
+                self._machine_to(s, machine, M.TERMINATING, reason, step="terminating")
+                machine.retry_at = self.clock()
+                s.add(machine)
+
     def fail_machine(self, machine_id: int, reason: str) -> None:
         with self.write() as s:
             machine = s.get_one(Machine, machine_id)

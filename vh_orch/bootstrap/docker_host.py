@@ -1,0 +1,92 @@
+"""Bootstrap a machine over SSH, in named steps: waiting for SSH → checking Docker →
+installing Docker → ready.
+
+Idempotent: a marker with the bootstrap version in the machine's workdir means an
+unchanged machine is not set up twice. Every step has a deadline.
+
+GPU environments also need the NVIDIA container runtime; GPU_SETUP is the script for
+Debian/Ubuntu (written and documented, not exercised by the tests: no GPU here).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+
+from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTransport
+
+BOOTSTRAP_VERSION = "1"
+DEFAULT_INSTALL = ("if command -v apt-get >/dev/null; then export DEBIAN_FRONTEND=noninteractive; "
+                   "apt-get update -qq && apt-get install -y -qq docker.io; "
+                   "else echo 'no apt-get: set ssh.install_docker_command' >&2; exit 1; fi; "
+                   "(systemctl enable --now docker 2>/dev/null || service docker start 2>/dev/null || true)")
+GPU_SETUP = ("distribution=$(. /etc/os-release; echo $ID$VERSION_ID) && "
+             "apt-get install -y -qq nvidia-container-toolkit && "
+             "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker")
+
+Step = Callable[[str], None]
+
+
+class BootstrapError(Exception):
+    """Bootstrap failed or missed a deadline; the message is the machine's reason."""
+
+
+def _sudo(user: str, command: str) -> str:
+    return command if user == "root" else f"sudo -n sh -c {shlex.quote(command)}"
+
+
+def bootstrap(
+    transport: SSHTransport,
+    workdir: str,
+    on_step: Step,
+    deadline_s: float = 1200.0,
+    install_command: str | None = None,
+    gpu: bool = False,
+) -> None:
+    """Make sure Docker answers on the machine; raises HostKeyMismatch or BootstrapError."""
+    end = time.monotonic() + deadline_s
+    user = transport.target.user
+    marker = shlex.quote(f"{workdir}/bootstrap-version")
+
+    on_step("waiting for SSH")
+    last: Exception | None = None
+    while True:
+        try:
+            transport.run("true", timeout=30)
+            break
+        except HostKeyMismatch:
+            raise
+        except SSHError as exc:
+            last = exc
+            if time.monotonic() > end:
+                raise BootstrapError(f"SSH did not answer within {deadline_s:g} s: {last}") from None
+            time.sleep(2)
+
+    on_step("checking Docker")
+    check = transport.run(f"cat {marker} 2>/dev/null; echo; {_sudo(user, 'docker info --format {{.ServerVersion}}')}",
+                          timeout=60)
+    lines = check.stdout.splitlines()
+    if check.code == 0 and lines and lines[0].strip() == BOOTSTRAP_VERSION:
+        on_step("ready")
+        return
+    if transport.run("command -v docker", timeout=30).code != 0:
+        on_step("installing Docker")
+        result = transport.run(_sudo(user, install_command or DEFAULT_INSTALL),
+                               timeout=max(1.0, end - time.monotonic()))
+        if result.code != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise BootstrapError(f"installing Docker failed (exit {result.code}): {tail[0]}")
+    if gpu:
+        on_step("installing the NVIDIA container runtime")
+        result = transport.run(_sudo(user, GPU_SETUP), timeout=max(1.0, end - time.monotonic()))
+        if result.code != 0:
+            raise BootstrapError(f"installing the NVIDIA container runtime failed (exit {result.code})")
+
+    on_step("waiting for Docker")
+    while transport.run(_sudo(user, "docker info >/dev/null 2>&1"), timeout=60).code != 0:
+        if time.monotonic() > end:
+            raise BootstrapError(f"Docker did not answer within {deadline_s:g} s")
+        time.sleep(2)
+    transport.run(f"mkdir -p {shlex.quote(workdir)} && echo {BOOTSTRAP_VERSION} > {marker}", timeout=30)
+    on_step("ready")

@@ -1,0 +1,254 @@
+"""The docker runtime on a remote machine, over SSH.
+
+The container starts detached (`vh-exec-<id>`, labelled), so it outlives an SSH
+connection and the daemon itself. Its logs are followed with `docker logs -f
+--timestamps`; when the connection is cut, or a new daemon re-attaches, following
+resumes from the last line's timestamp and skips the lines it already has, so no line
+is lost or repeated. The commit's files travel as one tarball per commit, cached on
+the machine by hash.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shlex
+import tarfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, FOLDERS, PULL_POLICIES, RunSpec, RuntimeFailure, docker_run_args
+from vh_orch.bootstrap.ssh import SSHError, SSHTransport
+from vh_orch.timeutil import parse_docker_time
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
+PULL_TIMEOUT_S = 3600
+
+
+@dataclass
+class ResumePoint:
+    """Where a stream's stored lines end: its last line's time and the texts stored at that time."""
+
+    time: datetime | None = None
+    texts: Counter[str] = field(default_factory=Counter)
+
+
+class RemoteDockerRuntime:
+    name = "docker"
+
+    def __init__(self, transport: SSHTransport, workdir: str) -> None:
+        self.transport = transport
+        self.workdir = workdir.rstrip("/")
+
+    def remote_folder(self, spec: RunSpec) -> str:
+        return f"{self.workdir}/executions/{spec.execution_id}"
+
+    def visible_dirs(self, folder: Path) -> dict[str, str]:
+        return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
+
+    def _run(self, command: str, timeout: float = 120) -> str:
+        try:
+            result = self.transport.run(command, timeout=timeout)
+        except SSHError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        if result.code != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeFailure(f"on {self.transport.target.label}: `{command[:80]}` failed: {tail[0]}")
+        return result.stdout
+
+    def prepare(self, spec: RunSpec) -> None:
+        if not spec.image:
+            raise RuntimeFailure("no image: set `image` in the step or pass --image")
+        if spec.pull_policy not in PULL_POLICIES:
+            raise RuntimeFailure(f"unknown pull policy {spec.pull_policy!r}")
+        image = shlex.quote(spec.image)
+        present = self.transport.run(f"docker image inspect --format x {image}", timeout=60).code == 0
+        if spec.pull_policy == "never" and not present:
+            raise RuntimeFailure(f"image {spec.image!r} is not on the machine and the pull policy is `never`")
+        if spec.pull_policy == "always" or not present:
+            result = self.transport.run(f"docker pull {image}", timeout=PULL_TIMEOUT_S)
+            if result.code != 0:
+                tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
+                raise RuntimeFailure(f"pulling image {spec.image!r} failed: {tail[0]}")
+
+        folder = shlex.quote(self.remote_folder(spec))
+        commits = f"{self.workdir}/commits"
+        cache = f"{commits}/{spec.cache_key or 'nocache-' + str(spec.execution_id)}.tar"
+        if self.transport.run(f"test -f {shlex.quote(cache)}", timeout=30).code != 0:
+            data = _tar_folder(spec.folder / "repository")
+            tmp = f"{cache}.{os.getpid()}.part"
+            self._run(f"mkdir -p {shlex.quote(commits)}")
+            self.transport.put_bytes(data, tmp)
+            self._run(f"mv {shlex.quote(tmp)} {shlex.quote(cache)}")
+        dirs = " ".join(f"{folder}/{name}" for name in FOLDERS)
+        self._run(f"rm -rf {folder} && mkdir -p {dirs} && tar -xf {shlex.quote(cache)} -C {folder}/repository")
+        # Inputs and config files: one tarball streamed into the execution's folder.
+        bundle = io.BytesIO()
+        with tarfile.open(fileobj=bundle, mode="w") as tar:
+            for name in ("inputs", "config"):
+                tar.add(str(spec.folder / name), arcname=name)
+        result = self.transport.run(f"tar -xf - -C {folder}", stdin=bundle.getvalue(), timeout=3600)
+        if result.code != 0:
+            raise RuntimeFailure(f"placing inputs on {self.transport.target.label} failed: {result.stderr.strip()}")
+
+    def start(self, spec: RunSpec) -> RemoteContainer:
+        args = docker_run_args(spec, self.remote_folder(spec), detach=True)
+        self._run(" ".join(shlex.quote(a) for a in args), timeout=300)
+        return RemoteContainer(self.transport, spec.container_name)
+
+    def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:
+        """Follow a container started earlier (by a daemon that died); None if it is gone."""
+        state = self.transport.run(f"docker inspect --format '{{{{.State.Status}}}}' {spec.container_name}",
+                                   timeout=60)
+        if state.code != 0:
+            return None
+        return RemoteContainer(self.transport, spec.container_name, resume)
+
+    def collect(self, spec: RunSpec) -> None:
+        """Bring the outputs folder back into the local execution folder."""
+        folder = shlex.quote(self.remote_folder(spec) + "/outputs")
+        command = self.transport.start(f"tar -C {folder} -cf - .")
+        dest = spec.folder / "outputs"
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(fileobj=command.stdout, mode="r|") as tar:
+            tar.extractall(dest, filter="data")
+        if command.wait(600) != 0:
+            raise RuntimeFailure(f"collecting outputs failed: {command.stderr.read().decode(errors='replace')}")
+
+    def cleanup(self, spec: RunSpec) -> None:
+        try:
+            self.transport.run(f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
+                               f"rm -rf {shlex.quote(self.remote_folder(spec))}", timeout=120)
+        except SSHError as exc:
+            log.warning("cleaning up execution %s on %s failed: %s", spec.execution_id,
+                        self.transport.target.label, exc)
+
+
+def _tar_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for entry in sorted(folder.iterdir()):
+            tar.add(str(entry), arcname=entry.name)
+    return buf.getvalue()
+
+
+class RemoteContainer:
+    """A detached container, its logs pumped into local pipes, reconnecting as needed.
+
+    stdout/stderr carry `<docker timestamp> <text>` lines (the ingester reads them with
+    timestamped=True).
+    """
+
+    timestamped = True
+
+    def __init__(self, transport: SSHTransport, name: str, resume: dict[str, ResumePoint] | None = None) -> None:
+        self.transport = transport
+        self.name = name
+        self.resume = resume or {"stdout": ResumePoint(), "stderr": ResumePoint()}
+        out_r, self._out_w = os.pipe()
+        err_r, self._err_w = os.pipe()
+        self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
+        self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
+        self._exit: int | None = None
+        self._done = threading.Event()
+        self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
+        self._pump.start()
+
+    def poll(self) -> int | None:
+        return self._exit if self._done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"{self.name} did not end in time")
+        return self._exit if self._exit is not None else -1
+
+    def stop(self, grace_s: float) -> None:
+        try:
+            self.transport.run(f"docker stop -t {int(grace_s)} {self.name}", timeout=grace_s + 60)
+        except SSHError as exc:
+            log.warning("stopping %s failed: %s", self.name, exc)
+        self._done.wait(grace_s + 60)
+
+    # -- the pump -----------------------------------------------------------------
+
+    def _follow(self) -> None:
+        out = os.fdopen(self._out_w, "wb")
+        err = os.fdopen(self._err_w, "wb")
+        failures = 0
+        try:
+            while True:
+                try:
+                    self._follow_once(out, err)
+                    status = self.transport.run(
+                        f"docker inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {self.name}",
+                        timeout=60)
+                except (SSHError, OSError, EOFError) as exc:
+                    failures += 1
+                    delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1]
+                    log.info("%s: following logs broke (%s); resuming in %s s", self.name, exc, delay)
+                    time.sleep(delay)
+                    continue
+                parts = status.stdout.split()
+                if status.code != 0 or len(parts) != 2:
+                    self._exit = -1  # the container vanished under us
+                    return
+                if parts[0] in ("running", "restarting", "paused", "created"):
+                    failures += 1
+                    time.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
+                    continue  # the stream was cut while the container runs: resume
+                self._exit = int(parts[1])
+                return
+        finally:
+            out.close()
+            err.close()
+            self._done.set()
+
+    def _follow_once(self, out: IO[bytes], err: IO[bytes]) -> None:
+        times = [p.time for p in self.resume.values() if p.time is not None]
+        since = f"--since {min(times).strftime('%Y-%m-%dT%H:%M:%S.%fZ')} " if times else ""
+        command = self.transport.start(f"docker logs -f --timestamps {since}{self.name}")
+        readers = [
+            threading.Thread(target=self._copy, args=(command.stdout, out, self.resume["stdout"]), daemon=True),
+            threading.Thread(target=self._copy, args=(command.stderr, err, self.resume["stderr"]), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        command.close()
+
+    @staticmethod
+    def _copy(source: IO[bytes], sink: IO[bytes], point: ResumePoint) -> None:
+        """Pass lines on, skipping what was passed on (or stored) before this resume."""
+        resume_time = point.time
+        skip = Counter(point.texts)
+        while True:
+            line = source.readline()
+            if not line:
+                return
+            stamp, _, rest = line.partition(b" ")
+            try:
+                when = parse_docker_time(stamp.decode())
+            except ValueError:
+                continue
+            text = rest.rstrip(b"\n").decode("utf-8", "replace")
+            if resume_time is not None:
+                if when < resume_time:
+                    continue
+                if when == resume_time and skip[text] > 0:
+                    skip[text] -= 1
+                    continue
+            if point.time != when:
+                point.time = when
+                point.texts = Counter()
+            point.texts[text] += 1
+            sink.write(line)
+            sink.flush()

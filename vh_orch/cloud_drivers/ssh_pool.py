@@ -1,0 +1,146 @@
+"""The `ssh` cloud: a pool of servers that already exist.
+
+"Launching" claims a free host and "terminating" releases it; hosts are never powered
+off. The claim lives on the host itself, in `<workdir>/held/owner` (cluster id, machine
+row id, environment), created with an atomic mkdir: it plays the part of a cloud's
+tags, so listing, adoption and orphan handling work as for any cloud. Each host is a
+"zone": a host that is unreachable or whose key does not match is blocked for a while
+and the next one is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
+from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec
+from vh_orch.errors import CapacityError, TransientCloudError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKDIR = "/var/lib/vh-orch"
+DEFAULT_UNREACHABLE_S = 60.0
+
+
+class HostKeyRefused(CapacityError):
+    """The host's key did not match the pinned one: the host is never used."""
+
+
+@dataclass(frozen=True)
+class PoolHost:
+    address: str
+    port: int
+    host_key: str
+    workdir: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+def pool_hosts(ssh: dict[str, Any]) -> list[PoolHost]:
+    default = ssh.get("workdir", DEFAULT_WORKDIR)
+    return [PoolHost(h["address"], int(h.get("port", 22)), h["host_key"], h.get("workdir", default))
+            for h in ssh.get("hosts", [])]
+
+
+class SSHPoolDriver:
+    def __init__(self, cluster_id: str, environment: str, ssh: dict[str, Any]) -> None:
+        self.cluster_id = cluster_id
+        self.environment = environment
+        self.user = ssh.get("user", "root")
+        self.key_file = ssh.get("private_key_file", "")
+        self.connect_timeout_s = float(ssh.get("connect_timeout", 10))
+        self.unreachable_s = float(ssh.get("unreachable_timeout", DEFAULT_UNREACHABLE_S))
+        self.hosts = {h.id: h for h in pool_hosts(ssh)}
+        self._last_seen: dict[str, tuple[datetime, CloudInstance]] = {}
+        self._lock = threading.Lock()
+
+    def target(self, host_id: str) -> SSHTarget:
+        h = self.hosts[host_id]
+        return SSHTarget(h.address, h.port, self.user, self.key_file, h.host_key, self.connect_timeout_s)
+
+    def workdir(self, host_id: str) -> str:
+        return self.hosts[host_id].workdir
+
+    def _owner_line(self, machine_id: int) -> str:
+        return f"{self.cluster_id} {machine_id} {self.environment}"
+
+    def launch(self, spec: LaunchSpec) -> CloudInstance:
+        host = self.hosts.get(spec.zone or "")
+        if host is None:
+            raise CapacityError(f"no host {spec.zone!r} in the pool")
+        held = shlex.quote(f"{host.workdir}/held")
+        owner = shlex.quote(self._owner_line(spec.machine_id))
+        script = (f"mkdir -p {shlex.quote(host.workdir)} && "
+                  f"if mkdir {held} 2>/dev/null; then printf '%s\\n' {owner} > {held}/owner; fi; "
+                  f"cat {held}/owner")
+        try:
+            result = transport_for(self.target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
+        except HostKeyMismatch as exc:
+            raise HostKeyRefused(str(exc)) from None
+        except SSHError as exc:
+            raise CapacityError(f"host {host.id} is unreachable: {exc}") from None
+        if result.stdout.strip() != self._owner_line(spec.machine_id):
+            raise CapacityError(f"host {host.id} is busy (held by {result.stdout.strip() or 'someone'})")
+        instance = self._instance(host, spec.machine_id)
+        with self._lock:
+            self._last_seen[host.id] = (datetime.now(UTC), instance)
+        return instance
+
+    def _instance(self, host: PoolHost, machine_id: int) -> CloudInstance:
+        return CloudInstance(instance_id=host.id, machine_id=machine_id, state=RUNNING, zone=host.id,
+                             address=host.address)
+
+    def list_instances(self) -> list[CloudInstance]:
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(self.hosts)))) as pool:
+            found = list(pool.map(self._look, self.hosts.values()))
+        return [i for i in found if i is not None]
+
+    def _look(self, host: PoolHost) -> CloudInstance | None:
+        now = datetime.now(UTC)
+        try:
+            owner = transport_for(self.target(host.id)).run(
+                f"cat {shlex.quote(host.workdir + '/held/owner')} 2>/dev/null", timeout=self.connect_timeout_s + 10
+            ).stdout.split()
+        except (SSHError, OSError, TimeoutError) as exc:
+            with self._lock:
+                seen = self._last_seen.get(host.id)
+            # An unreachable host keeps its machine until unreachable_timeout passes; then it is lost.
+            if seen is not None and now - seen[0] < timedelta(seconds=self.unreachable_s):
+                log.warning("host %s unreachable (%s); keeping its machine for now", host.id, exc)
+                return seen[1]
+            return None
+        if len(owner) != 3 or owner[0] != self.cluster_id or owner[2] != self.environment:
+            with self._lock:
+                self._last_seen.pop(host.id, None)
+            return None
+        try:
+            instance = self._instance(host, int(owner[1]))
+        except ValueError:
+            return None
+        with self._lock:
+            self._last_seen[host.id] = (now, instance)
+        return instance
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        for host_id in instance_ids:
+            host = self.hosts.get(host_id)
+            if host is None:
+                continue
+            held = shlex.quote(f"{host.workdir}/held")
+            mine = shlex.quote(self.cluster_id)
+            # Release only what this installation holds.
+            script = f"if grep -q '^'{mine}' ' {held}/owner 2>/dev/null; then rm -rf {held}; fi"
+            try:
+                transport_for(self.target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
+            except SSHError as exc:
+                raise TransientCloudError(f"cannot release host {host_id}: {exc}") from None
+            with self._lock:
+                self._last_seen.pop(host_id, None)
