@@ -186,10 +186,19 @@ class SSHTransport:
         if stdin is not None:
             channel.sendall(stdin)
             channel.shutdown_write()
-        out = channel.makefile("rb", -1).read()
-        err = channel.makefile_stderr("rb", -1).read()
-        code = channel.recv_exit_status()
-        channel.close()
+        try:
+            out = channel.makefile("rb", -1).read()
+            err = channel.makefile_stderr("rb", -1).read()
+            code = channel.recv_exit_status()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.close()
+            raise SSHError(f"{self.target.label}: the connection broke during a command: {exc}") from None
+        finally:
+            channel.close()
+        if code == -1:
+            # No exit status: the connection died under the command; its output is not to be trusted.
+            self.close()
+            raise SSHError(f"{self.target.label}: the connection broke during a command")
         return RunResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     # -- files --------------------------------------------------------------------------

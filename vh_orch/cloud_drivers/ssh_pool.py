@@ -106,10 +106,15 @@ class SSHPoolDriver:
     def _look(self, host: PoolHost) -> CloudInstance | None:
         now = datetime.now(UTC)
         try:
-            owner = transport_for(self.target(host.id)).run(
-                f"cat {shlex.quote(host.workdir + '/held/owner')} 2>/dev/null", timeout=self.connect_timeout_s + 10
+            # The sentinel tells "not held" (no file) from a read cut short.
+            out = transport_for(self.target(host.id)).run(
+                f"cat {shlex.quote(host.workdir + '/held/owner')} 2>/dev/null; echo vh-orch-end",
+                timeout=self.connect_timeout_s + 10,
             ).stdout.split()
-        except (SSHError, OSError, TimeoutError) as exc:
+            if not out or out[-1] != "vh-orch-end":
+                raise SSHError("the listing was cut short")
+            owner = out[:-1]
+        except (SSHError, OSError, TimeoutError, EOFError) as exc:
             with self._lock:
                 seen = self._last_seen.get(host.id)
             # An unreachable host keeps its machine until unreachable_timeout passes; then it is lost.
