@@ -19,8 +19,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO
 
 from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, FOLDERS, PULL_POLICIES, RunSpec, RuntimeFailure, docker_run_args
@@ -33,12 +34,22 @@ RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
 PULL_TIMEOUT_S = 3600
 
 
+STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut to microseconds
+
+
 @dataclass
 class ResumePoint:
-    """Where a stream's stored lines end: its last line's time and the texts stored at that time."""
+    """Where a stream's passed-on lines end: the last line's time and the texts at exactly that time."""
 
-    time: datetime | None = None
-    texts: Counter[str] = field(default_factory=Counter)
+    stamp: bytes | None = None  # the first STAMP bytes of docker's timestamp
+    texts: Counter[bytes] = field(default_factory=Counter)
+
+    @classmethod
+    def at(cls, time: datetime | None, texts: list[str]) -> ResumePoint:
+        if time is None:
+            return cls()
+        stamp = time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
+        return cls(stamp, Counter(t.encode() for t in texts))
 
 
 class RemoteDockerRuntime:
@@ -212,12 +223,14 @@ class RemoteContainer:
             self._done.set()
 
     def _follow_once(self, out: IO[bytes], err: IO[bytes]) -> None:
-        times = [p.time for p in self.resume.values() if p.time is not None]
-        since = f"--since {min(times).strftime('%Y-%m-%dT%H:%M:%S.%fZ')} " if times else ""
+        stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
+        since = f"--since {min(stamps).decode()}Z " if stamps else ""
         command = self.transport.start(f"docker logs -f --timestamps {since}{self.name}")
+        channel = command.channel
         readers = [
-            threading.Thread(target=self._copy, args=(command.stdout, out, self.resume["stdout"]), daemon=True),
-            threading.Thread(target=self._copy, args=(command.stderr, err, self.resume["stderr"]), daemon=True),
+            threading.Thread(target=self._copy, args=(channel.recv, out, self.resume["stdout"]), daemon=True),
+            threading.Thread(target=self._copy, args=(channel.recv_stderr, err, self.resume["stderr"]),
+                             daemon=True),
         ]
         for reader in readers:
             reader.start()
@@ -226,29 +239,57 @@ class RemoteContainer:
         command.close()
 
     @staticmethod
-    def _copy(source: IO[bytes], sink: IO[bytes], point: ResumePoint) -> None:
-        """Pass lines on, skipping what was passed on (or stored) before this resume."""
-        resume_time = point.time
+    def _copy(recv: Callable[[int], bytes], sink: IO[bytes], point: ResumePoint) -> None:
+        """Pass whole lines on in big chunks, skipping what was passed on (or stored) before this resume.
+
+        Only lines at the resume boundary are looked at one by one; the rest moves as bytes.
+        """
+        resume = point.stamp
         skip = Counter(point.texts)
+        pending = b""
         while True:
-            line = source.readline()
-            if not line:
-                return
-            stamp, _, rest = line.partition(b" ")
             try:
-                when = parse_docker_time(stamp.decode())
-            except ValueError:
+                data = recv(1 << 18)
+            except (OSError, EOFError):
+                data = b""
+            if not data:
+                return
+            data = pending + data
+            cut = data.rfind(b"\n") + 1
+            pending, data = data[cut:], data[:cut]
+            if not data:
                 continue
-            text = rest.rstrip(b"\n").decode("utf-8", "replace")
-            if resume_time is not None:
-                if when < resume_time:
+            if resume is not None:
+                kept = []
+                for line in data.splitlines(keepends=True):
+                    if resume is not None:
+                        stamp = line[:STAMP]
+                        if stamp < resume:
+                            continue
+                        if stamp == resume:
+                            text = line.partition(b" ")[2].rstrip(b"\n")
+                            if skip[text] > 0:
+                                skip[text] -= 1
+                                continue
+                        else:
+                            resume = None  # past the boundary: everything from here on is new
+                    kept.append(line)
+                data = b"".join(kept)
+                if not data:
                     continue
-                if when == resume_time and skip[text] > 0:
-                    skip[text] -= 1
-                    continue
-            if point.time != when:
-                point.time = when
-                point.texts = Counter()
-            point.texts[text] += 1
-            sink.write(line)
+            sink.write(data)
             sink.flush()
+            _advance(point, data)
+
+
+def _advance(point: ResumePoint, data: bytes) -> None:
+    """Remember the last time passed on, and the texts passed on at exactly that time."""
+    lines = data[-65536:].rstrip(b"\n").split(b"\n")
+    last = lines[-1][:STAMP]
+    if point.stamp != last:
+        point.stamp = last
+        point.texts = Counter()
+    for line in reversed(lines):
+        if line[:STAMP] != last:
+            break
+        point.texts[line.partition(b" ")[2]] += 1

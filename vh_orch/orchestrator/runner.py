@@ -166,11 +166,9 @@ class ExecutionRunner:
                        image=e.image, pull_policy=e.pull_policy or "if-missing")
 
     def _resume_points(self) -> dict[str, Any]:
-        from collections import Counter
-
         from vh_orch.bootstrap.remote import ResumePoint
 
-        return {stream: ResumePoint(time=last, texts=Counter(texts))
+        return {stream: ResumePoint.at(last, texts)
                 for stream, (last, texts) in self.store.resume_points(self.execution_id).items()}
 
     def _prepare(self, ingester: LogIngester) -> RunSpec:

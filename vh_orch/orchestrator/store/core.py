@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, update
@@ -48,7 +48,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LogLine:
     time: datetime
     stream: str  # "stdout" or "stderr"
@@ -374,25 +374,28 @@ class CoreStore:
                 .returning(Execution.last_seq, Execution.metadata_latest)
             ).one()
             first_seq = last.last_seq - len(lines) + 1
-            rows = []
             points = []
             latest = dict(last.metadata_latest or {})
             for offset, line in enumerate(lines):
-                seq = first_seq + offset
-                rows.append(
-                    {
-                        "execution_id": execution_id,
-                        "seq": seq,
-                        "time": line.time,
-                        "kind": "log",
-                        "stream": line.stream,
-                        "text": line.text,
-                    }
-                )
                 if line.metadata is not None:
-                    points.append({"execution_id": execution_id, "seq": seq, "time": line.time, "data": line.metadata})
+                    points.append({"execution_id": execution_id, "seq": first_seq + offset, "time": line.time,
+                                   "data": line.metadata})
                     latest.update(line.metadata)
-            conn.execute(insert(ExecutionEvent), rows)
+            if conn.dialect.name == "sqlite":
+                # The hot path of log ingestion: plain tuples, and times already in the text form
+                # SQLAlchemy's SQLite DateTime stores (UTC), skip per-row type processing.
+                conn.exec_driver_sql(
+                    "INSERT INTO execution_event (execution_id, seq, time, kind, stream, text) "
+                    "VALUES (?, ?, ?, 'log', ?, ?)",
+                    [(execution_id, first_seq + i, _sqlite_time(line.time), line.stream, line.text)
+                     for i, line in enumerate(lines)],
+                )
+            else:
+                conn.execute(insert(ExecutionEvent), [
+                    {"execution_id": execution_id, "seq": first_seq + i, "time": line.time, "kind": "log",
+                     "stream": line.stream, "text": line.text}
+                    for i, line in enumerate(lines)
+                ])
             if points:
                 conn.execute(insert(MetadataPoint), points)
                 conn.execute(
@@ -528,3 +531,10 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _sqlite_time(value: datetime) -> str:
+    """The text SQLAlchemy's SQLite DateTime stores for a UTC datetime (so reads parse it back)."""
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
