@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
 PULL_TIMEOUT_S = 3600
+DOCKER_PULL = {"if-missing": "missing", "always": "always", "never": "never"}
 
 
 STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut to microseconds
@@ -76,43 +77,50 @@ class RemoteDockerRuntime:
         return result.stdout
 
     def prepare(self, spec: RunSpec) -> None:
+        """Put the commit's files, inputs and config in the execution's folder: one round trip
+        when the commit's tarball is cached on the machine, two when it has to be sent first.
+
+        The image is pulled by `docker run --pull` itself (see start())."""
         if not spec.image:
             raise RuntimeFailure("no image: set `image` in the step or pass --image")
         if spec.pull_policy not in PULL_POLICIES:
             raise RuntimeFailure(f"unknown pull policy {spec.pull_policy!r}")
-        image = shlex.quote(spec.image)
-        present = self.transport.run(f"docker image inspect --format x {image}", timeout=60).code == 0
-        if spec.pull_policy == "never" and not present:
-            raise RuntimeFailure(f"image {spec.image!r} is not on the machine and the pull policy is `never`")
-        if spec.pull_policy == "always" or not present:
-            result = self.transport.run(f"docker pull {image}", timeout=PULL_TIMEOUT_S)
-            if result.code != 0:
-                tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
-                raise RuntimeFailure(f"pulling image {spec.image!r} failed: {tail[0]}")
-
         folder = shlex.quote(self.remote_folder(spec))
         commits = f"{self.workdir}/commits"
         cache = f"{commits}/{spec.cache_key or 'nocache-' + str(spec.execution_id)}.tar"
-        if self.transport.run(f"test -f {shlex.quote(cache)}", timeout=30).code != 0:
-            data = _tar_folder(spec.folder / "repository")
-            tmp = f"{cache}.{os.getpid()}.part"
-            self._run(f"mkdir -p {shlex.quote(commits)}")
-            self.transport.put_bytes(data, tmp)
-            self._run(f"mv {shlex.quote(tmp)} {shlex.quote(cache)}")
-        dirs = " ".join(f"{folder}/{name}" for name in FOLDERS)
-        self._run(f"rm -rf {folder} && mkdir -p {dirs} && tar -xf {shlex.quote(cache)} -C {folder}/repository")
-        # Inputs and config files: one tarball streamed into the execution's folder.
         bundle = io.BytesIO()
         with tarfile.open(fileobj=bundle, mode="w") as tar:
             for name in ("inputs", "config"):
                 tar.add(str(spec.folder / name), arcname=name)
-        result = self.transport.run(f"tar -xf - -C {folder}", stdin=bundle.getvalue(), timeout=3600)
+        dirs = " ".join(f"{folder}/{name}" for name in FOLDERS)
+        script = (f"test -f {shlex.quote(cache)} || exit 86; rm -rf {folder} && mkdir -p {dirs} && "
+                  f"tar -xf {shlex.quote(cache)} -C {folder}/repository && tar -xf - -C {folder}")
+        for _ in range(2):
+            try:
+                result = self.transport.run(script, stdin=bundle.getvalue(), timeout=3600)
+            except SSHError as exc:
+                raise RuntimeFailure(str(exc)) from None
+            if result.code != 86:
+                break
+            data = _tar_folder(spec.folder / "repository")  # not cached there yet: send it once
+            tmp = f"{cache}.{os.getpid()}.part"
+            self._run(f"mkdir -p {shlex.quote(commits)}")
+            self.transport.put_bytes(data, tmp)
+            self._run(f"mv {shlex.quote(tmp)} {shlex.quote(cache)}")
         if result.code != 0:
-            raise RuntimeFailure(f"placing inputs on {self.transport.target.label} failed: {result.stderr.strip()}")
+            raise RuntimeFailure(f"placing files on {self.transport.target.label} failed: {result.stderr.strip()}")
 
     def start(self, spec: RunSpec) -> RemoteContainer:
         args = docker_run_args(spec, self.remote_folder(spec), detach=True)
-        self._run(" ".join(shlex.quote(a) for a in args), timeout=300)
+        args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
+        try:
+            result = self.transport.run(" ".join(shlex.quote(a) for a in args), timeout=PULL_TIMEOUT_S)
+        except SSHError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        if result.code != 0:
+            tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
+            raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy {spec.pull_policy}) "
+                                 f"failed: {tail[0]}")
         return RemoteContainer(self.transport, spec.container_name)
 
     def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:

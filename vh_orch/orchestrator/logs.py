@@ -98,22 +98,28 @@ class LogIngester:
 
     def add(self, stream: str, text: str) -> None:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""
-        self._queue.put(LogLine(time=datetime.now(UTC), stream=stream, text=text))
+        self._queue.put(LogLine(datetime.now(UTC), stream, text))
 
     def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         put = self._queue.put
         is_stdout = name == "stdout"
         try:
             for text in iter_lines(stream):
-                when = datetime.now(UTC)
                 if timestamped:
                     stamp, _, text = text.partition(" ")
+                    metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
+                    if len(stamp) == 30 and stamp[10] == "T":
+                        # Docker's fixed-width stamp already holds the stored form: no parsing per line.
+                        put(LogLine(None, name, text, metadata, f"{stamp[:10]} {stamp[11:26]}"))
+                        continue
                     try:
                         when = parse_docker_time(stamp)
                     except ValueError:
-                        pass
-                metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
-                put(LogLine(time=when, stream=name, text=text, metadata=metadata))
+                        when = datetime.now(UTC)
+                else:
+                    when = datetime.now(UTC)
+                    metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
+                put(LogLine(when, name, text, metadata))
         except (OSError, ValueError) as exc:  # the pipe went away under us
             log.warning("execution %s: reading %s stopped: %s", self.execution_id, name, exc)
 

@@ -50,10 +50,17 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 
 @dataclass(slots=True)
 class LogLine:
-    time: datetime
+    time: datetime | None  # None only when sql_time is given
     stream: str  # "stdout" or "stderr"
     text: str
     metadata: dict[str, Any] | None = None  # set when the line is a metadata point
+    # The time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff", UTC), when the source already has it.
+    sql_time: str | None = None
+
+    def when(self) -> datetime:
+        if self.time is None:
+            self.time = datetime.fromisoformat(f"{self.sql_time}+00:00")
+        return self.time
 
 
 class CoreStore:
@@ -378,7 +385,7 @@ class CoreStore:
             latest = dict(last.metadata_latest or {})
             for offset, line in enumerate(lines):
                 if line.metadata is not None:
-                    points.append({"execution_id": execution_id, "seq": first_seq + offset, "time": line.time,
+                    points.append({"execution_id": execution_id, "seq": first_seq + offset, "time": line.when(),
                                    "data": line.metadata})
                     latest.update(line.metadata)
             if conn.dialect.name == "sqlite":
@@ -387,12 +394,12 @@ class CoreStore:
                 conn.exec_driver_sql(
                     "INSERT INTO execution_event (execution_id, seq, time, kind, stream, text) "
                     "VALUES (?, ?, ?, 'log', ?, ?)",
-                    [(execution_id, first_seq + i, _sqlite_time(line.time), line.stream, line.text)
+                    [(execution_id, first_seq + i, line.sql_time or _sqlite_time(line.when()), line.stream, line.text)
                      for i, line in enumerate(lines)],
                 )
             else:
                 conn.execute(insert(ExecutionEvent), [
-                    {"execution_id": execution_id, "seq": first_seq + i, "time": line.time, "kind": "log",
+                    {"execution_id": execution_id, "seq": first_seq + i, "time": line.when(), "kind": "log",
                      "stream": line.stream, "text": line.text}
                     for i, line in enumerate(lines)
                 ])
