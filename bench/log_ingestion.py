@@ -42,7 +42,7 @@ def through_vh_orch(lines: int, docker: bool) -> tuple[float, int]:
     env = store.get_environment("local")
     machine = store.ensure_host_machine(env, "bench")
     runtime = DockerRuntime() if docker else ProcessRuntime()
-    (claimed,) = store.claim_queued(env.id, machine.id, 1, runtime.name)
+    claimed = store.claim_for_machine(execution.id, machine.id, 1, runtime.name)
     start = time.perf_counter()
     outcome = ExecutionRunner(store, settings, claimed, runtime).run()
     elapsed = time.perf_counter() - start

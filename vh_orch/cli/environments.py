@@ -125,9 +125,7 @@ def update(
                            set_=set_)
     spec = parse_entry(entry, "environment")
     settings = {**spec.settings, **({"draining": True} if env.settings.get("draining") else {})}
-    # Saving always bumps updated_at, which is what lifts a fatal-error stop.
-    store.update_environment(name, spec.columns, {})
-    store.save_environment(spec.name, spec.cloud, spec.columns, settings)
+    store.save_environment(spec.name, spec.cloud, spec.columns, settings, touch=True)
     _done(store, name, "updated", json_out)
 
 

@@ -145,7 +145,7 @@ class LogIngester:
             while len(batch) < BATCH_LINES:
                 remaining = deadline - time.monotonic()
                 try:
-                    item = get(timeout=remaining) if remaining > 0 else get_nowait(self._queue)
+                    item = get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
@@ -168,7 +168,4 @@ class LogIngester:
                     return
                 time.sleep(0.2 * (attempt + 1))
 
-
-def get_nowait(q: queue.SimpleQueue[Any]) -> Any:
-    return q.get_nowait()
 

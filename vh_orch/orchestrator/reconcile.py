@@ -121,18 +121,23 @@ class Reconciler:
                 self._apply(action, envs, machine_rows, capacity_hit, now)
             except Exception:
                 log.exception("could not apply %s", action)
-        self._bootstrap(envs)
+        self._bootstrap(envs, machines, actions)
         self.last_actions = actions
         return actions
 
-    def _bootstrap(self, envs: dict) -> None:  # type: ignore[type-arg]
-        """Machines in `bootstrapping` are set up by the host (over SSH), one thread each."""
+    def _bootstrap(self, envs: dict, machines: list, actions: list[P.Action]) -> None:  # type: ignore[type-arg]
+        """Machines in `bootstrapping` (before or by this pass) are set up by the host, one thread each."""
         start = getattr(self.host, "bootstrap", None)
-        if start is None or not any(e.cloud in ("aws", "gcp", "ssh") for e in envs.values()):
+        if start is None:
             return
-        for machine in self.store.fleet():
-            if machine.state == "bootstrapping" and machine.environment_id in envs:
-                start(envs[machine.environment_id], machine)
+        advanced = {a.machine_id for a in actions if isinstance(a, P.Advance) and a.state == P.BOOTSTRAPPING}
+        ended = {a.machine_id for a in actions
+                 if isinstance(a, (P.MarkLost, P.Terminate, P.ConfirmTerminated, P.FailMachine))}
+        for machine in machines:
+            env = envs.get(machine.environment_id)
+            if env is not None and (machine.state == P.BOOTSTRAPPING or machine.id in advanced) \
+                    and machine.id not in ended:
+                start(env, machine)
 
     def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int]) -> P.EnvView:
         assert env.id is not None

@@ -219,16 +219,6 @@ class CoreStore:
                 s.flush()
             return machine
 
-    def set_machine_state(self, machine_id: int, state: str, reason: str | None = None) -> None:
-        with self.write() as s:
-            machine = s.get_one(Machine, machine_id)
-            if machine.state != state:
-                machine.state = state
-                machine.updated_at = self.clock()
-                machine.idle_since = self.clock() if state == MachineState.READY else None
-            machine.reason = reason
-            s.add(machine)
-
     def list_machines(self, include_finished: bool = False) -> list[tuple[Machine, str]]:
         with self.read() as s:
             query = select(Machine, Environment.name).join(Environment)
@@ -287,31 +277,6 @@ class CoreStore:
     def environment_names(self) -> dict[int, str]:
         with self.read() as s:
             return {e.id: e.name for e in s.exec(select(Environment))}  # type: ignore[misc]
-
-    def claim_queued(self, environment_id: int, machine_id: int, limit: int, runtime: str) -> list[Execution]:
-        """Move up to `limit` queued executions to `started` on a machine, FIFO within priority.
-
-        Runs in one write transaction, so each execution is started at most once.
-        """
-        if limit <= 0:
-            return []
-        with self.write() as s:
-            query = (
-                select(Execution)
-                .where(Execution.environment_id == environment_id, Execution.status == S.QUEUED)
-                .order_by(col(Execution.priority).desc(), col(Execution.id))
-                .limit(limit)
-            )
-            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-                query = query.with_for_update(skip_locked=True)
-            claimed = list(s.exec(query))
-            now = self.clock()
-            for execution in claimed:
-                execution.machine_id = machine_id
-                execution.runtime = runtime
-                execution.attempt += 1
-                self._transition(s, execution, S.STARTED, now=now)
-            return claimed
 
     def set_status(
         self,

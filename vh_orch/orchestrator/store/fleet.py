@@ -358,13 +358,16 @@ class FleetStore:
 
     # -- environments --------------------------------------------------------------------
 
-    def save_environment(self, name: str, cloud: str, columns: dict[str, Any], settings: dict[str, Any]) -> str:
-        """Create or update an environment from a validated spec: created, updated or unchanged."""
+    def save_environment(self, name: str, cloud: str, columns: dict[str, Any], settings: dict[str, Any],
+                         touch: bool = False) -> str:
+        """Create or update an environment from a validated spec: created, updated or unchanged.
+
+        touch: record an update even when nothing changed (it lifts a stop after a fatal launch error)."""
         with self.write() as s:
-            return self._save_environment(s, name, cloud, columns, settings)
+            return self._save_environment(s, name, cloud, columns, settings, touch)
 
     def _save_environment(self, s: Session, name: str, cloud: str, columns: dict[str, Any],
-                          settings: dict[str, Any]) -> str:
+                          settings: dict[str, Any], touch: bool = False) -> str:
         env = s.exec(select(Environment).where(Environment.name == name,
                                                col(Environment.removed_at).is_(None))).first()
         if env is None:
@@ -375,7 +378,7 @@ class FleetStore:
             raise UserInputError(f"environment {name!r} is a {env.cloud} environment; its cloud cannot change "
                                  f"(remove it first with `vh-orch env rm {name}`)")
         current = {k: getattr(env, k) for k in columns}
-        if current == columns and env.settings == settings:
+        if current == columns and env.settings == settings and not touch:
             return "unchanged"
         for key, value in columns.items():
             setattr(env, key, value)
