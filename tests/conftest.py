@@ -22,10 +22,23 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS / "resolvers"))
 
 import netguard  # noqa: E402
 
 netguard.install()
+
+# The tests' own boto3 and google-auth calls: fake keys, no metadata probes, no profiles.
+for _key in [k for k in os.environ if k.startswith(("AWS_", "GOOGLE_"))]:
+    del os.environ[_key]
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+})
 
 EXAMPLE = ROOT / "examples" / "demo"
 BUSYBOX = "vh-orch/busybox:test"
@@ -46,7 +59,8 @@ def subprocess_env(home: Path) -> dict[str, str]:
     env.update(
         {
             "VH_ORCH_HOME": str(home),
-            "PYTHONPATH": os.pathsep.join([str(TESTS / "sitecustomize"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "PYTHONPATH": os.pathsep.join([str(TESTS / "sitecustomize"), str(TESTS / "resolvers"),
+                                           env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -206,3 +220,23 @@ def ssh_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHPool]:
     finally:
         for host in hosts:
             host.stop()
+
+
+@pytest.fixture(scope="session")
+def _moto_session() -> Iterator:  # type: ignore[type-arg]
+    import awsfake
+
+    aws = awsfake.MotoAWS()
+    aws.start()
+    try:
+        yield aws
+    finally:
+        aws.stop()
+
+
+@pytest.fixture
+def moto(_moto_session):  # type: ignore[no-untyped-def]
+    """moto's EC2 and S3 on loopback, empty for each test, behind the fault proxy (`moto.proxy`)."""
+    _moto_session.reset()
+    yield _moto_session
+    _moto_session.proxy.clear()

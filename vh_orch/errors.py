@@ -38,4 +38,12 @@ class QuotaExceeded(CloudError):
 
 
 class TransientCloudError(CloudError):
-    """A failure worth retrying after a back-off (rate limits, 5xx)."""
+    """A failure worth retrying after a back-off (rate limits, 5xx).
+
+    maybe_created: whether the instance might exist all the same (a 5xx or a timeout
+    after the request went out); False when the cloud refused the request outright
+    (throttled), so the launch is known not to have happened."""
+
+    def __init__(self, message: str, maybe_created: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_created = maybe_created

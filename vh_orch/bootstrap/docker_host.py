@@ -1,5 +1,5 @@
-"""Bootstrap a machine over SSH, in named steps: waiting for SSH → checking Docker →
-installing Docker → ready.
+"""Bootstrap a machine over SSH, in named steps: waiting for SSH → (waiting for
+cloud-init, on a new cloud VM) → checking Docker → installing Docker → ready.
 
 Idempotent: a marker with the bootstrap version in the machine's workdir means an
 unchanged machine is not set up twice. Every step has a deadline.
@@ -43,8 +43,12 @@ def bootstrap(
     deadline_s: float = 1200.0,
     install_command: str | None = None,
     gpu: bool = False,
+    first_boot: bool = False,
 ) -> None:
-    """Make sure Docker answers on the machine; raises HostKeyMismatch or BootstrapError."""
+    """Make sure Docker answers on the machine; raises HostKeyMismatch or BootstrapError.
+
+    first_boot: a new cloud VM, whose cloud-init is still installing Docker; wait for it
+    to finish before looking (and never race it for the package manager)."""
     end = time.monotonic() + deadline_s
     user = transport.target.user
     marker = shlex.quote(f"{workdir}/bootstrap-version")
@@ -62,6 +66,13 @@ def bootstrap(
             if time.monotonic() > end:
                 raise BootstrapError(f"SSH did not answer within {deadline_s:g} s: {last}") from None
             time.sleep(2)
+
+    if first_boot:
+        on_step("waiting for cloud-init")
+        result = transport.run("if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null; fi; "
+                               "true", timeout=max(1.0, end - time.monotonic()))
+        if result.code != 0:
+            raise BootstrapError("cloud-init did not finish")
 
     on_step("checking Docker")
     check = transport.run(f"cat {marker} 2>/dev/null; echo; {_sudo(user, 'docker info --format {{.ServerVersion}}')}",

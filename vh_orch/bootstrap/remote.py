@@ -17,6 +17,7 @@ import shlex
 import tarfile
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,7 +104,7 @@ class RemoteDockerRuntime:
             if result.code != 86:
                 break
             data = _tar_folder(spec.folder / "repository")  # not cached there yet: send it once
-            tmp = f"{cache}.{os.getpid()}.part"
+            tmp = f"{cache}.{spec.execution_id}.{uuid.uuid4().hex[:8]}.part"  # two runners may send it at once
             self._run(f"mkdir -p {shlex.quote(commits)}")
             self.transport.put_bytes(data, tmp)
             self._run(f"mv {shlex.quote(tmp)} {shlex.quote(cache)}")

@@ -58,7 +58,8 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
                   ", ".join(f"{k} {v}" for k, v in r["machines"].items()) or "none",
                   r["queued"] + r["held_by_quota"], r["running"], f"{r['cost_per_hour']:.2f}",
                   "" if r["last_launch_failure"] is None else
-                  f"{r['last_launch_failure']['time']} {r['last_launch_failure']['message']}"]
+                  f"{r['last_launch_failure']['time']} {r['last_launch_failure']['kind']}: "
+                  f"{r['last_launch_failure']['message']}"]
                  for r in rows])
 
 

@@ -22,4 +22,8 @@ def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
         from vh_orch.cloud_drivers.ssh_pool import SSHPoolDriver
 
         return SSHPoolDriver(cluster_id, env.name, env.settings.get("ssh", {}))
+    if env.cloud == "aws":
+        from vh_orch.cloud_drivers.aws import AWSDriver
+
+        return AWSDriver(cluster_id, env)
     raise ConfigError(f"environment {env.name!r}: the {env.cloud} cloud driver is not available yet")

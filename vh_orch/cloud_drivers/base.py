@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 TAG_CLUSTER = "vh-orch-cluster"
 TAG_MACHINE = "vh-orch-machine"
@@ -60,6 +60,12 @@ class CloudInstance:
         return self.state == TERMINATED
 
 
+# Clouds whose machines are reached over SSH (bootstrapped there, executions run there).
+SSH_CLOUDS = ("ssh", "aws", "gcp")
+# Clouds whose machines move data to and from object stores themselves, through signed URLs.
+DIRECT_DATA_CLOUDS = ("aws", "gcp")
+
+
 class CloudDriver(Protocol):
     def launch(self, spec: LaunchSpec) -> CloudInstance:
         """Start one instance tagged for spec's machine row; may raise a CloudError."""
@@ -71,6 +77,18 @@ class CloudDriver(Protocol):
 
     def terminate(self, instance_ids: list[str]) -> None:
         """Ask the cloud to terminate instances; confirmation comes from later listings."""
+        ...
+
+
+class SSHMachines(Protocol):
+    """A driver whose machines vh-orch logs in to (SSH_CLOUDS)."""
+
+    def target(self, machine: Any) -> Any:
+        """The SSHTarget (address, port, user, key, pinned host key) of a machine row."""
+        ...
+
+    def workdir(self, machine: Any) -> str:
+        """The folder vh-orch owns on the machine."""
         ...
 
 

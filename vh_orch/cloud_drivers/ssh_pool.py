@@ -21,6 +21,7 @@ from typing import Any
 from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
 from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, TransientCloudError
+from vh_orch.orchestrator.models import Machine
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,15 @@ class SSHPoolDriver:
         self._last_seen: dict[str, tuple[datetime, CloudInstance]] = {}
         self._lock = threading.Lock()
 
-    def target(self, host_id: str) -> SSHTarget:
+    def target(self, machine: Machine) -> SSHTarget:
+        return self._target(machine.zone or "")
+
+    def workdir(self, machine: Machine) -> str:
+        return self.hosts[machine.zone or ""].workdir
+
+    def _target(self, host_id: str) -> SSHTarget:
         h = self.hosts[host_id]
         return SSHTarget(h.address, h.port, self.user, self.key_file, h.host_key, self.connect_timeout_s)
-
-    def workdir(self, host_id: str) -> str:
-        return self.hosts[host_id].workdir
 
     def _owner_line(self, machine_id: int) -> str:
         return f"{self.cluster_id} {machine_id} {self.environment}"
@@ -82,7 +86,7 @@ class SSHPoolDriver:
                   f"if mkdir {held} 2>/dev/null; then printf '%s\\n' {owner} > {held}/owner; fi; "
                   f"cat {held}/owner")
         try:
-            result = transport_for(self.target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
+            result = transport_for(self._target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
         except HostKeyMismatch as exc:
             raise HostKeyRefused(str(exc)) from None
         except SSHError as exc:
@@ -107,7 +111,7 @@ class SSHPoolDriver:
         now = datetime.now(UTC)
         try:
             # The sentinel tells "not held" (no file) from a read cut short.
-            out = transport_for(self.target(host.id)).run(
+            out = transport_for(self._target(host.id)).run(
                 f"cat {shlex.quote(host.workdir + '/held/owner')} 2>/dev/null; echo vh-orch-end",
                 timeout=self.connect_timeout_s + 10,
             ).stdout.split()
@@ -144,7 +148,7 @@ class SSHPoolDriver:
             # Release only what this installation holds.
             script = f"if grep -q '^'{mine}' ' {held}/owner 2>/dev/null; then rm -rf {held}; fi"
             try:
-                transport_for(self.target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
+                transport_for(self._target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
             except SSHError as exc:
                 raise TransientCloudError(f"cannot release host {host_id}: {exc}") from None
             with self._lock:

@@ -178,6 +178,8 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         settings[section] = _check_section(section, body, f"{where}.{section}", cloud)
     if cloud == "ssh" and "ssh" not in settings:
         raise ConfigError(f"{where}: an ssh environment needs an `ssh:` section with user, private_key_file and hosts")
+    if cloud in ("aws", "gcp"):
+        _check_vm_environment(cloud, columns, settings, where)
     if cloud in ("local", "fake"):
         settings.setdefault(cloud, {})
         runtime = settings[cloud].get("runtime", "auto")
@@ -199,6 +201,15 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
     for key in ("connect_timeout", "unreachable_timeout"):
         if key in body:
             body[key] = parse_duration(body[key], f"{where}.{key}")
+    if body.get("address", "public") not in ("public", "private"):
+        raise ConfigError(f"{where}.address: {body['address']!r} is not `public` or `private`")
+    port = body.get("port", 22)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{where}.port: {port!r} is not a port number")
+    resolver = body.get("endpoint_resolver")
+    if resolver is not None and not (isinstance(resolver, str)
+                                     and re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", resolver)):
+        raise ConfigError(f"{where}.endpoint_resolver: {resolver!r} is not of the form 'module:function'")
     if "workdir" in body and not (isinstance(body["workdir"], str) and WORKDIR_RE.match(body["workdir"])):
         raise ConfigError(f"{where}.workdir: an absolute path of letters, digits, . _ - / is expected")
     if not pool:
@@ -239,10 +250,77 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
     return body
 
 
+def _check_vm_environment(cloud: str, columns: dict[str, Any], settings: dict[str, Any], where: str) -> None:
+    """What every aws/gcp environment needs besides its own section's checks."""
+    if not columns.get("region"):
+        raise ConfigError(f"{where}.region: a {cloud} environment needs a region (e.g. eu-west-1, us-central1)")
+    if not columns.get("instance_type"):
+        raise ConfigError(f"{where}.instance_type: a {cloud} environment needs an instance type (or a list)")
+    if cloud not in settings:
+        raise ConfigError(f"{where}: a {cloud} environment needs a `{cloud}:` section")
+    ssh = settings.get("ssh")
+    if not ssh or not ssh.get("private_key_file"):
+        raise ConfigError(f"{where}.ssh.private_key_file: vh-orch logs in to its {cloud} machines with this key; "
+                          "create one with `ssh-keygen -t ed25519 -f FILE`")
+
+
+def _strings(body: dict[str, Any], key: str, where: str, pattern: str | None = None) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}.{key}: a list of names is expected")
+    for v in value:
+        if pattern and not re.match(pattern, v):
+            raise ConfigError(f"{where}.{key}: {v!r} does not look right (expected {pattern})")
+
+
+def _check_tags(body: dict[str, Any], key: str, where: str, reserved: tuple[str, ...]) -> None:
+    tags = body.get(key)
+    if tags is None:
+        return
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and k for k in tags):
+        raise ConfigError(f"{where}.{key}: a mapping of names to values is expected")
+    for name, value in tags.items():
+        if name.lower().startswith(reserved):
+            raise ConfigError(f"{where}.{key}: {name!r} is reserved (names starting with {', '.join(reserved)})")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}.{name}: {value!r} is not a plain value")
+    body[key] = {k: str(v) for k, v in tags.items()}
+
+
+def _check_aws(body: dict[str, Any], where: str) -> dict[str, Any]:
+    ami = body.get("ami")
+    if not isinstance(ami, str) or not re.match(r"^(ami-[0-9a-f]{8,17}|/[\w./-]+|resolve:ssm:/[\w./-]+)$", ami):
+        raise ConfigError(f"{where}.ami: {ami!r} is not an AMI id (ami-...) or an SSM parameter name "
+                          "(e.g. /aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id)")
+    if body.get("zones") and body.get("subnet_ids"):
+        raise ConfigError(f"{where}: give `zones` or `subnet_ids` (fallbacks in order), not both")
+    _strings(body, "zones", where, r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+    _strings(body, "subnet_ids", where, r"^subnet-[0-9a-f]+$")
+    _strings(body, "security_group_ids", where, r"^sg-[0-9a-f]+$")
+    for key in ("key_name", "iam_instance_profile"):
+        if key in body and (not isinstance(body[key], str) or not body[key]):
+            raise ConfigError(f"{where}.{key}: a non-empty string is expected")
+    size = body.get("root_volume_gb")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 65536):
+        raise ConfigError(f"{where}.root_volume_gb: {size!r} is not a size in GB (8 to 65536)")
+    price = body.get("spot_max_price")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, (int, float)) or price <= 0):
+        raise ConfigError(f"{where}.spot_max_price: {price!r} is not a price per hour (a number above 0)")
+    _check_tags(body, "tags", where, ("aws:", "vh-orch-"))
+    url = body.get("endpoint_url")
+    if url is not None and not (isinstance(url, str) and re.match(r"^https?://[^\s/]+", url)):
+        raise ConfigError(f"{where}.endpoint_url: {url!r} is not an http(s) URL")
+    return body
+
+
 def _check_section(section: str, body: dict[str, Any], where: str, cloud: str = "") -> dict[str, Any]:
     body = dict(body)
     if section == "ssh":
         return _check_ssh(body, where, pool=cloud == "ssh")
+    if section == "aws":
+        return _check_aws(body, where)
     if section == "fake":
         boot = body.get("boot_seconds", 0)
         body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")

@@ -27,6 +27,7 @@ from vh_orch.bootstrap.runtimes import (
     kill_leftover_process,
     remove_container,
 )
+from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
@@ -243,8 +244,8 @@ class Daemon:
         from vh_orch.bootstrap.remote import RemoteDockerRuntime
         from vh_orch.bootstrap.ssh import transport_for
 
-        return RemoteDockerRuntime(transport_for(driver.target(machine.zone)),  # type: ignore[union-attr]
-                                   driver.workdir(machine.zone))  # type: ignore[union-attr]
+        return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
+                                   driver.workdir(machine))  # type: ignore[union-attr]
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine)."""
@@ -263,12 +264,13 @@ class Daemon:
         assert machine.id is not None
         try:
             driver = self.reconciler.driver(env)
-            transport = transport_for(driver.target(machine.zone))  # type: ignore[union-attr]
+            transport = transport_for(driver.target(machine))  # type: ignore[union-attr]
             ssh = env.settings.get("ssh", {})
-            bootstrap(transport, driver.workdir(machine.zone),  # type: ignore[union-attr]
+            bootstrap(transport, driver.workdir(machine),  # type: ignore[union-attr]
                       lambda step: self.store.set_bootstrap_step(machine.id, step),  # type: ignore[arg-type]
                       deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
-                      install_command=ssh.get("install_docker_command"))
+                      install_command=ssh.get("install_docker_command"),
+                      first_boot=env.cloud in DIRECT_DATA_CLOUDS)
             self.store.advance_machine(machine.id, "ready", "ready", None)
         except HostKeyMismatch as exc:
             log.error("machine %s: %s; it will never be used", machine.id, exc)
@@ -348,7 +350,7 @@ class Daemon:
             if cloud is None:
                 env = envs.get(execution.environment_id)
                 machine = machines.get(execution.machine_id)
-                if env is not None and machine is not None and env.cloud == "ssh":
+                if env is not None and machine is not None and env.cloud in SSH_CLOUDS:
                     # Its container runs on, on the remote machine: follow it again.
                     log.info("re-attaching to execution %s on machine %s", execution.id, machine.id)
                     self._start_runner(execution, self._runtime_on(env, machine), env.id,  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from vh_orch.cloud_drivers.base import PENDING, CloudInstance
+from vh_orch.cloud_drivers.base import PENDING, STOPPING, CloudInstance
 from vh_orch.orchestrator.models import MachineState
 
 REQUESTED = MachineState.REQUESTED.value
@@ -302,6 +302,10 @@ def _sync(env: EnvView, machines: Sequence[MachineView], now: datetime, grace_s:
             gone = next((i for i in instances if i.instance_id == m.instance_id), None)
             why = gone.state_reason if gone is not None and gone.state_reason else "the instance vanished"
             actions.append(MarkLost(m.id, reason=why))
+            settled.add(m.id)
+        elif inst.state == STOPPING:
+            # Stopped behind vh-orch's back: it serves no one; once lost, orphan handling ends it.
+            actions.append(MarkLost(m.id, reason=inst.state_reason or "the instance was stopped"))
             settled.add(m.id)
         elif m.state == PROVISIONING and inst.state != PENDING:
             if env.needs_bootstrap:

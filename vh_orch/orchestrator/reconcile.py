@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from vh_orch.cloud_drivers import make_driver
-from vh_orch.cloud_drivers.base import CloudDriver, LaunchSpec
+from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, ConfigError, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
 from vh_orch.orchestrator.models import Environment, Execution, Machine
@@ -70,6 +70,7 @@ class Reconciler:
         self._orphan_retry: dict[str, datetime] = {}
         self.runtime_name = runtime_name
         self.last_actions: list[P.Action] = []
+        self._listed: dict[str, CloudInstance] = {}
 
     def driver(self, env: Environment) -> CloudDriver | None:
         assert env.id is not None
@@ -113,6 +114,7 @@ class Reconciler:
             ),
             orphan_grace_s=self.orphan_grace_s,
         )
+        self._listed = {i.instance_id: i for v in views for i in (v.instances or ()) if not i.gone}
         actions = P.decide(snapshot, now)
         machine_rows = {m.id: m for m in machines}
         capacity_hit: set[int] = set()
@@ -149,7 +151,7 @@ class Reconciler:
             instances = self._list(env)
         settings = env.settings
         cloud_settings = settings.get(env.cloud, {}) if isinstance(settings.get(env.cloud), dict) else {}
-        zones = tuple(cloud_settings.get("zones") or [None])
+        zones = tuple(cloud_settings.get("zones") or cloud_settings.get("subnet_ids") or [None])
         if env.cloud == "ssh":
             from vh_orch.cloud_drivers.ssh_pool import pool_hosts  # paramiko only where SSH is used
 
@@ -169,7 +171,7 @@ class Reconciler:
             boot_timeout_s=settings.get("boot_timeout_s", 600.0),
             bootstrap_timeout_s=settings.get("bootstrap_timeout_s", 1200.0),
             capacity_block_s=settings.get("capacity_block_s", 300.0),
-            needs_bootstrap=env.cloud in ("aws", "gcp", "ssh"),
+            needs_bootstrap=env.cloud in SSH_CLOUDS,
             exclusive_zones=env.cloud == "ssh",
             draining=bool(settings.get("draining")),
             updated_at=env.updated_at,
@@ -231,6 +233,11 @@ class Reconciler:
                 affected = store.mark_lost(mid, action.reason, env.max_attempts)
                 if affected:
                     self.host.abandon(affected, f"machine {mid} lost")
+                instance_id = machines[mid].instance_id
+                driver = self.driver(env)
+                if instance_id in self._listed and driver is not None:
+                    # Lost, yet still there (stopped behind our back): it must not linger.
+                    driver.terminate([instance_id])
             case P.MarkIdle(machine_id=mid):
                 store.mark_idle(mid)
             case P.ConfirmTerminated(machine_id=mid):
@@ -265,6 +272,7 @@ class Reconciler:
             # Nothing more launches in this environment this pass; the next pass decides anew.
             capacity_hit.add(env.id)  # type: ignore[arg-type]
             kind, fail_row = next(((k, f) for cls, k, f in FAILURE_KINDS if isinstance(exc, cls)), ("fatal", True))
+            fail_row = fail_row or not getattr(exc, "maybe_created", True)
             self._launch_failed(env, row, kind, zone, itype, exc, fail_row=fail_row)
         else:
             self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]

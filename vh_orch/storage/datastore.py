@@ -1,4 +1,9 @@
-"""Datastores keep outputs; each is addressed by a URI (file:// now, s3:// and gs:// later)."""
+"""Datastores keep outputs; each is addressed by a URI (file://, s3://; gs:// later).
+
+An environment picks its datastore with an optional `datastore` setting, checked by
+validate_datastore_setting when the environment is added and turned into a Datastore
+by datastore_from_settings.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,20 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from vh_orch.errors import ConfigError
 
 CHUNK = 1024 * 1024
+ACCEPTED_SETTINGS = (
+    "accepted: no setting (files under the data folder), 'file:///absolute/folder', 's3://bucket[/prefix]', "
+    "or a mapping {uri: 's3://bucket[/prefix]', endpoint_url: URL, region: NAME, multipart_threshold_mb: N}"
+)
+S3_KEYS = {"uri", "endpoint_url", "region", "multipart_threshold_mb"}
 
 
 @dataclass(frozen=True)
@@ -29,8 +40,8 @@ class Datastore(Protocol):
         """Store a local file under a new datum id; returns where it went and its checksum."""
         ...
 
-    def get(self, uri: str, dest: Path) -> None:
-        """Copy a stored object to a local file."""
+    def get(self, uri: str, dest: Path) -> tuple[int, str]:
+        """Copy a stored object to a local file; returns its size and sha256."""
         ...
 
 
@@ -47,8 +58,8 @@ class FileDatastore:
         size, digest = copy_with_sha256(source, dest)
         return StoredFile(datum_id=datum_id, uri=dest.resolve().as_uri(), size=size, sha256=digest)
 
-    def get(self, uri: str, dest: Path) -> None:
-        copy_with_sha256(file_uri_path(uri), dest)
+    def get(self, uri: str, dest: Path) -> tuple[int, str]:
+        return copy_with_sha256(file_uri_path(uri), dest)
 
 
 def file_uri_path(uri: str) -> Path:
@@ -58,12 +69,73 @@ def file_uri_path(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-def download_uri(uri: str, dest: Path) -> None:
-    """Copy a stored object, whatever datastore holds it, to a local file."""
+def datastore_from_settings(value: object, data_dir: Path) -> Datastore:
+    """The datastore an environment's `datastore` setting names (None: files under data_dir)."""
+    resolved = _resolve_setting(value)
+    if not isinstance(resolved, dict):
+        return FileDatastore(resolved or data_dir)
+    from vh_orch.storage.s3 import S3Datastore
+
+    return S3Datastore(**resolved)
+
+
+def validate_datastore_setting(value: object) -> None:
+    """Check a `datastore` setting without contacting anything; ConfigError saying what is accepted."""
+    resolved = _resolve_setting(value)
+    if isinstance(resolved, dict):
+        from vh_orch.storage.s3 import check_s3_settings
+
+        check_s3_settings(**resolved)
+
+
+def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
+    """None (the data folder), a folder, or S3Datastore's keyword arguments."""
+    if value is None:
+        return None
+    setting = {"uri": value} if isinstance(value, str) else value
+    if not isinstance(setting, Mapping) or not isinstance(setting.get("uri"), str):
+        raise ConfigError(f"datastore setting {value!r} is not understood; {ACCEPTED_SETTINGS}")
+    uri = setting["uri"].strip()
+    scheme = urlparse(uri).scheme
+    if scheme == "gs":
+        raise ConfigError("gs:// datastores come with the GCP driver; use s3:// or file:// for now")
+    if scheme == "file":
+        if set(setting) != {"uri"}:
+            raise ConfigError(f"a file:// datastore takes no other settings; {ACCEPTED_SETTINGS}")
+        path = file_uri_path(uri)
+        if not path.is_absolute():
+            raise ConfigError(f"datastore {uri!r} is not an absolute folder; {ACCEPTED_SETTINGS}")
+        return path
+    if scheme != "s3":
+        raise ConfigError(f"datastore {uri!r} is not a file:// or s3:// URI; {ACCEPTED_SETTINGS}")
+    unknown = sorted(set(setting) - S3_KEYS, key=str)
+    if unknown:
+        raise ConfigError(f"datastore setting has unknown keys {unknown}; {ACCEPTED_SETTINGS}")
+    options: dict[str, Any] = {"uri": uri, "endpoint_url": setting.get("endpoint_url"), "region": setting.get("region")}
+    if "multipart_threshold_mb" in setting:
+        mb = setting["multipart_threshold_mb"]
+        if not isinstance(mb, int) or isinstance(mb, bool) or not 0 <= mb <= 5120:
+            raise ConfigError(f"datastore multipart_threshold_mb {mb!r} must be a whole number of MiB (0-5120)")
+        options["multipart_threshold"] = mb * 1024 * 1024
+    return options
+
+
+def download_uri(uri: str, dest: Path, datastore_settings: object = None) -> tuple[int, str]:
+    """Copy a stored object, whatever datastore holds it, to a local file; returns its size and sha256.
+
+    s3:// objects are fetched with the endpoint and region of datastore_settings when it is a
+    mapping that gives them, else with boto3's defaults (which honour AWS_ENDPOINT_URL_S3).
+    """
     scheme = urlparse(uri).scheme
     if scheme == "file":
-        copy_with_sha256(file_uri_path(uri), dest)
-        return
+        return copy_with_sha256(file_uri_path(uri), dest)
+    if scheme == "s3":
+        from vh_orch.storage.s3 import S3Datastore, split_s3_uri
+
+        bucket, _ = split_s3_uri(uri)
+        resolved = _resolve_setting(datastore_settings)
+        where = {k: resolved[k] for k in ("endpoint_url", "region")} if isinstance(resolved, dict) else {}
+        return S3Datastore(f"s3://{bucket}", **where).get(uri, dest)
     raise ConfigError(f"unsupported datastore URI {uri!r}")
 
 

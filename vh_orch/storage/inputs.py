@@ -10,10 +10,11 @@ from urllib.parse import unquote, urlparse
 
 import requests
 
-from vh_orch.errors import ConfigError, UserInputError
-from vh_orch.storage.datastore import CHUNK, copy_with_sha256, file_uri_path
+from vh_orch.errors import UserInputError, VhOrchError
+from vh_orch.storage.datastore import CHUNK, download_uri, file_uri_path
 
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
+ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key or datum://ID"
 
 
 class InputFetchError(Exception):
@@ -35,10 +36,12 @@ def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool]
     elif parsed.scheme == "datum":
         if not parsed.netloc or not datum_exists(parsed.netloc):
             raise UserInputError(f"input {name!r}: no datum {url!r}; see `vh-orch exec outputs ID`")
+    elif parsed.scheme == "s3":
+        bucket, _, key = url[len("s3://"):].partition("/")
+        if not bucket or not key or key.endswith("/"):
+            raise UserInputError(f"input {name!r}: {url!r} needs a bucket and an object key; {ACCEPTED_URLS}")
     elif parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UserInputError(
-            f"input {name!r}: unsupported URL {url!r}; use a local path, file://, http(s):// or datum://ID"
-        )
+        raise UserInputError(f"input {name!r}: unsupported URL {url!r}; {ACCEPTED_URLS}")
     return url
 
 
@@ -63,11 +66,14 @@ def fetch_inputs(
     inputs_dir: Path,
     visible_root: str,
     resolve_datum: Callable[[str], tuple[str, str]],
+    *,
+    datastore_settings: object = None,
 ) -> dict[str, Any]:
     """Fetch every input into inputs_dir/<name>/<file>; returns the inputs.json content.
 
     visible_root is where the inputs folder appears to the command (/valohai/inputs in a
-    container, the host folder in the process runtime).
+    container, the host folder in the process runtime). datastore_settings (the
+    environment's `datastore` setting) gives the endpoint and region for s3:// URLs.
     """
     config: dict[str, Any] = {}
     for name, url_list in urls.items():
@@ -80,6 +86,8 @@ def fetch_inputs(
             if url.startswith("datum://"):
                 source_uri, stored_name = resolve_datum(urlparse(url).netloc)
                 default_name = PurePosixPath(stored_name).name
+            elif url.startswith("s3://"):
+                default_name = PurePosixPath(url).name  # S3 keys are not percent-encoded
             else:
                 default_name = unquote(PurePosixPath(urlparse(url).path).name)
             wanted = filenames.get(name) if len(url_list) == 1 and filenames.get(name) else default_name
@@ -88,7 +96,7 @@ def fetch_inputs(
                 raise InputFetchError(f"input {name!r}: two URLs give the same file name {file_name!r}")
             seen.add(file_name)
             dest = folder / file_name
-            size, digest = _fetch(source_uri, dest, name)
+            size, digest = _fetch(source_uri, dest, name, datastore_settings)
             files.append(
                 {
                     "name": file_name,
@@ -102,16 +110,16 @@ def fetch_inputs(
     return config
 
 
-def _fetch(uri: str, dest: Path, input_name: str) -> tuple[int, str]:
+def _fetch(uri: str, dest: Path, input_name: str, datastore_settings: object) -> tuple[int, str]:
     scheme = urlparse(uri).scheme
     try:
         if scheme in ("http", "https"):
             return _download(uri, dest)
-        if scheme == "file":
-            return copy_with_sha256(file_uri_path(uri), dest)
+        if scheme in ("file", "s3"):
+            return download_uri(uri, dest, datastore_settings)
     except InputFetchError:
         raise
-    except (OSError, requests.RequestException, ConfigError) as exc:
+    except (OSError, requests.RequestException, VhOrchError) as exc:
         raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
     raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
 

@@ -1,0 +1,143 @@
+"""What the AWS and GCP drivers share: reaching a new VM over SSH, safely.
+
+Every machine gets a host key pair generated here at launch. The private half goes
+into the machine's first-boot configuration (cloud-init puts it in place before sshd
+starts); the public half is written on the instance as a tag or label, so it is pinned
+from the first connection on, also for an instance adopted after a crash. The
+machine's address is its public IP, its private IP (`ssh.address: private`), or
+whatever an operator's `ssh.endpoint_resolver` returns (bastions, VPNs, tests).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from vh_orch.bootstrap.ssh import SSHTarget
+from vh_orch.errors import ConfigError
+
+TAG_HOST_KEY = "vh-orch-host-key"
+DEFAULT_WORKDIR = "/var/lib/vh-orch"
+RESOLVER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+Resolver = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def generate_host_key() -> tuple[str, str]:
+    """A fresh ed25519 host key: (private key in OpenSSH PEM form, public key 'ssh-ed25519 BASE64')."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+def public_key_of(private_key_file: str) -> str:
+    """The 'TYPE BASE64' public key of vh-orch's SSH key (from KEY.pub, or derived from KEY)."""
+    pub = Path(f"{private_key_file}.pub")
+    if pub.is_file():
+        return " ".join(pub.read_text().split()[:2])
+    import paramiko
+
+    try:
+        key = paramiko.PKey.from_path(private_key_file)
+    except Exception as exc:
+        raise ConfigError(f"ssh.private_key_file {private_key_file}: cannot read the key: {exc}") from None
+    return f"{key.get_name()} {key.get_base64()}"
+
+
+def cloud_config(user: str, authorized_key: str, host_private: str, host_public: str, workdir: str) -> str:
+    """cloud-init user-data: the host key, vh-orch's login key, Docker and curl, the workdir."""
+    config: dict[str, Any] = {
+        "ssh_deletekeys": True,
+        "ssh_genkeytypes": [],
+        "ssh_keys": {"ed25519_private": host_private, "ed25519_public": host_public},
+        "groups": ["docker"],
+        "package_update": True,
+        "packages": ["docker.io", "curl"],
+        "runcmd": [
+            ["systemctl", "enable", "--now", "docker"],
+            ["mkdir", "-p", workdir],
+            ["chown", user, workdir],
+        ],
+    }
+    if user == "root":
+        config.update(disable_root=False, ssh_authorized_keys=[authorized_key])
+    else:
+        config["users"] = [{"name": user, "groups": ["docker"], "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                            "shell": "/bin/bash", "ssh_authorized_keys": [authorized_key]}]
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def load_resolver(spec: str) -> Resolver:
+    """Import `module:function`; a ConfigError says plainly what is wrong."""
+    if not isinstance(spec, str) or not RESOLVER_RE.match(spec):
+        raise ConfigError(f"ssh.endpoint_resolver: {spec!r} is not of the form 'module:function'")
+    module_name, _, name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"ssh.endpoint_resolver: cannot import {module_name!r}: {exc}") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise ConfigError(f"ssh.endpoint_resolver: {module_name!r} has no function {name!r}")
+    return function  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """What an endpoint resolver is given about an instance."""
+
+    instance_id: str
+    private_ip: str | None
+    public_ip: str | None
+    zone: str | None
+    tags: dict[str, str]
+    host_key: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "private_ip": self.private_ip, "public_ip": self.public_ip,
+                "zone": self.zone, "tags": dict(self.tags)}
+
+
+class VMAccess:
+    """How vh-orch logs in to the VMs of one environment (its `ssh:` section)."""
+
+    def __init__(self, ssh: dict[str, Any], default_user: str) -> None:
+        self.user = ssh.get("user", default_user)
+        self.key_file = ssh.get("private_key_file", "")
+        self.port = int(ssh.get("port", 22))
+        self.address = ssh.get("address", "public")
+        self.connect_timeout_s = float(ssh.get("connect_timeout", 10))
+        self.workdir = ssh.get("workdir", DEFAULT_WORKDIR)
+        self.resolver = load_resolver(ssh["endpoint_resolver"]) if ssh.get("endpoint_resolver") else None
+
+    def user_data(self, host_private: str, host_public: str) -> str:
+        return cloud_config(self.user, public_key_of(self.key_file), host_private, host_public, self.workdir)
+
+    def target(self, vm: VMInfo) -> SSHTarget:
+        host, port, host_key = None, self.port, vm.host_key
+        if self.resolver is not None:
+            found = self.resolver(vm.as_dict())
+            if not isinstance(found, dict) or not isinstance(found.get("host"), str):
+                raise ConfigError(f"ssh.endpoint_resolver returned {found!r}; expected {{'host', 'port', "
+                                  "'host_key'?}")
+            host, port = found["host"], int(found.get("port", self.port))
+            host_key = found.get("host_key") or host_key
+        else:
+            host = vm.private_ip if self.address == "private" else vm.public_ip
+        if not host:
+            raise ConfigError(f"instance {vm.instance_id} has no {self.address} address yet")
+        if not host_key:
+            raise ConfigError(f"instance {vm.instance_id} has no pinned host key (tag {TAG_HOST_KEY} missing); "
+                              "it cannot be trusted")
+        return SSHTarget(host, port, self.user, self.key_file, host_key, self.connect_timeout_s)
