@@ -9,6 +9,7 @@ retirement and termination.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,6 +34,16 @@ STEPS = f"""
       - name: pause
         type: float
         default: 0.2
+- step:
+    name: data
+    image: {BUSYBOX}
+    command:
+      - cat /valohai/config/inputs.json; echo
+      - sha256sum /valohai/inputs/data/*
+      - dd if=/dev/urandom of=/valohai/outputs/big.bin bs=1048576 count=11 2>/dev/null
+      - mkdir -p /valohai/outputs/sub && echo small > "/valohai/outputs/sub/it's small.txt"
+    inputs:
+      - name: data
 """
 
 
@@ -116,3 +127,82 @@ def test_an_instance_terminated_while_running_requeues_and_completes_elsewhere(a
     assert "terminated" in machines[first]["reason"]
     out = logs(aws_vh, eid, "stdout")
     assert out[-40:] == [f"line {n}" for n in range(1, 41)], "attempt 2 ran the whole command"
+
+
+BUCKET = "vh-data"
+
+
+def datastore(moto) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    return {"uri": f"s3://{BUCKET}/runs", "endpoint_url": moto.url, "region": REGION, "multipart_threshold_mb": 5}
+
+
+def s3_bytes(moto, uri: str) -> bytes:  # type: ignore[no-untyped-def]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return moto.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_inputs_and_outputs_move_between_the_machine_and_s3_directly(
+        vh: VhOrch, tmp_path: Path, moto, ssh_pool: SSHPool, docker_images: None) -> None:  # type: ignore[no-untyped-def]
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_object(Bucket=BUCKET, Key="inputs/data.csv", Body=b"a,b\n1,2\n")
+    vh.env["VH_TEST_SSH_HOSTS"] = json.dumps(
+        [{"host": h.address, "port": h.port, "host_key": h.host_key} for h in ssh_pool.hosts])
+    vh("env", "apply", aws_env(moto, ssh_pool, tmp_path, datastore=datastore(moto)))
+    vh("project", "add", "p")
+    project = make_project(tmp_path, "proj", STEPS)
+    vh.start_daemon()
+    first = vh.run_json("data", "--project", "p", "--adhoc", str(project), "--env", "aws-cpu",
+                        "-i", f"data=s3://{BUCKET}/inputs/data.csv")["id"]
+    info = vh.wait(first, timeout=180)
+    assert info["status"] == "complete", info
+    out = logs(vh, first, "stdout")
+    checksum_line = next(i for i, line in enumerate(out) if line.endswith("  /valohai/inputs/data/data.csv"))
+    inputs_json = json.loads("\n".join(out[:checksum_line]))
+    (entry,) = inputs_json["data"]["files"]
+    expected = hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    assert entry["size"] == 8 and entry["checksums"]["sha256"] == expected
+    assert f"{expected}  /valohai/inputs/data/data.csv" in out
+    outputs = {o["name"]: o for o in info["outputs"]}
+    assert set(outputs) == {"big.bin", "sub/it's small.txt"}
+    for output in outputs.values():
+        assert output["uri"].startswith(f"s3://{BUCKET}/runs/")
+        body = s3_bytes(moto, output["uri"])
+        assert len(body) == output["size"] and hashlib.sha256(body).hexdigest() == output["sha256"]
+    assert outputs["big.bin"]["size"] == 11 * 1024 * 1024
+    # The bytes moved between the machine (curl) and S3; the daemon (boto3) only signed and completed.
+    puts = [s for s in moto.proxy.log if s.method == "PUT" and "/runs/" in s.path]
+    assert puts and all(s.user_agent.startswith("curl/") for s in puts)
+    assert sum("uploadId" in s.path for s in puts) == 3, "11 MiB in 5 MiB parts"
+    gets = [s for s in moto.proxy.log if s.method == "GET" and "inputs/data.csv" in s.path]
+    assert gets and all(s.user_agent.startswith("curl/") for s in gets)
+
+    # An output of one execution is the input of the next, through datum://, again directly.
+    second = vh.run_json("data", "--project", "p", "--adhoc", str(project), "--env", "aws-cpu",
+                         "-i", f"data=datum://{outputs['big.bin']['id']}")["id"]
+    info2 = vh.wait(second, timeout=180)
+    assert info2["status"] == "complete", info2
+    assert f"{outputs['big.bin']['sha256']}  /valohai/inputs/data/big.bin" in logs(vh, second, "stdout")
+
+
+def test_machines_without_direct_access_go_through_the_daemon(vh: VhOrch, tmp_path: Path, moto) -> None:  # type: ignore[no-untyped-def]
+    moto.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    entry = {"name": "here", "cloud": "fake", "max_scale": 1, "idle_timeout": "1m",
+             "fake": {"runtime": "process"}, "datastore": datastore(moto)}
+    (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
+    vh("env", "apply", str(tmp_path / "envs.yaml"))
+    vh("project", "add", "p")
+    project = make_project(tmp_path, "proj2", """
+- step:
+    name: write
+    image: none
+    command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
+""")
+    vh.start_daemon()
+    eid = vh.run_json("write", "--project", "p", "--adhoc", str(project), "--env", "here")["id"]
+    info = vh.wait(eid, timeout=60)
+    assert info["status"] == "complete", info
+    (output,) = info["outputs"]
+    assert output["uri"].startswith(f"s3://{BUCKET}/runs/") and s3_bytes(moto, output["uri"]) == b"hello\n"
+    puts = [s for s in moto.proxy.log if s.method == "PUT" and "/runs/" in s.path]
+    assert puts and all(s.user_agent.startswith("Boto3/") for s in puts)

@@ -57,9 +57,11 @@ class ResumePoint:
 class RemoteDockerRuntime:
     name = "docker"
 
-    def __init__(self, transport: SSHTransport, workdir: str) -> None:
+    def __init__(self, transport: SSHTransport, workdir: str, direct_data: bool = False) -> None:
         self.transport = transport
         self.workdir = workdir.rstrip("/")
+        # A cloud VM moves inputs and outputs to and from the object store itself (signed URLs).
+        self.direct_data = direct_data
 
     def remote_folder(self, spec: RunSpec) -> str:
         return f"{self.workdir}/executions/{spec.execution_id}"
@@ -142,6 +144,45 @@ class RemoteDockerRuntime:
             tar.extractall(dest, filter="data")
         if command.wait(600) != 0:
             raise RuntimeFailure(f"collecting outputs failed: {command.stderr.read().decode(errors='replace')}")
+
+    def remote_path(self, spec: RunSpec, rel: str) -> str:
+        return f"{self.remote_folder(spec)}/{rel}"
+
+    def run_script(self, script: str, timeout: float = 3600) -> str:
+        """Run a sh script (sent on stdin, so its size is not limited); its stdout, or RuntimeFailure."""
+        try:
+            result = self.transport.run("sh -s", stdin=script.encode(), timeout=timeout)
+        except SSHError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        if result.code != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeFailure(tail[0])
+        return result.stdout
+
+    def put_file(self, spec: RunSpec, rel: str, data: bytes) -> None:
+        path = shlex.quote(self.remote_path(spec, rel))
+        try:
+            result = self.transport.run(f"cat > {path}.part && mv {path}.part {path}", stdin=data, timeout=120)
+        except SSHError as exc:
+            raise RuntimeFailure(str(exc)) from None
+        if result.code != 0:
+            raise RuntimeFailure(f"writing {rel} on {self.transport.target.label} failed: {result.stderr.strip()}")
+
+    def list_outputs(self, spec: RunSpec) -> tuple[list[tuple[str, int]], list[str]]:
+        """The regular files under outputs/ (relative path, size), and the other entries (not stored)."""
+        folder = shlex.quote(self.remote_path(spec, "outputs"))
+        out = self.run_script(f"cd {folder} && find . -mindepth 1 \\( -type f -printf 'F %s %P\\0' \\) "
+                              f"-o \\( ! -type d -printf 'X 0 %P\\0' \\)\n", timeout=600)
+        files, others = [], []
+        for record in out.split("\0"):
+            if not record:
+                continue
+            kind, size, rel = record.split(" ", 2)
+            if kind == "F":
+                files.append((rel, int(size)))
+            else:
+                others.append(rel)
+        return sorted(files), sorted(others)
 
     def cleanup(self, spec: RunSpec) -> None:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from vh_orch.errors import ConfigError
+from vh_orch.storage.datastore import validate_datastore_setting
 
 CLOUDS = ("local", "ssh", "aws", "gcp", "fake")
 PULL_POLICIES = ("if-missing", "always", "never")
@@ -24,7 +25,7 @@ UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
-    "bootstrap_timeout", "capacity_block", "description",
+    "bootstrap_timeout", "capacity_block", "description", "datastore",
 }
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
@@ -163,6 +164,12 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         settings[f"{key}_s"] = parse_duration(merged[key], f"{where}.{key}")
     if "description" in merged:
         settings["description"] = str(merged["description"])
+    if merged.get("datastore") is not None:
+        try:
+            validate_datastore_setting(merged["datastore"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.datastore: {exc}") from None
+        settings["datastore"] = merged["datastore"]
 
     for section in SECTIONS_FOR[cloud]:
         if section not in entry:
@@ -372,7 +379,7 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
     if settings.get("instance_types"):
         types = settings["instance_types"]
         entry["instance_type"] = types[0] if len(types) == 1 else types
-    for key in ("pull_policy", "idle_policy", "description"):
+    for key in ("pull_policy", "idle_policy", "description", "datastore"):
         if key in settings:
             entry[key] = settings[key]
     for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block"):

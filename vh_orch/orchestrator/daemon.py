@@ -245,7 +245,8 @@ class Daemon:
         from vh_orch.bootstrap.ssh import transport_for
 
         return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
-                                   driver.workdir(machine))  # type: ignore[union-attr]
+                                   driver.workdir(machine),  # type: ignore[union-attr]
+                                   direct_data=env.cloud in DIRECT_DATA_CLOUDS)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine)."""

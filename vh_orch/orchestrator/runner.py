@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.config.steps import get_step, parse_config
+from vh_orch.errors import VhOrchError
 from vh_orch.bootstrap.runtimes import FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
-from vh_orch.storage.datastore import FileDatastore
-from vh_orch.storage.inputs import InputFetchError, fetch_inputs
+from vh_orch.storage.datastore import Datastore, datastore_from_settings
+from vh_orch.storage.inputs import DirectFetch, InputFetchError, fetch_inputs
 from vh_orch.storage.snapshots import extract_adhoc, extract_git
 from vh_orch.timeutil import iso
 
@@ -55,6 +56,19 @@ class ExecutionRunner:
         self._abandoned = False
         self._detached = False
         self._running: RunningCommand | None = None
+        self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
+        self._datastore: Datastore | None = None
+
+    @property
+    def datastore(self) -> Datastore:
+        if self._datastore is None:
+            self._datastore = datastore_from_settings(self._datastore_setting, self.settings.data_dir)
+        return self._datastore
+
+    @property
+    def _direct(self) -> bool:
+        """Whether the machine moves data to and from the datastore itself (cloud VMs with an object store)."""
+        return bool(getattr(self.runtime, "direct_data", False)) and hasattr(self.datastore, "plan_upload")
 
     @property
     def execution_id(self) -> int:
@@ -131,12 +145,15 @@ class ExecutionRunner:
             return Outcome(S.STOPPED, self._stop_reason, exit_code)
         problem = None
         collect = getattr(self.runtime, "collect", None)
-        if collect is not None:
-            try:
-                collect(spec)
-            except Exception as exc:  # any transport trouble becomes the execution's reason
-                problem = f"collecting outputs failed: {exc}"
-        stored = self._store_outputs(ingester) or problem
+        if self._direct:
+            stored = self._store_outputs_direct(spec, ingester)
+        else:
+            if collect is not None:
+                try:
+                    collect(spec)
+                except Exception as exc:  # any transport trouble becomes the execution's reason
+                    problem = f"collecting outputs failed: {exc}"
+            stored = self._store_outputs(ingester) or problem
         ingester.close(timeout=60)
         self._cleanup_remote(spec)
 
@@ -186,12 +203,16 @@ class ExecutionRunner:
 
         visible = self.runtime.visible_dirs(self.folder)
         filenames = _input_filenames(commit.config_yaml, execution.step)
+        deferred: list[DirectFetch] = []
         inputs_config = fetch_inputs(
             execution.inputs,
             filenames,
             self.folder / "inputs",
             visible["inputs"],
             self._resolve_datum,
+            datastore_settings=self._datastore_setting,
+            direct=self._signed_get if self._direct else None,
+            deferred=deferred,
         )
         config = self.folder / "config"
         _write_json(config / "parameters.json", execution.parameters)
@@ -226,7 +247,34 @@ class ExecutionRunner:
             cache_key=commit.identifier,
         )
         self.runtime.prepare(spec)
+        if deferred:
+            self._fetch_direct(spec, deferred, inputs_config)
         return spec
+
+    def _signed_get(self, uri: str) -> str | None:
+        """A signed URL the machine downloads an object of our object store with; None for anything else."""
+        presign = getattr(self.datastore, "presigned_get", None)
+        if presign is None or not uri.startswith("s3://"):
+            return None
+        return presign(uri)  # type: ignore[no-any-return]
+
+    def _fetch_direct(self, spec: RunSpec, deferred: list[DirectFetch], inputs_config: dict[str, Any]) -> None:
+        """The machine downloads these inputs itself; their sizes and checksums complete inputs.json."""
+        from vh_orch.storage.s3 import download_script, parse_files
+
+        runtime: Any = self.runtime
+        try:
+            out = runtime.run_script(download_script(runtime.remote_path(spec, "inputs"),
+                                                     [(d.rel_path, d.url) for d in deferred]))
+        except RuntimeFailure as exc:
+            raise InputFetchError(f"fetching inputs on the machine failed: {exc}") from None
+        files = parse_files(out)
+        for index, fetch in enumerate(deferred):
+            if index not in files:
+                raise InputFetchError(f"fetching inputs on the machine: no report for {fetch.rel_path}")
+            fetch.complete(*files[index])
+        _write_json(self.folder / "config" / "inputs.json", inputs_config)
+        runtime.put_file(spec, "config/inputs.json", (self.folder / "config" / "inputs.json").read_bytes())
 
     def _resolve_datum(self, datum_id: str) -> tuple[str, str]:
         output = self.store.get_output(datum_id)
@@ -274,10 +322,43 @@ class ExecutionRunner:
                 return running.wait(), timed_out
             self._stop.wait(POLL_S)
 
+    def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> str | None:
+        """The machine uploads outputs/ straight to the object store through signed URLs; the
+        daemon only signs, completes and records. Returns a problem to report, or None."""
+        from vh_orch.storage.s3 import parse_etags, parse_files, upload_script
+
+        runtime: Any = self.runtime
+        datastore: Any = self.datastore
+        plans = []
+        try:
+            files, others = runtime.list_outputs(spec)
+            for rel in others:
+                ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
+            if not files:
+                return None
+            plans = [(rel, datastore.plan_upload(rel, size)) for rel, size in files]
+            out = runtime.run_script(upload_script(runtime.remote_path(spec, "outputs"), plans))
+            etags, sums = parse_etags(out), parse_files(out)
+            rows = []
+            for index, (rel, plan) in enumerate(plans):
+                datastore.complete_upload(plan, etags.get(index, {}))
+                size, digest = sums[index]
+                rows.append(Output(id=plan.datum_id, execution_id=self.execution_id, name=rel, size=size,
+                                   sha256=digest, uri=plan.uri))
+        except Exception as exc:  # transport, signing or the store: the execution says what
+            for _, plan in plans:
+                try:
+                    datastore.abort_upload(plan)
+                except Exception:
+                    log.warning("could not abort the upload of %s", plan.uri)
+            return f"storing outputs failed: {exc}"
+        self.store.add_outputs(rows)
+        return None
+
     def _store_outputs(self, ingester: LogIngester) -> str | None:
         """Upload everything in outputs/; returns a problem to report, or None."""
         outputs_dir = self.folder / "outputs"
-        datastore = FileDatastore(self.settings.data_dir)
+        datastore = self.datastore
         rows: list[Output] = []
         try:
             for root, dirs, files in os.walk(outputs_dir):
@@ -299,7 +380,7 @@ class ExecutionRunner:
                             uri=stored.uri,
                         )
                     )
-        except OSError as exc:
+        except (OSError, VhOrchError) as exc:
             self.store.add_outputs(rows)
             return f"storing outputs failed: {exc}"
         self.store.add_outputs(rows)

@@ -22,7 +22,8 @@ from vh_orch.errors import ConfigError
 CHUNK = 1024 * 1024
 ACCEPTED_SETTINGS = (
     "accepted: no setting (files under the data folder), 'file:///absolute/folder', 's3://bucket[/prefix]', "
-    "or a mapping {uri: 's3://bucket[/prefix]', endpoint_url: URL, region: NAME, multipart_threshold_mb: N}"
+    "or a mapping {uri: 's3://bucket[/prefix]', endpoint_url: URL, region: NAME, multipart_threshold_mb: N "
+    "(files above N MiB go in parts of N MiB, at least 5; default 64)}"
 )
 S3_KEYS = {"uri", "endpoint_url", "region", "multipart_threshold_mb"}
 
@@ -117,6 +118,7 @@ def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
         if not isinstance(mb, int) or isinstance(mb, bool) or not 0 <= mb <= 5120:
             raise ConfigError(f"datastore multipart_threshold_mb {mb!r} must be a whole number of MiB (0-5120)")
         options["multipart_threshold"] = mb * 1024 * 1024
+        options["part_size"] = max(mb, 5) * 1024 * 1024  # bigger files go in parts of that size
     return options
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -60,6 +61,19 @@ def safe_file_name(input_name: str, file_name: str) -> str:
     return file_name
 
 
+@dataclass
+class DirectFetch:
+    """An input the machine downloads itself: where to (under inputs/), from which signed URL."""
+
+    rel_path: str
+    url: str
+    entry: dict[str, Any]  # its inputs.json entry, to complete with size and sha256
+
+    def complete(self, size: int, sha256: str) -> None:
+        self.entry["size"] = size
+        self.entry["checksums"] = {"sha256": sha256}
+
+
 def fetch_inputs(
     urls: dict[str, list[str]],
     filenames: dict[str, str | None],
@@ -68,12 +82,17 @@ def fetch_inputs(
     resolve_datum: Callable[[str], tuple[str, str]],
     *,
     datastore_settings: object = None,
+    direct: Callable[[str], str | None] | None = None,
+    deferred: list[DirectFetch] | None = None,
 ) -> dict[str, Any]:
     """Fetch every input into inputs_dir/<name>/<file>; returns the inputs.json content.
 
     visible_root is where the inputs folder appears to the command (/valohai/inputs in a
     container, the host folder in the process runtime). datastore_settings (the
     environment's `datastore` setting) gives the endpoint and region for s3:// URLs.
+    direct(uri) may return a signed URL the machine fetches the object with itself; such
+    inputs are not fetched here but listed in `deferred`, their entries to be completed
+    with the size and sha256 the machine reports.
     """
     config: dict[str, Any] = {}
     for name, url_list in urls.items():
@@ -95,17 +114,22 @@ def fetch_inputs(
             if file_name in seen:
                 raise InputFetchError(f"input {name!r}: two URLs give the same file name {file_name!r}")
             seen.add(file_name)
-            dest = folder / file_name
-            size, digest = _fetch(source_uri, dest, name, datastore_settings)
-            files.append(
-                {
-                    "name": file_name,
-                    "path": f"{visible_root}/{name}/{file_name}",
-                    "uri": url,
-                    "size": size,
-                    "checksums": {"sha256": digest},
-                }
-            )
+            signed = direct(source_uri) if direct is not None else None
+            if signed is not None and deferred is not None:
+                size, digest = 0, ""
+            else:
+                signed = None
+                size, digest = _fetch(source_uri, folder / file_name, name, datastore_settings)
+            entry = {
+                "name": file_name,
+                "path": f"{visible_root}/{name}/{file_name}",
+                "uri": url,
+                "size": size,
+                "checksums": {"sha256": digest},
+            }
+            files.append(entry)
+            if signed is not None:
+                deferred.append(DirectFetch(f"{name}/{file_name}", signed, entry))  # type: ignore[union-attr]
         config[name] = {"files": files}
     return config
 
