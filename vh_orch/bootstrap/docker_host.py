@@ -1,5 +1,5 @@
 """Bootstrap a machine over SSH, in named steps: waiting for SSH → (waiting for
-cloud-init, on a new cloud VM) → checking Docker → installing Docker → ready.
+the first-boot setup, on a new cloud VM) → checking Docker → installing Docker → ready.
 
 Idempotent: a marker with the bootstrap version in the machine's workdir means an
 unchanged machine is not set up twice. Every step has a deadline.
@@ -25,6 +25,13 @@ GPU_SETUP = ("distribution=$(. /etc/os-release; echo $ID$VERSION_ID) && "
              "apt-get install -y -qq nvidia-container-toolkit && "
              "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker")
 
+# A new cloud VM sets itself up at first boot (cloud-init user-data on AWS, a startup
+# script on GCP; see cloud_drivers/vm.py), then writes FIRST_BOOT_DONE.
+FIRST_BOOT_DONE = "/var/lib/vh-orch-first-boot-done"
+FIRST_BOOT_WAIT = ("if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null || true; fi; "
+                   "if command -v google_metadata_script_runner >/dev/null; then "
+                   f"while [ ! -f {FIRST_BOOT_DONE} ]; do sleep 2; done; fi; true")
+
 Step = Callable[[str], None]
 
 
@@ -47,8 +54,9 @@ def bootstrap(
 ) -> None:
     """Make sure Docker answers on the machine; raises HostKeyMismatch or BootstrapError.
 
-    first_boot: a new cloud VM, whose cloud-init is still installing Docker; wait for it
-    to finish before looking (and never race it for the package manager)."""
+    first_boot: a new cloud VM, whose first-boot setup may still be installing Docker and
+    our host key; wait for it to finish before looking (and never race it for the
+    package manager)."""
     end = time.monotonic() + deadline_s
     user = transport.target.user
     marker = shlex.quote(f"{workdir}/bootstrap-version")
@@ -59,8 +67,13 @@ def bootstrap(
         try:
             transport.run("true", timeout=30)
             break
-        except HostKeyMismatch:
-            raise
+        except HostKeyMismatch as exc:
+            # A new VM may show the key its image made until its first-boot script installs
+            # ours; nothing is sent to it meanwhile (the key is checked before we log in).
+            if not first_boot or time.monotonic() > end:
+                raise
+            last = exc
+            time.sleep(2)
         except SSHError as exc:
             last = exc
             if time.monotonic() > end:
@@ -68,11 +81,10 @@ def bootstrap(
             time.sleep(2)
 
     if first_boot:
-        on_step("waiting for cloud-init")
-        result = transport.run("if command -v cloud-init >/dev/null; then cloud-init status --wait >/dev/null; fi; "
-                               "true", timeout=max(1.0, end - time.monotonic()))
+        on_step("waiting for the first-boot setup")
+        result = transport.run(FIRST_BOOT_WAIT, timeout=max(1.0, end - time.monotonic()))
         if result.code != 0:
-            raise BootstrapError("cloud-init did not finish")
+            raise BootstrapError("the first-boot setup (cloud-init or startup script) did not finish")
 
     on_step("checking Docker")
     check = transport.run(f"cat {marker} 2>/dev/null; echo; {_sudo(user, 'docker info --format {{.ServerVersion}}')}",

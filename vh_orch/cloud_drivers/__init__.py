@@ -26,4 +26,8 @@ def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
         from vh_orch.cloud_drivers.aws import AWSDriver
 
         return AWSDriver(cluster_id, env)
+    if env.cloud == "gcp":
+        from vh_orch.cloud_drivers.gcp import GCPDriver
+
+        return GCPDriver(cluster_id, env)
     raise ConfigError(f"environment {env.name!r}: the {env.cloud} cloud driver is not available yet")

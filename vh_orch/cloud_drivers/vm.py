@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from vh_orch.bootstrap.docker_host import FIRST_BOOT_DONE
 from vh_orch.bootstrap.ssh import SSHTarget
 from vh_orch.errors import ConfigError
 
@@ -68,6 +70,7 @@ def cloud_config(user: str, authorized_key: str, host_private: str, host_public:
             ["systemctl", "enable", "--now", "docker"],
             ["mkdir", "-p", workdir],
             ["chown", user, workdir],
+            ["touch", FIRST_BOOT_DONE],
         ],
     }
     if user == "root":
@@ -76,6 +79,43 @@ def cloud_config(user: str, authorized_key: str, host_private: str, host_public:
         config["users"] = [{"name": user, "groups": ["docker"], "sudo": "ALL=(ALL) NOPASSWD:ALL",
                             "shell": "/bin/bash", "ssh_authorized_keys": [authorized_key]}]
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def startup_script(user: str, authorized_key: str, host_private: str, host_public: str, workdir: str) -> str:
+    """The same first-boot setup as cloud_config, as a shell script (GCE images run it at every
+    boot through the guest agent, with or without cloud-init); every value is quoted."""
+    q = shlex.quote
+    home = "/root" if user == "root" else f"/home/{user}"
+    lines = [
+        "#!/bin/sh",
+        "set -e",
+        f"if [ -f {q(FIRST_BOOT_DONE)} ]; then exit 0; fi",
+        f"printf '%s\\n' {q(host_private.strip())} > /etc/ssh/ssh_host_ed25519_key",
+        f"printf '%s\\n' {q(host_public)} > /etc/ssh/ssh_host_ed25519_key.pub",
+        "chmod 600 /etc/ssh/ssh_host_ed25519_key",
+        "rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*",
+        "systemctl restart ssh 2>/dev/null || systemctl restart sshd 2>/dev/null || service ssh restart",
+        "groupadd -f docker",
+    ]
+    if user != "root":
+        lines += [
+            f"id -u {q(user)} >/dev/null 2>&1 || useradd -m -s /bin/bash {q(user)}",
+            f"usermod -aG docker {q(user)}",
+            f"printf '%s\\n' {q(f'{user} ALL=(ALL) NOPASSWD:ALL')} > /etc/sudoers.d/vh-orch",
+        ]
+    lines += [
+        f"install -d -m 700 -o {q(user)} {q(home + '/.ssh')}",
+        f"grep -qxF {q(authorized_key)} {q(home + '/.ssh/authorized_keys')} 2>/dev/null || "
+        f"printf '%s\\n' {q(authorized_key)} >> {q(home + '/.ssh/authorized_keys')}",
+        f"chown {q(user)} {q(home + '/.ssh/authorized_keys')}",
+        "export DEBIAN_FRONTEND=noninteractive",
+        "command -v docker >/dev/null && command -v curl >/dev/null || "
+        "{ apt-get update -qq && apt-get install -y -qq docker.io curl; }",
+        "systemctl enable --now docker",
+        f"mkdir -p {q(workdir)} && chown {q(user)} {q(workdir)}",
+        f"touch {q(FIRST_BOOT_DONE)}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def load_resolver(spec: str) -> Resolver:

@@ -322,12 +322,57 @@ def _check_aws(body: dict[str, Any], where: str) -> dict[str, Any]:
     return body
 
 
+GCP_NAME_RE = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _check_gcp(body: dict[str, Any], where: str) -> dict[str, Any]:
+    project = body.get("project")
+    if not isinstance(project, str) or not re.match(r"^[a-z][-a-z0-9:.]{4,61}[a-z0-9]$", project):
+        raise ConfigError(f"{where}.project: {project!r} is not a project id (e.g. my-project-123)")
+    if not body.get("zones"):
+        raise ConfigError(f"{where}.zones: a list of zones is needed (e.g. [us-central1-a, us-central1-b])")
+    _strings(body, "zones", where, r"^[a-z]+-[a-z]+\d+-[a-z]$")
+    image = body.get("image", "projects/debian-cloud/global/images/family/debian-12")
+    if not isinstance(image, str) or not re.match(r"^(projects/[-a-z0-9]+/global/images/|global/images/|https://)", image):
+        raise ConfigError(f"{where}.image: {image!r} is not an image path "
+                          "(e.g. projects/debian-cloud/global/images/family/debian-12)")
+    size = body.get("disk_gb")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 10 <= size <= 65536):
+        raise ConfigError(f"{where}.disk_gb: {size!r} is not a size in GB (10 to 65536)")
+    for key in ("network", "service_account"):
+        if key in body and (not isinstance(body[key], str) or not body[key]):
+            raise ConfigError(f"{where}.{key}: a non-empty string is expected")
+    _check_tags(body, "labels", where, ("vh-orch-", "goog"))
+    for name, value in (body.get("labels") or {}).items():
+        if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", name) or not re.match(r"^[a-z0-9_-]{0,63}$", value):
+            raise ConfigError(f"{where}.labels.{name}: label names and values are lowercase letters, digits, _ "
+                              "and - (names start with a letter), up to 63 characters")
+    accelerators = body.get("accelerators") or []
+    if not isinstance(accelerators, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("type"), str) and re.match(GCP_NAME_RE, a["type"])
+            and set(a) <= {"type", "count"} and isinstance(a.get("count", 1), int) and a.get("count", 1) >= 1
+            for a in accelerators):
+        raise ConfigError(f"{where}.accelerators: a list of {{type: nvidia-l4, count: 1}} is expected")
+    url = body.get("api_endpoint")
+    if url is not None and not (isinstance(url, str) and re.match(r"^https?://[^\s/]+", url)):
+        raise ConfigError(f"{where}.api_endpoint: {url!r} is not an http(s) URL")
+    credentials = body.get("credentials", "default")
+    if credentials not in ("default", "anonymous"):
+        raise ConfigError(f"{where}.credentials: {credentials!r} is not `default` (Application Default "
+                          "Credentials) or `anonymous`")
+    if credentials == "anonymous" and not url:
+        raise ConfigError(f"{where}.credentials: `anonymous` only goes with an `api_endpoint` (tests, emulators)")
+    return body
+
+
 def _check_section(section: str, body: dict[str, Any], where: str, cloud: str = "") -> dict[str, Any]:
     body = dict(body)
     if section == "ssh":
         return _check_ssh(body, where, pool=cloud == "ssh")
     if section == "aws":
         return _check_aws(body, where)
+    if section == "gcp":
+        return _check_gcp(body, where)
     if section == "fake":
         boot = body.get("boot_seconds", 0)
         body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")

@@ -254,13 +254,14 @@ class ExecutionRunner:
     def _signed_get(self, uri: str) -> str | None:
         """A signed URL the machine downloads an object of our object store with; None for anything else."""
         presign = getattr(self.datastore, "presigned_get", None)
-        if presign is None or not uri.startswith("s3://"):
+        scheme = getattr(self.datastore, "scheme", None)
+        if presign is None or not scheme or not uri.startswith(f"{scheme}://"):
             return None
         return presign(uri)  # type: ignore[no-any-return]
 
     def _fetch_direct(self, spec: RunSpec, deferred: list[DirectFetch], inputs_config: dict[str, Any]) -> None:
         """The machine downloads these inputs itself; their sizes and checksums complete inputs.json."""
-        from vh_orch.storage.s3 import download_script, parse_files
+        from vh_orch.storage.transfer import download_script, parse_files
 
         runtime: Any = self.runtime
         try:
@@ -325,7 +326,7 @@ class ExecutionRunner:
     def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> str | None:
         """The machine uploads outputs/ straight to the object store through signed URLs; the
         daemon only signs, completes and records. Returns a problem to report, or None."""
-        from vh_orch.storage.s3 import parse_etags, parse_files, upload_script
+        from vh_orch.storage.transfer import parse_etags, parse_files, upload_script
 
         runtime: Any = self.runtime
         datastore: Any = self.datastore

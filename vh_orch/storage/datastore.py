@@ -1,4 +1,4 @@
-"""Datastores keep outputs; each is addressed by a URI (file://, s3://; gs:// later).
+"""Datastores keep outputs; each is addressed by a URI (file://, s3://, gs://).
 
 An environment picks its datastore with an optional `datastore` setting, checked by
 validate_datastore_setting when the environment is added and turned into a Datastore
@@ -18,14 +18,18 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from vh_orch.errors import ConfigError
+from vh_orch.storage.transfer import UploadPlan
 
 CHUNK = 1024 * 1024
 ACCEPTED_SETTINGS = (
     "accepted: no setting (files under the data folder), 'file:///absolute/folder', 's3://bucket[/prefix]', "
-    "or a mapping {uri: 's3://bucket[/prefix]', endpoint_url: URL, region: NAME, multipart_threshold_mb: N "
-    "(files above N MiB go in parts of N MiB, at least 5; default 64)}"
+    "'gs://bucket[/prefix]', a mapping {uri: 's3://bucket[/prefix]', endpoint_url: URL, region: NAME, "
+    "multipart_threshold_mb: N (files above N MiB go in parts of N MiB, at least 5; default 64)}, "
+    "or a mapping {uri: 'gs://bucket[/prefix]', project: ID, endpoint_url: URL, "
+    "credentials: 'anonymous' (only with endpoint_url, for an emulator)}"
 )
 S3_KEYS = {"uri", "endpoint_url", "region", "multipart_threshold_mb"}
+GS_KEYS = {"uri", "endpoint_url", "project", "credentials"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,29 @@ class Datastore(Protocol):
 
     def get(self, uri: str, dest: Path) -> tuple[int, str]:
         """Copy a stored object to a local file; returns its size and sha256."""
+        ...
+
+
+class SignedTransfers(Protocol):
+    """What an object store (S3Datastore, GCSDatastore) adds: a remote machine moves the
+    bytes itself through signed URLs (transfer.py's scripts), the daemon only signs."""
+
+    scheme: str  # "s3", "gs": presigned_get signs URIs of this scheme only
+
+    def presigned_get(self, uri: str, expires_s: int = 3600) -> str:
+        """A URL anyone holding it can GET the object with, for expires_s seconds."""
+        ...
+
+    def plan_upload(self, name: str, size: int, expires_s: int = 3600) -> UploadPlan:
+        """Reserve a datum id for a file of `size` bytes and sign the URL(s) a machine uploads it with."""
+        ...
+
+    def complete_upload(self, plan: UploadPlan, etags: dict[int, str]) -> None:
+        """Finish a planned upload (etags: part number → ETag) and check the stored size."""
+        ...
+
+    def abort_upload(self, plan: UploadPlan) -> None:
+        """Give up a planned upload and remove whatever part of it was stored."""
         ...
 
 
@@ -75,6 +102,10 @@ def datastore_from_settings(value: object, data_dir: Path) -> Datastore:
     resolved = _resolve_setting(value)
     if not isinstance(resolved, dict):
         return FileDatastore(resolved or data_dir)
+    if resolved["uri"].startswith("gs://"):
+        from vh_orch.storage.gcs import GCSDatastore
+
+        return GCSDatastore(**resolved)
     from vh_orch.storage.s3 import S3Datastore
 
     return S3Datastore(**resolved)
@@ -83,14 +114,18 @@ def datastore_from_settings(value: object, data_dir: Path) -> Datastore:
 def validate_datastore_setting(value: object) -> None:
     """Check a `datastore` setting without contacting anything; ConfigError saying what is accepted."""
     resolved = _resolve_setting(value)
-    if isinstance(resolved, dict):
+    if isinstance(resolved, dict) and resolved["uri"].startswith("gs://"):
+        from vh_orch.storage.gcs import check_gcs_settings
+
+        check_gcs_settings(**resolved)
+    elif isinstance(resolved, dict):
         from vh_orch.storage.s3 import check_s3_settings
 
         check_s3_settings(**resolved)
 
 
 def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
-    """None (the data folder), a folder, or S3Datastore's keyword arguments."""
+    """None (the data folder), a folder, or S3Datastore's or GCSDatastore's keyword arguments."""
     if value is None:
         return None
     setting = {"uri": value} if isinstance(value, str) else value
@@ -98,8 +133,6 @@ def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
         raise ConfigError(f"datastore setting {value!r} is not understood; {ACCEPTED_SETTINGS}")
     uri = setting["uri"].strip()
     scheme = urlparse(uri).scheme
-    if scheme == "gs":
-        raise ConfigError("gs:// datastores come with the GCP driver; use s3:// or file:// for now")
     if scheme == "file":
         if set(setting) != {"uri"}:
             raise ConfigError(f"a file:// datastore takes no other settings; {ACCEPTED_SETTINGS}")
@@ -107,8 +140,13 @@ def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
         if not path.is_absolute():
             raise ConfigError(f"datastore {uri!r} is not an absolute folder; {ACCEPTED_SETTINGS}")
         return path
+    if scheme == "gs":
+        unknown = sorted(set(setting) - GS_KEYS, key=str)
+        if unknown:
+            raise ConfigError(f"datastore setting has unknown keys {unknown}; {ACCEPTED_SETTINGS}")
+        return {"uri": uri, **{key: setting.get(key) for key in ("project", "endpoint_url", "credentials")}}
     if scheme != "s3":
-        raise ConfigError(f"datastore {uri!r} is not a file:// or s3:// URI; {ACCEPTED_SETTINGS}")
+        raise ConfigError(f"datastore {uri!r} is not a file://, s3:// or gs:// URI; {ACCEPTED_SETTINGS}")
     unknown = sorted(set(setting) - S3_KEYS, key=str)
     if unknown:
         raise ConfigError(f"datastore setting has unknown keys {unknown}; {ACCEPTED_SETTINGS}")
@@ -125,20 +163,29 @@ def _resolve_setting(value: object) -> Path | dict[str, Any] | None:
 def download_uri(uri: str, dest: Path, datastore_settings: object = None) -> tuple[int, str]:
     """Copy a stored object, whatever datastore holds it, to a local file; returns its size and sha256.
 
-    s3:// objects are fetched with the endpoint and region of datastore_settings when it is a
-    mapping that gives them, else with boto3's defaults (which honour AWS_ENDPOINT_URL_S3).
+    s3:// and gs:// objects are fetched with the endpoint and region (S3) or endpoint, project
+    and credentials (GCS) of datastore_settings when it names a datastore of the same kind,
+    else with the SDK's defaults (boto3 honours AWS_ENDPOINT_URL_S3; GCS uses Application
+    Default Credentials).
     """
     scheme = urlparse(uri).scheme
     if scheme == "file":
         return copy_with_sha256(file_uri_path(uri), dest)
-    if scheme == "s3":
-        from vh_orch.storage.s3 import S3Datastore, split_s3_uri
+    if scheme not in ("s3", "gs"):
+        raise ConfigError(f"unsupported datastore URI {uri!r}")
+    resolved = _resolve_setting(datastore_settings)
+    own = resolved if isinstance(resolved, dict) and urlparse(resolved["uri"]).scheme == scheme else {}
+    if scheme == "gs":
+        from vh_orch.storage.gcs import GCSDatastore, split_gs_uri
 
-        bucket, _ = split_s3_uri(uri)
-        resolved = _resolve_setting(datastore_settings)
-        where = {k: resolved[k] for k in ("endpoint_url", "region")} if isinstance(resolved, dict) else {}
-        return S3Datastore(f"s3://{bucket}", **where).get(uri, dest)
-    raise ConfigError(f"unsupported datastore URI {uri!r}")
+        bucket, _ = split_gs_uri(uri)
+        where = {k: own[k] for k in ("endpoint_url", "project", "credentials") if k in own}
+        return GCSDatastore(f"gs://{bucket}", **where).get(uri, dest)
+    from vh_orch.storage.s3 import S3Datastore, split_s3_uri
+
+    bucket, _ = split_s3_uri(uri)
+    where = {k: own[k] for k in ("endpoint_url", "region") if k in own}
+    return S3Datastore(f"s3://{bucket}", **where).get(uri, dest)
 
 
 def copy_with_sha256(source: Path, dest: Path) -> tuple[int, str]:

@@ -15,7 +15,7 @@ from vh_orch.errors import UserInputError, VhOrchError
 from vh_orch.storage.datastore import CHUNK, download_uri, file_uri_path
 
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
-ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key or datum://ID"
+ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key or datum://ID"
 
 
 class InputFetchError(Exception):
@@ -37,8 +37,8 @@ def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool]
     elif parsed.scheme == "datum":
         if not parsed.netloc or not datum_exists(parsed.netloc):
             raise UserInputError(f"input {name!r}: no datum {url!r}; see `vh-orch exec outputs ID`")
-    elif parsed.scheme == "s3":
-        bucket, _, key = url[len("s3://"):].partition("/")
+    elif parsed.scheme in ("s3", "gs"):
+        bucket, _, key = url.partition("://")[2].partition("/")
         if not bucket or not key or key.endswith("/"):
             raise UserInputError(f"input {name!r}: {url!r} needs a bucket and an object key; {ACCEPTED_URLS}")
     elif parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -89,7 +89,8 @@ def fetch_inputs(
 
     visible_root is where the inputs folder appears to the command (/valohai/inputs in a
     container, the host folder in the process runtime). datastore_settings (the
-    environment's `datastore` setting) gives the endpoint and region for s3:// URLs.
+    environment's `datastore` setting) gives the endpoint and region for s3:// URLs, and the
+    endpoint, project and credentials for gs:// URLs.
     direct(uri) may return a signed URL the machine fetches the object with itself; such
     inputs are not fetched here but listed in `deferred`, their entries to be completed
     with the size and sha256 the machine reports.
@@ -105,8 +106,8 @@ def fetch_inputs(
             if url.startswith("datum://"):
                 source_uri, stored_name = resolve_datum(urlparse(url).netloc)
                 default_name = PurePosixPath(stored_name).name
-            elif url.startswith("s3://"):
-                default_name = PurePosixPath(url).name  # S3 keys are not percent-encoded
+            elif url.startswith(("s3://", "gs://")):
+                default_name = PurePosixPath(url).name  # S3 keys and GCS names are not percent-encoded
             else:
                 default_name = unquote(PurePosixPath(urlparse(url).path).name)
             wanted = filenames.get(name) if len(url_list) == 1 and filenames.get(name) else default_name
@@ -139,7 +140,7 @@ def _fetch(uri: str, dest: Path, input_name: str, datastore_settings: object) ->
     try:
         if scheme in ("http", "https"):
             return _download(uri, dest)
-        if scheme in ("file", "s3"):
+        if scheme in ("file", "s3", "gs"):
             return download_uri(uri, dest, datastore_settings)
     except InputFetchError:
         raise

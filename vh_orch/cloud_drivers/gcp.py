@@ -1,0 +1,286 @@
+"""The `gcp` cloud: Compute Engine VMs through google-cloud-compute (REST transport).
+
+It mirrors the AWS driver. An insert carries the machine row's launch token as its
+requestId (Google deduplicates on it) and the cluster, row and environment as labels;
+the host key's public half rides in the instance metadata, the first-boot setup in a
+startup script. The zone operation is waited on with an operations client of the same
+endpoint (never the library's default one), because capacity and quota errors only
+show inside the DONE operation. Listing is one aggregated list across zones, filtered
+on the labels. Credentials: Application Default Credentials only (`credentials:
+anonymous` exists for tests against a local API endpoint); nothing is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.api_core.client_options import ClientOptions
+from google.cloud import compute_v1
+
+from vh_orch.bootstrap.ssh import SSHTarget
+from vh_orch.cloud_drivers.base import (
+    PENDING,
+    RUNNING,
+    STOPPING,
+    TAG_CLUSTER,
+    TAG_ENVIRONMENT,
+    TAG_MACHINE,
+    CloudInstance,
+    LaunchSpec,
+    machine_id_from_tag,
+)
+from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, generate_host_key, public_key_of, startup_script
+from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
+from vh_orch.orchestrator.models import Environment, Machine
+
+log = logging.getLogger(__name__)
+
+CAPACITY_CODES = ("ZONE_RESOURCE_POOL_EXHAUSTED", "insufficientCapacity", "RESOURCE_NOT_READY",
+                  "RESOURCE_POOL_EXHAUSTED", "UNSUPPORTED_OPERATION")
+QUOTA_CODES = ("QUOTA_EXCEEDED", "quotaExceeded")
+THROTTLED_CODES = ("rateLimitExceeded", "RATE_LIMIT_EXCEEDED", "userRateLimitExceeded")
+STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPING,
+          "SUSPENDING": STOPPING, "SUSPENDED": STOPPING, "TERMINATED": STOPPING, "REPAIRING": PENDING}
+OPERATION_WAIT_S = 120.0
+LABEL_RE = re.compile(r"[^a-z0-9_-]")
+
+
+def label_value(text: str) -> str:
+    """GCE label values: lowercase letters, digits, _ and -, at most 63 characters."""
+    return LABEL_RE.sub("_", text.lower())[:63]
+
+
+def _reasons(exc: gexc.GoogleAPICallError) -> list[str]:
+    """The `reason`s of Google's error body, and the message (which names QUOTA_EXCEEDED and the like)."""
+    found = [str(e.get("reason", "")) for e in exc.errors or [] if isinstance(e, dict)]
+    return [r for r in found if r] + [str(exc)]
+
+
+def classify_http(exc: Exception, doing: str) -> CloudError:
+    """The CloudError a failed API call means."""
+    if isinstance(exc, gexc.GoogleAPICallError):
+        text = f"{doing}: {exc.message or exc}"
+        reasons = _reasons(exc)
+        if any(code in r for r in reasons for code in QUOTA_CODES):
+            return QuotaExceeded(text)
+        if isinstance(exc, gexc.TooManyRequests) or any(code in r for r in reasons for code in THROTTLED_CODES):
+            return TransientCloudError(text, maybe_created=False)
+        if isinstance(exc, (gexc.ServerError, gexc.ServiceUnavailable)) or (exc.code or 0) >= 500:
+            return TransientCloudError(text)
+        return CloudError(text)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return TransientCloudError(f"{doing}: {exc}")
+    return CloudError(f"{doing}: {exc}")
+
+
+def classify_operation(operation: compute_v1.Operation, doing: str) -> CloudError:
+    """The CloudError a DONE operation's error means (nothing was created)."""
+    errors = list(operation.error.errors) if operation.error else []
+    codes = [e.code for e in errors]
+    text = f"{doing}: " + "; ".join(f"{e.code}: {e.message}" for e in errors) if errors else \
+        f"{doing}: {operation.http_error_message or 'the operation failed'}"
+    if any(c.startswith(CAPACITY_CODES) for c in codes):
+        return CapacityError(text)
+    if any(c in QUOTA_CODES for c in codes):
+        return QuotaExceeded(text)
+    if any(c in THROTTLED_CODES for c in codes) or operation.http_error_status_code in (429,):
+        return TransientCloudError(text, maybe_created=False)
+    if operation.http_error_status_code >= 500:
+        return TransientCloudError(text, maybe_created=False)
+    return CloudError(text)
+
+
+class GCPDriver:
+    def __init__(self, cluster_id: str, env: Environment) -> None:
+        self.cluster_id = cluster_id
+        self.environment = env.name
+        self.gcp: dict[str, Any] = env.settings.get("gcp", {})
+        self.project = self.gcp.get("project")
+        if not self.project:
+            raise ConfigError(f"environment {env.name!r}: a gcp environment needs `gcp.project`")
+        self.access = VMAccess(env.settings.get("ssh", {}), default_user="vh")
+        kwargs: dict[str, Any] = {"transport": "rest"}
+        if self.gcp.get("api_endpoint"):
+            kwargs["client_options"] = ClientOptions(api_endpoint=self.gcp["api_endpoint"])
+        if self.gcp.get("credentials") == "anonymous":
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+        self.instances = compute_v1.InstancesClient(**kwargs)
+        self.operations = compute_v1.ZoneOperationsClient(**kwargs)  # the same endpoint, never the default
+        self.spot = env.spot
+        self._seen: dict[str, VMInfo] = {}
+        self._lock = threading.Lock()
+
+    # -- launch -----------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> CloudInstance:
+        zone = spec.zone or ""
+        name = f"{self.cluster_id}-{spec.machine_id}"
+        host_private, host_public = generate_host_key()
+        labels = {**{label_value(k): label_value(str(v)) for k, v in (self.gcp.get("labels") or {}).items()},
+                  TAG_CLUSTER: label_value(self.cluster_id), TAG_MACHINE: str(spec.machine_id),
+                  TAG_ENVIRONMENT: label_value(spec.environment)}
+        script = startup_script(self.access.user, public_key_of(self.access.key_file), host_private, host_public,
+                                self.access.workdir)
+        instance = compute_v1.Instance(
+            name=name,
+            machine_type=f"zones/{zone}/machineTypes/{spec.instance_type}",
+            labels=labels,
+            metadata=compute_v1.Metadata(items=[
+                compute_v1.Items(key="startup-script", value=script),
+                compute_v1.Items(key=TAG_HOST_KEY, value=host_public),
+                compute_v1.Items(key="enable-oslogin", value="FALSE"),
+            ]),
+            disks=[compute_v1.AttachedDisk(
+                boot=True, auto_delete=True,
+                initialize_params=compute_v1.AttachedDiskInitializeParams(
+                    source_image=self.gcp.get("image", "projects/debian-cloud/global/images/family/debian-12"),
+                    disk_size_gb=int(self.gcp.get("disk_gb", 50)), labels=labels))],
+            network_interfaces=[compute_v1.NetworkInterface(
+                network=self._network(),
+                access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
+            scheduling=self._scheduling(),
+        )
+        accelerators = self.gcp.get("accelerators") or []
+        if accelerators:
+            instance.guest_accelerators = [compute_v1.AcceleratorConfig(
+                accelerator_type=f"zones/{zone}/acceleratorTypes/{a['type']}", accelerator_count=int(a.get("count", 1)))
+                for a in accelerators]
+        if self.gcp.get("service_account"):
+            instance.service_accounts = [compute_v1.ServiceAccount(
+                email=self.gcp["service_account"], scopes=["https://www.googleapis.com/auth/cloud-platform"])]
+        doing = f"launching {spec.instance_type} in {zone}"
+        try:
+            operation = self.instances.insert_unary(project=self.project, zone=zone, instance_resource=instance,
+                                                    request_id=str(uuid.UUID(hex=spec.launch_token)))
+            operation = self._wait(operation, zone)
+        except gexc.Conflict:
+            pass  # it exists already: an earlier attempt of this very row created it
+        except CloudError:
+            raise
+        except Exception as exc:
+            raise classify_http(exc, doing) from None
+        else:
+            if operation.error and operation.error.errors:
+                raise classify_operation(operation, doing)
+        try:
+            created = self.instances.get(project=self.project, zone=zone, instance=name)
+        except Exception as exc:
+            raise classify_http(exc, f"reading back {name}") from None
+        return self._instance(created, zone)
+
+    def _network(self) -> str:
+        network = self.gcp.get("network", "default")
+        return network if "/" in network else f"global/networks/{network}"
+
+    def _scheduling(self) -> compute_v1.Scheduling:
+        if self.spot:
+            return compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE",
+                                         automatic_restart=False, on_host_maintenance="TERMINATE")
+        # GPUs cannot live-migrate; a maintenance event ends the VM, and vh-orch replaces it.
+        return compute_v1.Scheduling(provisioning_model="STANDARD", automatic_restart=False,
+                                     on_host_maintenance="TERMINATE" if self.gcp.get("accelerators") else "MIGRATE")
+
+    def _wait(self, operation: compute_v1.Operation, zone: str) -> compute_v1.Operation:
+        """Wait for a zone operation to be DONE (the wait call returns after at most ~2 minutes)."""
+        deadline = time.monotonic() + OPERATION_WAIT_S
+        while operation.status != compute_v1.Operation.Status.DONE:
+            if time.monotonic() > deadline:
+                raise TransientCloudError(f"operation {operation.name} in {zone} did not finish within "
+                                          f"{OPERATION_WAIT_S:g} s")
+            operation = self.operations.wait(project=self.project, zone=zone, operation=operation.name)
+        return operation
+
+    # -- list ---------------------------------------------------------------------------
+
+    def list_instances(self) -> list[CloudInstance]:
+        query = (f'labels.{TAG_CLUSTER} = "{label_value(self.cluster_id)}" AND '
+                 f'labels.{TAG_ENVIRONMENT} = "{label_value(self.environment)}"')
+        found = []
+        try:
+            for scope, scoped in self.instances.aggregated_list(
+                    request=compute_v1.AggregatedListInstancesRequest(project=self.project, filter=query)):
+                zone = scope.rpartition("/")[2]
+                found.extend(self._instance(i, zone) for i in scoped.instances)
+        except Exception as exc:
+            raise classify_http(exc, "listing instances") from None
+        listed = {i.instance_id for i in found}
+        with self._lock:  # forget deleted instances (a launch meanwhile is looked up again if needed)
+            self._seen = {k: v for k, v in self._seen.items() if k in listed}
+        return found
+
+    def _instance(self, raw: compute_v1.Instance, zone: str) -> CloudInstance:
+        instance_id = f"{zone}/{raw.name}"
+        metadata = {item.key: item.value for item in raw.metadata.items} if raw.metadata else {}
+        nic = raw.network_interfaces[0] if raw.network_interfaces else None
+        public = nic.access_configs[0].nat_i_p if nic is not None and nic.access_configs else None
+        info = VMInfo(instance_id=instance_id, private_ip=nic.network_i_p if nic is not None else None,
+                      public_ip=public or None, zone=zone, tags=dict(raw.labels), host_key=metadata.get(TAG_HOST_KEY))
+        state = STATES.get(raw.status, PENDING)
+        with self._lock:
+            self._seen[instance_id] = info
+        why = None
+        if state == STOPPING:
+            preempted = raw.scheduling.provisioning_model == "SPOT" if raw.scheduling else False
+            why = f"{'spot preemption: ' if preempted else ''}the instance is {raw.status}" + \
+                (f" ({raw.status_message})" if raw.status_message else "")
+        launched = None
+        if raw.creation_timestamp:
+            try:
+                launched = datetime.fromisoformat(raw.creation_timestamp)
+            except ValueError:
+                launched = None
+        return CloudInstance(
+            instance_id=instance_id,
+            machine_id=machine_id_from_tag(raw.labels.get(TAG_MACHINE)),
+            state=state,
+            zone=zone,
+            instance_type=raw.machine_type.rpartition("/")[2] or None,
+            address=info.private_ip if self.access.address == "private" else info.public_ip,
+            launched_at=launched,
+            state_reason=why,
+        )
+
+    # -- terminate ----------------------------------------------------------------------
+
+    def terminate(self, instance_ids: list[str]) -> None:
+        for instance_id in instance_ids:
+            zone, _, name = instance_id.partition("/")
+            try:
+                self.instances.delete_unary(project=self.project, zone=zone, instance=name)
+            except gexc.NotFound:
+                pass  # gone already
+            except Exception as exc:
+                raise classify_http(exc, f"deleting {instance_id}") from None
+
+    # -- reaching a machine -------------------------------------------------------------
+
+    def target(self, machine: Machine) -> SSHTarget:
+        return self.access.target(self._info(machine.instance_id or ""))
+
+    def workdir(self, machine: Machine) -> str:
+        return self.access.workdir
+
+    def _info(self, instance_id: str) -> VMInfo:
+        with self._lock:
+            info = self._seen.get(instance_id)
+        if info is not None:
+            return info
+        zone, _, name = instance_id.partition("/")
+        try:
+            raw = self.instances.get(project=self.project, zone=zone, instance=name)
+        except gexc.NotFound:
+            raise CloudError(f"instance {instance_id} is gone") from None
+        except Exception as exc:
+            raise classify_http(exc, f"looking up {instance_id}") from None
+        self._instance(raw, zone)
+        with self._lock:
+            return self._seen[instance_id]

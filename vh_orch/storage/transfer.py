@@ -1,0 +1,125 @@
+"""Moving files between a remote machine and an object store through signed URLs.
+
+The daemon only signs URLs; the machine moves the bytes with a POSIX shell script
+(`upload_script`, `download_script`) that needs nothing but sh, curl, dd and
+coreutils. Every value in a script is shlex-quoted, so a file name is data, never
+code. The script reports back on stdout with one line per file or part
+(`FILE <index> <size> <sha256>`, `ETAG <index> <part> <etag>`), read by `parse_files`
+and `parse_etags`. The datastores (s3.py, gcs.py) say how a file goes up: one signed
+PUT (`UploadPlan.url`), or the signed parts of a multipart upload (`UploadPlan.parts`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import NamedTuple
+
+MiB = 1024 * 1024
+
+
+class Part(NamedTuple):
+    number: int
+    offset: int
+    length: int
+    url: str  # a signed URL for PUTting this part
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """How a remote machine uploads one file: one signed PUT (`url`) or the parts of a multipart upload."""
+
+    datum_id: str
+    uri: str
+    key: str
+    size: int
+    url: str | None = None
+    upload_id: str | None = None
+    parts: tuple[Part, ...] = ()
+
+
+# Shell scripts for the remote machine
+
+_SCRIPT_HEAD = r"""set -u
+fail() { printf 'vh-orch: %s\n' "$1" >&2; exit 1; }
+report() {  # report INDEX FILE
+  size=$(wc -c < "$2") && sum=$(sha256sum < "$2") || fail "cannot read $2"
+  printf 'FILE %s %s %s\n' "$1" $size "${sum%% *}"
+}
+"""
+
+_UPLOAD_FUNCTIONS = r"""tmp=$(mktemp -d) || fail "cannot make a temporary folder"
+trap 'rm -rf -- "$tmp"' EXIT
+put() {  # put INDEX FILE URL
+  curl -sS -f --retry 3 -o /dev/null -T "$2" "$3" || fail "upload of $2 failed"
+}
+part() {  # part INDEX FILE NUMBER SKIP_MIB COUNT_MIB URL
+  dd if="$2" of="$tmp/part" bs=1048576 skip="$4" count="$5" 2>/dev/null || fail "cannot read part $3 of $2"
+  curl -sS -f --retry 3 -o /dev/null -D "$tmp/headers" -T "$tmp/part" "$6" || fail "upload of part $3 of $2 failed"
+  etag=$(tr -d '\r"' < "$tmp/headers" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | tail -n 1)
+  [ -n "$etag" ] || fail "no ETag in the answer to part $3 of $2"
+  printf 'ETAG %s %s %s\n' "$1" "$3" "$etag"
+}
+"""
+
+_DOWNLOAD_FUNCTIONS = r"""get() {  # get FOLDER FILE URL
+  mkdir -p -- "$1" && curl -sS -f --retry 3 -o "$2" "$3" || fail "download of $2 failed"
+}
+"""
+
+
+def _remote_path(base_dir: str, rel: str) -> str:
+    parts = PurePosixPath(rel).parts
+    if not base_dir or not rel or PurePosixPath(rel).is_absolute() or ".." in parts or "\0" in rel:
+        raise ValueError(f"{rel!r} is not a relative path inside {base_dir!r}")
+    return posixpath.join(base_dir, rel)
+
+
+def upload_script(base_dir: str, items: list[tuple[str, UploadPlan]]) -> str:
+    """A sh script uploading base_dir/<path> per plan; prints FILE lines, and ETAG lines for multipart parts."""
+    q = shlex.quote
+    lines = [_SCRIPT_HEAD + _UPLOAD_FUNCTIONS]
+    for index, (rel, plan) in enumerate(items):
+        path = q(_remote_path(base_dir, rel))
+        if plan.url is not None:
+            lines.append(f"put {index} {path} {q(plan.url)}")
+        for part in plan.parts:
+            if part.offset % MiB or (part.length % MiB and part.offset + part.length != plan.size):
+                raise ValueError(f"part {part.number} of {plan.uri} is not cut at whole MiB")
+            lines.append(f"part {index} {path} {part.number} {part.offset // MiB} {-(-part.length // MiB)} "
+                         f"{q(part.url)}")
+        lines.append(f"report {index} {path}")
+    return "\n".join(lines) + "\n"
+
+
+def download_script(base_dir: str, items: list[tuple[str, str]]) -> str:
+    """A sh script fetching each signed GET url to base_dir/<path>; prints a FILE line per file."""
+    q = shlex.quote
+    lines = [_SCRIPT_HEAD + _DOWNLOAD_FUNCTIONS]
+    for index, (rel, url) in enumerate(items):
+        path = _remote_path(base_dir, rel)
+        lines.append(f"get {q(posixpath.dirname(path))} {q(path)} {q(url)}")
+        lines.append(f"report {index} {q(path)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_etags(stdout: str) -> dict[int, dict[int, str]]:
+    """Item index → part number → ETag, from an upload script's output."""
+    etags: dict[int, dict[int, str]] = {}
+    for line in stdout.splitlines():
+        if line.startswith("ETAG "):
+            _, index, number, etag = line.split(" ", 3)
+            etags.setdefault(int(index), {})[int(number)] = etag
+    return etags
+
+
+def parse_files(stdout: str) -> dict[int, tuple[int, str]]:
+    """Item index → (size, sha256), from a script's FILE lines."""
+    files: dict[int, tuple[int, str]] = {}
+    for line in stdout.splitlines():
+        if line.startswith("FILE "):
+            _, index, size, digest = line.split(" ")
+            files[int(index)] = (int(size), digest)
+    return files
