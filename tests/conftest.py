@@ -240,3 +240,42 @@ def moto(_moto_session):  # type: ignore[no-untyped-def]
     _moto_session.reset()
     yield _moto_session
     _moto_session.proxy.clear()
+
+
+@pytest.fixture(scope="session")
+def _gce_session() -> Iterator:  # type: ignore[type-arg]
+    import gcpfake
+
+    gce = gcpfake.FakeGCE()
+    gce.start()
+    try:
+        yield gce
+    finally:
+        gce.stop()
+
+
+@pytest.fixture
+def gce(_gce_session):  # type: ignore[no-untyped-def]
+    """A fake Compute Engine REST API on loopback (tests/gcpfake.py), empty and on defaults for each test."""
+    _gce_session.reset()
+    yield _gce_session
+    _gce_session.reset()
+
+
+@pytest.fixture(scope="session")
+def _emulated_gcs() -> Iterator:  # type: ignore[type-arg]
+    from gcsfake import EmulatedGCS
+
+    gcs = EmulatedGCS()
+    gcs.start()
+    try:
+        yield gcs
+    finally:
+        gcs.stop()
+
+
+@pytest.fixture
+def gcs(_emulated_gcs):  # type: ignore[no-untyped-def]
+    """gcp-storage-emulator, empty but for the bucket `vh-orch-test`, behind the signature-checking proxy."""
+    _emulated_gcs.reset("vh-orch-test")
+    return _emulated_gcs

@@ -13,31 +13,17 @@ from pathlib import Path
 import pytest
 
 from conftest import VhOrch
-from test_reconcile import STEP_YAML, StandInHost, VirtualClock
+from cloudworld import CloudWorld, key_file  # noqa: F401 (a fixture)
 from vh_orch.cloud_drivers.aws import AWSDriver
 from vh_orch.cloud_drivers.vm import TAG_HOST_KEY
 from vh_orch.config.environments import parse_entry
 from vh_orch.errors import ConfigError
-from vh_orch.orchestrator.db import upgrade
-from vh_orch.orchestrator.models import Execution, Machine
-from vh_orch.orchestrator.reconcile import Reconciler
-from vh_orch.orchestrator.store import Store
-from vh_orch.timeutil import utcnow
 
 REGION = "eu-west-1"
 
 
-class Crash(BaseException):
-    """The daemon dying at a chosen line (not an Exception: nothing catches it)."""
-
-
-class AWSWorld:
+class AWSWorld(CloudWorld):
     def __init__(self, tmp_path: Path, moto, key_file: Path, **keys) -> None:  # type: ignore[no-untyped-def]
-        self.url = f"sqlite:///{tmp_path / 'state.db'}"
-        upgrade(self.url)
-        self.clock = VirtualClock()
-        self.clock.now = utcnow()  # moto stamps launches with the real time; orphan ages compare to it
-        self.store = Store(self.url, clock=self.clock)
         self.moto = moto
         aws = {"ami": moto.default_ami(), "zones": [f"{REGION}a", f"{REGION}b"], "endpoint_url": moto.url,
                "tags": {"team": "ml"}}
@@ -46,35 +32,7 @@ class AWSWorld:
                  "idle_timeout": "10m", "price_per_hour": 1.006, "aws": aws,
                  "ssh": {"user": "ubuntu", "private_key_file": str(key_file)}}
         entry.update(keys)
-        spec = parse_entry(entry, "test")
-        self.store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
-        self.env = self.store.get_environment("gpu")
-        project = self.store.create_project("p", None, None)
-        self.project_id = project.id
-        self.commit_id = self.store.get_or_create_commit(project.id, "adhoc", "abc", STEP_YAML).id  # type: ignore[arg-type]
-        self.host = StandInHost(self.store)
-        self.reconciler = self.new_reconciler()
-
-    def new_reconciler(self) -> Reconciler:
-        """A reconciler with nothing in memory, as after a daemon restart."""
-        return Reconciler(self.store, self.host, clock=self.clock, orphan_grace_s=60)
-
-    def submit(self, n: int = 1) -> list[int]:
-        return [self.store.create_execution(Execution(
-            project_id=self.project_id, counter=0, commit_id=self.commit_id, step="s", command="echo hi",
-            environment_id=self.env.id, user="tester")).id for _ in range(n)]  # type: ignore[arg-type,misc]
-
-    def run(self, passes: int = 1, step_s: float = 1.0) -> None:
-        for _ in range(passes):
-            self.reconciler.run_pass()
-            self.clock.advance(step_s)
-
-    def machines(self, *states: str) -> list[Machine]:
-        rows = [m for m, _ in self.store.list_machines(include_finished=True)]
-        return [m for m in rows if not states or m.state in states]
-
-    def machine(self, machine_id: int) -> Machine:
-        return next(m for m in self.machines() if m.id == machine_id)
+        super().__init__(tmp_path, entry)
 
     def instances(self, *states: str) -> list[dict]:  # type: ignore[type-arg]
         pages = self.moto.client("ec2").describe_instances()["Reservations"]
@@ -83,15 +41,6 @@ class AWSWorld:
 
     def launches(self) -> list:  # type: ignore[type-arg]
         return self.moto.proxy.actions("RunInstances")
-
-
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    import sshhosts
-
-    path = tmp_path / "vh_key"
-    sshhosts.keygen(path, "vh-orch")
-    return path
 
 
 @pytest.fixture
@@ -159,15 +108,7 @@ def test_spot_root_volume_and_subnets_reach_run_instances(tmp_path: Path, moto, 
 
 def test_a_crash_between_the_cloud_call_and_the_database_update_leaves_one_instance(world: AWSWorld) -> None:
     world.submit(1)
-    adopt = world.store.adopt_instance
-
-    def crash(*args, **kw):  # type: ignore[no-untyped-def]
-        raise Crash()
-
-    world.store.adopt_instance = crash  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        world.run(1)
-    world.store.adopt_instance = adopt  # type: ignore[method-assign]
+    world.crash_after_the_cloud_call()
     (row,) = world.machines()
     assert row.state == "requested" and row.instance_id is None, "the row never heard of its instance"
     assert len(world.instances("pending", "running")) == 1

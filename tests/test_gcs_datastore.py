@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
@@ -29,23 +28,6 @@ from vh_orch.storage.transfer import MiB, download_script, parse_etags, parse_fi
 BUCKET = "vh-orch-test"
 HOSTILE = "a b'$(touch pwned1)'\"`touch pwned2`\";touch pwned3\n.txt"
 HOSTILE_KEY = HOSTILE.replace("\n", "_")  # GCS refuses line breaks in object names
-
-
-@pytest.fixture(scope="module")
-def _emulated_gcs() -> Iterator[EmulatedGCS]:
-    gcs = EmulatedGCS()
-    gcs.start()
-    try:
-        yield gcs
-    finally:
-        gcs.stop()
-
-
-@pytest.fixture
-def gcs(_emulated_gcs: EmulatedGCS) -> EmulatedGCS:
-    """The emulator, empty but for BUCKET, behind the signature-checking proxy (`gcs.proxy`)."""
-    _emulated_gcs.reset(BUCKET)
-    return _emulated_gcs
 
 
 def store(gcs: EmulatedGCS, uri: str = f"gs://{BUCKET}", **kw) -> GCSDatastore:  # type: ignore[no-untyped-def]

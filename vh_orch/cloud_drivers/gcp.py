@@ -49,6 +49,9 @@ THROTTLED_CODES = ("rateLimitExceeded", "RATE_LIMIT_EXCEEDED", "userRateLimitExc
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPING,
           "SUSPENDING": STOPPING, "SUSPENDED": STOPPING, "TERMINATED": STOPPING, "REPAIRING": PENDING}
 OPERATION_WAIT_S = 120.0
+# Every call has a timeout and no library retry (a 503 on a read would be retried for 10
+# minutes): the next reconcile pass is the retry, and it backs off by itself.
+API_TIMEOUT_S = 60.0
 LABEL_RE = re.compile(r"[^a-z0-9_-]")
 
 
@@ -159,8 +162,9 @@ class GCPDriver:
                 email=self.gcp["service_account"], scopes=["https://www.googleapis.com/auth/cloud-platform"])]
         doing = f"launching {spec.instance_type} in {zone}"
         try:
-            operation = self.instances.insert_unary(project=self.project, zone=zone, instance_resource=instance,
-                                                    request_id=str(uuid.UUID(hex=spec.launch_token)))
+            operation = self.instances.insert_unary(request=compute_v1.InsertInstanceRequest(
+                project=self.project, zone=zone, instance_resource=instance,
+                request_id=str(uuid.UUID(hex=spec.launch_token))), retry=None, timeout=API_TIMEOUT_S)
             operation = self._wait(operation, zone)
         except gexc.Conflict:
             pass  # it exists already: an earlier attempt of this very row created it
@@ -172,7 +176,7 @@ class GCPDriver:
             if operation.error and operation.error.errors:
                 raise classify_operation(operation, doing)
         try:
-            created = self.instances.get(project=self.project, zone=zone, instance=name)
+            created = self.instances.get(project=self.project, zone=zone, instance=name, retry=None, timeout=API_TIMEOUT_S)
         except Exception as exc:
             raise classify_http(exc, f"reading back {name}") from None
         return self._instance(created, zone)
@@ -196,7 +200,8 @@ class GCPDriver:
             if time.monotonic() > deadline:
                 raise TransientCloudError(f"operation {operation.name} in {zone} did not finish within "
                                           f"{OPERATION_WAIT_S:g} s")
-            operation = self.operations.wait(project=self.project, zone=zone, operation=operation.name)
+            operation = self.operations.wait(project=self.project, zone=zone, operation=operation.name,
+                                             retry=None, timeout=API_TIMEOUT_S + 120)
         return operation
 
     # -- list ---------------------------------------------------------------------------
@@ -207,7 +212,8 @@ class GCPDriver:
         found = []
         try:
             for scope, scoped in self.instances.aggregated_list(
-                    request=compute_v1.AggregatedListInstancesRequest(project=self.project, filter=query)):
+                    request=compute_v1.AggregatedListInstancesRequest(project=self.project, filter=query),
+                    retry=None, timeout=API_TIMEOUT_S):
                 zone = scope.rpartition("/")[2]
                 found.extend(self._instance(i, zone) for i in scoped.instances)
         except Exception as exc:
@@ -255,7 +261,7 @@ class GCPDriver:
         for instance_id in instance_ids:
             zone, _, name = instance_id.partition("/")
             try:
-                self.instances.delete_unary(project=self.project, zone=zone, instance=name)
+                self.instances.delete_unary(project=self.project, zone=zone, instance=name, retry=None, timeout=API_TIMEOUT_S)
             except gexc.NotFound:
                 pass  # gone already
             except Exception as exc:
@@ -276,7 +282,7 @@ class GCPDriver:
             return info
         zone, _, name = instance_id.partition("/")
         try:
-            raw = self.instances.get(project=self.project, zone=zone, instance=name)
+            raw = self.instances.get(project=self.project, zone=zone, instance=name, retry=None, timeout=API_TIMEOUT_S)
         except gexc.NotFound:
             raise CloudError(f"instance {instance_id} is gone") from None
         except Exception as exc:

@@ -82,6 +82,7 @@ class EnvView:
     # SSH pools: a zone is one host, which serves one machine at a time.
     exclusive_zones: bool = False
     draining: bool = False
+    spot: bool = False  # its instances may be reclaimed by the cloud at any time
     updated_at: datetime | None = None
     queued: int = 0
     # The first queued execution ids, FIFO within priority; enough to fill every free slot.
@@ -300,7 +301,8 @@ def _sync(env: EnvView, machines: Sequence[MachineView], now: datetime, grace_s:
         inst = listed.get(m.instance_id)  # type: ignore[arg-type]
         if inst is None:
             gone = next((i for i in instances if i.instance_id == m.instance_id), None)
-            why = gone.state_reason if gone is not None and gone.state_reason else "the instance vanished"
+            why = gone.state_reason if gone is not None and gone.state_reason else \
+                "the instance vanished" + (" (a spot instance: most likely reclaimed by the cloud)" if env.spot else "")
             actions.append(MarkLost(m.id, reason=why))
             settled.add(m.id)
         elif inst.state == STOPPING:

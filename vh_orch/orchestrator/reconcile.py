@@ -174,6 +174,7 @@ class Reconciler:
             needs_bootstrap=env.cloud in SSH_CLOUDS,
             exclusive_zones=env.cloud == "ssh",
             draining=bool(settings.get("draining")),
+            spot=env.spot,
             updated_at=env.updated_at,
             queued=queued,
             queued_head=head,
