@@ -343,3 +343,49 @@ def test_inputs_and_outputs_move_between_the_vm_and_gcs_directly(gcp_vh: VhOrch,
     moved = [s for s in gcs.proxy.log if s.method in ("PUT", "GET") and ("/runs/" in s.path or "data.csv" in s.path)
              and not s.path.startswith(("/storage/", "/upload/", "/download/"))]
     assert len(moved) == 3 and all(s.signed and s.user_agent.startswith("curl/") for s in moved)
+
+
+def test_a_missing_image_is_fatal_with_googles_message(world: GCPWorld) -> None:
+    world.gce.fail("insert", 404, reason="notFound",
+                   message="The resource 'projects/debian-cloud/global/images/family/debian-99' was not found")
+    world.submit(1)
+    world.run(3)
+    (failure,) = world.store.recent_failures(world.env.id)  # type: ignore[arg-type]
+    assert failure.kind == "fatal" and "debian-99' was not found" in failure.message
+
+
+def test_a_listing_that_keeps_failing_changes_nothing_and_does_not_hang(world: GCPWorld) -> None:
+    world.submit(1)
+    world.run(1)
+    (machine,) = world.machines()
+    world.gce.fail("aggregatedList", 503, message="Service Unavailable")  # the library would retry it for 10 min
+    world.run(3)
+    assert world.machine(machine.id).state == machine.state  # type: ignore[arg-type]
+    assert len(world.gce.calls("aggregatedList")) >= 3
+
+
+def test_the_startup_script_installs_the_host_key_and_the_user(tmp_path: Path, docker_images: None) -> None:
+    """Run the first-boot script in a Debian container (systemctl, apt and docker stubbed out)."""
+    import subprocess
+
+    from conftest import PYTHON_IMAGE
+    from vh_orch.cloud_drivers.vm import generate_host_key, startup_script
+
+    private, public = generate_host_key()
+    login = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostileButHarmless vh-orch"
+    (tmp_path / "startup.sh").write_text(startup_script("vh", login, private, public, "/var/lib/vh orch"))
+    check = ("mkdir -p /stub && for c in systemctl service docker curl apt-get; do "
+             "printf '#!/bin/sh\\nexit 0\\n' > /stub/$c; chmod +x /stub/$c; done; "
+             "PATH=/stub:$PATH sh /in/startup.sh && PATH=/stub:$PATH sh /in/startup.sh && "
+             "id -nG vh && cat /home/vh/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub && "
+             "stat -c '%a %U' /etc/ssh/ssh_host_ed25519_key /var/lib/vh\\ orch && cat /etc/sudoers.d/vh-orch && "
+             "test -f /var/lib/vh-orch-first-boot-done && echo DONE")
+    result = subprocess.run(["docker", "run", "--rm", "--pull", "never", "--network", "none",
+                             "-v", f"{tmp_path}:/in:ro", PYTHON_IMAGE, "sh", "-c", check],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "docker" in lines[0].split()
+    assert lines[1:3] == [login, public], "the key is added once, even when the script runs twice"
+    assert lines[3:5] == ["600 root", "755 vh"]
+    assert lines[5] == "vh ALL=(ALL) NOPASSWD:ALL" and lines[-1] == "DONE"

@@ -90,6 +90,7 @@ def startup_script(user: str, authorized_key: str, host_private: str, host_publi
         "#!/bin/sh",
         "set -e",
         f"if [ -f {q(FIRST_BOOT_DONE)} ]; then exit 0; fi",
+        "mkdir -p /etc/ssh",
         f"printf '%s\\n' {q(host_private.strip())} > /etc/ssh/ssh_host_ed25519_key",
         f"printf '%s\\n' {q(host_public)} > /etc/ssh/ssh_host_ed25519_key.pub",
         "chmod 600 /etc/ssh/ssh_host_ed25519_key",
@@ -101,7 +102,9 @@ def startup_script(user: str, authorized_key: str, host_private: str, host_publi
         lines += [
             f"id -u {q(user)} >/dev/null 2>&1 || useradd -m -s /bin/bash {q(user)}",
             f"usermod -aG docker {q(user)}",
+            "mkdir -p /etc/sudoers.d",
             f"printf '%s\\n' {q(f'{user} ALL=(ALL) NOPASSWD:ALL')} > /etc/sudoers.d/vh-orch",
+            "chmod 440 /etc/sudoers.d/vh-orch",
         ]
     lines += [
         f"install -d -m 700 -o {q(user)} {q(home + '/.ssh')}",
