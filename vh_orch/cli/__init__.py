@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from vh_orch.cli import daemon_cmds, environments, executions, operations, projects
+from vh_orch.cli import daemon_cmds, environments, executions, operations, projects, simulate
 from vh_orch.cli.common import err_console
 from vh_orch.errors import VhOrchError
 
@@ -21,6 +21,7 @@ app.command("init")(daemon_cmds.init)
 app.command("serve")(daemon_cmds.serve)
 app.command("status")(operations.status)
 app.command("cleanup")(operations.cleanup)
+app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")
 app.add_typer(projects.app, name="project")
 app.add_typer(executions.app, name="exec")

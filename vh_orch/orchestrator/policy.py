@@ -10,7 +10,8 @@ and applies the actions. Per environment, in this order:
 4. scale up: clamp(min_scale - n, needed, max_scale - n), skipping zones and instance
    types blocked by recent capacity errors, backing off after transient errors and
    stopping after a fatal one;
-5. retire machines idle longer than idle_timeout while above min_scale and nothing waits.
+5. retire idle machines while above min_scale and nothing waits: after idle_timeout, or
+   when the adaptive idle policy (idle.py) says waiting longer costs more than it saves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from vh_orch.cloud_drivers.base import PENDING, STOPPING, CloudInstance
+from vh_orch.orchestrator.idle import keep_alive_s
 from vh_orch.orchestrator.models import MachineState
 
 REQUESTED = MachineState.REQUESTED.value
@@ -83,6 +85,12 @@ class EnvView:
     exclusive_zones: bool = False
     draining: bool = False
     spot: bool = False  # its instances may be reclaimed by the cloud at any time
+    # The idle policy: "timeout" (idle_timeout_s) or "adaptive" (orchestrator/idle.py), which
+    # reads the recent submission times (seconds, oldest first) and the measured boot time.
+    idle_policy: str = "timeout"
+    arrivals: tuple[float, ...] = ()
+    boot_s: float = 120.0
+    wait_weight: float = 1.0  # machine-seconds a second of waiting is worth (idle.wait_weight)
     updated_at: datetime | None = None
     queued: int = 0
     # The first queued execution ids, FIFO within priority; enough to fill every free slot.
@@ -240,21 +248,38 @@ def decide_environment(env: EnvView, machines: Sequence[MachineView], now: datet
 
     # Idle scale-down: only when nothing waits, never below min_scale, longest idle first.
     if demand == 0:
-        idle = sorted(
-            (m for m in serving if m.running == 0 and m.id not in dispatched_to and m.idle_since is not None),
-            key=lambda m: (m.idle_since, m.id),
-        )
+        idle = [m for m in serving if m.running == 0 and m.id not in dispatched_to and m.idle_since is not None]
+        limits = idle_limits(env, idle)
         floor = 0 if env.draining else env.min_scale
-        cutoff = now - timedelta(seconds=env.idle_timeout_s)
-        for m in idle:
+        for m in sorted(idle, key=lambda m: (m.idle_since, m.id)):
             if n <= floor:
                 break
+            cutoff = now - timedelta(seconds=limits[m.id])
             if env.draining or m.idle_since <= cutoff:  # type: ignore[operator]
                 actions.append(Retire(m.id, idle_before=cutoff if not env.draining else now,
-                                      reason=f"idle for more than {env.idle_timeout_s:g} s" if not env.draining
-                                      else "the environment is being removed"))
+                                      reason=f"idle for more than {limits[m.id]:g} s ({env.idle_policy})"
+                                      if not env.draining else "the environment is being removed"))
                 n -= 1
     return actions
+
+
+def idle_limits(env: EnvView, idle: Sequence[MachineView]) -> dict[int, float]:
+    """How long each idle machine may stay idle. Work goes to idle machines in id order
+    (see the dispatch above), so the one with the lowest id is the next to be used."""
+    if env.idle_policy != "adaptive":
+        return {m.id: env.idle_timeout_s for m in idle}
+    return {m.id: keep_alive_s(env.arrivals, rank, env.boot_s, env.idle_timeout_s, env.wait_weight)
+            for rank, m in enumerate(sorted(idle, key=lambda m: m.id), start=1)}
+
+
+def next_retirement(env: EnvView, machines: Sequence[MachineView]) -> datetime | None:
+    """When the next idle machine would retire if nothing happened meanwhile (for a simulator's clock)."""
+    idle = [m for m in machines if m.state in SERVING and m.running == 0 and m.idle_since is not None]
+    live = sum(1 for m in machines if m.state in LIVE)
+    if not idle or live <= env.min_scale:
+        return None
+    limits = idle_limits(env, idle)
+    return min(m.idle_since + timedelta(seconds=limits[m.id]) for m in idle)  # type: ignore[operator]
 
 
 def _sync(env: EnvView, machines: Sequence[MachineView], now: datetime, grace_s: float, settled: set[int]) -> list[Action]:

@@ -15,6 +15,7 @@ from vh_orch.cloud_drivers import make_driver
 from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, ConfigError, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
+from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
 from vh_orch.timeutil import utcnow
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 TERMINATE_RECHECK_S = 60.0
+DEFAULT_BOOT_S = 120.0  # until a boot has been measured: a typical cloud VM with Docker
+BOOT_SAMPLES = 20
 TERMINATE_BACKOFF_BASE_S = 5.0
 TERMINATE_BACKOFF_MAX_S = 300.0
 # How each launch error is recorded, and whether the row fails at once. After a transient
@@ -71,6 +74,8 @@ class Reconciler:
         self.runtime_name = runtime_name
         self.last_actions: list[P.Action] = []
         self._listed: dict[str, CloudInstance] = {}
+        self._booting_seen: set[int] = set()
+        self._boot_times: dict[int, list[float]] = {}
 
     def driver(self, env: Environment) -> CloudDriver | None:
         assert env.id is not None
@@ -92,6 +97,7 @@ class Reconciler:
             if env.cloud == "local":
                 self.store.ensure_host_machine(env, self.hostname)
         machines = self.store.fleet()
+        self._measure_boots(machines, now)
         running = self.store.running_per_machine()
         views = []
         for env in envs.values():
@@ -175,6 +181,11 @@ class Reconciler:
             exclusive_zones=env.cloud == "ssh",
             draining=bool(settings.get("draining")),
             spot=env.spot,
+            idle_policy=settings.get("idle_policy", "timeout"),
+            arrivals=self.store.recent_arrivals(env.id, HISTORY) if settings.get("idle_policy") == "adaptive"
+            else (),
+            boot_s=self._boot_s(env),
+            wait_weight=wait_weight(settings.get("wait_cost_per_hour", DEFAULT_WAIT_COST_PER_HOUR), env.price_per_hour),
             updated_at=env.updated_at,
             queued=queued,
             queued_head=head,
@@ -184,6 +195,27 @@ class Reconciler:
                 for f in self.store.recent_failures(env.id)
             ),
         )
+
+    def _measure_boots(self, machines: list, now: datetime) -> None:  # type: ignore[type-arg]
+        """How long machines take from their row to serving, per environment (the adaptive idle
+        policy weighs a new boot by it). Machines already serving when this daemon started are
+        not measured: when they became ready is not known."""
+        for m in machines:
+            if m.state in P.BOOTING:
+                self._booting_seen.add(m.id)
+            elif m.state in P.SERVING and m.id in self._booting_seen:
+                self._booting_seen.discard(m.id)
+                created = m.created_at if m.created_at.tzinfo else m.created_at.replace(tzinfo=now.tzinfo)
+                times = self._boot_times.setdefault(m.environment_id, [])
+                times[:] = (times + [(now - created).total_seconds()])[-BOOT_SAMPLES:]
+
+    def _boot_s(self, env: Environment) -> float:
+        times = self._boot_times.get(env.id or 0)
+        if times:
+            return sum(times) / len(times)
+        if env.cloud == "fake":
+            return float(env.settings.get("fake", {}).get("boot_seconds", 0)) or 1.0
+        return DEFAULT_BOOT_S
 
     def _list(self, env: Environment) -> tuple | None:  # type: ignore[type-arg]
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -102,6 +102,15 @@ class FleetStore:
                 )
             )
         return rows[::-1]
+
+    def recent_arrivals(self, environment_id: int, limit: int) -> tuple[float, ...]:
+        """The submission times (epoch seconds, oldest first) of an environment's latest executions."""
+        table = Execution.__table__  # type: ignore[attr-defined]
+        with self.read() as s:
+            rows = s.connection().execute(
+                select(table.c.created_at).where(table.c.environment_id == environment_id)
+                .order_by(table.c.id.desc()).limit(limit)).all()
+        return tuple(_epoch(r[0]) for r in reversed(rows))
 
     # -- machine lifecycle -------------------------------------------------------------
 
@@ -465,3 +474,12 @@ class FleetStore:
                 for m in doomed:
                     s.delete(m)
             return len(doomed)
+
+
+def _epoch(value: datetime | str) -> float:
+    """A stored time as epoch seconds (a plain-row read may give SQLite's text form)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.timestamp()
