@@ -142,14 +142,35 @@ def test_a_capacity_error_in_the_done_operation_moves_to_the_next_zone(world: GC
     assert "ZONE_RESOURCE_POOL_EXHAUSTED" in failures[0].message
 
 
-def test_operations_that_finish_later_are_waited_for(world: GCPWorld) -> None:
-    world.gce.operation_seconds = 3.0
-    world.gce.wait_max_seconds = 0.5
+def test_a_launch_does_not_wait_for_its_operation(world: GCPWorld) -> None:
+    world.gce.operation_seconds = 30.0
     world.submit(1)
     world.run(1)
     (machine,) = world.machines()
-    assert machine.instance_id and machine.state in ("provisioning", "bootstrapping")
-    assert len(world.gce.calls("wait")) >= 2
+    assert machine.instance_id and machine.state == "provisioning"
+    assert world.gce.calls("wait") == [], "the pass went on while the insert ran"
+    world.gce.advance(31)
+    world.run(2)
+    (machine,) = world.machines()
+    assert machine.state == "bootstrapping" and len(world.instances()) == 1
+
+
+def test_a_capacity_error_reported_after_the_insert_moves_to_the_next_zone(world: GCPWorld) -> None:
+    world.gce.operation_seconds = 30.0
+    world.gce.fail_operation("ZONE_RESOURCE_POOL_EXHAUSTED", zone=ZONES[0],
+                             message="The zone does not have enough resources available to fulfill the request.")
+    world.submit(1)
+    world.run(1)
+    (first,) = world.machines()
+    assert first.zone == ZONES[0] and first.state == "provisioning"
+    world.gce.advance(31)
+    world.run(2)
+    failed = world.machine(first.id)  # type: ignore[arg-type]
+    assert failed.state == "failed" and "ZONE_RESOURCE_POOL_EXHAUSTED" in (failed.reason or "")
+    (second,) = world.machines("provisioning", "bootstrapping")
+    assert second.zone == ZONES[1]
+    failures = world.store.recent_failures(world.env.id)  # type: ignore[arg-type]
+    assert [(f.kind, f.zone) for f in failures] == [("capacity", ZONES[0])]
 
 
 def test_quota_exceeded_blocks_launching_and_status_shows_why(world: GCPWorld, tmp_path: Path) -> None:

@@ -80,6 +80,16 @@ class CloudDriver(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """A launch the cloud accepted and later reported as failed (nothing was created)."""
+
+    machine_id: int
+    error: Exception
+    zone: str | None
+    instance_type: str | None
+
+
 class SSHMachines(Protocol):
     """A driver whose machines vh-orch logs in to (SSH_CLOUDS)."""
 

@@ -3,9 +3,11 @@
 It mirrors the AWS driver. An insert carries the machine row's launch token as its
 requestId (Google deduplicates on it) and the cluster, row and environment as labels;
 the host key's public half rides in the instance metadata, the first-boot setup in a
-startup script. The zone operation is waited on with an operations client of the same
-endpoint (never the library's default one), because capacity and quota errors only
-show inside the DONE operation. Listing is one aggregated list across zones, filtered
+startup script. Capacity and quota errors only show inside the insert's DONE operation:
+a launch returns as soon as the insert is accepted, and every listing reads the
+operations still running with an operations client of the same endpoint (never the
+library's default one); a failed one is reported through launch_failures(), which the
+reconciler records like a failure at launch time, so zone fallback works the same. Listing is one aggregated list across zones, filtered
 on the labels. Credentials: Application Default Credentials only (`credentials:
 anonymous` exists for tests against a local API endpoint); nothing is stored.
 """
@@ -15,9 +17,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -33,6 +35,7 @@ from vh_orch.cloud_drivers.base import (
     TAG_ENVIRONMENT,
     TAG_MACHINE,
     CloudInstance,
+    LaunchOutcome,
     LaunchSpec,
     machine_id_from_tag,
 )
@@ -48,7 +51,6 @@ QUOTA_CODES = ("QUOTA_EXCEEDED", "quotaExceeded")
 THROTTLED_CODES = ("rateLimitExceeded", "RATE_LIMIT_EXCEEDED", "userRateLimitExceeded")
 STATES = {"PROVISIONING": PENDING, "STAGING": PENDING, "RUNNING": RUNNING, "STOPPING": STOPPING,
           "SUSPENDING": STOPPING, "SUSPENDED": STOPPING, "TERMINATED": STOPPING, "REPAIRING": PENDING}
-OPERATION_WAIT_S = 120.0
 # Every call has a timeout and no library retry (a 503 on a read would be retried for 10
 # minutes): the next reconcile pass is the retry, and it backs off by itself.
 API_TIMEOUT_S = 60.0
@@ -100,6 +102,15 @@ def classify_operation(operation: compute_v1.Operation, doing: str) -> CloudErro
     return CloudError(text)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    operation: str
+    zone: str
+    machine_id: int
+    instance_type: str | None
+    doing: str
+
+
 class GCPDriver:
     def __init__(self, cluster_id: str, env: Environment) -> None:
         self.cluster_id = cluster_id
@@ -119,6 +130,8 @@ class GCPDriver:
         self.instances = compute_v1.InstancesClient(**kwargs)
         self.operations = compute_v1.ZoneOperationsClient(**kwargs)  # the same endpoint, never the default
         self.spot = env.spot
+        self._pending: dict[str, _Pending] = {}
+        self._failed: list[LaunchOutcome] = []
         self._seen: dict[str, VMInfo] = {}
         self._lock = threading.Lock()
 
@@ -165,14 +178,20 @@ class GCPDriver:
             operation = self.instances.insert_unary(request=compute_v1.InsertInstanceRequest(
                 project=self.project, zone=zone, instance_resource=instance,
                 request_id=str(uuid.UUID(hex=spec.launch_token))), retry=None, timeout=API_TIMEOUT_S)
-            operation = self._wait(operation, zone)
         except gexc.Conflict:
             pass  # it exists already: an earlier attempt of this very row created it
-        except CloudError:
-            raise
         except Exception as exc:
             raise classify_http(exc, doing) from None
         else:
+            if operation.status != compute_v1.Operation.Status.DONE:
+                # Accepted; how it ends (capacity and quota errors come only then) is read by later
+                # listings, so that a pass never waits for an insert to finish.
+                instance_id = f"{zone}/{name}"
+                with self._lock:
+                    self._pending[instance_id] = _Pending(operation.name, zone, spec.machine_id,
+                                                          spec.instance_type, doing)
+                return CloudInstance(instance_id=instance_id, machine_id=spec.machine_id, state=PENDING, zone=zone,
+                                     instance_type=spec.instance_type, launched_at=datetime.now(UTC))
             if operation.error and operation.error.errors:
                 raise classify_operation(operation, doing)
         try:
@@ -193,20 +212,37 @@ class GCPDriver:
         return compute_v1.Scheduling(provisioning_model="STANDARD", automatic_restart=False,
                                      on_host_maintenance="TERMINATE" if self.gcp.get("accelerators") else "MIGRATE")
 
-    def _wait(self, operation: compute_v1.Operation, zone: str) -> compute_v1.Operation:
-        """Wait for a zone operation to be DONE (the wait call returns after at most ~2 minutes)."""
-        deadline = time.monotonic() + OPERATION_WAIT_S
-        while operation.status != compute_v1.Operation.Status.DONE:
-            if time.monotonic() > deadline:
-                raise TransientCloudError(f"operation {operation.name} in {zone} did not finish within "
-                                          f"{OPERATION_WAIT_S:g} s")
-            operation = self.operations.wait(project=self.project, zone=zone, operation=operation.name,
-                                             retry=None, timeout=API_TIMEOUT_S + 120)
-        return operation
+    def _poll_pending(self) -> None:
+        """Look at the inserts still running: a finished one is forgotten, a failed one reported."""
+        with self._lock:
+            pending = list(self._pending.items())
+        for instance_id, p in pending:
+            try:
+                operation = self.operations.get(project=self.project, zone=p.zone, operation=p.operation,
+                                                retry=None, timeout=API_TIMEOUT_S)
+            except gexc.NotFound:
+                operation = None  # expired: the listing alone tells what became of it
+            except Exception as exc:
+                log.info("reading operation %s failed (%s); trying again next pass", p.operation, exc)
+                continue
+            if operation is not None and operation.status != compute_v1.Operation.Status.DONE:
+                continue
+            with self._lock:
+                self._pending.pop(instance_id, None)
+                if operation is not None and operation.error and operation.error.errors:
+                    self._failed.append(LaunchOutcome(p.machine_id, classify_operation(operation, p.doing),
+                                                      p.zone, p.instance_type))
+
+    def launch_failures(self) -> list[LaunchOutcome]:
+        """Accepted launches that failed since the last call (see reconcile)."""
+        with self._lock:
+            failed, self._failed = self._failed, []
+        return failed
 
     # -- list ---------------------------------------------------------------------------
 
     def list_instances(self) -> list[CloudInstance]:
+        self._poll_pending()
         query = (f'labels.{TAG_CLUSTER} = "{label_value(self.cluster_id)}" AND '
                  f'labels.{TAG_ENVIRONMENT} = "{label_value(self.environment)}"')
         found = []
@@ -221,6 +257,10 @@ class GCPDriver:
         listed = {i.instance_id for i in found}
         with self._lock:  # forget deleted instances (a launch meanwhile is looked up again if needed)
             self._seen = {k: v for k, v in self._seen.items() if k in listed}
+            # An accepted insert the listing does not show yet is still on its way.
+            found += [CloudInstance(instance_id=i, machine_id=p.machine_id, state=PENDING, zone=p.zone,
+                                    instance_type=p.instance_type, launched_at=datetime.now(UTC))
+                      for i, p in self._pending.items() if i not in listed]
         return found
 
     def _instance(self, raw: compute_v1.Instance, zone: str) -> CloudInstance:

@@ -96,12 +96,18 @@ class Reconciler:
         for env in envs.values():
             if env.cloud == "local":
                 self.store.ensure_host_machine(env, self.hostname)
+        # Listings first: a cloud may report launches that failed after they were accepted,
+        # and those rows must be settled before the fleet is read.
+        listings = {env.id: self._list(env) for env in envs.values() if env.cloud != "local"}
+        for env in envs.values():
+            self._late_launch_failures(env)
         machines = self.store.fleet()
         self._measure_boots(machines, now)
         running = self.store.running_per_machine()
         views = []
         for env in envs.values():
-            views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running))
+            views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running,
+                                        listings.get(env.id)))
         snapshot = P.Snapshot(
             environments=tuple(views),
             machines=tuple(
@@ -147,14 +153,12 @@ class Reconciler:
                     and machine.id not in ended:
                 start(env, machine)
 
-    def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int]) -> P.EnvView:
+    def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int],
+                  instances: tuple | None) -> P.EnvView:  # type: ignore[type-arg]
         assert env.id is not None
         free = sum(max(0, env.slots - running.get(m.id, 0)) for m in machines  # type: ignore[arg-type]
                    if m.state in P.SERVING)
         queued, head = self.store.queue_view(env.id, free)
-        instances = None
-        if env.cloud != "local":
-            instances = self._list(env)
         settings = env.settings
         cloud_settings = settings.get(env.cloud, {}) if isinstance(settings.get(env.cloud), dict) else {}
         zones = tuple(cloud_settings.get("zones") or cloud_settings.get("subnet_ids") or [None])
@@ -195,6 +199,21 @@ class Reconciler:
                 for f in self.store.recent_failures(env.id)
             ),
         )
+
+    def _late_launch_failures(self, env: Environment) -> None:
+        """Launches the cloud accepted and then failed (GCE reports capacity and quota errors inside
+        the insert's operation): recorded like a failure at launch time, the row `failed`."""
+        driver = self._drivers.get(env.id)  # type: ignore[arg-type]
+        take = getattr(driver, "launch_failures", None)
+        if take is None:
+            return
+        for outcome in take():
+            kind = next((k for cls, k, _ in FAILURE_KINDS if isinstance(outcome.error, cls)), "fatal")
+            message = str(outcome.error) or type(outcome.error).__name__
+            log.warning("environment %s: launch in %s/%s failed (%s): %s", env.name, outcome.zone,
+                        outcome.instance_type, kind, message)
+            self.store.record_launch_failure(env.id, kind, outcome.zone, outcome.instance_type, message)  # type: ignore[arg-type]
+            self.store.fail_machine(outcome.machine_id, f"launch failed ({kind}): {message}", booting_too=True)
 
     def _measure_boots(self, machines: list, now: datetime) -> None:  # type: ignore[type-arg]
         """How long machines take from their row to serving, per environment (the adaptive idle

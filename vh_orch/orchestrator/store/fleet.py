@@ -192,10 +192,13 @@ class FleetStore:
                 machine.retry_at = self.clock()
                 s.add(machine)
 
-    def fail_machine(self, machine_id: int, reason: str) -> None:
+    def fail_machine(self, machine_id: int, reason: str, booting_too: bool = False) -> None:
+        """A launch that did not happen: `failed`. booting_too: also a row already `provisioning`
+        (a cloud that reports a failed launch later, inside its operation: nothing was created)."""
+        states = (M.REQUESTED, M.PROVISIONING) if booting_too else (M.REQUESTED,)
         with self.write() as s:
             machine = s.get_one(Machine, machine_id)
-            if machine.state == M.REQUESTED:
+            if machine.state in states:
                 self._machine_to(s, machine, M.FAILED, reason, step="failed")
 
     def begin_terminate(self, machine_id: int, reason: str) -> Machine | None:
