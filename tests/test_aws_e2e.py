@@ -206,3 +206,32 @@ def test_machines_without_direct_access_go_through_the_daemon(vh: VhOrch, tmp_pa
     assert output["uri"].startswith(f"s3://{BUCKET}/runs/") and s3_bytes(moto, output["uri"]) == b"hello\n"
     puts = [s for s in moto.proxy.log if s.method == "PUT" and "/runs/" in s.path]
     assert puts and all(s.user_agent.startswith("Boto3/") for s in puts)
+
+
+def test_a_machine_that_cannot_be_reached_stops_launching_instead_of_churning(aws_vh: VhOrch, moto,  # type: ignore[no-untyped-def]
+                                                                              tmp_path: Path, ssh_pool: SSHPool) -> None:
+    aws_vh("env", "apply", aws_env(moto, ssh_pool, tmp_path, ssh={
+        "user": "root", "private_key_file": str(ssh_pool.client_key), "endpoint_resolver": "vh_test_resolvers:nowhere"}))
+    eid = submit(aws_vh)
+    aws_vh.start_daemon()
+    deadline = time.monotonic() + 60
+    while True:
+        (row,) = [r for r in aws_vh.json("status", "--json") if r["environment"] == "aws-cpu"]
+        failure = row["last_launch_failure"]
+        if failure and failure["kind"] == "fatal" and not live(moto):
+            break
+        assert time.monotonic() < deadline, (row, live(moto))
+        time.sleep(0.5)
+    assert "cannot be reached" in failure["message"] and "resolver returned" in failure["message"]
+    time.sleep(3)  # several passes: no new launch while the environment is broken
+    assert len(moto.proxy.actions("RunInstances")) == 1
+    assert aws_vh.json("exec", "info", str(eid), "--json")["status"] == "queued"
+
+
+def test_an_endpoint_resolver_that_cannot_be_imported_is_refused(vh: VhOrch, moto, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                 ssh_pool: SSHPool) -> None:
+    path = aws_env(moto, ssh_pool, tmp_path, ssh={"user": "root", "private_key_file": str(ssh_pool.client_key),
+                                                 "endpoint_resolver": "no_such_module:resolve"})
+    out = vh("env", "apply", path, check=False)
+    assert out.returncode == 1 and "cannot import 'no_such_module'" in out.stderr
+    assert "aws-cpu" not in vh("env", "list").stdout

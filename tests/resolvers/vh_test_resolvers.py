@@ -17,3 +17,8 @@ def test_host(instance: dict[str, Any]) -> dict[str, Any]:
     hosts = json.loads(os.environ["VH_TEST_SSH_HOSTS"])
     machine = int(instance["tags"].get("vh-orch-machine", "0"))
     return dict(hosts[machine % len(hosts)])
+
+
+def nowhere(instance: dict[str, Any]) -> dict[str, Any]:
+    """A broken resolver: no host at all."""
+    return {"port": 22}

@@ -275,6 +275,13 @@ def _check_vm_environment(cloud: str, columns: dict[str, Any], settings: dict[st
     if not ssh or not ssh.get("private_key_file"):
         raise ConfigError(f"{where}.ssh.private_key_file: vh-orch logs in to its {cloud} machines with this key; "
                           "create one with `ssh-keygen -t ed25519 -f FILE`")
+    if ssh.get("endpoint_resolver"):
+        from vh_orch.cloud_drivers.vm import load_resolver
+
+        try:
+            load_resolver(ssh["endpoint_resolver"])  # the operator's own code, named in their file
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
 
 def _strings(body: dict[str, Any], key: str, where: str, pattern: str | None = None) -> None:

@@ -28,6 +28,7 @@ from vh_orch.bootstrap.runtimes import (
     remove_container,
 )
 from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS
+from vh_orch.errors import ConfigError
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
@@ -276,6 +277,13 @@ class Daemon:
         except HostKeyMismatch as exc:
             log.error("machine %s: %s; it will never be used", machine.id, exc)
             self.store.bootstrap_failed(machine.id, str(exc), never_use=True)
+        except ConfigError as exc:
+            # Every machine of this environment would fail the same way (no address, a broken
+            # endpoint resolver): stop launching until the environment is fixed, end this one.
+            log.error("machine %s cannot be reached: %s", machine.id, exc)
+            self.store.record_launch_failure(env.id, "fatal", machine.zone, machine.instance_type,  # type: ignore[arg-type]
+                                             f"machine {machine.id} cannot be reached: {exc}")
+            self.store.bootstrap_failed(machine.id, f"cannot be reached: {exc}", never_use=False)
         except (BootstrapError, SSHError) as exc:
             log.warning("machine %s: bootstrap failed: %s", machine.id, exc)
             self.store.bootstrap_failed(machine.id, f"bootstrap failed: {exc}", never_use=False)
