@@ -174,3 +174,24 @@ def test_the_daemon_policy_keeps_a_machine_while_work_arrives_often(tmp_path: Pa
     machines = w.machines("ready", "busy")
     assert len(machines) == 1, "one machine serves them all, kept between submissions"
     assert len([m for m in w.machines() if m.instance_id]) <= 2
+
+
+def test_several_environments_and_slots_in_one_trace(tmp_path: Path) -> None:
+    from vh_orch.config.environments import parse_file_text
+    from vh_orch.simulation.engine import simulate
+    from vh_orch.simulation.trace import generate
+
+    specs = parse_file_text("""
+environments:
+  - {name: gpu, cloud: fake, max_scale: 3, min_scale: 1, slots: 2, price_per_hour: 2.0, fake: {boot_seconds: 60}}
+  - {name: cpu, cloud: fake, max_scale: 5, price_per_hour: 0.1}
+""", "envs")
+    trace = sorted(generate("steady", 200, 1, "gpu", seed=2) + generate("bursty", 200, 1, "cpu", seed=3),
+                   key=lambda s: s.submit_s)
+    results = simulate(specs, trace, ["adaptive", "idle-timeout:5m", "static"])
+    for r in results:
+        assert r.executions == len(trace)
+        assert r.cost >= r.ideal_cost, r  # two executions share a gpu machine: the ideal counts half a machine
+    by = {r.policy: r for r in results}
+    assert by["static"].launches == 3 + 5
+    assert by["adaptive"].launches >= 2, "the gpu environment keeps its min_scale machine and adds more"

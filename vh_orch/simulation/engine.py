@@ -291,7 +291,9 @@ class Simulation:
                 machine_s += stop - m.launched_s
                 idle_s += m.idle_total_s
                 cost += (stop - m.launched_s) / 3600 * env.price
-        ideal = sum(s.duration_s / 3600 * self.envs[s.environment].price for s in self.trace)
+        # The work alone: each execution's share of a machine (1/slots) for exactly its duration.
+        ideal = sum(s.duration_s / 3600 * self.envs[s.environment].price / self.envs[s.environment].view.slots
+                    for s in self.trace)
         waits = sorted(start - s.submit_s for start, s in zip(self.start_s, self.trace))
         return Result(
             policy=self.choice.name, executions=len(self.trace), cost=cost, ideal_cost=ideal,
