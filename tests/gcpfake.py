@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from quietserver import QuietHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -543,7 +545,7 @@ class FakeGCE:
 
             do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-gce", daemon=True).start()

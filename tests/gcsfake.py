@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from quietserver import QuietHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
@@ -207,7 +209,7 @@ class SigningProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="gcs-signing-proxy", daemon=True).start()
