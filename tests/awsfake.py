@@ -11,22 +11,16 @@ path, see `fail_request`). The proxy also keeps a log of what it saw
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from quietserver import QuietHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
+from quietserver import QuietHTTPServer, free_port, serve, shut
+
 REGION = "eu-west-1"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -64,7 +58,7 @@ class FaultProxy:
     rules: list[Rule] = field(default_factory=list)
     log: list[Seen] = field(default_factory=list)
     port: int = 0
-    _server: ThreadingHTTPServer | None = None
+    _server: QuietHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -151,15 +145,11 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve(Handler, "aws-fault-proxy")
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="aws-fault-proxy", daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shut(self._server)
 
 
 class MotoAWS:

@@ -41,11 +41,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from quietserver import QuietHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from quietserver import QuietHTTPServer, serve, shut
 
 BASE = "https://www.googleapis.com/compute/v1"
 NAME_RE = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
@@ -191,7 +191,7 @@ class FakeGCE:
     _offset: float = 0.0
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))  # type: ignore[type-arg]
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _server: ThreadingHTTPServer | None = None
+    _server: QuietHTTPServer | None = None
 
     # --- test-side controls ---
 
@@ -545,15 +545,11 @@ class FakeGCE:
 
             do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
-        self._server = QuietHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = serve(Handler, "fake-gce", port=self.port, poll_s=0.05)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-gce", daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shut(self._server)
 
 
 # --- list filters: comparisons joined by AND (or juxtaposed), each perhaps in parentheses ---

@@ -21,13 +21,10 @@ import calendar
 import hashlib
 import http.client
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from quietserver import QuietHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
@@ -36,14 +33,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from quietserver import QuietHTTPServer, free_port, serve, shut
+
 SERVICE_ACCOUNT = "vh-orch-test@vh-orch-test.iam.gserviceaccount.com"
 JSON_API = ("/storage/v1/", "/upload/storage/v1/", "/download/storage/v1/", "/batch/storage/v1")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServiceAccount:
@@ -92,7 +86,7 @@ class SigningProxy:
     rules: list[Rule] = field(default_factory=list)
     tokens_issued: int = 0
     port: int = 0
-    _server: ThreadingHTTPServer | None = None
+    _server: QuietHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -209,15 +203,11 @@ class SigningProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 
-        self._server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve(Handler, "gcs-signing-proxy")
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, name="gcs-signing-proxy", daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        shut(self._server)
 
 
 class EmulatedGCS:
