@@ -12,14 +12,12 @@ back off, anything else (permissions, a bad AMI) → fatal with AWS's own messag
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from vh_orch.bootstrap.ssh import SSHTarget
 from vh_orch.cloud_drivers.base import (
     PENDING,
     RUNNING,
@@ -31,9 +29,9 @@ from vh_orch.cloud_drivers.base import (
     LaunchSpec,
     machine_id_from_tag,
 )
-from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, generate_host_key
+from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, VMMachines, generate_host_key
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
-from vh_orch.orchestrator.models import Environment, Machine
+from vh_orch.orchestrator.models import Environment
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +71,19 @@ def classify(exc: Exception, doing: str) -> CloudError:
     return CloudError(f"{doing}: {exc}")
 
 
-class AWSDriver:
+class AWSDriver(VMMachines):
     def __init__(self, cluster_id: str, env: Environment) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
         self.aws: dict[str, Any] = env.settings.get("aws", {})
         if not env.region:
             raise ConfigError(f"environment {env.name!r}: an aws environment needs a `region`")
-        self.access = VMAccess(env.settings.get("ssh", {}), default_user="ubuntu")
+        super().__init__(VMAccess(env.settings.get("ssh", {}), default_user="ubuntu"))
         config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=10, read_timeout=60)
         session = boto3.session.Session(region_name=env.region)
         self.ec2 = session.client("ec2", endpoint_url=self.aws.get("endpoint_url"), config=config)
         self.spot_max_price = self.aws.get("spot_max_price")
-        self._seen: dict[str, VMInfo] = {}
         self._root_device: str | None = None
-        self._lock = threading.Lock()
 
     # -- launch -----------------------------------------------------------------------
 
@@ -172,11 +168,7 @@ class AWSDriver:
                       public_ip=raw.get("PublicIpAddress"),
                       zone=raw.get("Placement", {}).get("AvailabilityZone"), tags=tags,
                       host_key=tags.get(TAG_HOST_KEY))
-        with self._lock:
-            if state == TERMINATED:
-                self._seen.pop(info.instance_id, None)
-            else:
-                self._seen[info.instance_id] = info
+        address = self._remember(info, gone=state == TERMINATED)
         why = None
         if state in (TERMINATED, STOPPING):
             code = reason.get("Code", "")
@@ -189,7 +181,7 @@ class AWSDriver:
             state=state,
             zone=info.zone,
             instance_type=raw.get("InstanceType"),
-            address=info.private_ip if self.access.address == "private" else info.public_ip,
+            address=address,
             launched_at=raw.get("LaunchTime"),
             state_reason=why,
         )
@@ -219,17 +211,7 @@ class AWSDriver:
 
     # -- reaching a machine -------------------------------------------------------------
 
-    def target(self, machine: Machine) -> SSHTarget:
-        return self.access.target(self._info(machine.instance_id or ""))
-
-    def workdir(self, machine: Machine) -> str:
-        return self.access.workdir
-
-    def _info(self, instance_id: str) -> VMInfo:
-        with self._lock:
-            info = self._seen.get(instance_id)
-        if info is not None:
-            return info
+    def _look_up(self, instance_id: str) -> None:
         try:
             reservations = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
         except Exception as exc:
@@ -237,7 +219,3 @@ class AWSDriver:
         for reservation in reservations:
             for raw in reservation["Instances"]:
                 self._instance(raw)
-        with self._lock:
-            if instance_id not in self._seen:
-                raise CloudError(f"instance {instance_id} is gone")
-            return self._seen[instance_id]

@@ -26,7 +26,6 @@ from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
-from vh_orch.bootstrap.ssh import SSHTarget
 from vh_orch.cloud_drivers.base import (
     PENDING,
     RUNNING,
@@ -39,9 +38,17 @@ from vh_orch.cloud_drivers.base import (
     LaunchSpec,
     machine_id_from_tag,
 )
-from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, generate_host_key, public_key_of, startup_script
+from vh_orch.cloud_drivers.vm import (
+    TAG_HOST_KEY,
+    VMAccess,
+    VMInfo,
+    VMMachines,
+    generate_host_key,
+    public_key_of,
+    startup_script,
+)
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
-from vh_orch.orchestrator.models import Environment, Machine
+from vh_orch.orchestrator.models import Environment
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +118,7 @@ class _Pending:
     doing: str
 
 
-class GCPDriver:
+class GCPDriver(VMMachines):
     def __init__(self, cluster_id: str, env: Environment) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
@@ -119,7 +126,7 @@ class GCPDriver:
         self.project = self.gcp.get("project")
         if not self.project:
             raise ConfigError(f"environment {env.name!r}: a gcp environment needs `gcp.project`")
-        self.access = VMAccess(env.settings.get("ssh", {}), default_user="vh")
+        super().__init__(VMAccess(env.settings.get("ssh", {}), default_user="vh"))
         kwargs: dict[str, Any] = {"transport": "rest"}
         if self.gcp.get("api_endpoint"):
             kwargs["client_options"] = ClientOptions(api_endpoint=self.gcp["api_endpoint"])
@@ -132,7 +139,6 @@ class GCPDriver:
         self.spot = env.spot
         self._pending: dict[str, _Pending] = {}
         self._failed: list[LaunchOutcome] = []
-        self._seen: dict[str, VMInfo] = {}
         self._lock = threading.Lock()
 
     # -- launch -----------------------------------------------------------------------
@@ -255,8 +261,8 @@ class GCPDriver:
         except Exception as exc:
             raise classify_http(exc, "listing instances") from None
         listed = {i.instance_id for i in found}
-        with self._lock:  # forget deleted instances (a launch meanwhile is looked up again if needed)
-            self._seen = {k: v for k, v in self._seen.items() if k in listed}
+        self._keep_only(listed)  # forget deleted instances (a launch meanwhile is looked up again if needed)
+        with self._lock:
             # An accepted insert the listing does not show yet is still on its way.
             found += [CloudInstance(instance_id=i, machine_id=p.machine_id, state=PENDING, zone=p.zone,
                                     instance_type=p.instance_type, launched_at=datetime.now(UTC))
@@ -271,8 +277,7 @@ class GCPDriver:
         info = VMInfo(instance_id=instance_id, private_ip=nic.network_i_p if nic is not None else None,
                       public_ip=public or None, zone=zone, tags=dict(raw.labels), host_key=metadata.get(TAG_HOST_KEY))
         state = STATES.get(raw.status, PENDING)
-        with self._lock:
-            self._seen[instance_id] = info
+        address = self._remember(info)
         why = None
         if state == STOPPING:
             preempted = raw.scheduling.provisioning_model == "SPOT" if raw.scheduling else False
@@ -290,7 +295,7 @@ class GCPDriver:
             state=state,
             zone=zone,
             instance_type=raw.machine_type.rpartition("/")[2] or None,
-            address=info.private_ip if self.access.address == "private" else info.public_ip,
+            address=address,
             launched_at=launched,
             state_reason=why,
         )
@@ -309,24 +314,12 @@ class GCPDriver:
 
     # -- reaching a machine -------------------------------------------------------------
 
-    def target(self, machine: Machine) -> SSHTarget:
-        return self.access.target(self._info(machine.instance_id or ""))
-
-    def workdir(self, machine: Machine) -> str:
-        return self.access.workdir
-
-    def _info(self, instance_id: str) -> VMInfo:
-        with self._lock:
-            info = self._seen.get(instance_id)
-        if info is not None:
-            return info
+    def _look_up(self, instance_id: str) -> None:
         zone, _, name = instance_id.partition("/")
         try:
             raw = self.instances.get(project=self.project, zone=zone, instance=name, retry=None, timeout=API_TIMEOUT_S)
         except gexc.NotFound:
-            raise CloudError(f"instance {instance_id} is gone") from None
+            return  # gone
         except Exception as exc:
             raise classify_http(exc, f"looking up {instance_id}") from None
         self._instance(raw, zone)
-        with self._lock:
-            return self._seen[instance_id]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vh_orch.bootstrap.docker_host import FIRST_BOOT_DONE
 from vh_orch.bootstrap.ssh import SSHTarget
-from vh_orch.errors import ConfigError
+from vh_orch.errors import CloudError, ConfigError
 
 TAG_HOST_KEY = "vh-orch-host-key"
 DEFAULT_WORKDIR = "/var/lib/vh-orch"
@@ -184,3 +185,49 @@ class VMAccess:
             raise ConfigError(f"instance {vm.instance_id} has no pinned host key (tag {TAG_HOST_KEY} missing); "
                               "it cannot be trusted")
         return SSHTarget(host, port, self.user, self.key_file, host_key, self.connect_timeout_s)
+
+
+class VMMachines:
+    """Reaching the VMs of one environment, for the aws and gcp drivers: vh-orch's login
+    (VMAccess) and what the cloud last said of each instance (addresses, host key), asked
+    again when unknown (an instance launched before this daemon started)."""
+
+    def __init__(self, access: VMAccess) -> None:
+        self.access = access
+        self._seen: dict[str, VMInfo] = {}
+        self._seen_lock = threading.Lock()
+
+    def target(self, machine: Any) -> SSHTarget:
+        return self.access.target(self._info(machine.instance_id or ""))
+
+    def workdir(self, machine: Any) -> str:
+        return self.access.workdir
+
+    def _remember(self, info: VMInfo, gone: bool = False) -> str | None:
+        """Note what the cloud says of an instance; returns the address vh-orch reaches it at."""
+        with self._seen_lock:
+            if gone:
+                self._seen.pop(info.instance_id, None)
+            else:
+                self._seen[info.instance_id] = info
+        return info.private_ip if self.access.address == "private" else info.public_ip
+
+    def _keep_only(self, instance_ids: set[str]) -> None:
+        """Forget instances a complete listing no longer shows."""
+        with self._seen_lock:
+            self._seen = {k: v for k, v in self._seen.items() if k in instance_ids}
+
+    def _look_up(self, instance_id: str) -> None:
+        """Ask the cloud about one instance and _remember it (CloudError if that fails)."""
+        raise NotImplementedError
+
+    def _info(self, instance_id: str) -> VMInfo:
+        with self._seen_lock:
+            info = self._seen.get(instance_id)
+        if info is None:
+            self._look_up(instance_id)
+            with self._seen_lock:
+                info = self._seen.get(instance_id)
+        if info is None:
+            raise CloudError(f"instance {instance_id} is gone")
+        return info
