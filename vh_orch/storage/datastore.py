@@ -8,6 +8,7 @@ by datastore_from_settings.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import shutil
 import uuid
@@ -88,6 +89,31 @@ class FileDatastore:
 
     def get(self, uri: str, dest: Path) -> tuple[int, str]:
         return copy_with_sha256(file_uri_path(uri), dest)
+
+
+def split_object_uri(uri: str, scheme: str, kind: str) -> tuple[str, str]:
+    """(bucket, key) of an object URI SCHEME://bucket/key (the key taken as it is, not percent-decoded);
+    kind names the store in the error ("an S3")."""
+    prefix = f"{scheme}://"
+    bucket, _, key = uri[len(prefix):].partition("/") if uri.startswith(prefix) else ("", "", "")
+    if not bucket or not key:
+        raise ConfigError(f"{uri!r} is not {kind} object URI: use {prefix}bucket/key")
+    return bucket, key
+
+
+def check_endpoint_url(endpoint_url: object) -> None:
+    if endpoint_url is not None and (not isinstance(endpoint_url, str)
+                                     or not endpoint_url.startswith(("http://", "https://"))):
+        raise ConfigError(f"datastore endpoint_url {endpoint_url!r} must be an http:// or https:// URL")
+
+
+def is_ip_address(name: str) -> bool:
+    """Bucket names may not look like an IP address (S3 and GCS agree)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def file_uri_path(uri: str) -> Path:

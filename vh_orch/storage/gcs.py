@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import io
-import ipaddress
 import os
 import re
 import threading
@@ -49,7 +48,7 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from vh_orch.errors import CloudError, ConfigError, TransientCloudError
-from vh_orch.storage.datastore import CHUNK, StoredFile
+from vh_orch.storage.datastore import CHUNK, StoredFile, check_endpoint_url, is_ip_address, split_object_uri
 from vh_orch.storage.transfer import MiB, UploadPlan
 
 try:  # google-cloud-storage 3 has its own copies; 2.x raises google-resumable-media's
@@ -90,20 +89,15 @@ def parse_gs_root(uri: str) -> tuple[str, str]:
 
 
 def split_gs_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key) of an object URI gs://bucket/key (the key taken as it is, not percent-decoded)."""
-    bucket, _, key = uri[len("gs://"):].partition("/") if uri.startswith("gs://") else ("", "", "")
-    if not bucket or not key:
-        raise ConfigError(f"{uri!r} is not a GCS object URI: use gs://bucket/key")
-    return bucket, key
+    """(bucket, key) of an object URI gs://bucket/key."""
+    return split_object_uri(uri, "gs", "a GCS")
 
 
 def check_gcs_settings(uri: str, project: str | None = None, endpoint_url: str | None = None,
                        credentials: str | None = None) -> tuple[str, str]:
     """Validate GCSDatastore's settings without contacting anything; returns (bucket, prefix)."""
     bucket, prefix = parse_gs_root(uri)
-    if endpoint_url is not None and (not isinstance(endpoint_url, str)
-                                     or not endpoint_url.startswith(("http://", "https://"))):
-        raise ConfigError(f"datastore endpoint_url {endpoint_url!r} must be an http:// or https:// URL")
+    check_endpoint_url(endpoint_url)
     if project is not None and (not isinstance(project, str) or not PROJECT_RULE.fullmatch(project)):
         raise ConfigError(f"datastore project {project!r} is not a project ID like my-project-123 "
                           "(6-30 of a-z 0-9 -, starting with a letter)")
@@ -388,13 +382,5 @@ def _valid_bucket(name: str) -> bool:
     if not BUCKET_RULE.fullmatch(name) or ".." in name or name.startswith("goog") or "google" in name:
         return False
     if "." in name:
-        return len(name) <= 222 and all(0 < len(part) <= 63 for part in name.split(".")) and not _is_ip(name)
+        return len(name) <= 222 and all(0 < len(part) <= 63 for part in name.split(".")) and not is_ip_address(name)
     return 3 <= len(name) <= 63
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True

@@ -18,7 +18,6 @@ anything else → CloudError, always with S3's own code and message.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from vh_orch.errors import CloudError, ConfigError, TransientCloudError
-from vh_orch.storage.datastore import CHUNK, StoredFile
+from vh_orch.storage.datastore import CHUNK, StoredFile, check_endpoint_url, is_ip_address, split_object_uri
 from vh_orch.storage.transfer import (  # noqa: F401  (re-exported: s3.py was their first home)
     MiB,
     Part,
@@ -65,7 +64,7 @@ def parse_s3_root(uri: str) -> tuple[str, str]:
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     if not bucket:
         raise ConfigError(f"datastore URI {uri!r} names no bucket; {ACCEPTED_URIS}")
-    if not BUCKET_RULE.fullmatch(bucket) or ".." in bucket or _is_ip(bucket):
+    if not BUCKET_RULE.fullmatch(bucket) or ".." in bucket or is_ip_address(bucket):
         raise ConfigError(f"datastore URI {uri!r}: {bucket!r} is not a valid S3 bucket name; {ACCEPTED_URIS}")
     if any(c in prefix for c in "?#\0"):
         raise ConfigError(f"datastore URI {uri!r}: the prefix may not contain '?', '#' or NUL; {ACCEPTED_URIS}")
@@ -73,20 +72,15 @@ def parse_s3_root(uri: str) -> tuple[str, str]:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    """(bucket, key) of an object URI s3://bucket/key (the key taken as it is, not percent-decoded)."""
-    bucket, _, key = uri[len("s3://"):].partition("/") if uri.startswith("s3://") else ("", "", "")
-    if not bucket or not key:
-        raise ConfigError(f"{uri!r} is not an S3 object URI: use s3://bucket/key")
-    return bucket, key
+    """(bucket, key) of an object URI s3://bucket/key."""
+    return split_object_uri(uri, "s3", "an S3")
 
 
 def check_s3_settings(uri: str, endpoint_url: str | None = None, region: str | None = None,
                       multipart_threshold: int = 64 * MiB, part_size: int = 64 * MiB) -> tuple[str, str]:
     """Validate S3Datastore's arguments without contacting anything; returns (bucket, prefix)."""
     bucket, prefix = parse_s3_root(uri)
-    if endpoint_url is not None and (not isinstance(endpoint_url, str)
-                                     or not endpoint_url.startswith(("http://", "https://"))):
-        raise ConfigError(f"datastore endpoint_url {endpoint_url!r} must be an http:// or https:// URL")
+    check_endpoint_url(endpoint_url)
     if region is not None and (not isinstance(region, str) or not re.fullmatch(r"[a-z0-9-]+", region)):
         raise ConfigError(f"datastore region {region!r} is not a region name like eu-west-1")
     if not 0 <= multipart_threshold <= MAX_PART:
@@ -276,11 +270,3 @@ class S3Datastore:
             raise CloudError(text) from exc
         except BotoCoreError as exc:  # connection refused, timeouts, a cut stream
             raise TransientCloudError(f"{doing}: {exc}") from exc
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
