@@ -62,8 +62,10 @@ class CloudInstance:
 
 # Clouds whose machines are reached over SSH (bootstrapped there, executions run there).
 SSH_CLOUDS = ("ssh", "aws", "gcp")
-# Clouds whose machines move data to and from object stores themselves, through signed URLs.
-DIRECT_DATA_CLOUDS = ("aws", "gcp")
+# Clouds whose machines are new VMs: they set themselves up at first boot, and they move data
+# to and from object stores themselves, through signed URLs.
+VM_CLOUDS = ("aws", "gcp")
+DIRECT_DATA_CLOUDS = VM_CLOUDS
 
 
 class CloudDriver(Protocol):

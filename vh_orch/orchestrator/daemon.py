@@ -27,7 +27,7 @@ from vh_orch.bootstrap.runtimes import (
     kill_leftover_process,
     remove_container,
 )
-from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS
+from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
 from vh_orch.errors import ConfigError
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
@@ -272,7 +272,7 @@ class Daemon:
                       lambda step: self.store.set_bootstrap_step(machine.id, step),  # type: ignore[arg-type]
                       deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
                       install_command=ssh.get("install_docker_command"),
-                      first_boot=env.cloud in DIRECT_DATA_CLOUDS)
+                      first_boot=env.cloud in VM_CLOUDS)
             self.store.advance_machine(machine.id, "ready", "ready", None)
         except HostKeyMismatch as exc:
             log.error("machine %s: %s; it will never be used", machine.id, exc)
