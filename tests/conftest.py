@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -143,6 +144,22 @@ class VhOrch:
     def run_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return self.json("exec", "run", *args)
 
+    def cluster_id(self) -> str | None:
+        """This installation's cluster id (every container it starts carries it)."""
+        try:
+            with sqlite3.connect(self.home / "state.db") as db:
+                row = db.execute("SELECT cluster_id FROM installation").fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def containers(self, all_: bool = True) -> list[str]:
+        """Names of this installation's containers on this host's engine."""
+        out = subprocess.run(["docker", "ps", *(["-a"] if all_ else []), "--filter",
+                              f"label=vh-orch.cluster={self.cluster_id()}", "--format", "{{.Names}}"],
+                             capture_output=True, text=True, timeout=60).stdout
+        return out.split()
+
 
 @pytest.fixture
 def vh(tmp_path: Path) -> Iterator[VhOrch]:
@@ -154,10 +171,12 @@ def vh(tmp_path: Path) -> Iterator[VhOrch]:
     finally:
         if cli.daemon is not None:
             cli.stop_daemon()
-        # Containers of this test's executions, if a failure left any behind.
-        if shutil.which("docker"):
+        # Containers of this test's executions, if a failure left any behind: only this
+        # installation's (its cluster label), never those of another test run or installation.
+        cluster = cli.cluster_id()
+        if shutil.which("docker") and cluster:
             subprocess.run(
-                "docker ps -aq --filter label=vh-orch.project | xargs -r docker rm -f",
+                f"docker ps -aq --filter label=vh-orch.cluster={cluster} | xargs -r docker rm -f",
                 shell=True,
                 capture_output=True,
                 timeout=60,

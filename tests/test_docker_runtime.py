@@ -83,8 +83,10 @@ def test_in_execution_contract_holds_in_a_container(docker_vh: VhOrch, tmp_path:
     assert info["metadata_latest"] == {"score": 0.75}
     (output,) = info["outputs"]
     assert output["name"] == "result.txt" and output["sha256"] == hashlib.sha256(b"result\n").hexdigest()
-    gone = subprocess.run(["docker", "inspect", f"vh-exec-{created['id']}"], capture_output=True)
+    name = f"{docker_vh.cluster_id()}-exec-{created['id']}"
+    gone = subprocess.run(["docker", "inspect", name], capture_output=True)
     assert gone.returncode != 0, "the container is removed after it ends"
+    assert docker_vh.containers() == []
 
 
 def test_the_example_runs_unmodified_with_valohai_utils_in_a_container(
@@ -111,9 +113,7 @@ def test_stop_ends_a_running_container(docker_vh: VhOrch) -> None:
     docker_vh("exec", "stop", str(created["id"]))
     info = docker_vh.wait(created["id"], timeout=60)
     assert info["status"] == "stopped" and info["status_reason"] == "stopped by request"
-    running = subprocess.run(["docker", "ps", "-q", "--filter", f"name=vh-exec-{created['id']}"],
-                             capture_output=True, text=True)
-    assert running.stdout.strip() == ""
+    assert docker_vh.containers(all_=False) == []
 
 
 def test_a_failed_pull_is_an_error_with_the_reason(docker_vh: VhOrch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -65,17 +64,4 @@ def test_a_cut_connection_is_reopened(ssh_pool: SSHPool) -> None:
     assert t.run("echo before").stdout == "before\n"
     ssh_pool.hosts[0].kill_sessions()
     assert t.run("echo after").stdout == "after\n"
-    t.close()
-
-
-def test_files_move_over_sftp(ssh_pool: SSHPool, tmp_path: Path) -> None:
-    t = SSHTransport(target(ssh_pool))
-    remote_dir = t.run("mktemp -d").stdout.strip()
-    (tmp_path / "a.bin").write_bytes(b"\x00\x01" * 1000)
-    t.put(tmp_path / "a.bin", f"{remote_dir}/a.bin")
-    t.put_bytes(b"hello", f"{remote_dir}/b.txt")
-    t.get(f"{remote_dir}/a.bin", tmp_path / "back.bin")
-    assert (tmp_path / "back.bin").read_bytes() == b"\x00\x01" * 1000
-    assert t.run(f"cat {remote_dir}/b.txt").stdout == "hello"
-    t.run(f"rm -rf {remote_dir}")
     t.close()

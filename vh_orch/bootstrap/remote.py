@@ -1,11 +1,12 @@
 """The docker runtime on a remote machine, over SSH.
 
-The container starts detached (`vh-exec-<id>`, labelled), so it outlives an SSH
-connection and the daemon itself. Its logs are followed with `docker logs -f
---timestamps`; when the connection is cut, or a new daemon re-attaches, following
-resumes from the last line's timestamp and skips the lines it already has, so no line
-is lost or repeated. The commit's files travel as one tarball per commit, cached on
-the machine by hash.
+The container starts detached (`<cluster id>-exec-<id>`, labelled with the cluster
+id), so it outlives an SSH connection and the daemon itself. Its logs are followed with
+`docker logs -f --timestamps`; when the connection is cut, or a new daemon re-attaches,
+following resumes from the last line's timestamp and skips the lines it already has, so
+no line is lost or repeated. Once the container has exited, the log is read once more
+from the last line passed on to its end, so an execution ends only with every line. The
+commit's files travel in the same stream as the inputs, cached on the machine by hash.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import shlex
 import tarfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,14 +25,31 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import IO
 
-from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, FOLDERS, PULL_POLICIES, RunSpec, RuntimeFailure, docker_run_args
-from vh_orch.bootstrap.ssh import SSHError, SSHTransport
+import paramiko
+
+from vh_orch import failpoints
+from vh_orch.bootstrap.runtimes import (
+    CONTAINER_ROOT,
+    FOLDERS,
+    LABEL_CLUSTER,
+    LABEL_EXECUTION,
+    PULL_POLICIES,
+    VANISHED,
+    RunSpec,
+    RuntimeFailure,
+    docker_run_args,
+)
+from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
 from vh_orch.timeutil import parse_docker_time
 
 log = logging.getLogger(__name__)
 
 RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
 PULL_TIMEOUT_S = 3600
+PLACE_TIMEOUT_S = 600  # no progress for this long while placing files: the connection is dead
+CHUNK = 1 << 20
+# Containers of one installation on one machine (its workdir): a sweep or a release ends only these.
+LABEL_WORKDIR = "vh-orch.workdir"
 DOCKER_PULL = {"if-missing": "missing", "always": "always", "never": "never"}
 
 
@@ -63,68 +80,132 @@ class RemoteDockerRuntime:
         # A cloud VM moves inputs and outputs to and from the object store itself (signed URLs).
         self.direct_data = direct_data
 
+    def installation_folder(self, cluster_id: str) -> str:
+        """Where this installation keeps execution folders on the machine: two installations
+        that share a host (and even a workdir) never touch each other's files."""
+        return f"{self.workdir}/{cluster_id}/executions"
+
     def remote_folder(self, spec: RunSpec) -> str:
-        return f"{self.workdir}/executions/{spec.execution_id}"
+        return f"{self.installation_folder(spec.cluster_id)}/{spec.execution_id}"
 
     def visible_dirs(self, folder: Path) -> dict[str, str]:
         return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
 
-    def _run(self, command: str, timeout: float = 120) -> str:
-        try:
-            result = self.transport.run(command, timeout=timeout)
-        except SSHError as exc:
-            raise RuntimeFailure(str(exc)) from None
-        if result.code != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeFailure(f"on {self.transport.target.label}: `{command[:80]}` failed: {tail[0]}")
-        return result.stdout
-
     def prepare(self, spec: RunSpec) -> None:
-        """Put the commit's files, inputs and config in the execution's folder: one round trip
-        when the commit's tarball is cached on the machine, two when it has to be sent first.
+        """Put the commit's files, inputs and config in the execution's folder, in one stream.
 
-        The image is pulled by `docker run --pull` itself (see start())."""
+        The machine first says whether it has the commit's files cached; only then does
+        the daemon send, streamed from disk: the inputs and config, and the commit's
+        files when they are not cached (the machine caches them by the commit's hash).
+        A broken connection is retried; anything the machine refuses (a full disk) is a
+        RuntimeFailure with its reason. The image is pulled by `docker run --pull` itself
+        (see start())."""
         if not spec.image:
             raise RuntimeFailure("no image: set `image` in the step or pass --image")
         if spec.pull_policy not in PULL_POLICIES:
             raise RuntimeFailure(f"unknown pull policy {spec.pull_policy!r}")
-        folder = shlex.quote(self.remote_folder(spec))
-        commits = f"{self.workdir}/commits"
-        cache = f"{commits}/{spec.cache_key or 'nocache-' + str(spec.execution_id)}.tar"
-        bundle = io.BytesIO()
-        with tarfile.open(fileobj=bundle, mode="w") as tar:
-            for name in ("inputs", "config"):
-                tar.add(str(spec.folder / name), arcname=name)
-        dirs = " ".join(f"{folder}/{name}" for name in FOLDERS)
-        script = (f"test -f {shlex.quote(cache)} || exit 86; rm -rf {folder} && mkdir -p {dirs} && "
-                  f"tar -xf {shlex.quote(cache)} -C {folder}/repository && tar -xf - -C {folder}")
-        for _ in range(2):
+        for attempt, delay in enumerate((*RECONNECT_BACKOFF_S[:3], None)):
             try:
-                result = self.transport.run(script, stdin=bundle.getvalue(), timeout=3600)
+                self._place(spec)
+                return
             except SSHError as exc:
-                raise RuntimeFailure(str(exc)) from None
-            if result.code != 86:
-                break
-            data = _tar_folder(spec.folder / "repository")  # not cached there yet: send it once
-            tmp = f"{cache}.{spec.execution_id}.{uuid.uuid4().hex[:8]}.part"  # two runners may send it at once
-            self._run(f"mkdir -p {shlex.quote(commits)}")
-            self.transport.put_bytes(data, tmp)
-            self._run(f"mv {shlex.quote(tmp)} {shlex.quote(cache)}")
-        if result.code != 0:
-            raise RuntimeFailure(f"placing files on {self.transport.target.label} failed: {result.stderr.strip()}")
+                if delay is None:
+                    raise RuntimeFailure(f"placing files on {self.transport.target.label} failed: {exc}") from None
+                log.info("placing files for execution %s broke (%s); retrying", spec.execution_id, exc)
+                time.sleep(delay)
+
+    def _place(self, spec: RunSpec) -> None:
+        folder = self.remote_folder(spec)
+        q = shlex.quote
+        cache = f"{self.workdir}/commits/{spec.cache_key}.tar" if spec.cache_key else ""
+        dirs = " ".join(q(f"{folder}/{name}") for name in FOLDERS)
+        script = (
+            f"set -e; F={q(folder)}; C={q(cache)}\n"
+            f"rm -rf \"$F\"; mkdir -p {dirs}\n"
+            'if [ -n "$C" ] && [ -f "$C" ]; then echo cached; '
+            'tar -xf "$C" -C "$F/repository" || { rm -f "$C"; echo "the cached commit was unreadable" >&2; exit 1; }; '
+            "else echo send; fi\n"
+            'tar -xf - -C "$F"\n'
+            'if [ -n "$C" ] && [ ! -f "$C" ]; then mkdir -p "${C%/*}"; '
+            'tar -cf "$C.$$.part" -C "$F/repository" . && mv -f "$C.$$.part" "$C"; fi\n'
+            "echo placed\n"
+        )
+        command = self.transport.start(f"sh -c {q(script)}")
+        try:
+            command.channel.settimeout(PLACE_TIMEOUT_S)
+            try:
+                answer = command.stdout.readline().strip()
+            except (OSError, EOFError) as exc:
+                raise SSHError(f"{self.transport.target.label}: no answer while placing files: {exc}") from None
+            if answer not in (b"cached", b"send"):
+                raise self._refused(command, "placing files")
+            try:
+                self._send_bundle(command, spec, with_repository=answer == b"send")
+            except (OSError, EOFError, paramiko.SSHException):
+                # The machine stopped reading (tar failed: a full disk), or the connection broke.
+                raise self._refused(command, "placing files") from None
+            code = command.wait(PLACE_TIMEOUT_S)
+            if code == -1:
+                raise SSHError(f"{self.transport.target.label}: the connection broke while placing files")
+            if code != 0:
+                raise self._refused(command, "placing files")
+        finally:
+            command.close()
+
+    def _refused(self, command: RemoteCommand, what: str) -> Exception:
+        """Why the machine ended a command early: its stderr's last line, or a broken connection."""
+        try:
+            code = command.wait(30)
+            tail = command.stderr.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+        except (OSError, EOFError, TimeoutError, paramiko.SSHException):
+            code, tail = -1, []
+        if code == -1:
+            return SSHError(f"{self.transport.target.label}: the connection broke while {what}")
+        return RuntimeFailure(f"{what} on {self.transport.target.label} failed: "
+                              f"{tail[0] if tail else f'exit status {code}'}")
+
+    @staticmethod
+    def _send_bundle(command: RemoteCommand, spec: RunSpec, with_repository: bool) -> None:
+        """A tar stream of inputs/, config/ (and repository/) read from disk as it is sent:
+        memory stays bounded however large the inputs are."""
+        sink = _ChannelWriter(command.channel)
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+            if with_repository:
+                tar.add(str(spec.folder / "repository"), arcname="repository")
+            tar.add(str(spec.folder / "inputs"), arcname="inputs")
+            failpoints.hit("input-transfer")
+            tar.add(str(spec.folder / "config"), arcname="config")
+        command.channel.shutdown_write()
 
     def start(self, spec: RunSpec) -> RemoteContainer:
-        args = docker_run_args(spec, self.remote_folder(spec), detach=True)
+        args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels={LABEL_WORKDIR: self.workdir})
         args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
-        try:
-            result = self.transport.run(" ".join(shlex.quote(a) for a in args), timeout=PULL_TIMEOUT_S)
-        except SSHError as exc:
-            raise RuntimeFailure(str(exc)) from None
-        if result.code != 0:
-            tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
-            raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy {spec.pull_policy}) "
-                                 f"failed: {tail[0]}")
+        # A container of this name is what an earlier attempt of this execution left behind.
+        command = f"docker rm -f {spec.container_name} >/dev/null 2>&1; " + " ".join(shlex.quote(a) for a in args)
+        for delay in (*RECONNECT_BACKOFF_S[:3], None):
+            try:
+                result = self.transport.run(command, timeout=PULL_TIMEOUT_S)
+            except SSHError as exc:
+                # The connection broke: the container may have started all the same.
+                if self._exists(spec.container_name):
+                    break
+                if delay is None:
+                    raise RuntimeFailure(str(exc)) from None
+                time.sleep(delay)
+                continue
+            if result.code != 0:
+                tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
+                raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy "
+                                     f"{spec.pull_policy}) failed: {tail[0]}")
+            break
+        failpoints.hit("container-started")
         return RemoteContainer(self.transport, spec.container_name)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            return self.transport.run(f"docker inspect --format '{{{{.Id}}}}' {name}", timeout=60).code == 0
+        except SSHError:
+            return False
 
     def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:
         """Follow a container started earlier (by a daemon that died); None if it is gone."""
@@ -192,13 +273,49 @@ class RemoteDockerRuntime:
             log.warning("cleaning up execution %s on %s failed: %s", spec.execution_id,
                         self.transport.target.label, exc)
 
+    def sweep(self, cluster_id: str, live: Callable[[], set[int]]) -> list[int]:
+        """End what this installation left on the machine for executions that no longer run
+        here (a daemon killed after recording a result, before cleaning up): containers found
+        by the cluster label, execution folders under the installation's folder. Only ever
+        touches what carries cluster_id. `live` is read after the machine was looked at, so
+        an execution that starts meanwhile is never mistaken for a leftover. Returns the
+        execution ids it cleaned up after."""
+        folder = self.installation_folder(cluster_id)
+        listing = self.transport.run(
+            f"docker ps -a --no-trunc --filter label={LABEL_CLUSTER}={cluster_id} "
+            f"--filter label={shlex.quote(f'{LABEL_WORKDIR}={self.workdir}')} "
+            f"--format '{{{{.ID}}}} {{{{.Label \"{LABEL_EXECUTION}\"}}}}'; echo vh-orch-folders; "
+            f"ls -1 {shlex.quote(folder)} 2>/dev/null; true", timeout=60)
+        head, _, tail = listing.stdout.partition("vh-orch-folders")
+        containers = [line.split() for line in head.splitlines() if len(line.split()) == 2]
+        folders = [name for name in tail.split() if name.isdigit()]
+        running = live()
+        doomed = [cid for cid, eid in containers if not eid.isdigit() or int(eid) not in running]
+        stale = [name for name in folders if int(name) not in running]
+        if not doomed and not stale:
+            return []
+        command = ""
+        if doomed:
+            command += "docker rm -f " + " ".join(shlex.quote(c) for c in doomed) + " >/dev/null 2>&1; "
+        if stale:
+            command += "rm -rf " + " ".join(shlex.quote(f"{folder}/{name}") for name in stale) + "; "
+        self.transport.run(command + "true", timeout=120)
+        return sorted({int(eid) for _, eid in containers if eid.isdigit() and int(eid) not in running}
+                      | {int(name) for name in stale})
 
-def _tar_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for entry in sorted(folder.iterdir()):
-            tar.add(str(entry), arcname=entry.name)
-    return buf.getvalue()
+
+class _ChannelWriter(io.RawIOBase):
+    """The write half of an SSH channel as a file, for tarfile's stream mode."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.channel.sendall(data)
+        return len(data)
 
 
 class RemoteContainer:
@@ -229,7 +346,7 @@ class RemoteContainer:
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):
             raise TimeoutError(f"{self.name} did not end in time")
-        return self._exit if self._exit is not None else -1
+        return self._exit if self._exit is not None else VANISHED
 
     def stop(self, grace_s: float) -> None:
         try:
@@ -247,24 +364,26 @@ class RemoteContainer:
         try:
             while True:
                 try:
-                    self._follow_once(out, err)
+                    self._follow_once(out, err, follow=True)
                     status = self.transport.run(
                         f"docker inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {self.name}",
                         timeout=60)
+                    parts = status.stdout.split()
+                    if status.code != 0 or len(parts) != 2:
+                        self._exit = VANISHED  # the container vanished under us
+                        return
+                    if parts[0] in ("running", "restarting", "paused", "created"):
+                        raise SSHError("the log stream ended while the container runs")
+                    # It has exited: read the log from the last line passed on to its end, so
+                    # nothing a cut stream missed is left behind.
+                    if self._follow_once(out, err, follow=False) != 0:
+                        raise SSHError("reading the log to its end failed")
                 except (SSHError, OSError, EOFError) as exc:
                     failures += 1
                     delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1]
                     log.info("%s: following logs broke (%s); resuming in %s s", self.name, exc, delay)
                     time.sleep(delay)
                     continue
-                parts = status.stdout.split()
-                if status.code != 0 or len(parts) != 2:
-                    self._exit = -1  # the container vanished under us
-                    return
-                if parts[0] in ("running", "restarting", "paused", "created"):
-                    failures += 1
-                    time.sleep(RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1])
-                    continue  # the stream was cut while the container runs: resume
                 self._exit = int(parts[1])
                 return
         finally:
@@ -272,10 +391,11 @@ class RemoteContainer:
             err.close()
             self._done.set()
 
-    def _follow_once(self, out: IO[bytes], err: IO[bytes]) -> None:
+    def _follow_once(self, out: IO[bytes], err: IO[bytes], follow: bool) -> int:
+        """One `docker logs` from the resume points; its exit status (-1: the connection broke)."""
         stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
         since = f"--since {min(stamps).decode()}Z " if stamps else ""
-        command = self.transport.start(f"docker logs -f --timestamps {since}{self.name}")
+        command = self.transport.start(f"docker logs {'-f ' if follow else ''}--timestamps {since}{self.name}")
         channel = command.channel
         readers = [
             threading.Thread(target=self._copy, args=(channel.recv, out, self.resume["stdout"]), daemon=True),
@@ -286,7 +406,12 @@ class RemoteContainer:
             reader.start()
         for reader in readers:
             reader.join()
-        command.close()
+        try:
+            return command.wait(60)
+        except TimeoutError:
+            return -1
+        finally:
+            command.close()
 
     @staticmethod
     def _copy(recv: Callable[[int], bytes], sink: IO[bytes], point: ResumePoint) -> None:

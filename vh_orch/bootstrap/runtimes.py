@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from vh_orch import failpoints
+
 log = logging.getLogger(__name__)
 
 CONTAINER_ROOT = "/valohai"
@@ -24,10 +26,27 @@ PULL_POLICIES = ("if-missing", "always", "never")
 DOCKER_PROBE_TIMEOUT_S = 5
 PULL_TIMEOUT_S = 3600
 PID_FILE = ".vh-orch-pid"
+# The process runtime's command waits for "go" on stdin, sent once its pid file is saved. A daemon
+# killed before that closes the pipe: `read` meets the end and the command never runs.
+GATE = 'IFS= read -r vh_orch_go && [ "$vh_orch_go" = go ] || exit 111; exec </dev/null; exec sh -c "$1"'
 
 
 class RuntimeFailure(Exception):
     """The runtime could not start the command; the message is the execution's status reason."""
+
+
+LABEL_CLUSTER = "vh-orch.cluster"
+LABEL_EXECUTION = "vh-orch.execution-id"
+LABEL_ATTEMPT = "vh-orch.attempt"
+LABEL_LOCAL = "vh-orch.local"  # started by a daemon's local docker runtime, on its own host
+# The exit code of a container whose exit status could not be known (it vanished).
+VANISHED = -1
+
+
+def container_name(cluster_id: str, execution_id: int) -> str:
+    """Every container vh-orch starts carries its installation's cluster id in its name:
+    two installations on one engine number their executions alike."""
+    return f"{cluster_id}-exec-{execution_id}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,8 @@ class RunSpec:
     command: str
     folder: Path
     env: dict[str, str]
+    cluster_id: str
+    attempt: int = 1
     image: str | None = None
     pull_policy: str = "if-missing"
     labels: dict[str, str] = field(default_factory=dict)
@@ -43,7 +64,12 @@ class RunSpec:
 
     @property
     def container_name(self) -> str:
-        return f"vh-exec-{self.execution_id}"
+        return container_name(self.cluster_id, self.execution_id)
+
+    def all_labels(self) -> dict[str, str]:
+        """The labels that say whose container this is, then the caller's."""
+        return {**self.labels, LABEL_CLUSTER: self.cluster_id, LABEL_EXECUTION: str(self.execution_id),
+                LABEL_ATTEMPT: str(self.attempt)}
 
 
 class RunningCommand(Protocol):
@@ -115,16 +141,27 @@ class ProcessRuntime:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         env.update(spec.env)
         proc = subprocess.Popen(
-            ["sh", "-c", spec.command],
+            ["sh", "-c", GATE, "sh", spec.command],
             cwd=spec.folder / "repository",
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, so stop reaches every child
         )
+        failpoints.hit("process-started")
         # A daemon that dies leaves the group running; the next one ends it through this file.
-        (spec.folder / PID_FILE).write_text(str(proc.pid))
+        # The command waits behind the gate until the file is saved: no handle, no command.
+        pid_file = spec.folder / PID_FILE
+        tmp = pid_file.with_suffix(".part")
+        tmp.write_text(str(proc.pid))
+        os.replace(tmp, pid_file)
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(b"go\n")
+            proc.stdin.close()
+        except OSError:
+            pass  # it is gone already; poll() tells
         return _Process(proc)
 
 
@@ -175,7 +212,7 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 class DockerRuntime:
-    """The command in a container named vh-exec-<id>, with the folders bind-mounted under /valohai."""
+    """The command in a container named <cluster id>-exec-<id>, with the folders bind-mounted under /valohai."""
 
     name = "docker"
 
@@ -195,19 +232,58 @@ class DockerRuntime:
             _pull(spec.image)
 
     def start(self, spec: RunSpec) -> RunningCommand:
+        # A container of this name is what an earlier attempt of this execution left behind.
+        remove_container(spec.container_name)
+        args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"})
+        if shutil.which("setpriv"):
+            # The client dies with the thread that started it: a daemon killed while the client
+            # creates the container leaves no creation in flight for the next daemon to miss.
+            args = ["setpriv", "--pdeathsig", "KILL", *args]
         proc = subprocess.Popen(
-            docker_run_args(spec, str(spec.folder), detach=False),
+            args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        failpoints.hit("container-started")
         return _Container(proc, spec.container_name)
 
 
 @dataclass
 class _Container(_Process):
+    """An attached `docker run` (without --rm): its exit status is the engine's word, read once the
+    client ends; a container that is gone by then vanished behind vh-orch's back."""
+
     name: str = ""
+    _code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is None and self.proc.poll() is not None:
+            self._code = self._settle()
+        return self._code
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.proc.wait(timeout)
+        code = self.poll()
+        assert code is not None
+        return code
+
+    def _settle(self) -> int:
+        try:
+            state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                                    self.name], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return VANISHED
+        parts = state.stdout.split()
+        if state.returncode != 0 or len(parts) != 2:
+            return VANISHED
+        if parts[0] not in ("exited", "dead"):
+            # The client ended while the container runs on: nothing reads it any more.
+            subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=60)
+            return VANISHED
+        remove_container(self.name)
+        return int(parts[1])
 
     def stop(self, grace_s: float) -> None:
         subprocess.run(
@@ -222,10 +298,11 @@ class _Container(_Process):
             self.proc.kill()
 
 
-def docker_run_args(spec: RunSpec, host_folder: str, detach: bool) -> list[str]:
-    """`docker run` for an execution: named, labelled, its folders mounted under /valohai."""
-    args = ["docker", "run", "-d" if detach else "--rm", "--init", "--pull", "never", "--name", spec.container_name]
-    for key, value in spec.labels.items():
+def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[str, str]) -> list[str]:
+    """`docker run` for an execution: named, labelled (whose it is, and `labels`: where it runs),
+    its folders mounted under /valohai."""
+    args = ["docker", "run", *(["-d"] if detach else []), "--init", "--pull", "never", "--name", spec.container_name]
+    for key, value in {**spec.all_labels(), **labels}.items():
         args += ["--label", f"{key}={value}"]
     for name in FOLDERS:
         args += ["-v", f"{host_folder}/{name}:{CONTAINER_ROOT}/{name}"]
@@ -237,7 +314,24 @@ def docker_run_args(spec: RunSpec, host_folder: str, detach: bool) -> list[str]:
 
 
 def remove_container(name: str) -> None:
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=30)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def local_containers(cluster_id: str) -> list[tuple[str, int, int]]:
+    """This installation's containers that local runtimes started on this host's engine:
+    (container id, execution id, attempt), running or not."""
+    proc = subprocess.run(
+        ["docker", "ps", "-a", "--no-trunc", "--filter", f"label={LABEL_CLUSTER}={cluster_id}",
+         "--filter", f"label={LABEL_LOCAL}",
+         "--format", f'{{{{.ID}}}} {{{{.Label "{LABEL_EXECUTION}"}}}} {{{{.Label "{LABEL_ATTEMPT}"}}}}'],
+        capture_output=True, text=True, timeout=60,
+    )
+    found = []
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            found.append((parts[0], int(parts[1]), int(parts[2])))
+    return found
 
 
 def _image_present(image: str) -> bool:

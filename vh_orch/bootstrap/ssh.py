@@ -1,7 +1,8 @@
 """SSH transport (paramiko): pinned host keys, TCP_NODELAY, timeouts, keepalives, reconnects.
 
 One connection per machine, reused by every command; commands stream stdout and stderr
-line by line and report their exit status; files move over SFTP.
+line by line and report their exit status. Files travel inside commands' streams (tar
+on stdin or stdout), so a host needs no SFTP subsystem.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import paramiko
@@ -176,16 +176,33 @@ class SSHTransport:
 
     def start(self, command: str) -> RemoteCommand:
         channel = self._channel()
-        channel.exec_command(command)
+        try:
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            channel.close()
+            self.close()
+            raise SSHError(f"{self.target.label}: cannot start a command: {exc}") from None
         return RemoteCommand(channel)
 
     def run(self, command: str, stdin: bytes | None = None, timeout: float | None = 120) -> RunResult:
         channel = self._channel()
-        channel.settimeout(timeout)
-        channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin)
-            channel.shutdown_write()
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+                channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            # The command may have ended early without reading its input: its own word, if any, says why.
+            if channel.exit_status_ready():
+                code = channel.recv_exit_status()
+                err = _drain(channel.makefile_stderr("rb", -1))
+                channel.close()
+                raise SSHError(f"{self.target.label}: the command ended (exit status {code}) before it read "
+                               f"its input: {err.strip().splitlines()[-1] if err.strip() else exc}") from None
+            channel.close()
+            self.close()
+            raise SSHError(f"{self.target.label}: the connection broke while sending to a command: {exc}") from None
         try:
             out = channel.makefile("rb", -1).read()
             err = channel.makefile_stderr("rb", -1).read()
@@ -201,30 +218,12 @@ class SSHTransport:
             raise SSHError(f"{self.target.label}: the connection broke during a command")
         return RunResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
-    # -- files --------------------------------------------------------------------------
 
-    def put(self, local: Path, remote: str) -> None:
-        sftp = self.connect().open_sftp()
-        try:
-            sftp.put(str(local), remote)
-        finally:
-            sftp.close()
-
-    def put_bytes(self, data: bytes, remote: str) -> None:
-        sftp = self.connect().open_sftp()
-        try:
-            with sftp.open(remote, "wb") as fh:
-                fh.set_pipelined(True)
-                fh.write(data)
-        finally:
-            sftp.close()
-
-    def get(self, remote: str, local: Path) -> None:
-        sftp = self.connect().open_sftp()
-        try:
-            sftp.get(remote, str(local))
-        finally:
-            sftp.close()
+def _drain(stream: IO[bytes]) -> str:
+    try:
+        return stream.read().decode("utf-8", "replace")
+    except (OSError, EOFError, paramiko.SSHException):
+        return ""
 
 
 _transports: dict[SSHTarget, SSHTransport] = {}

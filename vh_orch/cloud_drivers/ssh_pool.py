@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vh_orch.bootstrap.remote import LABEL_WORKDIR
+from vh_orch.bootstrap.runtimes import LABEL_CLUSTER
 from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
 from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, TransientCloudError
@@ -145,8 +147,14 @@ class SSHPoolDriver:
                 continue
             held = shlex.quote(f"{host.workdir}/held")
             mine = shlex.quote(self.cluster_id)
-            # Release only what this installation holds.
-            script = f"if grep -q '^'{mine}' ' {held}/owner 2>/dev/null; then rm -rf {held}; fi"
+            ours = shlex.quote(f"{host.workdir.rstrip('/')}/{self.cluster_id}")
+            # Release only what this installation holds, and leave nothing of it behind: containers
+            # a killed daemon did not clean up (found by the cluster label), execution folders.
+            script = (f"if grep -q '^'{mine}' ' {held}/owner 2>/dev/null; then "
+                      f"docker ps -aq --filter label={LABEL_CLUSTER}={mine} "
+                      f"--filter label={shlex.quote(LABEL_WORKDIR + '=' + host.workdir.rstrip('/'))} "
+                      f"| xargs -r docker rm -f >/dev/null 2>&1; "
+                      f"rm -rf {ours} {held}; fi")
             try:
                 transport_for(self._target(host.id)).run(script, timeout=self.connect_timeout_s + 20)
             except SSHError as exc:

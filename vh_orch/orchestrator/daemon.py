@@ -15,16 +15,20 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from vh_orch import failpoints
 from vh_orch.bootstrap.runtimes import (
     DockerRuntime,
     ProcessRuntime,
     Runtime,
+    container_name,
     docker_available,
     kill_leftover_process,
+    local_containers,
     remove_container,
 )
 from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
@@ -36,11 +40,15 @@ from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 
+if TYPE_CHECKING:
+    from vh_orch.bootstrap.remote import RemoteDockerRuntime
+
 log = logging.getLogger(__name__)
 
 S = ExecutionStatus
 RUNTIME_PROBE_TTL_S = 30.0
 RUNTIMES = ("auto", "docker", "process")
+SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
 
 
 def wakeup_address(settings: Settings) -> str:
@@ -93,6 +101,8 @@ class Daemon:
         self._reconciler: Reconciler | None = None
         self._bootstrapping: set[int] = set()
         self._listener: threading.Thread | None = None
+        self.cluster_id = store.cluster_id()
+        self._next_sweep = 0.0
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -117,6 +127,8 @@ class Daemon:
             id="heartbeat",
             misfire_grace_time=None,
         )
+        scheduler.add_job(self._sweep_local, "interval", seconds=SWEEP_INTERVAL_S, id="sweep",
+                          misfire_grace_time=None)
         for job in load_jobs(self.settings):
             scheduler.add_job(
                 self._cleanup_job, CronTrigger.from_crontab(job.cron, timezone=UTC), args=[job],
@@ -226,6 +238,7 @@ class Daemon:
     def reconcile_pass(self) -> None:
         self._reap()
         if not self._stopping.is_set():
+            self._settle_unowned()
             self.reconciler.run_pass()
         for execution in self.store.executions_in([S.STOPPING]):
             item = self._running.get(execution.id)  # type: ignore[arg-type]
@@ -241,10 +254,13 @@ class Daemon:
     def _runtime_on(self, env: Environment, machine: Machine) -> Runtime:
         if env.cloud in ("local", "fake"):
             return self._runtime_for(env)
-        driver = self.reconciler.driver(env)
+        return self._remote_runtime(env, machine)
+
+    def _remote_runtime(self, env: Environment, machine: Machine) -> RemoteDockerRuntime:
         from vh_orch.bootstrap.remote import RemoteDockerRuntime
         from vh_orch.bootstrap.ssh import transport_for
 
+        driver = self.reconciler.driver(env)
         return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
                                    driver.workdir(machine),  # type: ignore[union-attr]
                                    direct_data=env.cloud in DIRECT_DATA_CLOUDS)
@@ -268,11 +284,17 @@ class Daemon:
             driver = self.reconciler.driver(env)
             transport = transport_for(driver.target(machine))  # type: ignore[union-attr]
             ssh = env.settings.get("ssh", {})
+            def step(name: str) -> None:
+                self.store.set_bootstrap_step(machine.id, name)  # type: ignore[arg-type]
+                failpoints.hit("bootstrap-step")
+
             bootstrap(transport, driver.workdir(machine),  # type: ignore[union-attr]
-                      lambda step: self.store.set_bootstrap_step(machine.id, step),  # type: ignore[arg-type]
+                      step,
                       deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
                       install_command=ssh.get("install_docker_command"),
                       first_boot=env.cloud in VM_CLOUDS)
+            # A host this installation used before may hold what a killed daemon left there.
+            self._sweep_remote(env, machine)
             self.store.advance_machine(machine.id, "ready", "ready", None)
         except HostKeyMismatch as exc:
             log.error("machine %s: %s; it will never be used", machine.id, exc)
@@ -324,7 +346,7 @@ class Daemon:
 
     def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int,
                       reattach: bool = False) -> None:
-        runner = ExecutionRunner(self.store, self.settings, execution, runtime, reattach=reattach)
+        runner = ExecutionRunner(self.store, self.settings, execution, runtime, self.cluster_id, reattach=reattach)
 
         def run() -> None:
             runner.run()
@@ -345,39 +367,97 @@ class Daemon:
             return len(self._running)
 
     def _recover(self) -> None:
-        """Clean up after a daemon that died while it ran executions on this host.
+        """Clean up after a daemon that died while it ran executions.
 
-        Their commands are ended (container removed, process group killed), so that nothing
-        runs twice. Executions on `local` cannot be resumed yet and end in `error`; those on
-        fake machines are requeued by the reconciler, which finds their instances gone.
+        Every container of this installation on this host's engine is a leftover now (this
+        daemon runs nothing yet): removed. Executions on remote machines are re-attached;
+        those on this host cannot be resumed: their commands are ended (so that nothing runs
+        twice), those on `local` end in `error`, those on fake machines are requeued by the
+        reconciler, which finds their instances gone.
         """
+        self._sweep_local()
+        self._settle(self.store.executions_in([S.STARTED, S.STOPPING]), at_start=True)
         envs = {e.id: e for e in self.store.active_environments()}
-        here = {i: e.cloud for i, e in envs.items() if e.cloud in ("local", "fake")}
+        for machine in self.store.fleet():
+            env = envs.get(machine.environment_id)
+            if env is not None and env.cloud in SSH_CLOUDS and machine.state in ("ready", "busy"):
+                threading.Thread(target=self._sweep_remote, args=(env, machine), daemon=True,
+                                 name=f"sweep-{machine.id}").start()
+
+    def _settle_unowned(self) -> None:
+        """Executions that are started but that no runner of this daemon runs (a runner that
+        could not record its end, a thread that died): settled like after a restart."""
+        with self._lock:
+            owned = set(self._running)
+        unowned = [e for e in self.store.executions_in([S.STARTED, S.STOPPING]) if e.id not in owned]
+        if unowned:
+            log.warning("executions %s are started but nothing runs them; settling them",
+                        ", ".join(str(e.id) for e in unowned))
+            self._settle(unowned, at_start=False)
+
+    def _settle(self, executions: list[Execution], at_start: bool) -> None:
+        envs = {e.id: e for e in self.store.active_environments()}
         machines = {m.id: m for m in self.store.fleet()}
-        for execution in self.store.executions_in([S.STARTED, S.STOPPING]):
-            cloud = here.get(execution.environment_id)
-            if cloud is None:
-                env = envs.get(execution.environment_id)
+        for execution in executions:
+            env = envs.get(execution.environment_id)
+            if env is not None and env.cloud in SSH_CLOUDS:
                 machine = machines.get(execution.machine_id)
-                if env is not None and machine is not None and env.cloud in SSH_CLOUDS:
+                if machine is not None:
                     # Its container runs on, on the remote machine: follow it again.
                     log.info("re-attaching to execution %s on machine %s", execution.id, machine.id)
                     self._start_runner(execution, self._runtime_on(env, machine), env.id,  # type: ignore[arg-type]
                                        reattach=True)
-                continue
+                continue  # no live machine: the reconciler marks it lost and requeues
             self._end_leftover(execution)
-            if cloud == "local":
-                self.store.set_status(
-                    execution.id,  # type: ignore[arg-type]
-                    S.ERROR,
-                    "the vh-orch daemon stopped while this execution ran; it was not resumed",
-                )
+            if env is not None and env.cloud == "fake" and at_start:
+                continue  # its machine vanished with the daemon: the reconciler requeues it
+            self.store.set_status(
+                execution.id,  # type: ignore[arg-type]
+                S.ERROR,
+                "the vh-orch daemon stopped while this execution ran; it was not resumed" if at_start
+                else "vh-orch lost track of this execution while it ran; it was ended",
+            )
 
     def _end_leftover(self, execution: Execution) -> None:
         try:
             if execution.runtime == "docker":
-                remove_container(f"vh-exec-{execution.id}")
+                remove_container(container_name(self.cluster_id, execution.id))  # type: ignore[arg-type]
             else:
                 kill_leftover_process(self.settings.executions_dir / str(execution.id))
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("could not end what execution %s left running: %s", execution.id, exc)
+
+    def _sweep_local(self) -> None:
+        """Remove this installation's containers on this host's engine that no runner of this
+        daemon runs (left by a daemon killed mid-start or before it cleaned up). Only ever
+        containers labelled with this installation's cluster id and started by a local runtime."""
+        try:
+            ok, _ = docker_available()
+            if not ok:
+                return
+            found = local_containers(self.cluster_id)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not look for leftover containers: %s", exc)
+            return
+        with self._lock:
+            owned = set(self._running)
+        for container_id, execution_id, attempt in found:
+            if execution_id not in owned:
+                log.info("removing leftover container of execution %s (attempt %s)", execution_id, attempt)
+                remove_container(container_id)
+
+    def _sweep_remote(self, env: Environment, machine: Machine) -> None:
+        """The same on a remote machine: containers and folders of executions that no longer run there."""
+        from vh_orch.bootstrap.ssh import SSHError
+
+        def live() -> set[int]:
+            return {e.id for e in self.store.executions_in([S.STARTED, S.STOPPING])  # type: ignore[misc]
+                    if e.machine_id == machine.id}
+
+        try:
+            ended = self._remote_runtime(env, machine).sweep(self.cluster_id, live)
+        except (SSHError, ConfigError, OSError) as exc:
+            log.info("machine %s: looking for leftovers failed: %s", machine.id, exc)
+            return
+        if ended:
+            log.info("machine %s: removed what executions %s left behind", machine.id, ended)

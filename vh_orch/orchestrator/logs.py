@@ -15,10 +15,11 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from vh_orch import failpoints
 from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.timeutil import parse_docker_time
 
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 64 * 1024
 BATCH_LINES = 5_000
 FLUSH_INTERVAL_S = 0.1
+# Lines read but not yet stored, at most: past this the readers wait for the writer (a busy or
+# unreachable database), so the command's own pipe fills and it waits too; nothing is dropped.
+MAX_PENDING = 50_000
+CHECK_EVERY = 1_024  # lines between two looks at the backlog (a look per line would cost)
+RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 def _reject_constant(name: str) -> Any:
@@ -70,17 +76,22 @@ def iter_lines(stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterable[s
 class LogIngester:
     """Collects lines from several reader threads and stores them in batches.
 
-    One writer thread per execution; `close()` flushes everything and waits.
+    One writer thread per execution; `close()` flushes everything and waits. A batch the
+    database refuses is retried with back-off until it is stored, never dropped; while it
+    waits, readers stop reading (the backlog is bounded by MAX_PENDING).
     """
 
-    def __init__(self, store: Store, execution_id: int, on_error: Callable[[Exception], None] | None = None) -> None:
+    def __init__(self, store: Store, execution_id: int) -> None:
         self.store = store
         self.execution_id = execution_id
         self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
-        self._on_error = on_error
         self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
         self._writer.start()
         self._readers: list[threading.Thread] = []
+        self._unstored = 0  # lines in the queue or in the batch being written
+        self._count_lock = threading.Lock()
+        self._room = threading.Event()
+        self._room.set()
         self.lines_stored = 0
 
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
@@ -98,11 +109,31 @@ class LogIngester:
 
     def add(self, stream: str, text: str) -> None:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""
+        self._queued(1)
         self._queue.put(LogLine(datetime.now(UTC), stream, text))
 
+    def _queued(self, n: int) -> None:
+        with self._count_lock:
+            self._unstored += n
+            if self._unstored >= MAX_PENDING:
+                self._room.clear()
+            elif self._unstored < MAX_PENDING // 2:
+                self._room.set()
+
     def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
-        put = self._queue.put
+        queue_put = self._queue.put
         is_stdout = name == "stdout"
+        since_check = 0
+
+        def put(line: LogLine) -> None:
+            nonlocal since_check
+            queue_put(line)
+            since_check += 1
+            if since_check >= CHECK_EVERY:
+                self._queued(since_check)
+                since_check = 0
+                self._room.wait()  # the writer is behind: stop reading until it catches up
+
         try:
             for text in iter_lines(stream):
                 if timestamped:
@@ -122,16 +153,23 @@ class LogIngester:
                 put(LogLine(when, name, text, metadata))
         except (OSError, ValueError) as exc:  # the pipe went away under us
             log.warning("execution %s: reading %s stopped: %s", self.execution_id, name, exc)
+        finally:
+            self._queued(since_check)
 
-    def wait_readers(self, timeout: float | None = None) -> None:
+    def wait_readers(self, timeout: float | None = None) -> bool:
+        """Wait for every stream to reach its end; False if one has not within timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._readers:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._readers)
 
-    def close(self, timeout: float | None = None) -> None:
-        self.wait_readers(timeout)
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the readers, then for every line read to be stored. True when it all was:
+        every stream read to its end and every line in the database."""
+        read_all = self.wait_readers(timeout)
         self._queue.put(None)
         self._writer.join(timeout)
+        return read_all and not self._writer.is_alive() and self._unstored == 0
 
     def _write_loop(self) -> None:
         get = self._queue.get
@@ -155,17 +193,20 @@ class LogIngester:
             self._store(batch)
 
     def _store(self, batch: list[LogLine]) -> None:
-        for attempt in range(5):
+        attempt = 0
+        while True:
             try:
                 self.store.append_log(self.execution_id, batch)
-                self.lines_stored += len(batch)
-                return
-            except Exception as exc:  # database busy or gone: retry, then report
-                if attempt == 4:
-                    log.exception("execution %s: could not store %d log lines", self.execution_id, len(batch))
-                    if self._on_error:
-                        self._on_error(exc)
-                    return
-                time.sleep(0.2 * (attempt + 1))
+                break
+            except Exception as exc:  # database busy or gone: wait and retry; lines are never dropped
+                delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+                attempt += 1
+                if attempt in (1, 10) or attempt % 60 == 0:
+                    log.warning("execution %s: storing %d log lines failed (%s); retrying in %s s",
+                                self.execution_id, len(batch), exc, delay)
+                time.sleep(delay)
+        self.lines_stored += len(batch)
+        self._queued(-len(batch))
+        failpoints.hit("log-follow")
 
 

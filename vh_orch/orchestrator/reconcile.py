@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from vh_orch import failpoints
 from vh_orch.cloud_drivers import make_driver
 from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, ConfigError, QuotaExceeded, TransientCloudError
@@ -309,6 +310,7 @@ class Reconciler:
         if driver is None:
             return
         row = self.store.create_machine(env, zone, itype)
+        failpoints.hit("launch-row-written")
         spec = LaunchSpec(
             machine_id=row.id,  # type: ignore[arg-type]
             launch_token=row.launch_token or "",
@@ -327,6 +329,7 @@ class Reconciler:
             fail_row = fail_row or not getattr(exc, "maybe_created", True)
             self._launch_failed(env, row, kind, zone, itype, exc, fail_row=fail_row)
         else:
+            failpoints.hit("launch-call-returned")
             self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
 
     def _launch_failed(self, env: Environment, row: Machine, kind: str, zone: str | None, itype: str | None,

@@ -8,13 +8,16 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
+from vh_orch import failpoints
 from vh_orch.config.steps import get_step, parse_config
 from vh_orch.errors import VhOrchError
-from vh_orch.bootstrap.runtimes import FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.bootstrap.runtimes import VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
 from vh_orch.orchestrator.store import Store
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 S = ExecutionStatus
 POLL_S = 0.05
 STATUS_CHECK_S = 0.5
+READ_TAIL_S = 60  # after the exit, how long the streams may take to reach their end
+LOG_STORE_TIMEOUT_S = 900  # how long storing the last log lines may take (a busy database)
+RECORD_RETRY_S = (0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
 @dataclass
@@ -36,13 +42,15 @@ class Outcome:
     status: str
     reason: str | None
     exit_code: int | None
+    outputs: list[Output] = field(default_factory=list)  # recorded with the result, in one transaction
 
 
 class ExecutionRunner:
     """Runs one claimed (`started`) execution. `run()` blocks; `stop()` may come from any thread."""
 
     def __init__(
-        self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, reattach: bool = False
+        self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, cluster_id: str,
+        reattach: bool = False,
     ) -> None:
         # reattach: the execution's container was started by a daemon that died; follow it.
         self.reattach = reattach
@@ -50,12 +58,14 @@ class ExecutionRunner:
         self.settings = settings
         self.execution = execution
         self.runtime = runtime
+        self.cluster_id = cluster_id
         self.folder = settings.executions_dir / str(execution.id)
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._abandoned = False
         self._detached = False
         self._running: RunningCommand | None = None
+        self._spec: RunSpec | None = None
         self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
         self._datastore: Datastore | None = None
 
@@ -98,28 +108,45 @@ class ExecutionRunner:
         if self._detached:
             return outcome  # still running remotely: nothing to record, nothing to clean up
         if not self._abandoned:
-            # Counts only for this attempt: a requeued execution's old run has no say.
-            self.store.finish_execution(
-                self.execution_id, self.execution.attempt, outcome.status, outcome.reason, outcome.exit_code
-            )
+            self._record(outcome)
+            failpoints.hit("after-result-recorded")
+        # Only after the result is recorded: a daemon killed before this leaves a finished
+        # container or folder behind, which the next daemon's sweep ends (never a result lost).
+        self._cleanup_remote(self._spec)
         shutil.rmtree(self.folder, ignore_errors=True)
         return outcome
+
+    def _record(self, outcome: Outcome) -> None:
+        """The attempt's result and outputs, in one transaction; a busy database is waited out."""
+        for delay in (*RECORD_RETRY_S, None):
+            try:
+                # Counts only for this attempt: a requeued execution's old run has no say.
+                self.store.finish_execution(self.execution_id, self.execution.attempt, outcome.status,
+                                            outcome.reason, outcome.exit_code, outcome.outputs)
+                return
+            except DBAPIError as exc:
+                if delay is None:
+                    # The next daemon pass finds it started with no runner and settles it.
+                    log.error("execution %s: its result could not be recorded: %s", self.execution_id, exc)
+                    return
+                log.warning("execution %s: recording its result failed (%s); retrying in %s s",
+                            self.execution_id, exc, delay)
+                time.sleep(delay)
 
     def _run(self) -> Outcome:
         ingester = LogIngester(self.store, self.execution_id)
         if self.reattach:
-            spec = self._attach_spec()
+            spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
             if running is None:
                 ingester.close(timeout=30)
                 return Outcome(S.QUEUED, "its container was gone when vh-orch re-attached; requeued", None)
         else:
             try:
-                spec = self._prepare(ingester)
+                spec = self._spec = self._prepare(ingester)
             except (InputFetchError, RuntimeFailure) as exc:
                 ingester.add("stderr", f"vh-orch: {exc}")
                 ingester.close(timeout=30)
-                self._cleanup_remote(None)
                 return Outcome(S.ERROR, str(exc), None)
             if self._stop.is_set():
                 ingester.close(timeout=30)
@@ -128,7 +155,6 @@ class ExecutionRunner:
                 running = self.runtime.start(spec)
             except RuntimeFailure as exc:
                 ingester.close(timeout=30)
-                self._cleanup_remote(spec)
                 return Outcome(S.ERROR, str(exc), None)
         self._running = running
         timestamped = getattr(running, "timestamped", False)
@@ -138,37 +164,40 @@ class ExecutionRunner:
         if self._detached:
             ingester.close(timeout=1)
             return Outcome(S.STARTED, "detached", None)
-        ingester.wait_readers(timeout=60)
+        read_all = ingester.wait_readers(timeout=READ_TAIL_S)
+        if not read_all:
+            # A child that outlived the command still holds its output open: end it, then read on.
+            running.stop(0)
+            read_all = ingester.wait_readers(timeout=10)
         if self._abandoned:
             ingester.close(timeout=60)
-            self._cleanup_remote(spec)
             return Outcome(S.STOPPED, self._stop_reason, exit_code)
-        problem = None
-        collect = getattr(self.runtime, "collect", None)
         if self._direct:
-            stored = self._store_outputs_direct(spec, ingester)
+            outputs, problem = self._store_outputs_direct(spec, ingester)
         else:
-            if collect is not None:
-                try:
-                    collect(spec)
-                except Exception as exc:  # any transport trouble becomes the execution's reason
-                    problem = f"collecting outputs failed: {exc}"
-            stored = self._store_outputs(ingester) or problem
-        ingester.close(timeout=60)
-        self._cleanup_remote(spec)
+            outputs, problem = self._store_outputs(spec, ingester)
+        # Every line read is in the database before the result is: `complete` means all of it.
+        stored_all = ingester.close(timeout=LOG_STORE_TIMEOUT_S if read_all else 10)
+        failpoints.hit("after-outputs-uploaded")
+        if not read_all:
+            problem = problem or "its log could not be read to its end"
+        elif not stored_all:
+            problem = problem or "not every log line could be stored"
 
         if self._stop.is_set() and not timed_out:
-            return Outcome(S.STOPPED, self._stop_reason, exit_code)
+            return Outcome(S.STOPPED, self._stop_reason, exit_code, outputs)
         if timed_out:
             limit = self.execution.time_limit_s
-            return Outcome(S.ERROR, f"time limit of {limit:g} s exceeded; the command was stopped", exit_code)
-        if exit_code == -1:
-            return Outcome(S.ERROR, "the container disappeared before it ended", None)
-        if stored is not None:
-            return Outcome(S.ERROR, stored, exit_code)
+            return Outcome(S.ERROR, f"time limit of {limit:g} s exceeded; the command was stopped", exit_code,
+                           outputs)
+        if exit_code == VANISHED:
+            return Outcome(S.ERROR, "its container vanished before it ended (removed behind vh-orch's back?); "
+                                    "its exit status is unknown", None, outputs)
+        if problem is not None:
+            return Outcome(S.ERROR, problem, exit_code, outputs)
         if exit_code == 0:
-            return Outcome(S.COMPLETE, None, 0)
-        return Outcome(S.ERROR, f"the command exited with code {exit_code}", exit_code)
+            return Outcome(S.COMPLETE, None, 0, outputs)
+        return Outcome(S.ERROR, f"the command exited with code {exit_code}", exit_code, outputs)
 
     def _cleanup_remote(self, spec: RunSpec | None) -> None:
         cleanup = getattr(self.runtime, "cleanup", None)
@@ -180,7 +209,8 @@ class ExecutionRunner:
         (self.folder / "outputs").mkdir(exist_ok=True)
         e = self.execution
         return RunSpec(execution_id=self.execution_id, command=e.command, folder=self.folder, env={},
-                       image=e.image, pull_policy=e.pull_policy or "if-missing")
+                       cluster_id=self.cluster_id, attempt=e.attempt, image=e.image,
+                       pull_policy=e.pull_policy or "if-missing")
 
     def _resume_points(self) -> dict[str, Any]:
         from vh_orch.bootstrap.remote import ResumePoint
@@ -237,10 +267,11 @@ class ExecutionRunner:
             command=execution.command,
             folder=self.folder,
             env=env,
+            cluster_id=self.cluster_id,
+            attempt=execution.attempt,
             image=execution.image,
             pull_policy=execution.pull_policy or "if-missing",
             labels={
-                "vh-orch.execution-id": str(execution.id),
                 "vh-orch.project": project.name,
                 "vh-orch.counter": str(execution.counter),
             },
@@ -323,41 +354,48 @@ class ExecutionRunner:
                 return running.wait(), timed_out
             self._stop.wait(POLL_S)
 
-    def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> str | None:
+    def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> tuple[list[Output], str | None]:
         """The machine uploads outputs/ straight to the object store through signed URLs; the
-        daemon only signs, completes and records. Returns a problem to report, or None."""
+        daemon only signs and completes. Returns the outputs to record, and a problem or None."""
         from vh_orch.storage.transfer import parse_etags, parse_files, upload_script
 
         runtime: Any = self.runtime
         datastore: Any = self.datastore
         plans = []
+        rows: list[Output] = []
         try:
             files, others = runtime.list_outputs(spec)
             for rel in others:
                 ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
             if not files:
-                return None
+                return [], None
             plans = [(rel, datastore.plan_upload(rel, size)) for rel, size in files]
             out = runtime.run_script(upload_script(runtime.remote_path(spec, "outputs"), plans))
             etags, sums = parse_etags(out), parse_files(out)
-            rows = []
             for index, (rel, plan) in enumerate(plans):
                 datastore.complete_upload(plan, etags.get(index, {}))
                 size, digest = sums[index]
                 rows.append(Output(id=plan.datum_id, execution_id=self.execution_id, name=rel, size=size,
                                    sha256=digest, uri=plan.uri))
+                failpoints.hit("output-upload")
         except Exception as exc:  # transport, signing or the store: the execution says what
             for _, plan in plans:
                 try:
                     datastore.abort_upload(plan)
                 except Exception:
                     log.warning("could not abort the upload of %s", plan.uri)
-            return f"storing outputs failed: {exc}"
-        self.store.add_outputs(rows)
-        return None
+            return [], f"storing outputs failed: {exc}"
+        return rows, None
 
-    def _store_outputs(self, ingester: LogIngester) -> str | None:
-        """Upload everything in outputs/; returns a problem to report, or None."""
+    def _store_outputs(self, spec: RunSpec, ingester: LogIngester) -> tuple[list[Output], str | None]:
+        """Bring outputs/ back from the machine (if remote) and store every regular file in it.
+        Returns the outputs to record (those stored before any failure) and a problem or None."""
+        collect = getattr(self.runtime, "collect", None)
+        if collect is not None:
+            try:
+                collect(spec)
+            except Exception as exc:  # any transport trouble becomes the execution's reason
+                return [], f"collecting outputs failed: {exc}"
         outputs_dir = self.folder / "outputs"
         datastore = self.datastore
         rows: list[Output] = []
@@ -381,11 +419,10 @@ class ExecutionRunner:
                             uri=stored.uri,
                         )
                     )
+                    failpoints.hit("output-upload")
         except (OSError, VhOrchError) as exc:
-            self.store.add_outputs(rows)
-            return f"storing outputs failed: {exc}"
-        self.store.add_outputs(rows)
-        return None
+            return rows, f"storing outputs failed: {exc}"
+        return rows, None
 
 
 def _input_filenames(config_yaml: str, step_name: str) -> dict[str, str | None]:

@@ -20,6 +20,7 @@ from vh_orch.orchestrator.models import (
     LaunchFailure,
     Machine,
     MachineState,
+    Output,
     Quota,
 )
 from vh_orch.timeutil import utcnow
@@ -291,21 +292,26 @@ class FleetStore:
             execution.machine_id = machine_id
             execution.runtime = runtime
             execution.attempt += 1
-            self._transition(s, execution, S.STARTED)
+            # A retry says so in its status event: `exec logs` marks where each attempt begins.
+            self._transition(s, execution, S.STARTED,
+                             reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)
             if machine.state != M.BUSY:
                 self._machine_to(s, machine, M.BUSY, None)
             return execution
 
     def finish_execution(
-        self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None
+        self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None,
+        outputs: Sequence[Output] = (),
     ) -> bool:
-        """A runner's final word counts only for the attempt it ran (not after a requeue)."""
+        """A runner's final word and the attempt's outputs, in one transaction: both land or
+        neither does. It counts only for the attempt it ran (not after a requeue)."""
         with self.write() as s:
             execution = s.get_one(Execution, execution_id)
             if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
                 return False
             if exit_code is not None:
                 execution.exit_code = exit_code
+            s.add_all(outputs)
             self._transition(s, execution, status, reason=reason)
             return True
 

@@ -1,0 +1,66 @@
+"""Named points at which the daemon kills itself, for crash tests. Inert unless set.
+
+`VH_ORCH_FAILPOINT` names one or more points, comma-separated, each optionally with
+the hit that fires it (`after-outputs-uploaded`, `log-follow:3`: the third time).
+It is read once, when this module is first imported; the daemon imports it at start.
+A point that fires sends SIGKILL to this process, which ends it at once, exactly
+as a power cut or the OOM killer would: nothing is flushed, no handler runs.
+
+The points, in the order an execution meets them:
+
+    launch-row-written        a machine row is committed, the cloud not yet asked
+    launch-call-returned      the cloud launched the instance, the row not yet updated
+    bootstrap-step            a bootstrap step is recorded
+    input-transfer            the inputs' stream to a remote machine is half sent
+    process-started           the process exists, its handle (pid file) not yet saved
+    container-started         the container runs, nothing of it read yet
+    log-follow                a batch of log lines is stored
+    output-upload             one output file is in the datastore
+    after-outputs-uploaded    every output is in the datastore, nothing recorded yet
+    after-result-recorded     the result and outputs are committed, nothing cleaned up
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "VH_ORCH_FAILPOINT"
+POINTS = (
+    "launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "process-started",
+    "container-started", "log-follow", "output-upload", "after-outputs-uploaded", "after-result-recorded",
+)
+
+
+def _parse(text: str) -> dict[str, int]:
+    armed: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, nth = item.partition(":")
+        if name not in POINTS:
+            raise SystemExit(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
+        try:
+            armed[name] = int(nth) if nth else 1
+        except ValueError:
+            raise SystemExit(f"{ENV}: {item!r} is not NAME or NAME:N") from None
+    return armed
+
+
+_armed = _parse(os.environ.get(ENV, ""))
+_hits: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def hit(name: str) -> None:
+    """Kill this process here if the point `name` is armed and this is its hit."""
+    if not _armed or name not in _armed:
+        return
+    with _lock:
+        _hits[name] = _hits.get(name, 0) + 1
+        fire = _hits[name] == _armed[name]
+    if fire:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed() -> bool:
+    return bool(_armed)
