@@ -30,7 +30,9 @@ class SSHHost:
     host_key: str
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self, authorized_key: str) -> None:
+    def start(self, authorized_key: str, sftp: bool = True, extra_config: str = "") -> None:
+        """Start sshd; sftp=False leaves out the SFTP subsystem (vh-orch must not need it);
+        extra_config is appended to sshd_config (e.g. `SetEnv DOCKER_HOST=...`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         (self.folder / "authorized_keys").write_text(authorized_key + "\n")
@@ -42,7 +44,8 @@ class SSHHost:
             f"AuthorizedKeysFile {self.folder / 'authorized_keys'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "UsePAM no\nStrictModes no\nUseDNS no\nMaxSessions 100\nMaxStartups 100:30:200\n"
-            "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
+            + ("Subsystem sftp internal-sftp\n" if sftp else "")
+            + "LogLevel ERROR\n" + extra_config
         )
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=open(self.folder / "sshd.log", "ab"))

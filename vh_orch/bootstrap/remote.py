@@ -194,9 +194,11 @@ class RemoteDockerRuntime:
                 time.sleep(delay)
                 continue
             if result.code != 0:
-                tail = result.stderr.strip().splitlines()[-1:] or ["unknown error"]
+                # Docker says what is wrong first, then "See 'docker run --help'."
+                said = [line.strip() for line in result.stderr.splitlines()
+                        if line.strip() and "--help" not in line] or ["unknown error"]
                 raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy "
-                                     f"{spec.pull_policy}) failed: {tail[0]}")
+                                     f"{spec.pull_policy}) failed: {said[-1]}")
             break
         failpoints.hit("container-started")
         return RemoteContainer(self.transport, spec.container_name)
