@@ -27,11 +27,15 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 @cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process."""
+    """One engine per URL per process.
+
+    SQLite waits SQLITE_BUSY_TIMEOUT_MS for a lock held elsewhere, or what the URL's
+    `timeout` says in seconds (`sqlite:////var/lib/vh-orch/state.db?timeout=60`)."""
     if url.startswith("sqlite"):
+        busy_ms = _busy_timeout_ms(url)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         )
 
         @event.listens_for(engine, "connect")
@@ -41,7 +45,7 @@ def get_engine(url: str) -> Engine:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
@@ -60,6 +64,21 @@ def get_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # bad URL, missing driver
         raise ConfigError(f"cannot use database URL from VH_ORCH_DB: {exc}") from exc
+
+
+def _busy_timeout_ms(url: str) -> int:
+    from sqlalchemy.engine import make_url
+
+    raw = make_url(url).query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT_MS
+    try:
+        seconds = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        raise ConfigError(f"VH_ORCH_DB: timeout={raw!r} is not a number of seconds") from None
+    if seconds < 0:
+        raise ConfigError("VH_ORCH_DB: timeout must not be negative")
+    return int(seconds * 1000)
 
 
 def alembic_config(url: str) -> Config:
