@@ -17,24 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
-import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
-from _common import fresh_home, percentile, print_table, project_folder
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-import sshhosts  # noqa: E402
-
-from vh_orch.config.environments import parse_entry  # noqa: E402
-from vh_orch.orchestrator.daemon import notify_daemon  # noqa: E402
-from vh_orch.orchestrator.submit import SubmitRequest, submit  # noqa: E402
+from _common import SSHBenchHost, percentile, print_table, project_folder
 
 IMAGE = "vh-orch/busybox:test"
 
@@ -48,49 +34,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="vh-orch-bench-ssh-"))
-    client_key = scratch / "client_key"
-    public = sshhosts.keygen(client_key, "bench")
-    host = sshhosts.make_host(scratch, 2)
-    host.start(public)
-    known = scratch / "known_hosts"
-    known.write_text(f"{host.address} {host.host_key}\n")
-    ssh = ["ssh", "-i", str(client_key), "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-           "-o", "BatchMode=yes", f"root@{host.address}"]
-    settings, store = fresh_home("ssh")
-    spec = parse_entry({"name": "pool", "cloud": "ssh", "idle_timeout": "1h", "pull_policy": "never",
-                        "ssh": {"user": "root", "private_key_file": str(client_key),
-                                "hosts": [{"address": host.address, "host_key": host.host_key,
-                                           "workdir": str(scratch / "workdir")}]}}, "bench")
-    store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
+    world = SSHBenchHost("ssh")
+    ssh = world.ssh
     yaml = (f"- step:\n    name: hello\n    image: {IMAGE}\n    command: echo started\n"
             f"- step:\n    name: spam\n    image: {IMAGE}\n    command: \"{spam(args.lines)}\"\n")
-    folder = project_folder(settings, yaml)
-    env = dict(os.environ, VH_ORCH_HOME=str(settings.home))
-    log = open(settings.home / "serve.log", "wb")
-    daemon = subprocess.Popen([str(Path(sys.executable).parent / "vh-orch"), "serve"], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    folder = project_folder(world.settings, yaml)
     try:
-        def run(step: str) -> tuple[float, float, int]:
-            t0 = datetime.now(UTC)
-            execution = submit(store, settings, SubmitRequest(project="bench", step=step, adhoc=folder,
-                                                              environment="pool"))
-            notify_daemon(settings)
-            deadline = time.monotonic() + 600
-            while True:
-                current = store.get_execution(execution.id)
-                if current.status in ("complete", "error", "stopped"):
-                    break
-                assert time.monotonic() < deadline, "execution did not finish"
-                time.sleep(0.005)
-            assert current.status == "complete", current.status_reason
-            first = store.events_after(execution.id, 0, limit=10)
-            line = next(e for e in first if e.kind == "log")
-            return ((line.time - t0).total_seconds(), (current.ended_at - current.started_at).total_seconds(),
-                    store.count_events(execution.id))
-
-        run("hello")  # the first execution claims and bootstraps the host
-        to_line = [run("hello")[0] for _ in range(args.runs)]
+        world.run("hello", folder)  # the first execution claims and bootstraps the host
+        to_line = [world.run("hello", folder)[0] for _ in range(args.runs)]
         bare = []
         for _ in range(args.runs):
             start = time.perf_counter()
@@ -98,7 +49,9 @@ def main() -> None:
                            check=True, stdout=subprocess.DEVNULL)
             bare.append(time.perf_counter() - start)
 
-        _, spam_s, stored = run("spam")
+        _, spammed = world.run("spam", folder)
+        spam_s = (spammed.ended_at - spammed.started_at).total_seconds()
+        stored = world.store.count_events(spammed.id)
         assert stored == args.lines, stored
         subprocess.run([*ssh, "docker", "rm", "-f", "vh-bench-spam"], capture_output=True)
         subprocess.run([*ssh, "docker", "run", "--name", "vh-bench-spam", "--pull", "never", IMAGE, "sh", "-c",
@@ -109,9 +62,7 @@ def main() -> None:
         bare_logs = time.perf_counter() - start
         subprocess.run([*ssh, "docker", "rm", "-f", "vh-bench-spam"], capture_output=True)
     finally:
-        daemon.terminate()
-        daemon.wait(60)
-        host.stop()
+        world.close()
 
     def row(name: str, values: list[float]) -> list[object]:
         return [name, f"{percentile(values, 50):.3f}", f"{percentile(values, 95):.3f}"]

@@ -1,0 +1,81 @@
+"""Inputs to an SSH host: how long a large input takes, and how much memory the daemon needs for it.
+
+Each input size runs on a fresh daemon (its own peak RSS) and a fresh workdir (nothing cached,
+so the commit travels too), on the sshd host on 127.0.0.2:22 of the tests. The input is a
+local file; the daemon copies it into the execution's folder, then streams inputs, config
+and the commit to the host in one tar stream.
+
+- submit -> first log line (the command prints the input's size at once), beside a bare
+  `ssh host 'cat > FILE' < INPUT` (OpenSSH) of the same file, measured in the same run;
+- the daemon's peak RSS (VmHWM) after the run, beside an idle daemon's: it must stay flat
+  as the input grows (the input is never held in memory).
+
+    .venv/bin/python bench/ssh_inputs.py [--sizes-mb 50,200,500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+from _common import SSHBenchHost, print_table, project_folder
+
+IMAGE = "vh-orch/busybox:test"
+STEPS = (f"- step:\n    name: size\n    image: {IMAGE}\n    command: wc -c /valohai/inputs/data/input.bin\n"
+         "    inputs:\n      - name: data\n"
+         f"- step:\n    name: hello\n    image: {IMAGE}\n    command: echo idle\n")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def make_input(path: Path, size_mb: int) -> None:
+    block = bytes(range(256)) * 4096  # 1 MiB
+    with path.open("wb") as fh:
+        for i in range(size_mb):
+            fh.write(i.to_bytes(4, "big") + block[4:])
+
+
+def one_size(size_mb: int) -> list[object]:
+    world = SSHBenchHost(f"inputs{size_mb}")
+    try:
+        folder = project_folder(world.settings, STEPS)
+        data = world.scratch / "input.bin"
+        make_input(data, size_mb)
+        world.run("hello", folder)  # claims and bootstraps the host; the daemon's idle footprint
+        idle = peak_rss_mb(world.daemon.pid)
+        seconds, execution = world.run("size", folder, inputs=[f"data={data}"], timeout=1800)
+        lines = [e.text for e in world.store.events_after(execution.id, 0) if e.kind == "log"]
+        assert lines and lines[0].split()[0] == str(size_mb << 20), lines
+        peak = peak_rss_mb(world.daemon.pid)
+        start = time.perf_counter()
+        with data.open("rb") as fh:
+            subprocess.run([*world.ssh, f"cat > {world.scratch}/bare-copy.bin"], stdin=fh, check=True)
+        bare = time.perf_counter() - start
+        subprocess.run([*world.ssh, f"rm -f {world.scratch}/bare-copy.bin"], check=True)
+    finally:
+        world.close()
+    return [f"{size_mb} MB", f"{seconds:.2f}", f"{bare:.2f}", f"{size_mb / seconds:.0f}", f"{idle:.0f}",
+            f"{peak:.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes-mb", default="50,200,500")
+    args = parser.parse_args()
+    rows = [one_size(int(size)) for size in args.sizes_mb.split(",")]
+    print_table("a fresh SSH host: submit -> first log line with one input file, and the daemon's memory",
+                ["input", "vh-orch s", "bare ssh cat s", "vh-orch MB/s", "daemon idle RSS MB",
+                 "daemon peak RSS MB"], rows)
+    print("\nvh-orch's time includes copying the input into the execution's folder on the daemon's side, "
+          "the commit, the config and starting the container; the bare figure moves the file alone.")
+
+
+if __name__ == "__main__":
+    main()
