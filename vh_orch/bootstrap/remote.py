@@ -211,8 +211,15 @@ class RemoteDockerRuntime:
 
     def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:
         """Follow a container started earlier (by a daemon that died); None if it is gone."""
-        state = self.transport.run(f"docker inspect --format '{{{{.State.Status}}}}' {spec.container_name}",
-                                   timeout=60)
+        for delay in (*RECONNECT_BACKOFF_S, None):
+            try:
+                state = self.transport.run(
+                    f"docker inspect --format '{{{{.State.Status}}}}' {spec.container_name}", timeout=60)
+                break
+            except SSHError as exc:
+                if delay is None:
+                    raise RuntimeFailure(f"cannot re-attach to its container: {exc}") from None
+                time.sleep(delay)
         if state.code != 0:
             return None
         return RemoteContainer(self.transport, spec.container_name, resume)
