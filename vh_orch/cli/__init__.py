@@ -1,37 +1,35 @@
-"""The `vh-orch` command line: thin commands over the orchestrator's services."""
+"""The `vh-orch` command line: thin commands over the orchestrator's services.
+
+`main` answers `exec list --json`, `exec info ID --json` and `status --json` on the quick
+path (quick.py) when it can; everything else goes to the Typer app (commands.py).
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-import typer
-
-from vh_orch.cli import daemon_cmds, environments, executions, operations, projects, simulate
-from vh_orch.cli.common import err_console
+from vh_orch.cli.quick import answer
 from vh_orch.errors import VhOrchError
-
-app = typer.Typer(
-    name="vh-orch",
-    help="Run valohai.yaml steps on your own machines.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command("init")(daemon_cmds.init)
-app.command("serve")(daemon_cmds.serve)
-app.command("status")(operations.status)
-app.command("cleanup")(operations.cleanup)
-app.command("simulate")(simulate.simulate)
-app.add_typer(operations.quota_app, name="quota")
-app.add_typer(projects.app, name="project")
-app.add_typer(executions.app, name="exec")
-app.add_typer(environments.app, name="env")
-app.add_typer(environments.machine_app, name="machine")
 
 
 def main() -> None:
+    if answer(sys.argv[1:]):
+        return
+    from vh_orch.cli.commands import app
+
     try:
         app()
     except VhOrchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from vh_orch.cli.common import print_error
+
+        print_error(str(exc))
         sys.exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the Typer app, for tools that look for `vh_orch.cli.app`
+        from vh_orch.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,8 @@
-"""What every command shares: settings, the store, printing for people and for scripts."""
+"""What every command shares: settings, the store, printing for people and for scripts.
+
+Light on purpose: rich and the Store are imported when first used, so that the quick path
+(quick.py), which only prints JSON, never loads them.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +10,34 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.db import is_initialised
-from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.timeutil import iso
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vh_orch.orchestrator.store import Store
+
+    console: Console
+    err_console: Console
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def __getattr__(name: str) -> Any:
+    # `console` (stdout) and `err_console` (stderr), made on first use.
+    if name in ("console", "err_console"):
+        return _console(name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def settings() -> Settings:
@@ -27,6 +46,9 @@ def settings() -> Settings:
 
 def open_store(s: Settings | None = None) -> Store:
     """The store of an initialised installation, or a clear error saying how to create one."""
+    from vh_orch.orchestrator.db import is_initialised
+    from vh_orch.orchestrator.store import Store
+
     s = s or settings()
     if s.db_url.startswith("sqlite") and "VH_ORCH_DB" not in os.environ and not (s.home / "state.db").exists():
         raise UserInputError(f"vh-orch is not initialised in {s.home}: run `vh-orch init` first")
@@ -34,6 +56,11 @@ def open_store(s: Settings | None = None) -> Store:
     if not is_initialised(s.db_url):
         raise UserInputError("the database has no vh-orch schema: run `vh-orch init` first")
     return store
+
+
+def print_error(message: str) -> None:
+    """How every command reports a VhOrchError: `error: ...` on stderr."""
+    _console(True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -48,15 +75,19 @@ def print_json(value: Any) -> None:
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    _console(False).print(table)
 
 
 def print_fields(title: str, fields: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -66,4 +97,4 @@ def print_fields(title: str, fields: dict[str, Any]) -> None:
         elif isinstance(value, datetime):
             value = iso(value)
         table.add_row(key, "" if value is None else str(value))
-    console.print(table)
+    _console(False).print(table)

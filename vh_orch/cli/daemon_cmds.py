@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 from typing import Annotated
 
 import typer
 
-from vh_orch.config.environments import parse_entry
-from vh_orch.cli.common import err_console, open_store, settings
-from vh_orch.orchestrator.daemon import Daemon
-from vh_orch.orchestrator.db import upgrade
-from vh_orch.orchestrator.store import Store
+from vh_orch.cli.common import open_store, settings
 
 
 def init() -> None:
     """Create or upgrade the database (never drops data) and the `local` environment."""
+    from vh_orch.cli.common import err_console
+    from vh_orch.config.environments import parse_entry
+    from vh_orch.orchestrator.db import upgrade
+    from vh_orch.orchestrator.store import Store
+
     s = settings()
     s.ensure_dirs()
     upgrade(s.db_url)
@@ -34,6 +32,12 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
+    import logging
+    import signal
+    import threading
+
+    from vh_orch.orchestrator.daemon import Daemon
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

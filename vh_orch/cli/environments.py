@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table
-from vh_orch.config.environments import EnvSpec, format_duration, parse_entry, parse_file_text, spec_to_entry
+from vh_orch.cli.views import QUEUED, RUNNING
 from vh_orch.errors import ConfigError, UserInputError
-from vh_orch.orchestrator.daemon import choose_runtime
-from vh_orch.orchestrator.models import Environment, ExecutionStatus
-from vh_orch.orchestrator.store import Store
 from vh_orch.timeutil import iso
+
+if TYPE_CHECKING:
+    from vh_orch.orchestrator.models import Environment
+    from vh_orch.orchestrator.store import Store
 
 app = typer.Typer(help="Environments: named machine kinds, each with its own queue.", no_args_is_help=True)
 machine_app = typer.Typer(help="Machines serving the environments.", no_args_is_help=True)
 
-S = ExecutionStatus
 BUILTIN = frozenset({"local"})
 
 
 def env_entry(env: Environment) -> dict[str, Any]:
+    from vh_orch.config.environments import spec_to_entry
+
     columns = {k: getattr(env, k) for k in ("min_scale", "max_scale", "idle_timeout_s", "spot", "price_per_hour",
                                              "slots", "max_attempts", "region", "instance_type")}
     return spec_to_entry(env.cloud, env.name, columns, env.settings)
 
 
 def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str, Any]:
+    from vh_orch.config.environments import format_duration
+
     data = env_entry(env)
     data["idle_timeout"] = format_duration(env.idle_timeout_s)
     if env.settings.get("draining"):
         data["draining"] = True
     if detail:
         if env.cloud in ("local", "fake"):
+            from vh_orch.orchestrator.daemon import choose_runtime
+
             runtime, why = choose_runtime(env)
             data["runtime"] = runtime
             data["runtime_reason"] = why
@@ -63,6 +68,8 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Cloud setting S
 
 
 def _merge_options(entry: dict[str, Any], **opts: Any) -> dict[str, Any]:
+    import yaml
+
     entry = dict(entry)
     sets = opts.pop("set_") or []
     runtime = opts.pop("runtime")
@@ -95,6 +102,8 @@ def add(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Define a new environment."""
+    from vh_orch.config.environments import parse_entry
+
     store = open_store()
     if name in {e.name for e in store.list_environments()}:
         raise UserInputError(f"environment {name!r} already exists: use `vh-orch env update {name}`")
@@ -117,6 +126,8 @@ def update(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Change an environment's settings (also lifts a stop after a fatal launch error)."""
+    from vh_orch.config.environments import parse_entry
+
     store = open_store()
     env = store.get_environment(name)
     entry = _merge_options(env_entry(env), min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout,
@@ -153,11 +164,13 @@ def apply(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create or update environments from a file, idempotently: the whole file or nothing."""
+    from vh_orch.config.environments import parse_file_text
+
     try:
         text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
-    specs: list[EnvSpec] = parse_file_text(text, str(file))
+    specs = parse_file_text(text, str(file))
     report = open_store().apply_environments([(s.name, s.cloud, s.columns, s.settings) for s in specs],
                                              prune=prune, keep=BUILTIN)
     if json_out:
@@ -171,10 +184,12 @@ def apply(
 @app.command("list")
 def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List environments with their queues."""
+    from vh_orch.config.environments import format_duration
+
     store = open_store()
     envs = store.list_environments()
-    queued = store.executions_in([S.QUEUED])
-    running = store.executions_in([S.STARTED, S.STOPPING])
+    queued = store.executions_in(QUEUED)
+    running = store.executions_in(RUNNING)
     rows = []
     for env in envs:
         q = sum(1 for e in queued if e.environment_id == env.id)
@@ -211,10 +226,10 @@ def machine_list(
     all_: Annotated[bool, typer.Option("--all", help="Include terminated, failed and lost machines")] = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Machines, their state and why."""
+    """Live machines (not terminated, failed or lost), their state and why; --all adds the finished ones."""
     store = open_store()
     machines = store.list_machines(include_finished=all_)
-    busy = store.executions_in([S.STARTED, S.STOPPING])
+    busy = store.executions_in(RUNNING)
     rows = []
     for m, env_name in machines:
         running = [e.id for e in busy if e.machine_id == m.id]

@@ -7,19 +7,19 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vh_orch.cli.common import err_console, open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.views import execution_info, execution_summary, output_dict
 from vh_orch.errors import NoDaemon, UserInputError
-from vh_orch.orchestrator.daemon import notify_daemon
-from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus
-from vh_orch.orchestrator.store import Store
-from vh_orch.orchestrator.submit import SubmitRequest, submit
-from vh_orch.settings import Settings
-from vh_orch.storage.datastore import download_uri
 from vh_orch.timeutil import iso
+
+if TYPE_CHECKING:
+    from vh_orch.orchestrator.models import Execution
+    from vh_orch.orchestrator.store import Store
+    from vh_orch.settings import Settings
 
 app = typer.Typer(help="Executions: runs of a step.", no_args_is_help=True)
 FOLLOW_POLL_S = 0.2
@@ -49,6 +49,11 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the new execution as JSON")] = False,
 ) -> None:
     """Submit an execution of STEP; it is queued for its environment."""
+    from vh_orch.cli.common import err_console
+    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.models import ExecutionStatus
+    from vh_orch.orchestrator.submit import SubmitRequest, submit
+
     s = settings()
     store = open_store(s)
     execution = submit(
@@ -90,6 +95,8 @@ def list_(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List executions, newest first unless --sort says otherwise."""
+    from vh_orch.orchestrator.models import ExecutionStatus
+
     store = open_store()
     if status is not None and status not in {st.value for st in ExecutionStatus}:
         raise UserInputError(f"unknown status {status!r}: use one of {', '.join(st.value for st in ExecutionStatus)}")
@@ -102,7 +109,7 @@ def list_(
     projects = store.project_names()
     envs = store.environment_names()
     if json_out:
-        print_json([_summary(e, projects, envs) for e in executions])
+        print_json([execution_summary(e, projects, envs) for e in executions])
         return
     metadata_key = sort.lstrip("-") if sort and sort.lstrip("-") not in COLUMNS else None
     columns = ["id", "project", "#", "step", "status", "environment", "created"]
@@ -165,6 +172,8 @@ def logs(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """Print an execution's log lines (stdout and stderr, in order)."""
+    from vh_orch.orchestrator.models import ExecutionStatus
+
     s = settings()
     store = open_store(s)
     execution = store.get_execution(execution_id)
@@ -207,6 +216,9 @@ def outputs(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """An execution's outputs: name, size, sha256 and datum:// address."""
+    from vh_orch.cli.common import err_console
+    from vh_orch.storage.datastore import download_uri
+
     store = open_store()
     store.get_execution(execution_id)
     outs = store.outputs_of(execution_id)
@@ -218,7 +230,7 @@ def outputs(
             dest.parent.mkdir(parents=True, exist_ok=True)
             download_uri(out.uri, dest)
         err_console.print(f"{len(outs)} file(s) downloaded to {download}", highlight=False)
-    rows = [_output_dict(o) for o in outs]
+    rows = [output_dict(o) for o in outs]
     if json_out:
         print_json(rows)
     elif download is None:
@@ -232,6 +244,9 @@ def stop(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stop an execution: a queued one at once, a running one within a few seconds."""
+    from vh_orch.cli.common import err_console
+    from vh_orch.orchestrator.daemon import notify_daemon
+
     s = settings()
     store = open_store(s)
     execution = store.request_stop(execution_id, "stopped by request")
@@ -248,6 +263,9 @@ def wait(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
 ) -> None:
     """Wait until an execution ends; exit status 0 only when it ends `complete`."""
+    from vh_orch.cli.common import err_console
+    from vh_orch.orchestrator.models import FINAL_STATUSES, ExecutionStatus
+
     s = settings()
     store = open_store(s)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -275,6 +293,8 @@ def require_daemon(store: Store, s: Settings) -> None:
 
 def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False) -> str:
     """Print events as they are stored until the execution ends; returns its final status."""
+    from vh_orch.orchestrator.models import FINAL_STATUSES
+
     last = after_seq
     while True:
         execution = store.get_execution(execution_id)
@@ -299,69 +319,11 @@ def _print_event(event, json_lines: bool, show_status: bool) -> None:  # type: i
         out.write(event.text + "\n")
         out.flush()
     elif show_status:
+        from vh_orch.cli.common import err_console
+
         err_console.print(f"[dim]-- {event.text}[/]", highlight=False)
 
 
 def print_json_line(value: dict) -> None:  # type: ignore[type-arg]
     sys.stdout.write(json.dumps(value) + "\n")
     sys.stdout.flush()
-
-
-def _output_dict(o) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
-
-
-def _summary(e: Execution, projects: dict[int, str], envs: dict[int, str]) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "counter": e.counter,
-        "project": projects.get(e.project_id),
-        "step": e.step,
-        "title": e.title,
-        "status": e.status,
-        "status_reason": e.status_reason,
-        "environment": envs.get(e.environment_id),
-        "priority": e.priority,
-        "exit_code": e.exit_code,
-        "created_at": e.created_at,
-        "started_at": e.started_at,
-        "ended_at": e.ended_at,
-        "metadata_latest": e.metadata_latest,
-    }
-
-
-def execution_info(store: Store, e: Execution) -> dict[str, Any]:
-    project = store.get_project_by_id(e.project_id)
-    commit = store.get_commit(e.commit_id)
-    env = store.get_environment_by_id(e.environment_id)
-    return {
-        "id": e.id,
-        "counter": e.counter,
-        "project": project.name,
-        "step": e.step,
-        "title": e.title,
-        "status": e.status,
-        "status_reason": e.status_reason,
-        "environment": env.name,
-        "runtime": e.runtime,
-        "image": e.image,
-        "pull_policy": e.pull_policy,
-        "commit": {"kind": commit.kind, "identifier": commit.identifier, "ref": commit.ref},
-        "parameters": e.parameters,
-        "inputs": e.inputs,
-        "environment_variables": e.environment_variables,
-        "command": e.command,
-        "time_limit_s": e.time_limit_s,
-        "machine": e.machine_id,
-        "priority": e.priority,
-        "user": e.user,
-        "attempt": e.attempt,
-        "created_at": e.created_at,
-        "queued_at": e.queued_at,
-        "started_at": e.started_at,
-        "ended_at": e.ended_at,
-        "exit_code": e.exit_code,
-        "outputs": [_output_dict(o) for o in store.outputs_of(e.id)],  # type: ignore[arg-type]
-        "metadata_latest": e.metadata_latest,
-        "valohai_yaml": commit.config_yaml,
-    }

@@ -2,53 +2,24 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
+from vh_orch.cli.views import status_rows
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.cleanup import load_jobs, run_job
-from vh_orch.orchestrator.models import ExecutionStatus, MachineState
-from vh_orch.orchestrator.store.fleet import DEFAULT_QUOTA_USER
-from vh_orch.timeutil import iso
-
-S = ExecutionStatus
-M = MachineState
-# States in which a machine's instance exists and costs money.
-BILLED = (M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
 
 quota_app = typer.Typer(help="Per-user limits on executions queued or running at once.", no_args_is_help=True)
 
 
 def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Per environment: machines by state, queued and running executions, cost per hour, last launch failure."""
-    store = open_store()
-    machines = store.list_machines(include_finished=False)
-    queued = Counter(e.environment_id for e in store.executions_in([S.QUEUED]))
-    created = Counter(e.environment_id for e in store.executions_in([S.CREATED]))
-    running = Counter(e.environment_id for e in store.executions_in([S.STARTED, S.STOPPING]))
-    rows: list[dict[str, Any]] = []
-    for env in store.list_environments():
-        states = Counter(m.state for m, name in machines if m.environment_id == env.id)
-        billed = sum(states[s] for s in BILLED) if env.cloud != "local" else 0
-        failures = store.recent_failures(env.id, limit=1)  # type: ignore[arg-type]
-        last = failures[-1] if failures else None
-        rows.append({
-            "environment": env.name,
-            "cloud": env.cloud,
-            "machines": dict(sorted(states.items())),
-            "min_scale": env.min_scale,
-            "max_scale": env.max_scale,
-            "held_by_quota": created[env.id],
-            "queued": queued[env.id],
-            "running": running[env.id],
-            "cost_per_hour": round(billed * env.price_per_hour, 4),
-            "last_launch_failure": None if last is None else
-            {"time": iso(last.time), "kind": last.kind, "message": last.message},
-            "draining": bool(env.settings.get("draining")),
-        })
+    """Per environment: live machines by state, queued and running executions, cost per hour, last launch failure.
+
+    Live machines are those not terminated, failed or lost; the cost per hour is that of the
+    machines that have an instance (provisioning to terminating; nothing for `local`). Executions
+    held back by a quota count as queued (`held_by_quota` in --json)."""
+    rows = status_rows(open_store())
     if json_out:
         print_json(rows)
         return
@@ -71,6 +42,8 @@ def quota_set(
     unset: Annotated[bool, typer.Option("--unset", help="Remove the limit")] = False,
 ) -> None:
     """Limit how many executions USER may have queued or running; the rest wait as `created`."""
+    from vh_orch.orchestrator.store.fleet import DEFAULT_QUOTA_USER
+
     if default:
         if user and limit is None and user.isdigit():
             user, limit = "", int(user)
@@ -99,6 +72,8 @@ def cleanup(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run every cleanup job of the daemon's settings once."""
+    from vh_orch.orchestrator.cleanup import load_jobs, run_job
+
     s = settings()
     store = open_store(s)
     report = {job.job: run_job(job, store, s, dry_run) for job in load_jobs(s)}

@@ -9,7 +9,6 @@ import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
 from vh_orch.errors import UserInputError
-from vh_orch.storage.snapshots import create_mirror, normalise_repo_url
 
 app = typer.Typer(help="Projects: named spaces linked to a Git repository.", no_args_is_help=True)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -24,6 +23,8 @@ def add(
     json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
 ) -> None:
     """Link a repository as a project; vh-orch keeps a mirror of it."""
+    from vh_orch.storage.snapshots import create_mirror, normalise_repo_url
+
     if not NAME_RE.match(name):
         raise UserInputError(f"project name {name!r} is not valid: use letters, digits, '.', '_' and '-'")
     s = settings()

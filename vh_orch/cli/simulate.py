@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vh_orch.cli.common import console, print_json, print_table
+from vh_orch.cli.common import print_json, print_table
 from vh_orch.errors import UserInputError
 
 DEFAULT_POLICIES = ["adaptive", "idle-timeout:5m", "idle-timeout:15m", "idle-timeout:20m", "idle-timeout:3d",
@@ -35,6 +35,7 @@ def simulate(
 ) -> None:
     """Replay a trace through the real scheduling policy on a virtual clock (nothing is launched), or
     generate one. Reports cost, machine hours, launches and waits for each idle policy."""
+    from vh_orch.cli.common import console
     from vh_orch.config.environments import parse_duration, parse_file_text
     from vh_orch.simulation.trace import generate as make_trace
     from vh_orch.simulation.trace import read_trace, write_trace

@@ -1,11 +1,27 @@
-"""All SQL vh-orch runs lives in this package: one Store, assembled from one part per concern."""
+"""All SQL vh-orch runs lives in this package: one Store, assembled from one part per concern.
 
-from vh_orch.orchestrator.store.core import ALLOWED_TRANSITIONS, CoreStore, LogLine
-from vh_orch.orchestrator.store.fleet import FleetStore
+The package itself imports nothing: `Store` (SQLAlchemy, SQLModel) loads on first use, so
+that `quick` (the CLI's read path on the stdlib's sqlite3) does not pay for it.
+"""
 
+from __future__ import annotations
 
-class Store(FleetStore, CoreStore):
-    """The one object the rest of vh-orch uses to read and write state."""
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from vh_orch.orchestrator.store.core import ALLOWED_TRANSITIONS, LogLine
+    from vh_orch.orchestrator.store.store import Store
 
 __all__ = ["ALLOWED_TRANSITIONS", "LogLine", "Store"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from vh_orch.orchestrator.store.store import Store
+
+        return Store
+    if name in ("ALLOWED_TRANSITIONS", "LogLine"):
+        from vh_orch.orchestrator.store import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

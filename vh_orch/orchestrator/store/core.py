@@ -220,10 +220,14 @@ class CoreStore:
             return machine
 
     def list_machines(self, include_finished: bool = False) -> list[tuple[Machine, str]]:
+        """Machines with their environment's name, by id: the live ones (LIVE_MACHINE), and with
+        include_finished the terminated, failed and lost ones too."""
+        from vh_orch.orchestrator.store.fleet import LIVE_MACHINE  # fleet's own; it never imports core
+
         with self.read() as s:
             query = select(Machine, Environment.name).join(Environment)
             if not include_finished:
-                query = query.where(col(Machine.state).not_in([MachineState.TERMINATED]))
+                query = query.where(col(Machine.state).in_(LIVE_MACHINE))
             return [(m, name) for m, name in s.exec(query.order_by(Machine.id))]
 
     # -- executions -------------------------------------------------------------

@@ -1,0 +1,29 @@
+"""The Typer app: every command under its name.
+
+Command modules import only Typer at load time and what a command uses inside it, so
+`--help` and a command's start do not pay for the daemon, the clouds or SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vh_orch.cli import daemon_cmds, environments, executions, operations, projects, simulate
+
+app = typer.Typer(
+    name="vh-orch",
+    help="Run valohai.yaml steps on your own machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("init")(daemon_cmds.init)
+app.command("serve")(daemon_cmds.serve)
+app.command("status")(operations.status)
+app.command("cleanup")(operations.cleanup)
+app.command("simulate")(simulate.simulate)
+app.add_typer(operations.quota_app, name="quota")
+app.add_typer(projects.app, name="project")
+app.add_typer(executions.app, name="exec")
+app.add_typer(environments.app, name="env")
+app.add_typer(environments.machine_app, name="machine")

@@ -1,0 +1,8 @@
+"""The one Store, assembled from one part per concern."""
+
+from vh_orch.orchestrator.store.core import CoreStore
+from vh_orch.orchestrator.store.fleet import FleetStore
+
+
+class Store(FleetStore, CoreStore):
+    """The one object the rest of vh-orch uses to read and write state."""
