@@ -237,6 +237,12 @@ environments:
                 if json.loads(line)["kind"] == "status"]
     assert statuses[:3] == ["created", "queued", "started"]
     assert "Server.SpotInstanceTermination" in statuses[3] and statuses[3].startswith("queued")
-    assert statuses[-2:] == ["started", "complete"]
+    assert statuses[-2:] == ["started: attempt 2", "complete"]
+    plain = vh("exec", "logs", str(created["id"]))
+    assert plain.stdout.splitlines() == ["attempt", "attempt", "finished"]
+    marks = [line for line in plain.stderr.splitlines() if line.startswith("-- ")]
+    assert marks[0] == "-- attempt 1 started"
+    assert marks[1].startswith("-- attempt 1 ended: machine") and "requeued after attempt 1 of 3" in marks[1]
+    assert marks[2:] == ["-- attempt 2 started"]
     machines = [m for m in vh.json("machine", "list", "--all") if m["environment"] == "spot"]
     assert [m["state"] for m in machines][:1] == ["lost"]

@@ -243,6 +243,30 @@ def machine_list(
     if json_out:
         print_json(rows)
         return
+    from vh_orch.orchestrator.hosts import busy_hosts
+
     print_table("machines", ["id", "environment", "state", "step", "instance", "executions", "reason"],
                 [[r["id"], r["environment"], r["state"], r["bootstrap_step"], r["instance_id"],
                   ",".join(map(str, r["executions"])), r["reason"]] for r in rows])
+    busy = busy_hosts(store)
+    if busy:
+        print_table("SSH hosts held by others (`vh-orch machine release HOST` if the holder is gone)",
+                    ["environment", "host", "held by", "seen at"],
+                    [[b.environment, b.host, b.held_by, iso(b.seen_at)] for b in busy])
+
+
+@machine_app.command("release")
+def machine_release(
+    host: Annotated[str, typer.Argument(help="ADDRESS or ADDRESS:PORT of a host of an SSH pool")],
+    force: Annotated[bool, typer.Option("--force", help="Also release another installation's claim")] = False,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Release an SSH pool host whose claim outlived its owner (never one a live machine uses)."""
+    from vh_orch.orchestrator.hosts import release_host
+
+    done = release_host(open_store(), host, force)
+    if json_out:
+        print_json([{"host": d.host, "environment": d.environment, "message": d.message} for d in done])
+        return
+    for d in done:
+        print(d.message)

@@ -181,13 +181,35 @@ def logs(
         final = follow_logs(store, s, execution_id, after_seq=0, json_lines=json_out)
         raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
     last = 0
+    marks = AttemptMarks() if execution.attempt > 1 else None
     while True:
         events = store.events_after(execution.id, last)  # type: ignore[arg-type]
         if not events:
             break
         for event in events:
             _print_event(event, json_out, show_status=False)
+            if marks is not None and event.kind == "status" and not json_out:
+                mark = marks.see(event.text)
+                if mark:
+                    _print_note(mark)
         last = events[-1].seq
+
+
+class AttemptMarks:
+    """Where each attempt of a retried execution begins, and why the one before it ended, from its
+    status events: `started` (attempt 1), `queued: <why>` (a requeue), `started: attempt N`."""
+
+    def __init__(self) -> None:
+        self.attempt = 0
+
+    def see(self, status_text: str) -> str | None:
+        status, _, reason = status_text.partition(": ")
+        if status == "started":
+            self.attempt += 1
+            return f"attempt {self.attempt} started"
+        if status == "queued" and self.attempt and reason:
+            return f"attempt {self.attempt} ended: {reason}"
+        return None
 
 
 @app.command("metadata")
@@ -319,9 +341,13 @@ def _print_event(event, json_lines: bool, show_status: bool) -> None:  # type: i
         out.write(event.text + "\n")
         out.flush()
     elif show_status:
-        from vh_orch.cli.common import err_console
+        _print_note(event.text)
 
-        err_console.print(f"[dim]-- {event.text}[/]", highlight=False)
+
+def _print_note(text: str) -> None:
+    from vh_orch.cli.common import err_console
+
+    err_console.print(f"[dim]-- {text}[/]", highlight=False)
 
 
 def print_json_line(value: dict) -> None:  # type: ignore[type-arg]

@@ -47,6 +47,32 @@ class PoolHost:
         return f"{self.address}:{self.port}"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What `<workdir>/held/owner` says: which installation's machine row holds the host."""
+
+    cluster_id: str | None
+    machine_id: int | None
+    environment: str | None
+    raw: str
+
+    @classmethod
+    def parse(cls, text: str) -> Claim:
+        parts = text.split()
+        if len(parts) == 3 and parts[1].isdigit():
+            return cls(parts[0], int(parts[1]), parts[2], text.strip())
+        return cls(None, None, None, text.strip())
+
+    def describe(self) -> str:
+        if self.cluster_id is None:
+            return f"an unreadable claim ({self.raw[:80]!r})" if self.raw else "a claim with no owner file"
+        return f"installation {self.cluster_id} (machine {self.machine_id}, environment {self.environment})"
+
+
+def describe_claim(owner_text: str) -> str:
+    return Claim.parse(owner_text).describe()
+
+
 def pool_hosts(ssh: dict[str, Any]) -> list[PoolHost]:
     default = ssh.get("workdir", DEFAULT_WORKDIR)
     return [PoolHost(h["address"], int(h.get("port", 22)), h["host_key"], h.get("workdir", default))
@@ -94,11 +120,42 @@ class SSHPoolDriver:
         except SSHError as exc:
             raise CapacityError(f"host {host.id} is unreachable: {exc}") from None
         if result.stdout.strip() != self._owner_line(spec.machine_id):
-            raise CapacityError(f"host {host.id} is busy (held by {result.stdout.strip() or 'someone'})")
+            raise CapacityError(f"host {host.id} is busy: held by {describe_claim(result.stdout)}")
         instance = self._instance(host, spec.machine_id)
         with self._lock:
             self._last_seen[host.id] = (datetime.now(UTC), instance)
         return instance
+
+    def host_for(self, name: str) -> PoolHost | None:
+        """The pool host named ADDRESS or ADDRESS:PORT, if this pool has it."""
+        return self.hosts.get(name) or self.hosts.get(f"{name}:22")
+
+    def read_claim(self, host: PoolHost) -> Claim | None:
+        """Who holds a host (its owner file), or None when nobody does; SSHError if unreachable."""
+        out = transport_for(self._target(host.id)).run(
+            f"cat {shlex.quote(host.workdir + '/held/owner')} 2>/dev/null || "
+            f"test -d {shlex.quote(host.workdir + '/held')} && echo; echo vh-orch-end",
+            timeout=self.connect_timeout_s + 10).stdout
+        if not out.rstrip().endswith("vh-orch-end"):
+            raise SSHError(f"reading the claim on {host.id} was cut short")
+        text = out.rstrip()[: -len("vh-orch-end")]
+        if not text:
+            return None  # no held/ folder at all
+        return Claim.parse(text)
+
+    def running_containers(self, host: PoolHost, cluster_id: str) -> list[str]:
+        """Names of the running containers of installation cluster_id on the host."""
+        result = transport_for(self._target(host.id)).run(
+            f"docker ps --filter label={LABEL_CLUSTER}={shlex.quote(cluster_id)} --format '{{{{.Names}}}}'",
+            timeout=self.connect_timeout_s + 30)
+        if result.code != 0:
+            raise SSHError(f"cannot list containers on {host.id}: {result.stderr.strip()}")
+        return result.stdout.split()
+
+    def force_release(self, host: PoolHost) -> None:
+        """Remove a host's claim whoever holds it (the caller has checked that nobody uses it)."""
+        transport_for(self._target(host.id)).run(f"rm -rf {shlex.quote(host.workdir + '/held')}",
+                                                 timeout=self.connect_timeout_s + 20)
 
     def _instance(self, host: PoolHost, machine_id: int) -> CloudInstance:
         return CloudInstance(instance_id=host.id, machine_id=machine_id, state=RUNNING, zone=host.id,

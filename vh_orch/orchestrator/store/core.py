@@ -322,7 +322,7 @@ class CoreStore:
     ) -> None:
         now = now or self.clock()
         execution.status = status
-        if reason is not None or status in (S.QUEUED, S.STARTED):
+        if reason is not None or status in (S.QUEUED, S.STARTED, S.COMPLETE):  # `complete` needs no reason
             execution.status_reason = reason
         if status == S.QUEUED:
             execution.queued_at = now
@@ -430,12 +430,6 @@ class CoreStore:
             ).one()
 
     # -- outputs ----------------------------------------------------------------
-
-    def add_outputs(self, outputs: Sequence[Output]) -> None:
-        if not outputs:
-            return
-        with self.write() as s:
-            s.add_all(outputs)
 
     def outputs_of(self, execution_id: int) -> list[Output]:
         with self.read() as s:
