@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -81,30 +82,65 @@ def live(moto) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
     return [i for r in reservations for i in r["Instances"] if i["State"]["Name"] in ("pending", "running")]
 
 
+def every_instance(moto) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    """Every instance moto knows of, terminated ones included: the cloud's own launch history."""
+    reservations = moto.client("ec2").describe_instances()["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def peak(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most spans that overlap at one instant (one that ends as another starts does not count)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    now = most = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
 def test_ten_executions_scale_to_three_machines_and_nothing_is_left_running(aws_vh: VhOrch, moto) -> None:  # type: ignore[no-untyped-def]
     ids = [submit(aws_vh) for _ in range(10)]
     aws_vh.start_daemon()
-    most = 0
+    # Only wait here: how many machines there were is read afterwards from what was stored (rows,
+    # timestamps, the cloud's history), never sampled between slow CLI calls.
     deadline = time.monotonic() + 240
     while True:
-        most = max(most, len(live(moto)))
-        infos = [aws_vh.json("exec", "info", str(i), "--json") for i in ids]
-        if all(i["status"] in ("complete", "error", "stopped") for i in infos):
+        rows = [e for e in aws_vh.json("exec", "list", "--project", "p") if e["id"] in ids]
+        if len(rows) == 10 and all(e["status"] in ("complete", "error", "stopped") for e in rows):
             break
-        assert time.monotonic() < deadline, [i["status"] for i in infos]
+        assert time.monotonic() < deadline, [e["status"] for e in rows]
         time.sleep(0.5)
+    infos = [aws_vh.json("exec", "info", str(i)) for i in ids]
     assert [i["status"] for i in infos] == ["complete"] * 10, [(i["status"], i["status_reason"]) for i in infos]
-    assert most == 3, "10 waiting executions scale the environment to its max_scale"
     for info in infos:
         assert logs(aws_vh, info["id"], "stdout") == ["line 1", "line 2"]
         assert [o["name"] for o in info["outputs"]] == ["result.txt"]
-    assert len({i["machine"] for i in infos}) == 3
+    used = {i["machine"] for i in infos}
+    assert len(used) == 3
     # Idle for 3 s: every machine is retired and its instance terminated.
     deadline = time.monotonic() + 60
     while live(moto) or any(m["state"] != "terminated" for m in aws_vh.json("machine", "list", "--all")
                             if m["environment"] == "aws-cpu"):
         assert time.monotonic() < deadline, (live(moto), aws_vh.json("machine", "list", "--all"))
         time.sleep(0.5)
+    # 10 waiting executions scale the environment to its max_scale, 3, and no further: three machine
+    # rows were ever written, all three alive at once, and they are the ones the executions ran on.
+    machines = [m for m in aws_vh.json("machine", "list", "--all") if m["environment"] == "aws-cpu"]
+    assert len(machines) == 3 and {m["id"] for m in machines} == used, machines
+    assert peak([(stamp(m["created_at"]), stamp(m["state_changed_at"])) for m in machines]) == 3
+    # The cloud agrees: exactly those three instances were ever launched, and all are terminated.
+    instances = every_instance(moto)
+    assert sorted(i["InstanceId"] for i in instances) == sorted(m["instance_id"] for m in machines)
+    assert {i["State"]["Name"] for i in instances} == {"terminated"}
+    # One execution at a time per machine, so never more running at once than machines.
+    spans = [(stamp(i["started_at"]), stamp(i["ended_at"]), i["machine"]) for i in infos]
+    for machine in used:
+        assert peak([(start, end) for start, end, m in spans if m == machine]) == 1
+    assert peak([(start, end) for start, end, _ in spans]) <= 3
     status = aws_vh.json("status", "--json")
     assert [r["cost_per_hour"] for r in status if r["environment"] == "aws-cpu"] == [0]
 

@@ -68,6 +68,13 @@ CASES = [
     (["train", "-p", "epochs=2", "-i", "data=DATA", "--pull", "sometimes"], "pull policy 'sometimes' is not one of"),
     (["train", "-p", "epochs=2", "-i", "data=DATA", "--image", "bad image;rm"], "image 'bad image;rm' is not a valid image"),
     (["nostep"], "unknown step 'nostep'; valohai.yaml defines: train"),
+    (["train", "-p", "epochs=2", "-p", "lr=nan", "-i", "data=DATA"], "parameter 'lr': nan is not a finite number"),
+    (["train", "-p", "epochs=2", "-p", "lr=-inf", "-i", "data=DATA"], "parameter 'lr': -inf is not a finite number"),
+    # Bytes that are not UTF-8 reach Python as lone surrogates: the last guard before writing names the field.
+    (["train", "-p", "epochs=2", "-i", "data=DATA", "--title", "run \udcff"],
+     "title: the text is not valid UTF-8"),
+    (["train", "-p", "epochs=2", "-i", "data=DATA", "-e", "NOTE=\udcff"],
+     "environment variable 'NOTE': the text is not valid UTF-8"),
 ]
 
 

@@ -2,19 +2,45 @@
 
 Nothing here parses YAML by hand; it turns what a user typed on the command line into
 validated values for a `valohai_yaml` Step, or a `UserInputError` that names the field.
+
+valohai.yaml is read the way valohai-yaml reads it (PyYAML's safe loader, YAML 1.1), with
+one difference: every scalar that YAML reads as something other than text (a date, a
+number, `yes`/`no`/`on`/`off`, null) remembers the text it was written as (`YamlScalar`).
+That is what lets a `string` parameter whose default reads `2020-09-02` get the text
+"2020-09-02" rather than a date object, and lets every refusal quote what the user wrote.
+The rules, in short (tests/test_steps.py and tests/test_yaml_types.py hold the details):
+
+- parameters: a `string` parameter takes the text as written; an `integer` takes whole
+  numbers (and text that is one), a `float` takes numbers (finite ones), a `flag` takes
+  booleans, 0/1 and the words true/false/yes/no/on/off; anything else is refused by name.
+  The same goes for every item of `choices` and of a `multiple` parameter's default list.
+  A null default (`default:` or `default: null`) means "no default".
+- environment variables are text: a default written as a number, a date or yes/no is the
+  text as written; a null default means "no default".
+- input defaults must be URLs (text): a number or a date is refused (valohai-yaml's
+  schema); a null default means "no default".
+- `time-limit` (and `no-output-timeout`): whole seconds or a duration text such as
+  "90m" or "1h 30m"; text that is only a number is seconds; anything else is refused.
+- `image`, names and commands must be text: valohai-yaml's schema refuses the rest, and
+  the message says which YAML type the value was read as and to quote it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import valohai_yaml
-from valohai_yaml.commands import join_command
+import yaml
+from valohai_yaml.commands import CommandInterpolationWarning, join_command
 from valohai_yaml.excs import ValidationErrors
 from valohai_yaml.objs import Config, Step
 from valohai_yaml.objs.parameter import Parameter
+from valohai_yaml.utils.duration import parse_duration_string
 
 from vh_orch.errors import UserInputError
 
@@ -23,27 +49,484 @@ COMMAND_JOINER = " && "
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TRUE_WORDS = frozenset({"true", "yes", "1", "on"})
 FALSE_WORDS = frozenset({"false", "no", "0", "off"})
+PARAMETER_TYPES = ("string", "integer", "float", "flag")
+MAX_REPORTED_ERRORS = 3
+MAX_MESSAGE_CHARS = 240
+
+NULL_TAG = "tag:yaml.org,2002:null"
+TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_KINDS = {
+    NULL_TAG: "null",
+    "tag:yaml.org,2002:bool": "boolean",
+    "tag:yaml.org,2002:int": "number",
+    "tag:yaml.org,2002:float": "number",
+    "tag:yaml.org,2002:binary": "binary value",
+}
+_EXPECTED = {
+    "string": "text",
+    "boolean": "a boolean",
+    "integer": "an integer",
+    "number": "a number",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+# --- Reading valohai.yaml -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class YamlScalar:
+    """A scalar YAML read as something other than text, with the text it was written as."""
+
+    value: Any
+    text: str
+    tag: str
+
+    @property
+    def is_null(self) -> bool:
+        return self.tag == NULL_TAG
+
+    @property
+    def kind(self) -> str:
+        """How YAML read it, for messages: "date", "timestamp", "boolean", "number", "null"..."""
+        if self.tag == TIMESTAMP_TAG:
+            return "timestamp" if isinstance(self.value, dt.datetime) else "date"
+        return _KINDS.get(self.tag, "value")
+
+
+def as_scalar(value: Any) -> YamlScalar:
+    """A plain Python value as the `YamlScalar` YAML would have made of it (for callers without the text)."""
+    if value is None:
+        return YamlScalar(None, "null", NULL_TAG)
+    if isinstance(value, bool):
+        return YamlScalar(value, str(value).lower(), "tag:yaml.org,2002:bool")
+    if isinstance(value, int):
+        return YamlScalar(value, str(value), "tag:yaml.org,2002:int")
+    if isinstance(value, float):
+        return YamlScalar(value, str(value), "tag:yaml.org,2002:float")
+    if isinstance(value, (dt.date, dt.datetime)):
+        return YamlScalar(value, value.isoformat(), TIMESTAMP_TAG)
+    return YamlScalar(value, str(value), "tag:vh-orch:unknown")
+
+
+class _TextKeepingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a scalar that is not text comes back as a `YamlScalar`."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        data = super().construct_object(node, deep=deep)
+        if isinstance(node, yaml.ScalarNode) and not isinstance(data, str):
+            return YamlScalar(data, node.value, node.tag)
+        return data
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:  # type: ignore[override]
+        # `2020-13-45` matches YAML's timestamp pattern but is no date: PyYAML would raise a
+        # bare ValueError. It can only have been meant as text.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_TextKeepingLoader.add_constructor(TIMESTAMP_TAG, _TextKeepingLoader.construct_yaml_timestamp)
+
+
+def load_yaml(text: str, source: str = "valohai.yaml") -> Any:
+    """The document with `YamlScalar`s in it; a syntax error becomes a one-line UserInputError."""
+    try:
+        return yaml.load(text, Loader=_TextKeepingLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        detail = ", ".join(str(p) for p in (exc.context, exc.problem) if p) or "syntax error"
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserInputError(f"{source} is not valid YAML: {_one_line(detail)}{where}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise UserInputError(f"{source} is not valid YAML: {_one_line(str(exc)) or type(exc).__name__}") from None
+
+
+def plain(data: Any, _memo: dict[int, Any] | None = None) -> Any:
+    """The document as `yaml.safe_load` returns it: every `YamlScalar` replaced by its value."""
+    memo = {} if _memo is None else _memo
+    if isinstance(data, YamlScalar):
+        return data.value
+    if id(data) in memo:  # aliases stay shared, and a recursive document stays finite
+        return memo[id(data)]
+    if isinstance(data, dict):
+        out_dict: dict[Any, Any] = {}
+        memo[id(data)] = out_dict
+        for key, value in data.items():
+            out_dict[plain(key, memo)] = plain(value, memo)
+        return out_dict
+    if isinstance(data, list):
+        out_list: list[Any] = []
+        memo[id(data)] = out_list
+        out_list.extend(plain(item, memo) for item in data)
+        return out_list
+    if isinstance(data, tuple):
+        return tuple(plain(item, memo) for item in data)
+    if isinstance(data, (set, frozenset)):
+        return {plain(item, memo) for item in data}
+    return data
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- Values from valohai.yaml as the types the step declares -------------------------------------
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def coerce_parameter_value(name: str, type_: str, raw: Any, what: str = "default") -> Any:
+    """One value valohai.yaml gives a parameter (a default, an item of one, a choice), as its type.
+
+    `raw` is what `load_yaml` produced: text, a `YamlScalar`, a list or a mapping (plain
+    Python values are accepted too). Refusals name the parameter and say what to write.
+    """
+    prefix = f"parameter {name!r}: {what}"
+    if isinstance(raw, (dict, set, frozenset)):
+        raise UserInputError(f"{prefix} is a YAML mapping, but a parameter value is one value")
+    if isinstance(raw, (list, tuple)):
+        raise UserInputError(f"{prefix} is a list inside a list, but a parameter value is one value")
+    if isinstance(raw, str):
+        return _coerce_text(prefix, type_, raw)
+    scalar = raw if isinstance(raw, YamlScalar) else as_scalar(raw)
+    if scalar.is_null:
+        raise UserInputError(f"{prefix} is empty (null): write a value or remove it")
+    value = scalar.value
+    if type_ == "string":
+        return scalar.text
+    if type_ == "integer" and type(value) is int:
+        return value
+    if type_ == "float" and type(value) in (int, float):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise UserInputError(f"{prefix} {scalar.text} is not a finite number: write a number")
+        return number
+    if type_ == "flag":
+        if type(value) is bool:
+            return value
+        if type(value) is int and value in (0, 1):
+            return bool(value)
+    if type_ == "integer":
+        fix = "write a whole number"
+        if type(value) is float and math.isfinite(value) and value.is_integer():
+            fix += f", e.g. {int(value)}"
+    elif type_ == "float":
+        fix = "write a number"
+    elif type_ == "flag":
+        fix = "write true or false"
+    else:  # an unknown type is valohai-yaml's schema's to refuse; keep the value
+        return value
+    shown = f"YAML {scalar.kind}"
+    if type(value) is float:
+        shown = "decimal number"
+    elif type_ == "flag" and type(value) is int:
+        shown = "number other than 0 or 1"
+    raise UserInputError(f"{prefix} {scalar.text} is a {shown} but the parameter is {_article(type_)}: {fix}")
+
+
+def _coerce_text(prefix: str, type_: str, text: str) -> Any:
+    if type_ == "flag":
+        word = text.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise UserInputError(f"{prefix} {text!r} is not a flag value: write true or false")
+    if type_ == "integer":
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise UserInputError(f"{prefix} {text!r} is not an integer: write a whole number") from None
+    if type_ == "float":
+        try:
+            number = float(text)
+        except ValueError:
+            raise UserInputError(f"{prefix} {text!r} is not a floating-point number: write a number") from None
+        if not math.isfinite(number):
+            raise UserInputError(f"{prefix} {text!r} is not a finite number: write a number")
+        return number
+    return text
+
+
+def coerce_parameter_default(name: str, type_: str, multiple: bool, raw: Any) -> Any:
+    """A parameter's valohai.yaml `default` as its type: one value, a list (multiple), or None (no default)."""
+    if raw is None or (isinstance(raw, YamlScalar) and raw.is_null):
+        return None
+    if isinstance(raw, (list, tuple)):
+        if not multiple:
+            raise UserInputError(
+                f"parameter {name!r}: default is a list but the parameter is not `multiple`: give one value"
+            )
+        return [coerce_parameter_value(name, type_, item, "default item") for item in raw]
+    value = coerce_parameter_value(name, type_, raw, "default")
+    return [value] if multiple else value
+
+
+def coerce_parameter_choices(name: str, type_: str, raw: Any) -> list[Any] | None:
+    """A parameter's `choices` as its type (None: leave them to valohai-yaml, e.g. for flags)."""
+    if type_ == "flag" or not isinstance(raw, (list, tuple)):
+        return None
+    return [coerce_parameter_value(name, type_, item, "choice") for item in raw]
+
+
+def coerce_environment_default(raw: Any) -> Any:
+    """An environment variable's default is text: a number, date or yes/no as written; null is none.
+
+    A list or a mapping is returned unchanged, for valohai-yaml's schema to refuse.
+    """
+    if isinstance(raw, YamlScalar):
+        return None if raw.is_null else raw.text
+    return raw
+
+
+_DURATION_FIX = "write whole seconds (e.g. 3600) or a duration text such as '90m' or '1h 30m'"
+_NUMBER_RE = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+
+
+def coerce_duration(key: str, raw: Any) -> Any:
+    """`time-limit` / `no-output-timeout` in a form valohai-yaml parses: seconds (int) or a duration text.
+
+    None means "not set" (null, empty text); 0 is valohai-yaml's "no limit". Text that is only
+    a number is seconds. Anything else that is no positive duration is refused; a list or a
+    mapping is returned unchanged for valohai-yaml's schema to refuse.
+    """
+    if isinstance(raw, YamlScalar):
+        if raw.is_null:
+            return None
+        if type(raw.value) is int and raw.value >= 0:
+            return raw.value
+        problem = "is negative" if type(raw.value) is int else f"is a YAML {raw.kind}, not a duration"
+        if type(raw.value) is float:
+            problem = "is not a whole number of seconds"
+        raise UserInputError(f"{key} {raw.text} {problem}: {_DURATION_FIX}")
+    if not isinstance(raw, str):
+        return raw  # type: ignore[no-any-return]
+    text = raw.strip().lower()
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    if _NUMBER_RE.fullmatch(text):
+        text += "s"
+    problem = "is not a duration"
+    if "-" in text:
+        problem = "is negative"
+    else:
+        try:
+            parse_duration_string(text)
+            return text
+        except (ValueError, IndexError):
+            pass
+    raise UserInputError(f"{key} {raw!r} {problem}: {_DURATION_FIX}")
+
+
+# --- Preparing the document for valohai-yaml -----------------------------------------------------
+
+
+@dataclass
+class LoadedConfig:
+    """A parsed valohai.yaml, and per step the problems that refuse running it (but not the others)."""
+
+    config: Config
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _is_multiple(parameter: dict[str, Any]) -> bool:
+    multiple = parameter.get("multiple")
+    return isinstance(multiple, str) and multiple.lower() not in ("", "none")
+
+
+def _pairs(wrapped: Any, prepared: Any) -> list[tuple[dict[Any, Any], dict[Any, Any]]]:
+    """Matching mappings of two lists of the same shape (the raw document and its plain copy)."""
+    if not isinstance(wrapped, list) or not isinstance(prepared, list):
+        return []
+    return [(w, p) for w, p in zip(wrapped, prepared) if isinstance(w, dict) and isinstance(p, dict)]
+
+
+def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
+    """Coerce one step's values in `step` (a plain copy of `raw`); return what refuses running it."""
+    problems: list[str] = []
+    for raw_var, var in _pairs(raw.get("environment-variables"), step.get("environment-variables")):
+        if isinstance(raw_var.get("default"), YamlScalar):
+            default = coerce_environment_default(raw_var["default"])
+            if default is None:
+                var.pop("default", None)
+            else:
+                var["default"] = default
+    for raw_input, input_ in _pairs(raw.get("inputs"), step.get("inputs")):
+        default = raw_input.get("default")
+        if isinstance(default, YamlScalar) and default.is_null:
+            input_.pop("default", None)
+    for key in ("time-limit", "no-output-timeout"):
+        if key in raw:
+            try:
+                duration = coerce_duration(key, raw[key])
+            except UserInputError as exc:
+                problems.append(str(exc))
+                step.pop(key, None)
+                continue
+            if duration is None:
+                step.pop(key, None)
+            else:
+                step[key] = duration
+    for raw_param, param in _pairs(raw.get("parameters"), step.get("parameters")):
+        name, type_ = param.get("name"), param.get("type", "string")
+        if not isinstance(name, str) or type_ not in PARAMETER_TYPES:
+            continue  # the schema says what is wrong
+        if type_ == "flag" and _is_multiple(param):
+            problems.append(f"parameter {name!r}: a flag cannot be `multiple`: remove `multiple: {param['multiple']}`")
+            param.pop("multiple", None)  # valohai-yaml would refuse the whole file without naming it
+        try:
+            if "default" in raw_param:
+                default = coerce_parameter_default(name, type_, _is_multiple(param), raw_param["default"])
+                if default is None:
+                    param.pop("default", None)
+                else:
+                    param["default"] = default
+            choices = coerce_parameter_choices(name, type_, raw_param.get("choices"))
+            if choices is not None:
+                param["choices"] = choices
+        except UserInputError as exc:
+            problems.append(str(exc))
+            param.pop("default", None)
+    return problems
+
+
+def _prepare(document: Any) -> tuple[Any, dict[int, list[str]]]:
+    """The plain document with the steps' values coerced, and problems keyed by id() of each step mapping."""
+    prepared = plain(document)
+    problems: dict[int, list[str]] = {}
+    for raw_item, item in _pairs(document, prepared):
+        raw_step, step = raw_item.get("step"), item.get("step")
+        if isinstance(raw_step, dict) and isinstance(step, dict) and id(step) not in problems:
+            problems[id(step)] = _prepare_step(raw_step, step)
+    return prepared, problems
+
+
+def _at(document: Any, path: list[Any]) -> Any:
+    node = document
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+_ITEM_LABELS = {"parameters": "parameter", "inputs": "input", "environment-variables": "environment variable"}
+
+
+def _names(path: list[Any], document: Any) -> str:
+    """` (step 'train', parameter 'lr')` for a schema error's path, when the items have names."""
+    parts = []
+    if len(path) >= 2 and isinstance(path[0], int) and isinstance(path[1], str):
+        item = _at(document, path[:2])
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            parts.append(f"{path[1]} {item['name']!r}")
+        if len(path) >= 4 and path[2] in _ITEM_LABELS and isinstance(path[3], int):
+            sub = _at(document, path[:4])
+            if isinstance(sub, dict) and isinstance(sub.get("name"), str):
+                parts.append(f"{_ITEM_LABELS[path[2]]} {sub['name']!r}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _expected_types(error: Any) -> list[str]:
+    if error.validator == "type":
+        value = error.validator_value
+        return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+    if error.validator in ("oneOf", "anyOf"):
+        return [s["type"] for s in error.validator_value if isinstance(s, dict) and isinstance(s.get("type"), str)]
+    return []
+
+
+def _is_input_default(path: list[Any]) -> bool:
+    tail = [p for p in path[2:] if not isinstance(p, int)]
+    return tail == ["inputs", "default"]
+
+
+def _wanted(expected: list[str]) -> str:
+    return " or ".join(_EXPECTED.get(t, t) for t in expected)
+
+
+def _describe_validation_error(error: Any, document: Any) -> str:
+    """One schema error as `path: what is wrong (step 'x', parameter 'y')`, quoting what the user wrote."""
+    path = list(getattr(error, "absolute_path", None) or getattr(error, "path", None) or [])
+    message = _one_line(getattr(error, "message", str(error)))
+    node = _at(document, path) if path else document
+    expected = _expected_types(error)
+    if isinstance(node, list) and error.validator in ("oneOf", "anyOf"):
+        # A list of texts (a command, an input's URLs) with something else in it: point at the item.
+        for index, item in enumerate(node):
+            if not isinstance(item, str):
+                path, node = [*path, index], item
+                break
+    own_type = "object" if isinstance(node, dict) else "array" if isinstance(node, list) else None
+    if own_type and expected and own_type not in expected:
+        message = f"is a YAML {'mapping' if own_type == 'object' else 'list'}, not {_wanted(expected)}"
+        if not path:
+            message = f"the file {message}: valohai.yaml is a list of `- step:` (and other) items"
+    elif isinstance(node, YamlScalar) and ("string" in expected and _is_input_default(path)):
+        message = f"{node.text} is a YAML {node.kind}, not a URL: write the input's URL (https://, s3://, datum://...)"
+    elif isinstance(node, YamlScalar) and "string" in expected:
+        message = "is empty: write a value" if node.is_null else (
+            f"{node.text} is a YAML {node.kind}, not text: quote it in valohai.yaml"
+        )
+    elif isinstance(node, YamlScalar) and expected:
+        message = f"is empty, but {_wanted(expected)} is expected" if node.is_null else (
+            f"{node.text} is a YAML {node.kind}, not {_wanted(expected)}"
+        )
+        if node.is_null and len(path) == 2 and isinstance(path[0], int):
+            message += f" (are its keys indented under `- {path[1]}:`?)"
+    elif isinstance(node, YamlScalar) and error.validator == "enum":
+        choices = ", ".join(str(v) for v in error.validator_value)
+        message = f"{node.text} is a YAML {node.kind}, not one of: {choices}"
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 3] + "..."
+    where = ".".join(str(p) for p in path)
+    named = _names(path, document)
+    return f"{where}: {message}{named}" if where else f"{message}{named}"
+
+
+def load_config(text: str, source: str = "valohai.yaml") -> LoadedConfig:
+    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError."""
+    document = load_yaml(text, source)
+    prepared, step_problems = _prepare(document)
+    if prepared is None:  # an empty file
+        return LoadedConfig(Config())
+    if not isinstance(prepared, (list, dict)):
+        kind = document.kind if isinstance(document, YamlScalar) else "text"
+        raise UserInputError(f"{source} is invalid: it is a single {kind}, not a list of steps")
+    try:
+        errors = valohai_yaml.validate(prepared, raise_exc=False)
+    except RecursionError:
+        raise UserInputError(f"{source} is invalid: it refers to itself (a recursive YAML alias)") from None
+    if errors:
+        details = [_describe_validation_error(e, document) for e in errors]
+        more = len(details) - MAX_REPORTED_ERRORS
+        text_ = "; ".join(details[:MAX_REPORTED_ERRORS]) + (f"; and {more} more" if more > 0 else "")
+        raise UserInputError(f"{source} is invalid: {text_}")
+    try:
+        config = Config.parse(prepared)
+    except Exception as exc:  # valohai-yaml raises plain errors (ValueError, TypeError) for some shapes
+        raise UserInputError(f"{source} is invalid: {_one_line(str(exc)) or type(exc).__name__}") from None
+    problems = {
+        name: step_problems.get(id(step._original_data), [])  # noqa: SLF001 (valohai-yaml keeps the mapping)
+        for name, step in config.steps.items()
+    }
+    return LoadedConfig(config, {name: found for name, found in problems.items() if found})
 
 
 def parse_config(text: str, source: str = "valohai.yaml") -> Config:
     """Parse and validate a valohai.yaml; every problem becomes one readable UserInputError."""
-    try:
-        errors = valohai_yaml.validate(text, raise_exc=False)
-    except Exception as exc:  # YAML syntax errors surface here
-        raise UserInputError(f"{source} is not valid YAML: {exc}") from None
-    if errors:
-        details = "; ".join(_describe_validation_error(e) for e in errors)
-        raise UserInputError(f"{source} is invalid: {details}")
-    try:
-        return valohai_yaml.parse(text)
-    except Exception as exc:
-        raise UserInputError(f"{source} is invalid: {exc}") from None
-
-
-def _describe_validation_error(error: Any) -> str:
-    path = ".".join(str(p) for p in getattr(error, "path", []) or [])
-    message = getattr(error, "message", str(error))
-    return f"{path}: {message}" if path else message
+    return load_config(text, source).config
 
 
 def get_step(config: Config, name: str) -> Step:
@@ -52,6 +535,9 @@ def get_step(config: Config, name: str) -> Step:
         known = ", ".join(sorted(config.steps)) or "none"
         raise UserInputError(f"unknown step {name!r}; valohai.yaml defines: {known}")
     return step
+
+
+# --- Values from the command line ----------------------------------------------------------------
 
 
 def parse_assignments(pairs: list[str], what: str) -> dict[str, list[str]]:
@@ -93,7 +579,10 @@ def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any
             value: Any = raw_values if param.multiple else raw_values[0]
             values[name] = _validate(param, value)
         elif param.default is not None and param.default != []:
-            values[name] = param.default if param.type == "flag" else _validate(param, param.default)
+            if param.type == "flag":
+                values[name] = bool(param.default)
+            else:
+                values[name] = _validate(param, param.default, "default ")
         elif param.type == "flag":
             continue
         elif not param.optional:
@@ -101,14 +590,19 @@ def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any
     return values
 
 
-def _validate(param: Parameter, value: Any) -> Any:
+def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     try:
-        return param.validate(value)
+        validated = param.validate(value)
     except ValidationErrors as exc:
         details = "; ".join(str(e) for e in exc.errors)
-        raise UserInputError(f"parameter {param.name!r}: {details}") from None
+        raise UserInputError(f"parameter {param.name!r}: {what}{details}") from None
     except Exception as exc:  # valohai-yaml raises plain errors for nested lists etc.
-        raise UserInputError(f"parameter {param.name!r}: {exc}") from None
+        raise UserInputError(f"parameter {param.name!r}: {what}{exc}") from None
+    if param.type == "float":
+        for number in validated if isinstance(validated, list) else [validated]:
+            if isinstance(number, float) and not math.isfinite(number):
+                raise UserInputError(f"parameter {param.name!r}: {what}{number} is not a finite number")
+    return validated
 
 
 def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -134,17 +628,54 @@ def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, lis
 
 
 def resolve_environment_variables(step: Step, given: dict[str, list[str]]) -> dict[str, str]:
-    values = {name: str(ev.default) for name, ev in step.environment_variables.items() if ev.default is not None}
+    values: dict[str, str] = {}
+    for name, ev in step.environment_variables.items():
+        if not name or "=" in name or "\0" in name:
+            raise UserInputError(f"environment variable name {name!r} in valohai.yaml is not valid (no '=')")
+        if ev.default is not None:
+            values[name] = ev.default if isinstance(ev.default, str) else str(ev.default)
     for name, vals in given.items():
         if not ENV_NAME_RE.match(name):
             raise UserInputError(f"environment variable name {name!r} is not valid (letters, digits, _)")
         values[name] = vals[-1]
+    for name, ev in step.environment_variables.items():
+        if not ev.optional and name not in values:
+            raise UserInputError(
+                f"environment variable {name!r} is required by step {step.name!r}: pass -e {name}=VALUE"
+            )
+    for name, value in values.items():
+        if "\0" in value:
+            raise UserInputError(f"environment variable {name!r}: its value contains a NUL character")
     return values
+
+
+def _pass_as_template(param: Parameter, value: Any) -> str | None:
+    if param.type == "flag" and (param.pass_true_as or param.pass_false_as):
+        return param.pass_true_as if value else param.pass_false_as
+    return param.pass_as or param.default_pass_as
 
 
 def build_command(step: Step, parameters: dict[str, Any]) -> str:
     """The step's command with parameters interpolated and quoted exactly as Valohai does."""
-    return join_command(step.build_command(parameters), COMMAND_JOINER)
+    for name, value in parameters.items():
+        param = step.parameters[name]
+        try:
+            param.format_cli(value)
+        except Exception as exc:  # a `pass-as` naming {vlue}, {value.real}, or with an unpaired brace
+            template = _pass_as_template(param, value)
+            raise UserInputError(
+                f"parameter {name!r}: pass-as {template!r} cannot be filled in ({type(exc).__name__}: "
+                f"{_one_line(str(exc))}): use {{name}}, {{value}} or {{v}}, and double a brace meant literally"
+            ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CommandInterpolationWarning)
+        try:
+            command = join_command(step.build_command(parameters), COMMAND_JOINER)
+        except Exception as exc:
+            raise UserInputError(f"step {step.name!r}: the command cannot be built: {_one_line(str(exc))}") from None
+    if "\0" in command:
+        raise UserInputError(f"step {step.name!r}: the command contains a NUL character")
+    return command
 
 
 @dataclass(frozen=True)
@@ -166,8 +697,10 @@ def resolve_step(
     inputs: list[str],
     environment_variables: list[str],
 ) -> ResolvedStep:
-    config = parse_config(config_text)
-    step = get_step(config, step_name)
+    loaded = load_config(config_text)
+    step = get_step(loaded.config, step_name)
+    if loaded.problems.get(step.name):
+        raise UserInputError("; ".join(loaded.problems[step.name]))
     params = resolve_parameters(step, parse_assignments(parameters, "parameter"))
     return ResolvedStep(
         step=step,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
 from vh_orch.config.steps import resolve_step
@@ -85,6 +87,21 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         name: [normalise_input_url(name, url, datum_exists) for url in urls] for name, urls in resolved.inputs.items()
     }
 
+    user = req.user or current_user()
+    ensure_storable(
+        {
+            "step": resolved.step.name,
+            "title": req.title,
+            "image": image,
+            "parameters": resolved.parameters,
+            "inputs": inputs,
+            "environment variables": resolved.environment_variables,
+            "command": resolved.command,
+            "time limit": resolved.time_limit_s,
+            "user": user,
+        }
+    )
+
     # Everything is valid: from here on, write.
     if snapshot.kind == "adhoc":
         save_adhoc(snapshot)
@@ -111,6 +128,53 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         time_limit_s=resolved.time_limit_s,
         environment_id=environment.id,  # type: ignore[arg-type]
         priority=req.priority,
-        user=req.user or current_user(),
+        user=user,
     )
     return store.create_execution(execution)
+
+
+_ITEM_NAMES = {"parameters": "parameter", "inputs": "input", "environment variables": "environment variable"}
+
+
+def ensure_storable(fields: dict[str, Any]) -> None:
+    """The last guard before an execution is written: every field is plain JSON (finite numbers,
+    UTF-8 text, string keys), or a UserInputError names the field, and nothing is written."""
+    for name, value in fields.items():
+        found = _unstorable(value)
+        if found is None:
+            continue
+        where, why = found
+        if where and name in _ITEM_NAMES:
+            label = f"{_ITEM_NAMES[name]} {where[0]!r}" + "".join(f"[{p!r}]" for p in where[1:])
+        else:
+            label = name + "".join(f"[{p!r}]" for p in where)
+        raise UserInputError(f"{label}: {why}, so the execution cannot be stored; nothing was submitted")
+
+
+def _unstorable(value: Any, where: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:
+    """Where in `value` something is that JSON (and SQLite's UTF-8 text) cannot hold, and why."""
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where, f"{value} is not a finite number")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where, "the text is not valid UTF-8 (it holds an unpaired surrogate or undecodable bytes)"
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unstorable(item, (*where, index))
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return where, f"the key {key!r} is not text"
+            found = _unstorable(key, (*where, key)) or _unstorable(item, (*where, key))
+            if found:
+                return found
+        return None
+    return where, f"a {type(value).__name__} value ({value!r}) cannot be stored as JSON"
