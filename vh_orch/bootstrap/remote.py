@@ -31,6 +31,7 @@ from vh_orch import failpoints
 from vh_orch.bootstrap.runtimes import (
     CONTAINER_ROOT,
     FOLDERS,
+    LABEL_ATTEMPT,
     LABEL_CLUSTER,
     LABEL_EXECUTION,
     PULL_POLICIES,
@@ -50,6 +51,7 @@ PLACE_TIMEOUT_S = 600  # no progress for this long while placing files: the conn
 CHUNK = 1 << 20
 # Containers of one installation on one machine (its workdir): a sweep or a release ends only these.
 LABEL_WORKDIR = "vh-orch.workdir"
+LABEL_MACHINE = "vh-orch.machine"
 DOCKER_PULL = {"if-missing": "missing", "always": "always", "never": "never"}
 
 
@@ -74,9 +76,11 @@ class ResumePoint:
 class RemoteDockerRuntime:
     name = "docker"
 
-    def __init__(self, transport: SSHTransport, workdir: str, direct_data: bool = False) -> None:
+    def __init__(self, transport: SSHTransport, workdir: str, direct_data: bool = False,
+                 machine_id: int | None = None) -> None:
         self.transport = transport
         self.workdir = workdir.rstrip("/")
+        self.machine_id = machine_id  # labels its containers: a sweep ends only this machine's
         # A cloud VM moves inputs and outputs to and from the object store itself (signed URLs).
         self.direct_data = direct_data
 
@@ -178,7 +182,10 @@ class RemoteDockerRuntime:
         command.channel.shutdown_write()
 
     def start(self, spec: RunSpec) -> RemoteContainer:
-        args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels={LABEL_WORKDIR: self.workdir})
+        labels = {LABEL_WORKDIR: self.workdir}
+        if self.machine_id is not None:
+            labels[LABEL_MACHINE] = str(self.machine_id)
+        args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
         args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
         # A container of this name is what an earlier attempt of this execution left behind.
         command = f"docker rm -f {spec.container_name} >/dev/null 2>&1; " + " ".join(shlex.quote(a) for a in args)
@@ -282,35 +289,40 @@ class RemoteDockerRuntime:
             log.warning("cleaning up execution %s on %s failed: %s", spec.execution_id,
                         self.transport.target.label, exc)
 
-    def sweep(self, cluster_id: str, live: Callable[[], set[int]]) -> list[int]:
-        """End what this installation left on the machine for executions that no longer run
-        here (a daemon killed after recording a result, before cleaning up): containers found
-        by the cluster label, execution folders under the installation's folder. Only ever
-        touches what carries cluster_id. `live` is read after the machine was looked at, so
-        an execution that starts meanwhile is never mistaken for a leftover. Returns the
-        execution ids it cleaned up after."""
+    def sweep(self, cluster_id: str, live: Callable[[], set[tuple[int, int]]]) -> list[int]:
+        """End what this installation left on the machine for attempts that no longer run (a
+        daemon killed after recording a result, before cleaning up, or an attempt requeued
+        elsewhere): containers found by the cluster, workdir and machine labels, execution
+        folders under the installation's folder. Only ever touches what carries cluster_id.
+        `live` gives the (execution id, attempt) of every started execution; it is read after
+        the machine was looked at, so an execution that starts meanwhile is never mistaken for
+        a leftover. Returns the execution ids it cleaned up after."""
         folder = self.installation_folder(cluster_id)
+        q = shlex.quote
+        mine = f"--filter label={LABEL_CLUSTER}={q(cluster_id)} --filter label={q(LABEL_WORKDIR + '=' + self.workdir)}"
+        if self.machine_id is not None:
+            mine += f" --filter label={LABEL_MACHINE}={self.machine_id}"
         listing = self.transport.run(
-            f"docker ps -a --no-trunc --filter label={LABEL_CLUSTER}={cluster_id} "
-            f"--filter label={shlex.quote(f'{LABEL_WORKDIR}={self.workdir}')} "
-            f"--format '{{{{.ID}}}} {{{{.Label \"{LABEL_EXECUTION}\"}}}}'; echo vh-orch-folders; "
-            f"ls -1 {shlex.quote(folder)} 2>/dev/null; true", timeout=60)
+            f"docker ps -a --no-trunc {mine} "
+            f"--format '{{{{.ID}}}} {{{{.Label \"{LABEL_EXECUTION}\"}}}} {{{{.Label \"{LABEL_ATTEMPT}\"}}}}'; "
+            f"echo vh-orch-folders; ls -1 {q(folder)} 2>/dev/null; true", timeout=60)
         head, _, tail = listing.stdout.partition("vh-orch-folders")
-        containers = [line.split() for line in head.splitlines() if len(line.split()) == 2]
+        containers = [line.split() for line in head.splitlines() if len(line.split()) == 3]
         folders = [name for name in tail.split() if name.isdigit()]
         running = live()
-        doomed = [cid for cid, eid in containers if not eid.isdigit() or int(eid) not in running]
-        stale = [name for name in folders if int(name) not in running]
+        running_ids = {eid for eid, _ in running}
+        doomed = [(cid, eid) for cid, eid, attempt in containers
+                  if not (eid.isdigit() and attempt.isdigit() and (int(eid), int(attempt)) in running)]
+        stale = [name for name in folders if int(name) not in running_ids]
         if not doomed and not stale:
             return []
         command = ""
         if doomed:
-            command += "docker rm -f " + " ".join(shlex.quote(c) for c in doomed) + " >/dev/null 2>&1; "
+            command += "docker rm -f " + " ".join(q(cid) for cid, _ in doomed) + " >/dev/null 2>&1; "
         if stale:
-            command += "rm -rf " + " ".join(shlex.quote(f"{folder}/{name}") for name in stale) + "; "
+            command += "rm -rf " + " ".join(q(f"{folder}/{name}") for name in stale) + "; "
         self.transport.run(command + "true", timeout=120)
-        return sorted({int(eid) for _, eid in containers if eid.isdigit() and int(eid) not in running}
-                      | {int(name) for name in stale})
+        return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name) for name in stale})
 
 
 class _ChannelWriter(io.RawIOBase):

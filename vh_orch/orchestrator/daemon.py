@@ -263,7 +263,7 @@ class Daemon:
         driver = self.reconciler.driver(env)
         return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
                                    driver.workdir(machine),  # type: ignore[union-attr]
-                                   direct_data=env.cloud in DIRECT_DATA_CLOUDS)
+                                   direct_data=env.cloud in DIRECT_DATA_CLOUDS, machine_id=machine.id)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine)."""
@@ -450,9 +450,8 @@ class Daemon:
         """The same on a remote machine: containers and folders of executions that no longer run there."""
         from vh_orch.bootstrap.ssh import SSHError
 
-        def live() -> set[int]:
-            return {e.id for e in self.store.executions_in([S.STARTED, S.STOPPING])  # type: ignore[misc]
-                    if e.machine_id == machine.id}
+        def live() -> set[tuple[int, int]]:
+            return {(e.id, e.attempt) for e in self.store.executions_in([S.STARTED, S.STOPPING])}  # type: ignore[misc]
 
         try:
             ended = self._remote_runtime(env, machine).sweep(self.cluster_id, live)
