@@ -59,8 +59,25 @@ def open_store(s: Settings | None = None) -> Store:
 
 
 def print_error(message: str) -> None:
-    """How every command reports a VhOrchError: `error: ...` on stderr."""
-    _console(True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    """How every command reports a VhOrchError: `error: ...` on stderr, one line however long.
+    The message is text, never markup: it may quote anything a user typed (`[/x]`)."""
+    from rich.text import Text
+
+    _console(True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def note(message: str, style: str | None = None) -> None:
+    """A line for people on stderr (progress, states); plain text, never markup."""
+    from rich.text import Text
+
+    _console(True).print(Text(message, style=style or ""), highlight=False, soft_wrap=True)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell as text: values may hold `[...]` that rich would read as markup."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
 
 
 def _jsonable(value: Any) -> Any:
@@ -81,7 +98,7 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     _console(False).print(table)
 
 
@@ -96,5 +113,5 @@ def print_fields(title: str, fields: dict[str, Any]) -> None:
             value = json.dumps(value, default=_jsonable) if value else ""
         elif isinstance(value, datetime):
             value = iso(value)
-        table.add_row(key, "" if value is None else str(value))
+        table.add_row(_cell(key), _cell(value))
     _console(False).print(table)

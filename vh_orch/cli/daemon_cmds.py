@@ -11,7 +11,7 @@ from vh_orch.cli.common import open_store, settings
 
 def init() -> None:
     """Create or upgrade the database (never drops data) and the `local` environment."""
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
     from vh_orch.config.environments import parse_entry
     from vh_orch.orchestrator.db import upgrade
     from vh_orch.orchestrator.store import Store
@@ -23,8 +23,7 @@ def init() -> None:
     local = parse_entry({"name": "local", "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
     _, created = store.ensure_environment("local", "local", settings=local.settings, **local.columns)
     store.cluster_id()
-    err_console.print(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""),
-                      highlight=False)
+    note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))
 
 
 def serve(

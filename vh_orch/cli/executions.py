@@ -49,7 +49,7 @@ def run(
     json_out: Annotated[bool, typer.Option("--json", help="Print the new execution as JSON")] = False,
 ) -> None:
     """Submit an execution of STEP; it is queued for its environment."""
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
     from vh_orch.orchestrator.daemon import notify_daemon
     from vh_orch.orchestrator.models import ExecutionStatus
     from vh_orch.orchestrator.submit import SubmitRequest, submit
@@ -78,7 +78,7 @@ def run(
     if json_out:
         print_json(execution_info(store, execution))
     else:
-        err_console.print(f"execution {execution.id} (#{execution.counter} in {project}) queued", highlight=False)
+        note(f"execution {execution.id} (#{execution.counter} in {project}) queued")
     if follow:
         final = follow_logs(store, s, execution.id, after_seq=0)  # type: ignore[arg-type]
         raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
@@ -238,7 +238,7 @@ def outputs(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """An execution's outputs: name, size, sha256 and datum:// address."""
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
     from vh_orch.storage.datastore import download_uri
 
     store = open_store()
@@ -251,7 +251,7 @@ def outputs(
                 raise UserInputError(f"output name {out.name!r} would leave {download}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             download_uri(out.uri, dest)
-        err_console.print(f"{len(outs)} file(s) downloaded to {download}", highlight=False)
+        note(f"{len(outs)} file(s) downloaded to {download}")
     rows = [output_dict(o) for o in outs]
     if json_out:
         print_json(rows)
@@ -266,7 +266,7 @@ def stop(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Stop an execution: a queued one at once, a running one within a few seconds."""
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
     from vh_orch.orchestrator.daemon import notify_daemon
 
     s = settings()
@@ -276,7 +276,7 @@ def stop(
     if json_out:
         print_json(execution_info(store, execution))
     else:
-        err_console.print(f"execution {execution_id}: {execution.status}", highlight=False)
+        note(f"execution {execution_id}: {execution.status}")
 
 
 @app.command("wait")
@@ -285,7 +285,7 @@ def wait(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
 ) -> None:
     """Wait until an execution ends; exit status 0 only when it ends `complete`."""
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
     from vh_orch.orchestrator.models import FINAL_STATUSES, ExecutionStatus
 
     s = settings()
@@ -294,13 +294,12 @@ def wait(
     while True:
         execution = store.get_execution(execution_id)
         if execution.status in FINAL_STATUSES:
-            err_console.print(f"execution {execution_id}: {execution.status}"
-                              + (f" ({execution.status_reason})" if execution.status_reason else ""), highlight=False)
+            note(f"execution {execution_id}: {execution.status}"
+                 + (f" ({execution.status_reason})" if execution.status_reason else ""))
             raise typer.Exit(0 if execution.status == ExecutionStatus.COMPLETE else 1)
         require_daemon(store, s)
         if deadline is not None and time.monotonic() >= deadline:
-            err_console.print(f"execution {execution_id} is still {execution.status} after {timeout:g} s",
-                              highlight=False)
+            note(f"execution {execution_id} is still {execution.status} after {timeout:g} s")
             raise typer.Exit(2)
         time.sleep(FOLLOW_POLL_S)
 
@@ -345,9 +344,9 @@ def _print_event(event, json_lines: bool, show_status: bool) -> None:  # type: i
 
 
 def _print_note(text: str) -> None:
-    from vh_orch.cli.common import err_console
+    from vh_orch.cli.common import note
 
-    err_console.print(f"[dim]-- {text}[/]", highlight=False)
+    note(f"-- {text}", style="dim")
 
 
 def print_json_line(value: dict) -> None:  # type: ignore[type-arg]

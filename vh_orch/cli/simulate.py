@@ -49,7 +49,7 @@ def simulate(
             typer.echo(text, nl=False)
         else:
             out.write_text(text)
-            console.print(f"wrote {len(submissions)} submissions to {out}")
+            console.print(f"wrote {len(submissions)} submissions to {out}", markup=False)
         return
     if trace is None or envs is None:
         raise UserInputError("give a trace and --envs ENVS.yaml (or --generate KIND to write a trace)")
@@ -79,4 +79,4 @@ def simulate(
                          f"{r.idle_machine_hours:.1f}", r.launches, f"{r.wait_p50_s:.1f}", f"{r.wait_p95_s:.1f}",
                          f"{r.wait_max_s:.1f}"] for r in results])
     if plot is not None:
-        console.print(f"plot written to {plot}")
+        console.print(f"plot written to {plot}", markup=False)
