@@ -142,3 +142,15 @@ def test_bad_names_and_values_elsewhere_in_the_cli(vh: VhOrch, tmp_path: Path) -
     assert "local.runtime: 'vm' is not one of auto, docker, process" in vh(
         "env", "update", "local", "--runtime", "vm", check=False).stderr
     assert vh.json("env", "show", "local")["local"]["runtime"] == "auto"
+
+
+def test_messages_that_quote_brackets_are_printed_as_text_on_one_line(vh: VhOrch, tmp_path: Path) -> None:
+    """rich would read `[/x]` as markup: a value a user typed must never crash the error printer."""
+    folder = make_project(tmp_path, "proj", STEPS)
+    vh("project", "add", "p")
+    vh.env["COLUMNS"] = "40"  # narrower than the message: it must still be one line
+    result = vh("exec", "run", "train", "--project", "p", "--adhoc", str(folder), "-p", "[/x]=1",
+                "-i", f"data={folder / 'valohai.yaml'}", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown parameter '[/x]' for step 'train'; it has: epochs, optimizer, lr"]
