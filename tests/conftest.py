@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,9 +162,10 @@ class VhOrch:
         return out.split()
 
 
-@pytest.fixture
-def vh(tmp_path: Path) -> Iterator[VhOrch]:
-    home = tmp_path / "home"
+@contextmanager
+def installation(home: Path) -> Iterator[VhOrch]:
+    """An initialised vh-orch home; afterwards its daemon is stopped and any container a failure
+    left behind is removed: only this installation's (its cluster label), never another's."""
     cli = VhOrch(home)
     cli("init")
     try:
@@ -171,8 +173,6 @@ def vh(tmp_path: Path) -> Iterator[VhOrch]:
     finally:
         if cli.daemon is not None:
             cli.stop_daemon()
-        # Containers of this test's executions, if a failure left any behind: only this
-        # installation's (its cluster label), never those of another test run or installation.
         cluster = cli.cluster_id()
         if shutil.which("docker") and cluster:
             subprocess.run(
@@ -181,6 +181,12 @@ def vh(tmp_path: Path) -> Iterator[VhOrch]:
                 capture_output=True,
                 timeout=60,
             )
+
+
+@pytest.fixture
+def vh(tmp_path: Path) -> Iterator[VhOrch]:
+    with installation(tmp_path / "home") as cli:
+        yield cli
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, SSHPool, VhOrch, make_project
+from conftest import BUSYBOX, SSHPool, VhOrch, installation, make_project
 
 STEPS = f"""
 - step:
@@ -64,17 +64,8 @@ def submit(vh: VhOrch, *args: str) -> int:
 @pytest.fixture
 def other_vh(tmp_path: Path) -> Iterator[VhOrch]:
     """A second installation on the same machine: its own home, database and cluster id."""
-    home = tmp_path / "other" / "home"
-    cli = VhOrch(home)
-    cli("init")
-    try:
+    with installation(tmp_path / "other" / "home") as cli:
         yield cli
-    finally:
-        if cli.daemon is not None:
-            cli.stop_daemon()
-        cluster = cli.cluster_id()
-        subprocess.run(f"docker ps -aq --filter label=vh-orch.cluster={cluster} | xargs -r docker rm -f",
-                       shell=True, capture_output=True, timeout=60)
 
 
 def prepare(vh: VhOrch, tmp_path: Path, name: str) -> None:
