@@ -83,7 +83,7 @@ def test_in_execution_contract_holds_in_a_container(docker_vh: VhOrch, tmp_path:
     assert info["metadata_latest"] == {"score": 0.75}
     (output,) = info["outputs"]
     assert output["name"] == "result.txt" and output["sha256"] == hashlib.sha256(b"result\n").hexdigest()
-    name = f"{docker_vh.cluster_id()}-exec-{created['id']}"
+    name = f"{docker_vh.cluster_id()}-exec-{created['id']}-1"
     gone = subprocess.run(["docker", "inspect", name], capture_output=True)
     assert gone.returncode != 0, "the container is removed after it ends"
     assert docker_vh.containers() == []

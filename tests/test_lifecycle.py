@@ -170,7 +170,7 @@ def test_in_execution_contract_holds_in_the_process_runtime(proc_vh: VhOrch, tmp
     info = proc_vh.wait(created["id"])
     assert info["status"] == "complete", info
     text = "\n".join(line["text"] for line in log_lines(proc_vh, created["id"]) if line["kind"] == "log")
-    folder = proc_vh.home / "executions" / str(created["id"])
+    folder = proc_vh.home / "executions" / str(created["id"]) / "1"  # the execution's id, its attempt
     assert f"{folder}/repository" in text
     assert f"job={created['id']} execution={created['id']} project=" in text
     assert '"count": 5' in text
@@ -183,7 +183,7 @@ def test_in_execution_contract_holds_in_the_process_runtime(proc_vh: VhOrch, tmp
     assert set(outputs) == {"model.txt", "sub/nested.txt"}
     assert outputs["model.txt"]["sha256"] == hashlib.sha256(b"model\n").hexdigest()
     assert outputs["model.txt"]["size"] == 6
-    assert not folder.exists(), "the execution's scratch folder is cleaned up"
+    assert not folder.parent.exists(), "the execution's scratch folder is cleaned up"
 
 
 def test_list_sorts_by_the_latest_metadata_value(proc_vh: VhOrch) -> None:

@@ -1,6 +1,6 @@
 """The docker runtime on a remote machine, over SSH.
 
-The container starts detached (`<cluster id>-exec-<id>`, labelled with the cluster
+The container starts detached (`<cluster id>-exec-<id>-<attempt>`, labelled with the cluster
 id), so it outlives an SSH connection and the daemon itself. Its logs are followed with
 `docker logs -f --timestamps`; when the connection is cut, or a new daemon re-attaches,
 following resumes from the last line's timestamp and skips the lines it already has, so
@@ -90,7 +90,8 @@ class RemoteDockerRuntime:
         return f"{self.workdir}/{cluster_id}/executions"
 
     def remote_folder(self, spec: RunSpec) -> str:
-        return f"{self.installation_folder(spec.cluster_id)}/{spec.execution_id}"
+        """One folder per attempt: an attempt requeued to the same machine never shares one."""
+        return f"{self.installation_folder(spec.cluster_id)}/{spec.execution_id}-{spec.attempt}"
 
     def visible_dirs(self, folder: Path) -> dict[str, str]:
         return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
@@ -187,7 +188,7 @@ class RemoteDockerRuntime:
             labels[LABEL_MACHINE] = str(self.machine_id)
         args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
         args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
-        # A container of this name is what an earlier attempt of this execution left behind.
+        # A container of this name is what an earlier start of this attempt left behind.
         command = f"docker rm -f {spec.container_name} >/dev/null 2>&1; " + " ".join(shlex.quote(a) for a in args)
         for delay in (*RECONNECT_BACKOFF_S[:3], None):
             try:
@@ -308,12 +309,10 @@ class RemoteDockerRuntime:
             f"echo vh-orch-folders; ls -1 {q(folder)} 2>/dev/null; true", timeout=60)
         head, _, tail = listing.stdout.partition("vh-orch-folders")
         containers = [line.split() for line in head.splitlines() if len(line.split()) == 3]
-        folders = [name for name in tail.split() if name.isdigit()]
+        folders = [name for name in tail.split() if _attempt_of(name) is not None]
         running = live()
-        running_ids = {eid for eid, _ in running}
-        doomed = [(cid, eid) for cid, eid, attempt in containers
-                  if not (eid.isdigit() and attempt.isdigit() and (int(eid), int(attempt)) in running)]
-        stale = [name for name in folders if int(name) not in running_ids]
+        doomed = [(cid, eid) for cid, eid, attempt in containers if _attempt_of(f"{eid}-{attempt}") not in running]
+        stale = [name for name in folders if _attempt_of(name) not in running]
         if not doomed and not stale:
             return []
         command = ""
@@ -322,7 +321,13 @@ class RemoteDockerRuntime:
         if stale:
             command += "rm -rf " + " ".join(q(f"{folder}/{name}") for name in stale) + "; "
         self.transport.run(command + "true", timeout=120)
-        return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name) for name in stale})
+        return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name.split("-")[0]) for name in stale})
+
+
+def _attempt_of(name: str) -> tuple[int, int] | None:
+    """(execution id, attempt) from `<id>-<attempt>` (a folder's name), or None."""
+    eid, _, attempt = name.partition("-")
+    return (int(eid), int(attempt)) if eid.isdigit() and attempt.isdigit() else None
 
 
 class _ChannelWriter(io.RawIOBase):

@@ -43,10 +43,11 @@ LABEL_LOCAL = "vh-orch.local"  # started by a daemon's local docker runtime, on 
 VANISHED = -1
 
 
-def container_name(cluster_id: str, execution_id: int) -> str:
-    """Every container vh-orch starts carries its installation's cluster id in its name:
-    two installations on one engine number their executions alike."""
-    return f"{cluster_id}-exec-{execution_id}"
+def container_name(cluster_id: str, execution_id: int, attempt: int) -> str:
+    """Every container vh-orch starts carries its installation's cluster id in its name (two
+    installations on one engine number their executions alike) and its attempt (the runner of
+    an attempt that was requeued must never touch the next attempt's container)."""
+    return f"{cluster_id}-exec-{execution_id}-{attempt}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class RunSpec:
 
     @property
     def container_name(self) -> str:
-        return container_name(self.cluster_id, self.execution_id)
+        return container_name(self.cluster_id, self.execution_id, self.attempt)
 
     def all_labels(self) -> dict[str, str]:
         """The labels that say whose container this is, then the caller's."""
@@ -212,7 +213,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 class DockerRuntime:
-    """The command in a container named <cluster id>-exec-<id>, with the folders bind-mounted under /valohai."""
+    """The command in a container named <cluster id>-exec-<id>-<attempt>, with the folders bind-mounted under
+    /valohai."""
 
     name = "docker"
 
@@ -232,7 +234,7 @@ class DockerRuntime:
             _pull(spec.image)
 
     def start(self, spec: RunSpec) -> RunningCommand:
-        # A container of this name is what an earlier attempt of this execution left behind.
+        # A container of this name is what an earlier start of this attempt left behind.
         remove_container(spec.container_name)
         args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"})
         if shutil.which("setpriv"):

@@ -102,7 +102,7 @@ class Daemon:
         self._bootstrapping: set[int] = set()
         self._listener: threading.Thread | None = None
         self.cluster_id = store.cluster_id()
-        self._next_sweep = 0.0
+        self._unowned_before: set[tuple[int, int]] = set()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -238,8 +238,8 @@ class Daemon:
     def reconcile_pass(self) -> None:
         self._reap()
         if not self._stopping.is_set():
-            self._settle_unowned()
             self.reconciler.run_pass()
+            self._settle_unowned()
         for execution in self.store.executions_in([S.STOPPING]):
             item = self._running.get(execution.id)  # type: ignore[arg-type]
             if item is not None:
@@ -386,10 +386,14 @@ class Daemon:
 
     def _settle_unowned(self) -> None:
         """Executions that are started but that no runner of this daemon runs (a runner that
-        could not record its end, a thread that died): settled like after a restart."""
+        could not record its end, a thread that died): settled like after a restart. Only those
+        seen so in two passes in a row: after a restart, the first passes requeue what ran on
+        machines that are gone (fake ones), and a runner is registered in the pass that claims."""
         with self._lock:
             owned = set(self._running)
-        unowned = [e for e in self.store.executions_in([S.STARTED, S.STOPPING]) if e.id not in owned]
+        seen = {(e.id, e.attempt): e for e in self.store.executions_in([S.STARTED, S.STOPPING]) if e.id not in owned}
+        unowned = [e for key, e in seen.items() if key in self._unowned_before]
+        self._unowned_before = set(seen)
         if unowned:
             log.warning("executions %s are started but nothing runs them; settling them",
                         ", ".join(str(e.id) for e in unowned))
@@ -421,9 +425,9 @@ class Daemon:
     def _end_leftover(self, execution: Execution) -> None:
         try:
             if execution.runtime == "docker":
-                remove_container(container_name(self.cluster_id, execution.id))  # type: ignore[arg-type]
+                remove_container(container_name(self.cluster_id, execution.id, execution.attempt))  # type: ignore[arg-type]
             else:
-                kill_leftover_process(self.settings.executions_dir / str(execution.id))
+                kill_leftover_process(self.settings.executions_dir / str(execution.id) / str(execution.attempt))
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("could not end what execution %s left running: %s", execution.id, exc)
 

@@ -59,7 +59,8 @@ class ExecutionRunner:
         self.execution = execution
         self.runtime = runtime
         self.cluster_id = cluster_id
-        self.folder = settings.executions_dir / str(execution.id)
+        # One folder per attempt: the runner of a requeued attempt must never touch the next one's.
+        self.folder = settings.executions_dir / str(execution.id) / str(execution.attempt)
         self._stop = threading.Event()
         self._stop_reason: str | None = None
         self._abandoned = False
@@ -114,6 +115,10 @@ class ExecutionRunner:
         # container or folder behind, which the next daemon's sweep ends (never a result lost).
         self._cleanup_remote(self._spec)
         shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.folder.parent.rmdir()  # the execution's folder, once no attempt has one in it
+        except OSError:
+            pass
         return outcome
 
     def _record(self, outcome: Outcome) -> None:
