@@ -79,8 +79,7 @@ def main() -> None:
 
 
 def summarize(reports: list[chaos.Report], seed: int, seconds: float, notes: list[str]) -> None:
-    kills, faults, statuses = Counter(), Counter(), Counter()
-    fired, missed = Counter(), Counter()
+    kills, faults, statuses, fired, missed = Counter(), Counter(), Counter(), Counter(), Counter()
     for report in reports:
         kills.update(report.kills)
         faults.update(report.faults)
@@ -91,9 +90,8 @@ def summarize(reports: list[chaos.Report], seed: int, seconds: float, notes: lis
     print_table(f"chaos, seed {seed}: {len(reports)} runs in {seconds / 60:.1f} min", ["measure", "value"], [
         ["runs", len(reports)],
         ["kill points", f"{sum(kills.values())} ({', '.join(f'{k} {v}' for k, v in sorted(kills.items()))})"],
+        *[[f"  failpoint {name}", f"fired {fired[name]}, not reached {missed[name]}"] for name in chaos.FAILPOINTS],
         *[[f"faults: {kind}", n] for kind, n in sorted(faults.items())],
-        ["failpoints fired", ", ".join(f"{k} {v}" for k, v in sorted(fired.items())) or "none"],
-        ["failpoints not reached", ", ".join(f"{k} {v}" for k, v in sorted(missed.items())) or "none"],
         ["executions", f"{sum(statuses.values())} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))})"],
         ["violations", violations],
     ])

@@ -262,7 +262,7 @@ class Run:
         self.report.statuses.update(info["status"] for info in infos.values())
         v = self.report.violations
         v += check.check_final(infos)
-        v += check.check_resumed(infos)
+        v += check.check_reasons(infos)
         reasons = Counter(f"{i['status']}: {i['status_reason']}" for i in infos.values() if i["status"] != "complete")
         self.report.notes += [f"{n} x {reason}" for reason, n in reasons.most_common()]
         v += check.check_machines(self.vh, CLOUDS)

@@ -100,16 +100,21 @@ class Engine:
         self.restarts.append((down, time.time()))
 
     def _stop_leftover(self) -> None:
+        """The dockerd of a session that died without stopping it: only if the pid file's process
+        is that dockerd (a stale file's pid may belong to anything by now)."""
         try:
             pid = int((RUN / "docker.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
+            return
+        if not cmdline or not cmdline[0].endswith(b"dockerd") or ENGINE_SOCKET.encode() not in cmdline:
             return
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + ENGINE_WAIT_S
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        while _running(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
 
     @staticmethod
@@ -119,6 +124,13 @@ class Engine:
         for args in (["link", "add", BRIDGE, "type", "bridge"], ["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
                      ["link", "set", BRIDGE, "up"]):
             _run("ip", *args).check_returncode()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def mount_tmpfs(folder: Path, size_mb: int) -> None:
