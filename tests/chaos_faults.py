@@ -31,7 +31,6 @@ class Daemon:
         self.vh = vh
         self.process: subprocess.Popen[bytes] | None = None
         self.failpoint: str | None = None
-        self.starts = 0
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -46,10 +45,9 @@ class Daemon:
         offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             out.write(f"=== chaos: starting vh-orch serve (failpoint {failpoint or 'none'})\n".encode())
-        self.process = subprocess.Popen([self.vh.exe, "serve"], env=env, stdout=open(log, "ab"),
-                                        stderr=subprocess.STDOUT)
+            out.flush()
+            self.process = subprocess.Popen([self.vh.exe, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
         self.failpoint = failpoint
-        self.starts += 1
         deadline = time.monotonic() + START_WAIT_S
         while time.monotonic() < deadline and self.process.poll() is None:
             with open(log, "rb") as f:

@@ -64,7 +64,7 @@ class Job:
     env: str
     lines: int
     blob_kb: int
-    submit_at: float  # seconds into the run; 0: before the daemon first starts
+    submit_at: float  # seconds into the run; 0: at once, while the first daemon starts
 
     def expected(self, input_sha: str) -> Expected:
         numbers = "".join(f"{i}\n" for i in range(1, self.lines + 1)).encode()
