@@ -190,6 +190,7 @@ class World:
             host.stop()
         if self.engine is not None:
             self.engine.stop()
+            _run("ip", "link", "del", BRIDGE)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None

@@ -1,7 +1,9 @@
 """The chaos suite's CI subset (the long run is bench/chaos.py): two seeded runs that between
 them inject every kind of fault, and each named failpoint deliberately: the three at an
 execution's end on the docker runtime and the process runtime (fake cloud), every point on an
-SSH host. A violation fails the test with the seed, the plan and what was found.
+SSH host. A violation fails the test with the seed, the plan and what was found; the same
+test replays the same plan (`pytest tests/test_chaos.py -k 101`). Needs root (sshd, dockerd,
+tmpfs mounts), like the rest of the suite.
 """
 
 from __future__ import annotations
