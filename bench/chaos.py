@@ -52,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=None, help="the first run's seed (default: random, printed)")
     parser.add_argument("--runs", type=int, default=8)
-    parser.add_argument("--config", choices=sorted(CONFIGS), default=None, help="only this config (default: all, in turn)")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default=None,
+                        help="only this config (default: all, in turn)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
     rotation = [CONFIGS[args.config]] if args.config else list(CONFIGS.values())

@@ -68,7 +68,8 @@ class Report:
                  f"daemon log {self.home.parent / 'serve.log'})",
                  f"kill points {self.kill_points} {dict(self.kills)}; faults {dict(self.faults)}; "
                  f"executions {dict(self.statuses)}",
-                 f"failpoints fired: {', '.join(self.fired) or 'none'}; not reached: {', '.join(self.missed) or 'none'}",
+                 f"failpoints fired: {', '.join(self.fired) or 'none'}; "
+                 f"not reached: {', '.join(self.missed) or 'none'}",
                  "plan:", *(f"  {line}" for line in self.plan)]
         lines += [f"note: {n}" for n in self.notes] + [f"VIOLATION: {v}" for v in self.violations]
         return "\n".join(lines)

@@ -242,7 +242,8 @@ def check_complete(vh: VhOrch, info: dict[str, Any], expected: Expected, downloa
     for name, digest in expected.outputs.items():
         path = download / name
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            found.append(f"execution {eid}: output {name} downloads {'with wrong bytes' if path.exists() else 'as nothing'}")
+            got = "with wrong bytes" if path.exists() else "as nothing"
+            found.append(f"execution {eid}: output {name} downloads {got}")
     return found
 
 
@@ -254,7 +255,8 @@ def _check_log(eid: int, events: list[dict[str, Any]], expected: Expected) -> li
     found = []
     late = [e for e in events[final + 1:] if e["kind"] == "log"]
     if late:
-        found.append(f"execution {eid}: {len(late)} log line(s) stored after its final status, e.g. {late[0]['text']!r}")
+        found.append(f"execution {eid}: {len(late)} log line(s) stored after its final status, "
+                     f"e.g. {late[0]['text']!r}")
     attempt = [e for e in events[starts[-1] + 1:final] if e["kind"] == "log"]
     for stream, want in (("stdout", expected.stdout(eid)), ("stderr", expected.stderr())):
         got = [e["text"] for e in attempt if e["stream"] == stream]
