@@ -170,10 +170,17 @@ def test_instances_of_failed_or_lost_rows_are_orphans() -> None:
 
 
 def test_termination_is_confirmed_only_when_the_listing_no_longer_shows_it() -> None:
-    assert kinds(decide(env(instances=(inst(1),)), machine(1, P.TERMINATING))) == []
-    assert kinds(decide(env(instances=(inst(1, TERMINATED),)), machine(1, P.TERMINATING))) == ["ConfirmTerminated"]
+    asked = machine(1, P.TERMINATING, retry_at=ago(-30))  # asked; look again in 30 s
+    assert kinds(decide(env(instances=(inst(1),)), asked)) == []
+    assert kinds(decide(env(instances=(inst(1, TERMINATED),)), asked)) == ["ConfirmTerminated"]
     retry = machine(1, P.TERMINATING, retry_at=ago(1))
     assert kinds(decide(env(instances=(inst(1),)), retry)) == ["Terminate"]
+
+
+def test_a_termination_never_asked_for_is_asked_for() -> None:
+    """A daemon killed between marking a machine `terminating` and asking the cloud left no retry time."""
+    never_asked = machine(1, P.TERMINATING, retry_at=None)
+    assert kinds(decide(env(instances=(inst(1),)), never_asked)) == ["Terminate"]
 
 
 def test_a_failed_listing_changes_nothing_about_the_machines() -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shlex
+import shutil
 import tarfile
 import threading
 import time
@@ -49,6 +51,7 @@ RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
 PULL_TIMEOUT_S = 3600
 PLACE_TIMEOUT_S = 600  # no progress for this long while placing files: the connection is dead
 CHUNK = 1 << 20
+ENGINE_WAIT_S = 600  # a host's engine that does not answer this long: its container's end is not known
 # Containers of one installation on one machine (its workdir): a sweep or a release ends only these.
 LABEL_WORKDIR = "vh-orch.workdir"
 LABEL_MACHINE = "vh-orch.machine"
@@ -233,15 +236,36 @@ class RemoteDockerRuntime:
         return RemoteContainer(self.transport, spec.container_name, resume)
 
     def collect(self, spec: RunSpec) -> None:
-        """Bring the outputs folder back into the local execution folder."""
+        """Bring the outputs folder back into the local execution folder; a cut connection is
+        retried from the start (into an emptied folder), what the machine refuses is a RuntimeFailure."""
+        dest = spec.folder / "outputs"
+        for delay in (*RECONNECT_BACKOFF_S[:3], None):
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            try:
+                self._collect_once(spec, dest)
+                return
+            except (SSHError, OSError, EOFError, tarfile.TarError, paramiko.SSHException) as exc:
+                if delay is None:
+                    raise RuntimeFailure(f"collecting outputs from {self.transport.target.label} failed: {exc}") \
+                        from None
+                log.info("collecting outputs of execution %s broke (%s); retrying", spec.execution_id, exc)
+                time.sleep(delay)
+
+    def _collect_once(self, spec: RunSpec, dest: Path) -> None:
         folder = shlex.quote(self.remote_folder(spec) + "/outputs")
         command = self.transport.start(f"tar -C {folder} -cf - .")
-        dest = spec.folder / "outputs"
-        dest.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=command.stdout, mode="r|") as tar:
-            tar.extractall(dest, filter="data")
-        if command.wait(600) != 0:
-            raise RuntimeFailure(f"collecting outputs failed: {command.stderr.read().decode(errors='replace')}")
+        try:
+            with tarfile.open(fileobj=command.stdout, mode="r|") as tar:
+                tar.extractall(dest, filter="data")
+            code = command.wait(600)
+            if code == -1:
+                raise SSHError("the connection broke while collecting outputs")
+            if code != 0:
+                said = command.stderr.read().decode(errors="replace").strip()
+                raise RuntimeFailure(f"collecting outputs failed: {said or f'tar exited {code}'}")
+        finally:
+            command.close()
 
     def remote_path(self, spec: RunSpec, rel: str) -> str:
         return f"{self.remote_folder(spec)}/{rel}"
@@ -362,6 +386,7 @@ class RemoteContainer:
         self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
         self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
         self._exit: int | None = None
+        self._engine_ok = time.monotonic()  # when the host's engine last answered
         self._done = threading.Event()
         self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
         self._pump.start()
@@ -395,6 +420,13 @@ class RemoteContainer:
                         f"docker inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {self.name}",
                         timeout=60)
                     parts = status.stdout.split()
+                    if status.code != 0 and not _no_such(status.stderr):
+                        # The engine does not answer (restarting): its containers' fate is not known yet.
+                        if time.monotonic() - self._engine_ok > ENGINE_WAIT_S:
+                            self._exit = VANISHED
+                            return
+                        raise SSHError(f"docker does not answer: {status.stderr.strip()[:200]}")
+                    self._engine_ok = time.monotonic()
                     if status.code != 0 or len(parts) != 2:
                         self._exit = VANISHED  # the container vanished under us
                         return
@@ -458,6 +490,8 @@ class RemoteContainer:
             data = pending + data
             cut = data.rfind(b"\n") + 1
             pending, data = data[cut:], data[:cut]
+            if _UNSTAMPED.search(data):
+                data = _drop_unstamped(data)
             if not data:
                 continue
             if resume is not None:
@@ -481,6 +515,26 @@ class RemoteContainer:
             sink.write(data)
             sink.flush()
             _advance(point, data)
+
+
+# Every line `docker logs --timestamps` passes on starts with its time; anything else on the
+# stream is not the command's (a login shell's noise, docker's own complaint) and is not stored.
+_STAMPED = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+_UNSTAMPED = re.compile(rb"^(?!\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?=[\s\S])", re.MULTILINE)
+
+
+def _no_such(stderr: str) -> bool:
+    """Whether docker said the container does not exist (rather than that it could not answer)."""
+    return "No such" in stderr
+
+
+def _drop_unstamped(data: bytes) -> bytes:
+    kept, dropped = [], []
+    for line in data.splitlines(keepends=True):
+        (kept if _STAMPED.match(line) else dropped).append(line)
+    for line in dropped[:5]:
+        log.warning("not the command's output, not stored: %r", line[:200])
+    return b"".join(kept)
 
 
 def _advance(point: ResumePoint, data: bytes) -> None:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -41,6 +42,7 @@ LABEL_ATTEMPT = "vh-orch.attempt"
 LABEL_LOCAL = "vh-orch.local"  # started by a daemon's local docker runtime, on its own host
 # The exit code of a container whose exit status could not be known (it vanished).
 VANISHED = -1
+ENGINE_WAIT_S = 300  # how long an engine that does not answer is waited for before a container counts as gone
 
 
 def container_name(cluster_id: str, execution_id: int, attempt: int) -> str:
@@ -272,11 +274,16 @@ class _Container(_Process):
         return code
 
     def _settle(self) -> int:
-        try:
-            state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                                    self.name], capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            return VANISHED
+        deadline = time.monotonic() + ENGINE_WAIT_S
+        while True:
+            try:
+                state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
+                                        self.name], capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                state = subprocess.CompletedProcess([], 1, "", "docker inspect did not answer")
+            if state.returncode == 0 or "No such" in state.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(1)  # the engine does not answer (restarting): the container's end is not known yet
         parts = state.stdout.split()
         if state.returncode != 0 or len(parts) != 2:
             return VANISHED

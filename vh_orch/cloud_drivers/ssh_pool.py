@@ -69,10 +69,6 @@ class Claim:
         return f"installation {self.cluster_id} (machine {self.machine_id}, environment {self.environment})"
 
 
-def describe_claim(owner_text: str) -> str:
-    return Claim.parse(owner_text).describe()
-
-
 def pool_hosts(ssh: dict[str, Any]) -> list[PoolHost]:
     default = ssh.get("workdir", DEFAULT_WORKDIR)
     return [PoolHost(h["address"], int(h.get("port", 22)), h["host_key"], h.get("workdir", default))
@@ -120,7 +116,13 @@ class SSHPoolDriver:
         except SSHError as exc:
             raise CapacityError(f"host {host.id} is unreachable: {exc}") from None
         if result.stdout.strip() != self._owner_line(spec.machine_id):
-            raise CapacityError(f"host {host.id} is busy: held by {describe_claim(result.stdout)}")
+            claim = Claim.parse(result.stdout)
+            if claim.cluster_id == self.cluster_id:
+                # Ours, on its way out (a machine being released): worth another try soon, not a
+                # capacity block of minutes.
+                raise TransientCloudError(f"host {host.id} is still held by machine {claim.machine_id} of this "
+                                          f"installation", maybe_created=False)
+            raise CapacityError(f"host {host.id} is busy: held by {claim.describe()}")
         instance = self._instance(host, spec.machine_id)
         with self._lock:
             self._last_seen[host.id] = (datetime.now(UTC), instance)

@@ -317,7 +317,8 @@ def _sync(env: EnvView, machines: Sequence[MachineView], now: datetime, grace_s:
             if m.instance_id is None or m.instance_id not in listed:
                 actions.append(ConfirmTerminated(m.id, reason="the cloud lists the instance as gone"))
                 settled.add(m.id)
-            elif m.retry_at is not None and m.retry_at <= now:
+            elif m.retry_at is None or m.retry_at <= now:
+                # No retry time: a daemon died between marking it and asking the cloud; ask now.
                 actions.append(Terminate(m.id, reason="retrying the termination"))
                 settled.add(m.id)
             continue

@@ -219,11 +219,15 @@ def copy_with_sha256(source: Path, dest: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     tmp = dest.with_name(f".{dest.name}.part")
-    with open(source, "rb") as src, open(tmp, "wb") as dst:
-        while chunk := src.read(CHUNK):
-            digest.update(chunk)
-            dst.write(chunk)
-            size += len(chunk)
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not stay fuller by a partial copy
+        raise
     os.replace(tmp, dest)
     shutil.copymode(source, dest)
     return size, digest.hexdigest()
