@@ -77,6 +77,42 @@ def subprocess_env(home: Path) -> dict[str, str]:
     return env
 
 
+# The suite runs on two pytest-xdist workers (pyproject.toml). Everything is per test (homes,
+# cluster ids, containers found by label, free ports) except two worlds on fixed addresses: the
+# sshd hosts (127.0.0.2/3, and 127.0.0.9 for a moment) and the chaos world (127.0.0.10-13, a second
+# engine). The files whose tests use one run on one worker, one after another, so one copy of each
+# world is ever up. (xdist's own `xdist_group` marks do nothing on pytest 9.2: pytest-xdist#1386.)
+SHARED_WORLDS = {
+    "test_aws_e2e.py": "ssh-hosts",
+    "test_gcp.py": "ssh-hosts",
+    "test_integrity.py": "ssh-hosts",
+    "test_pool_hosts.py": "ssh-hosts",
+    "test_ssh_pool.py": "ssh-hosts",
+    "test_ssh_transport.py": "ssh-hosts",
+    "test_chaos.py": "chaos-world",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    strays = sorted({item.path.name for item in items
+                     if "ssh_pool" in getattr(item, "fixturenames", ()) and item.path.name not in SHARED_WORLDS})
+    if strays:
+        raise pytest.UsageError(f"{', '.join(strays)} use the sshd hosts: add them to SHARED_WORLDS in conftest.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedWorldScheduling(LoadScopeScheduling):
+        """Each test is a unit of its own, but the tests of one shared world are one unit."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_WORLDS.get(nodeid.split("::", 1)[0].rsplit("/", 1)[-1], nodeid)
+
+    return SharedWorldScheduling(config, log)
+
+
 @dataclass
 class Result:
     returncode: int

@@ -95,6 +95,12 @@ class YamlScalar:
         return _KINDS.get(self.tag, "value")
 
 
+def flag_word(text: str) -> bool | None:
+    """True or False for a flag's word (any case, surrounding blanks ignored); None if it is not one."""
+    word = text.strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
 def as_scalar(value: Any) -> YamlScalar:
     """A plain Python value as the `YamlScalar` YAML would have made of it (for callers without the text)."""
     if value is None:
@@ -234,11 +240,8 @@ def coerce_parameter_value(name: str, type_: str, raw: Any, what: str = "default
 
 def _coerce_text(prefix: str, type_: str, text: str) -> Any:
     if type_ == "flag":
-        word = text.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
+        if (flag := flag_word(text)) is not None:
+            return flag
         raise UserInputError(f"{prefix} {text!r} is not a flag value: write true or false")
     if type_ == "integer":
         try:
@@ -553,11 +556,8 @@ def parse_assignments(pairs: list[str], what: str) -> dict[str, list[str]]:
 
 
 def _cast_flag(param: Parameter, raw: str) -> bool:
-    word = raw.strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
+    if (flag := flag_word(raw)) is not None:
+        return flag
     raise UserInputError(f"parameter {param.name!r}: {raw!r} is not a flag value (true or false)")
 
 
