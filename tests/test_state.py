@@ -57,3 +57,24 @@ def test_counters_are_per_project_and_ids_global(vh: VhOrch, tmp_path: Path) -> 
     store = Store(f"sqlite:///{vh.home / 'state.db'}")
     events = store.events_after(runs[0]["id"], 0)
     assert [(e.kind, e.text) for e in events] == [("status", "created"), ("status", "queued")]
+
+
+def test_projects_made_before_users_existed_belong_to_the_admin_after_the_upgrade(tmp_path: Path) -> None:
+    from alembic import command
+
+    from vh_orch.orchestrator.db import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    cfg = alembic_config(url)
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.exec_driver_sql("INSERT INTO project (name, execution_counter, created_at) "
+                             "VALUES ('old', 3, '2026-11-01 10:00:00.000000')")
+    upgrade(url)
+    store = Store(url)
+    admin = store.get_user("admin")
+    assert admin.is_admin and admin.password_hash is None
+    old = store.get_project("old")
+    assert (old.owner_id, old.execution_counter) == (admin.id, 3)
+    assert store.create_project("new", None, None).owner_id == admin.id

@@ -20,6 +20,9 @@ def add(
     repo: Annotated[
         str | None, typer.Option("--repo", help="Git URL or local repository folder (omit for ad-hoc only)")
     ] = None,
+    owner: Annotated[
+        str | None, typer.Option("--owner", help="The user who owns it (default: the administrator `admin`)")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
 ) -> None:
     """Link a repository as a project; vh-orch keeps a mirror of it."""
@@ -32,15 +35,16 @@ def add(
     existing = {p.name for p in store.list_projects()}
     if name in existing:
         raise UserInputError(f"a project named {name!r} already exists")
+    owner_id = store.get_user(owner).id if owner is not None else None
     repo_url = mirror = None
     if repo is not None:
         repo_url = normalise_repo_url(repo)
         mirror_path = s.repos_dir / f"{name}.git"
         create_mirror(repo_url, mirror_path)
         mirror = str(mirror_path)
-    project = store.create_project(name, repo_url, mirror)
+    project = store.create_project(name, repo_url, mirror, owner_id=owner_id)
     if json_out:
-        print_json(_project_dict(project))
+        print_json(_project_dict(project, store.project_people().get(project.id, ("?", []))))
     else:
         print(f"project {name} added" + (f" (repository {repo_url})" if repo_url else ""))
 
@@ -48,23 +52,54 @@ def add(
 @app.command("list")
 def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List projects."""
-    projects = open_store().list_projects()
+    store = open_store()
+    projects = store.list_projects()
+    people = store.project_people()
     if json_out:
-        print_json([_project_dict(p) for p in projects])
+        print_json([_project_dict(p, people.get(p.id, ("?", []))) for p in projects])
         return
     print_table(
         "projects",
-        ["name", "repository", "executions", "created"],
-        [[p.name, p.repo_url or "(ad-hoc only)", p.execution_counter, p.created_at.strftime("%Y-%m-%d %H:%M")]
+        ["name", "repository", "owner", "shared with", "executions", "created"],
+        [[p.name, p.repo_url or "(ad-hoc only)", people.get(p.id, ("?", []))[0],
+          ", ".join(people.get(p.id, ("?", []))[1]), p.execution_counter, p.created_at.strftime("%Y-%m-%d %H:%M")]
          for p in projects],
     )
 
 
-def _project_dict(p) -> dict:  # type: ignore[no-untyped-def]
+ProjectArg = Annotated[str, typer.Argument(help="Project name")]
+UserArg = Annotated[str, typer.Argument(help="User name")]
+
+
+@app.command("share")
+def share(project: ProjectArg, user: UserArg) -> None:
+    """Let a user see and run the project's executions (as its owner does)."""
+    changed = open_store().share_project(project, user)
+    print(f"{project} shared with {user}" if changed else f"{user} could already see {project}: nothing changed")
+
+
+@app.command("unshare")
+def unshare(project: ProjectArg, user: UserArg) -> None:
+    """Take a member's access away (not the owner's: `project chown` first)."""
+    changed = open_store().unshare_project(project, user)
+    print(f"{project} no longer shared with {user}" if changed else f"{user} was not a member of {project}: "
+          "nothing changed")
+
+
+@app.command("chown")
+def chown(project: ProjectArg, user: UserArg) -> None:
+    """Give a project another owner; the previous owner stays a member."""
+    open_store().chown_project(project, user)
+    print(f"{project} is owned by {user}")
+
+
+def _project_dict(p, people: tuple[str, list[str]]) -> dict:  # type: ignore[no-untyped-def]
     return {
         "id": p.id,
         "name": p.name,
         "repo_url": p.repo_url,
+        "owner": people[0],
+        "members": people[1],
         "execution_count": p.execution_counter,
         "created_at": p.created_at,
     }

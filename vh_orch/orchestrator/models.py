@@ -45,9 +45,43 @@ class MachineState(StrEnum):
     LOST = "lost"
 
 
+class User(SQLModel, table=True):
+    """Someone who uses vh-orch through its HTTP API and web UI. Secrets only as hashes: the password
+    as an argon2 hash (None: no password, tokens only), API tokens in `api_token`."""
+
+    __tablename__ = "user_account"  # `user` is a reserved word in PostgreSQL
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    password_hash: str | None = None
+    is_admin: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token, as the sha256 of the token (it is 32 random bytes: no KDF needed to keep it)."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    digest: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ProjectMember(SQLModel, table=True):
+    """A user a project is shared with (its owner is `project.owner_id`)."""
+
+    __tablename__ = "project_member"
+
+    project_id: int = Field(foreign_key="project.id", primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", primary_key=True, index=True)
+
+
 class Project(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
+    owner_id: int = Field(foreign_key="user_account.id", index=True)
     repo_url: str | None = None
     mirror_path: str | None = None
     execution_counter: int = 0

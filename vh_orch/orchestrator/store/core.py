@@ -87,10 +87,15 @@ class CoreStore:
 
     # -- projects and commits -------------------------------------------------
 
-    def create_project(self, name: str, repo_url: str | None, mirror_path: str | None) -> Project:
+    def create_project(
+        self, name: str, repo_url: str | None, mirror_path: str | None, owner_id: int | None = None
+    ) -> Project:
+        """A new project, owned by `owner_id` (default: the installation's first administrator)."""
+        if owner_id is None:
+            owner_id = self.admin_user().id  # type: ignore[attr-defined]
         try:
             with self.write() as s:
-                project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path)
+                project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path, owner_id=owner_id)
                 s.add(project)
                 s.flush()
                 return project

@@ -2,7 +2,8 @@
 
 from vh_orch.orchestrator.store.core import CoreStore
 from vh_orch.orchestrator.store.fleet import FleetStore
+from vh_orch.orchestrator.store.users import UsersStore
 
 
-class Store(FleetStore, CoreStore):
+class Store(UsersStore, FleetStore, CoreStore):
     """The one object the rest of vh-orch uses to read and write state."""
