@@ -75,7 +75,7 @@ class SSHBenchHost:
                                     "hosts": [{"address": self.host.address, "host_key": self.host.host_key,
                                                "workdir": str(self.scratch / "workdir")}]}}, "bench")
         self.store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
-        self.env = dict(os.environ, VH_ORCH_HOME=str(self.settings.home))
+        self.env = dict(os.environ, VH_ORCH_HOME=str(self.settings.home), VH_ORCH_LISTEN="127.0.0.1:0")
         self._log = open(self.settings.home / "serve.log", "wb")
         self.daemon = subprocess.Popen([str(Path(sys.executable).parent / "vh-orch"), "serve"], env=self.env,
                                        stdout=self._log, stderr=subprocess.STDOUT)

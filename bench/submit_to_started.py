@@ -43,7 +43,7 @@ def measure(runtime: str, runs: int) -> tuple[list[float], list[float]]:
     settings, store = fresh_home(f"start-{runtime}")
     store.update_environment("local", {}, {"runtime": runtime})
     folder = project_folder(settings, YAML)
-    env = dict(os.environ, VH_ORCH_HOME=str(settings.home))
+    env = dict(os.environ, VH_ORCH_HOME=str(settings.home), VH_ORCH_LISTEN="127.0.0.1:0")
     exe = str(Path(sys.executable).parent / "vh-orch")
     log = open(settings.home / "serve.log", "wb")
     daemon = subprocess.Popen([exe, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -54,11 +54,12 @@ fi
 
 say "vh-orch serve (in the background for this demo)"
 LOG="$HOME_DIR/demo-serve.log"
-vh-orch serve >"$LOG" 2>&1 &
+# The HTTP API on a free port for the demo (so a service already on 8700 is no obstacle).
+VH_ORCH_LISTEN="${VH_ORCH_LISTEN:-127.0.0.1:0}" vh-orch serve >"$LOG" 2>&1 &
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null; wait $SERVE 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
-    grep -q "daemon started" "$LOG" && break
+    grep -q "HTTP API on" "$LOG" && { grep -o "HTTP API on [^ ]*" "$LOG" | tail -1 >&2; break; }
     if ! kill -0 $SERVE 2>/dev/null; then
         grep -q "another vh-orch daemon is running" "$LOG" && { echo "(using the daemon that already runs)"; break; }
         cat "$LOG" >&2; die "vh-orch serve did not start"

@@ -72,6 +72,8 @@ def subprocess_env(home: Path) -> dict[str, str]:
             "NO_COLOR": "1",
             "COLUMNS": "200",
             "VH_ORCH_USER": "tester",
+            # every test daemon's HTTP API on a free port of its own (read back with `VhOrch.api_url`)
+            "VH_ORCH_LISTEN": "127.0.0.1:0",
         }
     )
     return env
@@ -162,6 +164,16 @@ class VhOrch:
                 return
             time.sleep(0.05)
         raise AssertionError("vh-orch serve did not start within the deadline")
+
+    def api_url(self) -> str:
+        """The running daemon's HTTP API, from its log line `HTTP API on http://HOST:PORT`."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            for line in reversed(self.daemon_log.read_text().splitlines()):
+                if "HTTP API on " in line:
+                    return line.split("HTTP API on ", 1)[1].split()[0]
+            time.sleep(0.05)
+        raise AssertionError(f"the daemon logged no HTTP address:\n{self.daemon_log.read_text()}")
 
     def stop_daemon(self, sig: int = signal.SIGTERM) -> int:
         assert self.daemon is not None

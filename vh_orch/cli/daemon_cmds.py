@@ -29,6 +29,10 @@ def init() -> None:
 def serve(
     once: Annotated[bool, typer.Option("--once", help="One pass (for cron): start queued work, wait for it")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    listen: Annotated[str, typer.Option("--listen", envvar="VH_ORCH_LISTEN",
+                                        help="Where the HTTP API listens, HOST:PORT (port 0: any free one)")
+                      ] = "127.0.0.1:8700",
+    no_http: Annotated[bool, typer.Option("--no-http", help="Serve no HTTP API (the CLI still works)")] = False,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -45,6 +49,11 @@ def serve(
     s = settings()
     s.ensure_dirs()
     store = open_store(s)
+    if not (once or no_http):
+        from vh_orch.api.server import parse_listen
+
+        parse_listen(listen)  # a malformed address is refused before anything starts
+    api = None
     daemon = Daemon(s, store)
     stop = threading.Event()
 
@@ -60,7 +69,14 @@ def serve(
         return
     daemon.start()
     try:
+        if not (once or no_http):
+            from vh_orch.api.server import ApiServer
+
+            api = ApiServer(store, listen)  # after the daemon's claim: a second daemon says so, not "port busy"
+            api.start()
         while not stop.wait(1.0):
             pass
     finally:
+        if api is not None:
+            api.stop()
         daemon.shutdown()

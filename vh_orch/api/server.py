@@ -1,0 +1,67 @@
+"""The HTTP server inside `vh-orch serve`: uvicorn on a thread of its own, on a socket bound first
+(so a busy port is a clear error at start, never a thread that died quietly)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.store import Store
+
+log = logging.getLogger(__name__)
+DEFAULT_LISTEN = "127.0.0.1:8700"
+START_TIMEOUT_S = 15.0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:8700` for IPv6; port 0 picks a free one)."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserInputError(f"--listen {text!r} is not HOST:PORT (e.g. 127.0.0.1:8700, [::1]:8700, 0.0.0.0:8700)")
+    return host, int(port)
+
+
+class ApiServer:
+    def __init__(self, store: Store, listen: str) -> None:
+        import uvicorn
+
+        from vh_orch.api.app import create_app
+
+        host, port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            raise UserInputError(f"cannot listen on {listen}: {exc.strerror or exc}; choose another with "
+                                 "--listen HOST:PORT (or VH_ORCH_LISTEN), or --no-http") from None
+        self.sock.listen(128)
+        bound = self.sock.getsockname()
+        shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
+        self.url = f"http://{shown}:{bound[1]}"
+        config = uvicorn.Config(create_app(store), log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="vh-orch-http", daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start; see the log above")
+            time.sleep(0.02)
+        log.info("HTTP API on %s (docs: %s/api/docs)", self.url, self.url)
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
