@@ -49,7 +49,8 @@ def serve(
     s = settings()
     s.ensure_dirs()
     store = open_store(s)
-    if not (once or no_http):
+    http = not (once or no_http)
+    if http:
         from vh_orch.api.server import parse_listen
 
         parse_listen(listen)  # a malformed address is refused before anything starts
@@ -69,7 +70,7 @@ def serve(
         return
     daemon.start()
     try:
-        if not (once or no_http):
+        if http:
             from vh_orch.api.server import ApiServer
 
             api = ApiServer(store, listen)  # after the daemon's claim: a second daemon says so, not "port busy"

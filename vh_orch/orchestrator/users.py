@@ -53,9 +53,11 @@ def hash_password(password: str) -> str:
     return _hasher().hash(check_password(password))
 
 
-# Verifying against this when a user does not exist (or has no password) costs what a real check
-# costs, so a login's timing does not tell whether a name exists.
-_DUMMY_HASH: list[str] = []
+@cache
+def _dummy_hash() -> str:
+    """Checked when a user has no password (or does not exist): the answer costs what a real check
+    costs, so a login's timing does not tell whether a name exists."""
+    return _hasher().hash(secrets.token_urlsafe(16))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -63,15 +65,8 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
     if len(password) > MAX_PASSWORD_CHARS:
         return False
-    if password_hash is None:
-        if not _DUMMY_HASH:
-            _DUMMY_HASH.append(_hasher().hash(secrets.token_urlsafe(16)))
-        password_hash = _DUMMY_HASH[0]
-        real = False
-    else:
-        real = True
     try:
-        return _hasher().verify(password_hash, password) and real
+        return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

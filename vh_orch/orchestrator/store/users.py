@@ -30,10 +30,7 @@ class UsersStore:
 
     def get_user(self, name: str) -> User:
         with self.read() as s:  # type: ignore[attr-defined]
-            user = s.exec(select(User).where(User.name == name)).first()
-        if user is None:
-            raise NotFound(f"no user named {name!r}; see `vh-orch user list`")
-        return user
+            return _user_named(s, name)
 
     def find_user(self, name: str) -> User | None:
         with self.read() as s:  # type: ignore[attr-defined]
@@ -49,9 +46,7 @@ class UsersStore:
 
     def remove_user(self, name: str) -> None:
         with self.write() as s:  # type: ignore[attr-defined]
-            user = s.exec(select(User).where(User.name == name)).first()
-            if user is None:
-                raise NotFound(f"no user named {name!r}; see `vh-orch user list`")
+            user = _user_named(s, name)
             if user.is_admin:
                 admins = s.exec(select(func.count()).select_from(User).where(col(User.is_admin))).one()
                 if admins <= 1:
@@ -69,9 +64,7 @@ class UsersStore:
 
     def set_password(self, name: str, password_hash: str | None) -> None:
         with self.write() as s:  # type: ignore[attr-defined]
-            user = s.exec(select(User).where(User.name == name)).first()
-            if user is None:
-                raise NotFound(f"no user named {name!r}; see `vh-orch user list`")
+            user = _user_named(s, name)
             user.password_hash = password_hash
             s.add(user)
 
@@ -179,7 +172,11 @@ class UsersStore:
         project = s.exec(select(Project).where(Project.name == project_name)).first()
         if project is None:
             raise NotFound(f"no project named {project_name!r}; see `vh-orch project list`")
-        user = s.exec(select(User).where(User.name == user_name)).first()
-        if user is None:
-            raise NotFound(f"no user named {user_name!r}; see `vh-orch user list`")
-        return project, user
+        return project, _user_named(s, user_name)
+
+
+def _user_named(s, name: str) -> User:  # type: ignore[no-untyped-def]
+    user = s.exec(select(User).where(User.name == name)).first()
+    if user is None:
+        raise NotFound(f"no user named {name!r}; see `vh-orch user list`")
+    return user
