@@ -150,6 +150,7 @@ class VhOrch:
     def start_daemon(self) -> None:
         assert self.daemon is None
         offset = self.daemon_log.stat().st_size if self.daemon_log.exists() else 0
+        self.log_offset = offset
         self.daemon = subprocess.Popen(
             [self.exe, "serve"],
             env=self.env,
@@ -169,7 +170,8 @@ class VhOrch:
         """The running daemon's HTTP API, from its log line `HTTP API on http://HOST:PORT`."""
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            for line in reversed(self.daemon_log.read_text().splitlines()):
+            since_start = self.daemon_log.read_bytes()[getattr(self, "log_offset", 0):].decode(errors="replace")
+            for line in reversed(since_start.splitlines()):
                 if "HTTP API on " in line:
                     return line.split("HTTP API on ", 1)[1].split()[0]
             time.sleep(0.05)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,15 +12,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vh_orch.api.auth import LoginThrottle
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
-def create_app(store: Store) -> FastAPI:
-    from vh_orch.api import valohai
+DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 
-    app = FastAPI(title="vh-orch", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+
+def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+    from vh_orch.api import commits, data, executions, projects
+
+    app = FastAPI(title="vh-orch", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None,
+                  description="vh-orch's HTTP API: the part of Valohai's API the `vh` client uses, and vh-orch's "
+                              "own endpoints. Authenticate with `Authorization: Token <token>`.")
     app.state.store = store
+    app.state.settings = settings
+    app.state.max_upload_bytes = max_upload_bytes
     app.state.throttle = LoginThrottle()
-    app.include_router(valohai.router)
+    for module in (projects, commits, executions, data):
+        app.include_router(module.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -27,12 +40,17 @@ def create_app(store: Store) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        # {"field": [{"message": ..., "code": ...}]}: what the client prints, one line per field
+        # {"field": [{"message": ..., "code": ...}]}: what the client prints, one line per field. A value
+        # that fits none of a union's types fails once per type: the first failure speaks for it.
         fields: dict[str, list[dict[str, str]]] = {}
         for error in exc.errors():
             where = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
-            fields.setdefault(".".join(where) or "non_field_errors", []).append(
-                {"message": str(error.get("msg", "invalid")), "code": str(error.get("type", "invalid"))})
+            field = where[0] if where else "non_field_errors"
+            if field in fields:
+                continue
+            inner = f"{where[1]}: " if len(where) > 1 else ""
+            fields[field] = [{"message": inner + str(error.get("msg", "invalid")),
+                              "code": str(error.get("type", "invalid"))}]
         return JSONResponse(fields, status_code=400)
 
     @app.exception_handler(NotFound)
@@ -42,5 +60,11 @@ def create_app(store: Store) -> FastAPI:
     @app.exception_handler(UserInputError)
     async def _bad_input(_request: Request, exc: UserInputError) -> JSONResponse:
         return JSONResponse({"message": str(exc), "code": "invalid"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _crashed(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API request failed")
+        return JSONResponse({"message": f"internal error ({type(exc).__name__}); see the daemon's log",
+                             "code": "internal"}, status_code=500)
 
     return app

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -10,6 +11,7 @@ import time
 
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8700"
@@ -25,11 +27,24 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_proxies(text: str) -> list[str]:
+    """`--trusted-proxy`: addresses or networks whose X-Forwarded-For/-Proto headers are believed."""
+    proxies = [part.strip() for part in text.split(",") if part.strip()]
+    for proxy in proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise UserInputError(f"--trusted-proxy {proxy!r} is not an IP address or network (e.g. 127.0.0.1, "
+                                 "10.0.0.0/8); forwarded headers are only believed from the addresses listed") from None
+    return proxies
+
+
 class ApiServer:
-    def __init__(self, store: Store, listen: str) -> None:
+    def __init__(self, store: Store, settings: Settings, listen: str, *, trusted_proxies: list[str] | None = None,
+                 max_upload_bytes: int | None = None) -> None:
         import uvicorn
 
-        from vh_orch.api.app import create_app
+        from vh_orch.api.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -45,8 +60,11 @@ class ApiServer:
         bound = self.sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
-        config = uvicorn.Config(create_app(store), log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5)
+        app = create_app(store, settings, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES)
+        # X-Forwarded-For/-Proto only from the proxies named; from anyone else they are ignored.
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
+                                proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or [],
+                                server_header=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="vh-orch-http", daemon=True)

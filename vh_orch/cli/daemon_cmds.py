@@ -33,6 +33,13 @@ def serve(
                                         help="Where the HTTP API listens, HOST:PORT (port 0: any free one)")
                       ] = "127.0.0.1:8700",
     no_http: Annotated[bool, typer.Option("--no-http", help="Serve no HTTP API (the CLI still works)")] = False,
+    trusted_proxy: Annotated[str, typer.Option(
+        "--trusted-proxy", envvar="VH_ORCH_TRUSTED_PROXIES",
+        help="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For and "
+             "X-Forwarded-Proto headers are believed; nobody's by default")] = "",
+    max_upload_mb: Annotated[int, typer.Option(
+        "--max-upload-mb", envvar="VH_ORCH_MAX_UPLOAD_MB", min=1, max=1024 * 1024,
+        help="The largest ad-hoc package an API upload may be, in MiB")] = 1024,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -51,9 +58,10 @@ def serve(
     store = open_store(s)
     http = not (once or no_http)
     if http:
-        from vh_orch.api.server import parse_listen
+        from vh_orch.api.server import parse_listen, parse_proxies
 
         parse_listen(listen)  # a malformed address is refused before anything starts
+        proxies = parse_proxies(trusted_proxy)
     api = None
     daemon = Daemon(s, store)
     stop = threading.Event()
@@ -73,7 +81,8 @@ def serve(
         if http:
             from vh_orch.api.server import ApiServer
 
-            api = ApiServer(store, listen)  # after the daemon's claim: a second daemon says so, not "port busy"
+            # After the daemon's claim: a second daemon says so, not "port busy".
+            api = ApiServer(store, s, listen, trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024)
             api.start()
         while not stop.wait(1.0):
             pass

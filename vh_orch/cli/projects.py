@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 import typer
@@ -11,7 +10,6 @@ from vh_orch.cli.common import open_store, print_json, print_table, settings
 from vh_orch.errors import UserInputError
 
 app = typer.Typer(help="Projects: named spaces linked to a Git repository.", no_args_is_help=True)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @app.command("add")
@@ -28,8 +26,9 @@ def add(
     """Link a repository as a project; vh-orch keeps a mirror of it."""
     from vh_orch.storage.snapshots import create_mirror, normalise_repo_url
 
-    if not NAME_RE.match(name):
-        raise UserInputError(f"project name {name!r} is not valid: use letters, digits, '.', '_' and '-'")
+    from vh_orch.orchestrator.users import check_project_name
+
+    check_project_name(name)
     s = settings()
     store = open_store(s)
     existing = {p.name for p in store.list_projects()}

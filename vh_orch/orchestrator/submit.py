@@ -6,6 +6,7 @@ import getpass
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from vh_orch.orchestrator.models import Execution
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.inputs import normalise_input_url
-from vh_orch.storage.snapshots import resolve_git, save_adhoc, snapshot_folder
+from vh_orch.storage.snapshots import Snapshot, resolve_git, save_adhoc, snapshot_folder
 
 DEFAULT_ENVIRONMENT = "local"
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
@@ -38,6 +39,12 @@ class SubmitRequest:
     title: str | None = None
     priority: int = 0
     user: str | None = None
+    # An ad-hoc snapshot stored before (its sha256), e.g. uploaded through the HTTP API.
+    stored_adhoc: str | None = None
+    # From the HTTP API: inputs must be URLs (the server's own files are not the caller's to read),
+    # and a datum:// input must be an output the caller may see.
+    remote: bool = False
+    datum_visible: Callable[[str], bool] | None = None
 
 
 def current_user() -> str:
@@ -48,12 +55,19 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
     if req.commit and req.adhoc:
         raise UserInputError("--commit and --adhoc exclude each other: pick one")
     project = store.get_project(req.project)
-    if req.adhoc is not None:
+    if req.stored_adhoc is not None:
+        snapshot = stored_snapshot(store, project.id, req.stored_adhoc)  # type: ignore[arg-type]
+    elif req.adhoc is not None:
         snapshot = snapshot_folder(req.adhoc, settings.adhoc_dir)
     else:
         if not project.mirror_path:
             raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR")
-        snapshot = resolve_git(Path(project.mirror_path), req.commit)
+        try:  # an exact sha the caller fetched a moment ago needs no new fetch
+            snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote)
+        except UserInputError:
+            if not req.remote:
+                raise
+            snapshot = resolve_git(Path(project.mirror_path), req.commit)
 
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables)
 
@@ -79,12 +93,13 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
     def datum_exists(datum_id: str) -> bool:
         try:
             store.get_output(datum_id)
-            return True
         except NotFound:
             return False
+        return req.datum_visible is None or req.datum_visible(datum_id)
 
     inputs = {
-        name: [normalise_input_url(name, url, datum_exists) for url in urls] for name, urls in resolved.inputs.items()
+        name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
+        for name, urls in resolved.inputs.items()
     }
 
     user = req.user or current_user()
@@ -103,7 +118,7 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
     )
 
     # Everything is valid: from here on, write.
-    if snapshot.kind == "adhoc":
+    if snapshot.kind == "adhoc" and snapshot.archive_bytes is not None:
         save_adhoc(snapshot)
     commit = store.get_or_create_commit(
         project_id=project.id,  # type: ignore[arg-type]
@@ -131,6 +146,16 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         user=user,
     )
     return store.create_execution(execution)
+
+
+def stored_snapshot(store: Store, project_id: int, identifier: str) -> Snapshot:
+    """An ad-hoc snapshot of this project kept before, by its sha256."""
+    commit = store.find_commit(project_id, "adhoc", identifier)
+    if commit is None:
+        raise UserInputError(f"commit '~{identifier}' is not an ad-hoc package of this project: upload it first "
+                             "(`vh exec run --adhoc` does)")
+    return Snapshot(kind="adhoc", identifier=commit.identifier, ref=commit.ref, config_yaml=commit.config_yaml,
+                    archive_path=commit.archive_path)
 
 
 _ITEM_NAMES = {"parameters": "parameter", "inputs": "input", "environment variables": "environment variable"}

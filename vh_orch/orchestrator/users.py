@@ -24,6 +24,15 @@ TOKEN_BYTES = 32
 TOKEN_PREFIX = "vho_"  # makes a leaked token recognisable to secret scanners and to people
 
 
+PROJECT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_project_name(name: str) -> str:
+    if not PROJECT_NAME_RE.match(name):
+        raise UserInputError(f"project name {name!r} is not valid: use letters, digits, '.', '_' and '-'")
+    return name
+
+
 def check_user_name(name: str) -> str:
     if not USER_NAME_RE.match(name):
         raise UserInputError(

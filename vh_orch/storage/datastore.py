@@ -194,9 +194,15 @@ def download_uri(uri: str, dest: Path, datastore_settings: object = None) -> tup
     else with the SDK's defaults (boto3 honours AWS_ENDPOINT_URL_S3; GCS uses Application
     Default Credentials).
     """
-    scheme = urlparse(uri).scheme
-    if scheme == "file":
+    if urlparse(uri).scheme == "file":
         return copy_with_sha256(file_uri_path(uri), dest)
+    return bucket_datastore(uri, datastore_settings).get(uri, dest)  # type: ignore[attr-defined]
+
+
+def bucket_datastore(uri: str, datastore_settings: object = None) -> Datastore:
+    """The S3 or GCS datastore of an s3:// or gs:// object's bucket, with the endpoint and credentials
+    of datastore_settings when it names a datastore of the same kind (see download_uri)."""
+    scheme = urlparse(uri).scheme
     if scheme not in ("s3", "gs"):
         raise ConfigError(f"unsupported datastore URI {uri!r}")
     resolved = _resolve_setting(datastore_settings)
@@ -206,12 +212,12 @@ def download_uri(uri: str, dest: Path, datastore_settings: object = None) -> tup
 
         bucket, _ = split_gs_uri(uri)
         where = {k: own[k] for k in ("endpoint_url", "project", "credentials") if k in own}
-        return GCSDatastore(f"gs://{bucket}", **where).get(uri, dest)
+        return GCSDatastore(f"gs://{bucket}", **where)
     from vh_orch.storage.s3 import S3Datastore, split_s3_uri
 
     bucket, _ = split_s3_uri(uri)
     where = {k: own[k] for k in ("endpoint_url", "region") if k in own}
-    return S3Datastore(f"s3://{bucket}", **where).get(uri, dest)
+    return S3Datastore(f"s3://{bucket}", **where)
 
 
 def copy_with_sha256(source: Path, dest: Path) -> tuple[int, str]:

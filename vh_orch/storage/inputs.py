@@ -22,9 +22,15 @@ class InputFetchError(Exception):
     """An input could not be fetched; the message becomes the execution's status reason."""
 
 
-def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool]) -> str:
-    """Check one input URL at submit time; a local path becomes a file:// URL."""
+def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool], local_ok: bool = True) -> str:
+    """Check one input URL at submit time; a local path becomes a file:// URL.
+
+    local_ok=False (a submission over the HTTP API): paths and file:// URLs are refused, since the
+    server's files are not the caller's to read."""
     url = url.strip()
+    if not local_ok and ("://" not in url or urlparse(url).scheme == "file"):
+        raise UserInputError(f"input {name!r}: {url!r} is a file on the server, which an API submission cannot "
+                             "use; give an http(s)://, s3://, gs:// or datum:// URL")
     if "://" not in url:
         path = Path(url).expanduser()
         if not path.is_file():

@@ -70,6 +70,32 @@ def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snaps
     return Snapshot(kind="git", identifier=sha, ref=ref, config_yaml=config_yaml)
 
 
+def fetch_mirror(mirror_path: Path) -> list[tuple[str, str]]:
+    """Update the mirror from its origin; returns (ref, sha) of every branch or tag that moved or appeared."""
+    repo = git.Repo(str(mirror_path))
+    before = _refs(repo)
+    try:
+        repo.git.remote("update", "--prune", env=_git_env())
+    except git.GitCommandError as exc:
+        raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
+    return [(ref, sha) for ref, sha in sorted(_refs(repo).items()) if before.get(ref) != sha]
+
+
+def mirror_commits(mirror_path: Path, limit: int) -> list[tuple[str, str]]:
+    """(sha, committer time ISO 8601) of the mirror's commits on every ref, newest first."""
+    repo = git.Repo(str(mirror_path))
+    try:
+        out = repo.git.log("--all", f"--max-count={limit}", "--format=%H %cI")
+    except git.GitCommandError:  # an empty repository
+        return []
+    return [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]  # type: ignore[misc]
+
+
+def _refs(repo: git.Repo) -> dict[str, str]:
+    out = repo.git.for_each_ref("--format=%(refname:short) %(objectname)", "refs/heads", "refs/tags")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
 def extract_git(mirror_path: Path, sha: str, dest: Path) -> None:
     repo = git.Repo(str(mirror_path))
     buf = io.BytesIO()

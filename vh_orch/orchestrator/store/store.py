@@ -2,8 +2,9 @@
 
 from vh_orch.orchestrator.store.core import CoreStore
 from vh_orch.orchestrator.store.fleet import FleetStore
+from vh_orch.orchestrator.store.queries import QueriesStore
 from vh_orch.orchestrator.store.users import UsersStore
 
 
-class Store(UsersStore, FleetStore, CoreStore):
+class Store(QueriesStore, UsersStore, FleetStore, CoreStore):
     """The one object the rest of vh-orch uses to read and write state."""

@@ -1,0 +1,297 @@
+"""Who may do what through the HTTP API, and what hostile input does (nothing). Real daemon, real HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from conftest import EXAMPLE, VhOrch
+from test_users import database_bytes
+
+TIMEOUT = 60
+
+
+def package(files: dict[str, bytes], hostile: Callable[[tarfile.TarFile], None] | None = None) -> bytes:
+    """A gzipped tar like the one `vh exec run --adhoc` uploads, with hostile members added."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if hostile is not None:
+            hostile(tar)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def example_files() -> dict[str, bytes]:
+    return {p.relative_to(EXAMPLE).as_posix(): p.read_bytes() for p in EXAMPLE.rglob("*") if p.is_file()}
+
+
+class Client:
+    def __init__(self, api: str, token: str) -> None:
+        self.api = api
+        self.headers = {"Authorization": f"Token {token}"}
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.url(path), headers={**self.headers, **kw.pop("headers", {})}, timeout=TIMEOUT, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return requests.post(self.url(path), headers={**self.headers, **kw.pop("headers", {})}, timeout=TIMEOUT, **kw)
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.api}{path}"
+
+    def upload(self, project_id: str, data: bytes, yaml_path: str = "valohai.yaml") -> requests.Response:
+        return self.post(f"/api/v0/projects/{project_id}/import-package/",
+                         files={"data": ("data.tgz", data, "application/gzip")},
+                         data={"yaml_path": yaml_path, "description": "test"})
+
+
+def project_id(client: Client, name: str) -> str:
+    found = [p["id"] for p in client.get("/api/v0/projects/").json()["results"] if p["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+@pytest.fixture
+def two_users(vh: VhOrch) -> tuple[VhOrch, Client, Client]:
+    vh("env", "update", "local", "--runtime", "process")
+    vh("user", "add", "alice")
+    vh("user", "add", "bob")
+    vh("project", "add", "mine", "--owner", "alice")
+    vh("project", "add", "bobs", "--owner", "bob")
+    vh.start_daemon()
+    api = vh.api_url()
+    return vh, Client(api, vh.json("user", "token", "alice")["token"]), Client(api, vh.json("user", "token", "bob")["token"])
+
+
+def run_train(vh: VhOrch, client: Client, project: str, **extra: Any) -> dict[str, Any]:
+    pid = project_id(client, project)
+    uploaded = client.upload(pid, package(example_files()))
+    assert uploaded.status_code == 201, uploaded.text
+    answer = client.post("/api/v0/executions/", json={
+        "project": pid, "commit": uploaded.json()["identifier"], "step": "train",
+        "parameters": {"epochs": 2, "learning_rate": 0.1, "model": "linear"}, "inputs": {"dataset": []},
+        **extra})
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def test_another_users_project_answers_404_to_everything(two_users: tuple[VhOrch, Client, Client]) -> None:
+    vh, alice, bob = two_users
+    created = run_train(vh, alice, "mine")
+    final = vh.wait(created["id"])
+    assert final["status"] == "complete" and final["user"] == "alice"
+    datum = final["outputs"][0]["id"]
+    pid = project_id(alice, "mine")
+    eid = created["id"]
+
+    assert alice.get(f"/api/v0/executions/{pid}:1/").json()["id"] == eid
+    assert alice.get(f"/api/v0/data/{datum}/download/").content == Path(
+        final["outputs"][0]["uri"].removeprefix("file://")).read_bytes()
+
+    for path in (f"/api/v0/projects/{pid}/", f"/api/v0/executions/?project={pid}", f"/api/v0/executions/{eid}/",
+                 f"/api/v0/executions/{pid}:1/", f"/api/v0/executions/{pid}:latest/",
+                 f"/api/v0/executions/{eid}/events/", f"/api/v0/executions/{eid}/metadata/",
+                 f"/api/v0/executions/{eid}/stream/", f"/api/v0/data/?output_execution={eid}",
+                 f"/api/v0/data/{datum}/download/", f"/api/v0/commits/?project={pid}",
+                 f"/api/v0/commits/{created['commit']['identifier']}/?project={pid}",
+                 f"/api/v0/projects/{pid}/commits/"):
+        answer = bob.get(path)
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json() == {"detail": "Not found."}
+    assert bob.get("/api/v0/executions/").json()["results"] == []
+    assert bob.get("/api/v0/projects/").json()["count"] == 1  # only bobs
+
+    before = vh.json("exec", "list")
+    for path, body in ((f"/api/v0/executions/{eid}/stop/", None), (f"/api/v0/projects/{pid}/fetch/", None),
+                       (f"/api/v0/executions/{eid}/run-again/", {"parameters": {"epochs": 1}}),
+                       ("/api/v0/executions/", {"project": pid, "commit": created["commit"]["identifier"],
+                                                "step": "train"})):
+        answer = bob.post(path, json=body)
+        assert answer.status_code == 404, (path, answer.text)
+    assert bob.upload(pid, package(example_files())).status_code == 404
+    assert vh.json("exec", "list") == before
+
+    # Bob cannot read Alice's output through an input of his own execution either.
+    bobs = project_id(bob, "bobs")
+    uploaded = bob.upload(bobs, package(example_files())).json()
+    refused = bob.post("/api/v0/executions/", json={"project": bobs, "commit": uploaded["identifier"],
+                                                    "step": "evaluate", "inputs": {"model": [f"datum://{datum}"]}})
+    assert refused.status_code == 400
+    assert "no datum" in refused.json()["inputs"][0]["message"]
+    # ...nor a file of the server's.
+    for url in ("/etc/passwd", "file:///etc/passwd"):
+        refused = bob.post("/api/v0/executions/", json={"project": bobs, "commit": uploaded["identifier"],
+                                                        "step": "evaluate", "inputs": {"model": [url]}})
+        assert refused.status_code == 400 and "file on the server" in refused.json()["inputs"][0]["message"]
+    assert vh.json("exec", "list") == before
+
+    # Shared with bob, the project is his to use.
+    vh("project", "share", "mine", "bob")
+    assert bob.get(f"/api/v0/executions/{pid}:1/").json()["id"] == eid
+    again = bob.post(f"/api/v0/executions/{eid}/run-again/", json={"parameters": {"epochs": 1}})
+    assert again.status_code == 201, again.text
+    assert again.json()["parameters"] == {"epochs": 1, "learning_rate": 0.1, "model": "linear"}
+    assert again.json()["creator"] == {"username": "bob"}
+
+
+def _link(tar: tarfile.TarFile, kind: bytes, name: str, target: str = "") -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = target
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = 1, 3
+    tar.addfile(info)
+
+
+HOSTILE: dict[str, Callable[[tarfile.TarFile], None]] = {
+    "dot-dot": lambda tar: tar.addfile(*_file("../escaped.txt")),
+    "nested dot-dot": lambda tar: tar.addfile(*_file("code/../../escaped.txt")),
+    "absolute": lambda tar: tar.addfile(*_file("/tmp/vh-orch-escaped.txt")),
+    "symlink": lambda tar: _link(tar, tarfile.SYMTYPE, "passwd", "/etc/passwd"),
+    "hard link": lambda tar: _link(tar, tarfile.LNKTYPE, "shadow", "/etc/shadow"),
+    "device": lambda tar: _link(tar, tarfile.CHRTYPE, "null"),
+    "fifo": lambda tar: _link(tar, tarfile.FIFOTYPE, "pipe"),
+}
+
+
+def _file(name: str) -> tuple[tarfile.TarInfo, io.BytesIO]:
+    info = tarfile.TarInfo(name)
+    info.size = 3
+    return info, io.BytesIO(b"bad")
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_archives_are_refused_and_write_nothing(two_users: tuple[VhOrch, Client, Client], kind: str) -> None:
+    vh, alice, _ = two_users
+    pid = project_id(alice, "mine")
+    answer = alice.upload(pid, package(example_files(), HOSTILE[kind]))
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["data"][0]["message"]
+    assert "nothing was stored" in message
+    assert alice.get(f"/api/v0/commits/?project={pid}").json()["results"] == []
+    adhoc = vh.home / "adhoc"
+    assert [p for p in adhoc.rglob("*") if p.is_file()] == []
+    assert not (vh.home.parent / "escaped.txt").exists() and not Path("/tmp/vh-orch-escaped.txt").exists()
+
+
+def test_uploads_are_checked_and_capped(vh: VhOrch) -> None:
+    vh("user", "add", "alice")
+    vh("project", "add", "mine", "--owner", "alice")
+    vh.env["VH_ORCH_MAX_UPLOAD_MB"] = "1"
+    vh.start_daemon()
+    alice = Client(vh.api_url(), vh.json("user", "token", "alice")["token"])
+    pid = project_id(alice, "mine")
+
+    big = package({"valohai.yaml": b"- step: {name: a, image: x, command: 'true'}\n",
+                   "blob.bin": os.urandom(2 * 1024 * 1024)})  # random: gzip cannot shrink it
+    assert len(big) > 1024 * 1024
+    too_big = alice.upload(pid, big)
+    assert too_big.status_code == 413 and "limit" in too_big.json()["data"][0]["message"]
+
+    cases = {
+        "not an archive": (b"just some bytes", "data"),
+        "no valohai.yaml": (package({"train.py": b"print(1)\n"}), "yaml_path"),
+        "bad valohai.yaml": (package({"valohai.yaml": b"- step: {name: a, command: 3, image: [1]}\n"}), "yaml_path"),
+    }
+    for what, (data, field) in cases.items():
+        answer = alice.upload(pid, data)
+        assert answer.status_code == 400, (what, answer.text)
+        assert list(answer.json()) == [field], (what, answer.json())
+    assert alice.upload(pid, package(example_files()), yaml_path="../valohai.yaml").json()["yaml_path"]
+    assert alice.get(f"/api/v0/commits/?project={pid}").json()["results"] == []
+    assert [p for p in (vh.home / "adhoc").rglob("*") if p.is_file()] == []
+
+    good = alice.upload(pid, package(example_files()))
+    assert good.status_code == 201
+    ident = good.json()["identifier"]
+    assert ident == "~" + hashlib.sha256(package(example_files())).hexdigest()
+    assert alice.get(f"/api/v0/commits/{ident}/?project={pid}").json()["adhoc"] is True
+
+
+def test_bad_submissions_name_the_field_and_write_nothing(two_users: tuple[VhOrch, Client, Client]) -> None:
+    vh, alice, _ = two_users
+    pid = project_id(alice, "mine")
+    commit = alice.upload(pid, package(example_files())).json()["identifier"]
+    base = {"project": pid, "commit": commit, "step": "train"}
+    cases = [
+        ({**base, "parameters": {"epochs": "many"}}, "parameters", "epochs"),
+        ({**base, "parameters": {"epochs": 5000}}, "parameters", "epochs"),
+        ({**base, "parameters": {"model": "forest"}}, "parameters", "model"),
+        ({**base, "parameters": {"nope": 1}}, "parameters", "nope"),
+        ({**base, "parameters": {"epochs": {"$gt": 1}}}, "parameters", ""),
+        ({**base, "step": "nope"}, "step", "nope"),
+        ({**base, "commit": "~" + "0" * 64}, "commit", "ad-hoc package"),
+        ({**base, "commit": "deadbeef"}, "commit", "no repository"),
+        ({**base, "environment": "gpu-nowhere"}, "environment", "gpu-nowhere"),
+        ({**base, "inputs": {"dataset": ["ftp://example.invalid/x"]}}, "inputs", "unsupported"),
+        ({**base, "image": "bad image name;rm -rf /"}, "image", "not a valid image"),
+        ({**base, "priority": "high"}, "priority", ""),
+        ({"project": pid, "step": "train"}, "commit", ""),
+    ]
+    for body, field, words in cases:
+        answer = alice.post("/api/v0/executions/", json=body)
+        assert answer.status_code == 400, (body, answer.text)
+        errors = answer.json()
+        assert field in errors, (body, errors)
+        assert words in errors[field][0]["message"], (body, errors)
+        assert errors[field][0]["code"]
+    assert vh.json("exec", "list") == []
+    not_json = alice.post("/api/v0/executions/", data=b"{nope", headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400
+    assert vh.json("exec", "list") == []
+    assert database_bytes(vh.home)  # the database is still readable
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(vh: VhOrch) -> None:
+    vh("user", "add", "alice")
+    vh("project", "add", "mine", "--owner", "alice")
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+    vh.start_daemon()
+    alice = Client(vh.api_url(), vh.json("user", "token", "alice")["token"])
+    answer = alice.get("/api/v0/projects/", headers=forwarded).json()
+    assert answer["results"][0]["url"].startswith(vh.api_url())  # the headers were not believed
+    vh.stop_daemon()
+
+    vh.env["VH_ORCH_TRUSTED_PROXIES"] = "127.0.0.1"
+    vh.start_daemon()
+    alice.api = vh.api_url()
+    host = alice.api.removeprefix("http://")
+    answer = alice.get("/api/v0/projects/", headers=forwarded).json()
+    assert answer["results"][0]["url"].startswith(f"https://{host}/")
+    vh.stop_daemon()
+
+    vh.env["VH_ORCH_TRUSTED_PROXIES"] = "not-an-address"
+    bad = vh("serve", check=False)
+    assert bad.returncode != 0 and "--trusted-proxy 'not-an-address'" in bad.stderr
+
+
+def test_api_submissions_count_against_the_callers_quota(two_users: tuple[VhOrch, Client, Client]) -> None:
+    vh, alice, bob = two_users
+    vh("quota", "set", "alice", "1")
+    idle = package({"valohai.yaml": b"- step: {name: idle, image: x, command: sleep 300}\n"})
+    made = []
+    for client, project in ((alice, "mine"), (alice, "mine"), (bob, "bobs")):
+        pid = project_id(client, project)
+        commit = client.upload(pid, idle).json()["identifier"]
+        answer = client.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "idle"})
+        assert answer.status_code == 201, answer.text
+        made.append(answer.json())
+    statuses = [vh.json("exec", "info", str(e["id"]))["status"] for e in made]
+    assert statuses[0] in ("queued", "started") and statuses[1] == "created"  # alice's second waits
+    assert statuses[2] in ("queued", "started")  # bob has no quota
+    assert [e["creator"]["username"] for e in made] == ["alice", "alice", "bob"]
+    for e in made:
+        vh("exec", "stop", str(e["id"]))

@@ -1,0 +1,175 @@
+"""Code: ad-hoc packages uploaded by `vh exec run --adhoc`, and the commits of a project's Git mirror."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import git
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from python_multipart import FormParser
+from python_multipart.multipart import parse_options_header
+
+from vh_orch.api.auth import CurrentUser
+from vh_orch.api.deps import clamp_page, field_error, not_found, page_json, settings_of, store_of, visible_project
+from vh_orch.api.shapes import commit_json
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.models import Commit, Project
+from vh_orch.storage.packages import PackageError, inspect_package, keep_package
+from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits
+
+router = APIRouter(prefix="/api/v0")
+SHA_CHARS = frozenset("0123456789abcdef")
+
+
+@router.post("/projects/{project_id}/import-package/", status_code=201)
+async def import_package(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
+    """Keep an uploaded package (multipart: `data` a tar, gzipped or not; `yaml_path`; `description`)
+    as an ad-hoc commit. The body streams to disk and stops at the size cap; every member is checked
+    before anything is kept."""
+    project = await run_in_threadpool(visible_project, request, user, project_id)
+    settings = settings_of(request)
+    cap = request.app.state.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise field_error("data", f"the upload is {int(declared)} bytes; the limit is {cap} bytes "
+                          "(`vh-orch serve --max-upload-mb`)", code="too_large", status=413)
+    uploads = settings.adhoc_dir / ".uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=uploads) as work:
+        body = Path(work) / "body"
+        size = 0
+        with open(body, "wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise field_error("data", f"the upload is larger than the limit of {cap} bytes "
+                                      "(`vh-orch serve --max-upload-mb`)", code="too_large", status=413)
+                fh.write(chunk)
+        return await run_in_threadpool(_keep_upload, request, project, body, Path(work))
+
+
+def _keep_upload(request: Request, project: Project, body: Path, work: Path) -> dict[str, Any]:
+    fields: dict[str, str] = {}
+    files: dict[str, Path] = {}
+
+    def on_field(f: Any) -> None:
+        fields[(f.field_name or b"").decode("utf-8", "replace")] = (f.value or b"").decode("utf-8", "replace")
+
+    def on_file(f: Any) -> None:
+        f.flush_to_disk()
+        f.file_object.flush()
+        files[(f.field_name or b"").decode("utf-8", "replace")] = Path(f.actual_file_name.decode())
+
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise field_error("data", "send the package as multipart/form-data with a file field `data`")
+    try:
+        # Files go to the work folder (on the archive store's disk, so keeping one is a rename).
+        parser = FormParser("multipart/form-data", on_field, on_file, boundary=_boundary(content_type),
+                            config={"UPLOAD_DIR": str(work), "UPLOAD_DELETE_TMP": False})
+        with open(body, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                parser.write(chunk)
+        parser.finalize()
+    except Exception as exc:  # python-multipart's errors for malformed bodies
+        raise field_error("data", f"the multipart body cannot be read: {exc}") from None
+    data = files.get("data")
+    if data is None:
+        raise field_error("data", "no file field `data` in the upload", code="required")
+    try:
+        package = inspect_package(data, fields.get("yaml_path", "") or CONFIG_FILE,
+                                  max_unpacked=request.app.state.max_upload_bytes * 4)
+    except PackageError as exc:
+        raise field_error(exc.field, str(exc)) from None
+    settings = settings_of(request)
+    kept = keep_package(data, package, settings.adhoc_dir)
+    description = fields.get("description", "").strip()[:200] or "uploaded package"
+    commit = store_of(request).get_or_create_commit(
+        project_id=project.id,  # type: ignore[arg-type]
+        kind="adhoc", identifier=package.identifier, config_yaml=package.config_yaml,
+        ref=description, archive_path=str(kept))
+    return commit_json(request, commit)
+
+
+@router.get("/commits/")
+def commits(request: Request, user: CurrentUser, project: str, adhoc: str | None = None,
+            limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
+    """A project's commits: its mirror's (newest first), and its ad-hoc packages unless `adhoc=false`."""
+    p = visible_project(request, user, project)
+    limit, offset = clamp_page(limit, offset)
+    rows = [commit_json(request, c) for c in _git_commits(p, limit + offset)]
+    if (adhoc or "").lower() not in ("false", "0", "no"):
+        rows += [commit_json(request, c) for c in store_of(request).adhoc_commits(p.id)]  # type: ignore[arg-type]
+    rows.sort(key=lambda c: c["commit_time"], reverse=True)
+    return page_json(request, len(rows), limit, offset, rows[offset:offset + limit])
+
+
+@router.get("/projects/{project_id}/commits/")
+def project_commits(request: Request, user: CurrentUser, project_id: str) -> list[dict[str, Any]]:
+    p = visible_project(request, user, project_id)
+    return [commit_json(request, c) for c in _git_commits(p, 1000)]
+
+
+@router.get("/commits/{identifier}/", name="commit")
+def commit(request: Request, user: CurrentUser, identifier: str, project: str | None = None,
+           include: str | None = None) -> dict[str, Any]:
+    """One commit: `~<sha256>` an ad-hoc package, else a Git sha (or its prefix) in the project's mirror."""
+    if project is None:
+        raise field_error("project", "give the project's id: ?project=ID", code="required")
+    p = visible_project(request, user, project)
+    found = _find_commit(request, p, identifier)
+    if found is None:
+        raise not_found()
+    return commit_json(request, found, include_config="config" in (include or "").split(","))
+
+
+@router.post("/projects/{project_id}/fetch/")
+def fetch(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
+    """Fetch the project's repository into its mirror; lists the refs that moved."""
+    p = visible_project(request, user, project_id)
+    if not p.mirror_path:
+        return {"commits": [], "errors": [f"project {p.name} has no repository (ad-hoc runs only)"]}
+    try:
+        moved = fetch_mirror(Path(p.mirror_path))
+    except UserInputError as exc:
+        return {"commits": [], "errors": [str(exc)]}
+    return {"commits": [{"ref": ref, "identifier": sha} for ref, sha in moved], "errors": []}
+
+
+def _git_commits(p: Project, limit: int) -> list[Commit]:
+    if not p.mirror_path:
+        return []
+    return [Commit(project_id=p.id, kind="git", identifier=sha, config_yaml="",  # type: ignore[arg-type]
+                   created_at=datetime.fromisoformat(when))
+            for sha, when in mirror_commits(Path(p.mirror_path), limit)]
+
+
+def _find_commit(request: Request, p: Project, identifier: str) -> Commit | None:
+    if identifier.startswith("~"):
+        return store_of(request).find_commit(p.id, "adhoc", identifier[1:])  # type: ignore[arg-type]
+    if not p.mirror_path or not 4 <= len(identifier) <= 40 or not set(identifier) <= SHA_CHARS:
+        return None
+    repo = git.Repo(p.mirror_path)
+    try:
+        sha = repo.git.rev_parse("--verify", "--end-of-options", f"{identifier}^{{commit}}")
+        when = repo.git.log("-1", "--format=%cI", sha)
+    except git.GitCommandError:
+        return None
+    try:
+        config = repo.git.show(f"{sha}:{CONFIG_FILE}")
+    except git.GitCommandError:
+        config = ""
+    return Commit(project_id=p.id, kind="git", identifier=sha, config_yaml=config,  # type: ignore[arg-type]
+                  created_at=datetime.fromisoformat(when))
+
+
+def _boundary(content_type: str) -> bytes:
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise field_error("data", "the multipart body has no boundary in its Content-Type")
+    return boundary

@@ -1,0 +1,109 @@
+"""What every route needs: the store and settings, who may see which project and execution, pages."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from vh_orch.orchestrator.models import Execution, Project, User
+from vh_orch.orchestrator.store import Store
+from vh_orch.settings import Settings
+
+NOT_FOUND = "Not found."
+MAX_LIMIT = 10_000  # the client asks for up to 9001 at once
+
+
+def store_of(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def not_found() -> HTTPException:
+    return HTTPException(404, NOT_FOUND)
+
+
+def field_error(field: str, message: str, code: str = "invalid", status: int = 400) -> HTTPException:
+    """The shape the `vh` client prints as `field: * message (code: X)`."""
+    return HTTPException(status, {field: [{"message": message, "code": code}]})
+
+
+def parse_id(text: str | int, what: str = "id") -> int:
+    """A numeric id from a path or query; anything else is simply not found."""
+    if isinstance(text, int):
+        return text
+    if not text.isdigit() or len(text) > 18:
+        raise not_found()
+    return int(text)
+
+
+def project_public_id(project_id: int) -> str:
+    """A project's id as the API shows it: a UUID, as Valohai's are (`vh --project` and
+    VALOHAI_PROJECT accept only UUIDs), made of the row id, so either form finds it."""
+    return str(uuid.UUID(int=project_id))
+
+
+def parse_project_id(text: str | int) -> int:
+    if isinstance(text, int) or text.isdigit():
+        return parse_id(text)
+    try:
+        value = uuid.UUID(text).int
+    except ValueError:
+        raise not_found() from None
+    if value >= 2**63:
+        raise not_found()
+    return value
+
+
+def visible_project(request: Request, user: User, project_id: str | int) -> Project:
+    """The project if this user may see it; 404 otherwise, whether or not it exists."""
+    store = store_of(request)
+    pid = parse_project_id(project_id)
+    if not store.can_see(user, pid):
+        raise not_found()
+    return store.get_project_by_id(pid)
+
+
+def visible_execution(request: Request, user: User, ref: str) -> Execution:
+    """An execution by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 unless this
+    user may see its project."""
+    store = store_of(request)
+    project_part, sep, counter_part = ref.partition(":")
+    if sep:
+        project = visible_project(request, user, project_part)
+        counter = None if counter_part == "latest" else parse_id(counter_part.lstrip("#"))
+        found = store.execution_by_counter(project.id, counter)  # type: ignore[arg-type]
+        if found is None:
+            raise not_found()
+        return found
+    try:
+        execution = store.get_execution(parse_id(ref))
+    except Exception:
+        raise not_found() from None
+    if not store.can_see(user, execution.project_id):
+        raise not_found()
+    return execution
+
+
+def clamp_page(limit: int | None, offset: int | None, default: int = 100) -> tuple[int, int]:
+    limit = default if limit is None or limit <= 0 else min(limit, MAX_LIMIT)
+    return limit, max(offset or 0, 0)
+
+
+def page_json(request: Request, total: int, limit: int, offset: int, results: Sequence[Any]) -> dict[str, Any]:
+    """A Django REST framework style page: count, next, previous (absolute URLs or None), results."""
+
+    def at(new_offset: int) -> str:
+        return str(request.url.include_query_params(limit=limit, offset=new_offset))
+
+    return {
+        "count": total,
+        "next": at(offset + limit) if offset + limit < total else None,
+        "previous": at(max(offset - limit, 0)) if offset > 0 else None,
+        "results": list(results),
+    }

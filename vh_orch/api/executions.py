@@ -1,0 +1,332 @@
+"""Executions: submit, list (filtered, sorted by a column or a metadata key, paged), read, follow, stop,
+run again. Valohai's shapes where the `vh` client reads them, vh-orch's own fields beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from vh_orch.api.auth import CurrentUser
+from vh_orch.api.deps import (
+    clamp_page,
+    field_error,
+    page_json,
+    settings_of,
+    store_of,
+    visible_execution,
+    visible_project,
+)
+from vh_orch.api.shapes import event_json, execution_json
+from vh_orch.errors import NotFound, UserInputError
+from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, User
+from vh_orch.orchestrator.store.queries import ExecutionFilter
+from vh_orch.orchestrator.submit import SubmitRequest, submit
+from vh_orch.timeutil import iso
+
+router = APIRouter(prefix="/api/v0")
+INCOMPLETE = ("created", "queued", "started", "stopping")
+STREAM_POLL_S = 0.05
+STREAM_KEEPALIVE_S = 15.0
+DEFAULT_EVENTS = 5000
+
+Value = str | int | float | bool | None
+
+
+class ExecutionCreate(BaseModel):
+    """The body `vh exec run` sends (fields it sends that vh-orch has no use for are accepted and ignored:
+    tags, runtime_config, environment_variable_groups)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    project: str | int
+    commit: str = Field(min_length=1, max_length=200)
+    step: str = Field(min_length=1, max_length=1000)
+    parameters: dict[str, Value | list[Value]] = Field(default_factory=dict)
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict)
+    environment_variables: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    environment: str | None = Field(default=None, max_length=200)
+    image: str | None = Field(default=None, max_length=1000)
+    title: str | None = Field(default=None, max_length=1000)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    time_limit: int | None = Field(default=None, ge=0)
+    tags: list[str] = Field(default_factory=list)
+
+
+class RunAgain(BaseModel):
+    """Run an execution again: the same commit, step, inputs and environment, with these changes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Value | list[Value]] = Field(default_factory=dict)
+    inputs: dict[str, str | list[str]] | None = None
+    environment: str | None = Field(default=None, max_length=200)
+    image: str | None = Field(default=None, max_length=1000)
+    title: str | None = Field(default=None, max_length=1000)
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+
+
+# -- submitting ----------------------------------------------------------------------------------
+
+@router.post("/executions/", status_code=201)
+def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate) -> dict[str, Any]:
+    """Queue an execution of a step at a commit (`~<sha256>` for an uploaded package). Values are
+    checked exactly as `vh-orch exec run` checks them; the quota is the caller's."""
+    project = visible_project(request, user, body.project)
+    commit = body.commit.strip()
+    adhoc = commit[1:] if commit.startswith("~") else None
+    parameters = _assignments("parameters", body.parameters)
+    inputs = _assignments("inputs", body.inputs)
+    env_vars = _assignments("environment_variables", body.environment_variables)
+    return _submit(request, user, SubmitRequest(
+        project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
+        environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
+        image=body.image, title=body.title, priority=body.priority))
+
+
+@router.post("/executions/{ref}/run-again/", status_code=201)
+def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> dict[str, Any]:
+    """A new execution like this one (same commit, step, inputs, environment variables), with the
+    parameters given here replacing its own."""
+    store = store_of(request)
+    e = visible_execution(request, user, ref)
+    project = store.get_project_by_id(e.project_id)
+    commit = store.get_commit(e.commit_id)
+    params = {**e.parameters, **body.parameters}
+    inputs = e.inputs if body.inputs is None else body.inputs
+    return _submit(request, user, SubmitRequest(
+        project=project.name, step=e.step,
+        commit=commit.identifier if commit.kind == "git" else None,
+        stored_adhoc=commit.identifier if commit.kind == "adhoc" else None,
+        environment=body.environment or store.get_environment_by_id(e.environment_id).name,
+        parameters=_assignments("parameters", params), inputs=_assignments("inputs", inputs),
+        environment_variables=[f"{k}={v}" for k, v in e.environment_variables.items()],
+        image=body.image or e.image, title=body.title if body.title is not None else e.title,
+        priority=e.priority if body.priority is None else body.priority))
+
+
+def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from vh_orch.orchestrator.daemon import notify_daemon
+
+    store = store_of(request)
+    settings = settings_of(request)
+    visible = store.visible_project_ids(user)
+
+    def datum_visible(datum_id: str) -> bool:
+        if visible is None:
+            return True
+        return store.get_execution(store.get_output(datum_id).execution_id).project_id in visible
+
+    req = replace(req, user=user.name, remote=True, datum_visible=datum_visible)
+    try:
+        execution = submit(store, settings, req)
+    except NotFound as exc:
+        field = "environment" if "environment" in str(exc) else _field_of(str(exc))
+        raise field_error(field, str(exc), code="does_not_exist") from None
+    except UserInputError as exc:
+        raise field_error(_field_of(str(exc)), str(exc)) from None
+    notify_daemon(settings)
+    return _one(request, execution)
+
+
+# Which request field a refusal from submit() is about, by how its message starts.
+_FIELDS = (("unknown parameter", "parameters"), ("parameter", "parameters"), ("unknown input", "inputs"),
+           ("input", "inputs"), ("environment variable", "environment_variables"), ("image", "image"),
+           ("pull policy", "environment"), ("unknown step", "step"), ("commit", "commit"),
+           ("project", "commit"), ("valohai.yaml", "commit"), ("title", "title"), ("step", "step"))
+
+
+def _field_of(message: str) -> str:
+    for prefix, field in _FIELDS:
+        if message.startswith(prefix):
+            return field
+    return "non_field_errors"
+
+
+def _assignments(field: str, values: dict[str, Any]) -> list[str]:
+    """Typed JSON values as the `NAME=VALUE` pairs submit() checks: a list is a multi-value parameter
+    (or several URLs), null or [] is "not given"."""
+    pairs: list[str] = []
+    for name, value in values.items():
+        if "=" in name or not name:
+            raise field_error(field, f"{name!r} is not a valid name")
+        for item in value if isinstance(value, list) else [value]:
+            if item is None:
+                continue
+            if isinstance(item, bool):
+                text = "true" if item else "false"
+            elif isinstance(item, float):
+                if not math.isfinite(item):
+                    raise field_error(field, f"{name}: {item} is not a finite number")
+                text = repr(item)
+            else:
+                text = str(item)
+            pairs.append(f"{name}={text}")
+    return pairs
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+@router.get("/executions/")
+def list_executions(
+    request: Request,
+    user: CurrentUser,
+    project: str | None = None,
+    status: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
+    step: Annotated[list[str], Query()] = [],  # noqa: B006
+    creator: Annotated[list[str], Query()] = [],  # noqa: B006
+    counter: Annotated[list[str], Query()] = [],  # noqa: B006
+    ordering: str = "-counter",
+    limit: int | None = None,
+    offset: int | None = None,
+) -> dict[str, Any]:
+    """Executions of the projects the caller may see. Filters repeat (`status=queued&status=started`;
+    `status=incomplete` is every unfinished one); `ordering` is a column or a metadata key, `-` first
+    for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed)."""
+    store = store_of(request)
+    if project is not None:
+        project_ids: list[int] | None = [visible_project(request, user, project).id]  # type: ignore[list-item]
+    else:
+        project_ids = store.visible_project_ids(user)
+    statuses: list[str] = []
+    for value in status:
+        for one in value.split(","):
+            if one == "incomplete":
+                statuses.extend(INCOMPLETE)
+            elif one in {s.value for s in ExecutionStatus}:
+                statuses.append(one)
+            elif one:
+                raise field_error("status", f"unknown status {one!r}: use one of "
+                                  f"{', '.join(s.value for s in ExecutionStatus)} or incomplete")
+    counters = []
+    for value in counter:
+        for one in value.split(","):
+            if not one.strip().isdigit():
+                raise field_error("counter", f"{one!r} is not a counter (a whole number)")
+            counters.append(int(one))
+    sort = ordering.strip() or "-counter"
+    descending = sort.startswith("-")
+    key = sort.lstrip("-+").removeprefix("metadata.")
+    if not key or len(key) > 200:
+        raise field_error("ordering", "give a column or a metadata key, e.g. -counter or -metadata.accuracy")
+    limit, offset = clamp_page(limit, offset)
+    total, rows = store.query_executions(
+        ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters),
+        sort=("-" if descending else "") + key, limit=limit, offset=offset)
+    return page_json(request, total, limit, offset, _many(request, rows))
+
+
+@router.get("/executions/{ref}/", name="execution")
+def execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
+    """One execution, by id or `{project_id}:{counter}` (or `:latest`)."""
+    return _one(request, visible_execution(request, user, ref))
+
+
+@router.post("/executions/{ref}/stop/", name="stop_execution")
+def stop_execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
+    """Stop it: a queued one at once, a running one within seconds (its outputs are kept)."""
+    from vh_orch.orchestrator.daemon import notify_daemon
+
+    e = visible_execution(request, user, ref)
+    store = store_of(request)
+    if e.status not in FINAL_STATUSES:
+        e = store.request_stop(e.id, f"stopped by {user.name}")  # type: ignore[arg-type]
+        notify_daemon(settings_of(request))
+    return {"id": e.id, "counter": e.counter, "status": e.status,
+            "message": f"execution #{e.counter} is {e.status}"}
+
+
+@router.get("/executions/{ref}/events/", name="execution_events")
+def events(request: Request, user: CurrentUser, ref: str, limit: int | None = None,
+           after: int | None = None, before: int | None = None) -> dict[str, Any]:
+    """Log lines and status changes in order. Without `after`: the last `limit` (default 5000; 0 is
+    all), with `truncated` when there were more; `after=SEQ` pages forward, `before=SEQ` back."""
+    e = visible_execution(request, user, ref)
+    store = store_of(request)
+    total = e.last_seq
+    if limit is not None and limit < 0:
+        raise field_error("limit", "give a number of events, 0 for all")
+    wanted = total if limit == 0 else min(limit or DEFAULT_EVENTS, 100_000)
+    page = store.events_page(e.id, after=after, before=before, limit=max(wanted, 1))  # type: ignore[arg-type]
+    truncated = after is None and bool(page) and page[0].seq > 1
+    return {"total": total, "truncated": truncated, "status": e.status,
+            "events": [event_json(ev) for ev in page]}
+
+
+@router.get("/executions/{ref}/metadata/", name="execution_metadata")
+def metadata(request: Request, user: CurrentUser, ref: str, after: int = 0) -> dict[str, Any]:
+    """Every metadata point printed (with `_time` and its event `_seq`), from after seq `after`; and the
+    latest value of every key."""
+    e = visible_execution(request, user, ref)
+    points = store_of(request).metadata_after(e.id, after)  # type: ignore[arg-type]
+    return {"latest": e.metadata_latest,
+            "points": [{**p.data, "_time": iso(p.time), "_seq": p.seq} for p in points]}
+
+
+@router.get("/executions/{ref}/stream/", name="execution_stream")
+async def stream(request: Request, user: CurrentUser, ref: str, after: int = 0,
+                 last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
+    """Server-Sent Events: every event stored after seq `after` (or the `Last-Event-ID` a reconnecting
+    browser sends), as it is stored: `event: log` / `status` / `metadata` with the event as JSON
+    data and its seq as id; `event: end` once the execution has ended and everything was sent."""
+    e = await run_in_threadpool(visible_execution, request, user, ref)
+    if last_event_id and last_event_id.isdigit():
+        after = int(last_event_id)
+    return StreamingResponse(_event_stream(request, e.id, after), media_type="text/event-stream",  # type: ignore[arg-type]
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _event_stream(request: Request, execution_id: int, after: int) -> AsyncIterator[str]:
+    store = store_of(request)
+    loop = asyncio.get_running_loop()
+    last = after
+    metadata_seq = after
+    quiet_since = loop.time()
+    yield "retry: 1000\n\n"
+    while True:
+        current = await run_in_threadpool(store.get_execution, execution_id)
+        if current.last_seq > last:
+            page = await run_in_threadpool(store.events_page, execution_id, after=last, limit=1000)
+            points = await run_in_threadpool(store.metadata_after, execution_id, metadata_seq)
+            for ev in page:
+                kind = "log" if ev.kind == "log" else "status"
+                yield f"id: {ev.seq}\nevent: {kind}\ndata: {json.dumps(event_json(ev))}\n\n"
+            for p in points:
+                if p.seq <= (page[-1].seq if page else last):
+                    yield f"event: metadata\ndata: {json.dumps({**p.data, '_time': iso(p.time), '_seq': p.seq})}\n\n"
+                    metadata_seq = p.seq
+            if page:
+                last = page[-1].seq
+            quiet_since = loop.time()
+            continue
+        if current.status in FINAL_STATUSES:
+            yield f"event: end\ndata: {json.dumps({'status': current.status, 'reason': current.status_reason})}\n\n"
+            return
+        if await request.is_disconnected():
+            return
+        if loop.time() - quiet_since > STREAM_KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            quiet_since = loop.time()
+        await asyncio.sleep(STREAM_POLL_S)
+
+
+def _one(request: Request, e: Execution) -> dict[str, Any]:
+    return _many(request, [e])[0]
+
+
+def _many(request: Request, rows: list[Execution]) -> list[dict[str, Any]]:
+    store = store_of(request)
+    projects = store.project_names()
+    envs = store.environment_names()
+    commits = store.commits_by_id([e.commit_id for e in rows])
+    return [execution_json(request, e, projects.get(e.project_id, "?"), envs.get(e.environment_id, "?"),
+                           commits.get(e.commit_id)) for e in rows]

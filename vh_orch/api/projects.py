@@ -1,0 +1,72 @@
+"""Login, the caller, and projects (Valohai's API: ../shared/VALOHAI_API.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+
+from vh_orch.api.auth import CurrentUser
+from vh_orch.api.deps import clamp_page, field_error, page_json, store_of, visible_project
+from vh_orch.api.shapes import project_json
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.users import check_project_name, new_token, verify_password
+
+router = APIRouter(prefix="/api/v0")
+
+
+@router.post("/get-token/")
+def get_token(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()]) -> dict[str, str]:
+    """A new API token for a user name and password (failed logins are throttled per name and address)."""
+    store = store_of(request)
+    throttle = request.app.state.throttle
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(username, address)
+    if wait > 0:
+        raise HTTPException(429, {"message": f"too many failed logins: try again in {int(wait) + 1} s",
+                                  "code": "throttled"}, headers={"Retry-After": str(int(wait) + 1)})
+    user = store.find_user(username)
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        throttle.failed(username, address)
+        raise HTTPException(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
+    throttle.succeeded(username)
+    token, digest = new_token()
+    store.add_token(user.id, digest)  # type: ignore[arg-type]
+    return {"token": token}
+
+
+@router.get("/users/me/")
+def me(user: CurrentUser) -> dict[str, Any]:
+    return {"id": user.id, "username": user.name, "is_admin": user.is_admin}
+
+
+@router.get("/projects/")
+def projects(request: Request, user: CurrentUser, limit: int | None = None, offset: int | None = None
+             ) -> dict[str, Any]:
+    store = store_of(request)
+    visible = store.visible_projects(user)
+    people = store.project_people()
+    limit, offset = clamp_page(limit, offset)
+    return page_json(request, len(visible), limit, offset,
+                     [project_json(request, p, people) for p in visible[offset:offset + limit]])
+
+
+@router.post("/projects/", status_code=201)
+def create_project(request: Request, user: CurrentUser, name: Annotated[str, Form()],
+                   description: Annotated[str, Form()] = "") -> dict[str, Any]:
+    """A new project for ad-hoc runs, owned by the caller (linking a repository is an operator's
+    `vh-orch project add NAME --repo URL --owner USER`)."""
+    store = store_of(request)
+    try:
+        check_project_name(name)
+        project = store.create_project(name, None, None, owner_id=user.id)
+    except UserInputError as exc:
+        raise field_error("name", str(exc)) from None
+    return project_json(request, project, store.project_people())
+
+
+@router.get("/projects/{project_id}/")
+def project(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
+    p = visible_project(request, user, project_id)
+    store = store_of(request)
+    return project_json(request, p, store.project_people(), store.status_counts(p.id))  # type: ignore[arg-type]

@@ -1,0 +1,132 @@
+"""The JSON the API answers with, in the shapes (and field names) of Valohai's API, plus vh-orch's own.
+
+Absolute URLs are built from the request (`url_for`), so they carry the caller's own scheme and
+host: the `vh` client sends its token only to the host it logged in to.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+
+from vh_orch.api.deps import project_public_id
+from vh_orch.orchestrator.models import Commit, Execution, ExecutionEvent, Output, Project
+from vh_orch.timeutil import iso, utcnow
+
+
+def url(request: Request, name: str, **params: Any) -> str:
+    return str(request.url_for(name, **{k: str(v) for k, v in params.items()}))
+
+
+def project_json(request: Request, p: Project, people: dict[int, tuple[str, list[str]]],
+                 summary: dict[str, int] | None = None) -> dict[str, Any]:
+    owner, members = people.get(p.id, ("?", []))  # type: ignore[arg-type]
+    out: dict[str, Any] = {
+        "id": project_public_id(p.id),  # type: ignore[arg-type]
+        "name": p.name,
+        "description": "",
+        "owner": {"username": owner},
+        "members": [{"username": m} for m in members],
+        "yaml_path": "valohai.yaml",
+        "repository": p.repo_url,
+        "ctime": iso(p.created_at),
+        "url": url(request, "project", project_id=p.id),
+        "urls": {"display": url(request, "project", project_id=p.id)},
+    }
+    if summary is not None:
+        out["execution_summary"] = {"count": sum(summary.values()),
+                                    **{f"{status}_count": n for status, n in summary.items()}}
+    return out
+
+
+def commit_identifier(c: Commit) -> str:
+    return f"~{c.identifier}" if c.kind == "adhoc" else c.identifier
+
+
+def commit_json(request: Request, c: Commit, include_config: bool = False) -> dict[str, Any]:
+    ident = commit_identifier(c)
+    out: dict[str, Any] = {
+        "identifier": ident,
+        "ref": c.ref,
+        "adhoc": c.kind == "adhoc",
+        "commit_time": iso(c.created_at),
+        "project": project_public_id(c.project_id),
+        "url": str(request.url_for("commit", identifier=ident).include_query_params(
+            project=project_public_id(c.project_id))),
+    }
+    if include_config:
+        out["config"] = c.config_yaml
+    return out
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def duration_s(e: Execution) -> float | None:
+    if e.started_at is None:
+        return None
+    return round((_aware(e.ended_at or utcnow()) - _aware(e.started_at)).total_seconds(), 3)
+
+
+def execution_json(request: Request, e: Execution, project_name: str, env_name: str,
+                   commit: Commit | None) -> dict[str, Any]:
+    """One execution: what `vh exec info/list/logs/outputs` read, and what vh-orch's UI needs."""
+    return {
+        "id": e.id,
+        "counter": e.counter,
+        "url": url(request, "execution", ref=e.id),
+        "status": e.status,
+        "status_reason": e.status_reason,
+        "step": e.step,
+        "title": e.title,
+        "duration": duration_s(e),
+        "project": {"id": project_public_id(e.project_id), "name": project_name},
+        "environment": {"id": e.environment_id, "name": env_name, "slug": env_name},
+        "commit": None if commit is None else {"identifier": commit_identifier(commit), "ref": commit.ref,
+                                               "adhoc": commit.kind == "adhoc"},
+        "image": e.image,
+        "parameters": e.parameters,
+        "inputs": [{"name": name, "urls": urls} for name, urls in e.inputs.items()],
+        "environment_variables": e.environment_variables,
+        "command": e.command,
+        "time_limit": e.time_limit_s,
+        "priority": e.priority,
+        "creator": {"username": e.user},
+        "attempt": e.attempt,
+        "exit_code": e.exit_code,
+        "machine": e.machine_id,
+        "ctime": iso(e.created_at),
+        "queued_at": iso(e.queued_at) if e.queued_at else None,
+        "started_at": iso(e.started_at) if e.started_at else None,
+        "ended_at": iso(e.ended_at) if e.ended_at else None,
+        "metadata": e.metadata_latest,
+        "urls": {
+            "display": url(request, "execution", ref=e.id),
+            "stop": url(request, "stop_execution", ref=e.id),
+            "events": url(request, "execution_events", ref=e.id),
+            "stream": url(request, "execution_stream", ref=e.id),
+            "metadata": url(request, "execution_metadata", ref=e.id),
+        },
+    }
+
+
+def event_json(ev: ExecutionEvent) -> dict[str, Any]:
+    # `time` has microseconds: the client tells events apart by their stream, time and text.
+    return {"seq": ev.seq, "time": iso(ev.time), "stream": ev.stream if ev.kind == "log" else "status",
+            "message": ev.text}
+
+
+def output_json(request: Request, o: Output) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "name": o.name,
+        "size": o.size,
+        "checksums": {"sha256": o.sha256},
+        "datum_url": f"datum://{o.id}",
+        "output_execution": o.execution_id,
+        "ctime": iso(o.created_at),
+        "urls": {"download": url(request, "download_datum", datum_id=o.id)},
+    }

@@ -1,0 +1,134 @@
+"""The reads the HTTP API makes: executions filtered, sorted (by a column or a metadata key's latest
+value) and paged in SQL, counter lookups, event pages from either end, stored commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, or_
+from sqlmodel import col, select
+
+from vh_orch.orchestrator.models import (
+    Commit,
+    Execution,
+    ExecutionEvent,
+    MetadataPoint,
+    Output,
+    Project,
+    ProjectMember,
+    User,
+)
+
+# Columns an execution list may be sorted by; anything else is a metadata key.
+SORT_COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at",
+                "exit_code", "priority", "title", "user", "environment_id", "project_id")
+
+
+@dataclass(frozen=True)
+class ExecutionFilter:
+    """Which executions: None or empty means no restriction on that field."""
+
+    project_ids: Sequence[int] | None = None  # None: every project (an administrator)
+    statuses: Sequence[str] = field(default_factory=tuple)
+    steps: Sequence[str] = field(default_factory=tuple)
+    users: Sequence[str] = field(default_factory=tuple)
+    counters: Sequence[int] = field(default_factory=tuple)
+
+
+class QueriesStore:
+    """Mixed into Store with CoreStore, which provides read()."""
+
+    def visible_project_ids(self, user: User) -> list[int] | None:
+        """The ids of the projects a user may see; None for an administrator (all of them)."""
+        if user.is_admin:
+            return None
+        members = select(ProjectMember.project_id).where(ProjectMember.user_id == user.id)
+        with self.read() as s:  # type: ignore[attr-defined]
+            return list(s.exec(select(Project.id).where(
+                or_(Project.owner_id == user.id, col(Project.id).in_(members)))))
+
+    def find_commit(self, project_id: int, kind: str, identifier: str) -> Commit | None:
+        with self.read() as s:  # type: ignore[attr-defined]
+            return s.exec(select(Commit).where(Commit.project_id == project_id, Commit.kind == kind,
+                                               Commit.identifier == identifier)).first()
+
+    def execution_by_counter(self, project_id: int, counter: int | None) -> Execution | None:
+        """The project's execution with this counter; its newest when counter is None."""
+        query = select(Execution).where(Execution.project_id == project_id)
+        if counter is None:
+            query = query.order_by(col(Execution.counter).desc()).limit(1)
+        else:
+            query = query.where(Execution.counter == counter)
+        with self.read() as s:  # type: ignore[attr-defined]
+            return s.exec(query).first()
+
+    def query_executions(self, where: ExecutionFilter, sort: str = "-id", limit: int = 100,
+                         offset: int = 0) -> tuple[int, list[Execution]]:
+        """(how many match, one page of them). `sort` is a column or a metadata key, `-` first for
+        descending; executions without a value for a metadata key come last either way. Ties
+        are broken by id, in the same direction, so pages never overlap."""
+        conditions = []
+        if where.project_ids is not None:
+            conditions.append(col(Execution.project_id).in_(list(where.project_ids)))
+        for column, values in ((Execution.status, where.statuses), (Execution.step, where.steps),
+                               (Execution.user, where.users), (Execution.counter, where.counters)):
+            if values:
+                conditions.append(col(column).in_(list(values)))
+        descending = sort.startswith("-")
+        key = sort.lstrip("-+")
+        if key in SORT_COLUMNS:
+            value = col(getattr(Execution, key))
+        else:
+            value = Execution.__table__.c.metadata_latest[key].as_float()  # type: ignore[attr-defined]
+        order = [value.is_(None), value.desc() if descending else value.asc(),
+                 col(Execution.id).desc() if descending else col(Execution.id).asc()]
+        with self.read() as s:  # type: ignore[attr-defined]
+            total = s.exec(select(func.count()).select_from(Execution).where(*conditions)).one()
+            rows = list(s.exec(select(Execution).where(*conditions).order_by(*order).offset(offset).limit(limit)))
+        return total, rows
+
+    def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
+                    limit: int = 1000) -> list[ExecutionEvent]:
+        """Events in order: the first `limit` after seq `after`, or the last `limit` before seq
+        `before` (or the log's last `limit` when neither is given)."""
+        query = select(ExecutionEvent).where(ExecutionEvent.execution_id == execution_id)
+        if after is not None:
+            query = query.where(ExecutionEvent.seq > after).order_by(col(ExecutionEvent.seq)).limit(limit)
+            with self.read() as s:  # type: ignore[attr-defined]
+                return list(s.exec(query))
+        if before is not None:
+            query = query.where(ExecutionEvent.seq < before)
+        query = query.order_by(col(ExecutionEvent.seq).desc()).limit(limit)
+        with self.read() as s:  # type: ignore[attr-defined]
+            return list(reversed(list(s.exec(query))))
+
+    def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
+        with self.read() as s:  # type: ignore[attr-defined]
+            return list(s.exec(select(MetadataPoint).where(
+                MetadataPoint.execution_id == execution_id, MetadataPoint.seq > after)
+                .order_by(col(MetadataPoint.seq)).limit(limit)))
+
+    def outputs_page(self, execution_ids: Sequence[int], limit: int, offset: int) -> tuple[int, list[Output]]:
+        condition = col(Output.execution_id).in_(list(execution_ids))
+        with self.read() as s:  # type: ignore[attr-defined]
+            total = s.exec(select(func.count()).select_from(Output).where(condition)).one()
+            rows = list(s.exec(select(Output).where(condition)
+                               .order_by(col(Output.execution_id), col(Output.name)).offset(offset).limit(limit)))
+        return total, rows
+
+    def status_counts(self, project_id: int) -> dict[str, int]:
+        with self.read() as s:  # type: ignore[attr-defined]
+            return dict(s.exec(select(Execution.status, func.count()).where(Execution.project_id == project_id)
+                               .group_by(Execution.status)).all())
+
+    def commits_by_id(self, ids: Sequence[int]) -> dict[int, Commit]:
+        if not ids:
+            return {}
+        with self.read() as s:  # type: ignore[attr-defined]
+            return {c.id: c for c in s.exec(select(Commit).where(col(Commit.id).in_(list(set(ids)))))}  # type: ignore[misc]
+
+    def adhoc_commits(self, project_id: int) -> list[Commit]:
+        with self.read() as s:  # type: ignore[attr-defined]
+            return list(s.exec(select(Commit).where(Commit.project_id == project_id, Commit.kind == "adhoc")
+                               .order_by(col(Commit.id).desc())))
