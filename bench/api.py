@@ -42,6 +42,7 @@ TICKER_YAML = """\
 """
 TICKER_PY = """\
 import sys, time
+time.sleep(3)  # both followers are attached before the first tick
 for i in range(int(sys.argv[1])):
     print("tick", repr(time.time()), flush=True)
     time.sleep(0.05)

@@ -16,8 +16,13 @@ from vh_orch.orchestrator.models import Commit, Execution, ExecutionEvent, Outpu
 from vh_orch.timeutil import iso, utcnow
 
 
-def url(request: Request, name: str, **params: Any) -> str:
-    return str(request.url_for(name, **{k: str(v) for k, v in params.items()}))
+def api_base(request: Request) -> str:
+    """`{scheme}://{host}/api/v0` of this request, worked out once per request (url_for walks every
+    route: it was three quarters of a 100-row list's time)."""
+    base = getattr(request.state, "api_base", None)
+    if base is None:
+        base = request.state.api_base = str(request.base_url).rstrip("/") + "/api/v0"
+    return base  # type: ignore[no-any-return]
 
 
 def project_json(request: Request, p: Project, people: dict[int, tuple[str, list[str]]],
@@ -32,8 +37,8 @@ def project_json(request: Request, p: Project, people: dict[int, tuple[str, list
         "yaml_path": "valohai.yaml",
         "repository": p.repo_url,
         "ctime": iso(p.created_at),
-        "url": url(request, "project", project_id=p.id),
-        "urls": {"display": url(request, "project", project_id=p.id)},
+        "url": f"{api_base(request)}/projects/{p.id}/",
+        "urls": {"display": f"{api_base(request)}/projects/{p.id}/"},
     }
     if summary is not None:
         out["execution_summary"] = {"count": sum(summary.values()),
@@ -53,8 +58,7 @@ def commit_json(request: Request, c: Commit, include_config: bool = False) -> di
         "adhoc": c.kind == "adhoc",
         "commit_time": iso(c.created_at),
         "project": project_public_id(c.project_id),
-        "url": str(request.url_for("commit", identifier=ident).include_query_params(
-            project=project_public_id(c.project_id))),
+        "url": f"{api_base(request)}/commits/{ident}/?project={project_public_id(c.project_id)}",
     }
     if include_config:
         out["config"] = c.config_yaml
@@ -74,10 +78,11 @@ def duration_s(e: Execution) -> float | None:
 def execution_json(request: Request, e: Execution, project_name: str, env_name: str,
                    commit: Commit | None) -> dict[str, Any]:
     """One execution: what `vh exec info/list/logs/outputs` read, and what vh-orch's UI needs."""
+    here = f"{api_base(request)}/executions/{e.id}/"
     return {
         "id": e.id,
         "counter": e.counter,
-        "url": url(request, "execution", ref=e.id),
+        "url": here,
         "status": e.status,
         "status_reason": e.status_reason,
         "step": e.step,
@@ -104,11 +109,11 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
         "ended_at": iso(e.ended_at) if e.ended_at else None,
         "metadata": e.metadata_latest,
         "urls": {
-            "display": url(request, "execution", ref=e.id),
-            "stop": url(request, "stop_execution", ref=e.id),
-            "events": url(request, "execution_events", ref=e.id),
-            "stream": url(request, "execution_stream", ref=e.id),
-            "metadata": url(request, "execution_metadata", ref=e.id),
+            "display": here,
+            "stop": f"{here}stop/",
+            "events": f"{here}events/",
+            "stream": f"{here}stream/",
+            "metadata": f"{here}metadata/",
         },
     }
 
@@ -128,5 +133,5 @@ def output_json(request: Request, o: Output) -> dict[str, Any]:
         "datum_url": f"datum://{o.id}",
         "output_execution": o.execution_id,
         "ctime": iso(o.created_at),
-        "urls": {"download": url(request, "download_datum", datum_id=o.id)},
+        "urls": {"download": f"{api_base(request)}/data/{o.id}/download/"},
     }
