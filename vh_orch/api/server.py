@@ -7,9 +7,15 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.store import Store
+
+if TYPE_CHECKING:  # parse_listen runs before serve loads anything heavy
+    from vh_orch.api.allowlist import Network
+    from vh_orch.orchestrator.metrics import DaemonMetrics
+    from vh_orch.orchestrator.store import Store
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8700"
@@ -26,9 +32,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 class ApiServer:
-    def __init__(self, store: Store, listen: str) -> None:
+    def __init__(self, store: Store, listen: str, metrics_allow: Sequence[Network] | None = None,
+                 daemon_metrics: DaemonMetrics | None = None) -> None:
         import uvicorn
 
+        from vh_orch.api.allowlist import LOOPBACK
         from vh_orch.api.app import create_app
 
         host, port = parse_listen(listen)
@@ -45,7 +53,9 @@ class ApiServer:
         bound = self.sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
-        config = uvicorn.Config(create_app(store), log_config=None, access_log=False, lifespan="off",
+        app = create_app(store, metrics_allow=LOOPBACK if metrics_allow is None else metrics_allow,
+                         daemon_metrics=daemon_metrics)
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
