@@ -147,12 +147,13 @@ class VhOrch:
     def json(self, *args: str, **kw):  # type: ignore[no-untyped-def]
         return self(*args, "--json", **kw).json()
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, *args: str) -> None:
+        """`vh-orch serve` with these options, once it says it started."""
         assert self.daemon is None
         offset = self.daemon_log.stat().st_size if self.daemon_log.exists() else 0
         self.log_offset = offset
         self.daemon = subprocess.Popen(
-            [self.exe, "serve"],
+            [self.exe, "serve", *args],
             env=self.env,
             stdout=open(self.daemon_log, "ab"),
             stderr=subprocess.STDOUT,

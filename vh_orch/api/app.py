@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vh_orch.api.allowlist import LOOPBACK, Network
 from vh_orch.api.auth import LoginThrottle
+from vh_orch.api.metrics import build_registry
+from vh_orch.api.metrics import router as metrics_router
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
+
+if TYPE_CHECKING:
+    from vh_orch.orchestrator.metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 
 
-def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               metrics_allow: Sequence[Network] = LOOPBACK, daemon_metrics: DaemonMetrics | None = None) -> FastAPI:
+    """metrics_allow: the client networks /metrics answers (`--metrics-allow`, parsed by
+    api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any."""
     from vh_orch.api import commits, data, executions, projects
 
     app = FastAPI(title="vh-orch", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None,
@@ -30,8 +41,11 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.settings = settings
     app.state.max_upload_bytes = max_upload_bytes
     app.state.throttle = LoginThrottle()
+    app.state.metrics_allow = tuple(metrics_allow)
+    app.state.metrics_registry = build_registry(store, daemon_metrics)
     for module in (projects, commits, executions, data):
         app.include_router(module.router)
+    app.include_router(metrics_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,10 +8,16 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.store import Store
-from vh_orch.settings import Settings
+
+if TYPE_CHECKING:  # parse_listen runs before serve loads anything heavy
+    from vh_orch.api.allowlist import Network
+    from vh_orch.orchestrator.metrics import DaemonMetrics
+    from vh_orch.orchestrator.store import Store
+    from vh_orch.settings import Settings
 
 log = logging.getLogger(__name__)
 DEFAULT_LISTEN = "127.0.0.1:8700"
@@ -40,10 +46,12 @@ def parse_proxies(text: str) -> list[str]:
 
 
 class ApiServer:
-    def __init__(self, store: Store, settings: Settings, listen: str, *, trusted_proxies: list[str] | None = None,
+    def __init__(self, store: Store, settings: Settings, listen: str, *, metrics_allow: Sequence[Network] | None = None,
+                 daemon_metrics: DaemonMetrics | None = None, trusted_proxies: list[str] | None = None,
                  max_upload_bytes: int | None = None) -> None:
         import uvicorn
 
+        from vh_orch.api.allowlist import LOOPBACK
         from vh_orch.api.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 
         host, port = parse_listen(listen)
@@ -60,7 +68,9 @@ class ApiServer:
         bound = self.sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
-        app = create_app(store, settings, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES)
+        app = create_app(store, settings, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
+                         metrics_allow=LOOPBACK if metrics_allow is None else metrics_allow,
+                         daemon_metrics=daemon_metrics)
         # X-Forwarded-For/-Proto only from the proxies named; from anyone else they are ignored.
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or [],

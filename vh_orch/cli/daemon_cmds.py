@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from vh_orch.api.allowlist import DEFAULT_METRICS_ALLOW
 from vh_orch.cli.common import open_store, settings
 
 
@@ -33,35 +34,56 @@ def serve(
                                         help="Where the HTTP API listens, HOST:PORT (port 0: any free one)")
                       ] = "127.0.0.1:8700",
     no_http: Annotated[bool, typer.Option("--no-http", help="Serve no HTTP API (the CLI still works)")] = False,
+    metrics_allow: Annotated[str, typer.Option(
+        "--metrics-allow", envvar="VH_ORCH_METRICS_ALLOW", metavar="CIDR[,CIDR...]",
+        help="Client addresses that may read /metrics (no token needed; others get 403)",
+    )] = DEFAULT_METRICS_ALLOW,
+    log_format: Annotated[str, typer.Option("--log-format", envvar="VH_ORCH_LOG_FORMAT", metavar="text|json",
+                                            help="The log on stderr: text, or one JSON object a line")] = "text",
     trusted_proxy: Annotated[str, typer.Option(
-        "--trusted-proxy", envvar="VH_ORCH_TRUSTED_PROXIES",
-        help="Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For and "
-             "X-Forwarded-Proto headers are believed; nobody's by default")] = "",
+        "--trusted-proxy", envvar="VH_ORCH_TRUSTED_PROXIES", metavar="ADDRESS[,NETWORK...]",
+        help="Reverse proxies whose X-Forwarded-For and X-Forwarded-Proto headers are believed; nobody's by default",
+    )] = "",
     max_upload_mb: Annotated[int, typer.Option(
         "--max-upload-mb", envvar="VH_ORCH_MAX_UPLOAD_MB", min=1, max=1024 * 1024,
         help="The largest ad-hoc package an API upload may be, in MiB")] = 1024,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
+
+    from vh_orch.cli.logsetup import configure_logging, parse_log_format
+    from vh_orch.errors import VhOrchError
+
+    log_format = parse_log_format(log_format)
+    configure_logging(log_format, verbose)
+    try:
+        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb)
+    except VhOrchError as exc:
+        if log_format != "json":
+            raise  # printed as `error: ...` like any command's
+        logging.getLogger(__name__).error("%s", exc)
+        raise typer.Exit(1) from None
+
+
+def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
+           max_upload_mb: int) -> None:
+    import logging
     import signal
     import threading
 
+    http = not (once or no_http)
+    if http:  # malformed settings are refused before anything starts
+        from vh_orch.api.allowlist import parse_allow
+        from vh_orch.api.server import parse_listen, parse_proxies
+
+        parse_listen(listen)
+        allowed = parse_allow(metrics_allow)
+        proxies = parse_proxies(trusted_proxy)
     from vh_orch.orchestrator.daemon import Daemon
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     s = settings()
     s.ensure_dirs()
     store = open_store(s)
-    http = not (once or no_http)
-    if http:
-        from vh_orch.api.server import parse_listen, parse_proxies
-
-        parse_listen(listen)  # a malformed address is refused before anything starts
-        proxies = parse_proxies(trusted_proxy)
     api = None
     daemon = Daemon(s, store)
     stop = threading.Event()
@@ -81,8 +103,9 @@ def serve(
         if http:
             from vh_orch.api.server import ApiServer
 
-            # After the daemon's claim: a second daemon says so, not "port busy".
-            api = ApiServer(store, s, listen, trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024)
+            # after the daemon's claim: a second daemon says so, not "port busy"
+            api = ApiServer(store, s, listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
+                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024)
             api.start()
         while not stop.wait(1.0):
             pass

@@ -34,6 +34,7 @@ from vh_orch.bootstrap.runtimes import (
 from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
 from vh_orch.errors import ConfigError
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
+from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
@@ -87,9 +88,10 @@ class _Running:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: DaemonMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.metrics = metrics or DaemonMetrics()
         self.hostname = socket.gethostname()
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
@@ -236,14 +238,15 @@ class Daemon:
         return self._reconciler
 
     def reconcile_pass(self) -> None:
-        self._reap()
-        if not self._stopping.is_set():
-            self.reconciler.run_pass()
-            self._settle_unowned()
-        for execution in self.store.executions_in([S.STOPPING]):
-            item = self._running.get(execution.id)  # type: ignore[arg-type]
-            if item is not None:
-                item.runner.stop(execution.status_reason or "stopped by request")
+        with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
+            self._reap()
+            if not self._stopping.is_set():
+                self.reconciler.run_pass()
+                self._settle_unowned()
+            for execution in self.store.executions_in([S.STOPPING]):
+                item = self._running.get(execution.id)  # type: ignore[arg-type]
+                if item is not None:
+                    item.runner.stop(execution.status_reason or "stopped by request")
 
     # -- the ExecutionHost the reconciler dispatches to -------------------------------
 
@@ -346,7 +349,8 @@ class Daemon:
 
     def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int,
                       reattach: bool = False) -> None:
-        runner = ExecutionRunner(self.store, self.settings, execution, runtime, self.cluster_id, reattach=reattach)
+        runner = ExecutionRunner(self.store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
+                                 metrics=self.metrics)
 
         def run() -> None:
             runner.run()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from vh_orch import failpoints
+from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.timeutil import parse_docker_time
 
@@ -81,9 +82,10 @@ class LogIngester:
     waits, readers stop reading (the backlog is bounded by MAX_PENDING).
     """
 
-    def __init__(self, store: Store, execution_id: int) -> None:
+    def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None) -> None:
         self.store = store
         self.execution_id = execution_id
+        self.metrics = metrics
         self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
         self._writer.start()
@@ -206,6 +208,8 @@ class LogIngester:
                                 self.execution_id, len(batch), exc, delay)
                 time.sleep(delay)
         self.lines_stored += len(batch)
+        if self.metrics is not None:
+            self.metrics.log_lines.inc(len(batch))
         self._queued(-len(batch))
         failpoints.hit("log-follow")
 

@@ -19,6 +19,7 @@ from vh_orch.config.steps import get_step, parse_config
 from vh_orch.errors import VhOrchError
 from vh_orch.bootstrap.runtimes import VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.orchestrator.logs import LogIngester
+from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -50,10 +51,11 @@ class ExecutionRunner:
 
     def __init__(
         self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, cluster_id: str,
-        reattach: bool = False,
+        reattach: bool = False, metrics: DaemonMetrics | None = None,
     ) -> None:
         # reattach: the execution's container was started by a daemon that died; follow it.
         self.reattach = reattach
+        self.metrics = metrics
         self.store = store
         self.settings = settings
         self.execution = execution
@@ -139,7 +141,7 @@ class ExecutionRunner:
                 time.sleep(delay)
 
     def _run(self) -> Outcome:
-        ingester = LogIngester(self.store, self.execution_id)
+        ingester = LogIngester(self.store, self.execution_id, self.metrics)
         if self.reattach:
             spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
@@ -181,6 +183,8 @@ class ExecutionRunner:
             outputs, problem = self._store_outputs_direct(spec, ingester)
         else:
             outputs, problem = self._store_outputs(spec, ingester)
+        if self.metrics is not None:
+            self.metrics.outputs_stored(o.size for o in outputs)
         # Every line read is in the database before the result is: `complete` means all of it.
         stored_all = ingester.close(timeout=LOG_STORE_TIMEOUT_S if read_all else 10)
         failpoints.hit("after-outputs-uploaded")
@@ -285,6 +289,8 @@ class ExecutionRunner:
         self.runtime.prepare(spec)
         if deferred:
             self._fetch_direct(spec, deferred, inputs_config)
+        if self.metrics is not None:
+            self.metrics.inputs_fetched(inputs_config)
         return spec
 
     def _signed_get(self, uri: str) -> str | None:

@@ -1,10 +1,11 @@
 """The one Store, assembled from one part per concern."""
 
 from vh_orch.orchestrator.store.core import CoreStore
+from vh_orch.orchestrator.store.counts import CountsStore
 from vh_orch.orchestrator.store.fleet import FleetStore
 from vh_orch.orchestrator.store.queries import QueriesStore
 from vh_orch.orchestrator.store.users import UsersStore
 
 
-class Store(QueriesStore, UsersStore, FleetStore, CoreStore):
+class Store(QueriesStore, UsersStore, FleetStore, CountsStore, CoreStore):
     """The one object the rest of vh-orch uses to read and write state."""
