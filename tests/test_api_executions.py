@@ -1,0 +1,168 @@
+"""vh-orch's own API for the UI and scripts: lists filtered, sorted by metadata and paged; events paged
+from either end; metadata series; the live stream (Server-Sent Events); status. Real daemon, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import requests
+
+from conftest import WAIT_S, VhOrch
+from test_api_security import Client, package, project_id
+
+STEPS = b"""
+- step:
+    name: score
+    image: x
+    command: sh score.sh {parameters}
+    parameters:
+      - name: a
+        type: float
+        pass-as: "{v}"
+- step:
+    name: chatty
+    image: x
+    command:
+      - sleep 1.5
+      - |-
+        for i in 1 2 3 4 5; do echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.2; done
+      - echo "to stderr" >&2
+- step:
+    name: silent
+    image: x
+    command: "true"
+"""
+
+SCORE = b'echo "{\\"accuracy\\": $1}"\n'
+
+
+def setup(vh: VhOrch) -> tuple[Client, str, str]:
+    vh("env", "update", "local", "--runtime", "process")
+    vh("user", "add", "alice")
+    vh("project", "add", "mine", "--owner", "alice")
+    vh.start_daemon()
+    alice = Client(vh.api_url(), vh.json("user", "token", "alice")["token"])
+    pid = project_id(alice, "mine")
+    commit = alice.upload(pid, package({"valohai.yaml": STEPS, "score.sh": SCORE})).json()["identifier"]
+    return alice, pid, commit
+
+
+def submit(alice: Client, pid: str, commit: str, step: str, **params: Any) -> dict[str, Any]:
+    answer = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": step,
+                                                     "parameters": params})
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def test_lists_filter_sort_by_metadata_and_page(vh: VhOrch) -> None:
+    alice, pid, commit = setup(vh)
+    scores = [0.3, 0.9, 0.1, 0.7, 0.5]
+    made = [submit(alice, pid, commit, "score", a=a) for a in scores]
+    made.append(submit(alice, pid, commit, "silent"))  # prints no accuracy: last in either direction
+    for e in made:
+        assert vh.wait(e["id"])["status"] == "complete"
+
+    def counters(query: str) -> list[int]:
+        answer = alice.get(f"/api/v0/executions/?project={pid}&{query}")
+        assert answer.status_code == 200, answer.text
+        return [r["counter"] for r in answer.json()["results"]]
+
+    assert counters("ordering=-accuracy") == [2, 4, 5, 1, 3, 6]
+    assert counters("ordering=metadata.accuracy") == [3, 1, 5, 4, 2, 6]
+    assert counters("ordering=-counter") == [6, 5, 4, 3, 2, 1]
+    assert counters("step=silent") == [6]
+    assert counters("status=incomplete") == []
+    assert counters("status=complete&step=score&ordering=counter") == [1, 2, 3, 4, 5]
+    assert counters("counter=2&counter=4&ordering=counter") == [2, 4]
+
+    first = alice.get(f"/api/v0/executions/?project={pid}&ordering=-accuracy&limit=4").json()
+    assert first["count"] == 6 and [r["counter"] for r in first["results"]] == [2, 4, 5, 1]
+    second = alice.get(first["next"]).json()
+    assert [r["counter"] for r in second["results"]] == [3, 6] and second["next"] is None
+    assert second["results"][0]["metadata"] == {"accuracy": 0.1}
+
+    for bad, field in (("status=running", "status"), ("counter=x", "counter"), ("ordering=-", "ordering")):
+        answer = alice.get(f"/api/v0/executions/?project={pid}&{bad}")
+        assert answer.status_code == 400 and field in answer.json(), (bad, answer.text)
+
+
+def test_events_page_from_both_ends_and_metadata_series(vh: VhOrch) -> None:
+    alice, pid, commit = setup(vh)
+    made = submit(alice, pid, commit, "chatty")
+    assert vh.wait(made["id"])["status"] == "complete"
+    events = alice.get(made["urls"]["events"]).json()
+    streams = [(e["stream"], e["message"]) for e in events["events"]]
+    assert streams[:3] == [("status", "created"), ("status", "queued"), ("status", "started")]
+    assert ("stdout", "line 3") in streams and ("stderr", "to stderr") in streams
+    assert streams[-1] == ("status", "complete") and events["truncated"] is False
+    total = events["total"]
+    assert [e["seq"] for e in events["events"]] == list(range(1, total + 1))
+
+    tail = alice.get(made["urls"]["events"], params={"limit": 3}).json()
+    assert [e["seq"] for e in tail["events"]] == [total - 2, total - 1, total] and tail["truncated"] is True
+    back = alice.get(made["urls"]["events"], params={"limit": 3, "before": total - 2}).json()
+    assert [e["seq"] for e in back["events"]] == [total - 5, total - 4, total - 3]
+    forward = alice.get(made["urls"]["events"], params={"limit": 2, "after": 1}).json()
+    assert [e["seq"] for e in forward["events"]] == [2, 3]
+
+    series = alice.get(made["urls"]["metadata"]).json()
+    assert [(p["step"], p["loss"]) for p in series["points"]] == [(i, i / 10) for i in range(1, 6)]
+    assert series["latest"] == {"step": 5, "loss": 0.5}
+    later = alice.get(made["urls"]["metadata"], params={"after": series["points"][2]["_seq"]}).json()
+    assert [p["step"] for p in later["points"]] == [4, 5]
+
+    status = alice.get("/api/v0/status/").json()
+    assert [row["environment"] for row in status] == ["local"]
+    envs = alice.get("/api/v0/environments/").json()["results"]
+    assert envs[0]["name"] == "local" and envs[0]["unfinished_job_count"] == 0
+
+
+def read_stream(url: str, headers: dict[str, str], events: list[tuple[str, Any]], done: threading.Event,
+                extra: dict[str, str] | None = None) -> None:
+    with requests.get(url, headers={**headers, **(extra or {})}, stream=True, timeout=WAIT_S) as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for raw in answer.iter_lines(decode_unicode=True):
+            if raw.startswith("event: "):
+                kind = raw[7:]
+            elif raw.startswith("data: "):
+                events.append((kind, json.loads(raw[6:])))
+                if kind == "end":
+                    break
+    done.set()
+
+
+def test_the_live_stream_pushes_lines_status_and_metadata_as_they_are_stored(vh: VhOrch) -> None:
+    alice, pid, commit = setup(vh)
+    made = submit(alice, pid, commit, "chatty")
+    events: list[tuple[str, Any]] = []
+    done = threading.Event()
+    reader = threading.Thread(target=read_stream, args=(made["urls"]["stream"], alice.headers, events, done))
+    reader.start()
+    # Lines arrive while the execution runs, not only at its end.
+    deadline = time.monotonic() + WAIT_S
+    while not any(kind == "log" for kind, _ in events):
+        assert time.monotonic() < deadline and not done.is_set(), events
+        time.sleep(0.05)
+    assert vh.json("exec", "info", str(made["id"]))["status"] == "started"
+    assert done.wait(WAIT_S)
+    reader.join(10)
+
+    logs = [e["message"] for kind, e in events if kind == "log"]
+    assert [m for m in logs if m.startswith("line")] == [f"line {i}" for i in range(1, 6)]
+    assert "to stderr" in logs
+    statuses = [e["message"] for kind, e in events if kind == "status"]
+    assert statuses[0] == "created" and statuses[-1] == "complete"
+    assert [e["step"] for kind, e in events if kind == "metadata"] == [1, 2, 3, 4, 5]
+    assert events[-1] == ("end", {"status": "complete", "reason": None})
+    seqs = [e["seq"] for kind, e in events if kind in ("log", "status")]
+    assert seqs == sorted(set(seqs)) and seqs[0] == 1  # each event once, in order
+
+    # A reconnecting browser sends Last-Event-ID and gets only what it has not seen.
+    resumed: list[tuple[str, Any]] = []
+    again = threading.Event()
+    read_stream(made["urls"]["stream"], alice.headers, resumed, again, {"Last-Event-ID": str(seqs[-3])})
+    assert [e["seq"] for kind, e in resumed if kind in ("log", "status")] == seqs[-2:]
