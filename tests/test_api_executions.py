@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 import time
 from typing import Any
 
@@ -34,6 +35,10 @@ STEPS = b"""
     name: silent
     image: x
     command: "true"
+- step:
+    name: write
+    image: x
+    command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
 """
 
 SCORE = b'echo "{\\"accuracy\\": $1}"\n'
@@ -166,3 +171,27 @@ def test_the_live_stream_pushes_lines_status_and_metadata_as_they_are_stored(vh:
     again = threading.Event()
     read_stream(made["urls"]["stream"], alice.headers, resumed, again, {"Last-Event-ID": str(seqs[-3])})
     assert [e["seq"] for kind, e in resumed if kind in ("log", "status")] == seqs[-2:]
+
+
+def test_an_output_in_s3_downloads_through_a_signed_url(vh: VhOrch, tmp_path: Path, moto) -> None:  # type: ignore[no-untyped-def]
+    from awsfake import REGION
+
+    moto.client("s3").create_bucket(Bucket="vh-api-data", CreateBucketConfiguration={"LocationConstraint": REGION})
+    datastore = {"uri": "s3://vh-api-data/runs", "endpoint_url": moto.url, "region": REGION}
+    entry = {"name": "here", "cloud": "fake", "max_scale": 1, "idle_timeout": "1m", "fake": {"runtime": "process"},
+             "datastore": datastore}
+    (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
+    vh("env", "apply", str(tmp_path / "envs.yaml"))
+    alice, pid, commit = setup(vh)
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "write",
+                                                   "environment": "here"})
+    assert made.status_code == 201, made.text
+    info = vh.wait(made.json()["id"])
+    assert info["status"] == "complete" and info["outputs"][0]["uri"].startswith("s3://vh-api-data/runs/")
+    outputs = alice.get(f"/api/v0/data/?output_execution={info['id']}").json()["results"]
+    assert [(o["name"], o["size"]) for o in outputs] == [("hello.txt", 6)]
+    answer = alice.get(outputs[0]["urls"]["download"])
+    assert answer.status_code == 200 and "attachment" not in answer.headers.get("content-disposition", "")
+    signed = answer.json()["url"]
+    assert signed.startswith(moto.url) and "Signature" in signed
+    assert requests.get(signed, timeout=30).content == b"hello\n"  # no token: the signature admits

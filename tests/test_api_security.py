@@ -172,18 +172,18 @@ def _file(name: str) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(b"bad")
 
 
-@pytest.mark.parametrize("kind", sorted(HOSTILE))
-def test_hostile_archives_are_refused_and_write_nothing(two_users: tuple[VhOrch, Client, Client], kind: str) -> None:
+def test_hostile_archives_are_refused_and_write_nothing(two_users: tuple[VhOrch, Client, Client]) -> None:
     vh, alice, _ = two_users
     pid = project_id(alice, "mine")
-    answer = alice.upload(pid, package(example_files(), HOSTILE[kind]))
-    assert answer.status_code == 400, answer.text
-    message = answer.json()["data"][0]["message"]
-    assert "nothing was stored" in message
-    assert alice.get(f"/api/v0/commits/?project={pid}").json()["results"] == []
-    adhoc = vh.home / "adhoc"
-    assert [p for p in adhoc.rglob("*") if p.is_file()] == []
-    assert not (vh.home.parent / "escaped.txt").exists() and not Path("/tmp/vh-orch-escaped.txt").exists()
+    for kind, hostile in HOSTILE.items():
+        answer = alice.upload(pid, package(example_files(), hostile))
+        assert answer.status_code == 400, (kind, answer.text)
+        message = answer.json()["data"][0]["message"]
+        assert "nothing was stored" in message, kind
+        assert alice.get(f"/api/v0/commits/?project={pid}").json()["results"] == [], kind
+        adhoc = vh.home / "adhoc"
+        assert [p for p in adhoc.rglob("*") if p.is_file()] == [], kind
+        assert not (vh.home.parent / "escaped.txt").exists() and not Path("/tmp/vh-orch-escaped.txt").exists()
 
 
 def test_uploads_are_checked_and_capped(vh: VhOrch) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import EXAMPLE, WAIT_S, VhOrch, subprocess_env
 from quietserver import serve, shut
-from test_users import PASSWORD, with_stdin
+from test_users import PASSWORD, database_bytes, with_stdin
 
 VH = str(Path(sys.executable).parent / "vh")
 DATASET = "x,y\n" + "".join(f"{i},{2 * i + 1}\n" for i in range(40))
@@ -111,7 +111,7 @@ def test_login_link_adhoc_run_logs_info_list_and_outputs(world: tuple[VhOrch, Vh
     assert "alice" in login.stdout + login.stderr
     config = client.config()
     assert config["host"].rstrip("/") == api and config["user"]["username"] == "alice"
-    assert config["token"] and config["token"].encode() not in (vh.home / "state.db").read_bytes()
+    assert config["token"] and config["token"].encode() not in database_bytes(vh.home)
 
     client("project", "link", "demo", "--yes")
     assert list(client.config()["links"].values())[0]["name"] == "demo"
