@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
-from conftest import WAIT_S, VhOrch
+from conftest import WAIT_S, VhOrch, installation
 from test_api_security import Client, package, project_id
 
 STEPS = b"""
@@ -44,15 +46,24 @@ STEPS = b"""
 SCORE = b'echo "{\\"accuracy\\": $1}"\n'
 
 
-def setup(vh: VhOrch) -> tuple[Client, str, str]:
-    vh("env", "update", "local", "--runtime", "process")
-    vh("user", "add", "alice")
-    vh("project", "add", "mine", "--owner", "alice")
-    vh.start_daemon()
+def setup(vh: VhOrch, project: str = "mine") -> tuple[Client, str, str]:
+    """alice, a running daemon (process runtime), and a project of hers with the steps uploaded."""
+    if vh.daemon is None:
+        vh("env", "update", "local", "--runtime", "process")
+        vh("user", "add", "alice")
+        vh.start_daemon()
+    vh("project", "add", project, "--owner", "alice")
     alice = Client(vh.api_url(), vh.json("user", "token", "alice")["token"])
-    pid = project_id(alice, "mine")
+    pid = project_id(alice, project)
     commit = alice.upload(pid, package({"valohai.yaml": STEPS, "score.sh": SCORE})).json()["identifier"]
     return alice, pid, commit
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VhOrch]:
+    """One installation for the tests that each work in a project of their own."""
+    with installation(tmp_path_factory.mktemp("api-executions") / "home") as vh:
+        yield vh
 
 
 def submit(alice: Client, pid: str, commit: str, step: str, **params: Any) -> dict[str, Any]:
@@ -62,8 +73,9 @@ def submit(alice: Client, pid: str, commit: str, step: str, **params: Any) -> di
     return answer.json()  # type: ignore[no-any-return]
 
 
-def test_lists_filter_sort_by_metadata_and_page(vh: VhOrch) -> None:
-    alice, pid, commit = setup(vh)
+def test_lists_filter_sort_by_metadata_and_page(shared: VhOrch) -> None:
+    vh = shared
+    alice, pid, commit = setup(vh, "lists")
     scores = [0.3, 0.9, 0.1, 0.7, 0.5]
     made = [submit(alice, pid, commit, "score", a=a) for a in scores]
     made.append(submit(alice, pid, commit, "silent"))  # prints no accuracy: last in either direction
@@ -94,8 +106,9 @@ def test_lists_filter_sort_by_metadata_and_page(vh: VhOrch) -> None:
         assert answer.status_code == 400 and field in answer.json(), (bad, answer.text)
 
 
-def test_events_page_from_both_ends_and_metadata_series(vh: VhOrch) -> None:
-    alice, pid, commit = setup(vh)
+def test_events_page_from_both_ends_and_metadata_series(shared: VhOrch) -> None:
+    vh = shared
+    alice, pid, commit = setup(vh, "events")
     made = submit(alice, pid, commit, "chatty")
     assert vh.wait(made["id"])["status"] == "complete"
     events = alice.get(made["urls"]["events"]).json()
@@ -140,8 +153,9 @@ def read_stream(url: str, headers: dict[str, str], events: list[tuple[str, Any]]
     done.set()
 
 
-def test_the_live_stream_pushes_lines_status_and_metadata_as_they_are_stored(vh: VhOrch) -> None:
-    alice, pid, commit = setup(vh)
+def test_the_live_stream_pushes_lines_status_and_metadata_as_they_are_stored(shared: VhOrch) -> None:
+    vh = shared
+    alice, pid, commit = setup(vh, "stream")
     made = submit(alice, pid, commit, "chatty")
     events: list[tuple[str, Any]] = []
     done = threading.Event()
