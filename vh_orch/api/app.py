@@ -47,6 +47,14 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
         app.include_router(module.router)
     app.include_router(metrics_router)
 
+    from fastapi.staticfiles import StaticFiles
+
+    from vh_orch.web import pages
+
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    app.add_exception_handler(pages.SignIn, pages.sign_in_redirect)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from collections import deque
@@ -58,7 +60,55 @@ class LoginThrottle:
         return seen
 
 
-def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
+SESSION_COOKIE = "vh_orch_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a browser session: derived from the session's secret, so nothing more is
+    stored, and a page of another site (which cannot read the cookie) cannot know it."""
+    return hashlib.sha256(b"vh-orch csrf\0" + session.encode()).hexdigest()
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser request comes from a page of this site: its Origin (or, lacking one, its
+    Referer) is this request's own scheme and host."""
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer", "")
+        origin = "/".join(referer.split("/", 3)[:3]) if referer else None
+    return origin == own
+
+
+def check_csrf(request: Request, session: str, given: str | None) -> None:
+    """A state-changing request that a session cookie authenticates must come from this site and
+    carry the session's CSRF token (X-CSRF-Token, or the form field `csrf`); else 403, nothing done."""
+    if request.method in SAFE_METHODS:
+        return
+    if not same_origin(request):
+        raise HTTPException(403, "Cross-site request refused: its Origin is not this site.")
+    if not given or not hmac.compare_digest(given, csrf_token(session)):
+        raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again.")
+
+
+def session_user(request: Request) -> User | None:
+    session = request.cookies.get(SESSION_COOKIE)
+    if not session:
+        return None
+    return request.app.state.store.user_for_token(token_digest(session))  # type: ignore[no-any-return]
+
+
+def current_user(request: Request, authorization: Annotated[str | None, Header()] = None,
+                 x_csrf_token: Annotated[str | None, Header()] = None) -> User:
+    """Who asks: an API token in the Authorization header, or a browser's session cookie (then
+    state-changing requests are CSRF-checked)."""
+    if authorization is None and request.cookies.get(SESSION_COOKIE):
+        user = session_user(request)
+        if user is None:
+            raise HTTPException(401, "Your session has ended: sign in again.")
+        check_csrf(request, request.cookies[SESSION_COOKIE], x_csrf_token)
+        return user
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() not in ("token", "bearer") or not value.strip():
         raise HTTPException(401, "Authentication credentials were not provided.",

@@ -25,6 +25,11 @@ def api_base(request: Request) -> str:
     return base  # type: ignore[no-any-return]
 
 
+def site(request: Request) -> str:
+    """`{scheme}://{host}`: where the web UI's pages are."""
+    return api_base(request).removesuffix("/api/v0")
+
+
 def project_json(request: Request, p: Project, people: dict[int, tuple[str, list[str]]],
                  summary: dict[str, int] | None = None) -> dict[str, Any]:
     owner, members = people.get(p.id, ("?", []))  # type: ignore[arg-type]
@@ -38,7 +43,7 @@ def project_json(request: Request, p: Project, people: dict[int, tuple[str, list
         "repository": p.repo_url,
         "ctime": iso(p.created_at),
         "url": f"{api_base(request)}/projects/{p.id}/",
-        "urls": {"display": f"{api_base(request)}/projects/{p.id}/"},
+        "urls": {"display": f"{site(request)}/projects/{p.id}/"},
     }
     if summary is not None:
         out["execution_summary"] = {"count": sum(summary.values()),
@@ -109,7 +114,7 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
         "ended_at": iso(e.ended_at) if e.ended_at else None,
         "metadata": e.metadata_latest,
         "urls": {
-            "display": here,
+            "display": f"{site(request)}/executions/{e.id}/",
             "stop": f"{here}stop/",
             "events": f"{here}events/",
             "stream": f"{here}stream/",

@@ -66,7 +66,9 @@ class ApiToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="user_account.id", index=True)
     digest: str = Field(unique=True)
+    kind: str = Field(default="api", sa_column_kwargs={"server_default": "api"})  # "api", or "session" (a browser's)
     created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None  # sessions end; API tokens last until revoked
 
 
 class ProjectMember(SQLModel, table=True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import delete, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -9,6 +11,7 @@ from sqlmodel import col, select
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import ApiToken, Project, ProjectMember, User
 from vh_orch.orchestrator.users import same_digest
+from vh_orch.timeutil import utcnow
 
 ADMIN = "admin"  # the administrator every installation starts with (migration 0003)
 
@@ -70,9 +73,10 @@ class UsersStore:
 
     # -- tokens -------------------------------------------------------------------
 
-    def add_token(self, user_id: int, digest: str) -> ApiToken:
+    def add_token(self, user_id: int, digest: str, kind: str = "api", expires_at: datetime | None = None
+                  ) -> ApiToken:
         with self.write() as s:  # type: ignore[attr-defined]
-            token = ApiToken(user_id=user_id, digest=digest)
+            token = ApiToken(user_id=user_id, digest=digest, kind=kind, expires_at=expires_at)
             s.add(token)
             s.flush()
             return token
@@ -89,7 +93,15 @@ class UsersStore:
                          .where(ApiToken.digest == digest)).first()
         if row is None or not same_digest(row[0].digest, digest):
             return None
+        expires = row[0].expires_at
+        if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= utcnow():
+            return None
         return row[1]
+
+    def end_token(self, digest: str) -> None:
+        """Forget one token (a browser signing out)."""
+        with self.write() as s:  # type: ignore[attr-defined]
+            s.exec(delete(ApiToken).where(col(ApiToken.digest) == digest))  # type: ignore[call-overload]
 
     # -- ownership ----------------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""The web UI's pages: sign-in and sign-out, projects, a project's executions, an execution.
+
+Pages are server-rendered shells (Jinja2, autoescaped); the data comes from the same HTTP API the
+`vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from vh_orch.api.auth import SESSION_COOKIE, check_csrf, csrf_token, same_origin, session_user
+from vh_orch.api.deps import store_of, visible_execution, visible_project
+from vh_orch.orchestrator.models import User
+from vh_orch.orchestrator.users import new_token, token_digest, verify_password
+from vh_orch.timeutil import utcnow
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+SESSION_DAYS = 14
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+class SignIn(Exception):
+    """A page was asked for without a session: the visitor is sent to sign in, then back."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+def sign_in_redirect(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignIn)
+    return RedirectResponse(f"/login?next={quote(exc.next_path, safe='/')}", status_code=303)
+
+
+def page_user(request: Request) -> User:
+    user = session_user(request)
+    if user is None:
+        raise SignIn(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    return user
+
+
+def render(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
+    session = request.cookies.get(SESSION_COOKIE, "")
+    return templates.TemplateResponse(request, template, {
+        "user": user, "csrf": csrf_token(session) if session else "", **context})
+
+
+def safe_next(path: str | None) -> str:
+    """Only a path of this site: never `//host` or a URL (no open redirect)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 (the query's name)
+    return render(request, "login.html", None, next=safe_next(next), error=None)
+
+
+@router.post("/login", response_model=None)
+def login(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()],
+          next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+    if not same_origin(request):
+        raise HTTPException(403, "Cross-site request refused: its Origin is not this site.")
+    throttle = request.app.state.throttle
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(username, address)
+    if wait > 0:
+        return render(request, "login.html", None, next=safe_next(next),
+                      error=f"Too many failed sign-ins: try again in {int(wait) + 1} s.")
+    store = store_of(request)
+    user = store.find_user(username)
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        throttle.failed(username, address)
+        answer = render(request, "login.html", None, next=safe_next(next),
+                        error="Unable to sign in with that user name and password.")
+        answer.status_code = 400
+        return answer
+    throttle.succeeded(username)
+    token, digest = new_token()
+    store.add_token(user.id, digest, kind="session",  # type: ignore[arg-type]
+                    expires_at=utcnow() + timedelta(days=SESSION_DAYS))
+    answer = RedirectResponse(safe_next(next), status_code=303)
+    answer.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
+                      secure=request.url.scheme == "https", path="/")
+    return answer
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        check_csrf(request, session, csrf)
+        store_of(request).end_token(token_digest(session))
+    answer = RedirectResponse("/login", status_code=303)
+    answer.delete_cookie(SESSION_COOKIE, path="/")
+    return answer
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request) -> HTMLResponse:
+    user = page_user(request)
+    store = store_of(request)
+    projects = store.visible_projects(user)
+    counts = {p.id: store.status_counts(p.id) for p in projects}  # type: ignore[arg-type]
+    return render(request, "projects.html", user, projects=projects, counts=counts,
+                  people=store.project_people())
+
+
+@router.get("/projects/{project_id}/", response_class=HTMLResponse)
+def project_page(request: Request, project_id: str) -> HTMLResponse:
+    user = page_user(request)
+    project = visible_project(request, user, project_id)
+    return render(request, "project.html", user, project=project)
+
+
+@router.get("/executions/{ref}/", response_class=HTMLResponse)
+def execution_page(request: Request, ref: str) -> HTMLResponse:
+    user = page_user(request)
+    execution = visible_execution(request, user, ref)
+    store = store_of(request)
+    project = store.get_project_by_id(execution.project_id)
+    return render(request, "execution.html", user, execution=execution, project=project)

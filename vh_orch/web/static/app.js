@@ -1,0 +1,226 @@
+// vh-orch's pages: plain modules over the HTTP API (the session cookie authenticates; state-changing
+// requests carry the page's CSRF token). No build step, nothing fetched from elsewhere.
+"use strict";
+
+const VhOrch = (() => {
+  const API = "/api/v0";
+  const csrf = () => document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  };
+
+  async function api(path, options = {}) {
+    const headers = { Accept: "application/json", ...(options.headers || {}) };
+    if (options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrf();
+    const answer = await fetch(path.startsWith("http") ? path : API + path, { ...options, headers });
+    if (answer.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); }
+    if (!answer.ok) throw new Error(`${answer.status}: ${await answer.text()}`);
+    return answer.json();
+  }
+
+  const seconds = (s) => s == null ? "" : s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min`
+    : `${(s / 3600).toFixed(1)} h`;
+  const when = (iso) => iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }) : "";
+  const shown = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) :
+    v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
+
+  // -- a project's executions ------------------------------------------------------------------
+  function projectPage() {
+    const table = $("executions");
+    const project = table.dataset.project;
+    const state = { ordering: "-counter", offset: 0, limit: 50, count: 0 };
+    const base = ["counter", "status", "step", "parameters", "duration", "environment", "creator"];
+
+    async function load() {
+      const query = new URLSearchParams({ project, ordering: state.ordering, limit: state.limit, offset: state.offset });
+      if ($("f-status").value) query.append("status", $("f-status").value);
+      if ($("f-step").value.trim()) query.append("step", $("f-step").value.trim());
+      const page = await api(`/executions/?${query}`);
+      state.count = page.count;
+      const keys = [...new Set(page.results.flatMap((r) => Object.keys(r.metadata || {})))].sort().slice(0, 8);
+      const key = state.ordering.replace(/^-/, "");
+      if (!base.includes(key) && !keys.includes(key)) keys.unshift(key);
+      const head = table.tHead.rows[0];
+      head.replaceChildren(...[...base, ...keys].map((name) => {
+        const sortable = !["parameters", "environment", "creator"].includes(name);
+        const th = el("th", { scope: "col" });
+        if (sortable) {
+          const arrow = key === name ? (state.ordering.startsWith("-") ? " ↓" : " ↑") : "";
+          const button = el("button", { type: "button", class: "sort", "data-key": name, text: (name === "counter" ? "#" : name) + arrow });
+          button.addEventListener("click", () => {
+            state.ordering = state.ordering === `-${name}` ? name : `-${name}`;
+            state.offset = 0;
+            load();
+          });
+          th.append(button);
+        } else th.textContent = name;
+        th.setAttribute("aria-sort", key === name ? (state.ordering.startsWith("-") ? "descending" : "ascending") : "none");
+        return th;
+      }));
+      table.tBodies[0].replaceChildren(...page.results.map((r) => el("tr", { "data-counter": r.counter },
+        el("td", {}, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
+        el("td", {}, el("span", { class: "status", "data-status": r.status, text: r.status })),
+        el("td", { text: r.step }),
+        el("td", { class: "params", text: Object.entries(r.parameters).map(([k, v]) => `${k}=${shown(v)}`).join(" ") }),
+        el("td", { text: seconds(r.duration) }),
+        el("td", { text: r.environment.name }),
+        el("td", { text: r.creator.username || "" }),
+        ...keys.map((k) => el("td", { class: "num", "data-key": k, text: shown((r.metadata || {})[k]) })))));
+      $("no-executions").hidden = page.count > 0;
+      $("page-info").textContent = page.count ? `${state.offset + 1}-${state.offset + page.results.length} of ${page.count}` : "";
+      $("prev").disabled = state.offset === 0;
+      $("next").disabled = state.offset + state.limit >= page.count;
+    }
+
+    $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
+    $("next").addEventListener("click", () => { state.offset += state.limit; load(); });
+    $("f-status").addEventListener("change", () => { state.offset = 0; load(); });
+    $("f-step").addEventListener("change", () => { state.offset = 0; load(); });
+    $("f-key").addEventListener("change", () => {
+      const k = $("f-key").value.trim();
+      if (k) { state.ordering = `-${k}`; state.offset = 0; load(); }
+    });
+    load();
+    setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 3000);  // statuses stay current
+  }
+
+  // -- one execution ---------------------------------------------------------------------------
+  const MAX_LINES = 5000;  // lines kept in the page; earlier ones are a click away
+
+  function executionPage() {
+    const id = $("facts").dataset.execution;
+    const log = $("log");
+    const points = [];
+    let firstSeq = null;
+    let chart = null;
+    let xPicked = false;  // until the user picks an x, a step-like key wins over _time
+
+    function line(ev, atTop = false) {
+      const row = el("span", { class: `line ${ev.stream}`, "data-seq": ev.seq, text: ev.message + "\n" });
+      if (atTop) log.prepend(row); else log.append(row);
+    }
+
+    function trim() {
+      while (log.childElementCount > MAX_LINES) log.firstElementChild.remove();
+      firstSeq = log.firstElementChild ? Number(log.firstElementChild.dataset.seq) : firstSeq;
+    }
+
+    function follow() { if ($("follow").checked) log.scrollTop = log.scrollHeight; }
+
+    function showStatus(status, reason) {
+      $("status").textContent = status;
+      $("status").dataset.status = status;
+      $("status").title = reason || "";
+      $("stop").hidden = ["stopped", "error", "complete"].includes(status);
+    }
+
+    async function facts() {
+      const e = await api(`/executions/${id}/`);
+      showStatus(e.status, e.status_reason);
+      $("facts").replaceChildren(el("dl", {}, ...[
+        ["created", when(e.ctime)], ["started", when(e.started_at)], ["ended", when(e.ended_at)],
+        ["duration", seconds(e.duration)],
+        ["commit", e.commit ? e.commit.identifier : ""], ["image", e.image || ""], ["environment", e.environment.name],
+        ["machine", e.machine == null ? "" : String(e.machine)], ["by", e.creator.username || ""],
+        ["reason", e.status_reason || ""],
+      ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v || "" })])));
+      const params = Object.entries(e.parameters);
+      $("parameters").replaceChildren(...(params.length ? params.map(([k, v]) =>
+        el("tr", {}, el("th", { text: k }), el("td", { text: shown(v) }))) : [el("tr", {}, el("td", { class: "empty", text: "none" }))]));
+      const outs = (await api(`/data/?output_execution=${id}`)).results;
+      $("outputs").replaceChildren(...(outs.length ? outs.map((o) => el("li", {},
+        el("a", { href: o.urls.download, text: o.name }), ` ${o.size} bytes`)) : [el("li", { class: "empty", text: "none yet" })]));
+      return e;
+    }
+
+    function draw() {
+      const xKey = $("chart-x").value;
+      const yKeys = [...$("chart-y").selectedOptions].map((o) => o.value);
+      const rows = points.filter((p) => typeof p[xKey] === "number" || xKey === "_time");
+      const xs = rows.map((p) => xKey === "_time" ? Date.parse(p._time) / 1000 : p[xKey]);
+      const data = [xs, ...yKeys.map((k) => rows.map((p) => typeof p[k] === "number" ? p[k] : null))];
+      const width = Math.max(300, $("chart").clientWidth || 500);
+      if (chart && chart.series.length === yKeys.length + 1 && chart.xKey === xKey) { chart.setData(data); return; }
+      if (chart) chart.destroy();
+      chart = new uPlot({ width, height: 240, scales: { x: { time: xKey === "_time" } },
+        series: [{ label: xKey }, ...yKeys.map((k, i) => ({ label: k, stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
+        data, $("chart"));
+      chart.xKey = xKey;
+    }
+
+    function keysChanged() {
+      const keys = [...new Set(points.flatMap((p) => Object.keys(p)))].filter((k) => k !== "_seq");
+      const numeric = keys.filter((k) => points.some((p) => typeof p[k] === "number"));
+      const xSel = $("chart-x"), ySel = $("chart-y");
+      const xWas = xSel.value, yWas = new Set([...ySel.selectedOptions].map((o) => o.value));
+      const xChoices = [...numeric.filter((k) => ["step", "epoch", "iteration"].includes(k)), "_time",
+        ...numeric.filter((k) => !["step", "epoch", "iteration"].includes(k))];
+      if (xSel.options.length !== xChoices.length) {
+        xSel.replaceChildren(...xChoices.map((k) => el("option", { text: k })));
+        xSel.value = xPicked && xChoices.includes(xWas) ? xWas : xChoices[0];
+      }
+      const yChoices = numeric.filter((k) => k !== xSel.value);
+      if (ySel.options.length !== yChoices.length) {
+        ySel.replaceChildren(...yChoices.map((k) => el("option", { text: k })));
+        for (const o of ySel.options) o.selected = yWas.size ? yWas.has(o.value) : true;
+      }
+    }
+
+    function addPoint(p) {
+      points.push(p);
+      const latest = {};
+      for (const q of points) Object.assign(latest, q);
+      $("latest").replaceChildren(...Object.entries(latest).filter(([k]) => !k.startsWith("_")).map(([k, v]) =>
+        el("tr", { "data-key": k }, el("th", { text: k }), el("td", { text: shown(v) }))));
+    }
+
+    async function start() {
+      const tail = await api(`/executions/${id}/events/?limit=1000`);
+      for (const ev of tail.events) line(ev);
+      firstSeq = tail.events.length ? tail.events[0].seq : null;
+      $("earlier").hidden = !tail.truncated;
+      follow();
+      const series = await api(`/executions/${id}/metadata/`);
+      series.points.forEach(addPoint);
+      keysChanged();
+      if (points.length) draw();
+      const last = tail.events.length ? tail.events[tail.events.length - 1].seq : 0;
+      const metaAfter = series.points.length ? series.points[series.points.length - 1]._seq : last;
+      const stream = new EventSource(`${API}/executions/${id}/stream/?after=${last}`);
+      let pending = false;
+      const redraw = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; keysChanged(); draw(); }); } };
+      stream.addEventListener("log", (m) => { line(JSON.parse(m.data)); trim(); follow(); });
+      stream.addEventListener("status", (m) => { const ev = JSON.parse(m.data); line(ev); follow(); facts(); });
+      stream.addEventListener("metadata", (m) => { const p = JSON.parse(m.data); if (p._seq > metaAfter) { addPoint(p); redraw(); } });
+      stream.addEventListener("end", () => { stream.close(); facts(); });
+    }
+
+    $("earlier").addEventListener("click", async () => {
+      if (firstSeq == null) return;
+      const page = await api(`/executions/${id}/events/?limit=1000&before=${firstSeq}`);
+      for (const ev of page.events.slice().reverse()) line(ev, true);
+      firstSeq = page.events.length ? page.events[0].seq : firstSeq;
+      $("earlier").hidden = !page.events.length || page.events[0].seq <= 1;
+    });
+    $("log-search").addEventListener("input", () => {
+      const q = $("log-search").value.toLowerCase();
+      for (const row of log.children) row.hidden = q !== "" && !row.textContent.toLowerCase().includes(q);
+    });
+    $("chart-x").addEventListener("change", () => { xPicked = true; keysChanged(); draw(); });
+    $("chart-y").addEventListener("change", draw);
+    $("stop").addEventListener("click", async () => {
+      if (!confirm("Stop this execution? Its outputs so far are kept.")) return;
+      await api(`/executions/${id}/stop/`, { method: "POST" });
+      facts();
+    });
+    facts().then(start);
+  }
+
+  return { projectPage, executionPage, api };
+})();
