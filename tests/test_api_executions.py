@@ -16,7 +16,8 @@ import requests
 from conftest import WAIT_S, VhOrch, installation
 from test_api_security import Client, package, project_id
 
-STEPS = b"""
+# A step that prints {"accuracy": A} (with score.sh below): executions to sort by a metadata key.
+SCORE_STEP = b"""
 - step:
     name: score
     image: x
@@ -25,6 +26,8 @@ STEPS = b"""
       - name: a
         type: float
         pass-as: "{v}"
+"""
+STEPS = SCORE_STEP + b"""
 - step:
     name: chatty
     image: x

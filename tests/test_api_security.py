@@ -57,6 +57,11 @@ class Client:
                          data={"yaml_path": yaml_path, "description": "test"})
 
 
+def execution_ids(vh: VhOrch) -> list[int]:
+    """Which executions exist (their statuses move on: other tests' executions may still run)."""
+    return sorted(e["id"] for e in vh.json("exec", "list"))
+
+
 def project_id(client: Client, name: str) -> str:
     found = [p["id"] for p in client.get("/api/v0/projects/").json()["results"] if p["name"] == name]
     assert len(found) == 1, name
@@ -122,7 +127,7 @@ def test_another_users_project_answers_404_to_everything(two_users: tuple[VhOrch
     assert all(r["project"]["name"] != "mine" for r in bob.get("/api/v0/executions/").json()["results"])
     assert [p["name"] for p in bob.get("/api/v0/projects/").json()["results"]] == ["bobs"]
 
-    before = vh.json("exec", "list")
+    before = execution_ids(vh)
     for path, body in ((f"/api/v0/executions/{eid}/stop/", None), (f"/api/v0/projects/{pid}/fetch/", None),
                        (f"/api/v0/executions/{eid}/run-again/", {"parameters": {"epochs": 1}}),
                        ("/api/v0/executions/", {"project": pid, "commit": created["commit"]["identifier"],
@@ -130,7 +135,7 @@ def test_another_users_project_answers_404_to_everything(two_users: tuple[VhOrch
         answer = bob.post(path, json=body)
         assert answer.status_code == 404, (path, answer.text)
     assert bob.upload(pid, package(example_files())).status_code == 404
-    assert vh.json("exec", "list") == before
+    assert execution_ids(vh) == before
 
     # Bob cannot read Alice's output through an input of his own execution either.
     bobs = project_id(bob, "bobs")
@@ -144,7 +149,7 @@ def test_another_users_project_answers_404_to_everything(two_users: tuple[VhOrch
         refused = bob.post("/api/v0/executions/", json={"project": bobs, "commit": uploaded["identifier"],
                                                         "step": "evaluate", "inputs": {"model": [url]}})
         assert refused.status_code == 400 and "file on the server" in refused.json()["inputs"][0]["message"]
-    assert vh.json("exec", "list") == before
+    assert execution_ids(vh) == before
 
     # Shared with bob, the project is his to use.
     vh("project", "share", "mine", "bob")
@@ -233,7 +238,7 @@ def test_uploads_are_checked_and_capped(vh: VhOrch) -> None:
 def test_bad_submissions_name_the_field_and_write_nothing(two_users: tuple[VhOrch, Client, Client]) -> None:
     vh, alice, _ = two_users
     pid = project_id(alice, "bad")
-    before = vh.json("exec", "list")
+    before = execution_ids(vh)
     commit = alice.upload(pid, package(example_files())).json()["identifier"]
     base = {"project": pid, "commit": commit, "step": "train"}
     cases = [
@@ -258,10 +263,10 @@ def test_bad_submissions_name_the_field_and_write_nothing(two_users: tuple[VhOrc
         assert field in errors, (body, errors)
         assert words in errors[field][0]["message"], (body, errors)
         assert errors[field][0]["code"]
-    assert vh.json("exec", "list") == before
+    assert execution_ids(vh) == before
     not_json = alice.post("/api/v0/executions/", data=b"{nope", headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400
-    assert vh.json("exec", "list") == before
+    assert execution_ids(vh) == before
     assert database_bytes(vh.home)  # the database is still readable
 
 

@@ -16,12 +16,13 @@ import requests
 
 from conftest import WAIT_S, VhOrch, installation
 from quietserver import serve, shut
+from test_api_executions import SCORE, SCORE_STEP
 from test_api_security import Client, package, project_id
 from test_users import PASSWORD, with_stdin
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-STEPS = b"""
+STEPS = SCORE_STEP + b"""
 - step:
     name: chatty
     image: x
@@ -30,19 +31,10 @@ STEPS = b"""
       - |-
         for i in $(seq 1 8); do echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.4; done
 - step:
-    name: score
-    image: x
-    command: sh score.sh {parameters}
-    parameters:
-      - name: a
-        type: float
-        pass-as: "{v}"
-- step:
     name: idle
     image: x
     command: sleep 300
 """
-SCORE = b'echo "{\\"accuracy\\": $1}"\n'
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
