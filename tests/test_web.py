@@ -34,6 +34,20 @@ STEPS = SCORE_STEP + b"""
     name: idle
     image: x
     command: sleep 300
+- step:
+    name: bounded
+    image: x
+    command: sh score.sh {parameters}
+    parameters:
+      - name: epochs
+        type: integer
+        min: 1
+        max: 100
+        pass-as: "{v}"
+      - name: model
+        type: string
+        choices: [linear, tree]
+        pass-as: "{v}"
 """
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
@@ -244,3 +258,83 @@ def test_a_cross_site_post_with_the_session_cookie_is_refused(browser: Any, site
                             headers={"Origin": api}, timeout=30)
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
     vh("exec", "stop", str(made["id"]))
+
+
+def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site: tuple[VhOrch, Client, str, str]
+                                                               ) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    first = submit(alice, pid, commit, "bounded", epochs=5, model="linear")
+    assert vh.wait(first["id"])["status"] == "complete"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{first['id']}/")
+    browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    epochs = wait_for(lambda: browser.find_elements(By.ID, "param-epochs"), "no epochs field")[0]
+    assert epochs.get_attribute("value") == "5" and epochs.get_attribute("max") == "100"
+    assert Select(browser.find_element(By.ID, "param-model")).first_selected_option.text == "linear"
+    before = len(vh.json("exec", "list"))
+
+    epochs.clear()
+    epochs.send_keys("500")
+    browser.find_element(By.CSS_SELECTOR, "#rerun-form button[type=submit]").click()
+    error = wait_for(lambda: browser.find_element(By.ID, "rerun-error").text, "no error shown")
+    refused = alice.post(f"/api/v0/executions/{first['id']}/run-again/", json={"parameters": {"epochs": 500}})
+    assert refused.status_code == 400 and refused.json()["parameters"][0]["message"] == error  # the API's words
+    assert len(vh.json("exec", "list")) == before
+
+    epochs.clear()
+    epochs.send_keys("7")
+    Select(browser.find_element(By.ID, "param-model")).select_by_visible_text("tree")
+    browser.find_element(By.CSS_SELECTOR, "#rerun-form button[type=submit]").click()
+    wait_for(lambda: browser.current_url.rstrip("/").split("/")[-1] not in ("", str(first["id"])),
+             "not taken to the new execution")
+    new_id = int(browser.current_url.rstrip("/").split("/")[-1])
+    info = vh.wait(new_id)
+    assert info["parameters"] == {"epochs": 7, "model": "tree"} and info["status"] == "complete"
+    shot(browser, "execution-run-again")
+
+
+def test_operations_show_machines_queues_and_cost_to_administrators_only(
+        browser: Any, site: tuple[VhOrch, Client, str, str], tmp_path: Path) -> None:
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    entry = {"name": "burst", "cloud": "fake", "max_scale": 1, "idle_timeout": "10m", "price_per_hour": 3.0,
+             "fake": {"runtime": "process"}}
+    (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
+    vh("env", "apply", str(tmp_path / "envs.yaml"))
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "score",
+                                                   "parameters": {"a": 0.5}, "environment": "burst"})
+    assert made.status_code == 201, made.text
+    assert vh.wait(made.json()["id"])["status"] == "complete"
+    with_stdin(vh, PASSWORD + "\n", "user", "add", "ops", "--admin", "--password-stdin")
+    admin = Client(vh.api_url(), vh.json("user", "token", "ops")["token"])
+
+    # alice is no administrator: the page and its data are not there for her.
+    assert alice.get("/api/v0/machines/").status_code == 404
+    assert alice.get("/api/v0/cost/").status_code == 404
+    api = vh.api_url()
+    sign_in(browser, api, "/")
+    browser.get(f"{api}/operations/")
+    assert "Not found" in browser.page_source and "burst" not in browser.page_source
+
+    cost = admin.get("/api/v0/cost/", params={"hours": 24}).json()
+    assert len(cost["hours"]) == 24 and cost["environments"]["burst"][-1] > 0  # the machine costs since it came
+    assert all(v == 0 for v in cost["environments"]["local"])
+    assert admin.get("/api/v0/cost/", params={"hours": 0}).status_code == 400
+
+    browser.delete_all_cookies()
+    browser.get(f"{api}/login?next=/operations/")
+    browser.find_element(By.NAME, "username").send_keys("ops")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#environments tr[data-environment="burst"]'),
+                   "no row for burst")[0]
+    wait_for(lambda: "$3.00" in row.text, f"no cost per hour shown: {row.text}")
+    wait_for(lambda: "burst" in browser.find_element(By.ID, "machines").text, "the machine is not listed")
+    assert browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1
+    shot(browser, "operations")

@@ -129,3 +129,12 @@ def execution_page(request: Request, ref: str) -> HTMLResponse:
     store = store_of(request)
     project = store.get_project_by_id(execution.project_id)
     return render(request, "execution.html", user, execution=execution, project=project)
+
+
+@router.get("/operations/", response_class=HTMLResponse)
+def operations_page(request: Request) -> HTMLResponse:
+    """Administrators: machines, queues, cost now and over time, launch failures. Others: 404."""
+    user = page_user(request)
+    if not user.is_admin:
+        raise HTTPException(404, "Not found.")
+    return render(request, "operations.html", user)

@@ -219,8 +219,95 @@ const VhOrch = (() => {
       await api(`/executions/${id}/stop/`, { method: "POST" });
       facts();
     });
+    rerunForm(id);
     facts().then(start);
   }
 
-  return { projectPage, executionPage, api };
+  // A form made from the step's parameters; the server checks the values (its messages are shown).
+  async function rerunForm(id) {
+    const step = await api(`/executions/${id}/step/`);
+    const fields = step.parameters.map((p) => {
+      let input;
+      const current = p.value ?? p.default;
+      if (p.choices && p.choices.length) {
+        input = el("select", {}, ...p.choices.map((c) => el("option", { value: String(c), text: String(c) })));
+        input.value = current == null ? "" : String(current);
+      } else if (p.type === "flag") {
+        input = el("input", { type: "checkbox" });
+        input.checked = Boolean(current);
+      } else if ((p.type === "integer" || p.type === "float") && !p.multiple) {
+        input = el("input", { type: "number", step: p.type === "integer" ? "1" : "any" });
+        if (p.min != null) input.min = p.min;
+        if (p.max != null) input.max = p.max;
+        input.value = current == null ? "" : String(current);
+      } else {
+        input = el("input", { type: "text" });
+        input.value = current == null ? "" : Array.isArray(current) ? current.join(", ") : String(current);
+      }
+      input.name = p.name;
+      input.id = `param-${p.name}`;
+      const hint = [p.type, p.multiple ? "several, comma-separated" : "", p.min != null ? `min ${p.min}` : "",
+        p.max != null ? `max ${p.max}` : "", p.description || ""].filter(Boolean).join(" · ");
+      return { p, input, row: el("label", { for: input.id }, el("span", { text: p.name }), input, el("small", { text: hint })) };
+    });
+    $("rerun-fields").replaceChildren(...(fields.length ? fields.map((f) => f.row) : [el("p", { class: "empty", text: "This step has no parameters." })]));
+    $("rerun-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const parameters = {};
+      for (const { p, input } of fields) {
+        if (p.type === "flag") { parameters[p.name] = input.checked; continue; }
+        const raw = input.value.trim();
+        if (raw === "") { parameters[p.name] = null; continue; }
+        const values = p.multiple ? raw.split(",").map((v) => v.trim()).filter(Boolean) : [raw];
+        const typed = values.map((v) => (p.type === "integer" || p.type === "float") && !isNaN(Number(v)) ? Number(v) : v);
+        parameters[p.name] = p.multiple ? typed : typed[0];
+      }
+      const answer = await fetch(`${API}/executions/${id}/run-again/`, {
+        method: "POST", body: JSON.stringify({ parameters }),
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() } });
+      const body = await answer.json();
+      if (answer.ok) { location.href = `/executions/${body.id}/`; return; }
+      const messages = Object.entries(body).flatMap(([field, errors]) => Array.isArray(errors)
+        ? errors.map((e) => typeof e === "string" ? e : e.message) : [typeof errors === "string" ? errors : JSON.stringify(errors)]);
+      $("rerun-error").textContent = messages.join(" ");
+      $("rerun-error").hidden = false;
+    });
+  }
+
+  // -- operations (administrators) -------------------------------------------------------------
+  function operationsPage() {
+    let chart = null;
+    async function load() {
+      const [status, machines, failures] = await Promise.all([api("/status/"), api("/machines/"), api("/launch-failures/")]);
+      $("environments").tBodies[0].replaceChildren(...status.map((r) => el("tr", { "data-environment": r.environment },
+        el("td", { text: r.environment }), el("td", { text: r.cloud }),
+        el("td", { text: Object.entries(r.machines).map(([s, n]) => `${s} ${n}`).join(", ") || "none" }),
+        el("td", { class: "num", text: String(r.queued + r.held_by_quota) }), el("td", { class: "num", text: String(r.running) }),
+        el("td", { class: "num", text: `$${r.cost_per_hour.toFixed(2)}` }),
+        el("td", { text: r.last_launch_failure ? `${r.last_launch_failure.kind}: ${r.last_launch_failure.message}` : "" }))));
+      $("machines").tBodies[0].replaceChildren(...machines.map((m) => el("tr", {},
+        el("td", { text: String(m.id) }), el("td", { text: m.environment }), el("td", {}, el("span", { class: "status", text: m.state })),
+        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }), el("td", { text: when(m.state_changed_at) }))));
+      $("no-machines").hidden = machines.length > 0;
+      const rows = Object.entries(failures).flatMap(([env, list]) => list.map((f) => ({ env, ...f })))
+        .sort((a, b) => b.time.localeCompare(a.time)).slice(0, 20);
+      $("failures").tBodies[0].replaceChildren(...rows.map((f) => el("tr", {},
+        el("td", { text: when(f.time) }), el("td", { text: f.env }), el("td", { text: f.kind }), el("td", { text: f.message }))));
+      $("no-failures").hidden = rows.length > 0;
+    }
+    async function costs() {
+      const c = await api(`/cost/?hours=${$("cost-hours").value}`);
+      const names = Object.keys(c.environments);
+      const data = [c.hours.map((h) => Date.parse(h) / 1000), ...names.map((n) => c.environments[n])];
+      if (chart) chart.destroy();
+      chart = new uPlot({ width: Math.max(300, $("cost-chart").clientWidth || 600), height: 220,
+        series: [{}, ...names.map((n, i) => ({ label: n, stroke: `hsl(${(i * 137) % 360} 70% 50%)`, value: (u, v) => v == null ? "" : `$${v.toFixed(2)}` }))] },
+        data, $("cost-chart"));
+    }
+    $("cost-hours").addEventListener("change", costs);
+    load(); costs();
+    setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
+  }
+
+  return { projectPage, executionPage, operationsPage, api };
 })();
