@@ -35,6 +35,16 @@ STEPS = SCORE_STEP + b"""
     image: x
     command: sleep 300
 - step:
+    name: write
+    image: x
+    command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
+- step:
+    name: read
+    image: x
+    command: cat "$VH_INPUTS_DIR/data/hello.txt"
+    inputs:
+      - name: data
+- step:
     name: bounded
     image: x
     command: sh score.sh {parameters}
@@ -152,17 +162,23 @@ def test_live_logs_and_chart_points_arrive_without_a_reload(browser: Any, site: 
     sign_in(browser, api, f"/executions/{made['id']}/")
     browser.execute_script("window.__sameDocument = true")
     log = browser.find_element(By.ID, "log")
-    wait_for(lambda: "line 2" in log.text, "no log line arrived")
-    # The execution is still running while its lines appear.
+
+    def chart_points() -> int:
+        return int(browser.find_element(By.ID, "chart").get_attribute("data-points") or 0)
+
+    wait_for(lambda: "line 2" in log.text and chart_points() >= 2, "no log line or chart point arrived")
+    # The execution is still running while its lines and points appear.
+    seen = chart_points()
     assert vh.json("exec", "info", str(made["id"]))["status"] == "started"
+    assert seen < 8
     wait_for(lambda: "line 8" in log.text, "the last lines did not arrive")
     wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "the status did not turn complete")
     assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
     lines = [line for line in log.text.splitlines() if line.startswith("line ")]
     assert lines == [f"line {i}" for i in range(1, 9)]
     assert "-- complete" in log.text or "complete" in log.text.splitlines()[-1]
-    points = browser.execute_script("return document.querySelectorAll('#chart canvas').length")
-    assert points >= 1
+    wait_for(lambda: chart_points() == 8, "the chart did not get every point")
+    assert browser.execute_script("return document.querySelectorAll('#chart canvas').length") == 1
     latest = browser.find_element(By.CSS_SELECTOR, '#latest tr[data-key="loss"] td').text
     assert latest == "0.8"
     shot(browser, "execution")
@@ -196,6 +212,27 @@ def test_the_project_table_sorts_by_a_metadata_key(browser: Any, site: tuple[VhO
     wait_for(sort_button, "no accuracy column").click()
     wait_for(lambda: order() == by_accuracy[::-1], "not sorted by accuracy, lowest first")
     shot(browser, "project")
+
+    # Two of them side by side: parameters, latest metadata, the metric overlaid.
+    for e in made[:2]:
+        wait_for(lambda e=e: browser.execute_script(
+            f"const b = document.querySelector('input.pick[data-id=\"{e['id']}\"]'); if (b) b.click(); return !!b"),
+            "no checkbox")
+    wait_for(lambda: browser.find_element(By.ID, "compare").is_enabled(), "compare stays disabled")
+    browser.find_element(By.ID, "compare").click()
+    wait_for(lambda: "/compare/" in browser.current_url, "not on the compare page")
+
+    def cells(key: str) -> list[str]:
+        return [td.text for td in browser.find_elements(By.CSS_SELECTOR, f'#cmp-table tr[data-key="{key}"] td')]
+
+    wait_for(lambda: cells("a") == ["0.4", "0.9"], f"parameters not side by side: {cells('a')}")
+    assert cells("accuracy") == ["0.4", "0.9"]
+    assert browser.find_element(By.ID, "cmp-chart").get_attribute("data-series") == "2"
+    shot(browser, "compare")
+
+    browser.get(f"{api}/")
+    assert "demo" in browser.find_element(By.CSS_SELECTOR, "main table").text
+    shot(browser, "projects")
 
 
 def test_stop_an_execution_from_its_page(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
@@ -338,3 +375,24 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
     wait_for(lambda: "burst" in browser.find_element(By.ID, "machines").text, "the machine is not listed")
     assert browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1
     shot(browser, "operations")
+
+
+def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: tuple[VhOrch, Client, str, str]
+                                                            ) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    writer = submit(alice, pid, commit, "write")
+    datum = vh.wait(writer["id"])["outputs"][0]["datum"]
+    reader = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "read",
+                                                     "inputs": {"data": [datum]}})
+    assert reader.status_code == 201, reader.text
+    assert vh.wait(reader.json()["id"])["status"] == "complete"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{reader.json()['id']}/")
+    link = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#inputs li[data-input="data"] a'), "no link")[0]
+    assert link.text == f"#{writer['counter']}"
+    link.click()
+    wait_for(lambda: browser.current_url == f"{api}/executions/{writer['id']}/", "the link did not lead there")
+    download = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#outputs a"), "no output listed")[0]
+    assert download.text == "hello.txt" and download.get_attribute("href").endswith("/download/")

@@ -227,8 +227,24 @@ def list_executions(
 
 @router.get("/executions/{ref}/", name="execution")
 def execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
-    """One execution, by id or `{project_id}:{counter}` (or `:latest`)."""
-    return _one(request, visible_execution(request, user, ref))
+    """One execution, by id or `{project_id}:{counter}` (or `:latest`). A `datum://` input names the
+    execution whose output it is (`inputs[].outputs_of`), when the caller may see that execution."""
+    out = _one(request, visible_execution(request, user, ref))
+    store = store_of(request)
+    for entry in out["inputs"]:
+        sources = []
+        for input_url in entry["urls"]:
+            source = None
+            if input_url.startswith("datum://"):
+                try:
+                    producer = store.get_execution(store.get_output(input_url.removeprefix("datum://")).execution_id)
+                except NotFound:
+                    producer = None
+                if producer is not None and store.can_see(user, producer.project_id):
+                    source = {"id": producer.id, "counter": producer.counter}
+            sources.append(source)
+        entry["outputs_of"] = sources
+    return out
 
 
 @router.post("/executions/{ref}/stop/", name="stop_execution")

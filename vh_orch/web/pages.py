@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -138,3 +138,11 @@ def operations_page(request: Request) -> HTMLResponse:
     if not user.is_admin:
         raise HTTPException(404, "Not found.")
     return render(request, "operations.html", user)
+
+
+@router.get("/compare/", response_class=HTMLResponse)
+def compare_page(request: Request, e: Annotated[list[str] | None, Query()] = None) -> HTMLResponse:
+    """Several executions side by side: parameters, latest metadata, one metric's series overlaid."""
+    user = page_user(request)
+    executions = [visible_execution(request, user, ref) for ref in (e or [])[:12]]
+    return render(request, "compare.html", user, executions=executions)

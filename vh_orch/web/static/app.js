@@ -36,6 +36,15 @@ const VhOrch = (() => {
     const project = table.dataset.project;
     const state = { ordering: "-counter", offset: 0, limit: 50, count: 0 };
     const base = ["counter", "status", "step", "parameters", "duration", "environment", "creator"];
+    const picked = new Set();
+    const showPicked = () => {
+      $("compare").disabled = picked.size < 2;
+      $("compare").textContent = picked.size ? `Compare ${picked.size} selected` : "Compare";
+    };
+    $("compare").addEventListener("click", () => {
+      location.href = "/compare/?" + [...picked].map((id) => `e=${id}`).join("&");
+    });
+    showPicked();
 
     async function load() {
       const query = new URLSearchParams({ project, ordering: state.ordering, limit: state.limit, offset: state.offset });
@@ -47,7 +56,7 @@ const VhOrch = (() => {
       const key = state.ordering.replace(/^-/, "");
       if (!base.includes(key) && !keys.includes(key)) keys.unshift(key);
       const head = table.tHead.rows[0];
-      head.replaceChildren(...[...base, ...keys].map((name) => {
+      head.replaceChildren(el("th", { scope: "col", "aria-label": "Select" }), ...[...base, ...keys].map((name) => {
         const sortable = !["parameters", "environment", "creator"].includes(name);
         const th = el("th", { scope: "col" });
         if (sortable) {
@@ -63,7 +72,14 @@ const VhOrch = (() => {
         th.setAttribute("aria-sort", key === name ? (state.ordering.startsWith("-") ? "descending" : "ascending") : "none");
         return th;
       }));
+      const selectBox = (r) => {
+        const box = el("input", { type: "checkbox", class: "pick", "aria-label": `Select #${r.counter}`, "data-id": r.id });
+        box.checked = picked.has(r.id);
+        box.addEventListener("change", () => { if (box.checked) picked.add(r.id); else picked.delete(r.id); showPicked(); });
+        return box;
+      };
       table.tBodies[0].replaceChildren(...page.results.map((r) => el("tr", { "data-counter": r.counter },
+        el("td", {}, selectBox(r)),
         el("td", {}, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
         el("td", {}, el("span", { class: "status", "data-status": r.status, text: r.status })),
         el("td", { text: r.step }),
@@ -133,6 +149,11 @@ const VhOrch = (() => {
       const params = Object.entries(e.parameters);
       $("parameters").replaceChildren(...(params.length ? params.map(([k, v]) =>
         el("tr", {}, el("th", { text: k }), el("td", { text: shown(v) }))) : [el("tr", {}, el("td", { class: "empty", text: "none" }))]));
+      const inputs = e.inputs.flatMap((i) => i.urls.map((u, n) => ({ name: i.name, url: u, from: (i.outputs_of || [])[n] })));
+      $("inputs").replaceChildren(...(inputs.length ? inputs.map((i) => el("li", { "data-input": i.name },
+        `${i.name}: `, el("code", { text: i.url }),
+        ...(i.from ? [" (output of ", el("a", { href: `/executions/${i.from.id}/`, text: `#${i.from.counter}` }), ")"] : [])))
+        : [el("li", { class: "empty", text: "none" })]));
       const outs = (await api(`/data/?output_execution=${id}`)).results;
       $("outputs").replaceChildren(...(outs.length ? outs.map((o) => el("li", {},
         el("a", { href: o.urls.download, text: o.name }), ` ${o.size} bytes`)) : [el("li", { class: "empty", text: "none yet" })]));
@@ -144,7 +165,17 @@ const VhOrch = (() => {
       const yKeys = [...$("chart-y").selectedOptions].map((o) => o.value);
       const rows = points.filter((p) => typeof p[xKey] === "number" || xKey === "_time");
       const xs = rows.map((p) => xKey === "_time" ? Date.parse(p._time) / 1000 : p[xKey]);
-      const data = [xs, ...yKeys.map((k) => rows.map((p) => typeof p[k] === "number" ? p[k] : null))];
+      const smooth = Number($("chart-smooth").value);  // exponential moving average, 0 = none
+      const data = [xs, ...yKeys.map((k) => {
+        let last = null;
+        return rows.map((p) => {
+          const v = typeof p[k] === "number" ? p[k] : null;
+          if (v == null || !smooth) return v;
+          last = last == null ? v : smooth * last + (1 - smooth) * v;
+          return last;
+        });
+      })];
+      $("chart").dataset.points = String(xs.length);
       const width = Math.max(300, $("chart").clientWidth || 500);
       if (chart && chart.series.length === yKeys.length + 1 && chart.xKey === xKey) { chart.setData(data); return; }
       if (chart) chart.destroy();
@@ -214,6 +245,7 @@ const VhOrch = (() => {
     });
     $("chart-x").addEventListener("change", () => { xPicked = true; keysChanged(); draw(); });
     $("chart-y").addEventListener("change", draw);
+    $("chart-smooth").addEventListener("input", () => { $("smooth-value").textContent = $("chart-smooth").value; draw(); });
     $("stop").addEventListener("click", async () => {
       if (!confirm("Stop this execution? Its outputs so far are kept.")) return;
       await api(`/executions/${id}/stop/`, { method: "POST" });
@@ -309,5 +341,52 @@ const VhOrch = (() => {
     setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
   }
 
-  return { projectPage, executionPage, operationsPage, api };
+  // -- several executions side by side ---------------------------------------------------------
+  async function comparePage() {
+    const box = $("compare");
+    if (!box) return;
+    const ids = box.dataset.executions.split(",");
+    const runs = await Promise.all(ids.map(async (id) => ({
+      e: await api(`/executions/${id}/`), points: (await api(`/executions/${id}/metadata/`)).points })));
+    const label = (r) => `#${r.e.counter} ${r.e.step}`;
+    const params = [...new Set(runs.flatMap((r) => Object.keys(r.e.parameters)))].sort();
+    const metrics = [...new Set(runs.flatMap((r) => Object.keys(r.e.metadata || {})))].sort();
+    const table = $("cmp-table");
+    table.tHead.rows[0].replaceChildren(el("th", { text: "" }), ...runs.map((r) =>
+      el("th", { scope: "col" }, el("a", { href: `/executions/${r.e.id}/`, text: label(r) }))));
+    const row = (name, values, cls) => el("tr", { class: cls, "data-key": name }, el("th", { scope: "row", text: name }),
+      ...values.map((v) => el("td", { class: "num", text: shown(v) })));
+    table.tBodies[0].replaceChildren(
+      ...params.map((p) => row(p, runs.map((r) => r.e.parameters[p]), "param")),
+      ...metrics.map((m) => row(m, runs.map((r) => (r.e.metadata || {})[m]), "metric")));
+    const numeric = metrics.filter((m) => runs.some((r) => r.points.some((p) => typeof p[m] === "number")));
+    const stepLike = numeric.filter((m) => ["step", "epoch", "iteration"].includes(m));
+    $("cmp-key").replaceChildren(...numeric.filter((m) => !stepLike.includes(m)).map((m) => el("option", { text: m })));
+    $("cmp-x").replaceChildren(...[...stepLike, "_time"].map((m) => el("option", { text: m })));
+    let chart = null;
+    function draw() {
+      const key = $("cmp-key").value, xKey = $("cmp-x").value;
+      if (!key) return;
+      // One x axis: the union of every run's x values; each run's y where it has one (seconds since
+      // its start when x is _time, so runs of different days overlay).
+      const series = runs.map((r) => {
+        const t0 = r.points.length ? Date.parse(r.points[0]._time) / 1000 : 0;
+        return new Map(r.points.filter((p) => typeof p[key] === "number")
+          .map((p) => [xKey === "_time" ? Date.parse(p._time) / 1000 - t0 : p[xKey], p[key]]));
+      });
+      const xs = [...new Set(series.flatMap((m) => [...m.keys()]))].filter((x) => typeof x === "number").sort((a, b) => a - b);
+      const data = [xs, ...series.map((m) => xs.map((x) => m.has(x) ? m.get(x) : null))];
+      $("cmp-chart").dataset.series = String(runs.length);
+      if (chart) chart.destroy();
+      chart = new uPlot({ width: Math.max(300, $("cmp-chart").clientWidth || 700), height: 280,
+        scales: { x: { time: false } },
+        series: [{ label: xKey }, ...runs.map((r, i) => ({ label: label(r), stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
+        data, $("cmp-chart"));
+    }
+    $("cmp-key").addEventListener("change", draw);
+    $("cmp-x").addEventListener("change", draw);
+    draw();
+  }
+
+  return { projectPage, executionPage, operationsPage, comparePage, api };
 })();
