@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import EXAMPLE, VhOrch, installation
-from test_users import database_bytes
+from test_users import PASSWORD, database_bytes, with_stdin
 
 TIMEOUT = 60
 
@@ -287,6 +287,16 @@ def test_forwarded_headers_count_only_from_trusted_proxies(vh: VhOrch) -> None:
     host = alice.api.removeprefix("http://")
     answer = alice.get("/api/v0/projects/", headers=forwarded).json()
     assert answer["results"][0]["url"].startswith(f"https://{host}/")
+    # Signed in through the TLS proxy, the session cookie is Secure; over plain http it cannot be.
+    with_stdin(vh, PASSWORD + "\n", "user", "passwd", "alice", "--password-stdin")
+    form = {"username": "alice", "password": PASSWORD}
+    tls = requests.post(f"{alice.api}/login", data=form, allow_redirects=False, timeout=TIMEOUT,
+                        headers={"X-Forwarded-Proto": "https", "Origin": f"https://{host}"})
+    assert tls.status_code == 303 and "secure" in tls.headers["set-cookie"].lower()
+    plain = requests.post(f"{alice.api}/login", data=form, allow_redirects=False, timeout=TIMEOUT,
+                          headers={"Origin": alice.api})
+    assert plain.status_code == 303 and "secure" not in plain.headers["set-cookie"].lower()
+    assert "httponly" in plain.headers["set-cookie"].lower() and "samesite=lax" in plain.headers["set-cookie"].lower()
     vh.stop_daemon()
 
     vh.env["VH_ORCH_TRUSTED_PROXIES"] = "not-an-address"
