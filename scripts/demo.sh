@@ -79,3 +79,8 @@ say "vh-orch exec outputs $ID"
 vh-orch exec outputs "$ID"
 say "vh-orch exec list --sort -accuracy"
 vh-orch exec list --project demo --sort -accuracy
+
+say "next: the web UI and the HTTP API (what Valohai's \`vh\` client uses)"
+echo "start \`vh-orch serve\` (it listens on http://127.0.0.1:8700 unless --listen says otherwise), then"
+echo "  web UI: open http://127.0.0.1:8700/ and sign in (\`vh-orch user passwd admin\` sets a password)"
+echo "  API:    http://127.0.0.1:8700/api/docs; \`vh login --host http://127.0.0.1:8700 -u admin\`"

@@ -86,7 +86,7 @@ class ApiServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the HTTP server did not start; see the log above")
             time.sleep(0.02)
-        log.info("HTTP API on %s (docs: %s/api/docs)", self.url, self.url)
+        log.info("HTTP API on %s (docs: %s/api/docs; web UI: %s/)", self.url, self.url, self.url)
         return self.url
 
     def stop(self) -> None:
