@@ -396,3 +396,12 @@ def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: 
     wait_for(lambda: browser.current_url == f"{api}/executions/{writer['id']}/", "the link did not lead there")
     download = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#outputs a"), "no output listed")[0]
     assert download.text == "hello.txt" and download.get_attribute("href").endswith("/download/")
+
+
+@pytest.mark.parametrize(("asked", "goes"), [
+    ("/projects/1/", "/projects/1/"), ("//evil.example/x", "/"), ("https://evil.example/", "/"),
+    ("/\\evil.example", "/"), ("", "/"), ("javascript:alert(1)", "/")])
+def test_after_sign_in_only_a_path_of_this_site_is_followed(asked: str, goes: str) -> None:
+    from vh_orch.web.pages import safe_next
+
+    assert safe_next(asked) == goes
