@@ -7,12 +7,13 @@ import hmac
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
 from vh_orch.orchestrator.models import User
-from vh_orch.orchestrator.users import token_digest
+from vh_orch.orchestrator.users import token_digest, verify_password
 
 # Failed logins within the window: this many for one user name, or (more: several people may share an
 # address) for one client address, and logins for it wait until the oldest failure leaves the window
@@ -58,6 +59,31 @@ class LoginThrottle:
         while seen and seen[0] <= now - self.window_s:
             seen.popleft()
         return seen
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What a user name and password came to: the user, or how long this name/address must wait
+    (wait > 0: throttled, nothing checked), or neither (wrong, and counted as a failure)."""
+
+    user: User | None
+    wait: int = 0
+
+
+def check_password_login(request: Request, username: str, password: str) -> PasswordCheck:
+    """The password check behind `POST /api/v0/get-token/` and the web sign-in, throttled per user
+    name and client address; the caller decides how to answer."""
+    throttle: LoginThrottle = request.app.state.throttle
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(username, address)
+    if wait > 0:
+        return PasswordCheck(None, int(wait) + 1)
+    user = request.app.state.store.find_user(username)
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        throttle.failed(username, address)
+        return PasswordCheck(None)
+    throttle.succeeded(username)
+    return PasswordCheck(user)
 
 
 SESSION_COOKIE = "vh_orch_session"

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import HTTPException, Request
 
+from vh_orch.errors import NotFound
 from vh_orch.orchestrator.models import Execution, Project, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -33,7 +34,7 @@ def field_error(field: str, message: str, code: str = "invalid", status: int = 4
     return HTTPException(status, {field: [{"message": message, "code": code}]})
 
 
-def parse_id(text: str | int, what: str = "id") -> int:
+def parse_id(text: str | int) -> int:
     """A numeric id from a path or query; anything else is simply not found."""
     if isinstance(text, int):
         return text
@@ -83,7 +84,7 @@ def visible_execution(request: Request, user: User, ref: str) -> Execution:
         return found
     try:
         execution = store.get_execution(parse_id(ref))
-    except Exception:
+    except NotFound:
         raise not_found() from None
     if not store.can_see(user, execution.project_id):
         raise not_found()

@@ -3,7 +3,7 @@ and what the machines cost hour by hour."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,7 +12,7 @@ from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import field_error, not_found, store_of
 from vh_orch.cli.views import BILLED
 from vh_orch.orchestrator.models import User
-from vh_orch.timeutil import iso, utcnow
+from vh_orch.timeutil import as_utc, iso, utcnow
 
 router = APIRouter(prefix="/api/v0")
 MAX_HOURS = 24 * 31
@@ -21,10 +21,6 @@ MAX_HOURS = 24 * 31
 def require_admin(user: User) -> None:
     if not user.is_admin:
         raise not_found()
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @router.get("/machines/")
@@ -63,8 +59,8 @@ def cost(request: Request, user: CurrentUser, hours: int = 24) -> dict[str, Any]
     for m, env in store.list_machines(include_finished=True):
         if not prices.get(env) or (m.state not in BILLED and m.terminated_at is None):
             continue
-        begin = max(_aware(m.created_at), start)
-        end = min(_aware(m.terminated_at) if m.terminated_at else utcnow(), now)
+        begin = max(as_utc(m.created_at), start)
+        end = min(as_utc(m.terminated_at) if m.terminated_at else utcnow(), now)
         while begin < end:
             bucket = int((begin - start).total_seconds() // 3600)
             bucket_end = start + timedelta(hours=bucket + 1)

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 
-from vh_orch.api.auth import CurrentUser
+from vh_orch.api.auth import CurrentUser, check_password_login
 from vh_orch.api.deps import clamp_page, field_error, page_json, store_of, visible_project
 from vh_orch.api.shapes import project_json
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.users import check_project_name, new_token, verify_password
+from vh_orch.orchestrator.users import check_project_name, new_token
 
 router = APIRouter(prefix="/api/v0")
 
@@ -18,20 +18,14 @@ router = APIRouter(prefix="/api/v0")
 @router.post("/get-token/")
 def get_token(request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()]) -> dict[str, str]:
     """A new API token for a user name and password (failed logins are throttled per name and address)."""
-    store = store_of(request)
-    throttle = request.app.state.throttle
-    address = request.client.host if request.client else "?"
-    wait = throttle.retry_after(username, address)
-    if wait > 0:
-        raise HTTPException(429, {"message": f"too many failed logins: try again in {int(wait) + 1} s",
-                                  "code": "throttled"}, headers={"Retry-After": str(int(wait) + 1)})
-    user = store.find_user(username)
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        throttle.failed(username, address)
+    signed = check_password_login(request, username, password)
+    if signed.wait:
+        raise HTTPException(429, {"message": f"too many failed logins: try again in {signed.wait} s",
+                                  "code": "throttled"}, headers={"Retry-After": str(signed.wait)})
+    if signed.user is None:
         raise HTTPException(400, {"non_field_errors": ["Unable to log in with provided credentials."]})
-    throttle.succeeded(username)
     token, digest = new_token()
-    store.add_token(user.id, digest)  # type: ignore[arg-type]
+    store_of(request).add_token(signed.user.id, digest)  # type: ignore[arg-type]
     return {"token": token}
 
 

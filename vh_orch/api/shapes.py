@@ -6,14 +6,14 @@ host: the `vh` client sends its token only to the host it logged in to.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
 
 from vh_orch.api.deps import project_public_id
 from vh_orch.orchestrator.models import Commit, Execution, ExecutionEvent, Output, Project
-from vh_orch.timeutil import iso, utcnow
+from vh_orch.timeutil import as_utc, iso, utcnow
 
 
 def api_base(request: Request) -> str:
@@ -70,14 +70,10 @@ def commit_json(request: Request, c: Commit, include_config: bool = False) -> di
     return out
 
 
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
 def duration_s(e: Execution) -> float | None:
     if e.started_at is None:
         return None
-    return round((_aware(e.ended_at or utcnow()) - _aware(e.started_at)).total_seconds(), 3)
+    return round((as_utc(e.ended_at or utcnow()) - as_utc(e.started_at)).total_seconds(), 3)
 
 
 def execution_json(request: Request, e: Execution, project_name: str, env_name: str,

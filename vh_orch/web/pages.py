@@ -15,10 +15,10 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from vh_orch.api.auth import SESSION_COOKIE, check_csrf, csrf_token, same_origin, session_user
+from vh_orch.api.auth import SESSION_COOKIE, check_csrf, check_password_login, csrf_token, same_origin, session_user
 from vh_orch.api.deps import store_of, visible_execution, visible_project
 from vh_orch.orchestrator.models import User
-from vh_orch.orchestrator.users import new_token, token_digest, verify_password
+from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
 
 HERE = Path(__file__).parent
@@ -70,24 +70,18 @@ def login(request: Request, username: Annotated[str, Form()], password: Annotate
           next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
     if not same_origin(request):
         raise HTTPException(403, "Cross-site request refused: its Origin is not this site.")
-    throttle = request.app.state.throttle
-    address = request.client.host if request.client else "?"
-    wait = throttle.retry_after(username, address)
-    if wait > 0:
+    signed = check_password_login(request, username, password)
+    if signed.wait:
         return render(request, "login.html", None, next=safe_next(next),
-                      error=f"Too many failed sign-ins: try again in {int(wait) + 1} s.")
-    store = store_of(request)
-    user = store.find_user(username)
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        throttle.failed(username, address)
+                      error=f"Too many failed sign-ins: try again in {signed.wait} s.")
+    if signed.user is None:
         answer = render(request, "login.html", None, next=safe_next(next),
                         error="Unable to sign in with that user name and password.")
         answer.status_code = 400
         return answer
-    throttle.succeeded(username)
     token, digest = new_token()
-    store.add_token(user.id, digest, kind="session",  # type: ignore[arg-type]
-                    expires_at=utcnow() + timedelta(days=SESSION_DAYS))
+    store_of(request).add_token(signed.user.id, digest, kind="session",  # type: ignore[arg-type]
+                                expires_at=utcnow() + timedelta(days=SESSION_DAYS))
     answer = RedirectResponse(safe_next(next), status_code=303)
     answer.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
                       secure=request.url.scheme == "https", path="/")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import delete, func, or_
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import ApiToken, Project, ProjectMember, User
 from vh_orch.orchestrator.users import same_digest
-from vh_orch.timeutil import utcnow
+from vh_orch.timeutil import as_utc, utcnow
 
 ADMIN = "admin"  # the administrator every installation starts with (migration 0003)
 
@@ -94,7 +94,7 @@ class UsersStore:
         if row is None or not same_digest(row[0].digest, digest):
             return None
         expires = row[0].expires_at
-        if expires is not None and (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) <= utcnow():
+        if expires is not None and as_utc(expires) <= utcnow():
             return None
         return row[1]
 
