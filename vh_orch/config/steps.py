@@ -696,12 +696,20 @@ def resolve_step(
     parameters: list[str],
     inputs: list[str],
     environment_variables: list[str],
+    vary: frozenset[str] = frozenset(),
 ) -> ResolvedStep:
+    """vary: parameters a task sets per child; left out here, and so is the command (built per child)."""
     loaded = load_config(config_text)
     step = get_step(loaded.config, step_name)
     if loaded.problems.get(step.name):
         raise UserInputError("; ".join(loaded.problems[step.name]))
-    params = resolve_parameters(step, parse_assignments(parameters, "parameter"))
+    given = parse_assignments(parameters, "parameter")
+    if vary:
+        from vh_orch.config.tasks import StepWithout
+
+        params = resolve_parameters(StepWithout(step, set(vary)), given)  # type: ignore[arg-type]
+    else:
+        params = resolve_parameters(step, given)
     return ResolvedStep(
         step=step,
         parameters=params,
@@ -709,7 +717,7 @@ def resolve_step(
         environment_variables=resolve_environment_variables(
             step, parse_assignments(environment_variables, "environment variable")
         ),
-        command=build_command(step, params),
+        command="" if vary else build_command(step, params),
         time_limit_s=step.time_limit.total_seconds() if step.time_limit else None,
         image=step.image or None,
         environment=step.environment,

@@ -39,6 +39,7 @@ from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus,
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.tasks import TaskEngine
 from vh_orch.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class Daemon:
         self._runtime_cache: dict[tuple[object, ...], tuple[float, str]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self._reconciler: Reconciler | None = None
+        self._tasks: TaskEngine | None = None
         self._bootstrapping: set[int] = set()
         self._listener: threading.Thread | None = None
         self.cluster_id = store.cluster_id()
@@ -228,6 +230,12 @@ class Daemon:
     # -- the pass -------------------------------------------------------------------
 
     @property
+    def tasks(self) -> TaskEngine:
+        if self._tasks is None:
+            self._tasks = TaskEngine(self.store)
+        return self._tasks
+
+    @property
     def reconciler(self) -> Reconciler:
         if self._reconciler is None:
             self._reconciler = Reconciler(
@@ -241,6 +249,7 @@ class Daemon:
         with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
             self._reap()
             if not self._stopping.is_set():
+                self.tasks.run_pass()  # first: the children it adds are dispatched in this same pass
                 self.reconciler.run_pass()
                 self._settle_unowned()
             for execution in self.store.executions_in([S.STOPPING]):

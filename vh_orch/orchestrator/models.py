@@ -87,6 +87,7 @@ class Project(SQLModel, table=True):
     repo_url: str | None = None
     mirror_path: str | None = None
     execution_counter: int = 0
+    task_counter: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -182,6 +183,7 @@ class Quota(SQLModel, table=True):
 class Execution(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("project_id", "counter"),
+        UniqueConstraint("task_id", "task_index"),
         Index("ix_execution_queue", "environment_id", "status", "priority", "id"),
     )
 
@@ -218,6 +220,56 @@ class Execution(SQLModel, table=True):
     metadata_latest: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # Highest event sequence number stored (log lines and status changes share one sequence).
     last_seq: int = 0
+    # A task's child: its task and its place in it (unique, so that no child is created twice).
+    task_id: int | None = Field(default=None, foreign_key="task.id", index=True)
+    task_index: int | None = None
+
+
+class TaskStatus(StrEnum):
+    CREATED = "created"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ERROR = "error"
+    COMPLETE = "complete"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_TASK_STATUSES
+
+
+FINAL_TASK_STATUSES = frozenset({TaskStatus.STOPPED, TaskStatus.ERROR, TaskStatus.COMPLETE})
+
+
+class Task(SQLModel, table=True):
+    """A collection of executions of one step (most often a hyperparameter search).
+
+    `spec` is the validated definition (config/tasks.py TaskSpec as JSON): the search, its
+    parameters, limits and conditions; `template` what every child shares (command inputs,
+    environment variables, image...). Children are executions with `task_id` and `task_index`."""
+
+    __table_args__ = (UniqueConstraint("project_id", "counter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    counter: int
+    commit_id: int = Field(foreign_key="commit.id")
+    step: str
+    name: str | None = None  # the valohai.yaml task it came from, if any
+    title: str | None = None
+    type: str
+    status: str = Field(default=TaskStatus.CREATED, index=True)
+    status_reason: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    template: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    environment_id: int = Field(foreign_key="environment.id")
+    user: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    # Children stopped early by the median-stopping rule, and the machine-seconds that saved (an estimate).
+    pruned: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    saved_seconds: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 
 
 class ExecutionEvent(SQLModel, table=True):

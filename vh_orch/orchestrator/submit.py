@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
-from vh_orch.config.steps import resolve_step
+from vh_orch.config.steps import ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.models import Execution
+from vh_orch.orchestrator.models import Commit, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.inputs import normalise_input_url
@@ -51,25 +51,66 @@ def current_user() -> str:
     return os.environ.get("VH_ORCH_USER") or getpass.getuser()
 
 
-def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
-    if req.commit and req.adhoc:
-        raise UserInputError("--commit and --adhoc exclude each other: pick one")
-    project = store.get_project(req.project)
-    if req.stored_adhoc is not None:
-        snapshot = stored_snapshot(store, project.id, req.stored_adhoc)  # type: ignore[arg-type]
-    elif req.adhoc is not None:
-        snapshot = snapshot_folder(req.adhoc, settings.adhoc_dir)
-    else:
-        if not project.mirror_path:
-            raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR")
-        try:  # an exact sha the caller fetched a moment ago needs no new fetch
-            snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote)
-        except UserInputError:
-            if not req.remote:
-                raise
-            snapshot = resolve_git(Path(project.mirror_path), req.commit)
+@dataclass(frozen=True)
+class Prepared:
+    """A checked request: everything an execution (or a task's children) is made of."""
 
-    resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables)
+    project_id: int
+    snapshot: Snapshot
+    resolved: ResolvedStep
+    environment_id: int
+    image: str | None
+    pull_policy: str
+    inputs: dict[str, list[str]]
+    user: str
+
+
+def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
+    prepared = prepare(store, settings, req)
+    resolved = prepared.resolved
+    ensure_storable(
+        {
+            "step": resolved.step.name,
+            "title": req.title,
+            "image": prepared.image,
+            "parameters": resolved.parameters,
+            "inputs": prepared.inputs,
+            "environment variables": resolved.environment_variables,
+            "command": resolved.command,
+            "time limit": resolved.time_limit_s,
+            "user": prepared.user,
+        }
+    )
+    # Everything is valid: from here on, write.
+    commit = keep_commit(store, prepared)
+    execution = Execution(
+        project_id=prepared.project_id,
+        counter=0,
+        commit_id=commit.id,  # type: ignore[arg-type]
+        step=resolved.step.name,
+        title=req.title,
+        image=prepared.image,
+        pull_policy=prepared.pull_policy,
+        command=resolved.command,
+        parameters=resolved.parameters,
+        inputs=prepared.inputs,
+        environment_variables=resolved.environment_variables,
+        time_limit_s=resolved.time_limit_s,
+        environment_id=prepared.environment_id,
+        priority=req.priority,
+        user=prepared.user,
+    )
+    return store.create_execution(execution)
+
+
+def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
+            snapshot: tuple[Project, Snapshot] | None = None) -> Prepared:
+    """Check a request against its project, commit, step and environment; writes nothing.
+    vary: parameters a task gives each child (not required here; no command is built).
+    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot)."""
+    project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
+    resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
+                            vary=vary)
 
     env_name = req.environment
     if env_name is None:
@@ -101,51 +142,45 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
         for name, urls in resolved.inputs.items()
     }
+    return Prepared(project_id=project.id, snapshot=snapshot, resolved=resolved,  # type: ignore[arg-type]
+                    environment_id=environment.id, image=image, pull_policy=pull_policy,  # type: ignore[arg-type]
+                    inputs=inputs, user=req.user or current_user())
 
-    user = req.user or current_user()
-    ensure_storable(
-        {
-            "step": resolved.step.name,
-            "title": req.title,
-            "image": image,
-            "parameters": resolved.parameters,
-            "inputs": inputs,
-            "environment variables": resolved.environment_variables,
-            "command": resolved.command,
-            "time limit": resolved.time_limit_s,
-            "user": user,
-        }
-    )
 
-    # Everything is valid: from here on, write.
+def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple[Project, Snapshot]:
+    """The request's project and the snapshot it runs: a Git commit, an ad-hoc folder, or a stored package."""
+    if req.commit and req.adhoc:
+        raise UserInputError("--commit and --adhoc exclude each other: pick one")
+    project = store.get_project(req.project)
+    if req.stored_adhoc is not None:
+        snapshot = stored_snapshot(store, project.id, req.stored_adhoc)  # type: ignore[arg-type]
+    elif req.adhoc is not None:
+        snapshot = snapshot_folder(req.adhoc, settings.adhoc_dir)
+    else:
+        if not project.mirror_path:
+            raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR")
+        try:  # an exact sha the caller fetched a moment ago needs no new fetch
+            snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote)
+        except UserInputError:
+            if not req.remote:
+                raise
+            snapshot = resolve_git(Path(project.mirror_path), req.commit)
+    return project, snapshot
+
+
+def keep_commit(store: Store, prepared: Prepared) -> Commit:
+    """Store the request's snapshot (an ad-hoc archive, once) and its commit row."""
+    snapshot = prepared.snapshot
     if snapshot.kind == "adhoc" and snapshot.archive_bytes is not None:
         save_adhoc(snapshot)
-    commit = store.get_or_create_commit(
-        project_id=project.id,  # type: ignore[arg-type]
+    return store.get_or_create_commit(
+        project_id=prepared.project_id,
         kind=snapshot.kind,
         identifier=snapshot.identifier,
         config_yaml=snapshot.config_yaml,
         ref=snapshot.ref,
         archive_path=snapshot.archive_path,
     )
-    execution = Execution(
-        project_id=project.id,  # type: ignore[arg-type]
-        counter=0,
-        commit_id=commit.id,  # type: ignore[arg-type]
-        step=resolved.step.name,
-        title=req.title,
-        image=image,
-        pull_policy=pull_policy,
-        command=resolved.command,
-        parameters=resolved.parameters,
-        inputs=inputs,
-        environment_variables=resolved.environment_variables,
-        time_limit_s=resolved.time_limit_s,
-        environment_id=environment.id,  # type: ignore[arg-type]
-        priority=req.priority,
-        user=user,
-    )
-    return store.create_execution(execution)
 
 
 def stored_snapshot(store: Store, project_id: int, identifier: str) -> Snapshot:

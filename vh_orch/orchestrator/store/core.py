@@ -240,23 +240,27 @@ class CoreStore:
     def create_execution(self, execution: Execution) -> Execution:
         """Insert a new execution (status `queued`) with the next counter of its project."""
         with self.write() as s:
-            counter = s.execute(
-                update(Project)
-                .where(col(Project.id) == execution.project_id)
-                .values(execution_counter=Project.execution_counter + 1)
-                .returning(Project.execution_counter)
-            ).scalar_one()
-            now = self.clock()
-            execution.counter = counter
-            execution.status = S.CREATED
-            execution.created_at = now
-            s.add(execution)
-            s.flush()
-            assert execution.id is not None
-            s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
-            execution.last_seq = 1
+            self._insert_execution(s, execution)
             self.admit(s, [execution])  # type: ignore[attr-defined]  # queued at once unless over quota
             return execution
+
+    def _insert_execution(self, s: Session, execution: Execution) -> None:
+        """Insert a new execution (status `created`) with the next counter of its project."""
+        counter = s.execute(
+            update(Project)
+            .where(col(Project.id) == execution.project_id)
+            .values(execution_counter=Project.execution_counter + 1)
+            .returning(Project.execution_counter)
+        ).scalar_one()
+        now = self.clock()
+        execution.counter = counter
+        execution.status = S.CREATED
+        execution.created_at = now
+        s.add(execution)
+        s.flush()
+        assert execution.id is not None
+        s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
+        execution.last_seq = 1
 
     def get_execution(self, execution_id: int) -> Execution:
         with self.read() as s:

@@ -34,6 +34,7 @@ class ExecutionFilter:
     steps: Sequence[str] = field(default_factory=tuple)
     users: Sequence[str] = field(default_factory=tuple)
     counters: Sequence[int] = field(default_factory=tuple)
+    task_ids: Sequence[int] = field(default_factory=tuple)  # children of these tasks
 
 
 class QueriesStore:
@@ -72,7 +73,8 @@ class QueriesStore:
         if where.project_ids is not None:
             conditions.append(col(Execution.project_id).in_(list(where.project_ids)))
         for column, values in ((Execution.status, where.statuses), (Execution.step, where.steps),
-                               (Execution.user, where.users), (Execution.counter, where.counters)):
+                               (Execution.user, where.users), (Execution.counter, where.counters),
+                               (Execution.task_id, where.task_ids)):
             if values:
                 conditions.append(col(column).in_(list(values)))
         descending = sort.startswith("-")
