@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -82,8 +82,11 @@ class LogIngester:
     waits, readers stop reading (the backlog is bounded by MAX_PENDING).
     """
 
-    def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None) -> None:
+    def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None,
+                 on_metadata: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.store = store
+        # Called in a reader thread with each metadata point as it is read (stop conditions).
+        self.on_metadata = on_metadata
         self.execution_id = execution_id
         self.metrics = metrics
         self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
@@ -127,9 +130,16 @@ class LogIngester:
         is_stdout = name == "stdout"
         since_check = 0
 
+        on_metadata = self.on_metadata
+
         def put(line: LogLine) -> None:
             nonlocal since_check
             queue_put(line)
+            if line.metadata is not None and on_metadata is not None:
+                try:
+                    on_metadata(line.metadata)
+                except Exception:
+                    log.exception("execution %s: checking a metadata point failed", self.execution_id)
             since_check += 1
             if since_check >= CHECK_EVERY:
                 self._queued(since_check)

@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,41 @@ class ExecutionRunner:
                             self.execution_id, exc, delay)
                 time.sleep(delay)
 
+    def _watcher(self) -> Callable[[dict[str, Any]], None] | None:
+        """What checks each metadata point: the step's stop condition and its task's, if any."""
+        from vh_orch.orchestrator.conditions import Condition
+
+        e = self.execution
+        conditions: list[tuple[Condition, bool]] = []
+        step_condition = getattr(get_step(parse_config(self.store.get_commit(e.commit_id).config_yaml), e.step),
+                                 "stop_condition", None)
+        if e.task_id is not None:  # first: a point that meets both ends the whole task
+            task_condition = self.store.get_task(e.task_id).spec.get("stop_condition")
+            if task_condition:
+                conditions.append((Condition(task_condition, "the task's stop condition"), True))
+        if step_condition:
+            conditions.append((Condition(step_condition, "stop condition"), False))
+        if not conditions:
+            return None
+        latest = dict(e.metadata_latest or {})
+
+        def watch(point: dict[str, Any]) -> None:
+            latest.update(point)
+            if self._stop.is_set():
+                return
+            for condition, whole_task in conditions:
+                if condition.met(latest):
+                    reason = condition.reason(latest)
+                    if whole_task:
+                        self.store.stop_task(e.task_id, f"{reason} by execution #{e.counter}",  # type: ignore[arg-type]
+                                             final="complete")
+                    self.stop(reason)
+                    return
+
+        return watch
+
     def _run(self) -> Outcome:
-        ingester = LogIngester(self.store, self.execution_id, self.metrics)
+        ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher())
         if self.reattach:
             spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
