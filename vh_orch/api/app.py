@@ -32,7 +32,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
                metrics_allow: Sequence[Network] = LOOPBACK, daemon_metrics: DaemonMetrics | None = None) -> FastAPI:
     """metrics_allow: the client networks /metrics answers (`--metrics-allow`, parsed by
     api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any."""
-    from vh_orch.api import commits, data, executions, operations, projects
+    from vh_orch.api import commits, data, executions, operations, projects, tasks
 
     app = FastAPI(title="vh-orch", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None,
                   description="vh-orch's HTTP API: the part of Valohai's API the `vh` client uses, and vh-orch's "
@@ -43,7 +43,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.throttle = LoginThrottle()
     app.state.metrics_allow = tuple(metrics_allow)
     app.state.metrics_registry = build_registry(store, daemon_metrics)
-    for module in (projects, commits, executions, data, operations):
+    for module in (projects, commits, executions, tasks, data, operations):
         app.include_router(module.router)
     app.include_router(metrics_router)
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import HTTPException, Request
 
 from vh_orch.errors import NotFound
-from vh_orch.orchestrator.models import Execution, Project, User
+from vh_orch.orchestrator.models import Execution, Project, Task, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 
+T = TypeVar("T")
 NOT_FOUND = "Not found."
 MAX_LIMIT = 10_000  # the client asks for up to 9001 at once
 
@@ -74,21 +75,33 @@ def visible_execution(request: Request, user: User, ref: str) -> Execution:
     """An execution by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 unless this
     user may see its project."""
     store = store_of(request)
+    return _visible(request, user, ref, "#", store.execution_by_counter, store.get_execution)
+
+
+def visible_task(request: Request, user: User, ref: str) -> Task:
+    """A task by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 the same way."""
+    store = store_of(request)
+    return _visible(request, user, ref, "!", store.task_by_counter, store.get_task)
+
+
+def _visible(request: Request, user: User, ref: str, mark: str, by_counter: Callable[[int, int | None], T | None],
+             by_id: Callable[[int], T]) -> T:
+    store = store_of(request)
     project_part, sep, counter_part = ref.partition(":")
     if sep:
         project = visible_project(request, user, project_part)
-        counter = None if counter_part == "latest" else parse_id(counter_part.lstrip("#"))
-        found = store.execution_by_counter(project.id, counter)  # type: ignore[arg-type]
+        counter = None if counter_part == "latest" else parse_id(counter_part.lstrip(mark))
+        found = by_counter(project.id, counter)  # type: ignore[arg-type]
         if found is None:
             raise not_found()
         return found
     try:
-        execution = store.get_execution(parse_id(ref))
+        row = by_id(parse_id(ref))
     except NotFound:
         raise not_found() from None
-    if not store.can_see(user, execution.project_id):
+    if not store.can_see(user, row.project_id):  # type: ignore[attr-defined]
         raise not_found()
-    return execution
+    return row
 
 
 def clamp_page(limit: int | None, offset: int | None, default: int = 100) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from vh_orch.api.deps import (
     store_of,
     visible_execution,
     visible_project,
+    visible_task,
 )
 from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.errors import NotFound, UserInputError
@@ -82,9 +83,9 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
     project = visible_project(request, user, body.project)
     commit = body.commit.strip()
     adhoc = commit[1:] if commit.startswith("~") else None
-    parameters = _assignments("parameters", body.parameters)
-    inputs = _assignments("inputs", body.inputs)
-    env_vars = _assignments("environment_variables", body.environment_variables)
+    parameters = assignments("parameters", body.parameters)
+    inputs = assignments("inputs", body.inputs)
+    env_vars = assignments("environment_variables", body.environment_variables)
     return _submit(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
         environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
@@ -106,19 +107,18 @@ def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> 
         commit=commit.identifier if commit.kind == "git" else None,
         stored_adhoc=commit.identifier if commit.kind == "adhoc" else None,
         environment=body.environment or store.get_environment_by_id(e.environment_id).name,
-        parameters=_assignments("parameters", params), inputs=_assignments("inputs", inputs),
+        parameters=assignments("parameters", params), inputs=assignments("inputs", inputs),
         environment_variables=[f"{k}={v}" for k, v in e.environment_variables.items()],
         image=body.image or e.image, title=body.title if body.title is not None else e.title,
         priority=e.priority if body.priority is None else body.priority))
 
 
-def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
+def as_caller(request: Request, user: User, req: SubmitRequest) -> SubmitRequest:
+    """A request from the API: the caller's, with remote rules (inputs are URLs; a datum:// input
+    must be an output of a project the caller may see)."""
     from dataclasses import replace
 
-    from vh_orch.orchestrator.daemon import notify_daemon
-
     store = store_of(request)
-    settings = settings_of(request)
     visible = store.visible_project_ids(user)
 
     def datum_visible(datum_id: str) -> bool:
@@ -126,14 +126,22 @@ def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
             return True
         return store.get_execution(store.get_output(datum_id).execution_id).project_id in visible
 
-    req = replace(req, user=user.name, remote=True, datum_visible=datum_visible)
+    return replace(req, user=user.name, remote=True, datum_visible=datum_visible)
+
+
+def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
+    from vh_orch.orchestrator.daemon import notify_daemon
+
+    store = store_of(request)
+    settings = settings_of(request)
+    req = as_caller(request, user, req)
     try:
         execution = submit(store, settings, req)
     except NotFound as exc:
-        field = "environment" if "environment" in str(exc) else _field_of(str(exc))
+        field = "environment" if "environment" in str(exc) else field_of(str(exc))
         raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(_field_of(str(exc)), str(exc)) from None
+        raise field_error(field_of(str(exc)), str(exc)) from None
     notify_daemon(settings)
     return _one(request, execution)
 
@@ -145,14 +153,14 @@ _FIELDS = (("unknown parameter", "parameters"), ("parameter", "parameters"), ("u
            ("project", "commit"), ("valohai.yaml", "commit"), ("title", "title"), ("step", "step"))
 
 
-def _field_of(message: str) -> str:
+def field_of(message: str) -> str:
     for prefix, field in _FIELDS:
         if message.startswith(prefix):
             return field
     return "non_field_errors"
 
 
-def _assignments(field: str, values: dict[str, Any]) -> list[str]:
+def assignments(field: str, values: dict[str, Any]) -> list[str]:
     """Typed JSON values as the `NAME=VALUE` pairs submit() checks: a list is a multi-value parameter
     (or several URLs), null or [] is "not given"."""
     pairs: list[str] = []
@@ -185,6 +193,7 @@ def list_executions(
     step: Annotated[list[str], Query()] = [],  # noqa: B006
     creator: Annotated[list[str], Query()] = [],  # noqa: B006
     counter: Annotated[list[str], Query()] = [],  # noqa: B006
+    task: Annotated[list[str], Query()] = [],  # noqa: B006
     ordering: str = "-counter",
     limit: int | None = None,
     offset: int | None = None,
@@ -213,6 +222,7 @@ def list_executions(
             if not one.strip().isdigit():
                 raise field_error("counter", f"{one!r} is not a counter (a whole number)")
             counters.append(int(one))
+    task_ids = [visible_task(request, user, one).id for value in task for one in value.split(",") if one]
     sort = ordering.strip() or "-counter"
     descending = sort.startswith("-")
     key = sort.lstrip("-+").removeprefix("metadata.")
@@ -220,9 +230,10 @@ def list_executions(
         raise field_error("ordering", "give a column or a metadata key, e.g. -counter or -metadata.accuracy")
     limit, offset = clamp_page(limit, offset)
     total, rows = store.query_executions(
-        ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters),
+        ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters,
+                        task_ids=task_ids),  # type: ignore[arg-type]
         sort=("-" if descending else "") + key, limit=limit, offset=offset)
-    return page_json(request, total, limit, offset, _many(request, rows))
+    return page_json(request, total, limit, offset, many(request, rows))
 
 
 @router.get("/executions/{ref}/", name="execution")
@@ -351,10 +362,10 @@ async def _event_stream(request: Request, execution_id: int, after: int) -> Asyn
 
 
 def _one(request: Request, e: Execution) -> dict[str, Any]:
-    return _many(request, [e])[0]
+    return many(request, [e])[0]
 
 
-def _many(request: Request, rows: list[Execution]) -> list[dict[str, Any]]:
+def many(request: Request, rows: list[Execution]) -> list[dict[str, Any]]:
     store = store_of(request)
     projects = store.project_names()
     envs = store.environment_names()

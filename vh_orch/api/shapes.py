@@ -109,6 +109,8 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
         "started_at": iso(e.started_at) if e.started_at else None,
         "ended_at": iso(e.ended_at) if e.ended_at else None,
         "metadata": e.metadata_latest,
+        "task": None if e.task_id is None else {"id": e.task_id, "index": e.task_index,
+                                                "url": f"{api_base(request)}/tasks/{e.task_id}/"},
         "urls": {
             "display": f"{site(request)}/executions/{e.id}/",
             "stop": f"{here}stop/",
