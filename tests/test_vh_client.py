@@ -28,6 +28,10 @@ EXTRA_STEPS = """
     name: idle
     image: vh-orch/example-python:3.11
     command: sleep 300
+    parameters:
+      - name: note
+        type: string
+        default: waits
 - step:
     name: chatty
     image: vh-orch/example-python:3.11
@@ -35,6 +39,25 @@ EXTRA_STEPS = """
       - for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.3; done
       - echo "to stderr" >&2
       - sleep 1.5
+- task:
+    name: sweep
+    step: train
+    type: grid_search
+    parameters:
+      - name: learning_rate
+        style: multiple
+        rules: {items: [0.01, 0.02]}
+      - name: epochs
+        style: linear
+        rules: {start: 1, end: 2, step: 1}
+- task:
+    name: hold
+    step: idle
+    type: grid_search
+    parameters:
+      - name: note
+        style: multiple
+        rules: {items: [a, b]}
 """
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 
@@ -199,3 +222,33 @@ def test_fetch_then_run_a_commit_stop_and_environments(world: tuple[VhOrch, Vh, 
 
     envs = client("environments").stdout
     assert "local" in envs
+
+
+def test_task_run_list_and_stop(world: tuple[VhOrch, Vh, str]) -> None:
+    """`vh task run` sends its own body to POST /api/v0/tasks/; vh-orch runs the grid it describes."""
+    vh, client, api = world
+    client("login", "--host", api, "-u", "alice", "-p", PASSWORD)
+    client("project", "link", "demo", "--yes")
+
+    run = client("task", "run", "sweep", "--adhoc")
+    assert "Task !1 created" in run.stdout + run.stderr
+    [task] = vh.json("task", "list", "--project", "demo")
+    assert task["type"] == "grid_search" and task["step"] == "train" and task["project"] == "demo"
+    vh("task", "wait", str(task["id"]), "--timeout", str(WAIT_S))
+    info = vh.json("task", "info", str(task["id"]))
+    assert info["status"] == "complete" and info["counts"] == {"complete": 4}
+    children = [vh.json("exec", "info", str(i)) for i in info["executions"]]
+    assert sorted((c["parameters"]["learning_rate"], c["parameters"]["epochs"]) for c in children) == [
+        (0.01, 1), (0.01, 2), (0.02, 1), (0.02, 2)]
+    assert {c["parameters"]["model"] for c in children} == {"linear"}  # the step's default
+    listed = client("task", "list").stdout
+    assert "complete" in listed and "grid_search of train" in listed
+
+    client("task", "run", "hold", "--adhoc")
+    [held] = [t for t in vh.json("task", "list", "--project", "demo") if t["step"] == "idle"]
+    stopped = client("task", "stop", "2")
+    assert "Done" in stopped.stdout + stopped.stderr
+    vh("task", "wait", str(held["id"]), "--timeout", str(WAIT_S), check=False)
+    final = vh.json("task", "info", str(held["id"]))
+    assert final["status"] == "stopped" and "alice" in final["status_reason"]
+    assert final["counts"] == {"stopped": 2}

@@ -11,6 +11,7 @@ value, or failed; still running: its parameters, which TPE's constant liar keeps
 from __future__ import annotations
 
 import logging
+import random
 import statistics
 import threading
 from dataclasses import dataclass, field, replace
@@ -207,7 +208,9 @@ def ask(spec: TaskSpec, children: list[Execution], index: int, step: Step | None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space, fixed = search_space(spec, step)
     count = spec.execution_count or 10
-    sampler = optuna.samplers.TPESampler(seed=spec.seed + index, constant_liar=True,
+    # A seed per child, mixed (not seed + index: tasks seeded 1 and 2 would share children, shifted by one).
+    child_seed = random.Random(f"{spec.seed}:{index}").randrange(2**32)
+    sampler = optuna.samplers.TPESampler(seed=child_seed, constant_liar=True,
                                          n_startup_trials=max(2, min(10, count // 5)))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for child in children:
@@ -218,7 +221,11 @@ def ask(spec: TaskSpec, children: list[Execution], index: int, step: Step | None
             study.add_trial(create_trial(params=params, distributions=space, state=TrialState.RUNNING))
             continue
         objective = spec.objective(child.metadata_latest or {}) if child.status != S.ERROR else None
-        if objective is None:
+        if objective is not None and (child.status_reason or "").startswith(MEDIAN_REASON):
+            # Stopped early for trailing: its last value is not a final one (optuna's "pruned").
+            study.add_trial(create_trial(params=params, distributions=space, state=TrialState.PRUNED,
+                                         intermediate_values={1: objective}))
+        elif objective is None:
             study.add_trial(create_trial(params=params, distributions=space, state=TrialState.FAIL))
         else:
             study.add_trial(create_trial(params=params, distributions=space, value=objective))
