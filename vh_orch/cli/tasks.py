@@ -46,6 +46,8 @@ def run(
         "--on-child-error", help="continue-and-complete, continue-and-error or stop-all-and-error")] = None,
     median_stopping: Annotated[bool, typer.Option(
         "--median-stopping", help="Stop executions whose metric trails the finished ones' median")] = False,
+    median_warmup: Annotated[int | None, typer.Option(
+        "--median-warmup", help="With --median-stopping: steps every execution may run before it can be stopped")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random draws (default: chosen, "
                                                              "shown by `task info`)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print {\"id\": ...} of the new task")] = False,
@@ -60,7 +62,9 @@ def run(
     store = open_store(s)
     overrides: dict[str, Any] = {"execution_count": execution_count, "execution_batch_size": batch_size,
                                  "maximum_queued_executions": max_queued, "on_child_error": on_child_error,
-                                 "median_stopping": True if median_stopping else None}
+                                 "median_stopping": None}
+    if median_stopping or median_warmup is not None:
+        overrides["median_stopping"] = {} if median_warmup is None else {"warmup_steps": median_warmup}
     task = create_task(store, s, TaskRequest(
         run=SubmitRequest(project=project, step="", commit=commit, adhoc=Path(adhoc) if adhoc is not None else None,
                           environment=env, parameters=param or [], inputs=input_ or [],

@@ -53,6 +53,7 @@ def execution_summary(e: Any, projects: dict[int, str], envs: dict[int, str]) ->
         "started_at": e.started_at,
         "ended_at": e.ended_at,
         "metadata_latest": e.metadata_latest,
+        "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},
     }
 
 
@@ -90,6 +91,7 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "exit_code": e.exit_code,
         "outputs": [output_dict(o) for o in store.outputs_of(e.id)],
         "metadata_latest": e.metadata_latest,
+        "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},
         "valohai_yaml": commit.config_yaml,
     }
 
