@@ -322,3 +322,56 @@ def test_api_submissions_count_against_the_callers_quota(world: tuple[VhOrch, di
     assert [e["creator"]["username"] for e in made] == ["carol", "carol", "bob"]
     for e in made:
         vh("exec", "stop", str(e["id"]))
+
+
+def test_tasks_are_their_projects_own_and_bad_task_bodies_change_nothing(
+        two_users: tuple[VhOrch, Client, Client]) -> None:
+    vh, alice, bob = two_users
+    pid = project_id(alice, "mine")
+    uploaded = alice.upload(pid, package(example_files()))
+    assert uploaded.status_code == 201, uploaded.text
+    body = {"project": pid, "commit": uploaded.json()["identifier"], "step": "train", "type": "grid_search",
+            "parameters": {"epochs": {"style": "multiple", "rules": {"items": [1, 2]}}}}
+    created = alice.post("/api/v0/tasks/", json=body)
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert task["urls"]["display"].endswith(f"/tasks/{task['id']}/") and task["planned"] == 2
+    assert alice.get(f"/api/v0/tasks/{pid}:{task['counter']}/").json()["id"] == task["id"]
+    assert {e["parameters"]["epochs"] for e in alice.get(f"/api/v0/executions/?task={task['id']}").json()[
+        "results"]} == {1, 2}
+
+    for path in (f"/api/v0/tasks/{task['id']}/", f"/api/v0/tasks/{pid}:{task['counter']}/",
+                 f"/api/v0/tasks/{pid}:latest/", f"/api/v0/tasks/?project={pid}",
+                 f"/api/v0/executions/?task={task['id']}"):
+        answer = bob.get(path)
+        assert answer.status_code == 404, (path, answer.text)
+    assert all(t["project"]["name"] != "mine" for t in bob.get("/api/v0/tasks/").json()["results"])
+    tasks_before = [t["id"] for t in alice.get("/api/v0/tasks/").json()["results"]]
+    executions_before = execution_ids(vh)
+    assert bob.post(f"/api/v0/tasks/{task['id']}/stop/").status_code == 404
+    assert bob.post("/api/v0/tasks/", json=body).status_code == 404
+
+    # Bad definitions: a 400 naming the field, and nothing is created.
+    bad = [
+        ({"type": "simulated_annealing"}, "type"),
+        ({"parameters": {"nope": {"style": "single", "rules": {"value": 1}}}}, "parameters"),
+        ({"parameters": {"epochs": {"style": "linear", "rules": {"start": 1, "end": 5, "step": 0}}}}, "parameters"),
+        ({"parameters": {"epochs": {"style": "multiple", "rules": {"items": [1, 5000]}}}}, "parameters"),
+        ({"parameters": {"learning_rate": {"style": "random", "rules": {"min": 0, "max": 1,
+                                                                         "distribution": "loguniform"}}},
+          "type": "random_search", "configuration": {"execution_count": 2}}, "parameters"),
+        ({"type": "random_search"}, "configuration"),
+        ({"type": "bayesian_tpe", "configuration": {"execution_count": 4}}, "configuration"),
+        ({"task_stop_expression": "loss <"}, "task_stop_expression"),
+        ({"on_child_error": "ignore"}, "on_child_error"),
+        ({"parameters": {"epochs": {"style": "multiple", "rules": {"items": list(range(1, 1001))}},
+                         "learning_rate": {"style": "multiple", "rules": {"items": [0.1 * i for i in range(1, 11)]}},
+                         "model": {"style": "multiple", "rules": {"items": ["linear", "constant"]}}}}, "parameters"),
+    ]
+    for change, field in bad:
+        answer = alice.post("/api/v0/tasks/", json={**body, **change})
+        assert answer.status_code == 400, (change, answer.text)
+        assert field in answer.json(), (change, answer.json())
+    assert [t["id"] for t in alice.get("/api/v0/tasks/").json()["results"]] == tasks_before
+    assert execution_ids(vh) == executions_before
+    alice.post(f"/api/v0/tasks/{task['id']}/stop/")

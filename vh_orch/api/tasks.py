@@ -102,7 +102,8 @@ def _task_field(message: str) -> str:
                           ("engine", "configuration"), ("a bayesian_tpe", "configuration"),
                           ("a random_search", "configuration"), ("maximum-queued", "maximum_queued_executions"),
                           ("on-child-error", "on_child_error"), ("the task's stop-condition", "task_stop_expression"),
-                          ("median", "median_stopping"), ("execution ", "parameters"), ("the task", "parameters")):
+                          ("median", "median_stopping"), ("execution ", "parameters"), ("the task", "parameters"),
+                          ("the grid", "parameters"), ("a manual search", "parameters")):
         if message.startswith(prefix):
             return field
     return field_of(message)
