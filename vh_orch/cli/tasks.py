@@ -104,7 +104,7 @@ def list_(
     rows = [[t.id, names.get(t.project_id), t.counter, t.name or "", t.type, t.status,
              " ".join(f"{n} {st}" for st, n in sorted(counts.get(t.id, {}).items())),  # type: ignore[arg-type]
              iso(t.created_at)] for t in tasks]
-    print_table(["id", "project", "!", "name", "type", "status", "executions", "created"], rows)
+    print_table(None, ["id", "project", "!", "name", "type", "status", "executions", "created"], rows)
 
 
 def task_row(task: Task, names: dict[int, str]) -> dict[str, Any]:

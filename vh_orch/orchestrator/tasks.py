@@ -32,6 +32,7 @@ from vh_orch.config.tasks import (
 )
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, Task, TaskStatus
+from vh_orch.orchestrator.store.tasks import ChildState
 from vh_orch.orchestrator.submit import SubmitRequest, ensure_storable, keep_commit, load_snapshot, prepare
 
 if TYPE_CHECKING:
@@ -316,7 +317,7 @@ class TaskEngine:
         task = self.store.get_task(task_id)
         if T(task.status).is_final:
             return
-        children = self.store.task_children(task_id)
+        children = self.store.task_child_states(task_id)
         if task.status == T.STOPPING:
             if all(c.status in FINAL_STATUSES for c in children):
                 final = task.spec.get("_final", T.STOPPED)
@@ -333,12 +334,12 @@ class TaskEngine:
             return
         if spec.median_stopping is not None:
             self._median_stop(task, spec, children)
-        added = self.store.add_task_children(task_id, self._decider())
-        if added:
-            return
         planned = self._plan(task, spec)
+        if _room(spec, planned, children) > 0:  # only then a write (under the task's row)
+            if self.store.add_task_children(task_id, self._decider()):
+                return
         if len(children) >= total_children(spec, planned) and all(c.status in FINAL_STATUSES for c in children):
-            self._finish(task, spec, children)
+            self._finish(task, spec, self.store.task_children(task_id))
 
     def _plan(self, task: Task, spec: TaskSpec) -> list[dict[str, Any]] | None:
         if spec.type == "bayesian_tpe":
@@ -363,23 +364,17 @@ class TaskEngine:
         self._plans.pop(task.id, None)  # type: ignore[arg-type]
 
     def _decider(self) -> Any:
-        def decide(task: Task, children: list[Execution]) -> list[Execution]:
+        def decide(task: Task, states: list[ChildState]) -> list[Execution]:
             spec = spec_of(task)
             planned = self._plan(task, spec)
-            total = total_children(spec, planned)
-            room = total - len(children)
-            active = [c for c in children if c.status not in FINAL_STATUSES]
-            if spec.batch_size is not None:
-                room = min(room, spec.batch_size - len(active))
-            if spec.max_queued is not None:
-                waiting = sum(1 for c in active if c.status in (S.CREATED, S.QUEUED))
-                room = min(room, spec.max_queued - waiting)
+            room = _room(spec, planned, states)
             if room <= 0:
                 return []
             step = get_step(parse_config(self.store.get_commit(task.commit_id).config_yaml), task.step)
+            children = self.store.task_children(task.id) if planned is None else []  # type: ignore[arg-type]
             new: list[Execution] = []
             pending: list[dict[str, Any]] = []
-            for index in range(len(children), len(children) + room):
+            for index in range(len(states), len(states) + room):
                 if planned is not None:
                     varied = planned[index]
                 else:
@@ -403,7 +398,7 @@ class TaskEngine:
             task_id=task.id, task_index=index,
         )
 
-    def _median_stop(self, task: Task, spec: TaskSpec, children: list[Execution]) -> None:
+    def _median_stop(self, task: Task, spec: TaskSpec, children: list[ChildState]) -> None:
         rule = spec.median_stopping
         assert rule is not None
         finished = []
@@ -432,7 +427,19 @@ class TaskEngine:
                     log.info("task %s: execution %s stopped early (%s)", task.id, child.id, reason)
 
 
-def _count_statuses(children: list[Execution]) -> dict[str, int]:
+def _room(spec: TaskSpec, planned: list[dict[str, Any]] | None, children: list[ChildState]) -> int:
+    """How many children may be added now: what is left, within the batch size and max queued."""
+    room = total_children(spec, planned) - len(children)
+    active = [c for c in children if c.status not in FINAL_STATUSES]
+    if spec.batch_size is not None:
+        room = min(room, spec.batch_size - len(active))
+    if spec.max_queued is not None:
+        waiting = sum(1 for c in active if c.status in (S.CREATED, S.QUEUED))
+        room = min(room, spec.max_queued - waiting)
+    return room
+
+
+def _count_statuses(children: list[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for child in children:
         counts[child.status] = counts.get(child.status, 0) + 1

@@ -4,6 +4,8 @@ and ending them. Children are executions (`task_id`, unique `task_index`)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -23,8 +25,25 @@ S = ExecutionStatus
 T = TaskStatus
 ACTIVE_TASK = (T.CREATED, T.STARTED, T.STOPPING)
 
+
+
+@dataclass(frozen=True, slots=True)
+class ChildState:
+    """What moving a task on needs of each child (a few columns, not its parameters or metadata)."""
+
+    id: int
+    task_index: int
+    counter: int
+    status: str
+    status_reason: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
 # Given the task and its children so far (by task_index), the children to add now.
-Decide = Callable[[Task, list[Execution]], list[Execution]]
+Decide = Callable[[Task, list[ChildState]], list[Execution]]
+_STATE_COLUMNS = (Execution.id, Execution.task_index, Execution.counter, Execution.status, Execution.status_reason,
+                  Execution.started_at, Execution.ended_at)
 
 
 class TasksStore:
@@ -85,6 +104,16 @@ class TasksStore:
             return list(s.exec(select(Execution).where(Execution.task_id == task_id)
                                .order_by(col(Execution.task_index))))
 
+    def task_child_states(self, task_id: int) -> list[ChildState]:
+        with self.read() as s:  # type: ignore[attr-defined]
+            return self._child_states(s, task_id)
+
+    @staticmethod
+    def _child_states(s: Session, task_id: int) -> list[ChildState]:
+        rows = s.exec(select(*_STATE_COLUMNS).where(Execution.task_id == task_id)  # type: ignore[call-overload]
+                      .order_by(col(Execution.task_index)))
+        return [ChildState(*row) for row in rows]
+
     def task_child_counts(self, task_ids: Sequence[int]) -> dict[int, dict[str, int]]:
         """Per task: how many children are in each status."""
         out: dict[int, dict[str, int]] = {}
@@ -105,9 +134,7 @@ class TasksStore:
             task = s.exec(select(Task).where(Task.id == task_id).with_for_update()).one()
             if task.status not in (T.CREATED, T.STARTED):
                 return []
-            children = list(s.exec(select(Execution).where(Execution.task_id == task_id)
-                                   .order_by(col(Execution.task_index))))
-            new = decide(task, children)
+            new = decide(task, self._child_states(s, task_id))
             for execution in new:
                 self._insert_execution(s, execution)  # type: ignore[attr-defined]
             if new:
