@@ -464,9 +464,11 @@ class StepWithout:
 
 
 def _check_values(step: Step, children: list[dict[str, Any]]) -> None:
+    from vh_orch.config.steps import build_command
+
     for index, varied in enumerate(children):
         try:
-            child_parameters(step, varied)
+            build_command(step, child_parameters(step, varied))
         except UserInputError as exc:
             which = f"execution {index + 1} of the task" if len(children) > 1 else "the task"
             raise UserInputError(f"{which}: {exc}; nothing was created") from None
