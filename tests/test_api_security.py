@@ -71,10 +71,10 @@ def project_id(client: Client, name: str) -> str:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, dict[str, Client]]]:
     """One daemon for the tests that only need users and projects; each test works in projects of
-    its own (alice: mine, uploads, bad; bob: bobs; carol: carols)."""
+    its own (alice: mine, uploads, bad, searches; bob: bobs; carol: carols)."""
     with installation(tmp_path_factory.mktemp("security") / "home") as vh:
         vh("env", "update", "local", "--runtime", "process")
-        for user, projects in (("alice", ("mine", "uploads", "bad")), ("bob", ("bobs",)), ("carol", ("carols",))):
+        for user, projects in (("alice", ("mine", "uploads", "bad", "searches")), ("bob", ("bobs",)), ("carol", ("carols",))):
             vh("user", "add", user)
             for project in projects:
                 vh("project", "add", project, "--owner", user)
@@ -327,7 +327,7 @@ def test_api_submissions_count_against_the_callers_quota(world: tuple[VhOrch, di
 def test_tasks_are_their_projects_own_and_bad_task_bodies_change_nothing(
         two_users: tuple[VhOrch, Client, Client]) -> None:
     vh, alice, bob = two_users
-    pid = project_id(alice, "mine")
+    pid = project_id(alice, "searches")
     uploaded = alice.upload(pid, package(example_files()))
     assert uploaded.status_code == 201, uploaded.text
     body = {"project": pid, "commit": uploaded.json()["identifier"], "step": "train", "type": "grid_search",
@@ -345,7 +345,7 @@ def test_tasks_are_their_projects_own_and_bad_task_bodies_change_nothing(
                  f"/api/v0/executions/?task={task['id']}"):
         answer = bob.get(path)
         assert answer.status_code == 404, (path, answer.text)
-    assert all(t["project"]["name"] != "mine" for t in bob.get("/api/v0/tasks/").json()["results"])
+    assert all(t["project"]["name"] != "searches" for t in bob.get("/api/v0/tasks/").json()["results"])
     tasks_before = [t["id"] for t in alice.get("/api/v0/tasks/").json()["results"]]
     executions_before = execution_ids(vh)
     assert bob.post(f"/api/v0/tasks/{task['id']}/stop/").status_code == 404

@@ -104,6 +104,31 @@ def _visible(request: Request, user: User, ref: str, mark: str, by_counter: Call
     return row
 
 
+def status_filter(values: Sequence[str], known: Sequence[str], incomplete: Sequence[str]) -> list[str]:
+    """Repeated or comma-separated `status=` values; `incomplete` stands for every unfinished status."""
+    statuses: list[str] = []
+    for value in values:
+        for one in value.split(","):
+            if one == "incomplete":
+                statuses.extend(incomplete)
+            elif one in known:
+                statuses.append(one)
+            elif one:
+                raise field_error("status", f"unknown status {one!r}: use one of {', '.join(known)} or incomplete")
+    return statuses
+
+
+def counter_filter(values: Sequence[str]) -> list[int]:
+    """Repeated or comma-separated `counter=` values."""
+    counters = []
+    for value in values:
+        for one in value.split(","):
+            if not one.strip().isdigit():
+                raise field_error("counter", f"{one!r} is not a counter (a whole number)")
+            counters.append(int(one))
+    return counters
+
+
 def clamp_page(limit: int | None, offset: int | None, default: int = 100) -> tuple[int, int]:
     limit = default if limit is None or limit <= 0 else min(limit, MAX_LIMIT)
     return limit, max(offset or 0, 0)

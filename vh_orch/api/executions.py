@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import (
     clamp_page,
+    counter_filter,
     field_error,
     page_json,
     settings_of,
+    status_filter,
     store_of,
     visible_execution,
     visible_project,
@@ -206,22 +208,8 @@ def list_executions(
         project_ids: list[int] | None = [visible_project(request, user, project).id]  # type: ignore[list-item]
     else:
         project_ids = store.visible_project_ids(user)
-    statuses: list[str] = []
-    for value in status:
-        for one in value.split(","):
-            if one == "incomplete":
-                statuses.extend(INCOMPLETE)
-            elif one in {s.value for s in ExecutionStatus}:
-                statuses.append(one)
-            elif one:
-                raise field_error("status", f"unknown status {one!r}: use one of "
-                                  f"{', '.join(s.value for s in ExecutionStatus)} or incomplete")
-    counters = []
-    for value in counter:
-        for one in value.split(","):
-            if not one.strip().isdigit():
-                raise field_error("counter", f"{one!r} is not a counter (a whole number)")
-            counters.append(int(one))
+    statuses = status_filter(status, [s.value for s in ExecutionStatus], INCOMPLETE)
+    counters = counter_filter(counter)
     task_ids = [visible_task(request, user, one).id for value in task for one in value.split(",") if one]
     sort = ordering.strip() or "-counter"
     descending = sort.startswith("-")

@@ -285,21 +285,28 @@ def wait(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
 ) -> None:
     """Wait until an execution ends; exit status 0 only when it ends `complete`."""
-    from vh_orch.cli.common import note
     from vh_orch.orchestrator.models import FINAL_STATUSES, ExecutionStatus
 
     s = settings()
     store = open_store(s)
+    wait_until_final(store, s, f"execution {execution_id}", lambda: store.get_execution(execution_id),
+                     FINAL_STATUSES, ExecutionStatus.COMPLETE, timeout)
+
+
+def wait_until_final(store: Store, s: Settings, what: str, read: Any, final: Any, complete: str,
+                     timeout: float | None) -> None:
+    """Poll `read()` until its status is final: exit 0 when it is `complete`, 1 otherwise, 2 at the timeout."""
+    from vh_orch.cli.common import note
+
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        execution = store.get_execution(execution_id)
-        if execution.status in FINAL_STATUSES:
-            note(f"execution {execution_id}: {execution.status}"
-                 + (f" ({execution.status_reason})" if execution.status_reason else ""))
-            raise typer.Exit(0 if execution.status == ExecutionStatus.COMPLETE else 1)
+        row = read()
+        if row.status in final:
+            note(f"{what}: {row.status}" + (f" ({row.status_reason})" if row.status_reason else ""))
+            raise typer.Exit(0 if row.status == complete else 1)
         require_daemon(store, s)
         if deadline is not None and time.monotonic() >= deadline:
-            note(f"execution {execution_id} is still {execution.status} after {timeout:g} s")
+            note(f"{what} is still {row.status} after {timeout:g} s")
             raise typer.Exit(2)
         time.sleep(FOLLOW_POLL_S)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
     from vh_orch.orchestrator.store import Store
 
 app = typer.Typer(help="Tasks: searches over a step's parameters (grid, random, Bayesian).", no_args_is_help=True)
-POLL_S = 0.2
 
 
 @app.command("run")
@@ -160,23 +158,13 @@ def wait(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
 ) -> None:
     """Wait until a task ends; exit status 0 only when it ends `complete` (2: still running at --timeout)."""
-    from vh_orch.cli.common import note
-    from vh_orch.cli.executions import require_daemon
-    from vh_orch.orchestrator.models import TaskStatus
+    from vh_orch.cli.executions import wait_until_final
+    from vh_orch.orchestrator.models import FINAL_TASK_STATUSES, TaskStatus
 
     s = settings()
     store = open_store(s)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        task = store.get_task(task_id)
-        if TaskStatus(task.status).is_final:
-            note(f"task {task_id}: {task.status}" + (f" ({task.status_reason})" if task.status_reason else ""))
-            raise typer.Exit(0 if task.status == TaskStatus.COMPLETE else 1)
-        require_daemon(store, s)
-        if deadline is not None and time.monotonic() >= deadline:
-            note(f"task {task_id} is still {task.status} after {timeout:g} s")
-            raise typer.Exit(2)
-        time.sleep(POLL_S)
+    wait_until_final(store, s, f"task {task_id}", lambda: store.get_task(task_id), FINAL_TASK_STATUSES,
+                     TaskStatus.COMPLETE, timeout)
 
 
 @app.command("stop")
