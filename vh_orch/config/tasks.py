@@ -309,7 +309,7 @@ def _check_rules(variant: Variant, type_: str) -> None:
         low, high = _float(rules["min"], f"{where}: min"), _float(rules["max"], f"{where}: max")
         if low > high:
             raise UserInputError(f"{where}: min {rules['min']!r} is above max {rules['max']!r}")
-        distribution = rules.get("distribution", "uniform")
+        distribution = distribution_of(rules)
         if distribution not in DISTRIBUTIONS:
             raise UserInputError(f"{where}: distribution {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
         if distribution == "loguniform" and low <= 0:
@@ -351,6 +351,11 @@ def logspace_values(rules: dict[str, Any]) -> list[Any]:
     return [_tidy(base ** (start + i * (end - start) / (count - 1))) for i in range(count)]
 
 
+def distribution_of(rules: dict[str, Any]) -> str:
+    """A random rule's distribution: uniform or loguniform (also spelt log-uniform, log_uniform)."""
+    return str(rules.get("distribution") or "uniform").lower().replace("-", "").replace("_", "")
+
+
 def _rng(variant: Variant, seed: int) -> random.Random:
     own = variant.rules.get("seed")
     return random.Random(f"{own if own is not None else seed}:{variant.name}")
@@ -360,7 +365,7 @@ def draw(variant: Variant, rng: random.Random) -> Any:
     """One value of a random-style variant."""
     rules = variant.rules
     low, high = _float(rules["min"], "min"), _float(rules["max"], "max")
-    if rules.get("distribution", "uniform") == "loguniform":
+    if distribution_of(rules) == "loguniform":
         value = math.exp(rng.uniform(math.log(low), math.log(high)))
     else:
         value = rng.uniform(low, high)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vh_orch.config.steps import build_command, get_step, parse_config, resolve_parameters
 from vh_orch.config.tasks import (
     MedianStopping,
+    distribution_of,
     StepWithout,
     TaskSpec,
     body_from_yaml,
@@ -192,7 +193,7 @@ def search_space(spec: TaskSpec, step: Step | None = None) -> tuple[dict[str, An
                 space[v.name] = CategoricalDistribution(typed(v.name, values))
         else:
             low, high = float(rules["min"]), float(rules["max"])
-            log = rules.get("distribution", "uniform") == "loguniform"
+            log = distribution_of(rules) == "loguniform"
             if rules.get("integerify"):
                 space[v.name] = IntDistribution(math.ceil(low), math.floor(high), log=log)
             else:
