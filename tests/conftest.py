@@ -92,6 +92,8 @@ SHARED_WORLDS = {
     "test_ssh_pool.py": "ssh-hosts",
     "test_ssh_transport.py": "ssh-hosts",
     "test_chaos.py": "chaos-world",
+    # one daemon whose tasks are all started at once (the `launched` fixture): one worker, one copy
+    "test_tasks.py": "tasks-daemon",
 }
 
 

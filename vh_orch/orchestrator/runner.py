@@ -387,8 +387,9 @@ class ExecutionRunner:
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + STATUS_CHECK_S
-                if self.store.get_execution(self.execution_id).status == S.STOPPING:
-                    self.stop("stopped by request")
+                current = self.store.get_execution(self.execution_id)
+                if current.status == S.STOPPING:  # keep why (median stopping, a task's stop...)
+                    self.stop(current.status_reason or "stopped by request")
             if limit and not timed_out and now - started > limit:
                 timed_out = True
                 self._stop.set()
