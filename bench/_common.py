@@ -85,7 +85,7 @@ class SSHBenchHost:
         import time
         from datetime import UTC, datetime
 
-        from vh_orch.orchestrator.daemon import notify_daemon
+        from vh_orch.orchestrator.wakeup import notify_daemon
         from vh_orch.orchestrator.submit import SubmitRequest, submit
 
         t0 = datetime.now(UTC)

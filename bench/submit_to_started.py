@@ -22,7 +22,7 @@ from pathlib import Path
 from _common import fresh_home, percentile, print_table, project_folder
 
 from vh_orch.bootstrap.runtimes import docker_available
-from vh_orch.orchestrator.daemon import notify_daemon
+from vh_orch.orchestrator.wakeup import notify_daemon
 from vh_orch.orchestrator.submit import SubmitRequest, submit
 
 IMAGE = "vh-orch/busybox:test"

@@ -132,7 +132,7 @@ def as_caller(request: Request, user: User, req: SubmitRequest) -> SubmitRequest
 
 
 def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     store = store_of(request)
     settings = settings_of(request)
@@ -249,7 +249,7 @@ def execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
 @router.post("/executions/{ref}/stop/", name="stop_execution")
 def stop_execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
     """Stop it: a queued one at once, a running one within seconds (its outputs are kept)."""
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     e = visible_execution(request, user, ref)
     store = store_of(request)

@@ -69,7 +69,7 @@ class TaskCreate(BaseModel):
 def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[str, Any]:
     """Start a task: a search over the step's parameters at a commit (`~<sha256>` for an uploaded
     package). Checked exactly as `vh-orch task run` checks a valohai.yaml task."""
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
     from vh_orch.orchestrator.tasks import TaskRequest
     from vh_orch.orchestrator.tasks import create_task as create
 
@@ -148,7 +148,7 @@ def task(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
 @router.post("/tasks/{ref}/stop/", name="stop_task")
 def stop_task(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
     """Stop a task and its executions (queued ones at once, running ones within seconds; outputs kept)."""
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     t = visible_task(request, user, ref)
     store = store_of(request)

@@ -50,7 +50,7 @@ def run(
 ) -> None:
     """Submit an execution of STEP; it is queued for its environment."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
     from vh_orch.orchestrator.models import ExecutionStatus
     from vh_orch.orchestrator.submit import SubmitRequest, submit
 
@@ -267,7 +267,7 @@ def stop(
 ) -> None:
     """Stop an execution: a queued one at once, a running one within a few seconds."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     s = settings()
     store = open_store(s)

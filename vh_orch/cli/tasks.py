@@ -52,7 +52,7 @@ def run(
 ) -> None:
     """Start the valohai.yaml task NAME: its executions are queued as its limits allow."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
     from vh_orch.orchestrator.submit import SubmitRequest
     from vh_orch.orchestrator.tasks import TaskRequest, create_task
 
@@ -171,7 +171,7 @@ def wait(
 def stop(task_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop a task and its executions (running ones stop gracefully; outputs are kept)."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.daemon import notify_daemon
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     s = settings()
     store = open_store(s)

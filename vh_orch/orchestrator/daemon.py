@@ -7,7 +7,6 @@ no path-length limits). Only one daemon serves a database at a time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
 import subprocess
@@ -40,6 +39,7 @@ from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks import TaskEngine
+from vh_orch.orchestrator.wakeup import notify_daemon, wakeup_address  # noqa: F401 (notify_daemon: re-exported)
 from vh_orch.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,20 +51,6 @@ S = ExecutionStatus
 RUNTIME_PROBE_TTL_S = 30.0
 RUNTIMES = ("auto", "docker", "process")
 SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
-
-
-def wakeup_address(settings: Settings) -> str:
-    digest = hashlib.sha256(settings.db_url.encode()).hexdigest()[:24]
-    return f"\0vh-orch-{digest}"
-
-
-def notify_daemon(settings: Settings) -> None:
-    """Ask a running daemon for a pass now; harmless when none is running."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"wake", wakeup_address(settings))
-    except OSError:
-        pass
 
 
 def choose_runtime(env: Environment) -> tuple[str, str]:

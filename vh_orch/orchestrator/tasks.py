@@ -369,6 +369,8 @@ class TaskEngine:
             spec = spec_of(task)
             planned = self._plan(task, spec)
             room = _room(spec, planned, states)
+            if spec.on_child_error == "stop-all-and-error" and any(c.status == S.ERROR for c in states):
+                return []  # a child failed since the pass looked: the next pass stops the task
             if room <= 0:
                 return []
             step = get_step(parse_config(self.store.get_commit(task.commit_id).config_yaml), task.step)
