@@ -214,9 +214,9 @@ def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> Tas
         from vh_orch.orchestrator.tasks import search_space
 
         space, fixed = search_space(spec)
-        _check_values(step, [fixed])
-        for name, distribution in space.items():  # the bounds and every choice must be valid values
-            _check_values(step, [{name: v} for v in _bounds(distribution)])
+        # The bounds and every choice must be valid values (with the other varied parameters at one of theirs).
+        some = {**fixed, **{name: _bounds(d)[0] for name, d in space.items()}}
+        _check_values(step, [{**some, name: v} for name, d in space.items() for v in _bounds(d)] or [some])
         if not space:
             raise UserInputError("a bayesian_tpe task needs at least one parameter that varies")
     else:
