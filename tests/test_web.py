@@ -58,7 +58,31 @@ STEPS = SCORE_STEP + b"""
         type: string
         choices: [linear, tree]
         pass-as: "{v}"
+- step:
+    name: tune
+    image: x
+    command: sh tune.sh {parameters}
+    parameters:
+      - name: rate
+        type: float
+        pass-as: "{v}"
+      - name: model
+        type: string
+        pass-as: "{v}"
+- step:
+    name: nap
+    image: x
+    command: sleep {parameters}
+    parameters:
+      - name: seconds
+        type: integer
+        pass-as: "{v}"
 """
+# accuracy = rate, plus 0.5 for a tree: a grid's best is known in advance.
+TUNE = b"""case "$2" in tree) bonus=0.5 ;; *) bonus=0 ;; esac
+awk -v r="$1" -v b="$bonus" 'BEGIN { printf "{\\"accuracy\\": %g}\\n", r + b }'
+"""
+FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE}
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
@@ -104,7 +128,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Cli
         vh.start_daemon()
         alice = Client(vh.api_url(), vh.json("user", "token", "alice")["token"])
         pid = project_id(alice, "demo")
-        commit = alice.upload(pid, package({"valohai.yaml": STEPS, "score.sh": SCORE})).json()["identifier"]
+        commit = alice.upload(pid, package(FILES)).json()["identifier"]
         yield vh, alice, pid, commit
 
 
@@ -396,6 +420,177 @@ def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: 
     wait_for(lambda: browser.current_url == f"{api}/executions/{writer['id']}/", "the link did not lead there")
     download = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#outputs a"), "no output listed")[0]
     assert download.text == "hello.txt" and download.get_attribute("href").endswith("/download/")
+
+
+def start_task(client: Client, pid: str, commit: str, step: str, varied: dict[str, list[Any]],
+               **extra: Any) -> dict[str, Any]:
+    """A grid search over these values (`POST /api/v0/tasks/`, the body `vh task run` sends)."""
+    body = {"project": pid, "commit": commit, "step": step, "type": "grid_search",
+            "parameters": {name: {"style": "multiple", "rules": {"items": items}} for name, items in varied.items()},
+            **extra}
+    answer = client.post("/api/v0/tasks/", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def finished_task(client: Client, task_id: int) -> dict[str, Any]:
+    def final() -> dict[str, Any] | None:
+        task: dict[str, Any] = client.get(f"/api/v0/tasks/{task_id}/").json()
+        return task if task["status"] in ("complete", "stopped", "error") else None
+
+    return wait_for(final, f"task {task_id} did not finish")  # type: ignore[no-any-return]
+
+
+ACCURACY = {"configuration": {"optimization_target_metric": "accuracy"}}
+
+
+def test_a_task_page_shows_its_executions_live_with_the_best_one_highlighted(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    made = start_task(alice, pid, commit, "tune", {"rate": [0.1, 0.2, 0.3], "model": ["linear", "tree"]},
+                      title="rate and model", **ACCURACY)
+    api = vh.api_url()
+    sign_in(browser, api, f"/tasks/{made['id']}/")
+    browser.execute_script("window.__sameDocument = true")
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "the task did not turn complete")
+    assert browser.execute_script("return window.__sameDocument") is True  # it came in without a reload
+    task = alice.get(f"/api/v0/tasks/{made['id']}/").json()
+    children = {c["counter"]: c for c in task["executions"]}
+    best = task["best"]["counter"]
+    assert children[best]["parameters"] == {"rate": 0.3, "model": "tree"}  # accuracy 0.8
+
+    def rows() -> list[int]:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "return [...document.querySelectorAll('#children tbody tr')].map(r => Number(r.dataset.counter))")
+
+    wait_for(lambda: sorted(rows()) == sorted(children), f"not every execution listed: {rows()}")
+    highlighted = browser.find_elements(By.CSS_SELECTOR, "#children tbody tr.best")
+    assert [int(r.get_attribute("data-counter")) for r in highlighted] == [best]
+    assert browser.find_element(By.ID, "best-link").text == f"#{best}"
+    assert browser.find_element(By.ID, "best").text.startswith(f"Best: #{best} with accuracy = 0.8")
+    assert "6 complete" in browser.find_element(By.ID, "counts").text
+
+    # Sorted by the metric, highest first, with a click on its column.
+    browser.find_element(By.CSS_SELECTOR, 'button.sort[data-key="metric:accuracy"]').click()
+    by_accuracy = sorted(children, key=lambda n: -children[n]["metadata"]["accuracy"])
+    wait_for(lambda: rows() == by_accuracy, f"not sorted by accuracy: {rows()}")
+
+    # The scatter: a point per execution, the best one ringed; per category for a string parameter.
+    scatter = browser.find_element(By.ID, "scatter")
+    assert scatter.get_attribute("data-points") == "6" and scatter.get_attribute("data-best") == str(best)
+    assert browser.execute_script("return document.querySelectorAll('#scatter canvas').length") == 1
+    Select(browser.find_element(By.ID, "sc-param")).select_by_visible_text("model")
+    wait_for(lambda: scatter.get_attribute("data-param") == "model", "the scatter did not switch parameters")
+    assert scatter.get_attribute("data-points") == "6"
+    assert browser.execute_script("return document.querySelectorAll('#scatter canvas').length") == 1
+    # Parallel coordinates: an axis per varied parameter and the metric, a line per execution.
+    axes = [a.get_attribute("data-key") for a in browser.find_elements(By.CSS_SELECTOR, "#parcoords g.axis")]
+    assert axes == ["rate", "model", "accuracy"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#parcoords polyline.line")) == 6
+    drawn_best = browser.find_elements(By.CSS_SELECTOR, "#parcoords polyline.best")
+    assert [int(line.get_attribute("data-counter")) for line in drawn_best] == [best]
+    Select(browser.find_element(By.ID, "sc-param")).select_by_visible_text("rate")
+    browser.execute_script("document.activeElement.blur()")
+    shot(browser, "task")
+
+    # An execution of a task links back to it.
+    browser.find_element(By.ID, "best-link").click()
+    link = wait_for(lambda: browser.find_elements(By.ID, "task-link"), "the execution page has no task link")[0]
+    assert link.text == f"!{task['counter']} rate and model"
+    wait_for(lambda: browser.find_element(By.ID, "facts").text, "the execution page did not load")
+    link.click()
+    wait_for(lambda: browser.current_url == f"{api}/tasks/{made['id']}/", "the link did not lead to the task")
+
+
+def test_the_project_page_lists_its_tasks_and_filters_executions_by_one(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    alone = submit(alice, pid, commit, "score", a=0.5)
+    made = start_task(alice, pid, commit, "tune", {"rate": [0.2, 0.4], "model": ["linear"]}, title="two rates")
+    task = finished_task(alice, made["id"])
+    assert vh.wait(alone["id"])["status"] == "complete"
+    in_task = sorted(c["counter"] for c in task["executions"])
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/")
+
+    def rows() -> list[int]:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "return [...document.querySelectorAll('#executions tbody tr')].map(r => Number(r.dataset.counter))")
+
+    wait_for(lambda: alone["counter"] in rows(), "the table does not list every execution")
+    listed = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#tasks tr[data-task="{made["id"]}"] a'),
+                      "the task is not in the project's list of tasks")
+    assert listed[0].text == f"!{task['counter']}" and listed[0].get_attribute("href") == f"{api}/tasks/{made['id']}/"
+    Select(browser.find_element(By.ID, "f-task")).select_by_value(str(made["id"]))
+    wait_for(lambda: sorted(rows()) == in_task, f"the filter did not narrow the table to the task: {rows()}")
+    assert browser.current_url.endswith(f"?task={made['id']}")
+    shot(browser, "project-tasks")
+    browser.refresh()  # the filter is in the address
+    wait_for(lambda: sorted(rows()) == in_task, f"the filter did not survive a reload: {rows()}")
+    assert Select(browser.find_element(By.ID, "f-task")).first_selected_option.get_attribute("value") == str(made["id"])
+
+
+def test_another_users_task_is_not_found_and_a_signed_out_visitor_signs_in_first(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    vh, alice, _, _ = site
+    vh("user", "add", "bob")
+    vh("project", "add", "hidden", "--owner", "bob")
+    bob = Client(vh.api_url(), vh.json("user", "token", "bob")["token"])
+    bobs = project_id(bob, "hidden")
+    bobs_commit = bob.upload(bobs, package(FILES)).json()["identifier"]
+    theirs = start_task(bob, bobs, bobs_commit, "tune", {"rate": [0.7], "model": ["secret-model"]})
+    api = vh.api_url()
+
+    browser.delete_all_cookies()
+    browser.get(f"{api}/tasks/{theirs['id']}/")
+    assert browser.current_url == f"{api}/login?next=/tasks/{theirs['id']}/"
+
+    sign_in(browser, api, "/")
+    for ref in (str(theirs["id"]), f"{bobs}:{theirs['counter']}", "999999"):
+        browser.get(f"{api}/tasks/{ref}/")
+        assert "Not found" in browser.page_source and "secret-model" not in browser.page_source
+    session = {"vh_orch_session": browser.get_cookie("vh_orch_session")["value"]}
+    assert requests.get(f"{api}/tasks/{theirs['id']}/", cookies=session, timeout=30).status_code == 404
+    assert alice.get(f"/api/v0/tasks/{theirs['id']}/").status_code == 404
+    assert bob.get(f"/api/v0/tasks/{theirs['id']}/").status_code == 200
+
+
+def test_stop_a_task_from_its_page(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = start_task(alice, pid, commit, "nap", {"seconds": [300, 301]})
+    api = vh.api_url()
+    sign_in(browser, api, f"/tasks/{made['id']}/")
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#children [data-status="started"]'),
+             "no execution of the task started")
+    assert browser.find_element(By.ID, "status").text == "started"
+
+    # The session cookie alone, without the page's CSRF token, stops nothing.
+    cookie = browser.get_cookie("vh_orch_session")
+    refused = requests.post(f"{api}/api/v0/tasks/{made['id']}/stop/", cookies={"vh_orch_session": cookie["value"]},
+                            headers={"Origin": api}, timeout=30)
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    browser.find_element(By.ID, "stop").click()
+    browser.switch_to.alert.dismiss()  # "Cancel" changes nothing
+    time.sleep(0.5)
+    assert alice.get(f"/api/v0/tasks/{made['id']}/").json()["status"] == "started"
+
+    browser.find_element(By.ID, "stop").click()
+    browser.switch_to.alert.accept()
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "stopped", "the status did not turn stopped")
+    assert not browser.find_element(By.ID, "stop").is_displayed()
+    task = alice.get(f"/api/v0/tasks/{made['id']}/").json()
+    assert task["status"] == "stopped" and "alice" in task["status_reason"]
+    assert {c["status"] for c in task["executions"]} == {"stopped"}
+    wait_for(lambda: {s.text for s in browser.find_elements(By.CSS_SELECTOR, "#children .status")} == {"stopped"},
+             "the executions' statuses did not turn stopped")
 
 
 @pytest.mark.parametrize(("asked", "goes"), [

@@ -1,7 +1,9 @@
-"""The web UI's pages: sign-in and sign-out, projects, a project's executions, an execution.
+"""The web UI's pages: sign-in and sign-out, projects, a project's executions and tasks, an
+execution, a task.
 
 Pages are server-rendered shells (Jinja2, autoescaped); the data comes from the same HTTP API the
-`vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream.
+`vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream
+(a task's page polls its one endpoint instead: every 2 s until the task ends).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from vh_orch.api.auth import SESSION_COOKIE, check_csrf, check_password_login, csrf_token, same_origin, session_user
-from vh_orch.api.deps import store_of, visible_execution, visible_project
-from vh_orch.orchestrator.models import User
+from vh_orch.api.deps import store_of, visible_execution, visible_project, visible_task
+from vh_orch.orchestrator.models import Task, TaskStatus, User
 from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
 
@@ -122,7 +124,24 @@ def execution_page(request: Request, ref: str) -> HTMLResponse:
     execution = visible_execution(request, user, ref)
     store = store_of(request)
     project = store.get_project_by_id(execution.project_id)
-    return render(request, "execution.html", user, execution=execution, project=project)
+    task = store.get_task(execution.task_id) if execution.task_id is not None else None
+    return render(request, "execution.html", user, execution=execution, project=project, task=task,
+                  task_title=task_title(task) if task else "")
+
+
+@router.get("/tasks/{ref}/", response_class=HTMLResponse)
+def task_page(request: Request, ref: str) -> HTMLResponse:
+    """A task: its children in a table, and their parameters against the target metric in charts."""
+    user = page_user(request)
+    task = visible_task(request, user, ref)
+    project = store_of(request).get_project_by_id(task.project_id)
+    return render(request, "task.html", user, task=task, project=project, task_title=task_title(task),
+                  final=TaskStatus(task.status).is_final)
+
+
+def task_title(task: Task) -> str:
+    """What the API calls the task (api/tasks.py task_json)."""
+    return task.title or task.name or f"{task.type} of {task.step}"
 
 
 @router.get("/operations/", response_class=HTMLResponse)

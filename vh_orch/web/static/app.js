@@ -27,6 +27,7 @@ const VhOrch = (() => {
   const seconds = (s) => s == null ? "" : s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min`
     : `${(s / 3600).toFixed(1)} h`;
   const when = (iso) => iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }) : "";
+  const countsText = (counts) => Object.entries(counts || {}).sort().map(([s, n]) => `${n} ${s}`).join(", ");
   const shown = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) :
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
 
@@ -34,7 +35,7 @@ const VhOrch = (() => {
   function projectPage() {
     const table = $("executions");
     const project = table.dataset.project;
-    const state = { ordering: "-counter", offset: 0, limit: 50, count: 0 };
+    const state = { ordering: "-counter", offset: 0, limit: 50, count: 0, asked: 0 };
     const base = ["counter", "status", "step", "parameters", "duration", "environment", "creator"];
     const picked = new Set();
     const showPicked = () => {
@@ -46,11 +47,40 @@ const VhOrch = (() => {
     });
     showPicked();
 
+    // The project's tasks: a list of links, and the choices of the task filter (`?task=ID` picks one).
+    const tasks = new Map();
+    let wantedTask = new URLSearchParams(location.search).get("task") || "";
+    let taskChoices = "";
+    async function loadTasks() {
+      const page = await api(`/tasks/?${new URLSearchParams({ project, limit: 50 })}`);
+      for (const t of page.results) tasks.set(t.id, t);
+      $("tasks-card").hidden = page.results.length === 0;
+      $("f-task").closest("label").hidden = page.results.length === 0 && !wantedTask;
+      $("tasks").tBodies[0].replaceChildren(...page.results.map((t) => el("tr", { "data-task": t.id },
+        el("td", {}, el("a", { href: `/tasks/${t.id}/`, text: `!${t.counter}` })),
+        el("td", {}, el("a", { href: `/tasks/${t.id}/`, text: t.title })),
+        el("td", { text: t.type }),
+        el("td", {}, el("span", { class: "status", "data-status": t.status, title: t.status_reason || "", text: t.status })),
+        el("td", { text: countsText(t.counts) }),
+        el("td", { text: when(t.ctime) }))));
+      const choices = page.results.map((t) => [String(t.id), `!${t.counter} ${t.title}`]);
+      const picked = wantedTask;
+      if (picked && !choices.some(([v]) => v === picked)) choices.push([picked, `task ${picked}`]);
+      if (JSON.stringify(choices) === taskChoices) return;  // rebuilt only when it changes: it may be open
+      taskChoices = JSON.stringify(choices);
+      $("f-task").replaceChildren(el("option", { value: "", text: "any" }),
+        ...choices.map(([value, text]) => el("option", { value, text })));
+      $("f-task").value = picked;
+    }
+
     async function load() {
       const query = new URLSearchParams({ project, ordering: state.ordering, limit: state.limit, offset: state.offset });
       if ($("f-status").value) query.append("status", $("f-status").value);
       if ($("f-step").value.trim()) query.append("step", $("f-step").value.trim());
+      if (wantedTask) query.append("task", wantedTask);
+      const asked = ++state.asked;
       const page = await api(`/executions/?${query}`);
+      if (asked !== state.asked) return;  // a newer question (another filter) is on its way
       state.count = page.count;
       const keys = [...new Set(page.results.flatMap((r) => Object.keys(r.metadata || {})))].sort().slice(0, 8);
       const key = state.ordering.replace(/^-/, "");
@@ -82,7 +112,8 @@ const VhOrch = (() => {
         el("td", {}, selectBox(r)),
         el("td", {}, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
         el("td", {}, el("span", { class: "status", "data-status": r.status, text: r.status })),
-        el("td", { text: r.step }),
+        el("td", {}, r.step, ...(r.task ? [" ", el("a", { class: "task-ref", href: `/tasks/${r.task.id}/`,
+          title: "Its task", text: tasks.has(r.task.id) ? `!${tasks.get(r.task.id).counter}` : "task" })] : [])),
         el("td", { class: "params", text: Object.entries(r.parameters).map(([k, v]) => `${k}=${shown(v)}`).join(" ") }),
         el("td", { text: seconds(r.duration) }),
         el("td", { text: r.environment.name }),
@@ -98,12 +129,22 @@ const VhOrch = (() => {
     $("next").addEventListener("click", () => { state.offset += state.limit; load(); });
     $("f-status").addEventListener("change", () => { state.offset = 0; load(); });
     $("f-step").addEventListener("change", () => { state.offset = 0; load(); });
+    $("f-task").addEventListener("change", () => {
+      state.offset = 0;
+      wantedTask = $("f-task").value;
+      const url = new URL(location.href);
+      if (wantedTask) url.searchParams.set("task", wantedTask); else url.searchParams.delete("task");
+      history.replaceState(null, "", url);
+      load();
+    });
     $("f-key").addEventListener("change", () => {
       const k = $("f-key").value.trim();
       if (k) { state.ordering = `-${k}`; state.offset = 0; load(); }
     });
-    load();
-    setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 3000);  // statuses stay current
+    loadTasks().catch(() => {}).then(load);
+    setInterval(() => {  // statuses stay current
+      if (!document.hidden) loadTasks().catch(() => {}).then(load).catch(() => {});
+    }, 3000);
   }
 
   // -- one execution ---------------------------------------------------------------------------
@@ -306,6 +347,316 @@ const VhOrch = (() => {
     });
   }
 
+  // -- a task: its children, and their parameters against a metric ------------------------------
+  const FINAL = ["stopped", "error", "complete"];
+  const STATUS_COLOR = { complete: "--ok", error: "--bad", stopped: "--stderr", started: "--run", stopping: "--run" };
+  const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  const statusColor = (status) => cssVar(STATUS_COLOR[status] || "--muted");
+  const numeric = (v) => typeof v === "number" && Number.isFinite(v) ? v : null;
+  const ramp = (f) => `hsl(${Math.round(170 - 140 * f)} 70% 45%)`;  // a metric's low (teal) to high (orange)
+  const svgEl = (tag, attrs = {}, ...children) => {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  };
+
+  // Where values sit on an axis: numbers on a linear scale (a log scale for a logspace or
+  // loguniform parameter), anything else as evenly spaced categories in sorted order.
+  function axisOf(name, values, variant) {
+    const present = values.filter((v) => v != null);
+    if (present.length && present.every((v) => numeric(v) != null)) {
+      const rules = (variant && variant.rules) || {};
+      const log = Boolean(variant) && (variant.style === "logspace" || rules.distribution === "loguniform") &&
+        present.every((v) => v > 0);
+      const f = log ? Math.log : (v) => v;
+      const lo = Math.min(...present), hi = Math.max(...present);
+      const at = (v) => numeric(v) == null ? null : hi === lo ? 0.5 : (f(v) - f(lo)) / (f(hi) - f(lo));
+      const mid = log ? Math.sqrt(lo * hi) : (lo + hi) / 2;
+      // Padded: uPlot leaves out a last point whose x repeats the range's end.
+      const span = hi - lo || Math.abs(lo) || 1;
+      const range = log ? [lo / (hi === lo ? 2 : Math.pow(hi / lo, 0.05)), hi * (hi === lo ? 2 : Math.pow(hi / lo, 0.05))]
+        : [lo - span * 0.05, hi + span * 0.05];
+      return { name, kind: "number", log, x: numeric, at, range,
+        ticks: hi === lo ? [[lo, 0.5]] : [[lo, 0], [mid, 0.5], [hi, 1]] };
+    }
+    const cats = [...new Set(present.map(shown))].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    const x = (v) => v == null ? null : cats.indexOf(shown(v));
+    const every = Math.ceil(cats.length / 12);  // at most a dozen labels
+    return { name, kind: "category", cats, x, at: (v) => v == null ? null : cats.length === 1 ? 0.5 : x(v) / (cats.length - 1),
+      ticks: cats.filter((_, i) => i % every === 0).map((c) => [c, cats.length === 1 ? 0.5 : cats.indexOf(c) / (cats.length - 1)]) };
+  }
+
+  function taskPage() {
+    const id = $("facts").dataset.task;
+    const sort = { key: "counter", descending: false };
+    let task = null, snapshot = "", drawn = "", scatter = null, near = null;
+    const picked = { metric: null, param: null };
+
+    // The parameters the search varies (a fixed one, `-p NAME=VALUE`, is the same in every child).
+    const varied = (t) => {
+      const names = Object.keys(t.parameters);
+      const some = names.filter((n) => t.parameters[n].style !== "single");
+      return some.length ? some : names;
+    };
+    const metricKeys = (t) => {
+      const target = t.configuration.optimization_target_metric;
+      const keys = [...new Set(t.executions.flatMap((c) =>
+        Object.keys(c.metadata || {}).filter((k) => numeric(c.metadata[k]) != null)))].sort();
+      return target ? [target, ...keys.filter((k) => k !== target)] : keys;
+    };
+    const assigned = (parameters) => Object.entries(parameters).map(([k, v]) => `${k}=${shown(v)}`).join(" ");
+    const describe = (c, metric) => [`#${c.counter} ${c.status}:`, assigned(c.parameters),
+      metric && (c.metadata || {})[metric] != null ? `· ${metric} = ${shown(c.metadata[metric])}` : ""].join(" ").trim();
+
+    // A select's choices are rebuilt only when they change (it may be open); a pick is kept.
+    function choose(select, names, key) {
+      if (JSON.stringify([...select.options].map((o) => o.value)) !== JSON.stringify(names)) {
+        select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+      }
+      select.value = names.includes(picked[key]) ? picked[key] : names[0] || "";
+      select.disabled = names.length < 2;
+      select.closest("label").hidden = names.length === 0;
+    }
+
+    function header(t) {
+      $("status").textContent = t.status;
+      $("status").dataset.status = t.status;
+      $("reason").textContent = t.status_reason || "";
+      $("stop").hidden = FINAL.includes(t.status);
+      const c = t.configuration;
+      const target = c.optimization_target_metric ? c.optimization_target_metric + (c.optimization_target_value != null
+        ? ` (closest to ${shown(c.optimization_target_value)})` : " (highest)") : "";
+      const early = t.median_stopping;
+      $("facts").replaceChildren(el("dl", {}, ...[
+        ["type", t.type], ["step", t.step], ["target", target], ["created", when(t.ctime)],
+        ["started", when(t.started_at)], ["ended", when(t.ended_at)], ["by", t.creator.username || ""],
+        ["batch size", shown(c.execution_batch_size)], ["on child error", c.on_child_error || ""],
+        ["stop condition", c.stop_condition || ""],
+        ["stopped early", early ? `${early.stopped} (${shown(early.machine_hours_saved)} machine-hours saved)` : ""],
+      ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
+      const planned = Math.max(t.planned || 0, t.executions.length);
+      $("counts").replaceChildren(el("span", { text: `${t.executions.length} of ${planned} executions` }),
+        ...Object.entries(t.counts).sort().map(([s, n]) =>
+          el("span", { class: "status", "data-status": s, "data-count": n, text: `${n} ${s}` })));
+      const best = t.best && t.executions.find((e) => e.id === t.best.execution);
+      $("best").hidden = !best;
+      if (best) {
+        $("best").replaceChildren("Best: ",
+          el("a", { id: "best-link", href: `/executions/${best.id}/`, text: `#${best.counter}` }),
+          ` with ${c.optimization_target_metric} = ${shown(t.best.value)} `,
+          el("span", { class: "params", text: assigned(best.parameters) }));
+      }
+    }
+
+    function table(t, metric) {
+      const params = varied(t);
+      const keys = [...new Set([metric, ...metricKeys(t)].filter(Boolean))].slice(0, 6);
+      const columns = [
+        { key: "counter", label: "#", value: (c) => c.counter },
+        { key: "status", label: "status", value: (c) => c.status },
+        ...params.map((p) => ({ key: `param:${p}`, label: p, value: (c) => c.parameters[p] })),
+        ...keys.map((k) => ({ key: `metric:${k}`, label: k, value: (c) => numeric((c.metadata || {})[k]) })),
+        { key: "duration", label: "duration", value: (c) => c.duration },
+      ];
+      const column = columns.find((c) => c.key === sort.key) || columns[0];
+      const order = (a, b) => {  // missing values last, either way
+        const x = column.value(a), y = column.value(b);
+        if (x == null || y == null) return (x == null) - (y == null);
+        const d = typeof x === "number" && typeof y === "number" ? x - y
+          : String(x).localeCompare(String(y), undefined, { numeric: true });
+        return sort.descending ? -d : d;
+      };
+      $("children").tHead.rows[0].replaceChildren(...columns.map((c) => {
+        const on = c.key === column.key;
+        const button = el("button", { type: "button", class: "sort", "data-key": c.key,
+          text: c.label + (on ? (sort.descending ? " ↓" : " ↑") : "") });
+        button.addEventListener("click", () => {
+          sort.descending = on ? !sort.descending : true;
+          sort.key = c.key;
+          table(task, $("metric").value);
+        });
+        return el("th", { scope: "col", "aria-sort": on ? (sort.descending ? "descending" : "ascending") : "none" }, button);
+      }));
+      const bestId = t.best ? t.best.execution : null;
+      $("children").tBodies[0].replaceChildren(...t.executions.slice().sort((a, b) => order(a, b) || a.counter - b.counter)
+        .map((c) => el("tr", { "data-counter": c.counter, "data-id": c.id, ...(c.id === bestId ? { class: "best" } : {}) },
+          el("td", {}, el("a", { href: `/executions/${c.id}/`, text: `#${c.counter}` }),
+            ...(c.id === bestId ? [" ", el("span", { class: "badge", text: "best" })] : [])),
+          el("td", {}, el("span", { class: "status", "data-status": c.status, title: c.status_reason || "", text: c.status })),
+          ...params.map((p) => el("td", { class: "num", "data-key": `param:${p}`, text: shown(c.parameters[p]) })),
+          ...keys.map((k) => el("td", { class: "num", "data-key": `metric:${k}`, text: shown((c.metadata || {})[k]) })),
+          el("td", { text: seconds(c.duration) }))));
+      $("no-children").hidden = t.executions.length > 0;
+    }
+
+    function legend(box, items) {
+      box.replaceChildren(...items.map(([swatch, text]) => el("span", {}, swatch, text)));
+    }
+
+    const HINT = "Point at a dot to see its execution; click to open it.";
+
+    // uPlot in points-only mode: x is the parameter (a category's index for a non-number), one
+    // series per status so each gets its colour, and a ring series over the best point.
+    function drawScatter(t, name, metric) {
+      const box = $("scatter");
+      if (scatter) { scatter.destroy(); scatter = null; }
+      near = null;
+      const axis = axisOf(name, t.executions.map((c) => c.parameters[name]), t.parameters[name]);
+      const points = t.executions
+        .map((c) => ({ c, x: axis.x(c.parameters[name]), y: numeric((c.metadata || {})[metric]) }))
+        .filter((p) => p.x != null && p.y != null).sort((a, b) => a.x - b.x);
+      const bestId = t.best ? t.best.execution : null;
+      const best = points.find((p) => p.c.id === bestId);
+      box.dataset.param = name;
+      box.dataset.points = String(points.length);
+      box.dataset.best = best ? String(best.c.counter) : "";
+      if (!name || !points.length) {
+        box.replaceChildren(el("p", { class: "empty",
+          text: metric ? `No execution has reported ${metric} yet.` : "No metric reported yet." }));
+        $("sc-legend").replaceChildren();
+        $("sc-hover").textContent = "";
+        return;
+      }
+      box.replaceChildren();
+      const statuses = [...new Set(points.map((p) => p.c.status))].sort();
+      const accent = cssVar("--accent");
+      const dots = (color) => ({ stroke: color, paths: () => null,
+        points: { show: true, space: 0, size: 9, width: 1, stroke: color, fill: color } });
+      const cat = axis.kind === "category";
+      const ink = { stroke: cssVar("--fg"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } };
+      scatter = new uPlot({
+        width: Math.max(300, box.clientWidth || 560), height: 280, legend: { show: false },
+        cursor: { points: { show: false }, drag: { x: false, y: false } },
+        scales: { x: cat ? { time: false, range: [-0.5, axis.cats.length - 0.5] }
+          : { time: false, distr: axis.log ? 3 : 1, range: axis.range } },
+        axes: [{ label: name, ...ink, ...(cat ? { splits: () => axis.cats.map((_, i) => i),
+          values: (u, splits) => splits.map((i) => axis.cats[i] ?? "") } : {}) }, { label: metric, ...ink }],
+        series: [{}, ...statuses.map((s) => dots(statusColor(s))),
+          { stroke: accent, paths: () => null,
+            points: { show: true, space: 0, size: 19, width: 2.5, stroke: accent, fill: "transparent" } }],
+        hooks: { setCursor: [(u) => {
+          near = null;
+          let closest = 12 * 12;  // px²: a point within 12 px of the pointer
+          if (u.cursor.left >= 0) {
+            for (const p of points) {
+              const dx = u.valToPos(p.x, "x") - u.cursor.left, dy = u.valToPos(p.y, "y") - u.cursor.top;
+              if (dx * dx + dy * dy < closest) { closest = dx * dx + dy * dy; near = p; }
+            }
+          }
+          $("sc-hover").textContent = near ? describe(near.c, metric) : HINT;
+          u.over.style.cursor = near ? "pointer" : "";
+        }] },
+      }, [points.map((p) => p.x), ...statuses.map((s) => points.map((p) => p.c.status === s ? p.y : null)),
+        points.map((p) => p === best ? p.y : null)], box);
+      scatter.over.addEventListener("click", () => { if (near) location.href = `/executions/${near.c.id}/`; });
+      $("sc-hover").textContent = HINT;
+      legend($("sc-legend"), [...statuses.map((s) => [el("i", { class: "dot", style: `background:${statusColor(s)}` }), s]),
+        ...(best ? [[el("i", { class: "ring", style: `border-color:${accent}` }), `best (#${best.c.counter})`]] : [])]);
+    }
+
+    // Plain SVG: an axis per varied parameter and one for the metric, a polyline per finished
+    // child coloured by its metric (dashed when it reported none), the best one on top.
+    function drawParallel(t, names, metric) {
+      const svg = $("parcoords");
+      const width = Math.max(320, svg.clientWidth || 560), height = 280, top = 34, bottom = 14, side = 56;
+      svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+      const axes = names.map((n) => ({ ...axisOf(n, t.executions.map((c) => c.parameters[n]), t.parameters[n]),
+        value: (c) => c.parameters[n] }));
+      if (metric) {
+        axes.push({ ...axisOf(metric, t.executions.map((c) => numeric((c.metadata || {})[metric])), null),
+          value: (c) => numeric((c.metadata || {})[metric]), metric: true });
+      }
+      const metricAxis = axes.find((a) => a.metric);
+      const xAt = (i) => axes.length === 1 ? width / 2 : side + i * (width - 2 * side) / (axes.length - 1);
+      const yAt = (f) => top + (1 - f) * (height - top - bottom);
+      const bestId = t.best ? t.best.execution : null;
+      const accent = cssVar("--accent");
+      const finished = t.executions.filter((c) => FINAL.includes(c.status))
+        .sort((a, b) => (a.id === bestId) - (b.id === bestId));  // the best one drawn last, on top
+      const lines = finished.map((c) => {
+        const at = axes.map((a, i) => [xAt(i), a.at(a.value(c))]).filter(([, f]) => f != null);
+        const f = metricAxis ? metricAxis.at(metricAxis.value(c)) : null;
+        const isBest = c.id === bestId;
+        return svgEl("a", { href: `/executions/${c.id}/` }, svgEl("polyline", {
+          class: isBest ? "line best" : "line", "data-counter": c.counter, fill: "none",
+          stroke: isBest ? accent : f == null ? statusColor(c.status) : ramp(f),
+          ...(f == null ? { "stroke-dasharray": "4 3" } : {}),
+          points: at.map(([x, y]) => `${x.toFixed(1)},${yAt(y).toFixed(1)}`).join(" ") },
+        svgEl("title", { text: describe(c, metric) })));
+      });
+      const last = axes.length - 1;
+      const rightmost = (i) => i === last && last > 0;  // its labels go to the left, inside the picture
+      const ticks = axes.map((a, i) => svgEl("g", { class: a.metric ? "axis metric" : "axis", "data-key": a.name },
+        svgEl("line", { x1: xAt(i), x2: xAt(i), y1: top, y2: height - bottom }),
+        svgEl("text", { class: "axis-label", x: xAt(i), y: 16, text: a.name,
+          "text-anchor": i === 0 && last > 0 ? "start" : rightmost(i) ? "end" : "middle" }),
+        ...a.ticks.map(([v, f]) => svgEl("text", { class: "tick", x: xAt(i) + (rightmost(i) ? -5 : 5), y: yAt(f) + 4,
+          "text-anchor": rightmost(i) ? "end" : "start", text: shown(v) }))));
+      svg.replaceChildren(...lines, ...ticks);
+      for (const label of svg.querySelectorAll("text.tick")) {  // readable over the lines
+        const box = label.getBBox();
+        label.before(svgEl("rect", { class: "tick-bg", x: box.x - 2, y: box.y, width: box.width + 4,
+          height: box.height, rx: 2 }));
+      }
+      svg.dataset.lines = String(lines.length);
+      const gradient = `background:linear-gradient(90deg, ${ramp(0)}, ${ramp(1)})`;
+      legend($("pc-legend"), [
+        ...(metricAxis && metricAxis.kind === "number" ? [[el("i", { class: "ramp", style: gradient }), `${metric}: low to high`]] : []),
+        ...(finished.some((c) => c.id === bestId)
+          ? [[el("i", { class: "bar", style: `background:${accent}` }), `best (#${t.best.counter})`]] : []),
+        ...(finished.some((c) => metricAxis == null || metricAxis.at(metricAxis.value(c)) == null)
+          ? [[el("i", { class: "bar dashed" }), "no metric"]] : [])]);
+    }
+
+    function render() {
+      const t = task;
+      const names = varied(t);
+      choose($("metric"), metricKeys(t), "metric");
+      choose($("sc-param"), names, "param");
+      const metric = $("metric").value, param = $("sc-param").value;
+      header(t);
+      table(t, metric);
+      const key = JSON.stringify([t.executions, t.best, metric, param, $("parcoords").clientWidth]);
+      if (key !== drawn) {
+        drawn = key;
+        drawScatter(t, param, metric);
+        drawParallel(t, names, metric);
+      }
+    }
+
+    async function load() {
+      const t = await api(`/tasks/${id}/`, { signal: AbortSignal.timeout(20000) });
+      const now = JSON.stringify(t);
+      if (now !== snapshot) { task = t; render(); snapshot = now; }  // a render that failed is tried again
+      return t;
+    }
+
+    // Polled while the task runs: every 2 s (not while the page is hidden), until it is final.
+    async function poll() {
+      let t = null;
+      try { if (!document.hidden || !task) t = await load(); } catch (err) { console.error(err); }
+      if (!t || !FINAL.includes(t.status)) setTimeout(poll, 2000);
+    }
+
+    $("metric").addEventListener("change", () => { picked.metric = $("metric").value; render(); });
+    $("sc-param").addEventListener("change", () => { picked.param = $("sc-param").value; render(); });
+    let resizing = false;
+    window.addEventListener("resize", () => {
+      if (resizing || !task) return;
+      resizing = true;
+      requestAnimationFrame(() => { resizing = false; render(); });
+    });
+    $("stop").addEventListener("click", async () => {
+      if (!confirm("Stop this task? Queued executions will not run; running ones stop, keeping their outputs so far.")) return;
+      await api(`/tasks/${id}/stop/`, { method: "POST" });
+      load();  // the polling goes on until every execution has stopped
+    });
+    poll();
+  }
+
   // -- operations (administrators) -------------------------------------------------------------
   function operationsPage() {
     let chart = null;
@@ -388,5 +739,5 @@ const VhOrch = (() => {
     draw();
   }
 
-  return { projectPage, executionPage, operationsPage, comparePage, api };
+  return { projectPage, executionPage, taskPage, operationsPage, comparePage, api };
 })();
