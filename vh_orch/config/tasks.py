@@ -216,7 +216,8 @@ def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> Tas
         space, fixed = search_space(spec)
         # The bounds and every choice must be valid values (with the other varied parameters at one of theirs).
         some = {**fixed, **{name: _bounds(d)[0] for name, d in space.items()}}
-        _check_values(step, [{**some, name: v} for name, d in space.items() for v in _bounds(d)] or [some])
+        _check_values(step, [{**some, name: v} for name, d in space.items() for v in _bounds(d)] or [some],
+                      which="the task's search space (its bounds and choices)")
         if not space:
             raise UserInputError("a bayesian_tpe task needs at least one parameter that varies")
     else:
@@ -468,15 +469,15 @@ class StepWithout:
         self.parameters = {n: p for n, p in step.parameters.items() if n not in left_out}
 
 
-def _check_values(step: Step, children: list[dict[str, Any]]) -> None:
+def _check_values(step: Step, children: list[dict[str, Any]], which: str | None = None) -> None:
     from vh_orch.config.steps import build_command
 
     for index, varied in enumerate(children):
         try:
             build_command(step, child_parameters(step, varied))
         except UserInputError as exc:
-            which = f"execution {index + 1} of the task" if len(children) > 1 else "the task"
-            raise UserInputError(f"{which}: {exc}; nothing was created") from None
+            where = which or (f"execution {index + 1} of the task" if len(children) > 1 else "the task")
+            raise UserInputError(f"{where}: {exc}; nothing was created") from None
 
 
 def _bounds(distribution: Any) -> list[Any]:
