@@ -80,6 +80,12 @@ vh-orch exec outputs "$ID"
 say "vh-orch exec list --sort -accuracy"
 vh-orch exec list --project demo --sort -accuracy
 
+say "vh-orch task run lr-sweep --project demo   (a grid search from valohai.yaml)"
+TASK=$(vh-orch task run lr-sweep --project demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+vh-orch task wait "$TASK" --timeout 600 || true
+say "vh-orch task info $TASK"
+vh-orch task info "$TASK"
+
 say "next: the web UI and the HTTP API (what Valohai's \`vh\` client uses)"
 echo "start \`vh-orch serve\` (it listens on http://127.0.0.1:8700 unless --listen says otherwise), then"
 echo "  web UI: open http://127.0.0.1:8700/ and sign in (\`vh-orch user passwd admin\` sets a password)"

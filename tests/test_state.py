@@ -78,3 +78,41 @@ def test_projects_made_before_users_existed_belong_to_the_admin_after_the_upgrad
     old = store.get_project("old")
     assert (old.owner_id, old.execution_counter) == (admin.id, 3)
     assert store.create_project("new", None, None).owner_id == admin.id
+
+
+def test_an_installation_with_executions_upgrades_to_tasks_in_place(tmp_path: Path) -> None:
+    """0005 adds columns to `project` and `execution`, which other tables' rows refer to: it must not
+    rebuild them (SQLite refuses to drop a table that rows refer to), and every row stays."""
+    from alembic import command
+
+    from vh_orch.orchestrator.db import alembic_config, head_revision, schema_revision
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    cfg = alembic_config(url)
+    with get_engine(url).begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        sql = conn.exec_driver_sql
+        sql("INSERT INTO project (name, owner_id, execution_counter, created_at) "
+            "VALUES ('old', 1, 1, '2026-11-01 10:00:00.000000')")
+        sql("INSERT INTO \"commit\" (project_id, kind, identifier, config_yaml, created_at) "
+            "VALUES (1, 'adhoc', 'abc', '- step: {name: s, image: x, command: c}', '2026-11-01 10:00:00.000000')")
+        sql("INSERT INTO environment (name, cloud, min_scale, max_scale, idle_timeout_s, spot, price_per_hour, "
+            "slots, max_attempts, settings, created_at, updated_at) VALUES ('local', 'local', 0, 1, 600, 0, 0, 1, 3, "
+            "'{}', '2026-11-01 10:00:00.000000', '2026-11-01 10:00:00.000000')")
+        sql("INSERT INTO execution (project_id, counter, commit_id, step, command, parameters, inputs, "
+            "environment_variables, environment_id, status, priority, attempt, created_at, metadata_latest, last_seq) "
+            "VALUES (1, 1, 1, 's', 'c', '{}', '{}', '{}', 1, 'complete', 0, 1, '2026-11-01 10:00:00.000000', "
+            "'{\"acc\": 0.5}', 2)")
+        sql("INSERT INTO execution_event (execution_id, seq, time, kind, stream, text) "
+            "VALUES (1, 2, '2026-11-01 10:00:01.000000', 'log', 'stdout', 'hello')")
+    assert schema_revision(url) == "0004"
+    upgrade(url)
+    assert schema_revision(url) == head_revision()
+    store = Store(url)
+    old = store.get_execution(1)
+    assert (old.task_id, old.task_index, old.metadata_latest) == (None, None, {"acc": 0.5})
+    assert [e.text for e in store.events_after(1, 0)] == ["hello"]
+    assert store.get_project("old").task_counter == 0
+    with get_engine(url).connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []

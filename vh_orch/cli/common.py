@@ -46,7 +46,7 @@ def settings() -> Settings:
 
 def open_store(s: Settings | None = None) -> Store:
     """The store of an initialised installation, or a clear error saying how to create one."""
-    from vh_orch.orchestrator.db import is_initialised
+    from vh_orch.orchestrator.db import head_revision, is_initialised, schema_revision
     from vh_orch.orchestrator.store import Store
 
     s = s or settings()
@@ -55,6 +55,10 @@ def open_store(s: Settings | None = None) -> Store:
     store = Store(s.db_url)
     if not is_initialised(s.db_url):
         raise UserInputError("the database has no vh-orch schema: run `vh-orch init` first")
+    current, head = schema_revision(s.db_url), head_revision()
+    if current is not None and current < head:
+        raise UserInputError(f"the database's schema is at revision {current} and this vh-orch needs {head}: run "
+                             "`vh-orch init` to upgrade it in place (it keeps everything), then try again")
     return store
 
 

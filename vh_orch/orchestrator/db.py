@@ -104,3 +104,13 @@ def upgrade(url: str) -> None:
 def is_initialised(url: str) -> bool:
     engine = get_engine(url)
     return inspect(engine).has_table("alembic_version")
+
+
+def head_revision() -> str:
+    """The newest migration this vh-orch has (revisions are numbered: 0001, 0002, ...)."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py"))
+
+
+def schema_revision(url: str) -> str | None:
+    with get_engine(url).connect() as conn:
+        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()

@@ -183,7 +183,7 @@ class Quota(SQLModel, table=True):
 class Execution(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("project_id", "counter"),
-        UniqueConstraint("task_id", "task_index"),
+        Index("uq_execution_task_index", "task_id", "task_index", unique=True),
         Index("ix_execution_queue", "environment_id", "status", "priority", "id"),
     )
 

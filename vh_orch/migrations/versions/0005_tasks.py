@@ -4,6 +4,9 @@ A task row holds its validated definition (`spec`) and what its children share (
 its children are executions with `task_id` and a unique `task_index`; projects count tasks
 like executions (`task_counter`).
 
+Columns are added with ALTER TABLE ADD COLUMN (no table is rebuilt), so an installation with
+executions upgrades in place.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
@@ -50,22 +53,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_task_project_id'), ['project_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_task_status'), ['status'], unique=False)
 
-    with op.batch_alter_table('project', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('task_counter', sa.Integer(), nullable=False, server_default='0'))
-
-    with op.batch_alter_table('execution', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('task_id', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('task_index', sa.Integer(), nullable=True))
-        batch_op.create_index(batch_op.f('ix_execution_task_id'), ['task_id'], unique=False)
-        batch_op.create_unique_constraint('uq_execution_task_index', ['task_id', 'task_index'])
-        batch_op.create_foreign_key('fk_execution_task', 'task', ['task_id'], ['id'])
+    # Plain ADD COLUMN, not a batch (copy, drop, rename): on SQLite, dropping `project` or `execution`
+    # fails while other tables' rows refer to them (foreign keys are enforced), and copying them is slow.
+    op.add_column('project', sa.Column('task_counter', sa.Integer(), nullable=False, server_default='0'))
+    if op.get_bind().dialect.name == "sqlite":  # alembic adds no constraint on SQLite; SQLite's own ALTER can
+        op.execute("ALTER TABLE execution ADD COLUMN task_id INTEGER REFERENCES task (id)")
+    else:
+        op.add_column('execution', sa.Column('task_id', sa.Integer(), nullable=True))
+        op.create_foreign_key('fk_execution_task', 'execution', 'task', ['task_id'], ['id'])
+    op.add_column('execution', sa.Column('task_index', sa.Integer(), nullable=True))
+    op.create_index('ix_execution_task_id', 'execution', ['task_id'], unique=False)
+    op.create_index('uq_execution_task_index', 'execution', ['task_id', 'task_index'], unique=True)
 
 
 def downgrade() -> None:
+    op.drop_index('uq_execution_task_index', table_name='execution')
+    op.drop_index('ix_execution_task_id', table_name='execution')
     with op.batch_alter_table('execution', schema=None) as batch_op:
         batch_op.drop_constraint('fk_execution_task', type_='foreignkey')
-        batch_op.drop_constraint('uq_execution_task_index', type_='unique')
-        batch_op.drop_index(batch_op.f('ix_execution_task_id'))
         batch_op.drop_column('task_index')
         batch_op.drop_column('task_id')
     with op.batch_alter_table('project', schema=None) as batch_op:
