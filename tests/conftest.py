@@ -357,3 +357,23 @@ def gcs(_emulated_gcs):  # type: ignore[no-untyped-def]
     """gcp-storage-emulator, empty but for the bucket `vh-orch-test`, behind the signature-checking proxy."""
     _emulated_gcs.reset("vh-orch-test")
     return _emulated_gcs
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator:  # type: ignore[type-arg]
+    """A real PostgreSQL on a loopback port (tests/pgserver.py), one per worker, for the whole session."""
+    import pgserver
+
+    server = pgserver.PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded default and on PostgreSQL (a fresh database each time)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("postgres").new_database()  # type: ignore[no-any-return]

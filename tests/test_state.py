@@ -13,8 +13,8 @@ from vh_orch.orchestrator.db import get_engine, upgrade
 from vh_orch.orchestrator.store import Store
 
 
-def test_migrations_create_exactly_the_schema_of_the_models(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def test_migrations_create_exactly_the_schema_of_the_models(db_url: str) -> None:
+    url = db_url
     upgrade(url)
     with get_engine(url).connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
@@ -80,14 +80,14 @@ def test_projects_made_before_users_existed_belong_to_the_admin_after_the_upgrad
     assert store.create_project("new", None, None).owner_id == admin.id
 
 
-def test_an_installation_with_executions_upgrades_to_tasks_in_place(tmp_path: Path) -> None:
+def test_an_installation_with_executions_upgrades_to_tasks_in_place(db_url: str) -> None:
     """0005 adds columns to `project` and `execution`, which other tables' rows refer to: it must not
     rebuild them (SQLite refuses to drop a table that rows refer to), and every row stays."""
     from alembic import command
 
     from vh_orch.orchestrator.db import alembic_config, head_revision, schema_revision
 
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+    url = db_url
     cfg = alembic_config(url)
     with get_engine(url).begin() as conn:
         cfg.attributes["connection"] = conn
@@ -98,7 +98,7 @@ def test_an_installation_with_executions_upgrades_to_tasks_in_place(tmp_path: Pa
         sql("INSERT INTO \"commit\" (project_id, kind, identifier, config_yaml, created_at) "
             "VALUES (1, 'adhoc', 'abc', '- step: {name: s, image: x, command: c}', '2026-11-01 10:00:00.000000')")
         sql("INSERT INTO environment (name, cloud, min_scale, max_scale, idle_timeout_s, spot, price_per_hour, "
-            "slots, max_attempts, settings, created_at, updated_at) VALUES ('local', 'local', 0, 1, 600, 0, 0, 1, 3, "
+            "slots, max_attempts, settings, created_at, updated_at) VALUES ('local', 'local', 0, 1, 600, FALSE, 0, 1, 3, "
             "'{}', '2026-11-01 10:00:00.000000', '2026-11-01 10:00:00.000000')")
         sql("INSERT INTO execution (project_id, counter, commit_id, step, command, parameters, inputs, "
             "environment_variables, environment_id, status, priority, attempt, created_at, metadata_latest, last_seq) "
@@ -114,5 +114,37 @@ def test_an_installation_with_executions_upgrades_to_tasks_in_place(tmp_path: Pa
     assert (old.task_id, old.task_index, old.metadata_latest) == (None, None, {"acc": 0.5})
     assert [e.text for e in store.events_after(1, 0)] == ["hello"]
     assert store.get_project("old").task_counter == 0
-    with get_engine(url).connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+    if url.startswith("sqlite"):
+        with get_engine(url).connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_sorting_by_a_metadata_key_is_the_same_on_both_databases(db_url: str) -> None:
+    """Numbers by value, then every execution without a number for the key (text, nothing, a list), by id."""
+    from datetime import UTC, datetime
+
+    from vh_orch.orchestrator.models import Execution
+    from vh_orch.orchestrator.store import LogLine
+    from vh_orch.orchestrator.store.queries import ExecutionFilter
+
+    upgrade(db_url)
+    store = Store(db_url)
+    project = store.create_project("p", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    env, _ = store.ensure_environment("local", "local")
+    values = [0.5, 2, None, 10, "high", -3, [1, 2], 2]
+    ids = []
+    for value in values:
+        e = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                             command="c", environment_id=env.id))  # type: ignore[arg-type]
+        ids.append(e.id)
+        if value is not None:
+            point = {"acc": value}
+            store.append_log(e.id, [LogLine(datetime.now(UTC), "stdout", str(point), point)])  # type: ignore[arg-type]
+    by = dict(zip(ids, values, strict=True))
+    _, rows = store.query_executions(ExecutionFilter(), sort="-acc", limit=100)
+    assert [by[r.id] for r in rows][:5] == [10, 2, 2, 0.5, -3]
+    assert [r.id for r in rows][1:3] == sorted([i for i in ids if by[i] == 2], reverse=True)
+    _, rows = store.query_executions(ExecutionFilter(), sort="acc", limit=100)
+    assert [by[r.id] for r in rows][:5] == [-3, 0.5, 2, 2, 10]
+    assert len(rows) == len(values)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import case, func, or_
 from sqlmodel import col, select
 
 from vh_orch.orchestrator.models import (
@@ -82,13 +83,23 @@ class QueriesStore:
         if key in SORT_COLUMNS:
             value = col(getattr(Execution, key))
         else:
-            value = Execution.__table__.c.metadata_latest[key].as_float()  # type: ignore[attr-defined]
+            value = self._metadata_number(key)
         order = [value.is_(None), value.desc() if descending else value.asc(),
                  col(Execution.id).desc() if descending else col(Execution.id).asc()]
         with self.read() as s:  # type: ignore[attr-defined]
             total = s.exec(select(func.count()).select_from(Execution).where(*conditions)).one()
             rows = list(s.exec(select(Execution).where(*conditions).order_by(*order).offset(offset).limit(limit)))
         return total, rows
+
+    def _metadata_number(self, key: str) -> Any:
+        """The latest value of a metadata key when it is a JSON number, else NULL: text, lists and
+        objects sort with the executions that lack the key (a cast of text would fail on PostgreSQL)."""
+        element = Execution.__table__.c.metadata_latest[key]  # type: ignore[attr-defined]
+        if self.engine.dialect.name == "sqlite":  # type: ignore[attr-defined]
+            numeric = func.json_type(element).in_(["integer", "real"])
+        else:
+            numeric = func.json_typeof(element) == "number"
+        return case((numeric, element.as_float()), else_=None)
 
     def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
                     limit: int = 1000) -> list[ExecutionEvent]:
