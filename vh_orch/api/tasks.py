@@ -26,6 +26,7 @@ from vh_orch.api.shapes import api_base, duration_s, site
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Task, TaskStatus
 from vh_orch.orchestrator.submit import SubmitRequest
+from vh_orch.orchestrator.tasks import task_title
 from vh_orch.timeutil import iso
 
 router = APIRouter(prefix="/api/v0")
@@ -166,7 +167,7 @@ def task_json(request: Request, t: Task, project_name: str, counts: dict[str, in
         "url": here,
         "status": t.status,
         "status_reason": t.status_reason,
-        "title": t.title or t.name or f"{t.type} of {t.step}",
+        "title": task_title(t),
         "name": t.name,
         "type": t.type,
         "step": t.step,

@@ -72,6 +72,7 @@ class ExecutionRunner:
         self._spec: RunSpec | None = None
         self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
         self._datastore: Datastore | None = None
+        self._parsed_step: Any = None
 
     @property
     def datastore(self) -> Datastore:
@@ -141,14 +142,20 @@ class ExecutionRunner:
                             self.execution_id, exc, delay)
                 time.sleep(delay)
 
+    def _step(self) -> Any:
+        """The execution's step, from its commit's valohai.yaml (parsed once per runner)."""
+        if self._parsed_step is None:
+            config = parse_config(self.store.get_commit(self.execution.commit_id).config_yaml)
+            self._parsed_step = get_step(config, self.execution.step)
+        return self._parsed_step
+
     def _watcher(self) -> Callable[[dict[str, Any]], None] | None:
         """What checks each metadata point: the step's stop condition and its task's, if any."""
         from vh_orch.orchestrator.conditions import Condition
 
         e = self.execution
         conditions: list[tuple[Condition, bool]] = []
-        step_condition = getattr(get_step(parse_config(self.store.get_commit(e.commit_id).config_yaml), e.step),
-                                 "stop_condition", None)
+        step_condition = getattr(self._step(), "stop_condition", None)
         if e.task_id is not None:  # first: a point that meets both ends the whole task
             task_condition = self.store.get_task(e.task_id).spec.get("stop_condition")
             if task_condition:
@@ -275,7 +282,7 @@ class ExecutionRunner:
             extract_git(Path(project.mirror_path or ""), commit.identifier, repository)
 
         visible = self.runtime.visible_dirs(self.folder)
-        filenames = _input_filenames(commit.config_yaml, execution.step)
+        filenames = {name: inp.filename for name, inp in self._step().inputs.items()}
         deferred: list[DirectFetch] = []
         inputs_config = fetch_inputs(
             execution.inputs,
@@ -469,11 +476,6 @@ class ExecutionRunner:
         except (OSError, VhOrchError) as exc:
             return rows, f"storing outputs failed: {exc}"
         return rows, None
-
-
-def _input_filenames(config_yaml: str, step_name: str) -> dict[str, str | None]:
-    step = get_step(parse_config(config_yaml), step_name)
-    return {name: inp.filename for name, inp in step.inputs.items()}
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -21,6 +21,7 @@ from vh_orch.config.steps import build_command, get_step, parse_config, resolve_
 from vh_orch.config.tasks import (
     MedianStopping,
     distribution_of,
+    grid_size,
     StepWithout,
     TaskSpec,
     body_from_yaml,
@@ -136,6 +137,21 @@ def total_children(spec: TaskSpec, planned: list[dict[str, Any]] | None) -> int:
     if planned is not None:
         return len(planned)
     return spec.execution_count or 0
+
+
+def planned_count(spec: TaskSpec) -> int:
+    """How many children the task has in all, without making them (a grid's size is a product)."""
+    if spec.type in ("random_search", "bayesian_tpe"):
+        return spec.execution_count or 0
+    if spec.type == "manual_search":
+        return len(plan(spec))
+    size = grid_size(spec)
+    return size if spec.execution_count is None else min(size, spec.execution_count)
+
+
+def task_title(task: Task) -> str:
+    """What a task is called where it is shown: its title, its valohai.yaml name, or its type and step."""
+    return task.title or task.name or f"{task.type} of {task.step}"
 
 
 def best_child(spec: TaskSpec, children: list[Execution]) -> dict[str, Any] | None:
@@ -453,12 +469,11 @@ def task_summary(store: Store, task: Task, children: list[Execution] | None = No
     """What `task info` and the API show beyond the row: children, counts, best, savings."""
     children = store.task_children(task.id) if children is None else children  # type: ignore[arg-type]
     spec = spec_of(task)
-    planned = None if spec.type == "bayesian_tpe" else plan(spec)
     return {
         "executions": [c.id for c in children],
         "counters": [c.counter for c in children],
         "counts": _count_statuses(children),
-        "planned": total_children(spec, planned),
+        "planned": planned_count(spec),
         "best": best_child(spec, children),
         "median_stopping": None if spec.median_stopping is None else {
             "stopped": task.pruned, "machine_hours_saved": round(task.saved_seconds / 3600, 4)},

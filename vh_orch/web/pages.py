@@ -19,7 +19,8 @@ from fastapi.templating import Jinja2Templates
 
 from vh_orch.api.auth import SESSION_COOKIE, check_csrf, check_password_login, csrf_token, same_origin, session_user
 from vh_orch.api.deps import store_of, visible_execution, visible_project, visible_task
-from vh_orch.orchestrator.models import Task, TaskStatus, User
+from vh_orch.orchestrator.models import TaskStatus, User
+from vh_orch.orchestrator.tasks import task_title
 from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
 
@@ -138,10 +139,6 @@ def task_page(request: Request, ref: str) -> HTMLResponse:
     return render(request, "task.html", user, task=task, project=project, task_title=task_title(task),
                   final=TaskStatus(task.status).is_final)
 
-
-def task_title(task: Task) -> str:
-    """What the API calls the task (api/tasks.py task_json)."""
-    return task.title or task.name or f"{task.type} of {task.step}"
 
 
 @router.get("/operations/", response_class=HTMLResponse)
