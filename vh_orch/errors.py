@@ -47,3 +47,8 @@ class TransientCloudError(CloudError):
     def __init__(self, message: str, maybe_created: bool = True) -> None:
         super().__init__(message)
         self.maybe_created = maybe_created
+
+
+class LeaseLost(VhOrchError):
+    """This replica no longer holds the lease a write depends on: another one took the work over.
+    Nothing was written; whoever owns the lease now carries on."""

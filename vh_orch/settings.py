@@ -20,13 +20,16 @@ class Settings:
     stop_grace_s: int = 5
     # An instance that carries our cluster tag but no live machine row is terminated after this.
     orphan_grace_s: float = 120.0
+    # How long a replica's hold on an environment or an execution lasts without renewal (its
+    # heartbeat renews it): the longest another replica waits to take over from a paused one.
+    lease_s: float = 15.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("VH_ORCH_HOME") or Path.home() / ".vh-orch").expanduser().absolute()
         db_url = env.get("VH_ORCH_DB") or f"sqlite:///{home / 'state.db'}"
-        return cls(home=home, db_url=db_url)
+        return cls(home=home, db_url=db_url, lease_s=_lease_s(env.get("VH_ORCH_LEASE_S")))
 
     @property
     def repos_dir(self) -> Path:
@@ -51,3 +54,17 @@ class Settings:
     def ensure_dirs(self) -> None:
         for d in (self.home, self.repos_dir, self.adhoc_dir, self.executions_dir, self.data_dir):
             d.mkdir(parents=True, exist_ok=True)
+
+
+def _lease_s(raw: str | None) -> float:
+    from vh_orch.errors import ConfigError
+
+    if not raw:
+        return Settings.lease_s
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"VH_ORCH_LEASE_S={raw!r} is not a number of seconds") from None
+    if not 3 <= value <= 3600:
+        raise ConfigError(f"VH_ORCH_LEASE_S={raw!r}: a lease lasts 3 to 3600 seconds (default 15)")
+    return value

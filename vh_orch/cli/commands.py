@@ -20,6 +20,7 @@ app = typer.Typer(
 app.command("init")(daemon_cmds.init)
 app.command("serve")(daemon_cmds.serve)
 app.command("status")(operations.status)
+app.command("replicas")(operations.replicas)
 app.command("cleanup")(operations.cleanup)
 app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,7 +19,8 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     Live machines are those not terminated, failed or lost; the cost per hour is that of the
     machines that have an instance (provisioning to terminating; nothing for `local`). Executions
     held back by a quota count as queued (`held_by_quota` in --json)."""
-    rows = status_rows(open_store())
+    store = open_store()
+    rows = status_rows(store)
     if json_out:
         print_json(rows)
         return
@@ -31,6 +32,46 @@ def status(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
                   "" if r["last_launch_failure"] is None else
                   f"{r['last_launch_failure']['time']} {r['last_launch_failure']['kind']}: "
                   f"{r['last_launch_failure']['message']}"]
+                 for r in rows])
+    print_replicas(replica_rows(store))
+
+
+def replicas(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The daemons serving this database (one on SQLite, any number of replicas on PostgreSQL): host,
+    pid, last heartbeat, and what each owns now (the cluster jobs, environments, executions)."""
+    rows = replica_rows(open_store())
+    if json_out:
+        print_json(rows)
+        return
+    print_replicas(rows)
+
+
+def replica_rows(store: Any) -> list[dict[str, Any]]:
+    from datetime import timedelta
+
+    from vh_orch.timeutil import iso
+
+    names = store.environment_names()
+    out = []
+    for r in store.replicas(timedelta(seconds=settings().heartbeat_stale_s)):
+        envs = [names.get(int(k.split(":", 1)[1]), k) for k in r.owns if k.startswith("env:")]
+        out.append({"id": r.id, "hostname": r.hostname, "pid": r.pid, "started_at": iso(r.started_at),
+                    "heartbeat_at": iso(r.heartbeat_at), "cluster_jobs": "cluster" in r.owns,
+                    "environments": sorted(envs),
+                    "executions": sorted(int(k.split(":", 1)[1]) for k in r.owns if k.startswith("exec:"))})
+    return out
+
+
+def print_replicas(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no daemon has a fresh heartbeat: start one with `vh-orch serve`")
+        return
+    print_table("replicas", ["id", "host", "pid", "heartbeat", "owns"],
+                [[r["id"], r["hostname"], r["pid"], r["heartbeat_at"],
+                  "; ".join(part for part in (
+                      "cluster jobs" if r["cluster_jobs"] else "",
+                      ("environments " + ", ".join(r["environments"])) if r["environments"] else "",
+                      f"{len(r['executions'])} execution(s)" if r["executions"] else "") if part) or "nothing yet"]
                  for r in rows])
 
 

@@ -2,19 +2,28 @@
 
 A pass runs every few seconds and promptly when a CLI command wakes it through a
 datagram on an abstract Unix socket named after the database (nothing to clean up,
-no path-length limits). Only one daemon serves a database at a time.
+no path-length limits).
+
+A daemon is a replica: on SQLite there is one per database, on PostgreSQL any number share
+the work through leases (store/leases.py). Each pass a replica takes the `cluster` lease
+(admission, tasks, draining, cleanup jobs) if it is free, its share of the environments'
+leases, and every started execution whose owner is gone (it re-attaches or settles it, as
+after a restart). It runs what it claims under a lease of the execution's own; its heartbeat
+renews them all, and a runner whose lease was taken lets go without writing anything.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -31,13 +40,15 @@ from vh_orch.bootstrap.runtimes import (
     remove_container,
 )
 from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
-from vh_orch.errors import ConfigError
+from vh_orch.errors import ConfigError, LeaseLost
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.store.core import _pid_alive
+from vh_orch.orchestrator.store.leases import CLUSTER, Fence, env_key, exec_key
 from vh_orch.orchestrator.tasks import TaskEngine
 from vh_orch.orchestrator.wakeup import notify_daemon, wakeup_address  # noqa: F401 (notify_daemon: re-exported)
 from vh_orch.settings import Settings
@@ -93,13 +104,15 @@ class Daemon:
         self._listener: threading.Thread | None = None
         self.cluster_id = store.cluster_id()
         self._unowned_before: set[tuple[int, int]] = set()
+        self.replica: int | None = None  # this process's heartbeat row: the owner of its leases
+        self._env_fences: dict[int, Fence] = {}
+        self._cluster_fence: Fence | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
         load_jobs(self.settings)  # a broken daemon.yaml stops the start, before anything else
-        beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
-        self._heartbeat_id = beat.id
+        self._register()
         self._recover()
         scheduler = BackgroundScheduler(timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1})
         scheduler.add_job(
@@ -113,7 +126,7 @@ class Daemon:
         scheduler.add_job(
             self._heartbeat_job,
             "interval",
-            seconds=self.settings.heartbeat_interval_s,
+            seconds=min(self.settings.heartbeat_interval_s, self.settings.lease_s / 4),
             id="heartbeat",
             misfire_grace_time=None,
         )
@@ -132,18 +145,21 @@ class Daemon:
 
     def run_once(self) -> None:
         """One pass for cron: start what is queued, wait for those executions to end."""
-        beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
-        self._heartbeat_id = beat.id
+        self._register()
         try:
             self._recover()
             self.reconcile_pass()
             while self._reap():
-                self.store.beat(beat.id)  # type: ignore[arg-type]
+                self._heartbeat_job()
                 self._stopping.wait(0.5)
                 if self._stopping.is_set():
                     self._stop_all("the daemon shut down")
         finally:
-            self.store.daemon_stopped(beat.id)  # type: ignore[arg-type]
+            self.store.daemon_stopped(self._heartbeat_id)  # type: ignore[arg-type]
+
+    def _register(self) -> None:
+        beat = self.store.register_daemon(timedelta(seconds=self.settings.heartbeat_stale_s))
+        self._heartbeat_id = self.replica = beat.id
 
     def shutdown(self) -> None:
         """Stop scheduling, stop running executions (outputs are kept), mark the heartbeat stopped."""
@@ -175,8 +191,24 @@ class Daemon:
             log.info("cleanup %s removed %d item(s)", job.job, len(removed))
 
     def _heartbeat_job(self) -> None:
-        if self._heartbeat_id is not None:
-            self.store.beat(self._heartbeat_id)
+        """Beat, renew every lease this replica holds, and let go of what it no longer holds
+        (another replica took it while this one was paused or cut off)."""
+        if self.replica is None:
+            return
+        self.store.beat(self.replica)
+        self._let_go(self.store.renew_leases(self.replica, self.settings.lease_s))
+
+    def _let_go(self, held: set[str]) -> None:
+        for env_id in [i for i, fence in self._env_fences.items() if fence.key not in held]:
+            log.warning("environment %s: its lease was taken by another replica", env_id)
+            del self._env_fences[env_id]
+        if self._cluster_fence is not None and CLUSTER not in held:
+            self._cluster_fence = None
+        with self._lock:
+            lost = [(i, item) for i, item in self._running.items() if exec_key(i) not in held]
+        for execution_id, item in lost:
+            log.warning("execution %s: its lease was taken by another replica; letting it go", execution_id)
+            item.runner.let_go()
 
     def _reconcile_job(self) -> None:
         # A wake-up that arrives during a pass causes one more pass right away.
@@ -215,6 +247,45 @@ class Daemon:
 
     # -- the pass -------------------------------------------------------------------
 
+    def _take_cluster(self) -> bool:
+        assert self.replica is not None
+        held = self.store.take_leases(self.replica, [CLUSTER], self.settings.lease_s)
+        self._cluster_fence = Fence(CLUSTER, self.replica, held[CLUSTER]) if CLUSTER in held else None
+        return self._cluster_fence is not None
+
+    def _take_environments(self) -> dict[int, Fence]:
+        """The environments this replica reconciles this pass: those it holds, and free ones up
+        to its share (all of them divided among the live replicas); a surplus is given back."""
+        assert self.replica is not None
+        envs = [e.id for e in self.store.active_environments()]
+        replicas = max(1, len(self.store.replicas(timedelta(seconds=self.settings.heartbeat_stale_s))))
+        share = math.ceil(len(envs) / replicas)
+        mine = sorted(i for i in envs if i in self._env_fences)
+        if len(mine) > share:
+            surplus = mine[share:]
+            self.store.release_leases(self.replica, [env_key(i) for i in surplus])  # type: ignore[arg-type]
+            for env_id in surplus:
+                del self._env_fences[env_id]  # type: ignore[arg-type]
+        keys = {env_key(i): i for i in envs}  # type: ignore[arg-type]
+        held = self.store.take_leases(self.replica, keys, self.settings.lease_s, limit=share)
+        self._env_fences = {keys[k]: Fence(k, self.replica, token) for k, token in held.items()}
+        return dict(self._env_fences)
+
+    def _take_over(self) -> None:
+        """Started executions whose replica is gone (stopped, its process dead, its lease expired):
+        this replica takes them and re-attaches or settles them, as a restarted daemon does."""
+        assert self.replica is not None
+        taken = []
+        for execution in self.store.unowned_executions():
+            with self._lock:
+                if execution.id in self._running:
+                    continue
+            if self.store.take_over(execution.id, self.replica, lease_s=self.settings.lease_s) is not None:  # type: ignore[arg-type]
+                taken.append(execution)
+        if taken:
+            log.info("taking over executions %s from a replica that is gone", ", ".join(str(e.id) for e in taken))
+            self._settle(taken, at_start=True)
+
     @property
     def tasks(self) -> TaskEngine:
         if self._tasks is None:
@@ -235,8 +306,20 @@ class Daemon:
         with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
             self._reap()
             if not self._stopping.is_set():
-                self.tasks.run_pass()  # first: the children it adds are dispatched in this same pass
-                self.reconciler.run_pass()
+                if self.replica is None:  # a pass without `serve` (tests, tools): this process owns all
+                    self._register()
+                self.store.mark_dead_replicas(self.hostname, lambda pid: pid == os.getpid() or _pid_alive(pid))
+                if self._take_cluster():
+                    cluster = self.store.fenced(self._cluster_fence)
+                    try:
+                        self.tasks.run_pass(cluster)  # first: the children it adds are dispatched in this pass
+                        cluster.admit_created()
+                        cluster.finish_drained()
+                    except LeaseLost as exc:
+                        log.warning("%s", exc)
+                        self._cluster_fence = None
+                self.reconciler.run_pass(self._take_environments())
+                self._take_over()
                 self._settle_unowned()
             for execution in self.store.executions_in([S.STOPPING]):
                 item = self._running.get(execution.id)  # type: ignore[arg-type]
@@ -278,12 +361,13 @@ class Daemon:
         from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, transport_for
 
         assert machine.id is not None
+        store = self.store.fenced(self._env_fences.get(env.id))  # type: ignore[arg-type]
         try:
             driver = self.reconciler.driver(env)
             transport = transport_for(driver.target(machine))  # type: ignore[union-attr]
             ssh = env.settings.get("ssh", {})
             def step(name: str) -> None:
-                self.store.set_bootstrap_step(machine.id, name)  # type: ignore[arg-type]
+                store.set_bootstrap_step(machine.id, name)  # type: ignore[arg-type]
                 failpoints.hit("bootstrap-step")
 
             bootstrap(transport, driver.workdir(machine),  # type: ignore[union-attr]
@@ -293,27 +377,37 @@ class Daemon:
                       first_boot=env.cloud in VM_CLOUDS)
             # A host this installation used before may hold what a killed daemon left there.
             self._sweep_remote(env, machine)
-            self.store.advance_machine(machine.id, "ready", "ready", None)
+            store.advance_machine(machine.id, "ready", "ready", None)
+        except LeaseLost as exc:
+            log.warning("machine %s: %s; its new owner sets it up", machine.id, exc)
         except HostKeyMismatch as exc:
             log.error("machine %s: %s; it will never be used", machine.id, exc)
-            self.store.bootstrap_failed(machine.id, str(exc), never_use=True)
+            self._quietly(store.bootstrap_failed, machine.id, str(exc), never_use=True)
         except ConfigError as exc:
             # Every machine of this environment would fail the same way (no address, a broken
             # endpoint resolver): stop launching until the environment is fixed, end this one.
             log.error("machine %s cannot be reached: %s", machine.id, exc)
-            self.store.record_launch_failure(env.id, "fatal", machine.zone, machine.instance_type,  # type: ignore[arg-type]
-                                             f"machine {machine.id} cannot be reached: {exc}")
-            self.store.bootstrap_failed(machine.id, f"cannot be reached: {exc}", never_use=False)
+            self._quietly(store.record_launch_failure, env.id, "fatal", machine.zone, machine.instance_type,
+                          f"machine {machine.id} cannot be reached: {exc}")
+            self._quietly(store.bootstrap_failed, machine.id, f"cannot be reached: {exc}", never_use=False)
         except (BootstrapError, SSHError) as exc:
             log.warning("machine %s: bootstrap failed: %s", machine.id, exc)
-            self.store.bootstrap_failed(machine.id, f"bootstrap failed: {exc}", never_use=False)
+            self._quietly(store.bootstrap_failed, machine.id, f"bootstrap failed: {exc}", never_use=False)
         except Exception as exc:
             log.exception("machine %s: bootstrap failed", machine.id)
-            self.store.bootstrap_failed(machine.id, f"bootstrap failed: {exc}", never_use=False)
+            self._quietly(store.bootstrap_failed, machine.id, f"bootstrap failed: {exc}", never_use=False)
         finally:
             with self._lock:
                 self._bootstrapping.discard(machine.id)
             self._wake_now()
+
+    @staticmethod
+    def _quietly(write: Any, *args: Any, **kwargs: Any) -> None:
+        """A fenced write whose lease may be gone: then the new owner decides, nothing is written."""
+        try:
+            write(*args, **kwargs)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
 
     def abandon(self, execution_ids: list[int], reason: str) -> None:
         with self._lock:
@@ -344,7 +438,13 @@ class Daemon:
 
     def _start_runner(self, execution: Execution, runtime: Runtime, environment_id: int,
                       reattach: bool = False) -> None:
-        runner = ExecutionRunner(self.store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
+        assert self.replica is not None and execution.id is not None
+        token = self.store.lease_token(exec_key(execution.id), self.replica)
+        if token is None:
+            log.warning("execution %s: not started here, another replica holds it", execution.id)
+            return
+        store = self.store.fenced(Fence(exec_key(execution.id), self.replica, token))
+        runner = ExecutionRunner(store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
                                  metrics=self.metrics)
 
         def run() -> None:
@@ -368,14 +468,16 @@ class Daemon:
     def _recover(self) -> None:
         """Clean up after a daemon that died while it ran executions.
 
-        Every container of this installation on this host's engine is a leftover now (this
-        daemon runs nothing yet): removed. Executions on remote machines are re-attached;
+        Every container of this installation on this host's engine that no other live replica
+        runs is a leftover now (this daemon runs nothing yet): removed. What the dead daemon
+        ran is taken over (see _take_over): Executions on remote machines are re-attached;
         those on this host cannot be resumed: their commands are ended (so that nothing runs
         twice), those on `local` end in `error`, those on fake machines are requeued by the
         reconciler, which finds their instances gone.
         """
+        self.store.mark_dead_replicas(self.hostname, lambda pid: pid == os.getpid() or _pid_alive(pid))
         self._sweep_local()
-        self._settle(self.store.executions_in([S.STARTED, S.STOPPING]), at_start=True)
+        self._take_over()
         envs = {e.id: e for e in self.store.active_environments()}
         for machine in self.store.fleet():
             env = envs.get(machine.environment_id)
@@ -390,7 +492,9 @@ class Daemon:
         machines that are gone (fake ones), and a runner is registered in the pass that claims."""
         with self._lock:
             owned = set(self._running)
-        seen = {(e.id, e.attempt): e for e in self.store.executions_in([S.STARTED, S.STOPPING]) if e.id not in owned}
+        others = self.store.executions_held_by_others(self.replica)  # type: ignore[arg-type]
+        seen = {(e.id, e.attempt): e for e in self.store.executions_in([S.STARTED, S.STOPPING])
+                if e.id not in owned and e.id not in others}
         unowned = [e for key, e in seen.items() if key in self._unowned_before]
         self._unowned_before = set(seen)
         if unowned:
@@ -413,7 +517,11 @@ class Daemon:
                 continue  # no live machine: the reconciler marks it lost and requeues
             self._end_leftover(execution)
             if env is not None and env.cloud == "fake" and at_start:
-                continue  # its machine vanished with the daemon: the reconciler requeues it
+                # Its command ended with the daemon that ran it; its machine may live on (a cloud
+                # shared by replicas) or not (the reconciler then finds it gone): run it again.
+                self.store.requeue_lost(execution.id, execution.attempt,  # type: ignore[arg-type]
+                                        "the vh-orch replica that ran it stopped", env.max_attempts)
+                continue
             self.store.set_status(
                 execution.id,  # type: ignore[arg-type]
                 S.ERROR,
@@ -444,6 +552,8 @@ class Daemon:
             return
         with self._lock:
             owned = set(self._running)
+        if self.replica is not None:  # another replica's containers on this host are not leftovers
+            owned |= self.store.executions_held_by_others(self.replica)
         for container_id, execution_id, attempt in found:
             if execution_id not in owned:
                 log.info("removing leftover container of execution %s (attempt %s)", execution_id, attempt)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from vh_orch import failpoints
+from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.timeutil import parse_docker_time
@@ -98,6 +99,7 @@ class LogIngester:
         self._room = threading.Event()
         self._room.set()
         self.lines_stored = 0
+        self.lost = False  # the execution's lease went to another replica: nothing more is stored
 
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         """Read a stream to its end in a thread of its own.
@@ -207,9 +209,15 @@ class LogIngester:
     def _store(self, batch: list[LogLine]) -> None:
         attempt = 0
         while True:
+            if self.lost:  # another replica follows this execution now: its lines are its own
+                self._queued(-len(batch))
+                return
             try:
                 self.store.append_log(self.execution_id, batch)
                 break
+            except LeaseLost as exc:
+                log.warning("execution %s: %d log lines not stored: %s", self.execution_id, len(batch), exc)
+                self.lost = True
             except Exception as exc:  # database busy or gone: wait and retry; lines are never dropped
                 delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1

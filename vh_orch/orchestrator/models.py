@@ -319,3 +319,16 @@ class DaemonHeartbeat(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     heartbeat_at: datetime = Field(default_factory=utcnow)
     stopped_at: datetime | None = None
+
+
+class Lease(SQLModel, table=True):
+    """Who does one unit of work now: an environment's reconcile (`env:ID`), one started execution
+    (`exec:ID`), the installation-wide jobs (`cluster`). The owner is a replica (its heartbeat row);
+    `token` goes up whenever the owner changes, and every write that depends on the work checks it
+    (fencing): a replica that lost the lease while paused writes nothing when it wakes."""
+
+    key: str = Field(primary_key=True)
+    owner: int = Field(index=True)
+    token: int = 1
+    expires_at: datetime
+

@@ -14,11 +14,12 @@ from typing import Protocol
 from vh_orch import failpoints
 from vh_orch.cloud_drivers import make_driver
 from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
-from vh_orch.errors import CapacityError, ConfigError, QuotaExceeded, TransientCloudError
+from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
 from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.store.leases import Fence
 from vh_orch.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class Reconciler:
         self._listed: dict[str, CloudInstance] = {}
         self._booting_seen: set[int] = set()
         self._boot_times: dict[int, list[float]] = {}
+        self._fences: dict[int, Fence] = {}
 
     def driver(self, env: Environment) -> CloudDriver | None:
         assert env.id is not None
@@ -89,11 +91,16 @@ class Reconciler:
 
     # -- the pass ---------------------------------------------------------------------
 
-    def run_pass(self) -> list[P.Action]:
+    def run_pass(self, owned: dict[int, Fence] | None = None) -> list[P.Action]:
+        """One pass over every environment, or (a replica) over those it holds the lease of:
+        `owned` maps each to its fence, and every write and cloud call for it is fenced. Admission
+        and draining are then the caller's (they belong to the replica that holds `cluster`)."""
         now = self.clock()
-        self.store.admit_created()
-        self.store.finish_drained()
-        envs = {e.id: e for e in self.store.active_environments()}
+        if owned is None:
+            self.store.admit_created()
+            self.store.finish_drained()
+        envs = {e.id: e for e in self.store.active_environments() if owned is None or e.id in owned}
+        self._fences = owned or {}
         for env in envs.values():
             if env.cloud == "local":
                 self.store.ensure_host_machine(env, self.hostname)
@@ -102,7 +109,7 @@ class Reconciler:
         listings = {env.id: self._list(env) for env in envs.values() if env.cloud != "local"}
         for env in envs.values():
             self._late_launch_failures(env)
-        machines = self.store.fleet()
+        machines = [m for m in self.store.fleet() if owned is None or m.environment_id in envs]
         self._measure_boots(machines, now)
         running = self.store.running_per_machine()
         views = []
@@ -131,11 +138,19 @@ class Reconciler:
         actions = P.decide(snapshot, now)
         machine_rows = {m.id: m for m in machines}
         capacity_hit: set[int] = set()
+        base = self.store
         for action in actions:
+            env_id = _environment_of(action, machine_rows)
+            self.store = base.fenced(self._fences.get(env_id))  # type: ignore[arg-type]
             try:
                 self._apply(action, envs, machine_rows, capacity_hit, now)
+            except LeaseLost as exc:
+                log.warning("environment %s: %s; leaving it to its new owner", env_id, exc)
+                self._fences.pop(env_id, None)  # type: ignore[arg-type]
             except Exception:
                 log.exception("could not apply %s", action)
+            finally:
+                self.store = base
         self._bootstrap(envs, machines, actions)
         self.last_actions = actions
         return actions
@@ -289,6 +304,7 @@ class Reconciler:
                 instance_id = machines[mid].instance_id
                 driver = self.driver(env)
                 if instance_id in self._listed and driver is not None:
+                    store.check_fence()
                     # Lost, yet still there (stopped behind our back): it must not linger.
                     driver.terminate([instance_id])
             case P.MarkIdle(machine_id=mid):
@@ -303,6 +319,7 @@ class Reconciler:
                     self._orphan_retry[iid] = now + timedelta(seconds=TERMINATE_RECHECK_S)
                     driver = self.driver(envs[env_id])
                     if driver is not None:
+                        store.check_fence()
                         driver.terminate([iid])
 
     def _launch(self, env: Environment, zone: str | None, itype: str | None, capacity_hit: set[int]) -> None:
@@ -311,6 +328,7 @@ class Reconciler:
             return
         row = self.store.create_machine(env, zone, itype)
         failpoints.hit("launch-row-written")
+        self.store.check_fence()  # a replica paused past its lease launches nothing when it wakes
         spec = LaunchSpec(
             machine_id=row.id,  # type: ignore[arg-type]
             launch_token=row.launch_token or "",
@@ -330,7 +348,12 @@ class Reconciler:
             self._launch_failed(env, row, kind, zone, itype, exc, fail_row=fail_row)
         else:
             failpoints.hit("launch-call-returned")
-            self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
+            try:
+                self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
+            except LeaseLost:
+                # Lost the environment during the call: nobody would own this instance; end it now.
+                driver.terminate([instance.instance_id])
+                raise
 
     def _launch_failed(self, env: Environment, row: Machine, kind: str, zone: str | None, itype: str | None,
                        exc: Exception, fail_row: bool) -> None:
@@ -349,7 +372,10 @@ class Reconciler:
             self.store.confirm_terminated(machine.id)  # type: ignore[arg-type]
             return
         try:
+            self.store.check_fence()
             driver.terminate([machine.instance_id])
+        except LeaseLost:
+            raise
         except Exception as exc:
             attempts = machine.terminate_attempts + 1
             retry = now + timedelta(seconds=backoff(attempts))
@@ -358,3 +384,12 @@ class Reconciler:
             self.store.termination_failed(machine.id, str(exc) or type(exc).__name__, retry)  # type: ignore[arg-type]
         else:
             self.store.termination_requested(machine.id, now + timedelta(seconds=TERMINATE_RECHECK_S))  # type: ignore[arg-type]
+
+
+def _environment_of(action: P.Action, machines: dict) -> int | None:  # type: ignore[type-arg]
+    """The environment an action is about (its fence guards the action's writes)."""
+    env_id = getattr(action, "environment_id", None)
+    if env_id is not None:
+        return env_id  # type: ignore[no-any-return]
+    machine = machines.get(getattr(action, "machine_id", None))
+    return machine.environment_id if machine is not None else None

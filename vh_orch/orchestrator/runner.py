@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from vh_orch import failpoints
 from vh_orch.config.steps import get_step, parse_config
-from vh_orch.errors import VhOrchError
+from vh_orch.errors import LeaseLost, VhOrchError
 from vh_orch.bootstrap.runtimes import VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -68,6 +68,7 @@ class ExecutionRunner:
         self._stop_reason: str | None = None
         self._abandoned = False
         self._detached = False
+        self._lost = False
         self._running: RunningCommand | None = None
         self._spec: RunSpec | None = None
         self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
@@ -99,6 +100,12 @@ class ExecutionRunner:
         self._detached = True
         self._stop.set()
 
+    def let_go(self) -> None:
+        """Another replica took this execution over (this one was paused or cut off past its lease):
+        stop following it and write nothing; the new owner re-attaches or settles it."""
+        self._lost = True
+        self.detach()
+
     def abandon(self, reason: str) -> None:
         """Stop the command without storing anything: the execution was requeued or failed elsewhere."""
         self._abandoned = True
@@ -107,11 +114,17 @@ class ExecutionRunner:
     def run(self) -> Outcome:
         try:
             outcome = self._run()
+        except LeaseLost as exc:
+            log.warning("execution %s: %s; letting it go", self.execution_id, exc)
+            self._lost = self._detached = True
+            return Outcome(S.STARTED, "taken over by another replica", None)
         except Exception as exc:  # a bug or a broken host: never leave the execution hanging
             log.exception("execution %s failed inside vh-orch", self.execution_id)
             outcome = Outcome(S.ERROR, f"vh-orch failed while running it: {exc}", None)
         if self._detached:
             return outcome  # still running remotely: nothing to record, nothing to clean up
+        if self._lost:
+            return outcome  # its new owner records it (and cleans up)
         if not self._abandoned:
             self._record(outcome)
             failpoints.hit("after-result-recorded")
@@ -132,6 +145,10 @@ class ExecutionRunner:
                 # Counts only for this attempt: a requeued execution's old run has no say.
                 self.store.finish_execution(self.execution_id, self.execution.attempt, outcome.status,
                                             outcome.reason, outcome.exit_code, outcome.outputs)
+                return
+            except LeaseLost as exc:
+                log.warning("execution %s: its result is not recorded here: %s", self.execution_id, exc)
+                self._lost = True
                 return
             except DBAPIError as exc:
                 if delay is None:

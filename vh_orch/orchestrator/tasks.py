@@ -32,7 +32,7 @@ from vh_orch.config.tasks import (
     plan,
     typed_value,
 )
-from vh_orch.errors import UserInputError
+from vh_orch.errors import LeaseLost, UserInputError
 from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, Task, TaskStatus
 from vh_orch.orchestrator.store.tasks import ChildState
 from vh_orch.orchestrator.submit import SubmitRequest, ensure_storable, keep_commit, load_snapshot, prepare
@@ -317,10 +317,16 @@ class TaskEngine:
         self._series: dict[int, dict[int, float]] = {}  # finished children's median-stopping series
         self._lock = threading.Lock()
 
-    def run_pass(self) -> None:
+    def run_pass(self, store: Store | None = None) -> None:
+        """Move every active task on; `store`: the one to write through from now on (a replica's,
+        fenced by its `cluster` lease)."""
+        if store is not None:
+            self.store = store
         for task in self.store.active_tasks():
             try:
                 self.advance(task.id)  # type: ignore[arg-type]
+            except LeaseLost:
+                raise
             except Exception as exc:
                 log.exception("task %s could not be moved on", task.id)
                 if isinstance(exc, UserInputError):

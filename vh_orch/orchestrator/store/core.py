@@ -29,6 +29,7 @@ from vh_orch.orchestrator.models import (
     Execution,
     ExecutionEvent,
     ExecutionStatus,
+    Lease,
     Machine,
     MachineState,
     MetadataPoint,
@@ -38,6 +39,7 @@ from vh_orch.orchestrator.models import (
 from vh_orch.timeutil import utcnow
 
 S = ExecutionStatus
+WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
 
 # Which status may follow which. A final status is never left.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -64,6 +66,8 @@ class LogLine:
 
 
 class CoreStore:
+    fence: Any = None  # a leases.Fence: set on the copies store.fenced() makes
+
     def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
         self.url = url
         self.engine = get_engine(url)
@@ -73,8 +77,16 @@ class CoreStore:
     # -- sessions -------------------------------------------------------------
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def write(self, exclusive: bool = True) -> Iterator[Session]:
+        """A write transaction. On PostgreSQL an exclusive one first takes a transaction-level
+        advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
+        several replicas never interleave. Writes that lock only their own rows (log lines,
+        heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
         with self.engine.connect() as conn, conn.begin():
+            if exclusive and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            if self.fence is not None:
+                self.check_fence(conn)  # type: ignore[attr-defined]
             with Session(bind=conn, expire_on_commit=False) as session:
                 yield session
                 session.flush()
@@ -342,6 +354,9 @@ class CoreStore:
         execution.last_seq += 1
         s.add(execution)
         s.flush()
+        if status not in (S.STARTED, S.STOPPING):  # no replica runs it any more: its lease goes to nobody
+            s.execute(update(Lease).where(col(Lease.key) == f"exec:{execution.id}")
+                      .values(owner=0, expires_at=now))
         text = status if reason is None else f"{status}: {reason}"
         s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
 
@@ -352,6 +367,8 @@ class CoreStore:
         if not lines:
             return
         with self.engine.connect() as conn, conn.begin():
+            if self.fence is not None:
+                self.check_fence(conn)  # type: ignore[attr-defined]
             last = conn.execute(
                 update(Execution)
                 .where(col(Execution.id) == execution_id)
@@ -454,7 +471,8 @@ class CoreStore:
     # -- the daemon's heartbeat ------------------------------------------------
 
     def register_daemon(self, stale_after: timedelta) -> DaemonHeartbeat:
-        """Record this process as the daemon; refuse if another one has a fresh heartbeat."""
+        """Record this process as a daemon (a replica). On SQLite there is one: refuse if another one
+        has a fresh heartbeat. On PostgreSQL any number share the work through leases."""
         with self.write() as s:
             now = self.clock()
             alive = s.exec(
@@ -468,19 +486,24 @@ class CoreStore:
                 alive.stopped_at = now
                 s.add(alive)
                 alive = None
-            if alive is not None:
+            sqlite = s.bind.dialect.name == "sqlite"  # type: ignore[union-attr]
+            if alive is not None and sqlite:
                 raise UserInputError(
                     f"another vh-orch daemon is running for this database (pid {alive.pid} on "
                     f"{alive.hostname}, last heartbeat {alive.heartbeat_at:%H:%M:%S} UTC); "
-                    "stop it first: one daemon per database"
+                    "stop it first: one daemon per SQLite database (several replicas share a PostgreSQL "
+                    "database: VH_ORCH_DB=postgresql+psycopg://...)"
                 )
+            if sqlite:  # the one daemon: every other heartbeat is stale, its leases are free now
+                s.execute(update(DaemonHeartbeat).where(col(DaemonHeartbeat.stopped_at).is_(None))
+                          .values(stopped_at=now))
             beat = DaemonHeartbeat(pid=os.getpid(), hostname=socket.gethostname(), started_at=now, heartbeat_at=now)
             s.add(beat)
             s.flush()
             return beat
 
     def beat(self, heartbeat_id: int) -> None:
-        with self.write() as s:
+        with self.write(exclusive=False) as s:
             s.execute(
                 update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(heartbeat_at=self.clock())
             )

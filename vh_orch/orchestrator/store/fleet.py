@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 
 from vh_orch.cloud_drivers.base import CloudInstance
 from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.store.leases import exec_key
 from vh_orch.orchestrator.models import (
     Environment,
     Execution,
@@ -270,6 +271,23 @@ class FleetStore:
                                             f"{max_attempts} attempts")
             return [e.id for e in affected]  # type: ignore[misc]
 
+    def requeue_lost(self, execution_id: int, attempt: int, reason: str, max_attempts: int) -> None:
+        """A started attempt whose runner is gone with its replica, on a machine that is not: queued
+        again (or `error` after max_attempts; a stopping one ends `stopped`)."""
+        with self.write() as s:
+            execution = s.get_one(Execution, execution_id)
+            if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
+                return
+            if execution.status == S.STOPPING:
+                self._transition(s, execution, S.STOPPED, reason=execution.status_reason or reason)
+            elif execution.attempt < max_attempts:
+                self._transition(s, execution, S.QUEUED,
+                                 reason=f"{reason}; requeued after attempt {execution.attempt} of {max_attempts}")
+                execution.machine_id = None
+                s.add(execution)
+            else:
+                self._transition(s, execution, S.ERROR, reason=f"{reason} on the last of {max_attempts} attempts")
+
     def _running_on(self, s: Session, machine_id: int) -> int:
         return s.exec(
             select(func.count()).select_from(Execution).where(
@@ -292,6 +310,8 @@ class FleetStore:
             execution.machine_id = machine_id
             execution.runtime = runtime
             execution.attempt += 1
+            if self.fence is not None:  # a replica's reconcile: it runs what it claims, under a lease of its own
+                self.hold_lease(s, exec_key(execution_id), self.fence.owner)  # type: ignore[attr-defined]
             # A retry says so in its status event: `exec logs` marks where each attempt begins.
             self._transition(s, execution, S.STARTED,
                              reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)

@@ -1,0 +1,233 @@
+"""Leases: which replica owns which unit of work, and the fencing every owned write goes through.
+
+A lease is a row (key, owner, token, expires_at). A replica takes a lease that is free, expired,
+or held by a replica that stopped (or whose process is gone, on its own host); its heartbeat
+renews all of its leases in one statement. Taking a lease from someone else bumps the token.
+
+Writes on behalf of owned work go through a fenced store (`store.fenced(fence)`): each of its
+write transactions first checks that the fence's owner still holds the key with the same token,
+and raises LeaseLost otherwise, so nothing of a replica that was paused past its lease lands.
+On PostgreSQL the check reads the row FOR SHARE: a take-over (an UPDATE of that row) waits for
+the fenced write to commit, and the write waits for a take-over in progress.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, text, update
+from sqlmodel import Session, col, select
+
+from vh_orch.errors import LeaseLost
+from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, ExecutionStatus, Lease
+
+DEFAULT_LEASE_S = 15.0
+CLUSTER = "cluster"  # the installation-wide jobs: admission, tasks, draining, cleanup
+
+
+def env_key(environment_id: int) -> str:
+    return f"env:{environment_id}"
+
+
+def exec_key(execution_id: int) -> str:
+    return f"exec:{execution_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    key: str
+    owner: int
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    id: int
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    owns: tuple[str, ...]
+
+
+class LeasesStore:
+    """Mixed into Store with CoreStore (write(), read(), clock, fence)."""
+
+    def fenced(self, fence: Fence | None) -> Any:
+        """This store, with every write checked against `fence` (None: unchecked)."""
+        other = copy.copy(self)
+        other.fence = fence
+        return other
+
+    def check_fence(self, conn: Connection | None = None) -> None:
+        """Raise LeaseLost unless this store's fence still holds (a no-op without a fence)."""
+        fence = self.fence
+        if fence is None:
+            return
+        if conn is None:
+            with self.write() as s:  # type: ignore[attr-defined]  # write() checks it
+                return
+        lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+        row = conn.execute(text(f"SELECT owner, token FROM lease WHERE key = :key{lock}"),
+                           {"key": fence.key}).first()
+        if row is None or row.owner != fence.owner or row.token != fence.token:
+            raise LeaseLost(f"{fence.key}: this replica no longer holds its lease (another replica took it over)")
+
+    # -- taking, renewing, releasing ----------------------------------------------------------
+
+    def take_leases(self, owner: int, keys: Iterable[str], lease_s: float = DEFAULT_LEASE_S,
+                    limit: int | None = None, stale_after: timedelta | None = None) -> dict[str, int]:
+        """The leases among `keys` that `owner` holds after this call, with their tokens: those it
+        held already (renewed), then free, expired or dead-owned ones, up to `limit` held in all."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        with self.write() as s:  # type: ignore[attr-defined]
+            now = self.clock()  # type: ignore[attr-defined]
+            expires = now + timedelta(seconds=lease_s)
+            query = select(Lease).where(col(Lease.key).in_(wanted))
+            if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+                query = query.with_for_update(skip_locked=True)
+            rows = {row.key: row for row in s.exec(query)}
+            dead = self._dead_owners(s, now, stale_after)
+            held: dict[str, int] = {}
+            for key in wanted:
+                row = rows.get(key)
+                if row is not None and row.owner == owner:
+                    row.expires_at = expires
+                    held[key] = row.token
+            for key in wanted:
+                if key in held or (limit is not None and len(held) >= limit):
+                    continue
+                row = rows.get(key)
+                if row is None:
+                    if self._locked_elsewhere(s, key):
+                        continue
+                    row = Lease(key=key, owner=owner, token=1, expires_at=expires)
+                elif _aware(row.expires_at) <= now or row.owner in dead:
+                    row.owner, row.token, row.expires_at = owner, row.token + 1, expires
+                else:
+                    continue
+                s.add(row)
+                held[key] = row.token
+            return held
+
+    def _locked_elsewhere(self, s: Session, key: str) -> bool:
+        """Whether a row for `key` exists that SKIP LOCKED hid (another replica is taking it)."""
+        return s.exec(select(Lease.key).where(Lease.key == key)).first() is not None
+
+    def _dead_owners(self, s: Session, now: datetime, stale_after: timedelta | None) -> set[int]:
+        """Replicas whose leases may be taken before they expire: stopped ones, and with
+        stale_after those whose heartbeat is older than that."""
+        query = select(DaemonHeartbeat.id).where(col(DaemonHeartbeat.stopped_at).is_not(None))
+        if stale_after is not None:
+            query = select(DaemonHeartbeat.id).where(or_(
+                col(DaemonHeartbeat.stopped_at).is_not(None), DaemonHeartbeat.heartbeat_at <= now - stale_after))
+        return set(s.exec(query))  # type: ignore[arg-type]
+
+    def renew_leases(self, owner: int, lease_s: float = DEFAULT_LEASE_S) -> set[str]:
+        """Extend every lease `owner` holds; returns their keys (what it still owns)."""
+        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+            now = self.clock()  # type: ignore[attr-defined]
+            s.execute(update(Lease).where(col(Lease.owner) == owner)
+                      .values(expires_at=now + timedelta(seconds=lease_s)))
+            return set(s.exec(select(Lease.key).where(Lease.owner == owner)))
+
+    def release_leases(self, owner: int, keys: Iterable[str] | None = None) -> None:
+        """Give leases up at once (expired now), all of them or `keys`: another replica takes them
+        in its next pass instead of waiting for them to expire."""
+        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+            query = update(Lease).where(col(Lease.owner) == owner)
+            if keys is not None:
+                query = query.where(col(Lease.key).in_(list(keys)))
+            s.execute(query.values(expires_at=self.clock()))  # type: ignore[attr-defined]
+
+    def hold_lease(self, s: Session, key: str, owner: int, lease_s: float = DEFAULT_LEASE_S) -> int:
+        """Inside a write: `owner` holds `key` from now on, with a new token (a new attempt, a take-over)."""
+        row = s.get(Lease, key)
+        expires = self.clock() + timedelta(seconds=lease_s)  # type: ignore[attr-defined]
+        if row is None:
+            row = Lease(key=key, owner=owner, token=1, expires_at=expires)
+        else:
+            row.owner, row.token, row.expires_at = owner, row.token + 1, expires
+        s.add(row)
+        s.flush()
+        return row.token
+
+    def take_over(self, execution_id: int, owner: int, stale_after: timedelta | None = None,
+                  lease_s: float = DEFAULT_LEASE_S) -> int | None:
+        """Take an execution whose owner is gone (see unowned_executions); its new token, or None
+        if it is no longer started or someone live holds it now."""
+        with self.write() as s:  # type: ignore[attr-defined]
+            now = self.clock()  # type: ignore[attr-defined]
+            execution = s.get(Execution, execution_id)
+            if execution is None or execution.status not in (ExecutionStatus.STARTED, ExecutionStatus.STOPPING):
+                return None
+            row = s.get(Lease, exec_key(execution_id))
+            if row is not None and row.owner != owner and _aware(row.expires_at) > now \
+                    and row.owner not in self._dead_owners(s, now, stale_after):
+                return None
+            return self.hold_lease(s, exec_key(execution_id), owner, lease_s)
+
+    def lease_token(self, key: str, owner: int) -> int | None:
+        with self.read() as s:  # type: ignore[attr-defined]
+            row = s.get(Lease, key)
+        return row.token if row is not None and row.owner == owner else None
+
+    # -- what needs an owner --------------------------------------------------------------
+
+    def unowned_executions(self, stale_after: timedelta | None = None) -> list[Execution]:
+        """Started (or stopping) executions that no live replica holds: no lease, an expired one,
+        or one whose owner stopped or went stale."""
+        with self.read() as s:  # type: ignore[attr-defined]
+            now = self.clock()  # type: ignore[attr-defined]
+            dead = self._dead_owners(s, now, stale_after)
+            live_lease = and_(Lease.expires_at > now, col(Lease.owner).not_in(dead) if dead else True)
+            held = select(Lease.key).where(live_lease)
+            held_ids = {int(k.split(":", 1)[1]) for k in s.exec(held) if k.startswith("exec:")}
+            rows = s.exec(select(Execution).where(
+                col(Execution.status).in_([ExecutionStatus.STARTED, ExecutionStatus.STOPPING])
+            ).order_by(Execution.id))
+            return [e for e in rows if e.id not in held_ids]
+
+    def executions_held_by_others(self, owner: int) -> set[int]:
+        """Executions another replica holds a live lease on (their containers are not leftovers)."""
+        with self.read() as s:  # type: ignore[attr-defined]
+            keys = s.exec(select(Lease.key).where(Lease.owner != owner, Lease.expires_at > self.clock(),  # type: ignore[attr-defined]
+                                                  col(Lease.key).startswith("exec:")))
+            return {int(k.split(":", 1)[1]) for k in keys}
+
+    def mark_dead_replicas(self, hostname: str, alive: Any) -> list[int]:
+        """Replicas on this host whose process is gone (`alive(pid)` false): marked stopped, so
+        their leases are free now rather than when they expire."""
+        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+            rows = list(s.exec(select(DaemonHeartbeat).where(
+                col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname)))
+            gone = [r for r in rows if not alive(r.pid)]
+            for row in gone:
+                row.stopped_at = self.clock()  # type: ignore[attr-defined]
+                s.add(row)
+            return [r.id for r in gone]  # type: ignore[misc]
+
+    def replicas(self, stale_after: timedelta) -> list[Replica]:
+        """The replicas with a fresh heartbeat, and what each owns (lease keys, live ones)."""
+        with self.read() as s:  # type: ignore[attr-defined]
+            now = self.clock()  # type: ignore[attr-defined]
+            beats = list(s.exec(select(DaemonHeartbeat).where(
+                col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.heartbeat_at > now - stale_after
+            ).order_by(DaemonHeartbeat.id)))
+            owns: dict[int, list[str]] = {}
+            for lease in s.exec(select(Lease).where(Lease.expires_at > now).order_by(Lease.key)):
+                owns.setdefault(lease.owner, []).append(lease.key)
+        return [Replica(b.id, b.hostname, b.pid, b.started_at, b.heartbeat_at, tuple(owns.get(b.id, ())))  # type: ignore[arg-type]
+                for b in beats]
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
