@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VhOrch, make_project
-from vh_orch.config.environments import parse_duration
+from vh_orch.config.environments import parse_duration, parse_entry
 from vh_orch.errors import ConfigError
 
 ENVS = """
@@ -83,6 +83,8 @@ def test_prune_removes_what_the_file_no_longer_defines_but_keeps_local(vh: VhOrc
         ("environments:\n  - {name: x, cloud: fake, idle_timeout: soon}\n", "idle_timeout: 'soon' is not a duration"),
         ("environments:\n  - {name: x, cloud: fake, idle_timeout: -3}\n", "idle_timeout: -3 is negative"),
         ("environments:\n  - {name: x, cloud: fake, fake: {boot: 1}}\n", "fake: unknown key 'boot'"),
+        ("environments:\n  - {name: x, cloud: fake, fake: {state_file: fake.json}}\n",
+         "fake.state_file: 'fake.json' is not an absolute path to a file"),
         ("environments:\n  - {name: x, cloud: fake, aws: {ami: a}}\n", "the `aws:` section does not apply to cloud fake"),
         ("environments:\n  - {name: x, cloud: fake, slots: 0}\n", "slots: 0 is less than 1"),
         ("environments:\n  - {name: x, cloud: fake, max_scale: two}\n", "max_scale: 'two' is not a whole number"),
@@ -149,6 +151,17 @@ def test_quota_holds_work_as_created(vh: VhOrch, tmp_path: Path) -> None:
     vh("exec", "stop", str(runs[0]["id"]))
     assert vh.json("quota", "list") == {"tester": 1}
     assert "at least 1" in vh("quota", "set", "tester", "0", check=False).stderr
+
+
+@pytest.mark.parametrize("value", ["fake.json", "./fake.json", "", "/var/tmp/", 5, ["/a.json"], None])
+def test_a_fake_state_file_other_than_an_absolute_file_path_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"test \(x\)\.fake\.state_file: .* is not an absolute path to a file"):
+        parse_entry({"name": "x", "cloud": "fake", "fake": {"state_file": value}}, "test")
+
+
+def test_a_fake_state_file_is_kept_in_the_settings(tmp_path: Path) -> None:
+    spec = parse_entry({"name": "x", "cloud": "fake", "fake": {"state_file": str(tmp_path / "fake.json")}}, "test")
+    assert spec.settings["fake"]["state_file"] == str(tmp_path / "fake.json")
 
 
 def test_durations() -> None:

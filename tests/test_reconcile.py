@@ -101,7 +101,7 @@ class World:
         assert all(m.instance_id in listed for m in live_rows if m.instance_id and m.state != "terminating")
 
 
-def make_world(tmp_path: Path, **env_keys) -> World:  # type: ignore[no-untyped-def]
+def make_world(tmp_path: Path, state_file: Path | None = None, **env_keys) -> World:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'state.db'}"
     upgrade(url)
     clock = VirtualClock()
@@ -113,7 +113,7 @@ def make_world(tmp_path: Path, **env_keys) -> World:  # type: ignore[no-untyped-
     env = store.get_environment("gpu")
     project = store.create_project("p", None, None)
     commit = store.get_or_create_commit(project.id, "adhoc", "abc", STEP_YAML)  # type: ignore[arg-type]
-    cloud = FakeCloud(clock=clock)
+    cloud = FakeCloud(clock=clock, state_file=state_file)
     host = StandInHost(store)
     boot = spec.settings["fake"]["boot_seconds"]
     reconciler = Reconciler(store, host, clock=clock, orphan_grace_s=60,
@@ -196,6 +196,30 @@ def test_a_crash_around_the_cloud_call_leaves_one_instance_per_row_and_no_orphan
     assert world.store.get_execution(1).status == "complete"
     launched = [m for m in world.machines() if m.instance_id]
     assert len(launched) == len(world.cloud.instances), "every instance ever launched belongs to exactly one row"
+
+
+def test_a_replica_taking_over_sees_the_instances_the_old_one_launched(tmp_path: Path) -> None:
+    state = tmp_path / "fake-cloud.json"
+    w = make_world(tmp_path, state_file=state)
+    ids = w.submit(3)
+    w.run(40, step_s=1)
+    assert len(w.machines("busy")) == 2
+    # Another replica (its own FakeCloud on the same file, as in another process) takes the environment over.
+    cloud = FakeCloud(clock=w.clock, state_file=state)
+    w.cloud = cloud
+    w.reconciler = Reconciler(w.store, w.host, clock=w.clock, orphan_grace_s=60,
+                              drivers={w.env.id: FakeDriver(cloud, w.store.cluster_id(), "gpu", 30)})  # type: ignore[dict-item]
+    for _ in range(100):
+        w.run(1, step_s=5)
+        w.assert_one_instance_per_live_row()
+        w.host.complete_all()
+    assert all(w.store.get_execution(i).status == "complete" for i in ids)
+    assert w.machines("lost") == [], "the new owner took a live instance for a lost one"
+    w.run(150, step_s=5)  # past the idle timeout
+    launched = cloud.launched()
+    assert len(launched) == 2, "the new owner launched machines the old one already had"
+    assert {int(i.tags["vh-orch-machine"]) for i in launched} == {m.id for m in w.machines()}
+    assert cloud.live() == [] and {m.state for m in w.machines()} == {"terminated"}
 
 
 def test_a_capacity_error_in_one_zone_moves_to_the_next(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
         from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
 
         fake = env.settings.get("fake", {})
-        return FakeDriver(FakeCloud.named(env.region or "default"), cluster_id, env.name,
+        cloud = FakeCloud.named(env.region or "default", state_file=fake.get("state_file"))
+        return FakeDriver(cloud, cluster_id, env.name,
                           float(fake.get("boot_seconds", 0)), fake.get("interrupt_after"),
                           int(fake.get("interrupt_count", 0)))
     if env.cloud == "ssh":

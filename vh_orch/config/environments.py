@@ -6,6 +6,7 @@ of each entry; settings that belong to one cloud sit under a key named after it.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ COMMON_KEYS = {
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
     "local": {"runtime"},
-    "fake": {"boot_seconds", "zones", "runtime", "interrupt_after", "interrupt_count"},
+    "fake": {"boot_seconds", "zones", "runtime", "interrupt_after", "interrupt_count", "state_file"},
     "ssh": {"user", "private_key_file", "hosts", "port", "address", "endpoint_resolver", "install_docker_command",
             "connect_timeout", "unreachable_timeout", "workdir"},
     "aws": {"ami", "zones", "security_group_ids", "key_name", "iam_instance_profile", "root_volume_gb", "tags",
@@ -398,6 +399,13 @@ def _check_section(section: str, body: dict[str, Any], where: str, cloud: str = 
         count = body.get("interrupt_count", 0)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
+        if "state_file" in body:
+            path = body["state_file"]
+            # Absolute, because every daemon replica (each with its own working folder) must name the same file.
+            if not isinstance(path, str) or not os.path.isabs(path) or path.endswith("/") or "\0" in path:
+                raise ConfigError(f"{where}.state_file: {path!r} is not an absolute path to a file "
+                                  "(e.g. /var/tmp/vh-fake-cloud.json); every process that names the same file "
+                                  "shares the fake cloud's instances")
     return body
 
 
