@@ -85,6 +85,15 @@ def test_a_limit_caps_how_many_leases_a_replica_takes_and_held_ones_count_first(
     assert len(store.take_leases(b, keys, limit=3)) == 2
 
 
+def test_a_released_lease_goes_to_another_replica_not_back_to_its_owner(world) -> None:  # type: ignore[no-untyped-def]
+    store, _ = world
+    a, b = replica(store, 1001), replica(store, 1002)
+    store.take_leases(a, ["env:1", "env:2"])
+    store.release_leases(a, ["env:2"])
+    assert store.take_leases(a, ["env:1", "env:2"], limit=1) == {"env:1": 1}
+    assert store.take_leases(b, ["env:1", "env:2"]) == {"env:2": 2}
+
+
 def test_leases_of_a_stopped_replica_are_free_at_once(world) -> None:  # type: ignore[no-untyped-def]
     store, _ = world
     a, b = replica(store, 1001), replica(store, 1002)

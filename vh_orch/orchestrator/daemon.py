@@ -186,7 +186,9 @@ class Daemon:
     # -- jobs ---------------------------------------------------------------------
 
     def _cleanup_job(self, job: CleanupJob) -> None:
-        removed = run_job(job, self.store, self.settings)
+        if job.job != "scratch" and self._cluster_fence is None:
+            return  # the replica that holds the cluster jobs runs it; scratch folders are each host's own
+        removed = run_job(job, self.store.fenced(self._cluster_fence), self.settings)
         if removed:
             log.info("cleanup %s removed %d item(s)", job.job, len(removed))
 
@@ -205,7 +207,9 @@ class Daemon:
         if self._cluster_fence is not None and CLUSTER not in held:
             self._cluster_fence = None
         with self._lock:
-            lost = [(i, item) for i, item in self._running.items() if exec_key(i) not in held]
+            lost = [(i, item) for i, item in self._running.items()
+                    if exec_key(i) not in held and not (item.runner.settled or item.runner.lost)
+                    and item.thread.is_alive()]
         for execution_id, item in lost:
             log.warning("execution %s: its lease was taken by another replica; letting it go", execution_id)
             item.runner.let_go()
@@ -268,7 +272,11 @@ class Daemon:
                 del self._env_fences[env_id]  # type: ignore[arg-type]
         keys = {env_key(i): i for i in envs}  # type: ignore[arg-type]
         held = self.store.take_leases(self.replica, keys, self.settings.lease_s, limit=share)
-        self._env_fences = {keys[k]: Fence(k, self.replica, token) for k, token in held.items()}
+        fences = {keys[k]: Fence(k, self.replica, token) for k, token in held.items()}
+        taken = sorted(i for i in fences if i not in self._env_fences)
+        if taken and self._env_fences:  # (the first environments of a replica are not news)
+            log.info("reconciling environment(s) %s from now on", ", ".join(map(str, taken)))
+        self._env_fences = fences
         return dict(self._env_fences)
 
     def _take_over(self) -> None:

@@ -69,6 +69,7 @@ class ExecutionRunner:
         self._abandoned = False
         self._detached = False
         self._lost = False
+        self._settled = False
         self._running: RunningCommand | None = None
         self._spec: RunSpec | None = None
         self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
@@ -99,6 +100,15 @@ class ExecutionRunner:
         """Let go of a container that runs on by itself (remote); the next daemon re-attaches."""
         self._detached = True
         self._stop.set()
+
+    @property
+    def settled(self) -> bool:
+        """Its result is recorded, or it was abandoned: its lease has gone to nobody by design."""
+        return self._settled or self._abandoned
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
 
     def let_go(self) -> None:
         """Another replica took this execution over (this one was paused or cut off past its lease):
@@ -145,6 +155,7 @@ class ExecutionRunner:
                 # Counts only for this attempt: a requeued execution's old run has no say.
                 self.store.finish_execution(self.execution_id, self.execution.attempt, outcome.status,
                                             outcome.reason, outcome.exit_code, outcome.outputs)
+                self._settled = True
                 return
             except LeaseLost as exc:
                 log.warning("execution %s: its result is not recorded here: %s", self.execution_id, exc)

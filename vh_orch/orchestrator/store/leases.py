@@ -138,13 +138,13 @@ class LeasesStore:
             return set(s.exec(select(Lease.key).where(Lease.owner == owner)))
 
     def release_leases(self, owner: int, keys: Iterable[str] | None = None) -> None:
-        """Give leases up at once (expired now), all of them or `keys`: another replica takes them
-        in its next pass instead of waiting for them to expire."""
+        """Give leases up at once (nobody's, expired now), all of them or `keys`: another replica
+        takes them in its next pass instead of waiting for them to expire."""
         with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
             query = update(Lease).where(col(Lease.owner) == owner)
             if keys is not None:
                 query = query.where(col(Lease.key).in_(list(keys)))
-            s.execute(query.values(expires_at=self.clock()))  # type: ignore[attr-defined]
+            s.execute(query.values(owner=0, expires_at=self.clock()))  # type: ignore[attr-defined]
 
     def hold_lease(self, s: Session, key: str, owner: int, lease_s: float = DEFAULT_LEASE_S) -> int:
         """Inside a write: `owner` holds `key` from now on, with a new token (a new attempt, a take-over)."""
