@@ -144,6 +144,16 @@ def test_bad_names_and_values_elsewhere_in_the_cli(vh: VhOrch, tmp_path: Path) -
     assert vh.json("env", "show", "local")["local"]["runtime"] == "auto"
 
 
+@pytest.mark.parametrize("value, message", [("abc", "VH_ORCH_LEASE_S='abc' is not a number of seconds"),
+                                            ("1", "a lease lasts 3 to 3600 seconds (default 15)")])
+def test_a_bad_lease_setting_stops_serve_before_it_starts(vh: VhOrch, value: str, message: str) -> None:
+    vh.env["VH_ORCH_LEASE_S"] = value
+    result = vh("serve", "--no-http", check=False, timeout=60)
+    assert result.returncode != 0 and message in result.stderr
+    vh.env.pop("VH_ORCH_LEASE_S")
+    assert vh.json("replicas") == [], "a daemon that refused to start registered nothing"
+
+
 def test_messages_that_quote_brackets_are_printed_as_text_on_one_line(vh: VhOrch, tmp_path: Path) -> None:
     """rich would read `[/x]` as markup: a value a user typed must never crash the error printer."""
     folder = make_project(tmp_path, "proj", STEPS)
