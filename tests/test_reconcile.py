@@ -101,8 +101,9 @@ class World:
         assert all(m.instance_id in listed for m in live_rows if m.instance_id and m.state != "terminating")
 
 
-def make_world(tmp_path: Path, state_file: Path | None = None, **env_keys) -> World:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def make_world(tmp_path: Path, state_file: Path | None = None, url: str | None = None,  # type: ignore[no-untyped-def]
+               **env_keys) -> World:
+    url = url or f"sqlite:///{tmp_path / 'state.db'}"
     upgrade(url)
     clock = VirtualClock()
     store = Store(url, clock=clock)
@@ -122,8 +123,9 @@ def make_world(tmp_path: Path, state_file: Path | None = None, **env_keys) -> Wo
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    yield make_world(tmp_path)
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    """The scenarios on both databases (db_url: SQLite, then a fresh PostgreSQL database)."""
+    yield make_world(tmp_path, url=db_url)
 
 
 def test_a_burst_scales_to_max_and_back_to_min_after_the_idle_timeout(tmp_path: Path) -> None:

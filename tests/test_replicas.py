@@ -146,7 +146,7 @@ def test_replicas_share_work_and_take_over_from_a_killed_and_a_paused_one(
                  lambda: sum(1 for r in vh.json("replicas") if r["environments"]) == min(count, environments_in_all)
                  and sum(len(r["environments"]) for r in vh.json("replicas")) == environments_in_all, 60)
 
-        submitter.submit_all(plan_jobs(random.Random(count), ENVS, 8, (120, 200), (1, 4), 0.0, 1.0))
+        submitter.submit_all(plan_jobs(random.Random(count), ENVS, 6, (100, 160), (1, 4), 0.0, 1.0))
 
         # Pause a replica while it runs executions, past its lease; kill another (count 3: one that
         # runs executions too, at once; count 2: the other one, once the paused one is back).
