@@ -18,6 +18,7 @@ from vh_orch.cloud_drivers.aws import AWSDriver
 from vh_orch.cloud_drivers.vm import TAG_HOST_KEY
 from vh_orch.config.environments import parse_entry
 from vh_orch.errors import ConfigError
+from vh_orch.orchestrator.drivers import driver_spec
 
 REGION = "eu-west-1"
 
@@ -274,7 +275,7 @@ def test_the_driver_needs_a_region_and_reads_credentials_only_from_boto3(world: 
     env = world.store.get_environment("gpu")
     env.region = None
     with pytest.raises(ConfigError, match="region"):
-        AWSDriver("c", env)
+        AWSDriver("c", driver_spec(env))
 
 
 def test_status_shows_the_aws_machines_and_cost(world: AWSWorld, tmp_path: Path) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from vh_orch.cloud_drivers.base import CloudDriver
+from vh_orch.cloud_drivers.base import CloudDriver, EnvironmentSpec
 from vh_orch.errors import ConfigError
-from vh_orch.orchestrator.models import Environment
 
 
-def make_driver(env: Environment, cluster_id: str) -> CloudDriver | None:
-    """The driver of an environment's cloud; None for `local`, whose one machine is this host."""
+def make_driver(env: EnvironmentSpec, cluster_id: str) -> CloudDriver | None:
+    """The driver of an environment's cloud; None for `local`, whose one machine is this host.
+
+    The orchestrator builds `env` from its row (vh_orch.orchestrator.drivers.driver_spec)."""
     if env.cloud == "local":
         return None
     if env.cloud == "fake":

@@ -26,12 +26,12 @@ from vh_orch.cloud_drivers.base import (
     TAG_ENVIRONMENT,
     TERMINATED,
     CloudInstance,
+    EnvironmentSpec,
     LaunchSpec,
     machine_id_from_tag,
 )
 from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, VMMachines, generate_host_key
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
-from vh_orch.orchestrator.models import Environment
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def classify(exc: Exception, doing: str) -> CloudError:
 
 
 class AWSDriver(VMMachines):
-    def __init__(self, cluster_id: str, env: Environment) -> None:
+    def __init__(self, cluster_id: str, env: EnvironmentSpec) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
         self.aws: dict[str, Any] = env.settings.get("aws", {})

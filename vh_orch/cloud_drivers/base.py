@@ -1,8 +1,10 @@
 """The one interface every cloud sits behind, and the values that cross it.
 
 A driver launches an instance for a machine row, lists the instances this
-installation owns (by the cluster tag) and terminates instances. Cloud SDK types
-never leave a driver; errors are the family in vh_orch.errors:
+installation owns (by the cluster tag) and terminates instances. Drivers see plain
+values (EnvironmentSpec, LaunchSpec, MachineRef), never database rows, so the
+database's shape stays inside vh_orch.orchestrator. Cloud SDK types never leave a
+driver; errors are the family in vh_orch.errors:
 CapacityError (try another zone or type), QuotaExceeded (stop until someone raises
 the limit), TransientCloudError (back off and retry), anything else is fatal.
 """
@@ -11,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from vh_orch.bootstrap.ssh import SSHTarget
 
 TAG_CLUSTER = "vh-orch-cluster"
 TAG_MACHINE = "vh-orch-machine"
@@ -22,6 +27,28 @@ PENDING = "pending"
 RUNNING = "running"
 STOPPING = "stopping"
 TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """What a driver knows of its environment: a copy of the row's settings, not the row."""
+
+    name: str
+    cloud: str
+    region: str | None = None
+    spot: bool = False
+    # The environment's settings as configured: the `aws`, `gcp`, `ssh` and `fake` sections.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class MachineRef(Protocol):
+    """What a driver reads of a machine to reach it; the orchestrator's machine row has these."""
+
+    @property
+    def instance_id(self) -> str | None: ...
+
+    @property
+    def zone(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -95,11 +122,11 @@ class LaunchOutcome:
 class SSHMachines(Protocol):
     """A driver whose machines vh-orch logs in to (SSH_CLOUDS)."""
 
-    def target(self, machine: Any) -> Any:
-        """The SSHTarget (address, port, user, key, pinned host key) of a machine row."""
+    def target(self, machine: MachineRef) -> SSHTarget:
+        """The SSHTarget (address, port, user, key, pinned host key) of a machine."""
         ...
 
-    def workdir(self, machine: Any) -> str:
+    def workdir(self, machine: MachineRef) -> str:
         """The folder vh-orch owns on the machine."""
         ...
 

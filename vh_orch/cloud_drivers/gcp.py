@@ -34,6 +34,7 @@ from vh_orch.cloud_drivers.base import (
     TAG_ENVIRONMENT,
     TAG_MACHINE,
     CloudInstance,
+    EnvironmentSpec,
     LaunchOutcome,
     LaunchSpec,
     machine_id_from_tag,
@@ -48,7 +49,6 @@ from vh_orch.cloud_drivers.vm import (
     startup_script,
 )
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
-from vh_orch.orchestrator.models import Environment
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class _Pending:
 
 
 class GCPDriver(VMMachines):
-    def __init__(self, cluster_id: str, env: Environment) -> None:
+    def __init__(self, cluster_id: str, env: EnvironmentSpec) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
         self.gcp: dict[str, Any] = env.settings.get("gcp", {})

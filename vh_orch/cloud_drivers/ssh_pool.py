@@ -21,9 +21,8 @@ from typing import Any
 from vh_orch.bootstrap.remote import LABEL_WORKDIR
 from vh_orch.bootstrap.runtimes import LABEL_CLUSTER
 from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
-from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec
+from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec, MachineRef
 from vh_orch.errors import CapacityError, TransientCloudError
-from vh_orch.orchestrator.models import Machine
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +86,10 @@ class SSHPoolDriver:
         self._last_seen: dict[str, tuple[datetime, CloudInstance]] = {}
         self._lock = threading.Lock()
 
-    def target(self, machine: Machine) -> SSHTarget:
-        return self._target(machine.zone or "")
+    def target(self, machine: MachineRef) -> SSHTarget:
+        return self._target(machine.zone or "")  # a pool machine's zone is its host
 
-    def workdir(self, machine: Machine) -> str:
+    def workdir(self, machine: MachineRef) -> str:
         return self.hosts[machine.zone or ""].workdir
 
     def _target(self, host_id: str) -> SSHTarget:

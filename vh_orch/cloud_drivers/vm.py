@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vh_orch.bootstrap.docker_host import FIRST_BOOT_DONE
 from vh_orch.bootstrap.ssh import SSHTarget
+from vh_orch.cloud_drivers.base import MachineRef
 from vh_orch.errors import CloudError, ConfigError
 
 TAG_HOST_KEY = "vh-orch-host-key"
@@ -197,10 +198,10 @@ class VMMachines:
         self._seen: dict[str, VMInfo] = {}
         self._seen_lock = threading.Lock()
 
-    def target(self, machine: Any) -> SSHTarget:
+    def target(self, machine: MachineRef) -> SSHTarget:
         return self.access.target(self._info(machine.instance_id or ""))
 
-    def workdir(self, machine: Any) -> str:
+    def workdir(self, machine: MachineRef) -> str:
         return self.access.workdir
 
     def _remember(self, info: VMInfo, gone: bool = False) -> str | None:

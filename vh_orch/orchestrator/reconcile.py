@@ -16,6 +16,7 @@ from vh_orch.cloud_drivers import make_driver
 from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
 from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
+from vh_orch.orchestrator.drivers import driver_spec
 from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
@@ -83,7 +84,7 @@ class Reconciler:
     def driver(self, env: Environment) -> CloudDriver | None:
         assert env.id is not None
         if env.id not in self._drivers:
-            driver = make_driver(env, self.cluster_id)
+            driver = make_driver(driver_spec(env), self.cluster_id)
             if driver is None:
                 return None
             self._drivers[env.id] = driver
