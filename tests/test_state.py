@@ -148,3 +148,35 @@ def test_sorting_by_a_metadata_key_is_the_same_on_both_databases(db_url: str) ->
     _, rows = store.query_executions(ExecutionFilter(), sort="acc", limit=100)
     assert [by[r.id] for r in rows][:5] == [-3, 0.5, 2, 2, 10]
     assert len(rows) == len(values)
+
+
+def test_times_and_json_read_back_the_same_on_both_databases(db_url: str) -> None:
+    """A time written in another zone reads back as the same instant in UTC; JSON keeps its types,
+    nesting and non-ASCII text; the raw-SQL log path stores the same times as the ORM path."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from vh_orch.orchestrator.models import Execution
+    from vh_orch.orchestrator.store import LogLine
+
+    upgrade(db_url)
+    store = Store(db_url)
+    project = store.create_project("p", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    env, _ = store.ensure_environment("local", "local")
+    helsinki = datetime(2026, 12, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    parameters = {"lr": 0.001, "layers": [64, 32], "name": "run ☕", "flag": True, "none": None, "big": 2**53}
+    e = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                         command="c", environment_id=env.id, parameters=parameters))  # type: ignore[arg-type]
+    with store.write() as s:
+        row = s.get_one(Execution, e.id)
+        row.ended_at = helsinki
+        s.add(row)
+    stored = store.get_execution(e.id)  # type: ignore[arg-type]
+    assert stored.ended_at == helsinki and stored.ended_at.utcoffset() == timedelta(0)
+    assert stored.ended_at.astimezone(UTC).hour == 12
+    assert stored.parameters == parameters and type(stored.parameters["big"]) is int
+    store.append_log(e.id, [LogLine(helsinki, "stdout", "a line ☕"),  # type: ignore[arg-type]
+                            LogLine(helsinki, "stdout", '{"loss": 0.5}', {"loss": 0.5})])
+    events = [ev for ev in store.events_after(e.id, 0) if ev.kind == "log"]  # type: ignore[arg-type]
+    assert [(ev.text, ev.time) for ev in events] == [("a line ☕", helsinki), ('{"loss": 0.5}', helsinki)]
+    assert store.get_execution(e.id).metadata_latest == {"loss": 0.5}  # type: ignore[arg-type]
