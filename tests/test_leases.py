@@ -178,3 +178,26 @@ def test_sqlite_has_one_daemon_and_postgresql_has_replicas(world) -> None:  # ty
         second = store.register_daemon(timedelta(seconds=10))
         assert second.id != first.id
         assert {r.id for r in store.replicas(timedelta(seconds=10))} == {first.id, second.id}
+
+
+def test_a_killed_replica_not_yet_reaped_counts_as_gone() -> None:
+    """A zombie (SIGKILLed, its parent has not waited yet) runs nothing: its leases are free at once."""
+    import signal
+    import subprocess
+
+    from vh_orch.orchestrator.store.core import _pid_alive
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert _pid_alive(child.pid)
+        child.send_signal(signal.SIGKILL)
+        for _ in range(200):  # until the kernel has made it a zombie (bounded: 2 s)
+            with open(f"/proc/{child.pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            threading.Event().wait(0.01)
+        assert not _pid_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait(10)
+    assert not _pid_alive(child.pid)

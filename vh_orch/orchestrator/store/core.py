@@ -526,13 +526,18 @@ class CoreStore:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs; a zombie (killed, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _sqlite_time(value: datetime) -> str:
