@@ -11,9 +11,10 @@ from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 
 
-def fresh_home(prefix: str) -> tuple[Settings, Store]:
+def fresh_home(prefix: str, db_url: str | None = None) -> tuple[Settings, Store]:
+    """A new home; its database is SQLite inside it, or `db_url` (an empty database, e.g. PostgreSQL)."""
     home = Path(tempfile.mkdtemp(prefix=f"vh-orch-bench-{prefix}-"))
-    settings = Settings(home=home, db_url=f"sqlite:///{home / 'state.db'}")
+    settings = Settings(home=home, db_url=db_url or f"sqlite:///{home / 'state.db'}")
     settings.ensure_dirs()
     upgrade(settings.db_url)
     store = Store(settings.db_url)
