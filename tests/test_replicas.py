@@ -104,6 +104,15 @@ def cluster_id(db_url: str) -> str:
     return str(row[0])
 
 
+def lease_owners(db_url: str, keys: list[str]) -> dict[str, int | None]:
+    """Who holds each lease now (0: nobody, after the execution ended or was requeued)."""
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = dict(conn.execute("SELECT key, owner FROM lease WHERE key = ANY(%s)", (keys,)).fetchall())
+    return {key: rows.get(key) for key in keys}
+
+
 def cloud_violations(cloud_file: Path, cluster: str) -> list[str]:
     """At most one instance for each machine row, none still running."""
     state = json.loads(cloud_file.read_text())
@@ -146,7 +155,7 @@ def test_replicas_share_work_and_take_over_from_a_killed_and_a_paused_one(
                  lambda: sum(1 for r in vh.json("replicas") if r["environments"]) == min(count, environments_in_all)
                  and sum(len(r["environments"]) for r in vh.json("replicas")) == environments_in_all, 60)
 
-        submitter.submit_all(plan_jobs(random.Random(count), ENVS, 6, (100, 160), (1, 4), 0.0, 1.0))
+        submitter.submit_all(plan_jobs(random.Random(count), ENVS, 6, (200, 300), (1, 4), 0.0, 1.0))
 
         # Pause a replica while it runs executions, past its lease; kill another (count 3: one that
         # runs executions too, at once; count 2: the other one, once the paused one is back).
@@ -158,10 +167,15 @@ def test_replicas_share_work_and_take_over_from_a_killed_and_a_paused_one(
                         lambda: (lambda b: b if len(b) >= min(2, count - 1) else None)(busy_replicas()), 90)
         paused = busy[0]
         killed = busy[1] if count == 3 else next(r for r in replicas if r is not paused)
+        held_before = replicas_by_pid(vh)[paused.pid]
         paused.signal(signal.SIGSTOP)
         if count == 3:
             killed.signal(signal.SIGKILL)
-        time.sleep(LEASE_S * 2 + 2)
+        # Only wake it once another replica holds what it held (never a fixed sleep: under load the
+        # take-over may come late, and a paused replica whose work nobody took may rightly go on).
+        wait_for("another replica to take the paused one's executions over",
+                 lambda: all(owner not in (None, held_before["id"]) for owner in lease_owners(
+                     db_url, [f"exec:{i}" for i in held_before["executions"]]).values()), 120)
         paused_log = len(paused.text())
         paused.signal(signal.SIGCONT)
         if count == 2:
