@@ -83,6 +83,7 @@ class _Running:
     thread: threading.Thread
     environment_id: int
     remote: bool = False
+    since: float = 0.0  # time.monotonic() when it was registered
 
 
 class Daemon:
@@ -107,6 +108,7 @@ class Daemon:
         self.replica: int | None = None  # this process's heartbeat row: the owner of its leases
         self._env_fences: dict[int, Fence] = {}
         self._cluster_fence: Fence | None = None
+        self._envs_taken_at = 0.0
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -198,18 +200,22 @@ class Daemon:
         if self.replica is None:
             return
         self.store.beat(self.replica)
-        self._let_go(self.store.renew_leases(self.replica, self.settings.lease_s))
+        asked = time.monotonic()
+        self._let_go(self.store.renew_leases(self.replica, self.settings.lease_s), asked)
 
-    def _let_go(self, held: set[str]) -> None:
-        for env_id in [i for i, fence in self._env_fences.items() if fence.key not in held]:
-            log.warning("environment %s: its lease was taken by another replica", env_id)
-            del self._env_fences[env_id]
-        if self._cluster_fence is not None and CLUSTER not in held:
+    def _let_go(self, held: set[str], asked: float) -> None:
+        """What is not in `held` (the leases this replica had when it `asked`) was taken; runners
+        started since then hold leases that answer did not see yet."""
+        fresh = self._envs_taken_at > asked  # taken after the renewal read what this replica holds
+        for env_id in [i for i, fence in list(self._env_fences.items()) if fence.key not in held and not fresh]:
+            if self._env_fences.pop(env_id, None) is not None:
+                log.warning("environment %s: its lease was taken by another replica", env_id)
+        if self._cluster_fence is not None and CLUSTER not in held and not fresh:
             self._cluster_fence = None
         with self._lock:
             lost = [(i, item) for i, item in self._running.items()
-                    if exec_key(i) not in held and not (item.runner.settled or item.runner.lost)
-                    and item.thread.is_alive()]
+                    if exec_key(i) not in held and item.since < asked
+                    and not (item.runner.settled or item.runner.lost) and item.thread.is_alive()]
         for execution_id, item in lost:
             log.warning("execution %s: its lease was taken by another replica; letting it go", execution_id)
             item.runner.let_go()
@@ -269,7 +275,7 @@ class Daemon:
             surplus = mine[share:]
             self.store.release_leases(self.replica, [env_key(i) for i in surplus])  # type: ignore[arg-type]
             for env_id in surplus:
-                del self._env_fences[env_id]  # type: ignore[arg-type]
+                self._env_fences.pop(env_id, None)  # type: ignore[arg-type]
         keys = {env_key(i): i for i in envs}  # type: ignore[arg-type]
         held = self.store.take_leases(self.replica, keys, self.settings.lease_s, limit=share)
         fences = {keys[k]: Fence(k, self.replica, token) for k, token in held.items()}
@@ -277,6 +283,7 @@ class Daemon:
         if taken and self._env_fences:  # (the first environments of a replica are not news)
             log.info("reconciling environment(s) %s from now on", ", ".join(map(str, taken)))
         self._env_fences = fences
+        self._envs_taken_at = time.monotonic()
         return dict(self._env_fences)
 
     def _take_over(self) -> None:
@@ -462,7 +469,7 @@ class Daemon:
         thread = threading.Thread(target=run, name=f"execution-{execution.id}", daemon=True)
         with self._lock:
             self._running[execution.id] = _Running(runner, thread, environment_id,  # type: ignore[index]
-                                                   remote=hasattr(runtime, "attach"))
+                                                   remote=hasattr(runtime, "attach"), since=time.monotonic())
         thread.start()
 
     def _reap(self) -> int:
