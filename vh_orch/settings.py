@@ -29,7 +29,7 @@ class Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("VH_ORCH_HOME") or Path.home() / ".vh-orch").expanduser().absolute()
         db_url = env.get("VH_ORCH_DB") or f"sqlite:///{home / 'state.db'}"
-        return cls(home=home, db_url=db_url, lease_s=_lease_s(env.get("VH_ORCH_LEASE_S")))
+        return cls(home=home, db_url=db_url, lease_s=lease_seconds(env.get("VH_ORCH_LEASE_S")))
 
     @property
     def repos_dir(self) -> Path:
@@ -56,7 +56,8 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def _lease_s(raw: str | None) -> float:
+def lease_seconds(raw: str | None) -> float:
+    """VH_ORCH_LEASE_S, checked (the default when unset)."""
     from vh_orch.errors import ConfigError
 
     if not raw:

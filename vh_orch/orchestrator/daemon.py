@@ -257,6 +257,10 @@ class Daemon:
 
     # -- the pass -------------------------------------------------------------------
 
+    def _mark_dead_replicas(self) -> None:
+        """Replicas of this host whose process is gone free their leases now (not when they expire)."""
+        self.store.mark_dead_replicas(self.hostname, lambda pid: pid == os.getpid() or _pid_alive(pid))
+
     def _take_cluster(self) -> bool:
         assert self.replica is not None
         held = self.store.take_leases(self.replica, [CLUSTER], self.settings.lease_s)
@@ -323,7 +327,7 @@ class Daemon:
             if not self._stopping.is_set():
                 if self.replica is None:  # a pass without `serve` (tests, tools): this process owns all
                     self._register()
-                self.store.mark_dead_replicas(self.hostname, lambda pid: pid == os.getpid() or _pid_alive(pid))
+                self._mark_dead_replicas()
                 if self._take_cluster():
                     cluster = self.store.fenced(self._cluster_fence)
                     try:
@@ -490,7 +494,7 @@ class Daemon:
         twice), those on `local` end in `error`, those on fake machines are requeued by the
         reconciler, which finds their instances gone.
         """
-        self.store.mark_dead_replicas(self.hostname, lambda pid: pid == os.getpid() or _pid_alive(pid))
+        self._mark_dead_replicas()
         self._sweep_local()
         self._take_over()
         envs = {e.id: e for e in self.store.active_environments()}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, create_engine, event, inspect
 
 from vh_orch.errors import ConfigError
-from vh_orch.settings import _lease_s
+from vh_orch.settings import lease_seconds
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -69,7 +69,7 @@ def get_engine(url: str) -> Engine:
             # its locks, the exclusive writers' advisory lock among them, and stall every replica:
             # the server ends such a transaction after a third of the lease, so the others go on
             # and take its work over when the lease expires.
-            idle_ms = int(_lease_s(os.environ.get("VH_ORCH_LEASE_S")) * 1000 / 3)
+            idle_ms = int(lease_seconds(os.environ.get("VH_ORCH_LEASE_S")) * 1000 / 3)
             connect_args["options"] = f"-c idle_in_transaction_session_timeout={idle_ms}"
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except Exception as exc:  # bad URL, missing driver

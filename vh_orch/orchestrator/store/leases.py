@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, text, update
+from sqlalchemy import Connection, and_, text, update
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, ExecutionStatus, Lease
+from vh_orch.timeutil import as_utc
 
 DEFAULT_LEASE_S = 15.0
 CLUSTER = "cluster"  # the installation-wide jobs: admission, tasks, draining, cleanup
@@ -69,7 +70,7 @@ class LeasesStore:
         if fence is None:
             return
         if conn is None:
-            with self.write() as s:  # type: ignore[attr-defined]  # write() checks it
+            with self.write(exclusive=False):  # type: ignore[attr-defined]  # write() checks it
                 return
         lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
         row = conn.execute(text(f"SELECT owner, token FROM lease WHERE key = :key{lock}"),
@@ -80,7 +81,7 @@ class LeasesStore:
     # -- taking, renewing, releasing ----------------------------------------------------------
 
     def take_leases(self, owner: int, keys: Iterable[str], lease_s: float = DEFAULT_LEASE_S,
-                    limit: int | None = None, stale_after: timedelta | None = None) -> dict[str, int]:
+                    limit: int | None = None) -> dict[str, int]:
         """The leases among `keys` that `owner` holds after this call, with their tokens: those it
         held already (renewed), then free, expired or dead-owned ones, up to `limit` held in all."""
         wanted = list(dict.fromkeys(keys))
@@ -93,7 +94,7 @@ class LeasesStore:
             if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
                 query = query.with_for_update(skip_locked=True)
             rows = {row.key: row for row in s.exec(query)}
-            dead = self._dead_owners(s, now, stale_after)
+            dead = self._dead_owners(s)
             held: dict[str, int] = {}
             for key in wanted:
                 row = rows.get(key)
@@ -104,30 +105,19 @@ class LeasesStore:
                 if key in held or (limit is not None and len(held) >= limit):
                     continue
                 row = rows.get(key)
-                if row is None:
-                    if self._locked_elsewhere(s, key):
-                        continue
-                    row = Lease(key=key, owner=owner, token=1, expires_at=expires)
-                elif _aware(row.expires_at) <= now or row.owner in dead:
-                    row.owner, row.token, row.expires_at = owner, row.token + 1, expires
-                else:
-                    continue
-                s.add(row)
-                held[key] = row.token
+                free = not self._locked_elsewhere(s, key) if row is None \
+                    else as_utc(row.expires_at) <= now or row.owner in dead
+                if free:
+                    held[key] = self.hold_lease(s, key, owner, lease_s)
             return held
 
     def _locked_elsewhere(self, s: Session, key: str) -> bool:
         """Whether a row for `key` exists that SKIP LOCKED hid (another replica is taking it)."""
         return s.exec(select(Lease.key).where(Lease.key == key)).first() is not None
 
-    def _dead_owners(self, s: Session, now: datetime, stale_after: timedelta | None) -> set[int]:
-        """Replicas whose leases may be taken before they expire: stopped ones, and with
-        stale_after those whose heartbeat is older than that."""
-        query = select(DaemonHeartbeat.id).where(col(DaemonHeartbeat.stopped_at).is_not(None))
-        if stale_after is not None:
-            query = select(DaemonHeartbeat.id).where(or_(
-                col(DaemonHeartbeat.stopped_at).is_not(None), DaemonHeartbeat.heartbeat_at <= now - stale_after))
-        return set(s.exec(query))  # type: ignore[arg-type]
+    def _dead_owners(self, s: Session) -> set[int]:
+        """Replicas whose leases may be taken before they expire: stopped ones."""
+        return set(s.exec(select(DaemonHeartbeat.id).where(col(DaemonHeartbeat.stopped_at).is_not(None))))  # type: ignore[arg-type]
 
     def renew_leases(self, owner: int, lease_s: float = DEFAULT_LEASE_S) -> set[str]:
         """Extend every lease `owner` holds; returns their keys (what it still owns)."""
@@ -158,8 +148,7 @@ class LeasesStore:
         s.flush()
         return row.token
 
-    def take_over(self, execution_id: int, owner: int, stale_after: timedelta | None = None,
-                  lease_s: float = DEFAULT_LEASE_S) -> int | None:
+    def take_over(self, execution_id: int, owner: int, lease_s: float = DEFAULT_LEASE_S) -> int | None:
         """Take an execution whose owner is gone (see unowned_executions); its new token, or None
         if it is no longer started or someone live holds it now."""
         with self.write() as s:  # type: ignore[attr-defined]
@@ -168,8 +157,8 @@ class LeasesStore:
             if execution is None or execution.status not in (ExecutionStatus.STARTED, ExecutionStatus.STOPPING):
                 return None
             row = s.get(Lease, exec_key(execution_id))
-            if row is not None and row.owner != owner and _aware(row.expires_at) > now \
-                    and row.owner not in self._dead_owners(s, now, stale_after):
+            if row is not None and row.owner != owner and as_utc(row.expires_at) > now \
+                    and row.owner not in self._dead_owners(s):
                 return None
             return self.hold_lease(s, exec_key(execution_id), owner, lease_s)
 
@@ -180,12 +169,12 @@ class LeasesStore:
 
     # -- what needs an owner --------------------------------------------------------------
 
-    def unowned_executions(self, stale_after: timedelta | None = None) -> list[Execution]:
+    def unowned_executions(self) -> list[Execution]:
         """Started (or stopping) executions that no live replica holds: no lease, an expired one,
-        or one whose owner stopped or went stale."""
+        or one whose owner stopped."""
         with self.read() as s:  # type: ignore[attr-defined]
             now = self.clock()  # type: ignore[attr-defined]
-            dead = self._dead_owners(s, now, stale_after)
+            dead = self._dead_owners(s)
             live_lease = and_(Lease.expires_at > now, col(Lease.owner).not_in(dead) if dead else True)
             held = select(Lease.key).where(live_lease)
             held_ids = {int(k.split(":", 1)[1]) for k in s.exec(held) if k.startswith("exec:")}
@@ -204,14 +193,16 @@ class LeasesStore:
     def mark_dead_replicas(self, hostname: str, alive: Any) -> list[int]:
         """Replicas on this host whose process is gone (`alive(pid)` false): marked stopped, so
         their leases are free now rather than when they expire."""
-        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
-            rows = list(s.exec(select(DaemonHeartbeat).where(
-                col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname)))
-            gone = [r for r in rows if not alive(r.pid)]
-            for row in gone:
-                row.stopped_at = self.clock()  # type: ignore[attr-defined]
-                s.add(row)
-            return [r.id for r in gone]  # type: ignore[misc]
+        with self.read() as s:  # type: ignore[attr-defined]  # every pass: a write only when one is gone
+            rows = s.exec(select(DaemonHeartbeat.id, DaemonHeartbeat.pid).where(
+                col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname))
+            gone = [row_id for row_id, pid in rows if not alive(pid)]
+        if gone:
+            with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+                s.execute(update(DaemonHeartbeat).where(col(DaemonHeartbeat.id).in_(gone),
+                                                        col(DaemonHeartbeat.stopped_at).is_(None))
+                          .values(stopped_at=self.clock()))  # type: ignore[attr-defined]
+        return gone
 
     def replicas(self, stale_after: timedelta) -> list[Replica]:
         """The replicas with a fresh heartbeat, and what each owns (lease keys, live ones)."""
@@ -225,9 +216,3 @@ class LeasesStore:
                 owns.setdefault(lease.owner, []).append(lease.key)
         return [Replica(b.id, b.hostname, b.pid, b.started_at, b.heartbeat_at, tuple(owns.get(b.id, ())))  # type: ignore[arg-type]
                 for b in beats]
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
