@@ -87,6 +87,7 @@ def subprocess_env(home: Path) -> dict[str, str]:
 SHARED_WORLDS = {
     "test_aws_e2e.py": "ssh-hosts",
     "test_gcp.py": "ssh-hosts",
+    "test_input_cache_ssh.py": "ssh-hosts",
     "test_integrity.py": "ssh-hosts",
     "test_pool_hosts.py": "ssh-hosts",
     "test_ssh_pool.py": "ssh-hosts",

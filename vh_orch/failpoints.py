@@ -11,7 +11,7 @@ The points, in the order an execution meets them:
     launch-row-written        a machine row is committed, the cloud not yet asked
     launch-call-returned      the cloud launched the instance, the row not yet updated
     bootstrap-step            a bootstrap step is recorded
-    input-transfer            the inputs' stream to a remote machine is half sent
+    input-transfer            an input file is half sent to a machine, or being copied from its cache
     process-started           the process exists, its handle (pid file) not yet saved
     container-started         the container runs, nothing of it read yet
     log-follow                a batch of log lines is stored

@@ -43,6 +43,7 @@ from vh_orch.bootstrap.runtimes import (
     docker_run_args,
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
+from vh_orch.storage.input_cache import quote_args
 from vh_orch.timeutil import parse_docker_time
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ class RemoteDockerRuntime:
 
     def visible_dirs(self, folder: Path) -> dict[str, str]:
         return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
+
+    def shell(self) -> SSHShell:
+        return SSHShell(self.transport)
+
+    def input_cache_root(self) -> str:
+        """The machine's input cache: one per workdir, shared by the installations that use it (its
+        entries are content-addressed)."""
+        return f"{self.workdir}/input-cache"
 
     def prepare(self, spec: RunSpec) -> None:
         """Put the commit's files, inputs and config in the execution's folder, in one stream.
@@ -180,8 +189,7 @@ class RemoteDockerRuntime:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
             if with_repository:
                 tar.add(str(spec.folder / "repository"), arcname="repository")
-            tar.add(str(spec.folder / "inputs"), arcname="inputs")
-            failpoints.hit("input-transfer")
+            tar.add(str(spec.folder / "inputs"), arcname="inputs")  # its folders; input_cache places the files
             tar.add(str(spec.folder / "config"), arcname="config")
         command.channel.shutdown_write()
 
@@ -344,6 +352,9 @@ class RemoteDockerRuntime:
             command += "docker rm -f " + " ".join(q(cid) for cid, _ in doomed) + " >/dev/null 2>&1; "
         if stale:
             command += "rm -rf " + " ".join(q(f"{folder}/{name}") for name in stale) + "; "
+            # The input cache entries those attempts used may be evicted again.
+            command += "rm -f " + " ".join(f"{q(self.input_cache_root())}/*/pins/{q(f'{cluster_id}-{name}')}"
+                                           for name in stale) + "; "
         self.transport.run(command + "true", timeout=120)
         return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name.split("-")[0]) for name in stale})
 
@@ -352,6 +363,47 @@ def _attempt_of(name: str) -> tuple[int, int] | None:
     """(execution id, attempt) from `<id>-<attempt>` (a folder's name), or None."""
     eid, _, attempt = name.partition("-")
     return (int(eid), int(attempt)) if eid.isdigit() and attempt.isdigit() else None
+
+
+class SSHShell:
+    """Runs the input cache's scripts on the machine (input_cache.Shell)."""
+
+    def __init__(self, transport: SSHTransport) -> None:
+        self.transport = transport
+
+    def start(self, script: str, args: list[str]) -> _SSHCommand:
+        return _SSHCommand(self.transport.start(quote_args(script, args)))
+
+
+class _SSHCommand:
+    def __init__(self, command: RemoteCommand) -> None:
+        self.command = command
+        command.channel.settimeout(PLACE_TIMEOUT_S)
+
+    def readline(self) -> bytes:
+        return self.command.stdout.readline()
+
+    def send(self, data: bytes) -> None:
+        self.command.channel.sendall(data)
+
+    def end_input(self) -> None:
+        self.command.channel.shutdown_write()
+
+    def abort(self) -> None:
+        self.command.close()
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            self.end_input()
+            code = self.command.wait(timeout)
+            said = self.command.stderr.read().decode("utf-8", "replace").strip().splitlines()[-1:]
+        except (OSError, EOFError, TimeoutError, paramiko.SSHException):
+            code, said = -1, []
+        finally:
+            self.command.close()
+        if code == -1 and not said:
+            said = [f"the connection to {self.transport.target.label} broke"]
+        return code, said[0] if said else ""
 
 
 class _ChannelWriter(io.RawIOBase):

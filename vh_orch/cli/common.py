@@ -119,3 +119,13 @@ def print_fields(title: str, fields: dict[str, Any]) -> None:
             value = iso(value)
         table.add_row(_cell(key), _cell(value))
     _console(False).print(table)
+
+
+def human_bytes(size: int) -> str:
+    """1536 → "1.5 KiB"."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

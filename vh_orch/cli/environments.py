@@ -7,19 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from vh_orch.cli.common import open_store, print_fields, print_json, print_table
+from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
 from vh_orch.cli.views import QUEUED, RUNNING
 from vh_orch.errors import ConfigError, UserInputError
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.models import Environment
+    from vh_orch.orchestrator.models import Environment, Machine
     from vh_orch.orchestrator.store import Store
 
 app = typer.Typer(help="Environments: named machine kinds, each with its own queue.", no_args_is_help=True)
 machine_app = typer.Typer(help="Machines serving the environments.", no_args_is_help=True)
 
 BUILTIN = frozenset({"local"})
+FINISHED_MACHINE_STATES = ("terminated", "failed", "lost")
 
 
 def env_entry(env: Environment) -> dict[str, Any]:
@@ -44,12 +45,36 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
             runtime, why = choose_runtime(env)
             data["runtime"] = runtime
             data["runtime_reason"] = why
+        data["input_cache"] = _cache_summary(env, [m for m, name in store.list_machines(include_finished=True)
+                                                   if name == env.name])
         data["launch_failures"] = [
             {"time": iso(f.time), "kind": f.kind, "zone": f.zone, "instance_type": f.instance_type,
              "message": f.message}
             for f in store.recent_failures(env.id, limit=10)  # type: ignore[arg-type]
         ]
     return data
+
+
+def _cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]:
+    used = hits + misses
+    return {"bytes": size, "hits": hits, "misses": misses, "hit_rate": round(hits / used, 3) if used else None}
+
+
+def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
+    """The input cache of an environment's machines: hits and misses of all of them, ever; the size of
+    the live ones' caches (local and fake machines share one cache on this host: its size once)."""
+    from vh_orch.storage.input_cache import GiB, cache_bound_bytes
+
+    live = [m.input_cache_bytes or 0 for m in machines if m.state not in FINISHED_MACHINE_STATES]
+    size = (max(live) if env.cloud in ("local", "fake") else sum(live)) if live else 0
+    data = _cache_dict(sum(m.input_cache_hits for m in machines), sum(m.input_cache_misses for m in machines), size)
+    return {"bound_gb": cache_bound_bytes(env.settings) / GiB, **data}
+
+
+def _cache_text(cache: dict[str, Any]) -> str:
+    if not cache["hits"] and not cache["misses"]:
+        return ""
+    return f"{human_bytes(cache['bytes'] or 0)}, {cache['hit_rate']:.0%} of {cache['hits'] + cache['misses']}"
 
 
 # Options shared by `env add` and `env update`; None means "not given".
@@ -239,15 +264,17 @@ def machine_list(
             "address": m.address, "bootstrap_step": m.bootstrap_step, "executions": running,
             "terminate_attempts": m.terminate_attempts, "last_error": m.last_error,
             "created_at": m.created_at, "state_changed_at": m.state_changed_at, "idle_since": m.idle_since,
+            "input_cache": _cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes),
         })
     if json_out:
         print_json(rows)
         return
     from vh_orch.orchestrator.hosts import busy_hosts
 
-    print_table("machines", ["id", "environment", "state", "step", "instance", "executions", "reason"],
+    print_table("machines", ["id", "environment", "state", "step", "instance", "executions", "input cache, hits",
+                             "reason"],
                 [[r["id"], r["environment"], r["state"], r["bootstrap_step"], r["instance_id"],
-                  ",".join(map(str, r["executions"])), r["reason"]] for r in rows])
+                  ",".join(map(str, r["executions"])), _cache_text(r["input_cache"]), r["reason"]] for r in rows])
     busy = busy_hosts(store)
     if busy:
         print_table("SSH hosts held by others (`vh-orch machine release HOST` if the holder is gone)",

@@ -26,7 +26,7 @@ UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
-    "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour",
+    "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
 }
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
@@ -171,6 +171,12 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             raise ConfigError(f"{where}.wait_cost_per_hour: {value!r} is not an amount per hour (a number, 0 or "
                               "more, in the units of price_per_hour)")
         settings["wait_cost_per_hour"] = float(value)
+    if "input_cache_gb" in merged:
+        value = merged["input_cache_gb"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1_000_000:
+            raise ConfigError(f"{where}.input_cache_gb: {value!r} is not a size in GB (a number, 0 or more; "
+                              "0 turns the cache off)")
+        settings["input_cache_gb"] = float(value)
     if merged.get("datastore") is not None:
         try:
             validate_datastore_setting(merged["datastore"])
@@ -445,7 +451,7 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
     if settings.get("instance_types"):
         types = settings["instance_types"]
         entry["instance_type"] = types[0] if len(types) == 1 else types
-    for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour"):
+    for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb"):
         if key in settings:
             entry[key] = settings[key]
     for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block"):

@@ -10,8 +10,6 @@ executions, launch failures, cost) is not counted here: /metrics reads it at scr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # A pass with nothing to do takes milliseconds; one that calls a cloud API can take seconds,
@@ -37,11 +35,17 @@ class DaemonMetrics:
             ["kind"], registry=self.registry)
         for kind in ("input", "output"):
             self.transferred_bytes.labels(kind)  # both series exist from the start, at 0
+        self.input_cache = Counter(
+            "vh_orch_input_cache_files", "Input files placed for executions, found in the machine's input cache "
+            "(hit) or fetched into it (miss)", ["result"], registry=self.registry)
+        for result in ("hit", "miss"):
+            self.input_cache.labels(result)
 
-    def inputs_fetched(self, inputs_config: dict[str, Any]) -> None:
-        """Count the files of an inputs.json (sizes as fetched, here or by the machine itself)."""
-        self.transferred_bytes.labels("input").inc(
-            sum(int(f.get("size") or 0) for entry in inputs_config.values() for f in entry.get("files", ())))
+    def inputs_placed(self, hits: int, misses: int, fetched_bytes: int) -> None:
+        """Input files placed for an execution: from the machine's cache (hits) or fetched (misses, their bytes)."""
+        self.transferred_bytes.labels("input").inc(fetched_bytes)
+        self.input_cache.labels("hit").inc(hits)
+        self.input_cache.labels("miss").inc(misses)
 
     def outputs_stored(self, sizes: Iterable[int | None]) -> None:
         self.transferred_bytes.labels("output").inc(sum(int(s or 0) for s in sizes))

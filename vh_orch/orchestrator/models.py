@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from vh_orch.timeutil import utcnow
@@ -148,6 +148,10 @@ class Machine(SQLModel, table=True):
     terminate_attempts: int = 0
     retry_at: datetime | None = None
     last_error: str | None = None
+    # Its input cache: input files found there (hits) or fetched into it (misses), its size when last used.
+    input_cache_hits: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    input_cache_misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    input_cache_bytes: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Installation(SQLModel, table=True):
@@ -304,7 +308,7 @@ class Output(SQLModel, table=True):
     id: str = Field(primary_key=True)  # the datum id: datum://<id>
     execution_id: int = Field(foreign_key="execution.id", index=True)
     name: str
-    size: int
+    size: int = Field(sa_type=BigInteger)  # models of several GB: more than a 32-bit integer on PostgreSQL
     sha256: str
     uri: str
     created_at: datetime = Field(default_factory=utcnow)

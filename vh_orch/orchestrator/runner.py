@@ -8,7 +8,8 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,26 @@ from sqlalchemy.exc import DBAPIError
 from vh_orch import failpoints
 from vh_orch.config.steps import get_step, parse_config
 from vh_orch.errors import LeaseLost, VhOrchError
+from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
 from vh_orch.bootstrap.runtimes import VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.bootstrap.ssh import SSHError
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
-from vh_orch.storage.datastore import Datastore, datastore_from_settings
-from vh_orch.storage.inputs import DirectFetch, InputFetchError, fetch_inputs
+from vh_orch.storage.datastore import Datastore, datastore_from_settings, file_uri_path
+from vh_orch.storage.input_cache import (
+    InputCache,
+    InputCacheError,
+    LocalShell,
+    Placed,
+    cache_bound_bytes,
+    file_source,
+    identify,
+    pin_name,
+)
+from vh_orch.storage.inputs import DatumRef, InputFetchError, InputFile, fetch_file, plan_inputs
 from vh_orch.storage.snapshots import extract_adhoc, extract_git
 from vh_orch.timeutil import iso
 
@@ -36,6 +49,7 @@ POLL_S = 0.05
 STATUS_CHECK_S = 0.5
 READ_TAIL_S = 60  # after the exit, how long the streams may take to reach their end
 LOG_STORE_TIMEOUT_S = 900  # how long storing the last log lines may take (a busy database)
+INPUT_WORKERS = 4  # input files placed at once
 RECORD_RETRY_S = (0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
@@ -75,6 +89,7 @@ class ExecutionRunner:
         self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
         self._datastore: Datastore | None = None
         self._parsed_step: Any = None
+        self._cache: InputCache | None = None
 
     @property
     def datastore(self) -> Datastore:
@@ -141,6 +156,11 @@ class ExecutionRunner:
         # Only after the result is recorded: a daemon killed before this leaves a finished
         # container or folder behind, which the next daemon's sweep ends (never a result lost).
         self._cleanup_remote(self._spec)
+        if self._cache is not None:
+            try:
+                self._cache.release()  # its cache entries may be evicted now
+            except Exception as exc:
+                log.warning("execution %s: releasing its input cache entries failed: %s", self.execution_id, exc)
         shutil.rmtree(self.folder, ignore_errors=True)
         try:
             self.folder.parent.rmdir()  # the execution's folder, once no attempt has one in it
@@ -311,20 +331,11 @@ class ExecutionRunner:
 
         visible = self.runtime.visible_dirs(self.folder)
         filenames = {name: inp.filename for name, inp in self._step().inputs.items()}
-        deferred: list[DirectFetch] = []
-        inputs_config = fetch_inputs(
-            execution.inputs,
-            filenames,
-            self.folder / "inputs",
-            visible["inputs"],
-            self._resolve_datum,
-            datastore_settings=self._datastore_setting,
-            direct=self._signed_get if self._direct else None,
-            deferred=deferred,
-        )
+        planned, inputs_config = plan_inputs(execution.inputs, filenames, visible["inputs"], self._resolve_datum)
+        for name in execution.inputs:
+            (self.folder / "inputs" / name).mkdir(parents=True, exist_ok=True)
         config = self.folder / "config"
         _write_json(config / "parameters.json", execution.parameters)
-        _write_json(config / "inputs.json", inputs_config)
         _write_json(config / "execution.json", self._execution_info(project.name, commit.identifier))
 
         env = {"PYTHONUNBUFFERED": "1"}
@@ -356,11 +367,73 @@ class ExecutionRunner:
             cache_key=commit.identifier,
         )
         self.runtime.prepare(spec)
-        if deferred:
-            self._fetch_direct(spec, deferred, inputs_config)
-        if self.metrics is not None:
-            self.metrics.inputs_fetched(inputs_config)
+        self._place_inputs(spec, planned)
+        _write_json(config / "inputs.json", inputs_config)
+        if isinstance(self.runtime, RemoteRuntime):
+            self.runtime.put_file(spec, "config/inputs.json", (config / "inputs.json").read_bytes())
         return spec
+
+    def _input_cache(self) -> InputCache:
+        """The input cache of the machine the execution runs on (a folder of its workdir; for the local
+        runtimes, the environment's folder on this host)."""
+        if self._cache is None:
+            e = self.execution
+            env_settings = self.store.get_environment_by_id(e.environment_id).settings
+            pin = pin_name(self.cluster_id, self.execution_id, e.attempt)
+            if isinstance(self.runtime, RemoteRuntime):
+                self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
+                                         cache_bound_bytes(env_settings), pin)
+            else:
+                root = self.settings.home / "input-cache" / f"env-{e.environment_id}"
+                self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(env_settings), pin)
+        return self._cache
+
+    def _place_inputs(self, spec: RunSpec, planned: list[InputFile]) -> None:
+        """Every input file into the execution's inputs/ on the machine, through its input cache: a
+        file it holds moves no byte; one it lacks comes from a signed URL (cloud VMs, objects of the
+        datastore) or from the daemon. Up to INPUT_WORKERS files at once."""
+        if not planned:
+            return
+        cache = self._input_cache()
+        remote = isinstance(self.runtime, RemoteRuntime)
+        dest_root = self.runtime.remote_path(spec, "inputs") if remote else str(self.folder / "inputs")
+        staging = self.folder / ".fetch"
+
+        def place(index: int, file: InputFile) -> Placed:
+            identity = identify(file.source_uri, file.datum, self._datastore_setting)
+            url = self._signed_get(file.source_uri) if self._direct else None
+
+            def source() -> tuple[int, Iterator[bytes]]:
+                if file.source_uri.startswith("file://"):
+                    return file_source(file_uri_path(file.source_uri))
+                staging.mkdir(exist_ok=True)
+                tmp = staging / str(index)
+                fetch_file(file.source_uri, tmp, file.name, self._datastore_setting)
+                return file_source(tmp, remove=True)
+
+            try:
+                placed = cache.place(identity, f"{dest_root}/{file.rel_path}", url, source)
+            except (InputCacheError, SSHError, OSError) as exc:
+                raise InputFetchError(f"input {file.name!r}: cannot fetch {file.entry['uri']}: {exc}") from None
+            file.complete(placed.size, placed.sha256)
+            if "CORRUPT" in placed.events:
+                log.warning("execution %s: the cached copy of %s on the machine was damaged; fetched it again",
+                            self.execution_id, file.entry["uri"])
+            return placed
+
+        with ThreadPoolExecutor(max_workers=min(INPUT_WORKERS, len(planned))) as pool:
+            results = list(pool.map(place, range(len(planned)), planned))
+        shutil.rmtree(staging, ignore_errors=True)
+        hits = sum(1 for p in results if p.hit)
+        sent = sum(p.sent for p in results)
+        fetched = sum(p.size for p in results if not p.hit)
+        log.info("execution %s: %d input file(s), %d from the machine's cache, %d bytes fetched (%d sent by "
+                 "the daemon)", self.execution_id, len(results), hits, fetched, sent)
+        if self.metrics is not None:
+            self.metrics.inputs_placed(hits, len(results) - hits, fetched)
+        if self.execution.machine_id is not None:
+            self.store.record_input_cache(self.execution.machine_id, hits, len(results) - hits,
+                                          results[-1].cache_bytes)
 
     def _signed_get(self, uri: str) -> str | None:
         """A signed URL the machine downloads an object of our object store with; None for anything else."""
@@ -370,27 +443,9 @@ class ExecutionRunner:
             return None
         return presign(uri)  # type: ignore[no-any-return]
 
-    def _fetch_direct(self, spec: RunSpec, deferred: list[DirectFetch], inputs_config: dict[str, Any]) -> None:
-        """The machine downloads these inputs itself; their sizes and checksums complete inputs.json."""
-        from vh_orch.storage.transfer import download_script, parse_files
-
-        runtime: Any = self.runtime
-        try:
-            out = runtime.run_script(download_script(runtime.remote_path(spec, "inputs"),
-                                                     [(d.rel_path, d.url) for d in deferred]))
-        except RuntimeFailure as exc:
-            raise InputFetchError(f"fetching inputs on the machine failed: {exc}") from None
-        files = parse_files(out)
-        for index, fetch in enumerate(deferred):
-            if index not in files:
-                raise InputFetchError(f"fetching inputs on the machine: no report for {fetch.rel_path}")
-            fetch.complete(*files[index])
-        _write_json(self.folder / "config" / "inputs.json", inputs_config)
-        runtime.put_file(spec, "config/inputs.json", (self.folder / "config" / "inputs.json").read_bytes())
-
-    def _resolve_datum(self, datum_id: str) -> tuple[str, str]:
+    def _resolve_datum(self, datum_id: str) -> DatumRef:
         output = self.store.get_output(datum_id)
-        return output.uri, output.name
+        return output.uri, output.name, output.size, output.sha256
 
     def _execution_info(self, project_name: str, commit_identifier: str) -> dict[str, Any]:
         e = self.execution

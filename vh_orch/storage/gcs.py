@@ -187,6 +187,15 @@ class GCSDatastore:
             raise
         return sink.size, sink.digest.hexdigest()
 
+    def stat(self, uri: str) -> tuple[int, str]:
+        """(size, version) of an object: its generation, which changes whenever its content does."""
+        bucket, key = split_gs_uri(uri)
+        with self._errors(f"looking at {uri}"):
+            blob = self._gcs().bucket(bucket).get_blob(key, retry=self._retry)
+        if blob is None:
+            raise CloudError(f"looking at {uri}: no such object")
+        return int(blob.size or 0), f"{blob.generation} {blob.md5_hash or ''}"
+
     # Directly between a remote machine and GCS
 
     def presigned_get(self, uri: str, expires_s: int = 3600) -> str:

@@ -68,16 +68,70 @@ def safe_file_name(input_name: str, file_name: str) -> str:
 
 
 @dataclass
-class DirectFetch:
-    """An input the machine downloads itself: where to (under inputs/), from which signed URL."""
+class InputFile:
+    """One file of an input: where it comes from, its name in the input's folder, its inputs.json entry."""
 
-    rel_path: str
-    url: str
-    entry: dict[str, Any]  # its inputs.json entry, to complete with size and sha256
+    name: str  # the input's
+    file_name: str
+    source_uri: str  # a datum resolved to where it is stored
+    entry: dict[str, Any]  # its inputs.json entry, completed with size and sha256 once it is fetched
+    datum: tuple[int | None, str | None] | None = None  # a datum's stored size and sha256
+
+    @property
+    def rel_path(self) -> str:
+        return f"{self.name}/{self.file_name}"
 
     def complete(self, size: int, sha256: str) -> None:
         self.entry["size"] = size
         self.entry["checksums"] = {"sha256": sha256}
+
+
+# A datum's (stored URI, stored name, size, sha256)
+DatumRef = tuple[str, str, int | None, str | None]
+
+
+def plan_inputs(
+    urls: dict[str, list[str]],
+    filenames: dict[str, str | None],
+    visible_root: str,
+    resolve_datum: Callable[[str], DatumRef],
+) -> tuple[list[InputFile], dict[str, Any]]:
+    """Every input file (with a name that stays inside its input's folder), and the inputs.json content
+    whose entries they complete once fetched.
+
+    visible_root is where the inputs folder appears to the command (/valohai/inputs in a
+    container, the host folder in the process runtime)."""
+    config: dict[str, Any] = {}
+    planned: list[InputFile] = []
+    for name, url_list in urls.items():
+        files = []
+        seen: set[str] = set()
+        for url in url_list:
+            source_uri, datum = url, None
+            if url.startswith("datum://"):
+                source_uri, stored_name, size, sha256 = resolve_datum(urlparse(url).netloc)
+                default_name = PurePosixPath(stored_name).name
+                datum = (size, sha256)
+            elif url.startswith(("s3://", "gs://")):
+                default_name = PurePosixPath(url).name  # S3 keys and GCS names are not percent-encoded
+            else:
+                default_name = unquote(PurePosixPath(urlparse(url).path).name)
+            wanted = filenames.get(name) if len(url_list) == 1 and filenames.get(name) else default_name
+            file_name = safe_file_name(name, wanted or "")
+            if file_name in seen:
+                raise InputFetchError(f"input {name!r}: two URLs give the same file name {file_name!r}")
+            seen.add(file_name)
+            entry = {
+                "name": file_name,
+                "path": f"{visible_root}/{name}/{file_name}",
+                "uri": url,
+                "size": 0,
+                "checksums": {"sha256": ""},
+            }
+            files.append(entry)
+            planned.append(InputFile(name, file_name, source_uri, entry, datum))
+        config[name] = {"files": files}
+    return planned, config
 
 
 def fetch_inputs(
@@ -88,60 +142,22 @@ def fetch_inputs(
     resolve_datum: Callable[[str], tuple[str, str]],
     *,
     datastore_settings: object = None,
-    direct: Callable[[str], str | None] | None = None,
-    deferred: list[DirectFetch] | None = None,
 ) -> dict[str, Any]:
-    """Fetch every input into inputs_dir/<name>/<file>; returns the inputs.json content.
+    """Fetch every input into inputs_dir/<name>/<file> here; returns the inputs.json content.
 
-    visible_root is where the inputs folder appears to the command (/valohai/inputs in a
-    container, the host folder in the process runtime). datastore_settings (the
-    environment's `datastore` setting) gives the endpoint and region for s3:// URLs, and the
-    endpoint, project and credentials for gs:// URLs.
-    direct(uri) may return a signed URL the machine fetches the object with itself; such
-    inputs are not fetched here but listed in `deferred`, their entries to be completed
-    with the size and sha256 the machine reports.
-    """
-    config: dict[str, Any] = {}
-    for name, url_list in urls.items():
-        folder = inputs_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        seen: set[str] = set()
-        for url in url_list:
-            source_uri = url
-            if url.startswith("datum://"):
-                source_uri, stored_name = resolve_datum(urlparse(url).netloc)
-                default_name = PurePosixPath(stored_name).name
-            elif url.startswith(("s3://", "gs://")):
-                default_name = PurePosixPath(url).name  # S3 keys and GCS names are not percent-encoded
-            else:
-                default_name = unquote(PurePosixPath(urlparse(url).path).name)
-            wanted = filenames.get(name) if len(url_list) == 1 and filenames.get(name) else default_name
-            file_name = safe_file_name(name, wanted or "")
-            if file_name in seen:
-                raise InputFetchError(f"input {name!r}: two URLs give the same file name {file_name!r}")
-            seen.add(file_name)
-            signed = direct(source_uri) if direct is not None else None
-            if signed is not None and deferred is not None:
-                size, digest = 0, ""
-            else:
-                signed = None
-                size, digest = _fetch(source_uri, folder / file_name, name, datastore_settings)
-            entry = {
-                "name": file_name,
-                "path": f"{visible_root}/{name}/{file_name}",
-                "uri": url,
-                "size": size,
-                "checksums": {"sha256": digest},
-            }
-            files.append(entry)
-            if signed is not None:
-                deferred.append(DirectFetch(f"{name}/{file_name}", signed, entry))  # type: ignore[union-attr]
-        config[name] = {"files": files}
+    datastore_settings (the environment's `datastore` setting) gives the endpoint and region
+    for s3:// URLs, and the endpoint, project and credentials for gs:// URLs."""
+    planned, config = plan_inputs(urls, filenames, visible_root, lambda d: (*resolve_datum(d), None, None))
+    for file in planned:
+        (inputs_dir / file.name).mkdir(parents=True, exist_ok=True)
+        file.complete(*fetch_file(file.source_uri, inputs_dir / file.rel_path, file.name, datastore_settings))
+    for name in urls:
+        (inputs_dir / name).mkdir(parents=True, exist_ok=True)
     return config
 
 
-def _fetch(uri: str, dest: Path, input_name: str, datastore_settings: object) -> tuple[int, str]:
+def fetch_file(uri: str, dest: Path, input_name: str, datastore_settings: object) -> tuple[int, str]:
+    """Fetch one file here; its size and sha256, or InputFetchError saying why not."""
     scheme = urlparse(uri).scheme
     try:
         if scheme in ("http", "https"):

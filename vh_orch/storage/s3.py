@@ -175,6 +175,14 @@ class S3Datastore:
             raise
         return size, digest.hexdigest()
 
+    def stat(self, uri: str) -> tuple[int, str]:
+        """(size, version) of an object, from one HEAD: the version (its ETag, and its VersionId in a
+        versioned bucket) changes whenever its content does."""
+        bucket, key = split_s3_uri(uri)
+        with self._errors(f"looking at {uri}"):
+            head = self._s3.head_object(Bucket=bucket, Key=key)
+        return int(head["ContentLength"]), f"{head.get('ETag', '')} {head.get('VersionId', '')}"
+
     # Directly between a remote machine and S3
 
     def presigned_get(self, uri: str, expires_s: int = 3600) -> str:

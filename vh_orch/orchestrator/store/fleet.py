@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vh_orch.cloud_drivers.base import CloudInstance
@@ -172,6 +172,14 @@ class FleetStore:
             running = self._running_on(s, machine_id)
             if machine.state == M.BUSY and running == 0:
                 self._machine_to(s, machine, M.READY, None)
+
+    def record_input_cache(self, machine_id: int, hits: int, misses: int, cache_bytes: int) -> None:
+        """Count input files placed on a machine (from its cache or fetched into it) and its cache's size."""
+        with self.write(exclusive=False) as s:
+            s.execute(update(Machine).where(Machine.id == machine_id).values(  # type: ignore[arg-type]
+                input_cache_hits=Machine.input_cache_hits + hits,
+                input_cache_misses=Machine.input_cache_misses + misses,
+                input_cache_bytes=cache_bytes))
 
     def set_bootstrap_step(self, machine_id: int, step: str) -> None:
         with self.write() as s:

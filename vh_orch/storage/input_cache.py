@@ -1,0 +1,386 @@
+"""A cache of inputs on each machine: a file fetched once serves every later execution there.
+
+Entries are content-addressed by the input's identity (`identify`): a datum's sha256, an
+S3 object's ETag, a GCS object's generation, an HTTP resource's validators, a local file's
+inode and times. A file that has no stable identity (an HTTP answer without ETag or
+Last-Modified) is fetched for each execution, as before.
+
+The cache lives on the machine and is kept by one POSIX shell script (CACHE_SCRIPT, sh +
+coreutils + flock, and curl for signed URLs) that the daemon runs there once per input file,
+over SSH or as a local process (`Shell`): under the entry's lock it says whether the entry is
+there and sound, receives the bytes when it is not (from the daemon on stdin, or from a
+signed URL itself), verifies size and sha256, evicts least recently used entries that no
+running execution uses to stay under the bound, and copies the file into the execution's
+folder. A copy (a reflink where the filesystem has them), never a link: a container that
+runs as root could write through a hard link into the cache. Two executions that want the
+same file at once queue on its lock: the first fetches, the second finds it there.
+
+An entry is verified when it is made (size, and sha256 against the expected one when known)
+and its stat (size, mtime, ctime, inode) is stamped; at each use a different stat (anything
+written to it, even with its times put back, changes ctime) means its sha256 is checked
+again, and a mismatch throws it away and fetches again.
+
+Layout under the root: `<key>/data` (0444), `<key>/size`, `<key>/sha256`, `<key>/stamp`,
+`<key>/used` (its mtime orders eviction), `<key>/pins/<pin>` (an execution using it), and
+`<key>.lock`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import requests
+
+from vh_orch import failpoints
+from vh_orch.storage.datastore import CHUNK, file_uri_path
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+DEFAULT_CACHE_GB = 20.0
+LOCK_WAIT_S = 3600  # how long an execution waits for another's download of the same file
+HEAD_TIMEOUT = (5, 15)
+
+CACHE_SCRIPT = r"""set -u
+R=$1 K=$2 SIZE=$3 SHA=$4 DEST=$5 URL=$6 PIN=$7 BOUND=$8 WAIT=$9
+E=$R/$K
+fail() { printf 'vh-orch: %s\n' "$1" >&2; exit 1; }
+digest() {
+  if command -v openssl >/dev/null 2>&1; then set -- $(openssl dgst -sha256 -r "$1"); else set -- $(sha256sum "$1"); fi
+  printf '%s' "$1"
+}
+stamp() { stat -c '%s %y %z %i' -- "$1"; }
+total() { cat "$R"/*/size 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
+receive() {  # receive FILE: from the signed URL, else from stdin
+  if [ -n "$URL" ]; then curl -sS -f --retry 3 -o "$1" "$URL" || fail "download of ${DEST##*/} failed"
+  else  # the daemon says how many bytes follow: a stream it cuts short is never taken for the whole file
+    echo SEND; read -r n || fail "the daemon sent no size"
+    head -c "$n" > "$1" || fail "cannot write ${DEST##*/} (is the disk full?)"
+    [ "$(wc -c < "$1")" = "$n" ] || fail "${DEST##*/} was cut short"
+  fi
+  got=$(wc -c < "$1")
+  [ -z "$SIZE" ] || [ "$got" = "$SIZE" ] || fail "${DEST##*/} arrived with $got bytes, $SIZE were expected"
+  sum=$(digest "$1")
+  [ -z "$SHA" ] || [ "$sum" = "$SHA" ] || fail "${DEST##*/} arrived damaged: its sha256 is $sum, $SHA was expected"
+}
+place() {  # place FILE: a copy in the execution's folder, never a link into the cache
+  { cp --reflink=auto -- "$1" "$DEST.part" 2>/dev/null || cp -- "$1" "$DEST.part"; } &&
+    chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/} (is the disk full?)"
+}
+direct() {  # the file straight into the execution's folder, not cached
+  receive "$DEST.part"; mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
+  echo "FILE $got $sum $(total)"; exit 0
+}
+evict() {  # evict NEEDED: drop least recently used entries nobody uses until NEEDED more bytes fit
+  exec 8>"$R/.evict.lock" && flock -w "$WAIT" 8 || fail "the input cache stayed locked"
+  find "$R" -mindepth 2 -maxdepth 2 -name used -printf '%T@ %h\n' 2>/dev/null | sort -n | while read -r _ e; do
+    [ $(($(total) + $1)) -le "$BOUND" ] && break
+    [ "$e" = "$E" ] && continue
+    [ -z "$(ls -A -- "$e/pins" 2>/dev/null)" ] || continue
+    flock -n "$e.lock" rm -rf -- "$e" && echo "EVICTED ${e##*/}"
+  done
+  fits=$(( $(total) + $1 <= BOUND ))
+  exec 8>&-
+  [ "$fits" = 1 ]
+}
+mkdir -p -- "${DEST%/*}" || fail "cannot make the folder of ${DEST##*/}"
+[ -n "$K" ] || direct
+mkdir -p -- "$R" && exec 9>"$E.lock" || fail "cannot use the input cache folder $R"
+flock -w "$WAIT" 9 || fail "another execution's download of ${DEST##*/} did not end in $WAIT s"
+if [ -f "$E/data" ] && [ -f "$E/stamp" ]; then
+  if [ "$(stamp "$E/data")" != "$(cat "$E/stamp")" ]; then
+    # Changed since it was verified: only its content can say whether it is still sound.
+    if [ "$(wc -c < "$E/data")" = "$(cat "$E/size")" ] && [ "$(digest "$E/data")" = "$(cat "$E/sha256")" ]; then
+      stamp "$E/data" > "$E/stamp"
+    else
+      echo CORRUPT; rm -rf -- "$E"
+    fi
+  fi
+  if [ -f "$E/data" ] && [ -n "$SHA" ] && [ "$SHA" != "$(cat "$E/sha256")" ]; then echo CORRUPT; rm -rf -- "$E"; fi
+else
+  rm -rf -- "$E"  # an entry whose making was cut short
+fi
+if [ -f "$E/data" ]; then
+  echo HIT
+else
+  if [ -n "$SIZE" ] && { [ "$SIZE" -gt "$BOUND" ] || ! evict "$SIZE"; }; then echo UNCACHED; direct; fi
+  echo MISS
+  mkdir -p -- "$E" && { [ -z "$SIZE" ] || echo "$SIZE" > "$E/size"; } || fail "cannot write to the input cache"
+  trap 'rm -rf -- "$E"' EXIT
+  receive "$E/data.part"
+  if [ -z "$SIZE" ] && { [ "$got" -gt "$BOUND" ] || ! evict "$got"; }; then
+    echo UNCACHED; mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
+    rm -rf -- "$E"; trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
+  fi
+  chmod 444 "$E/data.part" && mv -f -- "$E/data.part" "$E/data" && echo "$got" > "$E/size" &&
+    echo "$sum" > "$E/sha256" && stamp "$E/data" > "$E/stamp" || fail "cannot write to the input cache"
+  trap - EXIT
+fi
+mkdir -p -- "$E/pins" && : > "$E/pins/$PIN" && touch -- "$E/used" || fail "cannot write to the input cache"
+place "$E/data"
+echo "FILE $(cat "$E/size") $(cat "$E/sha256") $(total)"
+"""
+
+RELEASE_SCRIPT = r"""R=$1 PIN=$2
+rm -f -- "$R"/*/pins/"$PIN"
+"""
+
+STATUS_SCRIPT = r"""R=$1
+cat "$R"/*/size 2>/dev/null | awk '{s += $1; n += 1} END {printf "%.0f %d\n", s, n}'
+"""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What names one version of an input: its cache key, and its size and sha256 where known."""
+
+    key: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+def _key(kind: str, *parts: object) -> str:
+    return f"{kind}-" + hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:40]
+
+
+def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
+             datastore_settings: object = None) -> Identity | None:
+    """The cache identity of the file at `uri` (a datum's resolved URI; `datum` its stored size and sha256),
+    or None when it has none that can be trusted (then it is fetched every time). Cheap: a stat, a HEAD."""
+    if datum is not None and datum[1]:
+        return Identity(f"sha256-{datum[1]}", datum[0], datum[1])
+    scheme = urlparse(uri).scheme
+    try:
+        if scheme == "file":
+            st = file_uri_path(uri).stat()
+            return Identity(_key("file", file_uri_path(uri), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev),
+                            st.st_size)
+        if scheme in ("s3", "gs"):
+            from vh_orch.storage.datastore import bucket_datastore
+
+            size, version = bucket_datastore(uri, datastore_settings).stat(uri)  # type: ignore[attr-defined]
+            return Identity(_key(scheme, uri, version, size), size)
+        if scheme in ("http", "https"):
+            resp = requests.head(uri, allow_redirects=True, timeout=HEAD_TIMEOUT)
+            if resp.status_code >= 400:
+                return None
+            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+            length = resp.headers.get("Content-Length")
+            if not validator or resp.headers.get("Content-Encoding"):
+                return None
+            return Identity(_key("http", uri, validator, length), int(length) if length and length.isdigit() else None)
+    except Exception as exc:  # the fetch itself says what is wrong
+        log.debug("no cache identity for %s: %s", uri, exc)
+    return None
+
+
+# -- running the script: over SSH, or here -------------------------------------------
+
+
+class Command(Protocol):
+    def readline(self) -> bytes: ...
+    def send(self, data: bytes) -> None: ...
+    def end_input(self) -> None: ...
+    def abort(self) -> None: ...
+    def finish(self, timeout: float) -> tuple[int, str]:
+        """Its exit status (-1: the connection broke) and the last line of its stderr."""
+        ...
+
+
+class Shell(Protocol):
+    """Where the cache lives: runs `sh -c SCRIPT sh ARGS...` there."""
+
+    def start(self, script: str, args: list[str]) -> Command: ...
+
+
+class LocalShell:
+    """The daemon's own host (the local runtimes)."""
+
+    def start(self, script: str, args: list[str]) -> Command:
+        return _LocalCommand(subprocess.Popen(["sh", "-c", script, "sh", *args], stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+
+
+class _LocalCommand:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def readline(self) -> bytes:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline()
+
+    def send(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+
+    def end_input(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+
+    def abort(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        self.end_input()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.read()
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        code = self.proc.wait(timeout)
+        return code, (err.strip().splitlines() or [""])[-1]
+
+
+# -- the daemon's side ------------------------------------------------------------------
+
+
+class InputCacheError(Exception):
+    """Placing an input failed; the message says why (the machine's own words where it said any)."""
+
+
+class _SourceFailed(Exception):
+    pass
+
+
+@dataclass
+class Placed:
+    size: int
+    sha256: str
+    hit: bool  # it was in the cache: no byte of it moved
+    sent: int  # bytes the daemon sent to the machine for it
+    cache_bytes: int  # the cache's size after placing it
+    events: tuple[str, ...] = ()  # CORRUPT, EVICTED <key>, UNCACHED: what happened on the way
+
+
+class InputCache:
+    """The input cache of one machine (root: its folder there; bound_bytes: its size limit; 0: no caching)."""
+
+    def __init__(self, shell: Shell, root: str, bound_bytes: int, pin: str, wait_s: float = LOCK_WAIT_S) -> None:
+        self.shell = shell
+        self.root = root.rstrip("/")
+        self.bound_bytes = bound_bytes
+        self.pin = pin
+        self.wait_s = wait_s
+
+    def place(self, identity: Identity | None, dest: str, url: str | None,
+              source: Callable[[], tuple[int, Iterator[bytes]]]) -> Placed:
+        """Put one input file at dest (an absolute path on the machine): from the cache, from the signed
+        url (the machine downloads it), or, when it is not cached, from source() (its size and bytes,
+        which the daemon sends)."""
+        key = identity.key if identity is not None and self.bound_bytes > 0 else ""
+        args = [self.root, key, _opt(identity and identity.size), (identity and identity.sha256) or "", dest,
+                url or "", self.pin, str(self.bound_bytes), str(int(self.wait_s))]
+        command = self.shell.start(CACHE_SCRIPT, args)
+        events: list[str] = []
+        sent = 0
+        hit = False
+        try:
+            while True:
+                line = command.readline().decode("utf-8", "replace").strip()
+                if not line:
+                    code, said = command.finish(60)
+                    raise InputCacheError(said or f"the cache script ended with status {code}")
+                if line == "SEND":
+                    sent = self._send(command, source)
+                elif line == "HIT":
+                    hit = True
+                    failpoints.hit("input-transfer")  # the machine copies it from its cache
+                elif line.startswith("FILE "):
+                    _, size, digest, total = line.split()
+                    command.finish(60)
+                    return Placed(int(size), digest, hit, sent, int(total), tuple(events))
+                else:
+                    events.append(line)
+        except (OSError, EOFError) as exc:
+            code, said = command.finish(60)
+            raise InputCacheError(said or f"the connection broke while placing the input: {exc}") from None
+
+    @staticmethod
+    def _send(command: Command, source: Callable[[], tuple[int, Iterator[bytes]]]) -> int:
+        """Send the source's size, then its bytes; a source that fails aborts the command, so the
+        machine throws away what it got (never a partial entry). Returns the bytes sent."""
+        sent = 0
+        try:
+            size, chunks = source()
+            command.send(f"{size}\n".encode())
+            while True:
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    raise _SourceFailed(f"cannot read the input: {exc}") from None
+                command.send(chunk)
+                if sent < size // 2 <= sent + len(chunk):
+                    failpoints.hit("input-transfer")
+                sent += len(chunk)
+        except BaseException as exc:
+            command.abort()
+            if isinstance(exc, _SourceFailed):
+                raise InputCacheError(str(exc)) from None
+            raise
+        command.end_input()
+        return sent
+
+    def release(self) -> None:
+        """This execution no longer uses its entries: they may be evicted."""
+        code, said = self._run(RELEASE_SCRIPT, [self.root, self.pin])
+        if code != 0:
+            log.warning("releasing input cache entries under %s failed: %s", self.root, said)
+
+    def status(self) -> tuple[int, int]:
+        """(bytes, entries) in the cache."""
+        command = self.shell.start(STATUS_SCRIPT, [self.root])
+        line = command.readline().decode().split()
+        command.finish(60)
+        return (int(line[0]), int(line[1])) if len(line) == 2 else (0, 0)
+
+    def _run(self, script: str, args: list[str]) -> tuple[int, str]:
+        return self.shell.start(script, args).finish(120)
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def file_source(path: Path, remove: bool = False) -> tuple[int, Iterator[bytes]]:
+    """A local file as a source for InputCache.place (remove: delete it once sent, a temporary download)."""
+    fh = open(path, "rb")
+    size = os.fstat(fh.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+        finally:
+            fh.close()
+            if remove:
+                path.unlink(missing_ok=True)
+
+    return size, chunks()
+
+
+def pin_name(cluster_id: str, execution_id: int, attempt: int) -> str:
+    return f"{cluster_id}-{execution_id}-{attempt}"
+
+
+def cache_bound_bytes(settings: dict[str, object]) -> int:
+    value = settings.get("input_cache_gb", DEFAULT_CACHE_GB)
+    return int(float(value) * GiB)  # type: ignore[arg-type]
+
+
+def quote_args(script: str, args: list[str]) -> str:
+    """`sh -c SCRIPT sh ARGS...` as one command line for a remote shell, every value quoted."""
+    return " ".join(shlex.quote(a) for a in ["sh", "-c", script, "sh", *args])
+
