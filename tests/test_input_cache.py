@@ -211,3 +211,19 @@ def test_hostile_names_and_keys_are_data(tmp_path: Path) -> None:
         Identity("k"), str(dest), None, Source(src))
     assert dest.read_bytes() == src.read_bytes() and placed.size == 1000
     assert not list(tmp_path.glob("pwned*")) and not list(Path.cwd().glob("pwned*"))
+
+
+def test_a_container_gets_the_entry_itself_to_mount_and_the_process_runtime_a_copy(tmp_path: Path) -> None:
+    src = tmp_path / "data.bin"
+    digest = blob(src, MiB, 8)
+    c = cache(tmp_path / "cache", 100 * MiB)
+    dest = tmp_path / "e1" / "inputs" / "d" / "x.bin"
+    placed = c.place(Identity("k-m"), str(dest), None, Source(src), mount=True)
+    assert placed.mount == str(tmp_path / "cache" / "k-m" / "data") and placed.sha256 == digest
+    assert dest.parent.is_dir() and not dest.exists()  # docker makes the mount point
+    again = c.place(Identity("k-m"), str(tmp_path / "e2" / "x.bin"), None, Source(src), mount=True)
+    assert again.hit and again.mount == placed.mount
+    # A file that cannot be cached is in the folder, to be used as it is.
+    small = cache(tmp_path / "small", 10, pin="c-9-1")
+    placed = small.place(Identity("k-big", MiB), str(dest), None, Source(src), mount=True)
+    assert placed.mount is None and "UNCACHED" in placed.events and dest.read_bytes() == src.read_bytes()

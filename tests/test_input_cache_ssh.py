@@ -21,6 +21,7 @@ STEPS = f"""
     command:
       - sha256sum /valohai/inputs/data/*
       - tr -d '\\n' < /valohai/config/inputs.json; echo
+      - for f in /valohai/inputs/data/*; do (echo damage >> "$f") 2>/dev/null && echo writable || echo read-only; done
       - sleep {{parameter-value:pause}}
     inputs:
       - name: data
@@ -69,11 +70,11 @@ def run(vh: VhOrch, data: Path, pause: float = 0) -> int:
                        "--env", "onprem", "-i", f"data={data}", "-p", f"pause={pause}")["id"]
 
 
-def seen(vh: VhOrch, execution_id: int) -> tuple[str, dict]:  # type: ignore[type-arg]
-    """The sha256 of the input the execution saw, and its inputs.json."""
+def seen(vh: VhOrch, execution_id: int) -> tuple[str, dict, str]:  # type: ignore[type-arg]
+    """The sha256 of the input the execution saw, its inputs.json, and whether it could write to the input."""
     out = vh("exec", "logs", str(execution_id), "--json").stdout
     lines = [json.loads(line)["text"] for line in out.splitlines() if json.loads(line).get("kind") == "log"]
-    return lines[0].split()[0], json.loads(lines[1])
+    return lines[0].split()[0], json.loads(lines[1]), lines[2]
 
 
 def seen_sha(vh: VhOrch, execution_id: int) -> str:
@@ -104,9 +105,12 @@ def test_the_second_execution_with_a_200_mb_input_moves_no_input_byte(
     assert cache_of(vh) == {"bytes": 200 * MiB, "hits": 1, "misses": 1, "hit_rate": 0.5}
     env = vh.json("env", "show", "onprem")
     assert env["input_cache"]["hits"] == 1 and env["input_cache"]["bound_gb"] == 1
-    # A file from the cache is described as a fetched one: size and sha256 in inputs.json.
+    # A file from the cache is described as a fetched one: size and sha256 in inputs.json; the container
+    # has it mounted read-only (it runs as root: only the mount stops it from writing to the cache).
     for info in (first, second):
-        files = seen(vh, info["id"])[1]["data"]["files"]
+        _, config, writable = seen(vh, info["id"])
+        assert writable == "read-only"
+        files = config["data"]["files"]
         assert [(f["name"], f["size"], f["checksums"]["sha256"], f["path"]) for f in files] == \
             [("big.bin", 200 * MiB, digest, "/valohai/inputs/data/big.bin")]
     # A damaged entry is found and fetched again; the execution still gets the right bytes.
@@ -134,3 +138,20 @@ def test_two_executions_at_once_share_one_download(proxied: tuple[VhOrch, TcpPro
     assert 64 * MiB < proxy.upstream_bytes < 80 * MiB, "the input went to the machine more than once"
     assert [seen_sha(vh, i) for i in ids] == [digest, digest]
     assert cache_of(vh)["hits"] == 1 and cache_of(vh)["misses"] == 1
+
+
+def test_images_are_pulled_only_when_missing_and_a_failed_pull_is_reported_not_raised(ssh_pool: SSHPool) -> None:
+    from test_ssh_transport import target
+
+    from vh_orch.bootstrap.remote import pull_images
+    from vh_orch.bootstrap.ssh import SSHTransport
+
+    transport = SSHTransport(target(ssh_pool))
+    try:
+        # Present: nothing is pulled (a pull would reach for a registry, which the network guard forbids).
+        assert pull_images(transport, [BUSYBOX], "if-missing") == []
+        assert pull_images(transport, ["127.0.0.1:9/vh-orch/missing:1"], "never") == []
+        assert pull_images(transport, [BUSYBOX, "127.0.0.1:9/vh-orch/missing:1"], "if-missing") == \
+            ["127.0.0.1:9/vh-orch/missing:1"]
+    finally:
+        transport.close()

@@ -180,3 +180,26 @@ def test_times_and_json_read_back_the_same_on_both_databases(db_url: str) -> Non
     events = [ev for ev in store.events_after(e.id, 0) if ev.kind == "log"]  # type: ignore[arg-type]
     assert [(ev.text, ev.time) for ev in events] == [("a line ☕", helsinki), ('{"loss": 0.5}', helsinki)]
     assert store.get_execution(e.id).metadata_latest == {"loss": 0.5}  # type: ignore[arg-type]
+
+
+def test_a_new_machine_pulls_the_images_its_queue_needs_first_then_the_latest_used(db_url: str) -> None:
+    from sqlalchemy import update
+
+    from vh_orch.orchestrator.models import Execution
+
+    upgrade(db_url)
+    store = Store(db_url)
+    project = store.create_project("p", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    env, _ = store.ensure_environment("local", "local")
+    other, _ = store.ensure_environment("other", "fake")
+    for image, status, where in [("old:1", "complete", env), ("late:1", "complete", env), ("queued:1", "queued", env),
+                                 (None, "complete", env), ("elsewhere:1", "queued", other), ("late:1", "error", env),
+                                 ("queued:2", "queued", env)]:
+        e = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                             command="c", environment_id=where.id, image=image))  # type: ignore[arg-type]
+        with store.write() as s:
+            s.execute(update(Execution).where(Execution.id == e.id).values(status=status))  # type: ignore[arg-type]
+    assert store.recent_images(env.id, limit=3) == ["queued:1", "queued:2", "late:1"]  # type: ignore[arg-type]
+    assert store.recent_images(env.id, limit=10) == ["queued:1", "queued:2", "late:1", "old:1"]  # type: ignore[arg-type]
+    assert store.recent_images(other.id) == ["elsewhere:1"]  # type: ignore[arg-type]

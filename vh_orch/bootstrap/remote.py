@@ -83,6 +83,7 @@ class RemoteDockerRuntime:
     def __init__(self, transport: SSHTransport, workdir: str, direct_data: bool = False,
                  machine_id: int | None = None) -> None:
         self.transport = transport
+        self._pulls: dict[str, threading.Thread] = {}  # container name → its image's pull, begun in prepare()
         self.workdir = workdir.rstrip("/")
         self.machine_id = machine_id  # labels its containers: a sweep ends only this machine's
         # A cloud VM moves inputs and outputs to and from the object store itself (signed URLs).
@@ -115,12 +116,18 @@ class RemoteDockerRuntime:
         the daemon send, streamed from disk: the inputs and config, and the commit's
         files when they are not cached (the machine caches them by the commit's hash).
         A broken connection is retried; anything the machine refuses (a full disk) is a
-        RuntimeFailure with its reason. The image is pulled by `docker run --pull` itself
-        (see start())."""
+        RuntimeFailure with its reason. The image is pulled meanwhile, in a thread of its
+        own (the runner places the inputs next): start() waits for it, and `docker run
+        --pull` says what is wrong if the pull failed."""
         if not spec.image:
             raise RuntimeFailure("no image: set `image` in the step or pass --image")
         if spec.pull_policy not in PULL_POLICIES:
             raise RuntimeFailure(f"unknown pull policy {spec.pull_policy!r}")
+        if spec.pull_policy != "never":
+            pull = threading.Thread(target=pull_images, args=(self.transport, [spec.image], spec.pull_policy),
+                                    name=f"pull-{spec.container_name}", daemon=True)
+            pull.start()
+            self._pulls[spec.container_name] = pull
         for attempt, delay in enumerate((*RECONNECT_BACKOFF_S[:3], None)):
             try:
                 self._place(spec)
@@ -194,6 +201,9 @@ class RemoteDockerRuntime:
         command.channel.shutdown_write()
 
     def start(self, spec: RunSpec) -> RemoteContainer:
+        pull = self._pulls.pop(spec.container_name, None)
+        if pull is not None:
+            pull.join(PULL_TIMEOUT_S)
         labels = {LABEL_WORKDIR: self.workdir}
         if self.machine_id is not None:
             labels[LABEL_MACHINE] = str(self.machine_id)
@@ -357,6 +367,29 @@ class RemoteDockerRuntime:
                                            for name in stale) + "; "
         self.transport.run(command + "true", timeout=120)
         return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name.split("-")[0]) for name in stale})
+
+
+def pull_images(transport: SSHTransport, images: list[str], policy: str = "if-missing",
+                timeout_s: float = PULL_TIMEOUT_S) -> list[str]:
+    """Pull images on the machine (if-missing: only those it lacks; never: none). Returns the images
+    that could not be pulled; a failure is logged, never raised (`docker run --pull` reports it)."""
+    if policy == "never":
+        return []
+    failed = []
+    for image in images:
+        q = shlex.quote(image)
+        command = f"docker pull -q {q} >/dev/null"
+        if policy == "if-missing":
+            command = f"docker image inspect {q} >/dev/null 2>&1 || {command}"
+        try:
+            result = transport.run(command, timeout=timeout_s)
+            ok, said = result.code == 0, result.stderr.strip()
+        except SSHError as exc:
+            ok, said = False, str(exc)
+        if not ok:
+            failed.append(image)
+            log.info("%s: pulling %s failed: %s", transport.target.label, image, said[-300:])
+    return failed
 
 
 def _attempt_of(name: str) -> tuple[int, int] | None:

@@ -6,12 +6,15 @@ inputs/, outputs/ and config/, and VH_*_DIR variables say where the command sees
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +67,8 @@ class RunSpec:
     pull_policy: str = "if-missing"
     labels: dict[str, str] = field(default_factory=dict)
     cache_key: str | None = None  # the commit's identity: remote machines cache its files by it
+    # Files mounted read-only into the container: (path on the machine, path in the container); input cache entries.
+    mounts: tuple[tuple[str, str], ...] = ()
 
     @property
     def container_name(self) -> str:
@@ -220,10 +225,16 @@ class DockerRuntime:
 
     name = "docker"
 
+    def __init__(self) -> None:
+        self._pull: threading.Thread | None = None
+        self._pull_failure: RuntimeFailure | None = None
+
     def visible_dirs(self, folder: Path) -> dict[str, str]:
         return {name: f"{CONTAINER_ROOT}/{name}" for name in FOLDERS}
 
     def prepare(self, spec: RunSpec) -> None:
+        """Check the image; a pull it needs begins in a thread of its own, while the runner places the
+        inputs, and start() waits for it."""
         if not spec.image:
             raise RuntimeFailure("no image: set `image` in the step or pass --image")
         policy = spec.pull_policy
@@ -233,9 +244,22 @@ class DockerRuntime:
         if policy == "never" and not present:
             raise RuntimeFailure(f"image {spec.image!r} is not on this host and the pull policy is `never`")
         if policy == "always" or not present:
-            _pull(spec.image)
+            self._pull = threading.Thread(target=self._pull_image, args=(spec.image,), daemon=True,
+                                          name=f"pull-{spec.container_name}")
+            self._pull.start()
+
+    def _pull_image(self, image: str) -> None:
+        try:
+            _pull(image)
+        except RuntimeFailure as exc:
+            self._pull_failure = exc
 
     def start(self, spec: RunSpec) -> RunningCommand:
+        if self._pull is not None:
+            self._pull.join(PULL_TIMEOUT_S + 60)
+            self._pull = None
+            if self._pull_failure is not None:
+                raise self._pull_failure
         # A container of this name is what an earlier start of this attempt left behind.
         remove_container(spec.container_name)
         args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"})
@@ -315,11 +339,20 @@ def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[
         args += ["--label", f"{key}={value}"]
     for name in FOLDERS:
         args += ["-v", f"{host_folder}/{name}:{CONTAINER_ROOT}/{name}"]
+    for source, target in spec.mounts:
+        args += ["--mount", _csv(["type=bind", f"source={source}", f"target={target}", "readonly"])]
     args += ["-w", f"{CONTAINER_ROOT}/repository"]
     for key, value in spec.env.items():
         args += ["-e", f"{key}={value}"]
     args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
     return args
+
+
+def _csv(fields: list[str]) -> str:
+    """One CSV line, as `--mount` reads it: a comma or quote in a path stays part of the path."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)
+    return out.getvalue()
 
 
 def remove_container(name: str) -> None:

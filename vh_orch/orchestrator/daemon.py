@@ -21,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 
 S = ExecutionStatus
 RUNTIME_PROBE_TTL_S = 30.0
+PREPULL_IMAGES = 3  # images a new machine pulls while it is set up
+PREPULL_TIMEOUT_S = 900  # for each of them
 RUNTIMES = ("auto", "docker", "process")
 SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
 
@@ -394,6 +397,7 @@ class Daemon:
                       deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
                       install_command=ssh.get("install_docker_command"),
                       first_boot=env.cloud in VM_CLOUDS)
+            self._pull_likely_images(env, transport, step)
             # A host this installation used before may hold what a killed daemon left there.
             self._sweep_remote(env, machine)
             store.advance_machine(machine.id, "ready", "ready", None)
@@ -419,6 +423,20 @@ class Daemon:
             with self._lock:
                 self._bootstrapping.discard(machine.id)
             self._wake_now()
+
+    def _pull_likely_images(self, env: Environment, transport: Any, step: Callable[[str], None]) -> None:
+        """A new machine pulls the images its environment's queue needs, or used last, before it is ready:
+        its first executions start without waiting for a pull (never with pull_policy: never)."""
+        from vh_orch.bootstrap.remote import pull_images
+
+        if env.settings.get("pull_policy") == "never":
+            return
+        images = self.store.recent_images(env.id, limit=PREPULL_IMAGES)  # type: ignore[arg-type]
+        if images:
+            step("pulling images")
+            failed = pull_images(transport, images, "if-missing", timeout_s=PREPULL_TIMEOUT_S)
+            log.info("%s: pulled %d of the environment's recent images%s", transport.target.label,
+                     len(images) - len(failed), f" ({', '.join(failed)} failed)" if failed else "")
 
     @staticmethod
     def _quietly(write: Any, *args: Any, **kwargs: Any) -> None:

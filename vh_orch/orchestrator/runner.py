@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from vh_orch import failpoints
 from vh_orch.config.steps import get_step, parse_config
 from vh_orch.errors import LeaseLost, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
-from vh_orch.bootstrap.runtimes import VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.bootstrap.ssh import SSHError
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -367,7 +368,7 @@ class ExecutionRunner:
             cache_key=commit.identifier,
         )
         self.runtime.prepare(spec)
-        self._place_inputs(spec, planned)
+        spec = self._place_inputs(spec, planned)
         _write_json(config / "inputs.json", inputs_config)
         if isinstance(self.runtime, RemoteRuntime):
             self.runtime.put_file(spec, "config/inputs.json", (config / "inputs.json").read_bytes())
@@ -388,12 +389,14 @@ class ExecutionRunner:
                 self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(env_settings), pin)
         return self._cache
 
-    def _place_inputs(self, spec: RunSpec, planned: list[InputFile]) -> None:
+    def _place_inputs(self, spec: RunSpec, planned: list[InputFile]) -> RunSpec:
         """Every input file into the execution's inputs/ on the machine, through its input cache: a
         file it holds moves no byte; one it lacks comes from a signed URL (cloud VMs, objects of the
-        datastore) or from the daemon. Up to INPUT_WORKERS files at once."""
+        datastore) or from the daemon. Up to INPUT_WORKERS files at once. A container mounts cached
+        files read-only (the spec returned says which); the process runtime gets copies."""
         if not planned:
-            return
+            return spec
+        mount = self.runtime.name == "docker"
         cache = self._input_cache()
         remote = isinstance(self.runtime, RemoteRuntime)
         dest_root = self.runtime.remote_path(spec, "inputs") if remote else str(self.folder / "inputs")
@@ -412,7 +415,7 @@ class ExecutionRunner:
                 return file_source(tmp, remove=True)
 
             try:
-                placed = cache.place(identity, f"{dest_root}/{file.rel_path}", url, source)
+                placed = cache.place(identity, f"{dest_root}/{file.rel_path}", url, source, mount=mount)
             except (InputCacheError, SSHError, OSError) as exc:
                 raise InputFetchError(f"input {file.name!r}: cannot fetch {file.entry['uri']}: {exc}") from None
             file.complete(placed.size, placed.sha256)
@@ -434,6 +437,9 @@ class ExecutionRunner:
         if self.execution.machine_id is not None:
             self.store.record_input_cache(self.execution.machine_id, hits, len(results) - hits,
                                           results[-1].cache_bytes)
+        mounts = tuple((p.mount, f"{CONTAINER_ROOT}/inputs/{f.rel_path}") for p, f in zip(results, planned)
+                       if p.mount is not None)
+        return dataclasses.replace(spec, mounts=mounts) if mounts else spec
 
     def _signed_get(self, uri: str) -> str | None:
         """A signed URL the machine downloads an object of our object store with; None for anything else."""

@@ -10,9 +10,11 @@ coreutils + flock, and curl for signed URLs) that the daemon runs there once per
 over SSH or as a local process (`Shell`): under the entry's lock it says whether the entry is
 there and sound, receives the bytes when it is not (from the daemon on stdin, or from a
 signed URL itself), verifies size and sha256, evicts least recently used entries that no
-running execution uses to stay under the bound, and copies the file into the execution's
-folder. A copy (a reflink where the filesystem has them), never a link: a container that
-runs as root could write through a hard link into the cache. Two executions that want the
+running execution uses to stay under the bound, and puts the file in the execution's folder.
+A container gets the entry's file mounted read-only at its place (no copy: a 10 GB input
+costs nothing the second time, and even root in the container cannot write to a read-only
+mount); the process runtime gets a copy (a reflink where the filesystem has them). Never a
+link: a command that runs as root could write through a hard link into the cache. Two executions that want the
 same file at once queue on its lock: the first fetches, the second finds it there.
 
 An entry is verified when it is made (size, and sha256 against the expected one when known)
@@ -51,7 +53,7 @@ LOCK_WAIT_S = 3600  # how long an execution waits for another's download of the 
 HEAD_TIMEOUT = (5, 15)
 
 CACHE_SCRIPT = r"""set -u
-R=$1 K=$2 SIZE=$3 SHA=$4 DEST=$5 URL=$6 PIN=$7 BOUND=$8 WAIT=$9
+R=$1 K=$2 SIZE=$3 SHA=$4 DEST=$5 URL=$6 PIN=$7 BOUND=$8 WAIT=$9 MODE=${10}
 E=$R/$K
 fail() { printf 'vh-orch: %s\n' "$1" >&2; exit 1; }
 digest() {
@@ -126,7 +128,7 @@ else
   trap - EXIT
 fi
 mkdir -p -- "$E/pins" && : > "$E/pins/$PIN" && touch -- "$E/used" || fail "cannot write to the input cache"
-place "$E/data"
+if [ "$MODE" = mount ]; then echo "MOUNT $E/data"; else place "$E/data"; fi
 echo "FILE $(cat "$E/size") $(cat "$E/sha256") $(total)"
 """
 
@@ -261,6 +263,7 @@ class Placed:
     sent: int  # bytes the daemon sent to the machine for it
     cache_bytes: int  # the cache's size after placing it
     events: tuple[str, ...] = ()  # CORRUPT, EVICTED <key>, UNCACHED: what happened on the way
+    mount: str | None = None  # the cache entry's file, to mount read-only in the container (place(mount=True))
 
 
 class InputCache:
@@ -274,17 +277,20 @@ class InputCache:
         self.wait_s = wait_s
 
     def place(self, identity: Identity | None, dest: str, url: str | None,
-              source: Callable[[], tuple[int, Iterator[bytes]]]) -> Placed:
+              source: Callable[[], tuple[int, Iterator[bytes]]], mount: bool = False) -> Placed:
         """Put one input file at dest (an absolute path on the machine): from the cache, from the signed
         url (the machine downloads it), or, when it is not cached, from source() (its size and bytes,
-        which the daemon sends)."""
+        which the daemon sends). mount: a cached file is not copied; Placed.mount names the entry's
+        file, for the container to mount read-only at dest's place (a file that could not be cached
+        is at dest, as always)."""
         key = identity.key if identity is not None and self.bound_bytes > 0 else ""
         args = [self.root, key, _opt(identity and identity.size), (identity and identity.sha256) or "", dest,
-                url or "", self.pin, str(self.bound_bytes), str(int(self.wait_s))]
+                url or "", self.pin, str(self.bound_bytes), str(int(self.wait_s)), "mount" if mount else "copy"]
         command = self.shell.start(CACHE_SCRIPT, args)
         events: list[str] = []
         sent = 0
         hit = False
+        mounted: str | None = None
         try:
             while True:
                 line = command.readline().decode("utf-8", "replace").strip()
@@ -296,10 +302,12 @@ class InputCache:
                 elif line == "HIT":
                     hit = True
                     failpoints.hit("input-transfer")  # the machine copies it from its cache
+                elif line.startswith("MOUNT "):
+                    mounted = line[len("MOUNT "):]
                 elif line.startswith("FILE "):
                     _, size, digest, total = line.split()
                     command.finish(60)
-                    return Placed(int(size), digest, hit, sent, int(total), tuple(events))
+                    return Placed(int(size), digest, hit, sent, int(total), tuple(events), mounted)
                 else:
                     events.append(line)
         except (OSError, EOFError) as exc:

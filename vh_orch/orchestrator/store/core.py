@@ -338,6 +338,23 @@ class CoreStore:
                 query = query.where(Execution.environment_id == environment_id)
             return list(s.exec(query.order_by(Execution.id)))
 
+    def recent_images(self, environment_id: int, limit: int = 3) -> list[str]:
+        """The images a new machine of the environment is likely to need: those of its queue (in
+        queue order), then those its latest executions used; at most `limit`, each once."""
+        images: list[str] = []
+        with self.read() as s:
+            base = select(Execution.image).where(Execution.environment_id == environment_id,
+                                                 col(Execution.image).is_not(None))
+            waiting = s.exec(base.where(col(Execution.status).in_([S.CREATED, S.QUEUED])).order_by(Execution.id)
+                             .limit(50))
+            latest = s.exec(base.order_by(col(Execution.id).desc()).limit(200))
+            for image in [*waiting, *latest]:
+                if image and image not in images:
+                    images.append(image)
+                    if len(images) == limit:
+                        break
+        return images
+
     def _transition(
         self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
     ) -> None:
