@@ -155,3 +155,47 @@ def test_images_are_pulled_only_when_missing_and_a_failed_pull_is_reported_not_r
             ["127.0.0.1:9/vh-orch/missing:1"]
     finally:
         transport.close()
+
+
+def test_a_machine_whose_disk_runs_low_loses_the_images_vh_orch_left_unused(ssh_pool: SSHPool, tmp_path: Path) -> None:
+    """Only images vh-orch ran there (a marker per image), unused for the time given, and not used by a container."""
+    import os
+    import subprocess
+    import time
+
+    from test_ssh_transport import target
+
+    from vh_orch.bootstrap.remote import RemoteDockerRuntime
+    from vh_orch.bootstrap.ssh import SSHTransport
+
+    old, fresh, held = (f"vh-orch/tidy-{name}:{os.getpid()}" for name in ("old", "fresh", "held"))
+    for tag in (old, fresh, held):  # images of their own (a tag of busybox would share its containers)
+        base = f"vh-orch-tidy-base-{os.getpid()}"
+        subprocess.run(["docker", "create", "--name", base, BUSYBOX, "true"], check=True, capture_output=True,
+                       timeout=60)
+        subprocess.run(["docker", "commit", "-c", f"LABEL tidy={tag}", base, tag], check=True, capture_output=True,
+                       timeout=60)
+        subprocess.run(["docker", "rm", base], check=True, capture_output=True, timeout=60)
+    holder = f"vh-orch-tidy-holder-{os.getpid()}"
+    subprocess.run(["docker", "create", "--name", holder, held, "true"], check=True, capture_output=True, timeout=60)
+    transport = SSHTransport(target(ssh_pool))
+    runtime = RemoteDockerRuntime(transport, str(tmp_path / "workdir"))
+    try:
+        images = tmp_path / "workdir" / "images"
+        images.mkdir(parents=True)
+        hour_ago = time.time() - 3600
+        for n, tag in enumerate((old, fresh, held)):
+            (images / f"m{n}").write_text(tag + "\n")
+            if tag != fresh:
+                os.utime(images / f"m{n}", (hour_ago, hour_ago))
+        assert runtime.tidy_images(600, low_percent=0) == []  # the disk is not low: nothing goes
+        assert runtime.tidy_images(600, low_percent=101) == [old]
+        present = {tag: subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+                   for tag in (old, fresh, held, BUSYBOX)}
+        assert present == {old: False, fresh: True, held: True, BUSYBOX: True}
+        assert sorted(p.name for p in images.iterdir()) == ["m1", "m2"]
+    finally:
+        transport.close()
+        subprocess.run(["docker", "rm", "-f", holder], capture_output=True, timeout=60)
+        for tag in (old, fresh, held):
+            subprocess.run(["docker", "image", "rm", tag], capture_output=True, timeout=60)

@@ -11,6 +11,7 @@ commit's files travel in the same stream as the inputs, cached on the machine by
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -209,8 +210,12 @@ class RemoteDockerRuntime:
             labels[LABEL_MACHINE] = str(self.machine_id)
         args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
         args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
-        # A container of this name is what an earlier start of this attempt left behind.
-        command = f"docker rm -f {spec.container_name} >/dev/null 2>&1; " + " ".join(shlex.quote(a) for a in args)
+        # A container of this name is what an earlier start of this attempt left behind. The image's
+        # marker says when vh-orch last used it on this machine (tidy_images removes long unused ones).
+        marker = f"{self.workdir}/images/{hashlib.sha256(str(spec.image).encode()).hexdigest()[:32]}"
+        command = (f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
+                   f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
+                   f"{shlex.quote(marker)}; " + " ".join(shlex.quote(a) for a in args))
         for delay in (*RECONNECT_BACKOFF_S[:3], None):
             try:
                 result = self.transport.run(command, timeout=PULL_TIMEOUT_S)
@@ -231,6 +236,15 @@ class RemoteDockerRuntime:
             break
         failpoints.hit("container-started")
         return RemoteContainer(self.transport, spec.container_name)
+
+    def tidy_images(self, unused_for_s: float, low_percent: float) -> list[str]:
+        """When the disk of the machine's Docker engine has less than low_percent free, remove the
+        images vh-orch ran there that no execution used for unused_for_s (images it never ran are
+        not its to remove; an image a container still uses is refused by docker and stays).
+        Returns the images removed."""
+        out = self.run_script(TIDY_IMAGES, args=[self.workdir, str(max(0, int(unused_for_s // 60))),
+                                                 str(int(low_percent))], timeout=600)
+        return [line[len("REMOVED "):] for line in out.splitlines() if line.startswith("REMOVED ")]
 
     def _exists(self, name: str) -> bool:
         try:
@@ -288,10 +302,11 @@ class RemoteDockerRuntime:
     def remote_path(self, spec: RunSpec, rel: str) -> str:
         return f"{self.remote_folder(spec)}/{rel}"
 
-    def run_script(self, script: str, timeout: float = 3600) -> str:
-        """Run a sh script (sent on stdin, so its size is not limited); its stdout, or RuntimeFailure."""
+    def run_script(self, script: str, timeout: float = 3600, args: list[str] | None = None) -> str:
+        """Run a sh script (sent on stdin, so its size is not limited) with args; its stdout, or RuntimeFailure."""
         try:
-            result = self.transport.run("sh -s", stdin=script.encode(), timeout=timeout)
+            command = "sh -s" + ("".join(f" {shlex.quote(a)}" for a in (["--", *args] if args else [])))
+            result = self.transport.run(command, stdin=script.encode(), timeout=timeout)
         except SSHError as exc:
             raise RuntimeFailure(str(exc)) from None
         if result.code != 0:
@@ -367,6 +382,20 @@ class RemoteDockerRuntime:
                                            for name in stale) + "; "
         self.transport.run(command + "true", timeout=120)
         return sorted({int(eid) for _, eid in doomed if eid.isdigit()} | {int(name.split("-")[0]) for name in stale})
+
+
+# tidy_images: W (workdir), KEEP_MIN (minutes unused), LOW (percent free below which the disk is low)
+TIDY_IMAGES = r"""W=$1 KEEP_MIN=$2 LOW=$3
+root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null) || exit 0
+free=$(df -P "$root" | awk 'NR == 2 {print int($4 * 100 / $2)}')
+[ -n "$free" ] && [ "$free" -lt "$LOW" ] && [ -d "$W/images" ] || exit 0
+find "$W/images" -type f -mmin +"$KEEP_MIN" | while read -r f; do
+  image=$(cat "$f")
+  [ -z "$(docker ps -a -q --filter ancestor="$image" 2>/dev/null)" ] || continue  # a container has it
+  docker image rm -- "$image" >/dev/null 2>&1 && rm -f -- "$f" && echo "REMOVED $image"
+done
+true
+"""
 
 
 def pull_images(transport: SSHTransport, images: list[str], policy: str = "if-missing",

@@ -27,6 +27,7 @@ COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
     "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
+    "image_keep", "image_disk_low_percent",
 }
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
@@ -177,6 +178,14 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             raise ConfigError(f"{where}.input_cache_gb: {value!r} is not a size in GB (a number, 0 or more; "
                               "0 turns the cache off)")
         settings["input_cache_gb"] = float(value)
+    if "image_keep" in merged:
+        settings["image_keep_s"] = parse_duration(merged["image_keep"], f"{where}.image_keep")
+    if "image_disk_low_percent" in merged:
+        value = merged["image_disk_low_percent"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise ConfigError(f"{where}.image_disk_low_percent: {value!r} is not a percentage (0-100; 0 never "
+                              "removes images)")
+        settings["image_disk_low_percent"] = float(value)
     if merged.get("datastore") is not None:
         try:
             validate_datastore_setting(merged["datastore"])
@@ -454,7 +463,9 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
     for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb"):
         if key in settings:
             entry[key] = settings[key]
-    for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block"):
+    if "image_disk_low_percent" in settings:
+        entry["image_disk_low_percent"] = settings["image_disk_low_percent"]
+    for key in ("launch_timeout", "boot_timeout", "bootstrap_timeout", "capacity_block", "image_keep"):
         if f"{key}_s" in settings:
             entry[key] = settings[f"{key}_s"]
     for section in SECTIONS_FOR[cloud]:

@@ -34,6 +34,7 @@ from vh_orch.bootstrap.runtimes import (
     DockerRuntime,
     ProcessRuntime,
     Runtime,
+    RuntimeFailure,
     container_name,
     docker_available,
     kill_leftover_process,
@@ -65,6 +66,9 @@ PREPULL_IMAGES = 3  # images a new machine pulls while it is set up
 PREPULL_TIMEOUT_S = 900  # for each of them
 RUNTIMES = ("auto", "docker", "process")
 SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
+TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (images removed when low)
+DEFAULT_IMAGE_KEEP_S = 7 * 86400.0
+DEFAULT_IMAGE_DISK_LOW_PERCENT = 15.0
 
 
 def choose_runtime(env: Environment) -> tuple[str, str]:
@@ -136,6 +140,8 @@ class Daemon:
             misfire_grace_time=None,
         )
         scheduler.add_job(self._sweep_local, "interval", seconds=SWEEP_INTERVAL_S, id="sweep",
+                          misfire_grace_time=None)
+        scheduler.add_job(self._tidy_images, "interval", seconds=TIDY_IMAGES_INTERVAL_S, id="images",
                           misfire_grace_time=None)
         for job in load_jobs(self.settings):
             scheduler.add_job(
@@ -595,6 +601,30 @@ class Daemon:
             if execution_id not in owned:
                 log.info("removing leftover container of execution %s (attempt %s)", execution_id, attempt)
                 remove_container(container_id)
+
+    def _tidy_images(self) -> None:
+        """On the remote machines of the environments this replica holds: when a machine's disk runs low
+        (less than `image_disk_low_percent` free, default 15), remove the images vh-orch ran there that
+        nothing used for `image_keep` (default 7d)."""
+        from vh_orch.bootstrap.ssh import SSHError
+
+        envs = {e.id: e for e in self.store.active_environments() if e.id in self._env_fences}
+        for machine in self.store.fleet():
+            env = envs.get(machine.environment_id)
+            if env is None or env.cloud not in SSH_CLOUDS or machine.state not in ("ready", "busy"):
+                continue
+            low = env.settings.get("image_disk_low_percent", DEFAULT_IMAGE_DISK_LOW_PERCENT)
+            if not low:
+                continue
+            try:
+                removed = self._remote_runtime(env, machine).tidy_images(
+                    env.settings.get("image_keep_s", DEFAULT_IMAGE_KEEP_S), low)
+            except (SSHError, ConfigError, OSError, RuntimeFailure) as exc:
+                log.info("machine %s: tidying images failed: %s", machine.id, exc)
+                continue
+            if removed:
+                log.info("machine %s: its disk is low; removed images unused for a while: %s", machine.id,
+                         ", ".join(removed))
 
     def _sweep_remote(self, env: Environment, machine: Machine) -> None:
         """The same on a remote machine: containers and folders of executions that no longer run there."""
