@@ -584,7 +584,9 @@ class Daemon:
     def _sweep_local(self) -> None:
         """Remove this installation's containers on this host's engine that no runner of this
         daemon runs (left by a daemon killed mid-start or before it cleaned up). Only ever
-        containers labelled with this installation's cluster id and started by a local runtime."""
+        containers labelled with this installation's cluster id and started by a local runtime.
+        And release the local input cache entries of attempts that no longer run."""
+        self._release_stale_pins()
         try:
             ok, _ = docker_available()
             if not ok:
@@ -601,6 +603,18 @@ class Daemon:
             if execution_id not in owned:
                 log.info("removing leftover container of execution %s (attempt %s)", execution_id, attempt)
                 remove_container(container_id)
+
+    def _release_stale_pins(self) -> None:
+        """Input cache entries on this host pinned by attempts of this installation that no longer run
+        (a daemon killed before its runner released them) may be evicted again."""
+        prefix = f"{self.cluster_id}-"
+        pins = list((self.settings.home / "input-cache").glob(f"env-*/*/pins/{prefix}*"))
+        if not pins:
+            return
+        live = {f"{prefix}{e.id}-{e.attempt}" for e in self.store.executions_in([S.STARTED, S.STOPPING])}
+        for pin in pins:
+            if pin.name not in live:
+                pin.unlink(missing_ok=True)
 
     def _tidy_images(self) -> None:
         """On the remote machines of the environments this replica holds: when a machine's disk runs low

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from vh_orch import failpoints
 from vh_orch.config.steps import get_step, parse_config
-from vh_orch.errors import LeaseLost, VhOrchError
+from vh_orch.errors import LeaseLost, TransientCloudError, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
 from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
 from vh_orch.bootstrap.ssh import SSHError
@@ -51,6 +51,8 @@ STATUS_CHECK_S = 0.5
 READ_TAIL_S = 60  # after the exit, how long the streams may take to reach their end
 LOG_STORE_TIMEOUT_S = 900  # how long storing the last log lines may take (a busy database)
 INPUT_WORKERS = 4  # input files placed at once
+OUTPUT_WORKERS = 4  # output files stored at once
+OUTPUT_RETRY_S = (1, 3, 10)  # a file whose upload broke is sent again after these pauses
 RECORD_RETRY_S = (0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 
 
@@ -530,8 +532,9 @@ class ExecutionRunner:
         return rows, None
 
     def _store_outputs(self, spec: RunSpec, ingester: LogIngester) -> tuple[list[Output], str | None]:
-        """Bring outputs/ back from the machine (if remote) and store every regular file in it.
-        Returns the outputs to record (those stored before any failure) and a problem or None."""
+        """Bring outputs/ back from the machine (if remote) and store every regular file in it, a few at
+        once, each retried when its upload breaks. Returns the outputs to record (every one stored, even
+        when another failed) and a problem or None."""
         collect = getattr(self.runtime, "collect", None)
         if collect is not None:
             try:
@@ -539,32 +542,47 @@ class ExecutionRunner:
             except Exception as exc:  # any transport trouble becomes the execution's reason
                 return [], f"collecting outputs failed: {exc}"
         outputs_dir = self.folder / "outputs"
+        files: list[tuple[Path, str]] = []
+        for root, dirs, names in os.walk(outputs_dir):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(root) / name
+                rel = path.relative_to(outputs_dir).as_posix()
+                if path.is_symlink() or not path.is_file():
+                    ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
+                    continue
+                files.append((path, rel))
+        if not files:
+            return [], None
         datastore = self.datastore
-        rows: list[Output] = []
-        try:
-            for root, dirs, files in os.walk(outputs_dir):
-                dirs.sort()
-                for name in sorted(files):
-                    path = Path(root) / name
-                    rel = path.relative_to(outputs_dir).as_posix()
-                    if path.is_symlink() or not path.is_file():
-                        ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
-                        continue
+
+        def store(item: tuple[Path, str]) -> Output:
+            path, rel = item
+            for delay in (*OUTPUT_RETRY_S, None):
+                try:
                     stored = datastore.put(path, rel)
-                    rows.append(
-                        Output(
-                            id=stored.datum_id,
-                            execution_id=self.execution_id,
-                            name=rel,
-                            size=stored.size,
-                            sha256=stored.sha256,
-                            uri=stored.uri,
-                        )
-                    )
-                    failpoints.hit("output-upload")
-        except (OSError, VhOrchError) as exc:
-            return rows, f"storing outputs failed: {exc}"
-        return rows, None
+                    break
+                except (OSError, TransientCloudError) as exc:  # a cut connection, a busy store: again
+                    if delay is None:
+                        raise
+                    log.info("execution %s: storing output %s failed (%s); again in %s s", self.execution_id, rel,
+                             exc, delay)
+                    time.sleep(delay)
+            failpoints.hit("output-upload")
+            return Output(id=stored.datum_id, execution_id=self.execution_id, name=rel, size=stored.size,
+                          sha256=stored.sha256, uri=stored.uri)
+
+        # Files go up OUTPUT_WORKERS at a time (a store's multipart uploads go in parts of their own).
+        rows: list[Output] = []
+        problem = None
+        with ThreadPoolExecutor(max_workers=min(OUTPUT_WORKERS, len(files))) as pool:
+            futures = [pool.submit(store, item) for item in files]
+            for future in futures:
+                try:
+                    rows.append(future.result())
+                except (OSError, VhOrchError) as exc:
+                    problem = problem or f"storing outputs failed: {exc}"
+        return rows, problem
 
 
 def _write_json(path: Path, value: Any) -> None:

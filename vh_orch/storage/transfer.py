@@ -52,16 +52,42 @@ report() {  # report INDEX FILE
 
 _UPLOAD_FUNCTIONS = r"""tmp=$(mktemp -d) || fail "cannot make a temporary folder"
 trap 'rm -rf -- "$tmp"' EXIT
+send() {  # send CURL-ARGS...: a PUT whose connection broke (or that timed out) goes again, up to 5 times;
+          # a part of a multipart upload is sent again, not its file. The store's refusals are final.
+  n=0
+  while :; do
+    curl -sS -f --retry 3 --retry-delay 1 "$@" && return 0
+    code=$?
+    case $code in 7|18|28|52|55|56) ;; *) return $code ;; esac
+    n=$((n + 1)); [ "$n" -lt 5 ] || return $code
+    sleep 1
+  done
+}
 put() {  # put INDEX FILE URL
-  curl -sS -f --retry 3 -o /dev/null -T "$2" "$3" || fail "upload of $2 failed"
+  send -o /dev/null -T "$2" "$3" || fail "upload of $2 failed"
 }
 part() {  # part INDEX FILE NUMBER SKIP_MIB COUNT_MIB URL
-  dd if="$2" of="$tmp/part" bs=1048576 skip="$4" count="$5" 2>/dev/null || fail "cannot read part $3 of $2"
-  curl -sS -f --retry 3 -o /dev/null -D "$tmp/headers" -T "$tmp/part" "$6" || fail "upload of part $3 of $2 failed"
-  etag=$(tr -d '\r"' < "$tmp/headers" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | tail -n 1)
+  p="$tmp/part-$1-$3"
+  dd if="$2" of="$p" bs=1048576 skip="$4" count="$5" 2>/dev/null || fail "cannot read part $3 of $2"
+  send -o /dev/null -D "$p.headers" -T "$p" "$6" || fail "upload of part $3 of $2 failed"
+  etag=$(tr -d '\r"' < "$p.headers" | sed -n 's/^[Ee][Tt][Aa][Gg]:[[:space:]]*//p' | tail -n 1)
+  rm -f -- "$p" "$p.headers"
   [ -n "$etag" ] || fail "no ETag in the answer to part $3 of $2"
   printf 'ETAG %s %s %s\n' "$1" "$3" "$etag"
 }
+# Uploads (whole files and parts) run JOBS at a time; the script fails if any of them failed.
+pids=""
+job() {
+  "$@" &
+  pids="$pids $!"
+  set -- $pids
+  if [ $# -ge "$JOBS" ]; then settle; fi
+}
+settle() {
+  for pid in $pids; do wait "$pid" || failed=1; done
+  pids=""
+}
+failed=0
 """
 
 _DOWNLOAD_FUNCTIONS = r"""get() {  # get FOLDER FILE URL
@@ -77,20 +103,22 @@ def _remote_path(base_dir: str, rel: str) -> str:
     return posixpath.join(base_dir, rel)
 
 
-def upload_script(base_dir: str, items: list[tuple[str, UploadPlan]]) -> str:
-    """A sh script uploading base_dir/<path> per plan; prints FILE lines, and ETAG lines for multipart parts."""
+def upload_script(base_dir: str, items: list[tuple[str, UploadPlan]], jobs: int = 4) -> str:
+    """A sh script uploading base_dir/<path> per plan, `jobs` files or parts at a time; prints FILE lines,
+    and ETAG lines for multipart parts (each line whole: they come from concurrent jobs)."""
     q = shlex.quote
-    lines = [_SCRIPT_HEAD + _UPLOAD_FUNCTIONS]
+    lines = [_SCRIPT_HEAD + f"JOBS={int(jobs)}\n" + _UPLOAD_FUNCTIONS]
     for index, (rel, plan) in enumerate(items):
         path = q(_remote_path(base_dir, rel))
         if plan.url is not None:
-            lines.append(f"put {index} {path} {q(plan.url)}")
+            lines.append(f"job put {index} {path} {q(plan.url)}")
         for part in plan.parts:
             if part.offset % MiB or (part.length % MiB and part.offset + part.length != plan.size):
                 raise ValueError(f"part {part.number} of {plan.uri} is not cut at whole MiB")
-            lines.append(f"part {index} {path} {part.number} {part.offset // MiB} {-(-part.length // MiB)} "
+            lines.append(f"job part {index} {path} {part.number} {part.offset // MiB} {-(-part.length // MiB)} "
                          f"{q(part.url)}")
-        lines.append(f"report {index} {path}")
+        lines.append(f"job report {index} {path}")
+    lines.append('settle; [ "$failed" = 0 ] || exit 1')
     return "\n".join(lines) + "\n"
 
 
