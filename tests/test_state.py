@@ -119,6 +119,16 @@ def test_an_installation_with_executions_upgrades_to_tasks_in_place(db_url: str)
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
 
 
+def seeded(db_url: str):  # type: ignore[no-untyped-def]
+    """A migrated store with a project, an ad-hoc commit and the `local` environment."""
+    upgrade(db_url)
+    store = Store(db_url)
+    project = store.create_project("p", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    env, _ = store.ensure_environment("local", "local")
+    return store, project, commit, env
+
+
 def test_sorting_by_a_metadata_key_is_the_same_on_both_databases(db_url: str) -> None:
     """Numbers by value, then every execution without a number for the key (text, nothing, a list), by id."""
     from datetime import UTC, datetime
@@ -127,11 +137,7 @@ def test_sorting_by_a_metadata_key_is_the_same_on_both_databases(db_url: str) ->
     from vh_orch.orchestrator.store import LogLine
     from vh_orch.orchestrator.store.queries import ExecutionFilter
 
-    upgrade(db_url)
-    store = Store(db_url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
+    store, project, commit, env = seeded(db_url)
     values = [0.5, 2, None, 10, "high", -3, [1, 2], 2]
     ids = []
     for value in values:
@@ -158,11 +164,7 @@ def test_times_and_json_read_back_the_same_on_both_databases(db_url: str) -> Non
     from vh_orch.orchestrator.models import Execution
     from vh_orch.orchestrator.store import LogLine
 
-    upgrade(db_url)
-    store = Store(db_url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
+    store, project, commit, env = seeded(db_url)
     helsinki = datetime(2026, 12, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
     parameters = {"lr": 0.001, "layers": [64, 32], "name": "run ☕", "flag": True, "none": None, "big": 2**53}
     e = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
@@ -187,11 +189,7 @@ def test_a_new_machine_pulls_the_images_its_queue_needs_first_then_the_latest_us
 
     from vh_orch.orchestrator.models import Execution
 
-    upgrade(db_url)
-    store = Store(db_url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
+    store, project, commit, env = seeded(db_url)
     other, _ = store.ensure_environment("other", "fake")
     for image, status, where in [("old:1", "complete", env), ("late:1", "complete", env), ("queued:1", "queued", env),
                                  (None, "complete", env), ("elsewhere:1", "queued", other), ("late:1", "error", env),

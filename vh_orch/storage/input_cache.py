@@ -96,6 +96,7 @@ evict() {  # evict NEEDED: drop least recently used entries nobody uses until NE
 }
 mkdir -p -- "${DEST%/*}" || fail "cannot make the folder of ${DEST##*/}"
 [ -n "$K" ] || direct
+command -v flock >/dev/null 2>&1 || fail "flock (util-linux) is missing on the machine: install it, or set the environment's input_cache_gb: 0"
 mkdir -p -- "$R" && exec 9>"$E.lock" || fail "cannot use the input cache folder $R"
 flock -w "$WAIT" 9 || fail "another execution's download of ${DEST##*/} did not end in $WAIT s"
 if [ -f "$E/data" ] && [ -f "$E/stamp" ]; then
