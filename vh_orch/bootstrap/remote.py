@@ -44,7 +44,7 @@ from vh_orch.bootstrap.runtimes import (
     docker_run_args,
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
-from vh_orch.storage.input_cache import quote_args
+from vh_orch.storage.input_cache import pin_name, quote_args
 from vh_orch.timeutil import parse_docker_time
 
 log = logging.getLogger(__name__)
@@ -340,9 +340,13 @@ class RemoteDockerRuntime:
         return sorted(files), sorted(others)
 
     def cleanup(self, spec: RunSpec) -> None:
+        """Remove the attempt's container and folder, and release the input cache entries it used (also
+        after a re-attach, whose runner placed nothing itself)."""
+        pin = shlex.quote(pin_name(spec.cluster_id, spec.execution_id, spec.attempt))
         try:
             self.transport.run(f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
-                               f"rm -rf {shlex.quote(self.remote_folder(spec))}", timeout=120)
+                               f"rm -rf {shlex.quote(self.remote_folder(spec))}; "
+                               f"rm -f {shlex.quote(self.input_cache_root())}/*/pins/{pin}", timeout=120)
         except SSHError as exc:
             log.warning("cleaning up execution %s on %s failed: %s", spec.execution_id,
                         self.transport.target.label, exc)
