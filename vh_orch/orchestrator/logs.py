@@ -5,6 +5,12 @@
 - Bytes that are not UTF-8 are replaced with U+FFFD, never fatal.
 - A stdout line that parses as a JSON object is also a metadata point; other JSON
   (lists, numbers), NaN/Infinity and malformed lines are ordinary log lines.
+
+Speed: a reader thread takes what the pipe holds in one read, decodes and splits it at once
+and hands the lines on as one chunk with one time (the moment it was read; or each line's
+docker stamp, left in the text for the store to cut off). Only a read holding an over-long
+line, or a candidate metadata line, is looked at line by line. The writer stores chunks with
+one statement each (see store/logs.py).
 """
 
 from __future__ import annotations
@@ -22,18 +28,18 @@ from typing import IO, Any
 from vh_orch import failpoints
 from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.store import LogLine, Store
-from vh_orch.timeutil import parse_docker_time
+from vh_orch.orchestrator.store import LogChunk, Store
+from vh_orch.orchestrator.store.logs import STAMP_WIDTH, has_stamp
 
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 64 * 1024
-BATCH_LINES = 5_000
+READ_BYTES = 1 << 20  # at most this much a read: what the pipe holds (64 KiB by default)
+BATCH_LINES = 10_000  # lines a transaction, at most
 FLUSH_INTERVAL_S = 0.1
 # Lines read but not yet stored, at most: past this the readers wait for the writer (a busy or
 # unreachable database), so the command's own pipe fills and it waits too; nothing is dropped.
 MAX_PENDING = 50_000
-CHECK_EVERY = 1_024  # lines between two looks at the backlog (a look per line would cost)
 RETRY_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -53,26 +59,104 @@ def parse_metadata(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class LineSplitter:
+    """Bytes in, lines out (without their newline, a CR before it dropped).
+
+    A line longer than max_bytes is cut into pieces of at most max_bytes bytes, as
+    `readline(max_bytes)` cuts it; a piece never ends inside a character (the bytes of an
+    unfinished one start the next piece). Bad UTF-8 becomes U+FFFD. The cuts depend only on
+    the bytes, never on how they were split into reads.
+    """
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = b""  # the unfinished last line
+        self._cut = False  # the pending bytes continue a line whose first piece was passed on
+        self.continued: list[int] = []  # in the last answer: which lines continue the one before
+
+    def feed(self, data: bytes) -> list[str]:
+        buf = self._pending + data if self._pending else data
+        self.continued = []
+        lines: list[str] = []
+        if not self._cut:
+            end = buf.rfind(b"\n") + 1
+            if end:
+                # Decoding the whole read at once gives what line-by-line decoding gives: a newline
+                # is never part of a character, so it always ends a bad sequence.
+                text = buf[:end].decode("utf-8", "replace")
+                if "\r" in text:
+                    text = text.replace("\r\n", "\n")
+                whole = text.split("\n")
+                whole.pop()  # after the last newline
+                # A character is at most 4 bytes (a replaced bad sequence at most 3).
+                if end <= self.max_bytes or max(map(len, whole)) * 4 < self.max_bytes:
+                    lines = whole
+                    buf = buf[end:]
+        if len(buf) >= self.max_bytes or self._cut or b"\n" in buf:
+            lines += self._one_by_one(buf)
+        else:
+            self._pending = buf
+        return lines
+
+    def end(self) -> list[str]:
+        """The unfinished last line, if any (the stream ended without a newline)."""
+        lines = []
+        self.continued = []
+        if self._pending:
+            text = self._decoder.decode(self._pending, final=False)
+            if text:
+                self._piece(lines, text)
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._piece(lines, tail)
+        self._pending = b""
+        return lines
+
+    def _piece(self, lines: list[str], text: str) -> None:
+        if self._cut:
+            self.continued.append(len(lines))
+        lines.append(text)
+        self._cut = True
+
+    def _one_by_one(self, buf: bytes) -> list[str]:
+        lines: list[str] = []
+        decode = self._decoder.decode
+        pos, size, limit = 0, len(buf), self.max_bytes
+        while True:
+            newline = buf.find(b"\n", pos, pos + limit)
+            if newline >= 0:
+                text = decode(buf[pos:newline], final=True)
+                if self._cut:
+                    self.continued.append(len(lines))
+                lines.append(text[:-1] if text.endswith("\r") else text)
+                self._cut = False
+                pos = newline + 1
+            elif size - pos >= limit:
+                # A piece of an over-long line: the decoder keeps an unfinished character for the next.
+                text = decode(buf[pos:pos + limit], final=False)
+                if text:
+                    self._piece(lines, text)
+                else:
+                    self._cut = True
+                pos += limit
+            else:
+                break
+        self._pending = buf[pos:]
+        return lines
+
+
 def iter_lines(stream: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterable[str]:
     """Decoded lines (without the newline) from a binary stream, long lines split."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    readline = stream.readline
-    while True:
-        chunk = readline(max_bytes)
-        if not chunk:
-            break
-        if chunk.endswith(b"\n"):
-            text = decoder.decode(chunk[:-1], final=True)
-            yield text[:-1] if text.endswith("\r") else text
-        else:
-            # A piece of an over-long line: the decoder keeps an incomplete trailing
-            # character for the next piece; the rest is a line of its own.
-            text = decoder.decode(chunk, final=False)
-            if text:
-                yield text
-    tail = decoder.decode(b"", final=True)
-    if tail:
-        yield tail
+    splitter = LineSplitter(max_bytes)
+    read = getattr(stream, "read1", stream.read)
+    while data := read(READ_BYTES):
+        yield from splitter.feed(data)
+    yield from splitter.end()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class LogIngester:
@@ -90,7 +174,7 @@ class LogIngester:
         self.on_metadata = on_metadata
         self.execution_id = execution_id
         self.metrics = metrics
-        self._queue: queue.SimpleQueue[LogLine | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[LogChunk | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
         self._writer.start()
         self._readers: list[threading.Thread] = []
@@ -117,7 +201,7 @@ class LogIngester:
     def add(self, stream: str, text: str) -> None:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""
         self._queued(1)
-        self._queue.put(LogLine(datetime.now(UTC), stream, text))
+        self._queue.put(LogChunk(stream, [text], _now()))
 
     def _queued(self, n: int) -> None:
         with self._count_lock:
@@ -128,47 +212,51 @@ class LogIngester:
                 self._room.set()
 
     def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
-        queue_put = self._queue.put
-        is_stdout = name == "stdout"
-        since_check = 0
-
-        on_metadata = self.on_metadata
-
-        def put(line: LogLine) -> None:
-            nonlocal since_check
-            queue_put(line)
-            if line.metadata is not None and on_metadata is not None:
-                try:
-                    on_metadata(line.metadata)
-                except Exception:
-                    log.exception("execution %s: checking a metadata point failed", self.execution_id)
-            since_check += 1
-            if since_check >= CHECK_EVERY:
-                self._queued(since_check)
-                since_check = 0
-                self._room.wait()  # the writer is behind: stop reading until it catches up
-
+        read = getattr(stream, "read1", stream.read)
+        splitter = LineSplitter()
+        stamp = ""  # the last docker stamp read: the pieces of a cut line take it
         try:
-            for text in iter_lines(stream):
-                if timestamped:
-                    stamp, _, text = text.partition(" ")
-                    metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
-                    if len(stamp) == 30 and stamp[10] == "T":
-                        # Docker's fixed-width stamp already holds the stored form: no parsing per line.
-                        put(LogLine(None, name, text, metadata, f"{stamp[:10]} {stamp[11:26]}"))
-                        continue
-                    try:
-                        when = parse_docker_time(stamp)
-                    except ValueError:
-                        when = datetime.now(UTC)
-                else:
-                    when = datetime.now(UTC)
-                    metadata = parse_metadata(text) if is_stdout and text[:1] in "{ \t" and text else None
-                put(LogLine(when, name, text, metadata))
+            while True:
+                data = read(READ_BYTES)
+                lines = splitter.feed(data) if data else splitter.end()
+                if lines:
+                    if timestamped:
+                        stamp = _stamp_pieces(lines, splitter.continued, stamp)
+                    self._put(LogChunk(name, lines, _now(), timestamped, self._metadata(name, lines, timestamped)))
+                if not data:
+                    break
         except (OSError, ValueError) as exc:  # the pipe went away under us
             log.warning("execution %s: reading %s stopped: %s", self.execution_id, name, exc)
-        finally:
-            self._queued(since_check)
+
+    def _put(self, chunk: LogChunk) -> None:
+        self._queued(len(chunk.texts))
+        self._queue.put(chunk)
+        if chunk.metadata and self.on_metadata is not None:
+            for point in chunk.metadata.values():
+                try:
+                    self.on_metadata(point)
+                except Exception:
+                    log.exception("execution %s: checking a metadata point failed", self.execution_id)
+        self._room.wait()  # the writer is behind: stop reading until it catches up
+
+    @staticmethod
+    def _metadata(name: str, lines: list[str], stamped: bool) -> dict[int, dict[str, Any]] | None:
+        """The metadata points among a chunk's lines: stdout lines that start (after a docker stamp)
+        with "{" or blanks. One look at the joined text rules most chunks out."""
+        if name != "stdout":
+            return None
+        joined = "\n" + "\n".join(lines)
+        marks = ("Z {", "Z  ", "Z \t") if stamped else ("\n{", "\n ", "\n\t")
+        if not any(mark in joined for mark in marks):
+            return None
+        points = {}
+        for i, raw in enumerate(lines):
+            text = raw[STAMP_WIDTH:] if stamped and has_stamp(raw) else raw
+            if text[:1] in "{ \t" and text:
+                point = parse_metadata(text)
+                if point is not None:
+                    points[i] = point
+        return points or None
 
     def wait_readers(self, timeout: float | None = None) -> bool:
         """Wait for every stream to reach its end; False if one has not within timeout."""
@@ -193,8 +281,9 @@ class LogIngester:
             if first is None:
                 break
             batch = [first]
+            count = len(first.texts)
             deadline = time.monotonic() + FLUSH_INTERVAL_S
-            while len(batch) < BATCH_LINES:
+            while count < BATCH_LINES:
                 remaining = deadline - time.monotonic()
                 try:
                     item = get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -204,31 +293,43 @@ class LogIngester:
                     done = True
                     break
                 batch.append(item)
-            self._store(batch)
+                count += len(item.texts)
+            self._store(batch, count)
 
-    def _store(self, batch: list[LogLine]) -> None:
+    def _store(self, batch: list[LogChunk], count: int) -> None:
         attempt = 0
         while True:
             if self.lost:  # another replica follows this execution now: its lines are its own
-                self._queued(-len(batch))
+                self._queued(-count)
                 return
             try:
-                self.store.append_log(self.execution_id, batch)
+                self.store.append_chunks(self.execution_id, batch)
                 break
             except LeaseLost as exc:
-                log.warning("execution %s: %d log lines not stored: %s", self.execution_id, len(batch), exc)
+                log.warning("execution %s: %d log lines not stored: %s", self.execution_id, count, exc)
                 self.lost = True
             except Exception as exc:  # database busy or gone: wait and retry; lines are never dropped
                 delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
                 attempt += 1
                 if attempt in (1, 10) or attempt % 60 == 0:
                     log.warning("execution %s: storing %d log lines failed (%s); retrying in %s s",
-                                self.execution_id, len(batch), exc, delay)
+                                self.execution_id, count, exc, delay)
                 time.sleep(delay)
-        self.lines_stored += len(batch)
+        self.lines_stored += count
         if self.metrics is not None:
-            self.metrics.log_lines.inc(len(batch))
-        self._queued(-len(batch))
+            self.metrics.log_lines.inc(count)
+        self._queued(-count)
         failpoints.hit("log-follow")
 
 
+def _stamp_pieces(lines: list[str], continued: list[int], stamp: str) -> str:
+    """Give the later pieces of a cut line the docker stamp of its first; the last stamp seen."""
+    if continued:
+        for i, raw in enumerate(lines):
+            if i in continued:
+                lines[i] = stamp + raw
+            elif has_stamp(raw):
+                stamp = raw[:STAMP_WIDTH]
+        return stamp
+    last = lines[-1]
+    return last[:STAMP_WIDTH] if has_stamp(last) else stamp

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.store.core import ALLOWED_TRANSITIONS, LogLine
+    from vh_orch.orchestrator.store.core import ALLOWED_TRANSITIONS
+    from vh_orch.orchestrator.store.logs import LogChunk, LogLine
     from vh_orch.orchestrator.store.store import Store
 
-__all__ = ["ALLOWED_TRANSITIONS", "LogLine", "Store"]
+__all__ = ["ALLOWED_TRANSITIONS", "LogChunk", "LogLine", "Store"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,8 +21,12 @@ def __getattr__(name: str) -> Any:
         from vh_orch.orchestrator.store.store import Store
 
         return Store
-    if name in ("ALLOWED_TRANSITIONS", "LogLine"):
+    if name == "ALLOWED_TRANSITIONS":
         from vh_orch.orchestrator.store import core
 
-        return getattr(core, name)
+        return core.ALLOWED_TRANSITIONS
+    if name in ("LogChunk", "LogLine"):
+        from vh_orch.orchestrator.store import logs
+
+        return getattr(logs, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

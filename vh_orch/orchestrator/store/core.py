@@ -11,11 +11,10 @@ import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -48,21 +47,6 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     S.STARTED: frozenset({S.STOPPING, S.COMPLETE, S.ERROR, S.STOPPED, S.QUEUED}),
     S.STOPPING: frozenset({S.STOPPED, S.ERROR, S.COMPLETE}),
 }
-
-
-@dataclass(slots=True)
-class LogLine:
-    time: datetime | None  # None only when sql_time is given
-    stream: str  # "stdout" or "stderr"
-    text: str
-    metadata: dict[str, Any] | None = None  # set when the line is a metadata point
-    # The time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff", UTC), when the source already has it.
-    sql_time: str | None = None
-
-    def when(self) -> datetime:
-        if self.time is None:
-            self.time = datetime.fromisoformat(f"{self.sql_time}+00:00")
-        return self.time
 
 
 class CoreStore:
@@ -379,48 +363,6 @@ class CoreStore:
 
     # -- logs and metadata ------------------------------------------------------
 
-    def append_log(self, execution_id: int, lines: Sequence[LogLine]) -> None:
-        """Store a batch of log lines (and the metadata points among them) in one transaction."""
-        if not lines:
-            return
-        with self.engine.connect() as conn, conn.begin():
-            if self.fence is not None:
-                self.check_fence(conn)  # type: ignore[attr-defined]
-            last = conn.execute(
-                update(Execution)
-                .where(col(Execution.id) == execution_id)
-                .values(last_seq=Execution.last_seq + len(lines))
-                .returning(Execution.last_seq, Execution.metadata_latest)
-            ).one()
-            first_seq = last.last_seq - len(lines) + 1
-            points = []
-            latest = dict(last.metadata_latest or {})
-            for offset, line in enumerate(lines):
-                if line.metadata is not None:
-                    points.append({"execution_id": execution_id, "seq": first_seq + offset, "time": line.when(),
-                                   "data": line.metadata})
-                    latest.update(line.metadata)
-            if conn.dialect.name == "sqlite":
-                # The hot path of log ingestion: plain tuples, and times already in the text form
-                # SQLAlchemy's SQLite DateTime stores (UTC), skip per-row type processing.
-                conn.exec_driver_sql(
-                    "INSERT INTO execution_event (execution_id, seq, time, kind, stream, text) "
-                    "VALUES (?, ?, ?, 'log', ?, ?)",
-                    [(execution_id, first_seq + i, line.sql_time or _sqlite_time(line.when()), line.stream, line.text)
-                     for i, line in enumerate(lines)],
-                )
-            else:
-                conn.execute(insert(ExecutionEvent), [
-                    {"execution_id": execution_id, "seq": first_seq + i, "time": line.when(), "kind": "log",
-                     "stream": line.stream, "text": line.text}
-                    for i, line in enumerate(lines)
-                ])
-            if points:
-                conn.execute(insert(MetadataPoint), points)
-                conn.execute(
-                    update(Execution).where(col(Execution.id) == execution_id).values(metadata_latest=latest)
-                )
-
     def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[ExecutionEvent]:
         with self.read() as s:
             return list(
@@ -555,10 +497,3 @@ def _pid_alive(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return True
-
-
-def _sqlite_time(value: datetime) -> str:
-    """The text SQLAlchemy's SQLite DateTime stores for a UTC datetime (so reads parse it back)."""
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
