@@ -61,6 +61,10 @@ DOCKER_PULL = {"if-missing": "missing", "always": "always", "never": "never"}
 
 
 STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut to microseconds
+# After the exit, the log's last TAIL_LINES lines are read; TAIL_SLACK of them older than the
+# resume point show that they cover everything the follow may have missed.
+TAIL_LINES = 2_000
+TAIL_SLACK = 100
 
 
 @dataclass
@@ -551,8 +555,8 @@ class RemoteContainer:
                     if parts[0] in ("running", "restarting", "paused", "created"):
                         raise SSHError("the log stream ended while the container runs")
                     # It has exited: read the log from the last line passed on to its end, so
-                    # nothing a cut stream missed is left behind.
-                    if self._follow_once(out, err, follow=False) != 0:
+                    # nothing a cut stream missed is left behind. Its last lines mostly show that.
+                    if not self._tail_covers(out, err) and self._follow_once(out, err, follow=False) != 0:
                         raise SSHError("reading the log to its end failed")
                 except (SSHError, OSError, EOFError) as exc:
                     failures += 1
@@ -588,6 +592,44 @@ class RemoteContainer:
             return -1
         finally:
             command.close()
+
+    def _tail_covers(self, out: IO[bytes], err: IO[bytes]) -> bool:
+        """Pass on what the follow missed from the log's last TAIL_LINES lines, when they reach back
+        past the resume points: nothing older can be missing then. False (nothing passed on) when
+        they do not, or the read failed. Docker reads a log's tail from its end, while `--since`
+        decodes the whole log: for a log of a million lines that is seconds of the engine's time."""
+        stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
+        if not stamps:
+            return False
+        command = self.transport.start(f"docker logs --timestamps --tail {TAIL_LINES} {self.name}")
+        tail = {"stdout": io.BytesIO(), "stderr": io.BytesIO()}
+        readers = [
+            threading.Thread(target=self._copy, args=(command.channel.recv, tail["stdout"], ResumePoint()),
+                             daemon=True),
+            threading.Thread(target=self._copy, args=(command.channel.recv_stderr, tail["stderr"], ResumePoint()),
+                             daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+        try:
+            if command.wait(60) != 0:
+                return False
+        except TimeoutError:
+            return False
+        finally:
+            command.close()
+        # The log is in time order, give or take a little between its two streams: a margin of
+        # lines older than the resume point stands for that. (A short log is read whole instead.)
+        since = min(stamps)
+        older = sum(1 for part in tail.values() for line in part.getvalue().split(b"\n") if line and line[:STAMP] < since)
+        if older < TAIL_SLACK:
+            return False
+        for name, sink in (("stdout", out), ("stderr", err)):
+            feed = iter([tail[name].getvalue(), b""])
+            self._copy(lambda _n, feed=feed: next(feed), sink, self.resume[name])  # type: ignore[misc]
+        return True
 
     @staticmethod
     def _copy(recv: Callable[[int], bytes], sink: IO[bytes], point: ResumePoint) -> None:
