@@ -650,7 +650,7 @@ class RemoteContainer:
             data = pending + data
             cut = data.rfind(b"\n") + 1
             pending, data = data[cut:], data[:cut]
-            if _UNSTAMPED.search(data):
+            if not _all_stamped(data):
                 data = _drop_unstamped(data)
             if not data:
                 continue
@@ -680,7 +680,16 @@ class RemoteContainer:
 # Every line `docker logs --timestamps` passes on starts with its time; anything else on the
 # stream is not the command's (a login shell's noise, docker's own complaint) and is not stored.
 _STAMPED = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-_UNSTAMPED = re.compile(rb"^(?!\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?=[\s\S])", re.MULTILINE)
+# The same test for whole lines at C speed (a regular expression costs about a microsecond a
+# line): with every digit made 0, each line starts with this shape.
+_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
+_STAMP_SHAPE = b"0000-00-00T00:00:00"
+
+
+def _all_stamped(data: bytes) -> bool:
+    """Whether every line of data (whole lines, the last ending in a newline) starts with a time."""
+    shape = data.translate(_DIGITS_TO_0)
+    return shape.startswith(_STAMP_SHAPE) and shape.count(b"\n" + _STAMP_SHAPE) == data.count(b"\n") - 1
 
 
 def _no_such(stderr: str) -> bool:
@@ -699,12 +708,16 @@ def _drop_unstamped(data: bytes) -> bytes:
 
 def _advance(point: ResumePoint, data: bytes) -> None:
     """Remember the last time passed on, and the texts passed on at exactly that time."""
-    lines = data[-65536:].rstrip(b"\n").split(b"\n")
-    last = lines[-1][:STAMP]
+    end = len(data.rstrip(b"\n"))
+    start = data.rfind(b"\n", 0, end) + 1
+    last = data[start:start + STAMP]
     if point.stamp != last:
         point.stamp = last
         point.texts = Counter()
-    for line in reversed(lines):
-        if line[:STAMP] != last:
+    # From the last line back, while the lines have that time: usually one.
+    while data[start:start + STAMP] == last:
+        point.texts[data[start:end].partition(b" ")[2]] += 1
+        if start == 0:
             break
-        point.texts[line.partition(b" ")[2]] += 1
+        end = start - 1
+        start = data.rfind(b"\n", 0, end) + 1
