@@ -42,6 +42,7 @@ from vh_orch.bootstrap.runtimes import (
     RunSpec,
     RuntimeFailure,
     docker_run_args,
+    widen_pipe,
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
 from vh_orch.storage.input_cache import pin_name, quote_args
@@ -505,6 +506,8 @@ class RemoteContainer:
         self.resume = resume or {"stdout": ResumePoint(), "stderr": ResumePoint()}
         out_r, self._out_w = os.pipe()
         err_r, self._err_w = os.pipe()
+        widen_pipe(out_r)
+        widen_pipe(err_r)
         self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
         self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
         self._exit: int | None = None

@@ -7,6 +7,7 @@ inputs/, outputs/ and config/, and VH_*_DIR variables say where the command sees
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import logging
 import os
@@ -33,6 +34,16 @@ PID_FILE = ".vh-orch-pid"
 # The process runtime's command waits for "go" on stdin, sent once its pid file is saved. A daemon
 # killed before that closes the pipe: `read` meets the end and the command never runs.
 GATE = 'IFS= read -r vh_orch_go && [ "$vh_orch_go" = go ] || exit 111; exec </dev/null; exec sh -c "$1"'
+# What a command's output pipe holds (Linux; 64 KiB by default): a chatty command and the reader
+# that stores its lines then trade big reads instead of waking each other every 64 KiB.
+PIPE_BYTES = 1 << 20
+
+
+def widen_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (AttributeError, OSError):  # not Linux, or above the system's limit: the default will do
+        pass
 
 
 class RuntimeFailure(Exception):
@@ -158,6 +169,8 @@ class ProcessRuntime:
             start_new_session=True,  # its own process group, so stop reaches every child
         )
         failpoints.hit("process-started")
+        for pipe in (proc.stdout, proc.stderr):
+            widen_pipe(pipe.fileno())  # type: ignore[union-attr]
         # A daemon that dies leaves the group running; the next one ends it through this file.
         # The command waits behind the gate until the file is saved: no handle, no command.
         pid_file = spec.folder / PID_FILE
@@ -274,6 +287,8 @@ class DockerRuntime:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        for pipe in (proc.stdout, proc.stderr):
+            widen_pipe(pipe.fileno())  # type: ignore[union-attr]
         failpoints.hit("container-started")
         return _Container(proc, spec.container_name)
 
