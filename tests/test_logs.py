@@ -141,7 +141,7 @@ def test_lines_are_cut_the_same_however_the_reads_fall(max_bytes: int) -> None:
 def test_chunks_are_stored_in_order_with_their_times_on_both_databases(db_url: str) -> None:
     """A chunk's lines become rows in order; a docker stamp is the line's time and not its text,
     a line without one keeps all its text and the chunk's time; metadata and (on SQLite, which
-    keeps it) U+0000 survive."""
+    keeps it) U+0000 survive; PostgreSQL stores U+FFFD for it instead of refusing the line."""
     from datetime import UTC, datetime
 
     from vh_orch.orchestrator.db import upgrade
@@ -156,7 +156,8 @@ def test_chunks_are_stored_in_order_with_their_times_on_both_databases(db_url: s
     execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
                                                  command="x", environment_id=env.id))  # type: ignore[arg-type]
     read_at = "2026-12-02 10:00:00.000001"
-    nul = "nul \x00 inside" if db_url.startswith("sqlite") else "PostgreSQL text has no U+0000"
+    nul = "nul \x00 inside"
+    stored_nul = nul if db_url.startswith("sqlite") else "nul \ufffd inside"  # PostgreSQL text has no U+0000
     store.append_chunks(execution.id, [  # type: ignore[arg-type]
         LogChunk("stdout", ["one", "two ☕", 'with "quotes" and \\ and \t'], read_at),
         LogChunk("stderr", ["2026-12-02T09:59:59.123456789Z stamped", "no stamp at all",
@@ -171,7 +172,7 @@ def test_chunks_are_stored_in_order_with_their_times_on_both_databases(db_url: s
         ("stdout", "one", at), ("stdout", "two ☕", at), ("stdout", 'with "quotes" and \\ and \t', at),
         ("stderr", "stamped", datetime(2026, 12, 2, 9, 59, 59, 123456)), ("stderr", "no stamp at all", at),
         ("stderr", "", datetime(2026, 12, 2, 9, 59, 59, 223456)),
-        ("stdout", nul, at), ("stdout", '{"loss": 0.5}', at),
+        ("stdout", stored_nul, at), ("stdout", '{"loss": 0.5}', at),
         ("stdout", '{"a": 1}', datetime(2026, 12, 2, 9, 59, 59, 323456)),
     ]
     assert [e.seq for e in events] == sorted(e.seq for e in events)

@@ -19,8 +19,3 @@ def iso(value: datetime | None) -> str | None:
         return None
     return as_utc(value).astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
-
-def parse_docker_time(stamp: str) -> datetime:
-    """Docker's RFC 3339 time with nanoseconds, cut to the microseconds Python keeps."""
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")

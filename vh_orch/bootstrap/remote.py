@@ -46,7 +46,6 @@ from vh_orch.bootstrap.runtimes import (
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
 from vh_orch.storage.input_cache import pin_name, quote_args
-from vh_orch.timeutil import parse_docker_time
 
 log = logging.getLogger(__name__)
 

@@ -135,7 +135,9 @@ class LogsStore:
                     when, text = chunk.line(i)
                     rows.append((execution_id, seq + i, when, chunk.stream, text) if sqlite else
                                 {"execution_id": execution_id, "seq": seq + i, "time": _as_datetime(when),
-                                 "kind": "log", "stream": chunk.stream, "text": text})
+                                 "kind": "log", "stream": chunk.stream,
+                                 # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
+                                 "text": text.replace("\x00", "\ufffd")})
                 seq += len(chunk.texts)
             if rows and sqlite:
                 # Times already in the text form SQLAlchemy's SQLite DateTime stores skip per-row processing.
