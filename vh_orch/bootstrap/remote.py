@@ -578,16 +578,7 @@ class RemoteContainer:
         stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
         since = f"--since {min(stamps).decode()}Z " if stamps else ""
         command = self.transport.start(f"docker logs {'-f ' if follow else ''}--timestamps {since}{self.name}")
-        channel = command.channel
-        readers = [
-            threading.Thread(target=self._copy, args=(channel.recv, out, self.resume["stdout"]), daemon=True),
-            threading.Thread(target=self._copy, args=(channel.recv_stderr, err, self.resume["stderr"]),
-                             daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
-        for reader in readers:
-            reader.join()
+        self._copy_both(command, out, err, self.resume["stdout"], self.resume["stderr"])
         try:
             return command.wait(60)
         except TimeoutError:
@@ -605,16 +596,7 @@ class RemoteContainer:
             return False
         command = self.transport.start(f"docker logs --timestamps --tail {TAIL_LINES} {self.name}")
         tail = {"stdout": io.BytesIO(), "stderr": io.BytesIO()}
-        readers = [
-            threading.Thread(target=self._copy, args=(command.channel.recv, tail["stdout"], ResumePoint()),
-                             daemon=True),
-            threading.Thread(target=self._copy, args=(command.channel.recv_stderr, tail["stderr"], ResumePoint()),
-                             daemon=True),
-        ]
-        for reader in readers:
-            reader.start()
-        for reader in readers:
-            reader.join()
+        self._copy_both(command, tail["stdout"], tail["stderr"], ResumePoint(), ResumePoint())
         try:
             if command.wait(60) != 0:
                 return False
@@ -632,6 +614,18 @@ class RemoteContainer:
             feed = iter([tail[name].getvalue(), b""])
             self._copy(lambda _n, feed=feed: next(feed), sink, self.resume[name])  # type: ignore[misc]
         return True
+
+    @classmethod
+    def _copy_both(cls, command: RemoteCommand, out: IO[bytes], err: IO[bytes], out_point: ResumePoint,
+                   err_point: ResumePoint) -> None:
+        """Copy a command's stdout and stderr (each from its resume point) until both end."""
+        readers = [threading.Thread(target=cls._copy, args=(recv, sink, point), daemon=True)
+                   for recv, sink, point in ((command.channel.recv, out, out_point),
+                                             (command.channel.recv_stderr, err, err_point))]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
 
     @staticmethod
     def _copy(recv: Callable[[int], bytes], sink: IO[bytes], point: ResumePoint) -> None:

@@ -137,10 +137,6 @@ RELEASE_SCRIPT = r"""R=$1 PIN=$2
 rm -f -- "$R"/*/pins/"$PIN"
 """
 
-STATUS_SCRIPT = r"""R=$1
-cat "$R"/*/size 2>/dev/null | awk '{s += $1; n += 1} END {printf "%.0f %d\n", s, n}'
-"""
-
 
 @dataclass(frozen=True)
 class Identity:
@@ -344,19 +340,9 @@ class InputCache:
 
     def release(self) -> None:
         """This execution no longer uses its entries: they may be evicted."""
-        code, said = self._run(RELEASE_SCRIPT, [self.root, self.pin])
+        code, said = self.shell.start(RELEASE_SCRIPT, [self.root, self.pin]).finish(120)
         if code != 0:
             log.warning("releasing input cache entries under %s failed: %s", self.root, said)
-
-    def status(self) -> tuple[int, int]:
-        """(bytes, entries) in the cache."""
-        command = self.shell.start(STATUS_SCRIPT, [self.root])
-        line = command.readline().decode().split()
-        command.finish(60)
-        return (int(line[0]), int(line[1])) if len(line) == 2 else (0, 0)
-
-    def _run(self, script: str, args: list[str]) -> tuple[int, str]:
-        return self.shell.start(script, args).finish(120)
 
 
 def _opt(value: int | None) -> str:
