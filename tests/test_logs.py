@@ -9,6 +9,18 @@ import pytest
 from vh_orch.orchestrator.logs import MAX_LINE_BYTES, iter_lines, parse_metadata
 
 
+def one_execution(url: str):  # type: ignore[no-untyped-def]
+    """A migrated store (test_state's seeded one) with one execution in it."""
+    from test_state import seeded
+
+    from vh_orch.orchestrator.models import Execution
+
+    store, project, commit, env = seeded(url)
+    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                                 command="x", environment_id=env.id))  # type: ignore[arg-type]
+    return store, execution
+
+
 def lines(data: bytes, max_bytes: int = MAX_LINE_BYTES) -> list[str]:
     return list(iter_lines(io.BufferedReader(io.BytesIO(data)), max_bytes))  # type: ignore[arg-type]
 
@@ -62,19 +74,9 @@ def test_a_locked_database_delays_log_lines_but_never_drops_one(tmp_path) -> Non
     import time
 
     from vh_orch.orchestrator import logs
-    from vh_orch.orchestrator.db import upgrade
-    from vh_orch.orchestrator.models import Execution
-    from vh_orch.orchestrator.store import Store
 
     path = tmp_path / "state.db"
-    url = f"sqlite:///{path}?timeout=0.2"
-    upgrade(url)
-    store = Store(url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: x}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
-    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
-                                                 command="x", environment_id=env.id))  # type: ignore[arg-type]
+    store, execution = one_execution(f"sqlite:///{path}?timeout=0.2")
     n = 3 * logs.MAX_PENDING  # more than the backlog may hold: the reader must wait for the writer
     read_fd, write_fd = __import__("os").pipe()
     ingester = logs.LogIngester(store, execution.id)  # type: ignore[arg-type]
@@ -144,17 +146,9 @@ def test_chunks_are_stored_in_order_with_their_times_on_both_databases(db_url: s
     keeps it) U+0000 survive; PostgreSQL stores U+FFFD for it instead of refusing the line."""
     from datetime import UTC, datetime
 
-    from vh_orch.orchestrator.db import upgrade
-    from vh_orch.orchestrator.models import Execution
-    from vh_orch.orchestrator.store import LogChunk, Store
+    from vh_orch.orchestrator.store import LogChunk
 
-    upgrade(db_url)
-    store = Store(db_url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: x}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
-    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
-                                                 command="x", environment_id=env.id))  # type: ignore[arg-type]
+    store, execution = one_execution(db_url)
     read_at = "2026-12-02 10:00:00.000001"
     nul = "nul \x00 inside"
     stored_nul = nul if db_url.startswith("sqlite") else "nul \ufffd inside"  # PostgreSQL text has no U+0000
@@ -189,18 +183,8 @@ def test_a_cut_stamped_line_keeps_its_stamp_and_every_byte(tmp_path) -> None:  #
     import threading
 
     from vh_orch.orchestrator import logs
-    from vh_orch.orchestrator.db import upgrade
-    from vh_orch.orchestrator.models import Execution
-    from vh_orch.orchestrator.store import Store
 
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    upgrade(url)
-    store = Store(url)
-    project = store.create_project("p", None, None)
-    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: x}")  # type: ignore[arg-type]
-    env, _ = store.ensure_environment("local", "local")
-    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
-                                                 command="x", environment_id=env.id))  # type: ignore[arg-type]
+    store, execution = one_execution(f"sqlite:///{tmp_path / 'state.db'}")
     long_text = "".join(f"word{i} " for i in range(40_000))  # about 250 KiB
     data = (b"2026-12-02T09:00:00.000000001Z before\n2026-12-02T09:00:01.000000001Z " + long_text.encode()
             + b"\n2026-12-02T09:00:02.000000001Z after\n")
