@@ -6,6 +6,7 @@ of each entry; settings that belong to one cloud sit under a key named after it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -57,6 +58,14 @@ DEFAULTS: dict[str, Any] = {
     "bootstrap_timeout": 1200.0,
     "capacity_block": 300.0,
 }
+
+
+# Settings that are a number from 0 to a top: (key, top, what a wrong value is not).
+NUMBER_SETTINGS: tuple[tuple[str, float, str], ...] = (
+    ("wait_cost_per_hour", math.inf, "an amount per hour (a number, 0 or more, in the units of price_per_hour)"),
+    ("input_cache_gb", 1_000_000, "a size in GB (a number, 0 or more; 0 turns the cache off)"),
+    ("image_disk_low_percent", 100, "a percentage (0-100; 0 never removes images)"),
+)
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -166,26 +175,14 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         settings[f"{key}_s"] = parse_duration(merged[key], f"{where}.{key}")
     if "description" in merged:
         settings["description"] = str(merged["description"])
-    if "wait_cost_per_hour" in merged:
-        value = merged["wait_cost_per_hour"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where}.wait_cost_per_hour: {value!r} is not an amount per hour (a number, 0 or "
-                              "more, in the units of price_per_hour)")
-        settings["wait_cost_per_hour"] = float(value)
-    if "input_cache_gb" in merged:
-        value = merged["input_cache_gb"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1_000_000:
-            raise ConfigError(f"{where}.input_cache_gb: {value!r} is not a size in GB (a number, 0 or more; "
-                              "0 turns the cache off)")
-        settings["input_cache_gb"] = float(value)
+    for key, top, what in NUMBER_SETTINGS:
+        if key in merged:
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
+                raise ConfigError(f"{where}.{key}: {value!r} is not {what}")
+            settings[key] = float(value)
     if "image_keep" in merged:
         settings["image_keep_s"] = parse_duration(merged["image_keep"], f"{where}.image_keep")
-    if "image_disk_low_percent" in merged:
-        value = merged["image_disk_low_percent"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-            raise ConfigError(f"{where}.image_disk_low_percent: {value!r} is not a percentage (0-100; 0 never "
-                              "removes images)")
-        settings["image_disk_low_percent"] = float(value)
     if merged.get("datastore") is not None:
         try:
             validate_datastore_setting(merged["datastore"])
