@@ -89,7 +89,8 @@ class ExecutionRunner:
         self._settled = False
         self._running: RunningCommand | None = None
         self._spec: RunSpec | None = None
-        self._datastore_setting = store.get_environment_by_id(execution.environment_id).settings.get("datastore")
+        self._env_settings = store.get_environment_by_id(execution.environment_id).settings
+        self._datastore_setting = self._env_settings.get("datastore")
         self._datastore: Datastore | None = None
         self._parsed_step: Any = None
         self._cache: InputCache | None = None
@@ -381,14 +382,13 @@ class ExecutionRunner:
         runtimes, the environment's folder on this host)."""
         if self._cache is None:
             e = self.execution
-            env_settings = self.store.get_environment_by_id(e.environment_id).settings
             pin = pin_name(self.cluster_id, self.execution_id, e.attempt)
             if isinstance(self.runtime, RemoteRuntime):
                 self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
-                                         cache_bound_bytes(env_settings), pin)
+                                         cache_bound_bytes(self._env_settings), pin)
             else:
                 root = self.settings.home / "input-cache" / f"env-{e.environment_id}"
-                self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(env_settings), pin)
+                self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings), pin)
         return self._cache
 
     def _place_inputs(self, spec: RunSpec, planned: list[InputFile]) -> RunSpec:
