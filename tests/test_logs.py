@@ -201,3 +201,84 @@ def test_a_cut_stamped_line_keeps_its_stamp_and_every_byte(tmp_path) -> None:  #
     assert len(pieces) > 3 and "".join(e.text for e in pieces) == long_text
     assert all(len(e.text.encode()) <= logs.MAX_LINE_BYTES for e in pieces)
     assert {e.time.replace(tzinfo=None).second for e in pieces} == {1}
+
+
+def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows(db_url: str) -> None:
+    """Log lines are stored a block a chunk; status changes and lines stored before blocks are rows.
+    Every page (after any seq, before any seq, the last N) merges them by seq, cut where asked;
+    a note holding newlines stays one line; counts add rows and blocks."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from vh_orch.orchestrator.models import Execution, ExecutionEvent
+    from vh_orch.orchestrator.store import LogChunk, LogLine
+
+    store, execution = one_execution(db_url)
+    at = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    expected = [(e.seq, e.kind, e.text) for e in store.events_after(execution.id, 0)]  # type: ignore[arg-type]
+    statuses = len(expected)
+    first = len(expected) + 1
+    with store.engine.begin() as conn:  # two lines as older versions stored them
+        conn.execute(insert(ExecutionEvent), [
+            {"execution_id": execution.id, "seq": seq, "time": at, "kind": "log", "stream": "stdout", "text": text}
+            for seq, text in ((first, "old one"), (first + 1, "old two"))])
+        conn.execute(Execution.__table__.update().where(Execution.__table__.c.id == execution.id)  # type: ignore[attr-defined]
+                     .values(last_seq=first + 1))
+    expected += [(first, "log", "old one"), (first + 1, "log", "old two")]
+
+    def chunk(stream: str, texts: list[str], stamped: bool = False) -> None:
+        store.append_chunks(execution.id, [LogChunk(stream, texts, "2026-12-02 10:00:01.000000", stamped)])  # type: ignore[arg-type]
+        for text in texts:
+            expected.append((expected[-1][0] + 1, "log", text[31:] if stamped else text))
+
+    chunk("stdout", [f"a{i}" for i in range(5)])
+    chunk("stderr", ["2026-12-02T10:00:00.000000001Z e0", "2026-12-02T10:00:00.000000002Z e1"], stamped=True)
+    store.set_status(execution.id, "started")  # type: ignore[arg-type]
+    expected.append((expected[-1][0] + 1, "status", "started"))
+    store.append_log(execution.id, [LogLine(at, "stderr", "a note\nof two lines"), LogLine(at, "stdout", "")])  # type: ignore[arg-type]
+    expected += [(expected[-1][0] + 1, "log", "a note\nof two lines"), (expected[-1][0] + 2, "log", "")]
+    chunk("stdout", ["single"])
+    chunk("stdout", [f"b{i}" for i in range(7)])
+    store.set_status(execution.id, "error", "over")  # type: ignore[arg-type]
+    expected.append((expected[-1][0] + 1, "status", "error: over"))
+    last = expected[-1][0]
+    assert [seq for seq, _, _ in expected] == list(range(1, last + 1))
+    assert store.get_execution(execution.id).last_seq == last  # type: ignore[arg-type]
+
+    def seen(events: list) -> list[tuple[int, str, str]]:  # type: ignore[type-arg]
+        return [(e.seq, e.kind, e.text) for e in events]
+
+    for limit in (1, 3, 1000):
+        assert seen(store.events_page(execution.id, limit=limit)) == expected[-limit:]  # type: ignore[arg-type]
+        for after in range(last + 1):
+            assert seen(store.events_page(execution.id, after=after, limit=limit)) == expected[after:after + limit]  # type: ignore[arg-type]
+        for before in range(1, last + 2):
+            assert seen(store.events_page(execution.id, before=before, limit=limit)) == \
+                expected[max(0, before - 1 - limit):before - 1]  # type: ignore[arg-type]
+    assert store.count_events(execution.id) == sum(kind == "log" for _, kind, _ in expected)  # type: ignore[arg-type]
+    assert store.count_events(execution.id, "status") == statuses + 2  # type: ignore[arg-type]
+    streams = [e.stream for e in store.events_after(execution.id, 0) if e.kind == "log"]  # type: ignore[arg-type]
+    assert streams == ["stdout"] * 7 + ["stderr"] * 3 + ["stdout"] * 9
+
+
+def test_resume_points_take_every_line_at_the_last_time_across_blocks(db_url: str) -> None:
+    """Following a remote log resumes at the last stored line's docker time and skips the lines
+    already stored at exactly that time: those may lie in several blocks, and older rows."""
+    from datetime import UTC, datetime
+
+    from vh_orch.orchestrator.store import LogChunk
+
+    store, execution = one_execution(db_url)
+    assert store.resume_points(execution.id) == {"stdout": (None, []), "stderr": (None, [])}  # type: ignore[arg-type]
+    read_at = "2026-12-02 10:00:05.000000"
+    t1, t2 = "2026-12-02T10:00:01.000000001Z ", "2026-12-02T10:00:02.000000001Z "
+    store.append_chunks(execution.id, [  # type: ignore[arg-type]
+        LogChunk("stdout", [t1 + "x", t2 + "y1"], read_at, stamped=True),
+        LogChunk("stderr", [t1 + "err"], read_at, stamped=True),
+        LogChunk("stdout", [t2 + "y2", t2 + "y3"], read_at, stamped=True),
+    ])
+    store.append_chunks(execution.id, [LogChunk("stdout", [t2 + "y4"], read_at, stamped=True)])  # type: ignore[arg-type]
+    points = store.resume_points(execution.id)  # type: ignore[arg-type]
+    assert points["stdout"] == (datetime(2026, 12, 2, 10, 0, 2, tzinfo=UTC), ["y1", "y2", "y3", "y4"])
+    assert points["stderr"] == (datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC), ["err"])

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import Request
 
 from vh_orch.api.deps import project_public_id
-from vh_orch.orchestrator.models import Commit, Execution, ExecutionEvent, Output, Project
+from vh_orch.orchestrator.models import Commit, Execution, Output, Project
+from vh_orch.orchestrator.store.logs import Event
 from vh_orch.timeutil import as_utc, iso, utcnow
 
 
@@ -121,7 +122,7 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
     }
 
 
-def event_json(ev: ExecutionEvent) -> dict[str, Any]:
+def event_json(ev: Event) -> dict[str, Any]:
     # `time` has microseconds: the client tells events apart by their stream, time and text.
     return {"seq": ev.seq, "time": iso(ev.time), "stream": ev.stream if ev.kind == "log" else "status",
             "message": ev.text}

@@ -277,7 +277,8 @@ class Task(SQLModel, table=True):
 
 
 class ExecutionEvent(SQLModel, table=True):
-    """A log line (kind "log", stream stdout/stderr) or a status change (kind "status")."""
+    """A status change (kind "status"), or a log line (kind "log", stream stdout/stderr) stored
+    before log lines went into LogBlock rows; readers see both as events, in seq order."""
 
     __tablename__ = "execution_event"
     __table_args__ = (Index("ix_execution_event_seq", "execution_id", "seq", unique=True),)
@@ -289,6 +290,28 @@ class ExecutionEvent(SQLModel, table=True):
     kind: str
     stream: str | None = None
     text: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class LogBlock(SQLModel, table=True):
+    """Consecutive log lines of one stream, read together, in one row (seq first_seq..last_seq).
+
+    texts: the lines joined by "\n" (a line never holds one). stamped: each line starts with
+    docker's RFC 3339 stamp, its time, cut off when read (store/logs.py); every other line's
+    time is `time`, when it was read. Log lines from before blocks are execution_event rows.
+    """
+
+    __tablename__ = "log_block"
+    __table_args__ = (Index("ix_log_block_first", "execution_id", "first_seq", unique=True),
+                      Index("ix_log_block_last", "execution_id", "last_seq", unique=True))
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id")
+    first_seq: int
+    last_seq: int
+    time: datetime
+    stream: str
+    stamped: bool = False
+    texts: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class MetadataPoint(SQLModel, table=True):

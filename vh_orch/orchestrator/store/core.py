@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -363,39 +363,6 @@ class CoreStore:
 
     # -- logs and metadata ------------------------------------------------------
 
-    def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[ExecutionEvent]:
-        with self.read() as s:
-            return list(
-                s.exec(
-                    select(ExecutionEvent)
-                    .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > after_seq)
-                    .order_by(col(ExecutionEvent.seq))
-                    .limit(limit)
-                )
-            )
-
-    def resume_points(self, execution_id: int) -> dict[str, tuple[datetime | None, list[str]]]:
-        """Per stream: the time of the last stored line and the texts stored at exactly that time."""
-        out: dict[str, tuple[datetime | None, list[str]]] = {}
-        with self.read() as s:
-            for stream in ("stdout", "stderr"):
-                last = s.exec(
-                    select(ExecutionEvent.time)
-                    .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
-                           ExecutionEvent.stream == stream)
-                    .order_by(col(ExecutionEvent.seq).desc())
-                    .limit(1)
-                ).first()
-                texts: list[str] = []
-                if last is not None:
-                    texts = list(s.exec(
-                        select(ExecutionEvent.text).where(
-                            ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
-                            ExecutionEvent.stream == stream, ExecutionEvent.time == last)
-                    ))
-                out[stream] = (last, texts)
-        return out
-
     def metadata_points(self, execution_id: int) -> list[MetadataPoint]:
         with self.read() as s:
             return list(
@@ -405,14 +372,6 @@ class CoreStore:
                     .order_by(col(MetadataPoint.seq))
                 )
             )
-
-    def count_events(self, execution_id: int, kind: str = "log") -> int:
-        with self.read() as s:
-            return s.exec(
-                select(func.count())
-                .select_from(ExecutionEvent)
-                .where(ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == kind)
-            ).one()
 
     # -- outputs ----------------------------------------------------------------
 

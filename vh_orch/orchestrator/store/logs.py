@@ -1,22 +1,23 @@
-"""Log lines and metadata points: one `execution_event` row a line, numbered in order.
+"""Log lines and metadata points, numbered in order with the status changes (one seq each).
 
-The ingester hands over chunks (the lines of one read of one stream); on SQLite a chunk is
-one INSERT ... SELECT over a JSON array, so the per-line work happens inside SQLite, with the
-GIL released, instead of in Python. Single lines (`append_log`) take the plain path.
+The ingester hands over chunks (the lines of one read of one stream); a chunk is stored as
+one `log_block` row, its lines joined by newlines, and docker's stamps left on the lines they
+start: writing a million lines is a few hundred rows, and the per-line work (splitting,
+cutting stamps) is done by readers, for the lines they read. Status changes are
+`execution_event` rows, as were log lines before blocks; readers merge both by seq.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlmodel import col
+from sqlalchemy import func, insert, update
+from sqlmodel import col, select
 
-from vh_orch.orchestrator.models import Execution, ExecutionEvent, MetadataPoint
+from vh_orch.orchestrator.models import Execution, ExecutionEvent, LogBlock, MetadataPoint
 
 # `docker logs --timestamps` starts each line with a fixed-width RFC 3339 time and a space:
 # "2026-11-26T08:13:52.123456789Z text". STAMP_WIDTH characters up to the text.
@@ -76,17 +77,64 @@ def _as_datetime(stored: str) -> datetime:
     return datetime.fromisoformat(f"{stored}+00:00")
 
 
-_INSERT = "INSERT INTO execution_event (execution_id, seq, time, kind, stream, text) "
-_INSERT_AT = _INSERT + "SELECT ?1, ?2 + key, ?3, 'log', ?4, value FROM json_each(?5)"
-# The same test as has_stamp(), and the same cut as LogChunk.line().
-_INSERT_STAMPED = _INSERT + (
-    "SELECT ?1, ?2 + key, "
-    "CASE WHEN substr(value, 11, 1) = 'T' AND substr(value, 30, 2) = 'Z ' "
-    "THEN substr(value, 1, 10) || ' ' || substr(value, 12, 15) ELSE ?3 END, 'log', ?4, "
-    "CASE WHEN substr(value, 11, 1) = 'T' AND substr(value, 30, 2) = 'Z ' "
-    f"THEN substr(value, {STAMP_WIDTH + 1}) ELSE value END FROM json_each(?5)"
-)
-_INSERT_ROWS = _INSERT + "VALUES (?, ?, ?, 'log', ?, ?)"
+
+@dataclass(slots=True)
+class Event:
+    """A log line (kind "log", stream stdout/stderr) or a status change (kind "status"), as read."""
+
+    execution_id: int
+    seq: int
+    time: datetime
+    kind: str
+    stream: str | None
+    text: str
+
+    @classmethod
+    def of_row(cls, row: ExecutionEvent) -> Event:
+        return cls(row.execution_id, row.seq, row.time, row.kind, row.stream, row.text)
+
+
+def block_texts(block: LogBlock) -> list[str]:
+    """A block's raw lines (docker stamps still on): a one-line block holds its text whole."""
+    return [block.texts] if block.first_seq == block.last_seq else block.texts.split("\n")
+
+
+def _line(block: LogBlock, raw: str) -> tuple[datetime, str]:
+    """A raw line's time and text."""
+    if block.stamped and has_stamp(raw):
+        try:
+            return datetime.fromisoformat(f"{raw[:26]}+00:00"), raw[STAMP_WIDTH:]
+        except ValueError:  # not a stamp after all: the line is text
+            pass
+    return block.time, raw
+
+
+def block_events(block: LogBlock, after: int | None = None, before: int | None = None,
+                 limit: int | None = None) -> list[Event]:
+    """The lines of a block with after < seq < before, as events: the first `limit` of them,
+    or the last `limit` when only `before` is given."""
+    texts = block_texts(block)
+    first = block.first_seq
+    lo = 0 if after is None else max(0, after + 1 - first)
+    hi = len(texts) if before is None else min(len(texts), before - first)
+    if limit is not None and after is None:
+        lo = max(lo, hi - limit)
+    elif limit is not None:
+        hi = min(hi, lo + limit)
+    events = []
+    for i in range(lo, hi):
+        when, text = _line(block, texts[i])
+        events.append(Event(block.execution_id, first + i, when, "log", block.stream, text))
+    return events
+
+
+def _merged(rows: Iterable[ExecutionEvent], blocks: Iterable[LogBlock], after: int | None,
+            before: int | None, limit: int) -> list[Event]:
+    events = [Event.of_row(row) for row in rows]
+    for block in blocks:
+        events += block_events(block, after, before, limit)
+    events.sort(key=lambda event: event.seq)
+    return events
 
 
 class LogsStore:
@@ -116,36 +164,102 @@ class LogsStore:
             seq = last.last_seq - count + 1
             points: list[dict[str, Any]] = []
             latest = dict(last.metadata_latest or {})
-            sqlite = conn.dialect.name == "sqlite"
-            rows: list[Any] = []  # lines stored one row a statement (not SQLite, or not JSON-safe)
+            # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
+            nul = "\ufffd" if conn.dialect.name != "sqlite" else None
+            blocks: list[dict[str, Any]] = []
             for chunk in chunks:
                 for i, point in (chunk.metadata or {}).items():
                     points.append({"execution_id": execution_id, "seq": seq + i,
                                    "time": _as_datetime(chunk.line(i)[0]), "data": point})
                     latest.update(point)
-                if sqlite and (len(chunk.texts) > 1 or chunk.stamped):
-                    payload = json.dumps(chunk.texts, ensure_ascii=False)
-                    # SQLite's JSON functions end a string at U+0000: such chunks take the row path.
-                    if "\\u0000" not in payload:
-                        conn.exec_driver_sql(_INSERT_STAMPED if chunk.stamped else _INSERT_AT,
-                                             (execution_id, seq, chunk.time, chunk.stream, payload))
-                        seq += len(chunk.texts)
-                        continue
-                for i in range(len(chunk.texts)):
-                    when, text = chunk.line(i)
-                    rows.append((execution_id, seq + i, when, chunk.stream, text) if sqlite else
-                                {"execution_id": execution_id, "seq": seq + i, "time": _as_datetime(when),
-                                 "kind": "log", "stream": chunk.stream,
-                                 # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
-                                 "text": text.replace("\x00", "\ufffd")})
-                seq += len(chunk.texts)
-            if rows and sqlite:
-                # Times already in the text form SQLAlchemy's SQLite DateTime stores skip per-row processing.
-                conn.exec_driver_sql(_INSERT_ROWS, rows)
-            elif rows:
-                conn.execute(insert(ExecutionEvent), rows)
+                n = len(chunk.texts)
+                joined = "\n".join(chunk.texts)
+                # A line holding a newline (a note, not a line read from a stream) is a block of its own.
+                parts = [joined] if n == 1 or joined.count("\n") == n - 1 else chunk.texts
+                for part in parts:
+                    lines = n if len(parts) == 1 else 1
+                    blocks.append({"execution_id": execution_id, "first_seq": seq, "last_seq": seq + lines - 1,
+                                   "time": _as_datetime(chunk.time), "stream": chunk.stream,
+                                   "stamped": chunk.stamped,
+                                   "texts": part.replace("\x00", nul) if nul and "\x00" in part else part})
+                    seq += lines
+            conn.execute(insert(LogBlock), blocks)
             if points:
                 conn.execute(insert(MetadataPoint), points)
                 conn.execute(
                     update(Execution).where(col(Execution.id) == execution_id).values(metadata_latest=latest)
                 )
+
+    # -- reading: status rows, older log rows and log blocks, merged by seq ------------------
+
+    def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
+                    limit: int = 1000) -> list[Event]:
+        """Events in order: the first `limit` after seq `after`, or the last `limit` before seq
+        `before` (or the log's last `limit` when neither is given).
+
+        Each block holds at least one wanted line, so `limit` rows and `limit` blocks are enough."""
+        rows = select(ExecutionEvent).where(ExecutionEvent.execution_id == execution_id)
+        blocks = select(LogBlock).where(LogBlock.execution_id == execution_id)
+        with self.read() as s:  # type: ignore[attr-defined]
+            if after is not None:
+                events = _merged(
+                    s.exec(rows.where(ExecutionEvent.seq > after).order_by(col(ExecutionEvent.seq)).limit(limit)),
+                    s.exec(blocks.where(LogBlock.last_seq > after).order_by(col(LogBlock.last_seq)).limit(limit)),
+                    after, None, limit)
+                return events[:limit]
+            if before is not None:
+                rows = rows.where(ExecutionEvent.seq < before)
+                blocks = blocks.where(LogBlock.first_seq < before)
+            events = _merged(
+                s.exec(rows.order_by(col(ExecutionEvent.seq).desc()).limit(limit)),
+                s.exec(blocks.order_by(col(LogBlock.first_seq).desc()).limit(limit)),
+                None, before, limit)
+            return events[-limit:]
+
+    def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[Event]:
+        return self.events_page(execution_id, after=after_seq, limit=limit)
+
+    def count_events(self, execution_id: int, kind: str = "log") -> int:
+        with self.read() as s:  # type: ignore[attr-defined]
+            rows = s.exec(select(func.count()).select_from(ExecutionEvent).where(
+                ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == kind)).one()
+            if kind != "log":
+                return int(rows)
+            lines = s.exec(select(func.coalesce(func.sum(LogBlock.last_seq - LogBlock.first_seq + 1), 0))
+                           .where(LogBlock.execution_id == execution_id)).one()
+            return int(rows) + int(lines)
+
+    def resume_points(self, execution_id: int) -> dict[str, tuple[datetime | None, list[str]]]:
+        """Per stream: the time of the last stored line and the texts stored at exactly that time."""
+        out: dict[str, tuple[datetime | None, list[str]]] = {}
+        with self.read() as s:  # type: ignore[attr-defined]
+            for stream in ("stdout", "stderr"):
+                of_stream = (ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
+                             ExecutionEvent.stream == stream)
+                row = s.exec(select(ExecutionEvent).where(*of_stream)
+                             .order_by(col(ExecutionEvent.seq).desc()).limit(1)).first()
+                blocks = select(LogBlock).where(LogBlock.execution_id == execution_id, LogBlock.stream == stream)
+                block = s.exec(blocks.order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
+                last: datetime | None = None
+                texts: list[str] = []
+                if block is not None and (row is None or block.last_seq > row.seq):
+                    # From the last line back while lines have its time: that may reach over blocks.
+                    while block is not None:
+                        for raw in reversed(block_texts(block)):
+                            when, text = _line(block, raw)
+                            last = last or when
+                            if when != last:
+                                break
+                            texts.insert(0, text)
+                        else:
+                            block = s.exec(blocks.where(LogBlock.last_seq < block.first_seq)
+                                           .order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
+                            continue
+                        break
+                    if block is None:
+                        texts += s.exec(select(ExecutionEvent.text).where(*of_stream, ExecutionEvent.time == last))
+                elif row is not None:
+                    last = row.time
+                    texts = list(s.exec(select(ExecutionEvent.text).where(*of_stream, ExecutionEvent.time == last)))
+                out[stream] = (last, texts)
+        return out

@@ -13,7 +13,6 @@ from sqlmodel import col, select
 from vh_orch.orchestrator.models import (
     Commit,
     Execution,
-    ExecutionEvent,
     MetadataPoint,
     Output,
     Project,
@@ -100,21 +99,6 @@ class QueriesStore:
         else:
             numeric = func.json_typeof(element) == "number"
         return case((numeric, element.as_float()), else_=None)
-
-    def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
-                    limit: int = 1000) -> list[ExecutionEvent]:
-        """Events in order: the first `limit` after seq `after`, or the last `limit` before seq
-        `before` (or the log's last `limit` when neither is given)."""
-        query = select(ExecutionEvent).where(ExecutionEvent.execution_id == execution_id)
-        if after is not None:
-            query = query.where(ExecutionEvent.seq > after).order_by(col(ExecutionEvent.seq)).limit(limit)
-            with self.read() as s:  # type: ignore[attr-defined]
-                return list(s.exec(query))
-        if before is not None:
-            query = query.where(ExecutionEvent.seq < before)
-        query = query.order_by(col(ExecutionEvent.seq).desc()).limit(limit)
-        with self.read() as s:  # type: ignore[attr-defined]
-            return list(reversed(list(s.exec(query))))
 
     def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
         with self.read() as s:  # type: ignore[attr-defined]
