@@ -282,3 +282,34 @@ def test_resume_points_take_every_line_at_the_last_time_across_blocks(db_url: st
     points = store.resume_points(execution.id)  # type: ignore[arg-type]
     assert points["stdout"] == (datetime(2026, 12, 2, 10, 0, 2, tzinfo=UTC), ["y1", "y2", "y3", "y4"])
     assert points["stderr"] == (datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC), ["err"])
+
+
+def test_the_reads_of_one_stream_share_a_block_and_keep_their_own_times(db_url: str) -> None:
+    """Consecutive chunks of a stream are one block (up to BLOCK_BYTES), each line keeping the time
+    its read had; the other stream, a stamped chunk or a full block start a new one."""
+    from sqlmodel import select
+
+    from vh_orch.orchestrator.models import LogBlock
+    from vh_orch.orchestrator.store import LogChunk
+    from vh_orch.orchestrator.store.logs import BLOCK_BYTES
+
+    store, execution = one_execution(db_url)
+    t = ["2026-12-02 10:00:0%d.000000" % i for i in range(6)]
+    big = "x" * (BLOCK_BYTES // 2)
+    store.append_chunks(execution.id, [  # type: ignore[arg-type]
+        LogChunk("stdout", ["a", "b"], t[0]), LogChunk("stdout", ["c"], t[1]), LogChunk("stdout", ["d", "e"], t[1]),
+        LogChunk("stdout", ["f"], t[2]),
+        LogChunk("stderr", ["g"], t[2]),
+        LogChunk("stdout", ["2026-12-02T09:00:00.000000001Z h"], t[3], stamped=True),
+        LogChunk("stdout", [big, "i"], t[4]), LogChunk("stdout", [big], t[5]),
+    ])
+    events = [e for e in store.events_after(execution.id, 0) if e.kind == "log"]  # type: ignore[arg-type]
+    assert [(e.text[:3], e.stream, e.time.replace(tzinfo=None).isoformat(" ", "microseconds")) for e in events] == [
+        ("a", "stdout", t[0]), ("b", "stdout", t[0]), ("c", "stdout", t[1]), ("d", "stdout", t[1]),
+        ("e", "stdout", t[1]), ("f", "stdout", t[2]), ("g", "stderr", t[2]),
+        ("h", "stdout", "2026-12-02 09:00:00.000000"), ("xxx", "stdout", t[4]), ("i", "stdout", t[4]),
+        ("xxx", "stdout", t[5])]
+    with store.read() as s:
+        blocks = [(b.last_seq - b.first_seq + 1, b.stream) for b in s.exec(select(LogBlock).order_by(LogBlock.first_seq))]
+    assert blocks == [(6, "stdout"), (1, "stderr"), (1, "stdout"), (2, "stdout"), (1, "stdout")]
+    assert store.events_page(execution.id, before=events[4].seq, limit=2)[0].time == events[2].time  # type: ignore[arg-type]

@@ -33,6 +33,8 @@ def test_one_connection_is_reused_with_tcp_nodelay(ssh_pool: SSHPool) -> None:
     assert t.connect() is first
     sock = first.get_transport().sock  # type: ignore[union-attr]
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    # AES-GCM where the host offers it (OpenSSH does): paramiko checks its tag in C, not byte by byte.
+    assert first.get_transport().remote_cipher == "aes128-gcm@openssh.com"  # type: ignore[union-attr]
     t.close()
 
 

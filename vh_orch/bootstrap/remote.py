@@ -64,6 +64,8 @@ STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut 
 # After the exit, the log's last TAIL_LINES lines are read; TAIL_SLACK of them older than the
 # resume point show that they cover everything the follow may have missed.
 TAIL_LINES = 2_000
+GATHER_BYTES = 16 << 10
+GATHER_S = 0.01
 TAIL_SLACK = 100
 
 
@@ -643,6 +645,10 @@ class RemoteContainer:
                 data = b""
             if not data:
                 return
+            if len(data) < GATHER_BYTES:
+                # A chatty log arrives in packets of a few hundred bytes: waiting a moment lets them
+                # gather, so the rest of the way (and the ingester) handles one piece, not dozens.
+                time.sleep(GATHER_S)
             data = pending + data
             cut = data.rfind(b"\n") + 1
             pending, data = data[cut:], data[:cut]

@@ -293,11 +293,12 @@ class ExecutionEvent(SQLModel, table=True):
 
 
 class LogBlock(SQLModel, table=True):
-    """Consecutive log lines of one stream, read together, in one row (seq first_seq..last_seq).
+    """Consecutive log lines of one stream, stored together in one row (seq first_seq..last_seq).
 
-    texts: the lines joined by "\n" (a line never holds one). stamped: each line starts with
-    docker's RFC 3339 stamp, its time, cut off when read (store/logs.py); every other line's
-    time is `time`, when it was read. Log lines from before blocks are execution_event rows.
+    texts: the lines joined by "\n" (a line never holds one; a block of one line is its text
+    whole). stamped: each line starts with docker's RFC 3339 stamp, its time, cut off when read
+    (store/logs.py); every other line's time is when it was read (`time`, `times`). Log lines
+    from before blocks are execution_event rows.
     """
 
     __tablename__ = "log_block"
@@ -309,6 +310,9 @@ class LogBlock(SQLModel, table=True):
     first_seq: int
     last_seq: int
     time: datetime
+    # [[line index, time], ...]: where the lines of a later read start, with its time ("YYYY-MM-DD
+    # HH:MM:SS.ffffff", UTC); None when every line without a stamp was read at `time`.
+    times: list[list[Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     stream: str
     stamped: bool = False
     texts: str = Field(sa_column=Column(Text, nullable=False))

@@ -1,4 +1,4 @@
-"""log blocks: the lines of one read of one stream in one row (log lines stored before stay rows)
+"""log blocks: consecutive lines of one stream in one row (log lines stored before stay rows)
 
 Revision ID: 0008
 Revises: 0007
@@ -22,6 +22,7 @@ def upgrade() -> None:
     sa.Column('first_seq', sa.Integer(), nullable=False),
     sa.Column('last_seq', sa.Integer(), nullable=False),
     sa.Column('time', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('times', sa.JSON(), nullable=True),
     sa.Column('stream', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('stamped', sa.Boolean(), nullable=False),
     sa.Column('texts', sa.Text(), nullable=False),

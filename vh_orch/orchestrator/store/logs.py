@@ -1,15 +1,17 @@
 """Log lines and metadata points, numbered in order with the status changes (one seq each).
 
-The ingester hands over chunks (the lines of one read of one stream); a chunk is stored as
-one `log_block` row, its lines joined by newlines, and docker's stamps left on the lines they
-start: writing a million lines is a few hundred rows, and the per-line work (splitting,
-cutting stamps) is done by readers, for the lines they read. Status changes are
+The ingester hands over chunks (the lines of one read of one stream); the consecutive chunks
+of one stream in a batch are one `log_block` row (up to BLOCK_BYTES), their lines joined by
+newlines, docker's stamps left on the lines they start and the read time of each chunk kept:
+writing a million lines is a few hundred rows, and the per-line work (splitting, cutting
+stamps) is done by readers, for the lines they read. Status changes are
 `execution_event` rows, as were log lines before blocks; readers merge both by seq.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,14 +101,23 @@ def block_texts(block: LogBlock) -> list[str]:
     return [block.texts] if block.first_seq == block.last_seq else block.texts.split("\n")
 
 
-def _line(block: LogBlock, raw: str) -> tuple[datetime, str]:
-    """A raw line's time and text."""
+def _line(block: LogBlock, raw: str, read_at: datetime) -> tuple[datetime, str]:
+    """A raw line's time and text (read_at: when the line was read)."""
     if block.stamped and has_stamp(raw):
         try:
             return datetime.fromisoformat(f"{raw[:26]}+00:00"), raw[STAMP_WIDTH:]
         except ValueError:  # not a stamp after all: the line is text
             pass
-    return block.time, raw
+    return read_at, raw
+
+
+def _read_times(block: LogBlock) -> Callable[[int], datetime]:
+    """When the block's line i was read: `time`, or a later chunk's time from its `times`."""
+    if not block.times:
+        return lambda _i: block.time
+    starts = [0, *(int(index) for index, _ in block.times)]
+    times = [block.time, *(_as_datetime(str(when)) for _, when in block.times)]
+    return lambda i: times[bisect_right(starts, i) - 1]
 
 
 def block_events(block: LogBlock, after: int | None = None, before: int | None = None,
@@ -122,8 +133,9 @@ def block_events(block: LogBlock, after: int | None = None, before: int | None =
     elif limit is not None:
         hi = min(hi, lo + limit)
     events = []
+    read_at = _read_times(block)
     for i in range(lo, hi):
-        when, text = _line(block, texts[i])
+        when, text = _line(block, texts[i], read_at(i))
         events.append(Event(block.execution_id, first + i, when, "log", block.stream, text))
     return events
 
@@ -135,6 +147,58 @@ def _merged(rows: Iterable[ExecutionEvent], blocks: Iterable[LogBlock], after: i
         events += block_events(block, after, before, limit)
     events.sort(key=lambda event: event.seq)
     return events
+
+
+BLOCK_BYTES = 1 << 20  # a block takes chunks until its text would pass this
+
+
+@dataclass(slots=True)
+class _Block:
+    """A block being filled: consecutive chunks of one stream (of one kind, stamped or not)."""
+
+    first_seq: int
+    stream: str
+    stamped: bool
+    time: str
+    parts: list[str]  # each chunk's lines joined by newlines
+    lines: int
+    size: int
+    times: list[list[Any]]  # [line index, time] where a later chunk's read time starts
+
+    def take(self, chunk: LogChunk, joined: str) -> bool:
+        if (chunk.stream, chunk.stamped) != (self.stream, self.stamped) or self.size + len(joined) > BLOCK_BYTES:
+            return False
+        if not chunk.stamped and chunk.time != (self.times[-1][1] if self.times else self.time):
+            self.times.append([self.lines, chunk.time])
+        self.parts.append(joined)
+        self.lines += len(chunk.texts)
+        self.size += len(joined) + 1
+        return True
+
+    def row(self, execution_id: int, nul: str | None) -> dict[str, Any]:
+        text = "\n".join(self.parts)
+        return {"execution_id": execution_id, "first_seq": self.first_seq,
+                "last_seq": self.first_seq + self.lines - 1, "time": _as_datetime(self.time),
+                "times": self.times or None, "stream": self.stream, "stamped": self.stamped,
+                "texts": text.replace("\x00", nul) if nul and "\x00" in text else text}
+
+
+def _blocks(chunks: Sequence[LogChunk], seq: int) -> list[_Block]:
+    """Chunks into blocks, seq numbers from `seq` on. A line holding a newline (a note, never a
+    line read from a stream) is a block of its own: a block of one line is never split."""
+    blocks: list[_Block] = []
+    for chunk in chunks:
+        n = len(chunk.texts)
+        joined = "\n".join(chunk.texts)
+        if joined.count("\n") != n - 1:
+            for text in chunk.texts:
+                blocks.append(_Block(seq, chunk.stream, chunk.stamped, chunk.time, [text], 1, BLOCK_BYTES + 1, []))
+                seq += 1
+            continue
+        if n and (not blocks or not blocks[-1].take(chunk, joined)):
+            blocks.append(_Block(seq, chunk.stream, chunk.stamped, chunk.time, [joined], n, len(joined), []))
+        seq += n
+    return blocks
 
 
 class LogsStore:
@@ -164,25 +228,15 @@ class LogsStore:
             seq = last.last_seq - count + 1
             points: list[dict[str, Any]] = []
             latest = dict(last.metadata_latest or {})
-            # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
-            nul = "\ufffd" if conn.dialect.name != "sqlite" else None
-            blocks: list[dict[str, Any]] = []
             for chunk in chunks:
                 for i, point in (chunk.metadata or {}).items():
                     points.append({"execution_id": execution_id, "seq": seq + i,
                                    "time": _as_datetime(chunk.line(i)[0]), "data": point})
                     latest.update(point)
-                n = len(chunk.texts)
-                joined = "\n".join(chunk.texts)
-                # A line holding a newline (a note, not a line read from a stream) is a block of its own.
-                parts = [joined] if n == 1 or joined.count("\n") == n - 1 else chunk.texts
-                for part in parts:
-                    lines = n if len(parts) == 1 else 1
-                    blocks.append({"execution_id": execution_id, "first_seq": seq, "last_seq": seq + lines - 1,
-                                   "time": _as_datetime(chunk.time), "stream": chunk.stream,
-                                   "stamped": chunk.stamped,
-                                   "texts": part.replace("\x00", nul) if nul and "\x00" in part else part})
-                    seq += lines
+                seq += len(chunk.texts)
+            # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
+            nul = "\ufffd" if conn.dialect.name != "sqlite" else None
+            blocks = [block.row(execution_id, nul) for block in _blocks(chunks, last.last_seq - count + 1)]
             conn.execute(insert(LogBlock), blocks)
             if points:
                 conn.execute(insert(MetadataPoint), points)
@@ -245,8 +299,10 @@ class LogsStore:
                 if block is not None and (row is None or block.last_seq > row.seq):
                     # From the last line back while lines have its time: that may reach over blocks.
                     while block is not None:
-                        for raw in reversed(block_texts(block)):
-                            when, text = _line(block, raw)
+                        raws = block_texts(block)
+                        read_at = _read_times(block)
+                        for i in range(len(raws) - 1, -1, -1):
+                            when, text = _line(block, raws[i], read_at(i))
                             last = last or when
                             if when != last:
                                 break
