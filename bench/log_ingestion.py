@@ -8,7 +8,9 @@ the same lines sent to /dev/null, in the same run.
   vh-orch following the same container's logs over SSH (RemoteContainer: `docker logs -f
   --timestamps` through paramiko) into stored rows.
 - ssh, run: `ssh host docker run --rm ... > /dev/null`, against the runner's remote docker
-  runtime end to end (folder placed, container started detached, logs followed and stored).
+  runtime end to end (folder placed, container started detached, logs followed and stored);
+  and the same design by hand (`docker run -d`, then `docker logs -f --timestamps`) as a
+  second reference: what dockerd's own log following costs.
 
 The host is a root sshd on 127.0.0.41:22 sharing this machine's Docker engine. Each pair runs
 --repeat times, bare and vh-orch taking turns; the table shows medians. Ratio: vh-orch lines/s
@@ -166,10 +168,18 @@ def main() -> None:
             add("ssh", "ssh host docker logs --timestamps C > /dev/null", "RemoteContainer logs of C, stored rows",
                 median_pair(args.repeat, lambda: timed(host.run(f"docker logs --timestamps {container}")),
                             lambda: follow_finished(host, container, n), n))
+            runtime = RemoteDockerRuntime(host.transport, host.workdir)
             add("ssh", "ssh host docker run IMAGE sh -c CMD > /dev/null", "remote docker runtime, stored rows",
                 median_pair(args.repeat,
                             lambda: timed(host.run(f"docker run --rm --pull never {IMAGE} {remote_script}")),
-                            lambda: through_runner(n, RemoteDockerRuntime(host.transport, host.workdir)), n))
+                            lambda: through_runner(n, runtime), n))
+            # The same design without vh-orch: a detached container, its log followed by dockerd.
+            detached = (f"C=$(docker run -d --pull never {IMAGE} {remote_script}) && "
+                        "docker logs -f --timestamps $C && docker rm -f $C >/dev/null")
+            add("ssh", "ssh host 'docker run -d ...; docker logs -f --timestamps C' > /dev/null",
+                "remote docker runtime, stored rows",
+                median_pair(args.repeat, lambda: timed(host.run(detached)),
+                            lambda: through_runner(n, runtime), n))
         finally:
             subprocess.run(["docker", "rm", "-f", container], capture_output=True)
             host.close()
