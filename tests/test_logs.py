@@ -283,6 +283,21 @@ def test_resume_points_take_every_line_at_the_last_time_across_blocks(db_url: st
     assert points["stdout"] == (datetime(2026, 12, 2, 10, 0, 2, tzinfo=UTC), ["y1", "y2", "y3", "y4"])
     assert points["stderr"] == (datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC), ["err"])
 
+    # A row as stored before blocks, at the time of the stream's blocks: its text counts too.
+    from sqlalchemy import insert
+
+    from vh_orch.orchestrator.models import Execution, ExecutionEvent
+
+    t1_time = datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC)
+    with store.engine.begin() as conn:
+        seq = store.get_execution(execution.id).last_seq + 1  # type: ignore[arg-type]
+        conn.execute(insert(ExecutionEvent), [{"execution_id": execution.id, "seq": seq, "time": t1_time,
+                                               "kind": "log", "stream": "stderr", "text": "old"}])
+        conn.execute(Execution.__table__.update().where(Execution.__table__.c.id == execution.id)  # type: ignore[attr-defined]
+                     .values(last_seq=seq))
+    store.append_chunks(execution.id, [LogChunk("stderr", [t1 + "err2"], read_at, stamped=True)])  # type: ignore[arg-type]
+    assert store.resume_points(execution.id)["stderr"] == (t1_time, ["err", "err2", "old"])  # type: ignore[arg-type]
+
 
 def test_the_reads_of_one_stream_share_a_block_and_keep_their_own_times(db_url: str) -> None:
     """Consecutive chunks of a stream are one block (up to BLOCK_BYTES), each line keeping the time

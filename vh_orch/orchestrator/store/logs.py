@@ -201,6 +201,27 @@ def _blocks(chunks: Sequence[LogChunk], seq: int) -> list[_Block]:
     return blocks
 
 
+def _at_last_time(s: Any, blocks: Any, block: LogBlock) -> tuple[datetime, list[str], bool]:
+    """The time of a stream's last line (`block` is its last block), the texts of its lines at that
+    time (several blocks back, when they reach so far), in order; whether the first block was reached."""
+    last: datetime | None = None
+    texts: list[str] = []
+    current: LogBlock | None = block
+    while current is not None:
+        raws = block_texts(current)
+        read_at = _read_times(current)
+        for i in range(len(raws) - 1, -1, -1):
+            when, text = _line(current, raws[i], read_at(i))
+            last = last or when
+            if when != last:
+                return last, texts[::-1], False
+            texts.append(text)
+        current = s.exec(blocks.where(LogBlock.last_seq < current.first_seq)
+                         .order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
+    assert last is not None
+    return last, texts[::-1], True
+
+
 class LogsStore:
     engine: Any
     fence: Any
@@ -297,22 +318,8 @@ class LogsStore:
                 last: datetime | None = None
                 texts: list[str] = []
                 if block is not None and (row is None or block.last_seq > row.seq):
-                    # From the last line back while lines have its time: that may reach over blocks.
-                    while block is not None:
-                        raws = block_texts(block)
-                        read_at = _read_times(block)
-                        for i in range(len(raws) - 1, -1, -1):
-                            when, text = _line(block, raws[i], read_at(i))
-                            last = last or when
-                            if when != last:
-                                break
-                            texts.insert(0, text)
-                        else:
-                            block = s.exec(blocks.where(LogBlock.last_seq < block.first_seq)
-                                           .order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
-                            continue
-                        break
-                    if block is None:
+                    last, texts, reached_first = _at_last_time(s, blocks, block)
+                    if reached_first:  # lines at that time may be older rows too
                         texts += s.exec(select(ExecutionEvent.text).where(*of_stream, ExecutionEvent.time == last))
                 elif row is not None:
                     last = row.time
