@@ -372,8 +372,16 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
                                                    "parameters": {"a": 0.5}, "environment": "burst"})
     assert made.status_code == 201, made.text
     assert vh.wait(made.json()["id"])["status"] == "complete"
+    # An execution with an input on that machine: its input cache fetched one file.
+    datum = vh.wait(submit(alice, pid, commit, "write")["id"])["outputs"][0]["datum"]
+    reader = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "read",
+                                                     "inputs": {"data": [datum]}, "environment": "burst"})
+    assert reader.status_code == 201, reader.text
+    assert vh.wait(reader.json()["id"])["status"] == "complete"
     with_stdin(vh, PASSWORD + "\n", "user", "add", "ops", "--admin", "--password-stdin")
     admin = Client(vh.api_url(), vh.json("user", "token", "ops")["token"])
+    burst = [m for m in admin.get("/api/v0/machines/").json() if m["environment"] == "burst"]
+    assert len(burst) == 1 and burst[0]["input_cache"]["misses"] == 1 and burst[0]["input_cache"]["bytes"] > 0, burst
 
     # alice is no administrator: the page and its data are not there for her.
     assert alice.get("/api/v0/machines/").status_code == 404
@@ -397,6 +405,8 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
                    "no row for burst")[0]
     wait_for(lambda: "$3.00" in row.text, f"no cost per hour shown: {row.text}")
     wait_for(lambda: "burst" in browser.find_element(By.ID, "machines").text, "the machine is not listed")
+    cache = browser.find_element(By.XPATH, '//table[@id="machines"]//tr[td[2]="burst"]/td[@class="input-cache"]')
+    assert cache.text.endswith(", 0% of 1"), cache.text
     assert browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1
     shot(browser, "operations")
 

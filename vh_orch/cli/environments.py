@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
-from vh_orch.cli.views import QUEUED, RUNNING
+from vh_orch.cli.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.errors import ConfigError, UserInputError
 from vh_orch.timeutil import iso
 
@@ -55,11 +55,6 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
     return data
 
 
-def _cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]:
-    used = hits + misses
-    return {"bytes": size, "hits": hits, "misses": misses, "hit_rate": round(hits / used, 3) if used else None}
-
-
 def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
     """The input cache of an environment's machines: hits and misses of all of them, ever; the size of
     the live ones' caches (local and fake machines share one cache on this host: its size once)."""
@@ -67,7 +62,7 @@ def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
 
     live = [m.input_cache_bytes or 0 for m in machines if m.state not in FINISHED_MACHINE_STATES]
     size = (max(live) if env.cloud in ("local", "fake") else sum(live)) if live else 0
-    data = _cache_dict(sum(m.input_cache_hits for m in machines), sum(m.input_cache_misses for m in machines), size)
+    data = input_cache_dict(sum(m.input_cache_hits for m in machines), sum(m.input_cache_misses for m in machines), size)
     return {"bound_gb": cache_bound_bytes(env.settings) / GiB, **data}
 
 
@@ -264,7 +259,7 @@ def machine_list(
             "address": m.address, "bootstrap_step": m.bootstrap_step, "executions": running,
             "terminate_attempts": m.terminate_attempts, "last_error": m.last_error,
             "created_at": m.created_at, "state_changed_at": m.state_changed_at, "idle_since": m.idle_since,
-            "input_cache": _cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes),
+            "input_cache": input_cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes),
         })
     if json_out:
         print_json(rows)

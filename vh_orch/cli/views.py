@@ -32,6 +32,12 @@ class ReadStore(Protocol):
     def recent_failures(self, environment_id: int, limit: int = 20) -> Sequence[Any]: ...
 
 
+def input_cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]:
+    """A machine's (or an environment's) input cache: its size, the inputs found in it and fetched."""
+    used = hits + misses
+    return {"bytes": size, "hits": hits, "misses": misses, "hit_rate": round(hits / used, 3) if used else None}
+
+
 def output_dict(o: Any) -> dict[str, Any]:
     return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
 

@@ -27,6 +27,19 @@ const VhOrch = (() => {
   const seconds = (s) => s == null ? "" : s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min`
     : `${(s / 3600).toFixed(1)} h`;
   const when = (iso) => iso ? new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }) : "";
+  // 1536 -> "1.5 KiB", as the CLI writes sizes.
+  function humanBytes(size) {
+    let value = size;
+    for (const unit of ["B", "KiB", "MiB", "GiB"]) {
+      if (value < 1024 || unit === "GiB") return unit === "B" ? `${value.toFixed(0)} B` : `${value.toFixed(1)} ${unit}`;
+      value /= 1024;
+    }
+  }
+  // A machine's input cache as `vh-orch machine list` shows it: "200.0 MiB, 50% of 2" (empty when unused).
+  function inputCache(c) {
+    const used = c.hits + c.misses;
+    return used ? `${humanBytes(c.bytes || 0)}, ${Math.round(c.hit_rate * 100)}% of ${used}` : "";
+  }
   const countsText = (counts) => Object.entries(counts || {}).sort().map(([s, n]) => `${n} ${s}`).join(", ");
   const shown = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) :
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
@@ -670,7 +683,8 @@ const VhOrch = (() => {
         el("td", { text: r.last_launch_failure ? `${r.last_launch_failure.kind}: ${r.last_launch_failure.message}` : "" }))));
       $("machines").tBodies[0].replaceChildren(...machines.map((m) => el("tr", {},
         el("td", { text: String(m.id) }), el("td", { text: m.environment }), el("td", {}, el("span", { class: "status", text: m.state })),
-        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }), el("td", { text: when(m.state_changed_at) }))));
+        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }), el("td", { text: when(m.state_changed_at) }),
+        el("td", { class: "input-cache", text: inputCache(m.input_cache) }))));
       $("no-machines").hidden = machines.length > 0;
       const rows = Object.entries(failures).flatMap(([env, list]) => list.map((f) => ({ env, ...f })))
         .sort((a, b) => b.time.localeCompare(a.time)).slice(0, 20);
