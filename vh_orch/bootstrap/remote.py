@@ -64,9 +64,10 @@ STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut 
 # After the exit, the log's last TAIL_LINES lines are read; TAIL_SLACK of them older than the
 # resume point show that they cover everything the follow may have missed.
 TAIL_LINES = 2_000
+TAIL_SLACK = 100
+# A read smaller than GATHER_BYTES waits GATHER_S for more packets to arrive (see _copy).
 GATHER_BYTES = 16 << 10
 GATHER_S = 0.01
-TAIL_SLACK = 100
 
 
 @dataclass

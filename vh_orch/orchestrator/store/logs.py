@@ -59,13 +59,16 @@ class LogChunk:
     def line(self, i: int) -> tuple[str, str]:
         """The stored time and text of line i."""
         raw = self.texts[i]
-        if self.stamped and has_stamp(raw):
-            return f"{raw[:10]} {raw[11:26]}", raw[STAMP_WIDTH:]
-        return self.time, raw
+        return (self.stamped and cut_stamp(raw)) or (self.time, raw)
 
 
 def has_stamp(raw: str) -> bool:
     return raw[10:11] == "T" and raw[29:31] == "Z "
+
+
+def cut_stamp(raw: str) -> tuple[str, str] | None:
+    """A stamped line's time (in the form SQLite stores, microseconds) and text; None without a stamp."""
+    return (f"{raw[:10]} {raw[11:26]}", raw[STAMP_WIDTH:]) if has_stamp(raw) else None
 
 
 def sql_time(value: datetime) -> str:
@@ -77,7 +80,6 @@ def sql_time(value: datetime) -> str:
 
 def _as_datetime(stored: str) -> datetime:
     return datetime.fromisoformat(f"{stored}+00:00")
-
 
 
 @dataclass(slots=True)
@@ -103,9 +105,10 @@ def block_texts(block: LogBlock) -> list[str]:
 
 def _line(block: LogBlock, raw: str, read_at: datetime) -> tuple[datetime, str]:
     """A raw line's time and text (read_at: when the line was read)."""
-    if block.stamped and has_stamp(raw):
+    stamped = block.stamped and cut_stamp(raw)
+    if stamped:
         try:
-            return datetime.fromisoformat(f"{raw[:26]}+00:00"), raw[STAMP_WIDTH:]
+            return _as_datetime(stamped[0]), stamped[1]
         except ValueError:  # not a stamp after all: the line is text
             pass
     return read_at, raw
@@ -191,7 +194,7 @@ def _blocks(chunks: Sequence[LogChunk], seq: int) -> list[_Block]:
         n = len(chunk.texts)
         joined = "\n".join(chunk.texts)
         if joined.count("\n") != n - 1:
-            for text in chunk.texts:
+            for text in chunk.texts:  # each a block no chunk joins (its size past BLOCK_BYTES)
                 blocks.append(_Block(seq, chunk.stream, chunk.stamped, chunk.time, [text], 1, BLOCK_BYTES + 1, []))
                 seq += 1
             continue
@@ -246,7 +249,7 @@ class LogsStore:
                 .values(last_seq=Execution.last_seq + count)
                 .returning(Execution.last_seq, Execution.metadata_latest)
             ).one()
-            seq = last.last_seq - count + 1
+            first = seq = last.last_seq - count + 1
             points: list[dict[str, Any]] = []
             latest = dict(last.metadata_latest or {})
             for chunk in chunks:
@@ -257,7 +260,7 @@ class LogsStore:
                 seq += len(chunk.texts)
             # PostgreSQL's text cannot hold U+0000: a line with one would fail forever.
             nul = "\ufffd" if conn.dialect.name != "sqlite" else None
-            blocks = [block.row(execution_id, nul) for block in _blocks(chunks, last.last_seq - count + 1)]
+            blocks = [block.row(execution_id, nul) for block in _blocks(chunks, first)]
             conn.execute(insert(LogBlock), blocks)
             if points:
                 conn.execute(insert(MetadataPoint), points)
