@@ -42,6 +42,7 @@ from valohai_yaml.objs import Config, Step
 from valohai_yaml.objs.parameter import Parameter
 from valohai_yaml.utils.duration import parse_duration_string
 
+from vh_orch.config.yaml_limits import check_expanded_size, check_length
 from vh_orch.errors import UserInputError
 
 # Valohai runs a step's commands one after another and stops at the first failure.
@@ -138,9 +139,16 @@ _TextKeepingLoader.add_constructor(TIMESTAMP_TAG, _TextKeepingLoader.construct_y
 
 
 def load_yaml(text: str, source: str = "valohai.yaml") -> Any:
-    """The document with `YamlScalar`s in it; a syntax error becomes a one-line UserInputError."""
+    """The document with `YamlScalar`s in it; a syntax error becomes a one-line UserInputError, and so
+    does a document past the bounds of config/yaml_limits.py (checked before it is constructed)."""
+    check_length(text, source)
+    loader = _TextKeepingLoader(text)
     try:
-        return yaml.load(text, Loader=_TextKeepingLoader)  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_expanded_size(node, source)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         detail = ", ".join(str(p) for p in (exc.context, exc.problem) if p) or "syntax error"
@@ -148,6 +156,8 @@ def load_yaml(text: str, source: str = "valohai.yaml") -> Any:
         raise UserInputError(f"{source} is not valid YAML: {_one_line(detail)}{where}") from None
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise UserInputError(f"{source} is not valid YAML: {_one_line(str(exc)) or type(exc).__name__}") from None
+    finally:
+        loader.dispose()
 
 
 def plain(data: Any, _memo: dict[int, Any] | None = None) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import git
 
+from vh_orch.config.yaml_limits import MAX_YAML_BYTES
 from vh_orch.errors import UserInputError
 
 CONFIG_FILE = "valohai.yaml"
@@ -63,11 +64,21 @@ def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snaps
         sha = repo.git.rev_parse("--verify", "--end-of-options", f"{wanted}^{{commit}}")
     except git.GitCommandError:
         raise UserInputError(f"commit {wanted!r} is not a branch, tag or sha in the project's repository") from None
-    try:
-        config_yaml = repo.git.show(f"{sha}:{CONFIG_FILE}")
-    except git.GitCommandError:
-        raise UserInputError(f"commit {sha[:12]} has no {CONFIG_FILE} at the repository root") from None
+    config_yaml = read_config(repo, sha)
+    if config_yaml is None:
+        raise UserInputError(f"commit {sha[:12]} has no {CONFIG_FILE} at the repository root")
     return Snapshot(kind="git", identifier=sha, ref=ref, config_yaml=config_yaml)
+
+
+def read_config(repo: git.Repo, sha: str) -> str | None:
+    """The commit's valohai.yaml (None when it has none); its size is checked before it is read."""
+    try:
+        size = int(repo.git.cat_file("-s", f"{sha}:{CONFIG_FILE}"))
+    except (git.GitCommandError, ValueError):
+        return None
+    if size > MAX_YAML_BYTES:
+        raise UserInputError(f"{CONFIG_FILE} at commit {sha[:12]} is {size:,} bytes; the limit is {MAX_YAML_BYTES:,}")
+    return str(repo.git.show(f"{sha}:{CONFIG_FILE}"))
 
 
 def fetch_mirror(mirror_path: Path) -> list[tuple[str, str]]:
