@@ -23,6 +23,9 @@ class Settings:
     # How long a replica's hold on an environment or an execution lasts without renewal (its
     # heartbeat renews it): the longest another replica waits to take over from a paused one.
     lease_s: float = 15.0
+    # Distinct metadata keys an execution may have (`vh-orch serve --max-metadata-keys`): past it,
+    # a point's new keys are not metadata (its line stays a log line).
+    max_metadata_keys: int = 1000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import IO, Any
 
 from vh_orch import failpoints
 from vh_orch.errors import LeaseLost
+from vh_orch.orchestrator.metadata_limits import DEFAULT_MAX_KEYS, MetadataGate, warning
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogChunk, Store
 from vh_orch.orchestrator.store.logs import STAMP_WIDTH, has_stamp
@@ -47,13 +49,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: no JSON value, and no database would take it back
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
 def parse_metadata(text: str) -> dict[str, Any] | None:
     """The metadata point in a stdout line, or None when the line is not a JSON object."""
     stripped = text.strip()
     if not (stripped.startswith("{") and stripped.endswith("}")):
         return None
     try:
-        value = json.loads(stripped, parse_constant=_reject_constant)
+        value = json.loads(stripped, parse_constant=_reject_constant, parse_float=_finite)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -168,11 +177,14 @@ class LogIngester:
     """
 
     def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None,
-                 on_metadata: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_metadata: Callable[[dict[str, Any]], None] | None = None,
+                 max_metadata_keys: int = DEFAULT_MAX_KEYS) -> None:
         self.store = store
         # Called in a reader thread with each metadata point as it is read (stop conditions).
         self.on_metadata = on_metadata
         self.execution_id = execution_id
+        # The keys it has (after a restart too: read once), and what of each new point is metadata.
+        self.gate = MetadataGate(store.metadata_keys(execution_id), max_metadata_keys)
         self.metrics = metrics
         self._queue: queue.SimpleQueue[LogChunk | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
@@ -222,7 +234,10 @@ class LogIngester:
                 if lines:
                     if timestamped:
                         stamp = _stamp_pieces(lines, splitter.continued, stamp)
-                    self._put(LogChunk(name, lines, _now(), timestamped, self._metadata(name, lines, timestamped)))
+                    points, broken = self._metadata(name, lines, timestamped)
+                    self._put(LogChunk(name, lines, _now(), timestamped, points))
+                    for rule in broken:
+                        self._warn_once(rule)
                 if not data:
                     break
         except (OSError, ValueError) as exc:  # the pipe went away under us
@@ -239,24 +254,40 @@ class LogIngester:
                     log.exception("execution %s: checking a metadata point failed", self.execution_id)
         self._room.wait()  # the writer is behind: stop reading until it catches up
 
-    @staticmethod
-    def _metadata(name: str, lines: list[str], stamped: bool) -> dict[int, dict[str, Any]] | None:
+    def _metadata(self, name: str, lines: list[str], stamped: bool) -> tuple[dict[int, dict[str, Any]] | None,
+                                                                        list[str]]:
         """The metadata points among a chunk's lines: stdout lines that start (after a docker stamp)
-        with "{" or blanks. One look at the joined text rules most chunks out."""
+        with "{" or blanks, as far as they are metadata (MetadataGate); and the gate's rules these
+        points broke for the first time. One look at the joined text rules most chunks out."""
         if name != "stdout":
-            return None
+            return None, []
         joined = "\n" + "\n".join(lines)
         marks = ("Z {", "Z  ", "Z \t") if stamped else ("\n{", "\n ", "\n\t")
         if not any(mark in joined for mark in marks):
-            return None
+            return None, []
         points = {}
+        broken: list[str] = []
         for i, raw in enumerate(lines):
             text = raw[STAMP_WIDTH:] if stamped and has_stamp(raw) else raw
             if text[:1] in "{ \t" and text:
                 point = parse_metadata(text)
                 if point is not None:
-                    points[i] = point
-        return points or None
+                    kept, rules = self.gate.admit(point, len(text))
+                    broken += rules
+                    if kept is not None:
+                        points[i] = kept
+        return points or None, broken
+
+    def _warn_once(self, rule: str) -> None:
+        """One warning line per execution for each rule that keeps something out of its metadata
+        (a daemon that re-attached looks for the line its predecessor wrote)."""
+        text = warning(rule, self.gate.max_keys)
+        try:
+            if self.store.log_has_line(self.execution_id, "stderr", text):
+                return
+        except Exception:  # the database is busy: better a second warning than none
+            log.warning("execution %s: could not look for an earlier metadata warning", self.execution_id)
+        self.add("stderr", text)
 
     def wait_readers(self, timeout: float | None = None) -> bool:
         """Wait for every stream to reach its end; False if one has not within timeout."""

@@ -234,7 +234,8 @@ class ExecutionRunner:
         return watch
 
     def _run(self) -> Outcome:
-        ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher())
+        ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher(),
+                               max_metadata_keys=self.settings.max_metadata_keys)
         if self.reattach:
             spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]

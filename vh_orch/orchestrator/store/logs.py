@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, LogBlock, MetadataPoint
+from vh_orch.orchestrator.store.latest import latest_merged
 
 # `docker logs --timestamps` starts each line with a fixed-width RFC 3339 time and a space:
 # "2026-11-26T08:13:52.123456789Z text". STAMP_WIDTH characters up to the text.
@@ -247,11 +248,11 @@ class LogsStore:
                 update(Execution)
                 .where(col(Execution.id) == execution_id)
                 .values(last_seq=Execution.last_seq + count)
-                .returning(Execution.last_seq, Execution.metadata_latest)
+                .returning(Execution.last_seq)
             ).one()
             first = seq = last.last_seq - count + 1
             points: list[dict[str, Any]] = []
-            latest = dict(last.metadata_latest or {})
+            latest: dict[str, Any] = {}  # the batch's last value of each key
             for chunk in chunks:
                 for i, point in (chunk.metadata or {}).items():
                     points.append({"execution_id": execution_id, "seq": seq + i,
@@ -264,9 +265,23 @@ class LogsStore:
             conn.execute(insert(LogBlock), blocks)
             if points:
                 conn.execute(insert(MetadataPoint), points)
-                conn.execute(
-                    update(Execution).where(col(Execution.id) == execution_id).values(metadata_latest=latest)
-                )
+                merged = latest_merged(conn.dialect.name, latest)
+                if merged is not None:
+                    conn.execute(update(Execution).where(col(Execution.id) == execution_id)
+                                 .values(metadata_latest=merged))
+
+    def metadata_keys(self, execution_id: int) -> list[str]:
+        """The keys of an execution's latest metadata values (read once by an ingester that starts)."""
+        with self.read() as s:  # type: ignore[attr-defined]
+            latest = s.exec(select(Execution.metadata_latest).where(Execution.id == execution_id)).first()
+        return list(latest or {})
+
+    def log_has_line(self, execution_id: int, stream: str, text: str) -> bool:
+        """Whether a line holding `text` was stored on `stream` (a note vh-orch writes once)."""
+        with self.read() as s:  # type: ignore[attr-defined]
+            return s.exec(select(LogBlock.first_seq).where(
+                LogBlock.execution_id == execution_id, LogBlock.stream == stream,
+                col(LogBlock.texts).contains(text, autoescape=True)).limit(1)).first() is not None
 
     # -- reading: status rows, older log rows and log blocks, merged by seq ------------------
 
