@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vh_orch.config.steps import load_config
+from vh_orch.config.yaml_limits import MAX_YAML_BYTES
 from vh_orch.errors import UserInputError
+from vh_orch.storage.bounded_tar import ArchiveTooLarge, members, open_bounded
 
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = MAX_YAML_BYTES
+DEFAULT_MAX_MEMBERS = 100_000  # `vh-orch serve --max-package-files`
 # An archive may unpack to at most this many times its own size (and never past the cap below).
 MAX_EXPANSION = 20
 
@@ -57,17 +60,17 @@ def check_yaml_path(yaml_path: str) -> str:
     return str(PurePosixPath(yaml_path))
 
 
-def inspect_package(path: Path, yaml_path: str, max_unpacked: int) -> Package:
+def inspect_package(path: Path, yaml_path: str, max_unpacked: int, max_members: int = DEFAULT_MAX_MEMBERS) -> Package:
     """Every member is a regular file or folder with a name that stays inside the package, the
-    whole unpacks to a bounded size, and the configuration file parses; else PackageError."""
+    whole unpacks to a bounded size (headers included) in at most `max_members` members, no
+    header is larger than bounded_tar allows, and the configuration file parses; else PackageError."""
     yaml_path = check_yaml_path(yaml_path)
     size = path.stat().st_size
     limit = min(max_unpacked, max(size, 1024 * 1024) * MAX_EXPANSION)
     config: bytes | None = None
-    unpacked = 0
     try:
-        with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
+        with open_bounded(path) as tar:
+            for member in members(tar, max_members, limit, " (`vh-orch serve --max-package-files`)"):
                 check_member_name(member.name)
                 if member.issym() or member.islnk():
                     raise PackageError(f"archive member {member.name!r} is a link; packages hold only files "
@@ -75,14 +78,13 @@ def inspect_package(path: Path, yaml_path: str, max_unpacked: int) -> Package:
                 if not (member.isfile() or member.isdir()):
                     raise PackageError(f"archive member {member.name!r} is a device, pipe or other special "
                                        "file; packages hold only files and folders: nothing was stored")
-                unpacked += member.size
-                if unpacked > limit:
-                    raise PackageError(f"the package unpacks to more than {limit} bytes: nothing was stored")
                 if member.isfile() and str(PurePosixPath(member.name)) == yaml_path:
                     if member.size > MAX_CONFIG_BYTES:
                         raise PackageError(f"{yaml_path} is larger than {MAX_CONFIG_BYTES} bytes", field="yaml_path")
                     handle = tar.extractfile(member)
                     config = handle.read() if handle else b""
+    except ArchiveTooLarge as exc:
+        raise PackageError(str(exc)) from None
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise PackageError(f"the upload is not a readable tar archive (gzip, bzip2, xz or plain): {exc}") from None
     if config is None:
