@@ -13,11 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vh_orch.api.allowlist import LOOPBACK, Network
 from vh_orch.api.auth import LoginThrottle
+from vh_orch.api.bodylimit import BodyLimit
 from vh_orch.api.metrics import build_registry
 from vh_orch.api.metrics import router as metrics_router
+from vh_orch.api.streams import StreamSlots
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
+from vh_orch.storage.packages import DEFAULT_MAX_MEMBERS
 
 if TYPE_CHECKING:
     from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -29,7 +32,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 
 
 def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               metrics_allow: Sequence[Network] = LOOPBACK, daemon_metrics: DaemonMetrics | None = None) -> FastAPI:
+               max_package_files: int = DEFAULT_MAX_MEMBERS, metrics_allow: Sequence[Network] = LOOPBACK,
+               daemon_metrics: DaemonMetrics | None = None) -> FastAPI:
     """metrics_allow: the client networks /metrics answers (`--metrics-allow`, parsed by
     api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any."""
     from vh_orch.api import commits, data, executions, operations, projects, tasks
@@ -40,6 +44,10 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.store = store
     app.state.settings = settings
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.max_package_members = max_package_files
+    app.state.streams = StreamSlots()
+    # The package upload streams to disk under its own cap; every other body is bounded here.
+    app.add_middleware(BodyLimit, exempt=commits.is_upload_path)
     app.state.throttle = LoginThrottle()
     app.state.metrics_allow = tuple(metrics_allow)
     app.state.metrics_registry = build_registry(store, daemon_metrics)

@@ -2,34 +2,52 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import git
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from python_multipart import FormParser
 from python_multipart.multipart import parse_options_header
 
 from vh_orch.api.auth import CurrentUser
-from vh_orch.api.deps import clamp_page, field_error, not_found, page_json, settings_of, store_of, visible_project
+from vh_orch.api.deps import (
+    Count,
+    clamp_page,
+    field_error,
+    not_found,
+    page_json,
+    project_param,
+    settings_of,
+    store_of,
+    visible_project,
+)
+from vh_orch.api.multipart import Form, FormReader, MultipartError
 from vh_orch.api.shapes import commit_json
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Commit, Project
 from vh_orch.storage.packages import PackageError, inspect_package, keep_package
-from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits
+from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits, read_config
 
 router = APIRouter(prefix="/api/v0")
 SHA_CHARS = frozenset("0123456789abcdef")
+UPLOAD_PARTS = frozenset({"data", "yaml_path", "description"})
+UPLOAD_PATH = re.compile(r"^/api/v0/projects/[^/]+/import-package/?$")
+
+
+def is_upload_path(path: str) -> bool:
+    """The package upload's path: its body is bounded by the route itself (api/bodylimit.py)."""
+    return UPLOAD_PATH.match(path) is not None
 
 
 @router.post("/projects/{project_id}/import-package/", status_code=201)
 async def import_package(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
     """Keep an uploaded package (multipart: `data` a tar, gzipped or not; `yaml_path`; `description`)
-    as an ad-hoc commit. The body streams to disk and stops at the size cap; every member is checked
-    before anything is kept."""
+    as an ad-hoc commit. The body is parsed as it arrives, its file written to disk, and stops at
+    the size cap; every member is checked before anything is kept."""
     project = await run_in_threadpool(visible_project, request, user, project_id)
     settings = settings_of(request)
     cap = request.app.state.max_upload_bytes
@@ -37,57 +55,60 @@ async def import_package(request: Request, user: CurrentUser, project_id: str) -
     if declared.isdigit() and int(declared) > cap:
         raise field_error("data", f"the upload is {int(declared)} bytes; the limit is {cap} bytes "
                           "(`vh-orch serve --max-upload-mb`)", code="too_large", status=413)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise field_error("data", "send the package as multipart/form-data with a file field `data`")
     uploads = settings.adhoc_dir / ".uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=uploads) as work:
-        body = Path(work) / "body"
+        # Files go to the work folder (on the archive store's disk, so keeping one is a rename).
+        reader = FormReader(_boundary(content_type), Path(work), UPLOAD_PARTS)
+        refused: HTTPException | None = None
         size = 0
-        with open(body, "wb") as fh:
+        try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > cap:
                     raise field_error("data", f"the upload is larger than the limit of {cap} bytes "
                                       "(`vh-orch serve --max-upload-mb`)", code="too_large", status=413)
-                fh.write(chunk)
-        return await run_in_threadpool(_keep_upload, request, project, body, Path(work))
+                if refused is None:  # after a refusal the rest is read (so the client hears it) and dropped
+                    refused = _fed(reader, chunk)
+            if refused is None:
+                refused = _fed(reader, None)
+        finally:
+            reader.close()
+        if refused is not None:
+            raise refused
+        return await run_in_threadpool(_keep_upload, request, project, reader.form)
 
 
-def _keep_upload(request: Request, project: Project, body: Path, work: Path) -> dict[str, Any]:
-    fields: dict[str, str] = {}
-    files: dict[str, Path] = {}
-
-    def on_field(f: Any) -> None:
-        fields[(f.field_name or b"").decode("utf-8", "replace")] = (f.value or b"").decode("utf-8", "replace")
-
-    def on_file(f: Any) -> None:
-        f.flush_to_disk()
-        f.file_object.flush()
-        files[(f.field_name or b"").decode("utf-8", "replace")] = Path(f.actual_file_name.decode())
-
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise field_error("data", "send the package as multipart/form-data with a file field `data`")
+def _fed(reader: FormReader, chunk: bytes | None) -> HTTPException | None:
+    """Feed a chunk (None: the end) to the reader; the refusal to answer, if the body is refused."""
     try:
-        # Files go to the work folder (on the archive store's disk, so keeping one is a rename).
-        parser = FormParser("multipart/form-data", on_field, on_file, boundary=_boundary(content_type),
-                            config={"UPLOAD_DIR": str(work), "UPLOAD_DELETE_TMP": False})
-        with open(body, "rb") as fh:
-            while chunk := fh.read(1024 * 1024):
-                parser.write(chunk)
-        parser.finalize()
+        if chunk is None:
+            reader.finish()
+        else:
+            reader.feed(chunk)
+    except MultipartError as exc:
+        return field_error(exc.field, str(exc))
     except Exception as exc:  # python-multipart's errors for malformed bodies
-        raise field_error("data", f"the multipart body cannot be read: {exc}") from None
-    data = files.get("data")
+        return field_error("data", f"the multipart body cannot be read: {exc}")
+    return None
+
+
+def _keep_upload(request: Request, project: Project, form: Form) -> dict[str, Any]:
+    data = form.files.get("data")
     if data is None:
         raise field_error("data", "no file field `data` in the upload", code="required")
     try:
-        package = inspect_package(data, fields.get("yaml_path", "") or CONFIG_FILE,
-                                  max_unpacked=request.app.state.max_upload_bytes * 4)
+        package = inspect_package(data, form.fields.get("yaml_path", "") or CONFIG_FILE,
+                                  max_unpacked=request.app.state.max_upload_bytes * 4,
+                                  max_members=request.app.state.max_package_members)
     except PackageError as exc:
         raise field_error(exc.field, str(exc)) from None
     settings = settings_of(request)
     kept = keep_package(data, package, settings.adhoc_dir)
-    description = fields.get("description", "").strip()[:200] or "uploaded package"
+    description = form.fields.get("description", "").strip()[:200] or "uploaded package"
     commit = store_of(request).get_or_create_commit(
         project_id=project.id,  # type: ignore[arg-type]
         kind="adhoc", identifier=package.identifier, config_yaml=package.config_yaml,
@@ -97,9 +118,9 @@ def _keep_upload(request: Request, project: Project, body: Path, work: Path) -> 
 
 @router.get("/commits/")
 def commits(request: Request, user: CurrentUser, project: str, adhoc: str | None = None,
-            limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
+            limit: Count = None, offset: Count = None) -> dict[str, Any]:
     """A project's commits: its mirror's (newest first), and its ad-hoc packages unless `adhoc=false`."""
-    p = visible_project(request, user, project)
+    p = project_param(request, user, project)
     limit, offset = clamp_page(limit, offset)
     rows = [commit_json(request, c) for c in _git_commits(p, limit + offset)]
     if (adhoc or "").lower() not in ("false", "0", "no"):
@@ -120,7 +141,7 @@ def commit(request: Request, user: CurrentUser, identifier: str, project: str | 
     """One commit: `~<sha256>` an ad-hoc package, else a Git sha (or its prefix) in the project's mirror."""
     if project is None:
         raise field_error("project", "give the project's id: ?project=ID", code="required")
-    p = visible_project(request, user, project)
+    p = project_param(request, user, project)
     found = _find_commit(request, p, identifier)
     if found is None:
         raise not_found()
@@ -160,8 +181,8 @@ def _find_commit(request: Request, p: Project, identifier: str) -> Commit | None
     except git.GitCommandError:
         return None
     try:
-        config = repo.git.show(f"{sha}:{CONFIG_FILE}")
-    except git.GitCommandError:
+        config = read_config(repo, sha) or ""
+    except UserInputError:  # too large to show
         config = ""
     return Commit(project_id=p.id, kind="git", identifier=sha, config_yaml=config,  # type: ignore[arg-type]
                   created_at=datetime.fromisoformat(when))

@@ -9,7 +9,18 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 
 from vh_orch.api.auth import CurrentUser
-from vh_orch.api.deps import clamp_page, field_error, not_found, page_json, store_of, visible_execution, visible_project
+from vh_orch.api.deps import (
+    ROW_REF,
+    Count,
+    checked_ref,
+    clamp_page,
+    field_error,
+    not_found,
+    page_json,
+    project_param,
+    store_of,
+    visible_execution,
+)
 from vh_orch.api.shapes import output_json
 from vh_orch.cli.views import status_rows
 from vh_orch.errors import NotFound, VhOrchError
@@ -22,13 +33,14 @@ SIGNED_URL_S = 3600
 
 @router.get("/data/")
 def data(request: Request, user: CurrentUser, output_execution: str | None = None, project: str | None = None,
-         limit: int | None = None, offset: int | None = None) -> dict[str, Any]:
+         limit: Count = None, offset: Count = None) -> dict[str, Any]:
     """Outputs of one execution (`output_execution=ID`) or of a project's executions (`project=ID`)."""
     store = store_of(request)
     if output_execution is not None:
+        checked_ref("output_execution", output_execution, ROW_REF, "an execution id or PROJECT:COUNTER")
         execution_ids = [visible_execution(request, user, output_execution).id]
     elif project is not None:
-        p = visible_project(request, user, project)
+        p = project_param(request, user, project)
         execution_ids = [e.id for e in store.list_executions(project_id=p.id)]
     else:
         raise field_error("output_execution", "give output_execution=ID or project=ID", code="required")
@@ -71,8 +83,7 @@ def visible_output(request: Request, user: User, datum_id: str) -> Output:
 
 
 @router.get("/environments/")
-def environments(request: Request, user: CurrentUser, limit: int | None = None, offset: int | None = None
-                 ) -> dict[str, Any]:
+def environments(request: Request, user: CurrentUser, limit: Count = None, offset: Count = None) -> dict[str, Any]:
     """Every environment (visible to all users), with its price and how many jobs wait or run on it."""
     store = store_of(request)
     rows = status_rows(store)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Query, Request
 
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.models import Execution, Project, Task, User
@@ -16,6 +17,16 @@ from vh_orch.settings import Settings
 T = TypeVar("T")
 NOT_FOUND = "Not found."
 MAX_LIMIT = 10_000  # the client asks for up to 9001 at once
+MAX_INT = 2**63 - 1  # the database's integers: a number past it is no id, seq or offset
+
+# Query parameters that count (seq numbers, limits, offsets): a negative number, or one past
+# 64 bits, is a 400 naming the parameter (the shape of app.py's validation errors).
+Count = Annotated[int | None, Query(ge=0, le=MAX_INT)]
+_ID = r"\d{1,18}"
+_UUID = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+PROJECT_REF = re.compile(rf"(?:{_ID}|{_UUID})", re.ASCII)
+# An execution or task: its id, or PROJECT:COUNTER (`#N` for executions, `!N` for tasks) or PROJECT:latest.
+ROW_REF = re.compile(rf"(?:{_ID}|(?:{_ID}|{_UUID}):(?:latest|[#!]?{_ID}))", re.ASCII)
 
 
 def store_of(request: Request) -> Store:
@@ -38,10 +49,26 @@ def field_error(field: str, message: str, code: str = "invalid", status: int = 4
 def parse_id(text: str | int) -> int:
     """A numeric id from a path or query; anything else is simply not found."""
     if isinstance(text, int):
+        if not 0 <= text <= MAX_INT:
+            raise not_found()
         return text
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise not_found()
     return int(text)
+
+
+def checked_ref(name: str, value: str, pattern: re.Pattern[str], what: str) -> str:
+    """A reference given in a query parameter: malformed is a 400 naming the parameter (a well-formed
+    one that names nothing the caller may see is still a 404)."""
+    if pattern.fullmatch(value) is None:
+        raise field_error(name, f"{value[:100]!r} is not {what}")
+    return value
+
+
+def project_param(request: Request, user: User, value: str, name: str = "project") -> Project:
+    """The project a query parameter names (its id or UUID)."""
+    checked_ref(name, value, PROJECT_REF, "a project id (a number or a UUID)")
+    return visible_project(request, user, value)
 
 
 def project_public_id(project_id: int) -> str:
@@ -123,13 +150,15 @@ def counter_filter(values: Sequence[str]) -> list[int]:
     counters = []
     for value in values:
         for one in value.split(","):
-            if not one.strip().isdigit():
-                raise field_error("counter", f"{one!r} is not a counter (a whole number)")
+            one = one.strip()
+            if not (one.isascii() and one.isdigit()) or len(one) > 18:
+                raise field_error("counter", f"{one[:100]!r} is not a counter (a whole number)")
             counters.append(int(one))
     return counters
 
 
 def clamp_page(limit: int | None, offset: int | None, default: int = 100) -> tuple[int, int]:
+    """A page's size and start (`Count` parameters: never negative): no limit or 0 is the default."""
     limit = default if limit is None or limit <= 0 else min(limit, MAX_LIMIT)
     return limit, max(offset or 0, 0)
 

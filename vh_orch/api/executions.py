@@ -16,10 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import (
+    MAX_INT,
+    ROW_REF,
+    Count,
+    checked_ref,
     clamp_page,
     counter_filter,
     field_error,
     page_json,
+    project_param,
     settings_of,
     status_filter,
     store_of,
@@ -28,9 +33,11 @@ from vh_orch.api.deps import (
     visible_task,
 )
 from vh_orch.api.shapes import event_json, execution_json
+from vh_orch.api.streams import HeldStream
 from vh_orch.errors import NotFound, UserInputError
+from vh_orch.orchestrator.metadata_limits import MAX_KEY_CHARS, valid_key
 from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, User
-from vh_orch.orchestrator.store.queries import ExecutionFilter
+from vh_orch.orchestrator.store.queries import SORT_COLUMNS, ExecutionFilter
 from vh_orch.orchestrator.submit import SubmitRequest, submit
 from vh_orch.timeutil import iso
 
@@ -197,25 +204,30 @@ def list_executions(
     counter: Annotated[list[str], Query()] = [],  # noqa: B006
     task: Annotated[list[str], Query()] = [],  # noqa: B006
     ordering: str = "-counter",
-    limit: int | None = None,
-    offset: int | None = None,
+    limit: Count = None,
+    offset: Count = None,
 ) -> dict[str, Any]:
     """Executions of the projects the caller may see. Filters repeat (`status=queued&status=started`;
     `status=incomplete` is every unfinished one); `ordering` is a column or a metadata key, `-` first
     for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed)."""
     store = store_of(request)
     if project is not None:
-        project_ids: list[int] | None = [visible_project(request, user, project).id]  # type: ignore[list-item]
+        project_ids: list[int] | None = [project_param(request, user, project).id]  # type: ignore[list-item]
     else:
         project_ids = store.visible_project_ids(user)
     statuses = status_filter(status, [s.value for s in ExecutionStatus], INCOMPLETE)
     counters = counter_filter(counter)
-    task_ids = [visible_task(request, user, one).id for value in task for one in value.split(",") if one]
+    task_ids = [visible_task(request, user, checked_ref("task", one, ROW_REF, "a task id or PROJECT:COUNTER")).id
+                for value in task for one in value.split(",") if one]
     sort = ordering.strip() or "-counter"
     descending = sort.startswith("-")
-    key = sort.lstrip("-+").removeprefix("metadata.")
-    if not key or len(key) > 200:
-        raise field_error("ordering", "give a column or a metadata key, e.g. -counter or -metadata.accuracy")
+    key = sort.lstrip("-+")
+    if key not in SORT_COLUMNS:
+        key = key.removeprefix("metadata.")
+        if not valid_key(key):
+            raise field_error("ordering", f"{ordering[:100]!r} is neither a column ({', '.join(SORT_COLUMNS)}) nor "
+                              f"a metadata key (1 to {MAX_KEY_CHARS} characters, no quote, backslash or control "
+                              "character); e.g. -counter or -metadata.accuracy")
     limit, offset = clamp_page(limit, offset)
     total, rows = store.query_executions(
         ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters,
@@ -276,15 +288,13 @@ def execution_step(request: Request, user: CurrentUser, ref: str) -> dict[str, A
 
 
 @router.get("/executions/{ref}/events/", name="execution_events")
-def events(request: Request, user: CurrentUser, ref: str, limit: int | None = None,
-           after: int | None = None, before: int | None = None) -> dict[str, Any]:
+def events(request: Request, user: CurrentUser, ref: str, limit: Count = None, after: Count = None,
+           before: Count = None) -> dict[str, Any]:
     """Log lines and status changes in order. Without `after`: the last `limit` (default 5000; 0 is
     all), with `truncated` when there were more; `after=SEQ` pages forward, `before=SEQ` back."""
     e = visible_execution(request, user, ref)
     store = store_of(request)
     total = e.last_seq
-    if limit is not None and limit < 0:
-        raise field_error("limit", "give a number of events, 0 for all")
     wanted = total if limit == 0 else min(limit or DEFAULT_EVENTS, 100_000)
     page = store.events_page(e.id, after=after, before=before, limit=max(wanted, 1))  # type: ignore[arg-type]
     truncated = after is None and bool(page) and page[0].seq > 1
@@ -293,26 +303,33 @@ def events(request: Request, user: CurrentUser, ref: str, limit: int | None = No
 
 
 @router.get("/executions/{ref}/metadata/", name="execution_metadata")
-def metadata(request: Request, user: CurrentUser, ref: str, after: int = 0) -> dict[str, Any]:
+def metadata(request: Request, user: CurrentUser, ref: str, after: Count = None) -> dict[str, Any]:
     """Every metadata point printed (with `_time` and its event `_seq`), from after seq `after`; and the
     latest value of every key."""
     e = visible_execution(request, user, ref)
-    points = store_of(request).metadata_after(e.id, after)  # type: ignore[arg-type]
+    points = store_of(request).metadata_after(e.id, after or 0)  # type: ignore[arg-type]
     return {"latest": e.metadata_latest,
             "points": [{**p.data, "_time": iso(p.time), "_seq": p.seq} for p in points]}
 
 
 @router.get("/executions/{ref}/stream/", name="execution_stream")
-async def stream(request: Request, user: CurrentUser, ref: str, after: int = 0,
+async def stream(request: Request, user: CurrentUser, ref: str, after: Count = None,
                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:
     """Server-Sent Events: every event stored after seq `after` (or the `Last-Event-ID` a reconnecting
     browser sends), as it is stored: `event: log` / `status` / `metadata` with the event as JSON
-    data and its seq as id; `event: end` once the execution has ended and everything was sent."""
+    data and its seq as id; `event: end` once the execution has ended and everything was sent.
+    A user follows at most api/streams.MAX_STREAMS_PER_USER streams at once; the next is a 429."""
     e = await run_in_threadpool(visible_execution, request, user, ref)
-    if last_event_id and last_event_id.isdigit():
+    if last_event_id:
+        if not (last_event_id.isascii() and last_event_id.isdigit()) or int(last_event_id) > MAX_INT:
+            raise field_error("Last-Event-ID", f"{last_event_id[:100]!r} is not an event's seq (a whole number)")
         after = int(last_event_id)
-    return StreamingResponse(_event_stream(request, e.id, after), media_type="text/event-stream",  # type: ignore[arg-type]
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    slots = request.app.state.streams
+    response = HeldStream(_event_stream(request, e.id, after or 0), slots, user.id,  # type: ignore[arg-type]
+                          media_type="text/event-stream", headers={"Cache-Control": "no-store",
+                                                                   "X-Accel-Buffering": "no"})
+    slots.take(user.id)
+    return response
 
 
 async def _event_stream(request: Request, execution_id: int, after: int) -> AsyncIterator[str]:

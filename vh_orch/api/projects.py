@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 
 from vh_orch.api.auth import CurrentUser, check_password_login
-from vh_orch.api.deps import clamp_page, field_error, page_json, store_of, visible_project
+from vh_orch.api.deps import Count, clamp_page, field_error, page_json, store_of, visible_project
 from vh_orch.api.shapes import project_json
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.users import check_project_name, new_token
@@ -35,8 +35,7 @@ def me(user: CurrentUser) -> dict[str, Any]:
 
 
 @router.get("/projects/")
-def projects(request: Request, user: CurrentUser, limit: int | None = None, offset: int | None = None
-             ) -> dict[str, Any]:
+def projects(request: Request, user: CurrentUser, limit: Count = None, offset: Count = None) -> dict[str, Any]:
     store = store_of(request)
     visible = store.visible_projects(user)
     people = store.project_people()

@@ -48,11 +48,12 @@ def parse_proxies(text: str) -> list[str]:
 class ApiServer:
     def __init__(self, store: Store, settings: Settings, listen: str, *, metrics_allow: Sequence[Network] | None = None,
                  daemon_metrics: DaemonMetrics | None = None, trusted_proxies: list[str] | None = None,
-                 max_upload_bytes: int | None = None) -> None:
+                 max_upload_bytes: int | None = None, max_package_files: int | None = None) -> None:
         import uvicorn
 
         from vh_orch.api.allowlist import LOOPBACK
         from vh_orch.api.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
+        from vh_orch.storage.packages import DEFAULT_MAX_MEMBERS
 
         host, port = parse_listen(listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -69,6 +70,7 @@ class ApiServer:
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         self.url = f"http://{shown}:{bound[1]}"
         app = create_app(store, settings, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
+                         max_package_files=max_package_files or DEFAULT_MAX_MEMBERS,
                          metrics_allow=LOOPBACK if metrics_allow is None else metrics_allow,
                          daemon_metrics=daemon_metrics)
         # X-Forwarded-For/-Proto only from the proxies named; from anyone else they are ignored.

@@ -10,10 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import (
+    Count,
     clamp_page,
     counter_filter,
     field_error,
     page_json,
+    project_param,
     project_public_id,
     settings_of,
     status_filter,
@@ -119,13 +121,13 @@ def list_tasks(
     project: str | None = None,
     status: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies it)
     counter: Annotated[list[str], Query()] = [],  # noqa: B006
-    limit: int | None = None,
-    offset: int | None = None,
+    limit: Count = None,
+    offset: Count = None,
 ) -> dict[str, Any]:
     """Tasks of the projects the caller may see, newest first (`status=incomplete`: every unfinished one)."""
     store = store_of(request)
     if project is not None:
-        project_ids: list[int] | None = [visible_project(request, user, project).id]  # type: ignore[list-item]
+        project_ids: list[int] | None = [project_param(request, user, project).id]  # type: ignore[list-item]
     else:
         project_ids = store.visible_project_ids(user)
     statuses = status_filter(status, [s.value for s in TaskStatus], INCOMPLETE)

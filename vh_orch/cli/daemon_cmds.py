@@ -47,6 +47,13 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(
         "--max-upload-mb", envvar="VH_ORCH_MAX_UPLOAD_MB", min=1, max=1024 * 1024,
         help="The largest ad-hoc package an API upload may be, in MiB")] = 1024,
+    max_package_files: Annotated[int, typer.Option(
+        "--max-package-files", envvar="VH_ORCH_MAX_PACKAGE_FILES", min=1, max=100_000_000,
+        help="The most files and folders an uploaded ad-hoc package may hold")] = 100_000,
+    max_metadata_keys: Annotated[int, typer.Option(
+        "--max-metadata-keys", envvar="VH_ORCH_MAX_METADATA_KEYS", min=1, max=1_000_000,
+        help="The most distinct metadata keys an execution may have; lines with new keys past it stay log lines")
+    ] = 1000,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -57,7 +64,8 @@ def serve(
     log_format = parse_log_format(log_format)
     configure_logging(log_format, verbose)
     try:
-        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb)
+        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, max_package_files,
+               max_metadata_keys)
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -66,7 +74,8 @@ def serve(
 
 
 def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
-           max_upload_mb: int) -> None:
+           max_upload_mb: int, max_package_files: int, max_metadata_keys: int) -> None:
+    import dataclasses
     import logging
     import signal
     import threading
@@ -81,7 +90,7 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
         proxies = parse_proxies(trusted_proxy)
     from vh_orch.orchestrator.daemon import Daemon
 
-    s = settings()
+    s = dataclasses.replace(settings(), max_metadata_keys=max_metadata_keys)
     s.ensure_dirs()
     store = open_store(s)
     api = None
@@ -105,7 +114,8 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
 
             # after the daemon's claim: a second daemon says so, not "port busy"
             api = ApiServer(store, s, listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
-                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024)
+                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024,
+                            max_package_files=max_package_files)
             api.start()
         while not stop.wait(1.0):
             pass
