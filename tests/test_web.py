@@ -25,28 +25,28 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 STEPS = SCORE_STEP + b"""
 - step:
     name: chatty
-    image: x
+    image: vh-orch/busybox:test
     command:
       - sleep 2
       - |-
         for i in $(seq 1 8); do echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.4; done
 - step:
     name: idle
-    image: x
+    image: vh-orch/busybox:test
     command: sleep 300
 - step:
     name: write
-    image: x
+    image: vh-orch/busybox:test
     command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
 - step:
     name: read
-    image: x
+    image: vh-orch/busybox:test
     command: cat "$VH_INPUTS_DIR/data/hello.txt"
     inputs:
       - name: data
 - step:
     name: bounded
-    image: x
+    image: vh-orch/busybox:test
     command: sh score.sh {parameters}
     parameters:
       - name: epochs
@@ -60,7 +60,7 @@ STEPS = SCORE_STEP + b"""
         pass-as: "{v}"
 - step:
     name: tune
-    image: x
+    image: vh-orch/busybox:test
     command: sh tune.sh {parameters}
     parameters:
       - name: rate
@@ -71,7 +71,7 @@ STEPS = SCORE_STEP + b"""
         pass-as: "{v}"
 - step:
     name: nap
-    image: x
+    image: vh-orch/busybox:test
     command: sleep {parameters}
     parameters:
       - name: seconds
@@ -120,9 +120,10 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Client, str, str]]:
-    """A daemon (process runtime); alice, with a password, owns project `demo` with the steps above."""
+    """A daemon running containers (alice is no administrator); alice, with a password, owns project `demo`
+    with the steps above."""
     with installation(tmp_path_factory.mktemp("web") / "home") as vh:
-        vh("env", "update", "local", "--runtime", "process")
+        vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
         with_stdin(vh, PASSWORD + "\n", "user", "add", "alice", "--password-stdin")
         vh("project", "add", "demo", "--owner", "alice")
         vh.start_daemon()
@@ -365,7 +366,7 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
 
     vh, alice, pid, commit = site
     entry = {"name": "burst", "cloud": "fake", "max_scale": 1, "idle_timeout": "10m", "price_per_hour": 3.0,
-             "fake": {"runtime": "process"}}
+             "pull_policy": "never", "fake": {"runtime": "docker"}}
     (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
     vh("env", "apply", str(tmp_path / "envs.yaml"))
     made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "score",
