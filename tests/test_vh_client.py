@@ -116,6 +116,9 @@ def world(vh: VhOrch, tmp_path: Path) -> tuple[VhOrch, Vh, str]:
     vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
     with_stdin(vh, PASSWORD + "\n", "user", "add", "alice", "--password-stdin")
     vh("project", "add", "demo", "--repo", str(repo), "--owner", "alice")
+    # The dataset server on loopback stands in for a public one: the operator lets alice's inputs come
+    # from it (the daemon fetches nothing from its own networks for a user otherwise).
+    vh.env["VH_ORCH_ALLOW_FETCH"] = "127.0.0.1/32"
     vh.start_daemon()
     client = Vh(tmp_path / "vh-config", repo, vh.home)
     return vh, client, vh.api_url()
