@@ -23,6 +23,11 @@ class Settings:
     # How long a replica's hold on an environment or an execution lasts without renewal (its
     # heartbeat renews it): the longest another replica waits to take over from a paused one.
     lease_s: float = 15.0
+    # Networks the daemon may fetch from for restricted executions besides public addresses (`serve
+    # --allow-fetch`, VH_ORCH_ALLOW_FETCH): CIDRs, checked by storage/fetch_policy.parse_networks.
+    allow_fetch: tuple[str, ...] = ()
+    # The highest priority a user who is not an administrator may give an execution or task.
+    max_user_priority: int = 10
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

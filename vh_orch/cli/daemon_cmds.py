@@ -47,6 +47,14 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(
         "--max-upload-mb", envvar="VH_ORCH_MAX_UPLOAD_MB", min=1, max=1024 * 1024,
         help="The largest ad-hoc package an API upload may be, in MiB")] = 1024,
+    allow_fetch: Annotated[list[str] | None, typer.Option(
+        "--allow-fetch", envvar="VH_ORCH_ALLOW_FETCH", metavar="CIDR",
+        help="A network that inputs of executions submitted through the API may be fetched from, besides public "
+             "addresses (repeatable; the env var takes a comma-separated list): e.g. a data server on 10.20.0.0/16",
+    )] = None,
+    max_user_priority: Annotated[int, typer.Option(
+        "--max-user-priority", envvar="VH_ORCH_MAX_USER_PRIORITY", min=0, max=1_000_000,
+        help="The highest priority a user who is not an administrator may give an execution or task")] = 10,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -57,7 +65,8 @@ def serve(
     log_format = parse_log_format(log_format)
     configure_logging(log_format, verbose)
     try:
-        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb)
+        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, tuple(allow_fetch or ()),
+               max_user_priority)
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -66,7 +75,8 @@ def serve(
 
 
 def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
-           max_upload_mb: int) -> None:
+           max_upload_mb: int, allow_fetch: tuple[str, ...], max_user_priority: int) -> None:
+    import dataclasses
     import logging
     import signal
     import threading
@@ -80,8 +90,10 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
         allowed = parse_allow(metrics_allow)
         proxies = parse_proxies(trusted_proxy)
     from vh_orch.orchestrator.daemon import Daemon
+    from vh_orch.storage.fetch_policy import parse_networks
 
-    s = settings()
+    parse_networks(allow_fetch)  # a malformed network is refused before anything starts
+    s = dataclasses.replace(settings(), allow_fetch=allow_fetch, max_user_priority=max_user_priority)
     s.ensure_dirs()
     store = open_store(s)
     api = None

@@ -73,9 +73,9 @@ DEFAULT_IMAGE_DISK_LOW_PERCENT = 15.0
 
 def choose_runtime(env: Environment) -> tuple[str, str]:
     """The runtime an environment that runs on this host uses now, and why."""
-    section = env.settings.get(env.cloud)
-    wanted = (section or {}).get("runtime") if isinstance(section, dict) else None
-    wanted = wanted or env.settings.get("runtime", "auto")
+    from vh_orch.orchestrator.access import wanted_runtime
+
+    wanted = wanted_runtime(env.cloud, env.settings)
     if wanted == "process":
         return "process", "the environment's runtime is set to process"
     ok, why = docker_available()

@@ -322,6 +322,11 @@ class ExecutionRunner:
 
     def _prepare(self, ingester: LogIngester) -> RunSpec:
         execution = self.execution
+        if execution.restricted and self.runtime.name == "process":
+            # `auto` found no Docker engine: a restricted execution waits for none and never runs unisolated.
+            raise RuntimeFailure("it was submitted through the API and would have run as a plain process on the "
+                                 "daemon's host (no Docker engine answered), which only administrators' executions "
+                                 "may; run it again once the engine answers")
         shutil.rmtree(self.folder, ignore_errors=True)
         for name in FOLDERS:
             (self.folder / name).mkdir(parents=True)
@@ -404,8 +409,12 @@ class ExecutionRunner:
         dest_root = self.runtime.remote_path(spec, "inputs") if remote else str(self.folder / "inputs")
         staging = self.folder / ".fetch"
 
+        http = self._restricted_http()
+
         def place(index: int, file: InputFile) -> Placed:
-            identity = identify(file.source_uri, file.datum, self._datastore_setting)
+            if http is not None and file.datum is None:
+                self._check_restricted_source(file)
+            identity = identify(file.source_uri, file.datum, self._datastore_setting, http)
             url = self._signed_get(file.source_uri) if self._direct else None
 
             def source() -> tuple[int, Iterator[bytes]]:
@@ -413,7 +422,7 @@ class ExecutionRunner:
                     return file_source(file_uri_path(file.source_uri))
                 staging.mkdir(exist_ok=True)
                 tmp = staging / str(index)
-                fetch_file(file.source_uri, tmp, file.name, self._datastore_setting)
+                fetch_file(file.source_uri, tmp, file.name, self._datastore_setting, http)
                 return file_source(tmp, remove=True)
 
             try:
@@ -442,6 +451,42 @@ class ExecutionRunner:
         mounts = tuple((p.mount, f"{CONTAINER_ROOT}/inputs/{f.rel_path}") for p, f in zip(results, planned)
                        if p.mount is not None)
         return dataclasses.replace(spec, mounts=mounts) if mounts else spec
+
+    def _restricted_http(self) -> Any:
+        """A restricted execution's HTTP session, guarded by the fetch policy; None for anyone else's."""
+        if not self.execution.restricted:
+            return None
+        from vh_orch.storage.fetch_policy import FetchPolicy, guarded_session, parse_networks
+
+        return guarded_session(FetchPolicy(parse_networks(self.settings.allow_fetch)))
+
+    def _check_restricted_source(self, file: InputFile) -> None:
+        """Checked again when fetched (a grant may have been withdrawn since the submission): a restricted
+        execution reads no file of this host and only the buckets its project was granted, or outputs its
+        user may see. http(s) is guarded at every connection."""
+        from vh_orch.orchestrator.access import check_bucket_input
+        from vh_orch.errors import UserInputError
+
+        uri = file.source_uri
+        scheme = uri.partition("://")[0]
+        if scheme == "file":
+            raise InputFetchError(f"input {file.name!r}: a file of the daemon's host is not an input an execution "
+                                  "submitted through the API may read")
+        if scheme not in ("s3", "gs"):
+            return
+        e = self.execution
+        user = self.store.find_user(e.user or "")
+
+        def output_visible(uri: str) -> bool:
+            return user is not None and any(
+                self.store.can_see(user, self.store.get_execution(o.execution_id).project_id)
+                for o in self.store.outputs_at(uri))
+
+        try:
+            check_bucket_input(file.name, uri, self.store.get_project_by_id(e.project_id).allowed_buckets or [],
+                               output_visible)
+        except UserInputError as exc:
+            raise InputFetchError(str(exc)) from None
 
     def _signed_get(self, uri: str) -> str | None:
         """A signed URL the machine downloads an object of our object store with; None for anything else."""

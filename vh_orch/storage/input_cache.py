@@ -37,7 +37,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import requests
@@ -152,9 +152,10 @@ def _key(kind: str, *parts: object) -> str:
 
 
 def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
-             datastore_settings: object = None) -> Identity | None:
+             datastore_settings: object = None, http: Any = None) -> Identity | None:
     """The cache identity of the file at `uri` (a datum's resolved URI; `datum` its stored size and sha256),
-    or None when it has none that can be trusted (then it is fetched every time). Cheap: a stat, a HEAD."""
+    or None when it has none that can be trusted (then it is fetched every time). Cheap: a stat, a HEAD
+    (with `http`, a requests session, when given: a restricted execution's, guarded by the fetch policy)."""
     if datum is not None and datum[1]:
         return Identity(f"sha256-{datum[1]}", datum[0], datum[1])
     scheme = urlparse(uri).scheme
@@ -169,7 +170,7 @@ def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
             size, version = bucket_datastore(uri, datastore_settings).stat(uri)  # type: ignore[attr-defined]
             return Identity(_key(scheme, uri, version, size), size)
         if scheme in ("http", "https"):
-            resp = requests.head(uri, allow_redirects=True, timeout=HEAD_TIMEOUT)
+            resp = (http or requests).head(uri, allow_redirects=True, timeout=HEAD_TIMEOUT)
             if resp.status_code >= 400:
                 return None
             validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
