@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,6 +16,8 @@ from vh_orch.api.throttle import LoginThrottle
 from vh_orch.orchestrator.models import User
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.users import check_password, hash_password, token_digest, verify_password
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,11 @@ def change_password(request: Request, user: User, old_password: str, new_passwor
         raise PasswordRefused("old_password", "that is not your current password: nothing was changed")
     current = presented_token(request)
     store = request.app.state.store
-    return int(store.set_password(user.name, hash_password(new_password),
-                                  keep_digest=token_digest(current) if current else None))
+    ended = int(store.set_password(user.name, hash_password(new_password),
+                                   keep_digest=token_digest(current) if current else None))
+    log.info("%s changed their password from %s; %d other token(s) and session(s) ended",
+             user.name, client_address(request), ended)
+    return ended
 
 
 SESSION_COOKIE = "vh_orch_session"

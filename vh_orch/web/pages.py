@@ -1,5 +1,5 @@
 """The web UI's pages: sign-in and sign-out, projects, a project's executions and tasks, an
-execution, a task.
+execution, a task; your account (a password change) and the API's docs.
 
 Pages are server-rendered shells (Jinja2, autoescaped); the data comes from the same HTTP API the
 `vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream
