@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,10 @@ def wait_for(what: Callable[[], Any], message: str, timeout: float = WAIT_S) -> 
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextmanager
+def chromium(log_requests: bool = False) -> Iterator[Any]:
+    """Headless chromium whose console is kept (`driver.get_log("browser")`: Content Security Policy
+    refusals show there) and, with log_requests, every request it makes (`get_log("performance")`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -110,12 +113,33 @@ def browser() -> Iterator[Any]:
                  "--no-proxy-server", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", **({"performance": "ALL"} if log_requests else {})})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
+
+
+def csp_refusals(driver: Any) -> list[str]:
+    """What the page's Content-Security-Policy refused since the console was last read."""
+    return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+@pytest.fixture(autouse=True)
+def _pages_keep_to_their_csp(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that drives the pages also shows that they work under their CSP: nothing refused."""
+    yield
+    if "browser" in request.fixturenames:
+        refused = csp_refusals(request.getfixturevalue("browser"))
+        assert not refused, f"the page broke its Content-Security-Policy: {refused}"
 
 
 @pytest.fixture(scope="module")

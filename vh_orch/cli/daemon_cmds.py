@@ -55,6 +55,10 @@ def serve(
     max_user_priority: Annotated[int, typer.Option(
         "--max-user-priority", envvar="VH_ORCH_MAX_USER_PRIORITY", min=0, max=1_000_000,
         help="The highest priority a user who is not an administrator may give an execution or task")] = 10,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", envvar="VH_ORCH_ALLOWED_HOSTS", metavar="HOST[,HOST...]",
+        help="Host names the HTTP server answers to (repeatable; others get 400); any when unset",
+    )] = None,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -66,7 +70,7 @@ def serve(
     configure_logging(log_format, verbose)
     try:
         _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, tuple(allow_fetch or ()),
-               max_user_priority)
+               max_user_priority, allowed_host or [])
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -75,7 +79,8 @@ def serve(
 
 
 def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
-           max_upload_mb: int, allow_fetch: tuple[str, ...], max_user_priority: int) -> None:
+           max_upload_mb: int, allow_fetch: tuple[str, ...], max_user_priority: int,
+           allowed_host: list[str]) -> None:
     import dataclasses
     import logging
     import signal
@@ -85,10 +90,12 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
     if http:  # malformed settings are refused before anything starts
         from vh_orch.api.allowlist import parse_allow
         from vh_orch.api.server import parse_listen, parse_proxies
+        from vh_orch.api.site_guard import parse_allowed_hosts
 
         parse_listen(listen)
         allowed = parse_allow(metrics_allow)
         proxies = parse_proxies(trusted_proxy)
+        hosts = parse_allowed_hosts(allowed_host)
     from vh_orch.orchestrator.daemon import Daemon
     from vh_orch.storage.fetch_policy import parse_networks
 
@@ -117,7 +124,8 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
 
             # after the daemon's claim: a second daemon says so, not "port busy"
             api = ApiServer(store, s, listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
-                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024)
+                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024,
+                            allowed_hosts=hosts)
             api.start()
         while not stop.wait(1.0):
             pass
