@@ -90,6 +90,7 @@ SHARED_WORLDS = {
     "test_input_cache_ssh.py": "ssh-hosts",
     "test_integrity.py": "ssh-hosts",
     "test_pool_hosts.py": "ssh-hosts",
+    "test_security_containers_ssh.py": "ssh-hosts",
     "test_ssh_pool.py": "ssh-hosts",
     "test_ssh_transport.py": "ssh-hosts",
     "test_chaos.py": "chaos-world",
