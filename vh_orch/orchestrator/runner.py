@@ -414,7 +414,7 @@ class ExecutionRunner:
                 self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
                                          cache_bound_bytes(self._env_settings), pin)
             else:
-                root = self.settings.home / "input-cache" / f"env-{e.environment_id}"
+                root = self.settings.input_cache_dir / f"env-{e.environment_id}"
                 self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings), pin)
         return self._cache
 
