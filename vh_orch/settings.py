@@ -69,7 +69,7 @@ class Settings:
         The input cache's entries keep their modes (containers read them through read-only mounts),
         inside folders made 0700; execution folders in use are left alone (their containers read
         them) behind the home's 0700. Returns how many modes were changed."""
-        changed = _chmod(self.home, PRIVATE_DIR)
+        changed = _chmod(self.home.resolve(), PRIVATE_DIR)  # the home may be reached through a link
         for path in self.home.glob("state.db*"):
             changed += _chmod(path, PRIVATE_FILE)
         for tree in (self.data_dir, self.repos_dir, self.adhoc_dir):
