@@ -21,8 +21,8 @@ from vh_orch.bootstrap.runtimes import RunSpec, RuntimeFailure, docker_run_args
 USER_IMAGE = "vh-orch/busybox-user:test"  # the busybox test image with `USER 1000:1000`, built here
 CAP_NET_RAW = 13  # its bit in /proc/self/status's capability masks
 # The command holds until the test has looked at its container: it writes `go` into the repository folder
-# (the container's working directory, on the host).
-HOLD = "echo ready; for i in $(seq 1200); do [ -f go ] && break; sleep 0.1; done"
+# (the container's working directory, on the host). One `&&` link, so a failure before it ends the run.
+HOLD = "echo ready && i=0 && while [ ! -f go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done"
 
 STEPS = f"""
 - step:
