@@ -11,7 +11,8 @@ from vh_orch.cli.common import open_store, settings
 
 
 def init() -> None:
-    """Create or upgrade the database (never drops data) and the `local` environment."""
+    """Create or upgrade the database (never drops data) and the `local` environment; make the home
+    private to this user (0700 folders, 0600 files), also an existing one."""
     from vh_orch.cli.common import note
     from vh_orch.config.environments import parse_entry
     from vh_orch.orchestrator.db import upgrade
@@ -24,7 +25,10 @@ def init() -> None:
     local = parse_entry({"name": "local", "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
     _, created = store.ensure_environment("local", "local", settings=local.settings, **local.columns)
     store.cluster_id()
+    tightened = s.tighten()  # an installation made before its files were private, or loosened since
     note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))
+    if tightened:
+        note(f"made {tightened} files and folders in {s.home} private to this user")
 
 
 def serve(

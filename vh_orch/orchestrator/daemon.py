@@ -608,7 +608,7 @@ class Daemon:
         """Input cache entries on this host pinned by attempts of this installation that no longer run
         (a daemon killed before its runner released them) may be evicted again."""
         prefix = f"{self.cluster_id}-"
-        pins = list((self.settings.home / "input-cache").glob(f"env-*/*/pins/{prefix}*"))
+        pins = list(self.settings.input_cache_dir.glob(f"env-*/*/pins/{prefix}*"))
         if not pins:
             return
         live = {f"{prefix}{e.id}-{e.attempt}" for e in self.store.executions_in([S.STARTED, S.STOPPING])}

@@ -18,10 +18,21 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from vh_orch import failpoints
+from vh_orch.config.resources import step_limits
 from vh_orch.config.steps import get_step, parse_config
-from vh_orch.errors import LeaseLost, TransientCloudError, VhOrchError
+from vh_orch.errors import LeaseLost, TransientCloudError, UserInputError, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
-from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.bootstrap.isolation import DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, Isolation
+from vh_orch.bootstrap.runtimes import (
+    CONTAINER_ROOT,
+    FOLDERS,
+    VANISHED,
+    RunningCommand,
+    Runtime,
+    RunSpec,
+    RuntimeFailure,
+    open_to_image_user,
+)
 from vh_orch.bootstrap.ssh import SSHError
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -346,6 +357,7 @@ class ExecutionRunner:
         config = self.folder / "config"
         _write_json(config / "parameters.json", execution.parameters)
         _write_json(config / "execution.json", self._execution_info(project.name, commit.identifier))
+        open_to_image_user(self.folder)
 
         env = {"PYTHONUNBUFFERED": "1"}
         env.update({k: str(v) for k, v in execution.environment_variables.items()})
@@ -374,13 +386,28 @@ class ExecutionRunner:
                 "vh-orch.counter": str(execution.counter),
             },
             cache_key=commit.identifier,
+            isolation=self._isolation(),
         )
+        if spec.isolation.limits and self.runtime.name == "process":
+            ingester.add("stderr", "vh-orch: the process runtime does not enforce the step's resources "
+                                   "(cpu, memory); run it in a container for that")
         self.runtime.prepare(spec)
         spec = self._place_inputs(spec, planned)
         _write_json(config / "inputs.json", inputs_config)
+        os.chmod(config / "inputs.json", 0o644)  # for the image's user, whoever it is (open_to_image_user)
         if isinstance(self.runtime, RemoteRuntime):
             self.runtime.put_file(spec, "config/inputs.json", (config / "inputs.json").read_bytes())
         return spec
+
+    def _isolation(self) -> Isolation:
+        """How the container is confined: its environment's settings and its step's resources."""
+        try:
+            limits = step_limits(self._step())
+        except UserInputError as exc:  # a commit submitted before the check: say so, never run it unbounded
+            raise RuntimeFailure(str(exc)) from None
+        settings = self._env_settings
+        return Isolation(pids_limit=int(settings.get("pids_limit", DEFAULT_PIDS_LIMIT)),
+                         network=str(settings.get("container_network", DEFAULT_NETWORK)), limits=limits)
 
     def _input_cache(self) -> InputCache:
         """The input cache of the machine the execution runs on (a folder of its workdir; for the local
@@ -392,7 +419,7 @@ class ExecutionRunner:
                 self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
                                          cache_bound_bytes(self._env_settings), pin)
             else:
-                root = self.settings.home / "input-cache" / f"env-{e.environment_id}"
+                root = self.settings.input_cache_dir / f"env-{e.environment_id}"
                 self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings), pin)
         return self._cache
 

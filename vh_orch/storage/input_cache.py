@@ -79,7 +79,7 @@ place() {  # place FILE: a copy in the execution's folder, never a link into the
     chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/} (is the disk full?)"
 }
 direct() {  # the file straight into the execution's folder, not cached
-  receive "$DEST.part"; mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
+  receive "$DEST.part"; chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
   echo "FILE $got $sum $(total)"; exit 0
 }
 evict() {  # evict NEEDED: drop least recently used entries nobody uses until NEEDED more bytes fit
@@ -121,7 +121,7 @@ else
   trap 'rm -rf -- "$E"' EXIT
   receive "$E/data.part"
   if [ -z "$SIZE" ] && { [ "$got" -gt "$BOUND" ] || ! evict "$got"; }; then
-    echo UNCACHED; mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
+    echo UNCACHED; chmod 644 -- "$E/data.part" && mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
     rm -rf -- "$E"; trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
   fi
   chmod 444 "$E/data.part" && mv -f -- "$E/data.part" "$E/data" && echo "$got" > "$E/size" &&
