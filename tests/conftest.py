@@ -90,6 +90,7 @@ SHARED_WORLDS = {
     "test_input_cache_ssh.py": "ssh-hosts",
     "test_integrity.py": "ssh-hosts",
     "test_pool_hosts.py": "ssh-hosts",
+    "test_security_containers_ssh.py": "ssh-hosts",
     "test_ssh_pool.py": "ssh-hosts",
     "test_ssh_transport.py": "ssh-hosts",
     "test_chaos.py": "chaos-world",
@@ -294,11 +295,24 @@ def ssh_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHPool]:
     hosts = [sshhosts.make_host(root, n) for n in (2, 3)]
     for host in hosts:
         host.start(public)
+    # The hosts stand in for cloud VMs too, whose bootstrap keeps containers from the instance metadata
+    # service with a rule in this machine's DOCKER-USER chain: a rule the tests added goes with them.
+    had_rule = _metadata_rule("-C")
     try:
         yield SSHPool(hosts, client_key, public)
     finally:
         for host in hosts:
             host.stop()
+        if not had_rule:
+            _metadata_rule("-D")
+
+
+def _metadata_rule(action: str) -> bool:
+    from vh_orch.bootstrap.docker_host import METADATA_RULE
+
+    if not shutil.which("iptables"):
+        return False
+    return subprocess.run(["iptables", action, *METADATA_RULE.split()], capture_output=True, timeout=30).returncode == 0
 
 
 @pytest.fixture(scope="session")

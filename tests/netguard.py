@@ -82,12 +82,19 @@ def _as_text(host) -> str | None:
 
 
 def _ip(text: str):
-    """The ip_address for an IP literal (scope id and brackets stripped), else None."""
+    """The ip_address for an IP literal (scope id and brackets stripped), else None. IPv4's numeric
+    shorthands that the C library takes without a DNS query (`127.1`, `2130706433`, `0x7f.1`) count."""
     text = text.strip("[]").split("%", 1)[0]
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        return None
+        pass
+    if text and all(c in "0123456789abcdefxABCDEFX." for c in text):
+        try:
+            return ipaddress.ip_address(socket.inet_aton(text))
+        except OSError:
+            return None
+    return None
 
 
 def _ip_is_loopback(ip) -> bool:

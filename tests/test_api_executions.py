@@ -20,7 +20,7 @@ from test_api_security import Client, package, project_id
 SCORE_STEP = b"""
 - step:
     name: score
-    image: x
+    image: vh-orch/busybox:test
     command: sh score.sh {parameters}
     parameters:
       - name: a
@@ -30,7 +30,7 @@ SCORE_STEP = b"""
 STEPS = SCORE_STEP + b"""
 - step:
     name: chatty
-    image: x
+    image: vh-orch/busybox:test
     command:
       - sleep 1.5
       - |-
@@ -38,11 +38,11 @@ STEPS = SCORE_STEP + b"""
       - echo "to stderr" >&2
 - step:
     name: silent
-    image: x
+    image: vh-orch/busybox:test
     command: "true"
 - step:
     name: write
-    image: x
+    image: vh-orch/busybox:test
     command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
 """
 
@@ -50,9 +50,10 @@ SCORE = b'echo "{\\"accuracy\\": $1}"\n'
 
 
 def setup(vh: VhOrch, project: str = "mine") -> tuple[Client, str, str]:
-    """alice, a running daemon (process runtime), and a project of hers with the steps uploaded."""
+    """alice, a running daemon (containers: alice is no administrator), and a project of hers with the steps
+    uploaded."""
     if vh.daemon is None:
-        vh("env", "update", "local", "--runtime", "process")
+        vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
         vh("user", "add", "alice")
         vh.start_daemon()
     vh("project", "add", project, "--owner", "alice")
@@ -195,8 +196,8 @@ def test_an_output_in_s3_downloads_through_a_signed_url(vh: VhOrch, tmp_path: Pa
 
     moto.client("s3").create_bucket(Bucket="vh-api-data", CreateBucketConfiguration={"LocationConstraint": REGION})
     datastore = {"uri": "s3://vh-api-data/runs", "endpoint_url": moto.url, "region": REGION}
-    entry = {"name": "here", "cloud": "fake", "max_scale": 1, "idle_timeout": "1m", "fake": {"runtime": "process"},
-             "datastore": datastore}
+    entry = {"name": "here", "cloud": "fake", "max_scale": 1, "idle_timeout": "1m", "fake": {"runtime": "docker"},
+             "pull_policy": "never", "datastore": datastore}
     (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
     vh("env", "apply", str(tmp_path / "envs.yaml"))
     alice, pid, commit = setup(vh)

@@ -73,7 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, di
     """One daemon for the tests that only need users and projects; each test works in projects of
     its own (alice: mine, uploads, bad, searches; bob: bobs; carol: carols)."""
     with installation(tmp_path_factory.mktemp("security") / "home") as vh:
-        vh("env", "update", "local", "--runtime", "process")
+        vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
         for user, projects in (("alice", ("mine", "uploads", "bad", "searches")), ("bob", ("bobs",)), ("carol", ("carols",))):
             vh("user", "add", user)
             for project in projects:
@@ -308,7 +308,7 @@ def test_api_submissions_count_against_the_callers_quota(world: tuple[VhOrch, di
     vh, clients = world
     carol, bob = clients["carol"], clients["bob"]
     vh("quota", "set", "carol", "1")
-    idle = package({"valohai.yaml": b"- step: {name: idle, image: x, command: sleep 300}\n"})
+    idle = package({"valohai.yaml": b"- step: {name: idle, image: vh-orch/busybox:test, command: sleep 300}\n"})
     made = []
     for client, project in ((carol, "carols"), (carol, "carols"), (bob, "bobs")):
         pid = project_id(client, project)

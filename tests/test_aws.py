@@ -69,6 +69,11 @@ def test_launch_tags_user_data_list_and_terminate(world: AWSWorld, key_file: Pat
     assert call.params["ClientToken"] == machine.launch_token
     assert call.params["Placement.AvailabilityZone"] == f"{REGION}a"
     assert call.params["InstanceInitiatedShutdownBehavior"] == "terminate"
+    # IMDSv2 only, its token one hop away at most: a container behind the bridge never gets one.
+    assert call.params["MetadataOptions.HttpTokens"] == "required"
+    assert call.params["MetadataOptions.HttpPutResponseHopLimit"] == "1"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     # The user-data installs the host key pinned in the tag, and vh-orch's login key.
     user_data = base64.b64decode(world.moto.client("ec2").describe_instance_attribute(
         InstanceId=instance["InstanceId"], Attribute="userData")["UserData"]["Value"]).decode()

@@ -238,4 +238,5 @@ def test_an_execution_past_its_key_bound_keeps_lines_and_warns_once_across_resta
     texts = [e.text for e in store.events_after(execution.id, 0) if e.kind == "log"]  # type: ignore[arg-type]
     assert texts.count(warning("keys", 3)) == 1
     assert texts.count('{"other": 2}') == 2 and texts.count("plain") == 2  # every line stays a log line
-    assert [p.data for p in store.metadata_after(execution.id)][-2:] == [{"k0": -1}, {"k0": -1}]  # type: ignore[arg-type]
+    points = store.metadata_after(execution.id)  # type: ignore[arg-type]
+    assert [p.data for p in points][-2:] == [{"k0": -1}, {"k0": -1}]

@@ -399,7 +399,7 @@ def test_the_startup_script_installs_the_host_key_and_the_user(tmp_path: Path, d
     private, public = generate_host_key()
     login = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostileButHarmless vh-orch"
     (tmp_path / "startup.sh").write_text(startup_script("vh", login, private, public, "/var/lib/vh orch"))
-    check = ("mkdir -p /stub && for c in systemctl service docker curl apt-get; do "
+    check = ("mkdir -p /stub && for c in systemctl service docker curl apt-get iptables; do "
              "printf '#!/bin/sh\\nexit 0\\n' > /stub/$c; chmod +x /stub/$c; done; "
              "PATH=/stub:$PATH sh /in/startup.sh && PATH=/stub:$PATH sh /in/startup.sh && "
              "id -nG vh && cat /home/vh/.ssh/authorized_keys && cat /etc/ssh/ssh_host_ed25519_key.pub && "

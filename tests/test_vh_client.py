@@ -106,16 +106,19 @@ def dataset_url() -> Iterator[str]:
 @pytest.fixture
 def world(vh: VhOrch, tmp_path: Path) -> tuple[VhOrch, Vh, str]:
     """alice owns project `demo` (the example project as a Git repository, plus an `idle` step) and
-    works in a clone of it; the daemon runs executions in the process runtime."""
+    works in a clone of it; the daemon runs executions in containers (alice is no administrator)."""
     repo = tmp_path / "demo-repo"
     shutil.copytree(EXAMPLE, repo)
     (repo / "valohai.yaml").write_text((repo / "valohai.yaml").read_text() + EXTRA_STEPS)
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     subprocess.run([*GIT, "-C", str(repo), "add", "-A"], check=True)
     subprocess.run([*GIT, "-C", str(repo), "commit", "-qm", "demo"], check=True)
-    vh("env", "update", "local", "--runtime", "process")
+    vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
     with_stdin(vh, PASSWORD + "\n", "user", "add", "alice", "--password-stdin")
     vh("project", "add", "demo", "--repo", str(repo), "--owner", "alice")
+    # The dataset server on loopback stands in for a public one: the operator lets alice's inputs come
+    # from it (the daemon fetches nothing from its own networks for a user otherwise).
+    vh.env["VH_ORCH_ALLOW_FETCH"] = "127.0.0.1/32"
     vh.start_daemon()
     client = Vh(tmp_path / "vh-config", repo, vh.home)
     return vh, client, vh.api_url()

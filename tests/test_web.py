@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -25,28 +26,28 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 STEPS = SCORE_STEP + b"""
 - step:
     name: chatty
-    image: x
+    image: vh-orch/busybox:test
     command:
       - sleep 2
       - |-
         for i in $(seq 1 8); do echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.4; done
 - step:
     name: idle
-    image: x
+    image: vh-orch/busybox:test
     command: sleep 300
 - step:
     name: write
-    image: x
+    image: vh-orch/busybox:test
     command: echo hello > "$VH_OUTPUTS_DIR/hello.txt"
 - step:
     name: read
-    image: x
+    image: vh-orch/busybox:test
     command: cat "$VH_INPUTS_DIR/data/hello.txt"
     inputs:
       - name: data
 - step:
     name: bounded
-    image: x
+    image: vh-orch/busybox:test
     command: sh score.sh {parameters}
     parameters:
       - name: epochs
@@ -60,7 +61,7 @@ STEPS = SCORE_STEP + b"""
         pass-as: "{v}"
 - step:
     name: tune
-    image: x
+    image: vh-orch/busybox:test
     command: sh tune.sh {parameters}
     parameters:
       - name: rate
@@ -71,7 +72,7 @@ STEPS = SCORE_STEP + b"""
         pass-as: "{v}"
 - step:
     name: nap
-    image: x
+    image: vh-orch/busybox:test
     command: sleep {parameters}
     parameters:
       - name: seconds
@@ -97,8 +98,10 @@ def wait_for(what: Callable[[], Any], message: str, timeout: float = WAIT_S) -> 
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@contextmanager
+def chromium(log_requests: bool = False) -> Iterator[Any]:
+    """Headless chromium whose console is kept (`driver.get_log("browser")`: Content Security Policy
+    refusals show there) and, with log_requests, every request it makes (`get_log("performance")`)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -110,6 +113,7 @@ def browser() -> Iterator[Any]:
                  "--no-proxy-server", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", **({"performance": "ALL"} if log_requests else {})})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
     try:
@@ -119,10 +123,31 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver
+
+
+def csp_refusals(driver: Any) -> list[str]:
+    """What the page's Content-Security-Policy refused since the console was last read."""
+    return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+@pytest.fixture(autouse=True)
+def _pages_keep_to_their_csp(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that drives the pages also shows that they work under their CSP: nothing refused."""
+    yield
+    if "browser" in request.fixturenames:
+        refused = csp_refusals(request.getfixturevalue("browser"))
+        assert not refused, f"the page broke its Content-Security-Policy: {refused}"
+
+
+@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Client, str, str]]:
-    """A daemon (process runtime); alice, with a password, owns project `demo` with the steps above."""
+    """A daemon running containers (alice is no administrator); alice, with a password, owns project `demo`
+    with the steps above."""
     with installation(tmp_path_factory.mktemp("web") / "home") as vh:
-        vh("env", "update", "local", "--runtime", "process")
+        vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
         with_stdin(vh, PASSWORD + "\n", "user", "add", "alice", "--password-stdin")
         vh("project", "add", "demo", "--owner", "alice")
         vh.start_daemon()
@@ -365,7 +390,7 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
 
     vh, alice, pid, commit = site
     entry = {"name": "burst", "cloud": "fake", "max_scale": 1, "idle_timeout": "10m", "price_per_hour": 3.0,
-             "fake": {"runtime": "process"}}
+             "pull_policy": "never", "fake": {"runtime": "docker"}}
     (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
     vh("env", "apply", str(tmp_path / "envs.yaml"))
     made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "score",

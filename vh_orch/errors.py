@@ -10,7 +10,13 @@ class VhOrchError(Exception):
 
 
 class UserInputError(VhOrchError):
-    """Something the user gave us (a flag, a parameter value, a file) is not acceptable."""
+    """Something the user gave us (a flag, a parameter value, a file) is not acceptable.
+
+    field: the request field it is about, where the caller knows it (the API names it in its answer)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(VhOrchError):

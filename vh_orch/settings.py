@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,11 @@ class Settings:
     # How long a replica's hold on an environment or an execution lasts without renewal (its
     # heartbeat renews it): the longest another replica waits to take over from a paused one.
     lease_s: float = 15.0
+    # Networks the daemon may fetch from for restricted executions besides public addresses (`serve
+    # --allow-fetch`, VH_ORCH_ALLOW_FETCH): CIDRs, checked by storage/fetch_policy.parse_networks.
+    allow_fetch: tuple[str, ...] = ()
+    # The highest priority a user who is not an administrator may give an execution or task.
+    max_user_priority: int = 10
     # Distinct metadata keys an execution may have (`vh-orch serve --max-metadata-keys`): past it,
     # a point's new keys are not metadata (its line stays a log line).
     max_metadata_keys: int = 1000
@@ -54,9 +60,62 @@ class Settings:
     def wakeup_socket(self) -> Path:
         return self.home / "daemon.sock"
 
+    @property
+    def input_cache_dir(self) -> Path:
+        return self.home / "input-cache"
+
     def ensure_dirs(self) -> None:
+        """The home and its folders, private to this user (0700) when they are made."""
         for d in (self.home, self.repos_dir, self.adhoc_dir, self.executions_dir, self.data_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            if not d.is_dir():
+                d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+                os.chmod(d, PRIVATE_DIR)
+
+    def tighten(self) -> int:
+        """Make an installation private to its user, however it was made: the home and its folders
+        0700, the database files, outputs, mirrors and packages 0600 (an owner's execute bit kept).
+        The input cache's entries keep their modes (containers read them through read-only mounts),
+        inside folders made 0700; execution folders in use are left alone (their containers read
+        them) behind the home's 0700. Returns how many modes were changed."""
+        changed = _chmod(self.home.resolve(), PRIVATE_DIR)  # the home may be reached through a link
+        for path in self.home.glob("state.db*"):
+            changed += _chmod(path, PRIVATE_FILE)
+        for tree in (self.data_dir, self.repos_dir, self.adhoc_dir):
+            changed += _tighten_tree(tree, files=True)
+        changed += _tighten_tree(self.input_cache_dir, files=False)
+        changed += _chmod(self.executions_dir, PRIVATE_DIR)
+        return changed
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def _chmod(path: Path, mode: int) -> int:
+    """Set path's permission bits to mode (keeping an owner's execute bit on files); 1 if they changed."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if stat.S_ISLNK(st.st_mode):
+        return 0  # a link's own mode means nothing; what it points at is tightened where it lives
+    if stat.S_ISREG(st.st_mode):
+        if st.st_nlink > 1:
+            return 0  # shared with a file elsewhere (a local clone links the source's objects): not ours to change
+        mode |= st.st_mode & stat.S_IXUSR
+    if stat.S_IMODE(st.st_mode) == mode:
+        return 0
+    os.chmod(path, mode)
+    return 1
+
+
+def _tighten_tree(top: Path, files: bool) -> int:
+    changed = _chmod(top, PRIVATE_DIR)
+    for root, dirs, names in os.walk(top):
+        changed += sum(_chmod(Path(root) / d, PRIVATE_DIR) for d in dirs)
+        if files:
+            changed += sum(_chmod(Path(root) / n, PRIVATE_FILE) for n in names)
+    return changed
 
 
 def lease_seconds(raw: str | None) -> float:

@@ -12,11 +12,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vh_orch.api.allowlist import LOOPBACK, Network
-from vh_orch.api.auth import LoginThrottle
 from vh_orch.api.bodylimit import BodyLimit
 from vh_orch.api.metrics import build_registry
 from vh_orch.api.metrics import router as metrics_router
+from vh_orch.api.site_guard import SECURITY_HEADERS, SiteGuard
 from vh_orch.api.streams import StreamSlots
+from vh_orch.api.throttle import LoginThrottle
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -33,12 +34,14 @@ DEFAULT_MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
 
 def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
                max_package_files: int = DEFAULT_MAX_MEMBERS, metrics_allow: Sequence[Network] = LOOPBACK,
-               daemon_metrics: DaemonMetrics | None = None) -> FastAPI:
+               daemon_metrics: DaemonMetrics | None = None, allowed_hosts: Sequence[str] = ()) -> FastAPI:
     """metrics_allow: the client networks /metrics answers (`--metrics-allow`, parsed by
-    api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any."""
+    api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any;
+    allowed_hosts: the Host names answered (`--allowed-host`, parsed by api.site_guard; empty: any)."""
     from vh_orch.api import commits, data, executions, operations, projects, tasks
 
-    app = FastAPI(title="vh-orch", docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None,
+    # /api/docs is a page of web/pages.py: swagger-ui vendored, no inline script (FastAPI's own loads it from a CDN)
+    app = FastAPI(title="vh-orch", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
                   description="vh-orch's HTTP API: the part of Valohai's API the `vh` client uses, and vh-orch's "
                               "own endpoints. Authenticate with `Authorization: Token <token>`.")
     app.state.store = store
@@ -62,6 +65,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_exception_handler(pages.SignIn, pages.sign_in_redirect)
+    app.add_middleware(SiteGuard, allowed_hosts=tuple(allowed_hosts))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -94,7 +98,8 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     @app.exception_handler(Exception)
     async def _crashed(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("API request failed")
+        # answered outside the middleware (Starlette's outermost layer): the headers are added here
         return JSONResponse({"message": f"internal error ({type(exc).__name__}); see the daemon's log",
-                             "code": "internal"}, status_code=500)
+                             "code": "internal"}, status_code=500, headers=SECURITY_HEADERS)
 
     return app

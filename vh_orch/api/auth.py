@@ -1,64 +1,23 @@
-"""Who asks: API tokens (`Authorization: Token ...`, or `Bearer ...`), and login throttling."""
+"""Who asks: API tokens (`Authorization: Token ...`, or `Bearer ...`) and browser sessions; sign-in and
+password changes, throttled."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from collections import deque
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
+from starlette.responses import Response
 
+from vh_orch.api.throttle import LoginThrottle
 from vh_orch.orchestrator.models import User
-from vh_orch.orchestrator.users import token_digest, verify_password
+from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.users import check_password, hash_password, token_digest, verify_password
 
-# Failed logins within the window: this many for one user name, or (more: several people may share an
-# address) for one client address, and logins for it wait until the oldest failure leaves the window
-# (429 with Retry-After). A success clears the name's count.
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_ADDRESS = 20
-WINDOW_S = 300.0
-
-
-class LoginThrottle:
-    """Failed logins per user name and per client address, in this process's memory."""
-
-    def __init__(self, per_user: int = MAX_FAILURES_PER_USER, per_address: int = MAX_FAILURES_PER_ADDRESS,
-                 window_s: float = WINDOW_S) -> None:
-        self.limits = {"user": per_user, "address": per_address}
-        self.window_s = window_s
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, user: str, address: str) -> float:
-        """Seconds until this name may try again from this address; 0 if now."""
-        now = time.monotonic()
-        wait = 0.0
-        with self._lock:
-            for key in (("user", user.lower()), ("address", address)):
-                seen = self._prune(key, now)
-                if len(seen) >= self.limits[key[0]]:
-                    wait = max(wait, seen[0] + self.window_s - now)
-        return wait
-
-    def failed(self, user: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in (("user", user.lower()), ("address", address)):
-                self._prune(key, now).append(now)
-
-    def succeeded(self, user: str) -> None:
-        with self._lock:
-            self._failures.pop(("user", user.lower()), None)
-
-    def _prune(self, key: tuple[str, str], now: float) -> deque[float]:
-        seen = self._failures.setdefault(key, deque())
-        while seen and seen[0] <= now - self.window_s:
-            seen.popleft()
-        return seen
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,11 +29,17 @@ class PasswordCheck:
     wait: int = 0
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the connection's peer, or what a trusted proxy forwarded (uvicorn's proxy
+    headers middleware has already put that in request.client, and only for `--trusted-proxy`)."""
+    return request.client.host if request.client else "?"
+
+
 def check_password_login(request: Request, username: str, password: str) -> PasswordCheck:
-    """The password check behind `POST /api/v0/get-token/` and the web sign-in, throttled per user
-    name and client address; the caller decides how to answer."""
+    """The password check behind `POST /api/v0/get-token/`, the web sign-in and a password change,
+    throttled per user name and client address (api/throttle.py); the caller decides how to answer."""
     throttle: LoginThrottle = request.app.state.throttle
-    address = request.client.host if request.client else "?"
+    address = client_address(request)
     wait = throttle.retry_after(username, address)
     if wait > 0:
         return PasswordCheck(None, int(wait) + 1)
@@ -82,11 +47,70 @@ def check_password_login(request: Request, username: str, password: str) -> Pass
     if not verify_password(user.password_hash if user else None, password) or user is None:
         throttle.failed(username, address)
         return PasswordCheck(None)
-    throttle.succeeded(username)
+    throttle.succeeded(username, address)
     return PasswordCheck(user)
 
 
+class PasswordRefused(Exception):
+    """A password change that changed nothing: which field is at fault and why (wait > 0: throttled)."""
+
+    def __init__(self, field: str, message: str, wait: int = 0) -> None:
+        super().__init__(message)
+        self.field = field
+        self.wait = wait
+
+
+def change_password(request: Request, user: User, old_password: str, new_password: str) -> int:
+    """A signed-in user's own password change: the old password is checked (and a wrong one counted like a
+    failed sign-in), then every other token and session of theirs ends; the one this request came with
+    stays. Returns how many ended."""
+    try:
+        check_password(new_password)
+    except UserInputError as exc:
+        raise PasswordRefused("new_password", str(exc)) from None
+    signed = check_password_login(request, user.name, old_password)
+    if signed.wait:
+        raise PasswordRefused("old_password", f"too many failed tries: try again in {signed.wait} s", signed.wait)
+    if signed.user is None or signed.user.id != user.id:
+        raise PasswordRefused("old_password", "that is not your current password: nothing was changed")
+    current = presented_token(request)
+    store = request.app.state.store
+    ended = int(store.set_password(user.name, hash_password(new_password),
+                                   keep_digest=token_digest(current) if current else None))
+    log.info("%s changed their password from %s; %d other token(s) and session(s) ended",
+             user.name, client_address(request), ended)
+    return ended
+
+
 SESSION_COOKIE = "vh_orch_session"
+# Over https the cookie is `__Host-` prefixed: the browser keeps it only if Secure, for Path=/ and no Domain,
+# so neither a sibling subdomain nor a plain-http answer on the way can plant or overwrite it.
+SECURE_SESSION_COOKIE = "__Host-vh_orch_session"
+SESSION_DAYS = 14
+
+
+def session_cookie_name(request: Request) -> str:
+    """The session cookie's name for this request's scheme. Only this one is read: over https, a cookie
+    without the prefix may have been planted (which is what the prefix prevents)."""
+    return SECURE_SESSION_COOKIE if request.url.scheme == "https" else SESSION_COOKIE
+
+
+def session_secret(request: Request) -> str | None:
+    """The browser session's secret from its cookie, if any."""
+    return request.cookies.get(session_cookie_name(request)) or None
+
+
+def set_session_cookie(request: Request, response: Response, secret: str) -> None:
+    response.set_cookie(session_cookie_name(request), secret, max_age=SESSION_DAYS * 86400, httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https", path="/")
+
+
+def clear_session_cookies(response: Response) -> None:
+    """Sign-out: both names go (a browser refuses a `__Host-` cookie, even an expired one, unless Secure)."""
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    response.delete_cookie(SECURE_SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -119,21 +143,32 @@ def check_csrf(request: Request, session: str, given: str | None) -> None:
 
 
 def session_user(request: Request) -> User | None:
-    session = request.cookies.get(SESSION_COOKIE)
+    session = session_secret(request)
     if not session:
         return None
     return request.app.state.store.user_for_token(token_digest(session))  # type: ignore[no-any-return]
+
+
+def presented_token(request: Request) -> str | None:
+    """The secret this request authenticates with, as current_user reads it: the Authorization header's
+    token, else the session cookie's (a password change keeps this one and ends the others)."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return session_secret(request)
+    scheme, _, value = authorization.partition(" ")
+    return value.strip() if scheme.lower() in ("token", "bearer") and value.strip() else None
 
 
 def current_user(request: Request, authorization: Annotated[str | None, Header()] = None,
                  x_csrf_token: Annotated[str | None, Header()] = None) -> User:
     """Who asks: an API token in the Authorization header, or a browser's session cookie (then
     state-changing requests are CSRF-checked)."""
-    if authorization is None and request.cookies.get(SESSION_COOKIE):
+    session = session_secret(request)
+    if authorization is None and session:
         user = session_user(request)
         if user is None:
             raise HTTPException(401, "Your session has ended: sign in again.")
-        check_csrf(request, request.cookies[SESSION_COOKIE], x_csrf_token)
+        check_csrf(request, session, x_csrf_token)
         return user
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() not in ("token", "bearer") or not value.strip():

@@ -119,7 +119,13 @@ def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> 
         parameters=assignments("parameters", params), inputs=assignments("inputs", inputs),
         environment_variables=[f"{k}={v}" for k, v in e.environment_variables.items()],
         image=body.image or e.image, title=body.title if body.title is not None else e.title,
-        priority=e.priority if body.priority is None else body.priority))
+        priority=_again_priority(request, user, e.priority) if body.priority is None else body.priority))
+
+
+def _again_priority(request: Request, user: User, priority: int) -> int:
+    """An execution run again keeps its priority, up to what the caller may give (an administrator's
+    high-priority run, run again by a user, gets the user's highest)."""
+    return priority if user.is_admin else min(priority, settings_of(request).max_user_priority)
 
 
 def as_caller(request: Request, user: User, req: SubmitRequest) -> SubmitRequest:
@@ -135,7 +141,7 @@ def as_caller(request: Request, user: User, req: SubmitRequest) -> SubmitRequest
             return True
         return store.get_execution(store.get_output(datum_id).execution_id).project_id in visible
 
-    return replace(req, user=user.name, remote=True, datum_visible=datum_visible)
+    return replace(req, user=user.name, remote=True, datum_visible=datum_visible, restricted=not user.is_admin)
 
 
 def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
@@ -150,7 +156,7 @@ def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
         field = "environment" if "environment" in str(exc) else field_of(str(exc))
         raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(field_of(str(exc)), str(exc)) from None
+        raise field_error(field_of(exc), str(exc)) from None
     notify_daemon(settings)
     return _one(request, execution)
 
@@ -162,7 +168,11 @@ _FIELDS = (("unknown parameter", "parameters"), ("parameter", "parameters"), ("u
            ("project", "commit"), ("valohai.yaml", "commit"), ("title", "title"), ("step", "step"))
 
 
-def field_of(message: str) -> str:
+def field_of(message: str | UserInputError) -> str:
+    if isinstance(message, UserInputError):
+        if message.field:
+            return message.field
+        message = str(message)
     for prefix, field in _FIELDS:
         if message.startswith(prefix):
             return field

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 
-from vh_orch.api.auth import CurrentUser, check_password_login
+from vh_orch.api.auth import CurrentUser, PasswordRefused, change_password, check_password_login
 from vh_orch.api.deps import Count, clamp_page, field_error, page_json, store_of, visible_project
 from vh_orch.api.shapes import project_json
 from vh_orch.errors import UserInputError
@@ -32,6 +32,21 @@ def get_token(request: Request, username: Annotated[str, Form()], password: Anno
 @router.get("/users/me/")
 def me(user: CurrentUser) -> dict[str, Any]:
     return {"id": user.id, "username": user.name, "is_admin": user.is_admin}
+
+
+@router.post("/users/me/password/")
+def my_password(request: Request, user: CurrentUser, old_password: Annotated[str, Form()],
+                new_password: Annotated[str, Form()]) -> dict[str, Any]:
+    """Change your own password; every other API token and browser session of yours ends (the token or
+    session this request came with stays). A wrong old password counts as a failed login."""
+    try:
+        ended = change_password(request, user, old_password, new_password)
+    except PasswordRefused as exc:
+        if exc.wait:
+            raise HTTPException(429, {"message": str(exc), "code": "throttled"},
+                                headers={"Retry-After": str(exc.wait)}) from None
+        raise field_error(exc.field, str(exc)) from None
+    return {"username": user.name, "ended": ended}
 
 
 @router.get("/projects/")

@@ -48,7 +48,8 @@ def parse_proxies(text: str) -> list[str]:
 class ApiServer:
     def __init__(self, store: Store, settings: Settings, listen: str, *, metrics_allow: Sequence[Network] | None = None,
                  daemon_metrics: DaemonMetrics | None = None, trusted_proxies: list[str] | None = None,
-                 max_upload_bytes: int | None = None, max_package_files: int | None = None) -> None:
+                 max_upload_bytes: int | None = None, max_package_files: int | None = None,
+                 allowed_hosts: Sequence[str] = ()) -> None:
         import uvicorn
 
         from vh_orch.api.allowlist import LOOPBACK
@@ -72,7 +73,7 @@ class ApiServer:
         app = create_app(store, settings, max_upload_bytes=max_upload_bytes or DEFAULT_MAX_UPLOAD_BYTES,
                          max_package_files=max_package_files or DEFAULT_MAX_MEMBERS,
                          metrics_allow=LOOPBACK if metrics_allow is None else metrics_allow,
-                         daemon_metrics=daemon_metrics)
+                         daemon_metrics=daemon_metrics, allowed_hosts=allowed_hosts)
         # X-Forwarded-For/-Proto only from the proxies named; from anyone else they are ignored.
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
                                 proxy_headers=bool(trusted_proxies), forwarded_allow_ips=trusted_proxies or [],

@@ -96,7 +96,7 @@ def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[s
         field = "environment" if "environment" in str(exc) else field_of(str(exc))
         raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(_task_field(str(exc)), str(exc)) from None
+        raise field_error(exc.field or _task_field(str(exc)), str(exc)) from None
     notify_daemon(settings_of(request))
     return detail_json(request, task)
 

@@ -32,6 +32,20 @@ FIRST_BOOT_WAIT = ("if command -v cloud-init >/dev/null; then cloud-init status 
                    "if command -v google_metadata_script_runner >/dev/null; then "
                    f"while [ ! -f {FIRST_BOOT_DONE} ]; do sleep 2; done; fi; true")
 
+# Containers must never reach a cloud VM's instance metadata service (its credentials, its startup
+# script with our host key): a rule in DOCKER-USER, the chain Docker leaves to its operator and
+# jumps to for every container's forwarded packet (the host's own requests never pass it). It is
+# added after Docker starts, by a systemd drop-in whenever dockerd (re)starts (a reboot empties
+# the tables), and again at each bootstrap check. REJECT, not DROP: a client that probes the
+# service fails at once instead of waiting out its timeouts.
+METADATA_ADDRESS = "169.254.169.254/32"
+METADATA_RULE = f"DOCKER-USER -d {METADATA_ADDRESS} -j REJECT"
+# Idempotent, and safe under `set -e`. Docker keeps a DOCKER-USER chain it finds (and jumps to it).
+BLOCK_METADATA = (f"iptables -N DOCKER-USER 2>/dev/null || true; iptables -C {METADATA_RULE} 2>/dev/null || "
+                  f"iptables -I {METADATA_RULE}")
+METADATA_DROPIN_PATH = "/etc/systemd/system/docker.service.d/vh-orch-metadata.conf"
+METADATA_DROPIN = f"[Service]\nExecStartPost=/bin/sh -c '{BLOCK_METADATA}'\n"
+
 Step = Callable[[str], None]
 
 
@@ -56,7 +70,8 @@ def bootstrap(
 
     first_boot: a new cloud VM, whose first-boot setup may still be installing Docker and
     our host key; wait for it to finish before looking (and never race it for the
-    package manager)."""
+    package manager). Its containers are kept from the instance metadata service (BLOCK_METADATA),
+    at every bootstrap: a machine where that fails is never used."""
     end = time.monotonic() + deadline_s
     user = transport.target.user
     marker = shlex.quote(f"{workdir}/bootstrap-version")
@@ -91,6 +106,8 @@ def bootstrap(
                           timeout=60)
     lines = check.stdout.splitlines()
     if check.code == 0 and lines and lines[0].strip() == BOOTSTRAP_VERSION:
+        if first_boot:
+            _block_metadata(transport, user)
         on_step("ready")
         return
     if transport.run("command -v docker", timeout=30).code != 0:
@@ -111,5 +128,15 @@ def bootstrap(
         if time.monotonic() > end:
             raise BootstrapError(f"Docker did not answer within {deadline_s:g} s")
         time.sleep(2)
+    if first_boot:
+        _block_metadata(transport, user)
     transport.run(f"mkdir -p {shlex.quote(workdir)} && echo {BOOTSTRAP_VERSION} > {marker}", timeout=30)
     on_step("ready")
+
+
+def _block_metadata(transport: SSHTransport, user: str) -> None:
+    result = transport.run(_sudo(user, BLOCK_METADATA), timeout=60)
+    if result.code != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise BootstrapError(f"could not keep containers from the instance metadata service (iptables, "
+                             f"exit {result.code}): {tail[0]}")

@@ -151,15 +151,19 @@ class RemoteDockerRuntime:
         q = shlex.quote
         cache = f"{self.workdir}/commits/{spec.cache_key}.tar" if spec.cache_key else ""
         dirs = " ".join(q(f"{folder}/{name}") for name in FOLDERS)
+        # This installation's folder is private to the SSH user: the outputs/ and repository/ that any
+        # image user may write to (runtimes.open_to_image_user) are out of other local users' reach.
+        private = q(f"{self.workdir}/{spec.cluster_id}")
         script = (
             f"set -e; F={q(folder)}; C={q(cache)}\n"
-            f"rm -rf \"$F\"; mkdir -p {dirs}\n"
+            f"rm -rf \"$F\"; mkdir -p {dirs}; chmod 700 {private}\n"
             'if [ -n "$C" ] && [ -f "$C" ]; then echo cached; '
             'tar -xf "$C" -C "$F/repository" || { rm -f "$C"; echo "the cached commit was unreadable" >&2; exit 1; }; '
             "else echo send; fi\n"
             'tar -xf - -C "$F"\n'
             'if [ -n "$C" ] && [ ! -f "$C" ]; then mkdir -p "${C%/*}"; '
             'tar -cf "$C.$$.part" -C "$F/repository" . && mv -f "$C.$$.part" "$C"; fi\n'
+            'chmod 777 "$F/outputs" "$F/repository"\n'  # whatever the SSH user's umask made of them
             "echo placed\n"
         )
         command = self.transport.start(f"sh -c {q(script)}")
@@ -324,7 +328,8 @@ class RemoteDockerRuntime:
     def put_file(self, spec: RunSpec, rel: str, data: bytes) -> None:
         path = shlex.quote(self.remote_path(spec, rel))
         try:
-            result = self.transport.run(f"cat > {path}.part && mv {path}.part {path}", stdin=data, timeout=120)
+            result = self.transport.run(f"cat > {path}.part && chmod 644 {path}.part && mv {path}.part {path}",
+                                        stdin=data, timeout=120)
         except SSHError as exc:
             raise RuntimeFailure(str(exc)) from None
         if result.code != 0:

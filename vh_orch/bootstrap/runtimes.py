@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from vh_orch import failpoints
+from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, isolation_args
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class RunSpec:
     cache_key: str | None = None  # the commit's identity: remote machines cache its files by it
     # Files mounted read-only into the container: (path on the machine, path in the container); input cache entries.
     mounts: tuple[tuple[str, str], ...] = ()
+    isolation: Isolation = field(default_factory=Isolation)  # how the container is confined
 
     @property
     def container_name(self) -> str:
@@ -120,6 +122,29 @@ class Runtime(Protocol):
 
     def start(self, spec: RunSpec) -> RunningCommand:
         ...
+
+
+# The folders the command may write to: outputs/ (the contract) and repository/, its working
+# directory, where scripts often leave scratch files.
+WRITABLE = ("outputs", "repository")
+
+
+def open_to_image_user(folder: Path) -> None:
+    """Let whichever user the image runs as (root or not) read the execution's folders and write to
+    outputs/ and repository/. vh-orch's own files are private to its user (0700/0600); these stay out
+    of other local users' reach all the same, inside that private home (on a machine, inside this
+    installation's 0700 folder): a container sees its mounts, never the folders above them."""
+    for name in FOLDERS:
+        top = folder / name
+        dir_mode = 0o777 if name in WRITABLE else 0o755
+        for root, dirs, files in os.walk(top):
+            os.chmod(root, dir_mode)
+            for entry in files:
+                path = os.path.join(root, entry)
+                if os.path.islink(path):
+                    continue
+                mode = os.stat(path).st_mode & 0o7777
+                os.chmod(path, mode | 0o444 | (0o111 if mode & 0o100 else 0))
 
 
 def docker_available() -> tuple[bool, str]:
@@ -275,7 +300,7 @@ class DockerRuntime:
                 raise self._pull_failure
         # A container of this name is what an earlier start of this attempt left behind.
         remove_container(spec.container_name)
-        args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"})
+        args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"}, local=True)
         if shutil.which("setpriv"):
             # The client dies with the thread that started it: a daemon killed while the client
             # creates the container leaves no creation in flight for the next daemon to miss.
@@ -346,12 +371,21 @@ class _Container(_Process):
             self.proc.kill()
 
 
-def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[str, str]) -> list[str]:
+def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[str, str],
+                    local: bool = False) -> list[str]:
     """`docker run` for an execution: named, labelled (whose it is, and `labels`: where it runs),
-    its folders mounted under /valohai."""
+    confined (isolation.py), its folders mounted under /valohai. The image's own user runs the
+    command. local: host_folder is on this host (mount sources are looked at, not only named).
+    RuntimeFailure for a mount that must never be made (the Docker socket)."""
     args = ["docker", "run", *(["-d"] if detach else []), "--init", "--pull", "never", "--name", spec.container_name]
     for key, value in {**spec.all_labels(), **labels}.items():
         args += ["--label", f"{key}={value}"]
+    args += isolation_args(spec.isolation)
+    try:
+        for source in [f"{host_folder}/{name}" for name in FOLDERS] + [source for source, _ in spec.mounts]:
+            check_mount_source(source, local)
+    except MountRefused as exc:
+        raise RuntimeFailure(str(exc)) from None
     for name in FOLDERS:
         args += ["-v", f"{host_folder}/{name}:{CONTAINER_ROOT}/{name}"]
     for source, target in spec.mounts:

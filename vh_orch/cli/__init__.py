@@ -6,6 +6,7 @@ path (quick.py) when it can; everything else goes to the Typer app (commands.py)
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -14,6 +15,9 @@ from vh_orch.errors import VhOrchError
 
 
 def main() -> None:
+    # Everything vh-orch writes (its home, the database, outputs, mirrors, packages) is its user's
+    # alone; what containers must read is opened explicitly (runtimes.open_to_image_user).
+    os.umask(0o077)
     if answer(sys.argv[1:]):
         return
     from vh_orch.cli.commands import app

@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from vh_orch.cli.terminal import visible
 from vh_orch.errors import UserInputError
 from vh_orch.settings import Settings
 from vh_orch.timeutil import iso
@@ -64,24 +65,27 @@ def open_store(s: Settings | None = None) -> Store:
 
 def print_error(message: str) -> None:
     """How every command reports a VhOrchError: `error: ...` on stderr, one line however long.
-    The message is text, never markup: it may quote anything a user typed (`[/x]`)."""
+    The message is text, never markup, and its control characters show (terminal.py): it may quote
+    anything a user typed (`[/x]`) or an execution wrote."""
     from rich.text import Text
 
-    _console(True).print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+    _console(True).print(Text.assemble(("error:", "bold red"), " ", visible(message)), highlight=False,
+                         soft_wrap=True)
 
 
 def note(message: str, style: str | None = None) -> None:
-    """A line for people on stderr (progress, states); plain text, never markup."""
+    """A line for people on stderr (progress, states); plain text, never markup, controls shown."""
     from rich.text import Text
 
-    _console(True).print(Text(message, style=style or ""), highlight=False, soft_wrap=True)
+    _console(True).print(Text(visible(message), style=style or ""), highlight=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> Any:
-    """A table cell as text: values may hold `[...]` that rich would read as markup."""
+    """A table cell (or title, or header) as text: values may hold `[...]` that rich would read as markup,
+    and control characters that the terminal would act on (terminal.py)."""
     from rich.text import Text
 
-    return Text("" if value is None else str(value))
+    return Text("" if value is None else visible(str(value)))
 
 
 def _jsonable(value: Any) -> Any:
@@ -98,9 +102,9 @@ def print_json(value: Any) -> None:
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    table = Table(title=None if title is None else _cell(title), show_lines=False)
+    for column in columns:  # a column may be named by a metadata key
+        table.add_column(_cell(column), overflow="fold")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     _console(False).print(table)
@@ -109,7 +113,7 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
 def print_fields(title: str, fields: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=title, show_header=False, box=None)
+    table = Table(title=_cell(title), show_header=False, box=None)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in fields.items():

@@ -11,7 +11,8 @@ from vh_orch.cli.common import open_store, settings
 
 
 def init() -> None:
-    """Create or upgrade the database (never drops data) and the `local` environment."""
+    """Create or upgrade the database (never drops data) and the `local` environment; make the home
+    private to this user (0700 folders, 0600 files), also an existing one."""
     from vh_orch.cli.common import note
     from vh_orch.config.environments import parse_entry
     from vh_orch.orchestrator.db import upgrade
@@ -24,7 +25,10 @@ def init() -> None:
     local = parse_entry({"name": "local", "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
     _, created = store.ensure_environment("local", "local", settings=local.settings, **local.columns)
     store.cluster_id()
+    tightened = s.tighten()  # an installation made before its files were private, or loosened since
     note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))
+    if tightened:
+        note(f"made {tightened} files and folders in {s.home} private to this user")
 
 
 def serve(
@@ -54,6 +58,18 @@ def serve(
         "--max-metadata-keys", envvar="VH_ORCH_MAX_METADATA_KEYS", min=1, max=1_000_000,
         help="The most distinct metadata keys an execution may have; lines with new keys past it stay log lines")
     ] = 1000,
+    allow_fetch: Annotated[list[str] | None, typer.Option(
+        "--allow-fetch", envvar="VH_ORCH_ALLOW_FETCH", metavar="CIDR",
+        help="A network that inputs of executions submitted through the API may be fetched from, besides public "
+             "addresses (repeatable; the env var takes a comma-separated list): e.g. a data server on 10.20.0.0/16",
+    )] = None,
+    max_user_priority: Annotated[int, typer.Option(
+        "--max-user-priority", envvar="VH_ORCH_MAX_USER_PRIORITY", min=0, max=1_000_000,
+        help="The highest priority a user who is not an administrator may give an execution or task")] = 10,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", envvar="VH_ORCH_ALLOWED_HOSTS", metavar="HOST[,HOST...]",
+        help="Host names the HTTP server answers to (repeatable; others get 400); any when unset",
+    )] = None,
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -65,7 +81,7 @@ def serve(
     configure_logging(log_format, verbose)
     try:
         _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, max_package_files,
-               max_metadata_keys)
+               max_metadata_keys, tuple(allow_fetch or ()), max_user_priority, allowed_host or [])
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -74,7 +90,8 @@ def serve(
 
 
 def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
-           max_upload_mb: int, max_package_files: int, max_metadata_keys: int) -> None:
+           max_upload_mb: int, max_package_files: int, max_metadata_keys: int, allow_fetch: tuple[str, ...],
+           max_user_priority: int, allowed_host: list[str]) -> None:
     import dataclasses
     import logging
     import signal
@@ -84,13 +101,18 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
     if http:  # malformed settings are refused before anything starts
         from vh_orch.api.allowlist import parse_allow
         from vh_orch.api.server import parse_listen, parse_proxies
+        from vh_orch.api.site_guard import parse_allowed_hosts
 
         parse_listen(listen)
         allowed = parse_allow(metrics_allow)
         proxies = parse_proxies(trusted_proxy)
+        hosts = parse_allowed_hosts(allowed_host)
     from vh_orch.orchestrator.daemon import Daemon
+    from vh_orch.storage.fetch_policy import parse_networks
 
-    s = dataclasses.replace(settings(), max_metadata_keys=max_metadata_keys)
+    parse_networks(allow_fetch)  # a malformed network is refused before anything starts
+    s = dataclasses.replace(settings(), allow_fetch=allow_fetch, max_user_priority=max_user_priority,
+                            max_metadata_keys=max_metadata_keys)
     s.ensure_dirs()
     store = open_store(s)
     api = None
@@ -115,7 +137,7 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
             # after the daemon's claim: a second daemon says so, not "port busy"
             api = ApiServer(store, s, listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
                             trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024,
-                            max_package_files=max_package_files)
+                            max_package_files=max_package_files, allowed_hosts=hosts)
             api.start()
         while not stop.wait(1.0):
             pass

@@ -84,7 +84,22 @@ Slots = Annotated[int | None, typer.Option("--slots", help="Executions at a time
 MaxAttempts = Annotated[int | None, typer.Option("--max-attempts", help="Runs of an execution whose machine is lost")]
 PullPolicy = Annotated[str | None, typer.Option("--pull-policy", help="if-missing, always or never")]
 Runtime = Annotated[str | None, typer.Option("--runtime", help="local and fake: auto, docker or process")]
+PidsLimit = Annotated[int | None, typer.Option("--pids-limit", help="Most processes per container (0: no limit; "
+                                                                    "default 4096)")]
+ContainerNetwork = Annotated[str | None, typer.Option("--container-network",
+                                                      help="bridge (default) or none: no network in the container")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Cloud setting SECTION.KEY=VALUE (YAML value)")]
+Users = Annotated[str | None, typer.Option("--users", metavar="NAME[,NAME...]",
+                                           help="Only these users (and administrators) may submit to it over the API")]
+Everyone = Annotated[bool, typer.Option("--everyone", help="Every user may submit to it over the API (the default)")]
+Admins = Annotated[bool, typer.Option("--admins", help="Only administrators may submit to it over the API")]
+
+
+def _users_option(users: str | None, everyone: bool, admins: bool) -> str | None:
+    given = [v for v in (users, "everyone" if everyone else None, "admins" if admins else None) if v is not None]
+    if len(given) > 1:
+        raise UserInputError("--users, --everyone and --admins exclude each other: give one")
+    return given[0] if given else None
 
 
 def _merge_options(entry: dict[str, Any], **opts: Any) -> dict[str, Any]:
@@ -93,6 +108,9 @@ def _merge_options(entry: dict[str, Any], **opts: Any) -> dict[str, Any]:
     entry = dict(entry)
     sets = opts.pop("set_") or []
     runtime = opts.pop("runtime")
+    users = _users_option(opts.pop("users", None), opts.pop("everyone", False), opts.pop("admins", False))
+    if users is not None:
+        entry["users"] = users
     for key, value in opts.items():
         if value is not None:
             entry[key] = (value[0] if len(value) == 1 else value) if key == "instance_type" else value
@@ -118,7 +136,8 @@ def add(
     min_scale: MinScale = None, max_scale: MaxScale = None, idle_timeout: IdleTimeout = None,
     instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
     slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
-    set_: SetOpt = None,
+    pids_limit: PidsLimit = None, container_network: ContainerNetwork = None,
+    set_: SetOpt = None, users: Users = None, everyone: Everyone = False, admins: Admins = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Define a new environment."""
@@ -130,7 +149,9 @@ def add(
     entry = _merge_options({"name": name, "cloud": cloud}, min_scale=min_scale, max_scale=max_scale,
                            idle_timeout=idle_timeout, instance_type=instance_type, region=region, spot=spot,
                            price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
-                           pull_policy=pull_policy, runtime=runtime, set_=set_)
+                           pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
+                           container_network=container_network, set_=set_, users=users, everyone=everyone,
+                           admins=admins)
     spec = parse_entry(entry, "environment")
     store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
     _done(store, name, "created", json_out)
@@ -142,7 +163,8 @@ def update(
     min_scale: MinScale = None, max_scale: MaxScale = None, idle_timeout: IdleTimeout = None,
     instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
     slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
-    set_: SetOpt = None,
+    pids_limit: PidsLimit = None, container_network: ContainerNetwork = None,
+    set_: SetOpt = None, users: Users = None, everyone: Everyone = False, admins: Admins = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Change an environment's settings (also lifts a stop after a fatal launch error)."""
@@ -153,7 +175,8 @@ def update(
     entry = _merge_options(env_entry(env), min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout,
                            instance_type=instance_type, region=region, spot=spot, price_per_hour=price_per_hour,
                            slots=slots, max_attempts=max_attempts, pull_policy=pull_policy, runtime=runtime,
-                           set_=set_)
+                           pids_limit=pids_limit, container_network=container_network, set_=set_, users=users,
+                           everyone=everyone, admins=admins)
     spec = parse_entry(entry, "environment")
     settings = {**spec.settings, **({"draining": True} if env.settings.get("draining") else {})}
     store.save_environment(spec.name, spec.cloud, spec.columns, settings, touch=True)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.terminal import visible
 from vh_orch.cli.views import execution_info, execution_summary, output_dict
 from vh_orch.errors import NoDaemon, UserInputError
 from vh_orch.timeutil import iso
@@ -170,6 +171,8 @@ def logs(
     execution_id: Annotated[int, typer.Argument(metavar="ID")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until it ends")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Write the lines exactly as printed, terminal escapes "
+                                                    "included (by default control characters show as \\x1b)")] = False,
 ) -> None:
     """Print an execution's log lines (stdout and stderr, in order)."""
     from vh_orch.orchestrator.models import ExecutionStatus
@@ -178,7 +181,7 @@ def logs(
     store = open_store(s)
     execution = store.get_execution(execution_id)
     if follow:
-        final = follow_logs(store, s, execution_id, after_seq=0, json_lines=json_out)
+        final = follow_logs(store, s, execution_id, after_seq=0, json_lines=json_out, raw=raw)
         raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
     last = 0
     marks = AttemptMarks() if execution.attempt > 1 else None
@@ -187,7 +190,7 @@ def logs(
         if not events:
             break
         for event in events:
-            _print_event(event, json_out, show_status=False)
+            _print_event(event, json_out, show_status=False, raw=raw)
             if marks is not None and event.kind == "status" and not json_out:
                 mark = marks.see(event.text)
                 if mark:
@@ -319,7 +322,8 @@ def require_daemon(store: Store, s: Settings) -> None:
         )
 
 
-def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False) -> str:
+def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False,
+                raw: bool = False) -> str:
     """Print events as they are stored until the execution ends; returns its final status."""
     from vh_orch.orchestrator.models import FINAL_STATUSES
 
@@ -328,7 +332,7 @@ def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, js
         execution = store.get_execution(execution_id)
         events = store.events_after(execution_id, last)
         for event in events:
-            _print_event(event, json_lines, show_status=True)
+            _print_event(event, json_lines, show_status=True, raw=raw)
         if events:
             last = events[-1].seq
             continue
@@ -338,13 +342,13 @@ def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, js
         time.sleep(FOLLOW_POLL_S)
 
 
-def _print_event(event, json_lines: bool, show_status: bool) -> None:  # type: ignore[no-untyped-def]
-    if json_lines:
+def _print_event(event, json_lines: bool, show_status: bool, raw: bool = False) -> None:  # type: ignore[no-untyped-def]
+    if json_lines:  # json.dumps writes control characters as \u001b: safe as it is
         print_json_line({"seq": event.seq, "time": iso(event.time), "kind": event.kind,
                          "stream": event.stream, "text": event.text})
     elif event.kind == "log":
         out = sys.stderr if event.stream == "stderr" else sys.stdout
-        out.write(event.text + "\n")
+        out.write((event.text if raw else visible(event.text)) + "\n")
         out.flush()
     elif show_status:
         _print_note(event.text)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
+from vh_orch.cli.terminal import visible
 from vh_orch.cli.views import status_rows
 from vh_orch.errors import UserInputError
 
@@ -123,4 +124,5 @@ def cleanup(
         return
     verb = "would remove" if dry_run else "removed"
     for job, items in report.items():
-        print(f"{job}: {verb} {len(items)}" + "".join(f"\n  {i}" for i in items))
+        # items may name what executions made (output files): their control characters show
+        print(f"{job}: {verb} {len(items)}" + "".join(f"\n  {visible(str(i))}" for i in items))

@@ -92,6 +92,31 @@ def chown(project: ProjectArg, user: UserArg) -> None:
     print(f"{project} is owned by {user}")
 
 
+@app.command("update")
+def update(
+    project: ProjectArg,
+    allow_bucket: Annotated[list[str] | None, typer.Option(
+        "--allow-bucket", metavar="s3://BUCKET[/PREFIX]",
+        help="Let the project's executions submitted over the API read inputs here with the daemon's credentials "
+             "(s3:// or gs://; a prefix is a folder); repeatable")] = None,
+    disallow_bucket: Annotated[list[str] | None, typer.Option(
+        "--disallow-bucket", metavar="s3://BUCKET[/PREFIX]", help="Take a grant back; repeatable")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
+) -> None:
+    """Change a project's settings: the buckets its executions submitted over the API may read."""
+    from vh_orch.storage.fetch_policy import normalise_grant
+
+    added = [normalise_grant(b) for b in allow_bucket or []]
+    removed = [normalise_grant(b, "--disallow-bucket") for b in disallow_bucket or []]
+    store = open_store()
+    updated = store.update_bucket_grants(project, added, removed)
+    if json_out:
+        print_json(_project_dict(updated, store.project_people().get(updated.id, ("?", []))))
+    else:
+        grants = ", ".join(updated.allowed_buckets) or "none"
+        print(f"project {project} updated; buckets its API executions may read: {grants}")
+
+
 def _project_dict(p, people: tuple[str, list[str]]) -> dict:  # type: ignore[no-untyped-def]
     return {
         "id": p.id,
@@ -101,4 +126,5 @@ def _project_dict(p, people: tuple[str, list[str]]) -> dict:  # type: ignore[no-
         "members": people[1],
         "execution_count": p.execution_counter,
         "created_at": p.created_at,
+        "allowed_buckets": p.allowed_buckets,
     }

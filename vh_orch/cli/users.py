@@ -85,13 +85,14 @@ def rm(name: NameArg) -> None:
 
 @app.command("passwd")
 def passwd(name: NameArg, password_stdin: PasswordStdin = False) -> None:
-    """Set a user's password (asked twice on a terminal, or read with --password-stdin)."""
+    """Set a user's password (asked twice on a terminal, or read with --password-stdin); every API token
+    and browser session of theirs ends (whoever knew the old password may have made some)."""
     from vh_orch.orchestrator.users import hash_password
 
     store = open_store()
     store.get_user(name)  # a clear error before asking for anything
-    store.set_password(name, hash_password(_read_password(password_stdin)))
-    print(f"password of {name} set")
+    ended = store.set_password(name, hash_password(_read_password(password_stdin)))
+    print(f"password of {name} set; their {ended} API token(s) and session(s) were ended")
 
 
 @app.command("token")

@@ -102,7 +102,9 @@ class AWSDriver(VMMachines):
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list},
                                   {"ResourceType": "volume", "Tags": tag_list}],
             "InstanceInitiatedShutdownBehavior": "terminate",  # a machine that powers off is gone, not parked
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+            # IMDSv2 only, and its token answered no further than one hop: a container (one hop
+            # more, behind the bridge) never gets one. The DOCKER-USER rule (vm.py) stops it first.
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
         }
         if spec.zone and spec.zone.startswith("subnet-"):
             params["SubnetId"] = spec.zone

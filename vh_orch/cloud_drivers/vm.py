@@ -23,7 +23,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vh_orch.bootstrap.docker_host import FIRST_BOOT_DONE
+from vh_orch.bootstrap.docker_host import BLOCK_METADATA, FIRST_BOOT_DONE, METADATA_DROPIN, METADATA_DROPIN_PATH
 from vh_orch.bootstrap.ssh import SSHTarget
 from vh_orch.cloud_drivers.base import MachineRef
 from vh_orch.errors import CloudError, ConfigError
@@ -60,16 +60,21 @@ def public_key_of(private_key_file: str) -> str:
 
 
 def cloud_config(user: str, authorized_key: str, host_private: str, host_public: str, workdir: str) -> str:
-    """cloud-init user-data: the host key, vh-orch's login key, Docker and curl, the workdir."""
+    """cloud-init user-data: the host key, vh-orch's login key, Docker and curl, the workdir; containers
+    kept from the instance metadata service (docker_host.BLOCK_METADATA, then at every dockerd start)."""
     config: dict[str, Any] = {
         "ssh_deletekeys": True,
         "ssh_genkeytypes": [],
         "ssh_keys": {"ed25519_private": host_private, "ed25519_public": host_public},
         "groups": ["docker"],
+        # Written before the packages are installed: the Docker they start already has it.
+        "write_files": [{"path": METADATA_DROPIN_PATH, "permissions": "0644", "content": METADATA_DROPIN}],
         "package_update": True,
         "packages": ["docker.io", "curl"],
         "runcmd": [
+            ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "docker"],
+            ["sh", "-c", BLOCK_METADATA],
             ["mkdir", "-p", workdir],
             ["chown", user, workdir],
             ["touch", FIRST_BOOT_DONE],
@@ -85,13 +90,18 @@ def cloud_config(user: str, authorized_key: str, host_private: str, host_public:
 
 def startup_script(user: str, authorized_key: str, host_private: str, host_public: str, workdir: str) -> str:
     """The same first-boot setup as cloud_config, as a shell script (GCE images run it at every
-    boot through the guest agent, with or without cloud-init); every value is quoted."""
+    boot through the guest agent, with or without cloud-init); every value is quoted. At every
+    boot it first keeps containers from the instance metadata service."""
     q = shlex.quote
     home = "/root" if user == "root" else f"/home/{user}"
     lines = [
         "#!/bin/sh",
         "set -e",
+        f"if command -v iptables >/dev/null; then {BLOCK_METADATA}; fi",
         f"if [ -f {q(FIRST_BOOT_DONE)} ]; then exit 0; fi",
+        f"mkdir -p {q(METADATA_DROPIN_PATH.rsplit('/', 1)[0])}",
+        f"printf '%s' {q(METADATA_DROPIN)} > {q(METADATA_DROPIN_PATH)}",
+        "systemctl daemon-reload",
         "mkdir -p /etc/ssh",
         f"printf '%s\\n' {q(host_private.strip())} > /etc/ssh/ssh_host_ed25519_key",
         f"printf '%s\\n' {q(host_public)} > /etc/ssh/ssh_host_ed25519_key.pub",
@@ -117,6 +127,7 @@ def startup_script(user: str, authorized_key: str, host_private: str, host_publi
         "command -v docker >/dev/null && command -v curl >/dev/null || "
         "{ apt-get update -qq && apt-get install -y -qq docker.io curl; }",
         "systemctl enable --now docker",
+        BLOCK_METADATA,
         f"mkdir -p {q(workdir)} && chown {q(user)} {q(workdir)}",
         f"touch {q(FIRST_BOOT_DONE)}",
     ]

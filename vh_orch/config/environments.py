@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vh_orch.bootstrap.isolation import NETWORKS
 from vh_orch.errors import ConfigError
 from vh_orch.storage.datastore import validate_datastore_setting
 
@@ -28,7 +29,7 @@ COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
     "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
-    "image_keep", "image_disk_low_percent",
+    "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users",
 }
 # The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
 CLOUD_KEYS: dict[str, set[str]] = {
@@ -66,6 +67,26 @@ NUMBER_SETTINGS: tuple[tuple[str, float, str], ...] = (
     ("input_cache_gb", 1_000_000, "a size in GB (a number, 0 or more; 0 turns the cache off)"),
     ("image_disk_low_percent", 100, "a percentage (0-100; 0 never removes images)"),
 )
+# Settings that are a whole number from 0 to a top, the same way.
+WHOLE_NUMBER_SETTINGS: tuple[tuple[str, int, str], ...] = (
+    ("pids_limit", 4_194_304, "a number of processes per container (a whole number up to 4194304; 0: no limit; "
+                              "default 4096)"),
+)
+
+
+EVERYONE = "everyone"  # an environment's `users`: who may submit to it over the API
+ADMINS = "admins"
+
+
+def parse_users(value: Any, where: str) -> str | list[str]:
+    """An environment's `users`: everyone, admins, or a list of user names (ConfigError otherwise)."""
+    if value in (EVERYONE, ADMINS):
+        return str(value)
+    names = value.split(",") if isinstance(value, str) else value
+    if (not isinstance(names, list) or not names
+            or not all(isinstance(n, str) and n.strip() and len(n) <= 200 for n in names)):
+        raise ConfigError(f"{where}: {value!r} is not `everyone`, `admins` or a list of user names")
+    return sorted({n.strip() for n in names})
 
 
 def parse_duration(value: Any, where: str) -> float:
@@ -181,8 +202,21 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= top:
                 raise ConfigError(f"{where}.{key}: {value!r} is not {what}")
             settings[key] = float(value)
+    for key, top, what in WHOLE_NUMBER_SETTINGS:
+        if key in merged:
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+                raise ConfigError(f"{where}.{key}: {value!r} is not {what}")
+            settings[key] = value
+    if "container_network" in merged:
+        if merged["container_network"] not in NETWORKS:
+            raise ConfigError(f"{where}.container_network: {merged['container_network']!r} is not one of "
+                              f"{', '.join(NETWORKS)} (none: the container has no network at all)")
+        settings["container_network"] = merged["container_network"]
     if "image_keep" in merged:
         settings["image_keep_s"] = parse_duration(merged["image_keep"], f"{where}.image_keep")
+    if merged.get("users", EVERYONE) != EVERYONE:
+        settings["users"] = parse_users(merged["users"], f"{where}.users")
     if merged.get("datastore") is not None:
         try:
             validate_datastore_setting(merged["datastore"])
@@ -457,7 +491,8 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
     if settings.get("instance_types"):
         types = settings["instance_types"]
         entry["instance_type"] = types[0] if len(types) == 1 else types
-    for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb"):
+    for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
+                "pids_limit", "container_network", "users"):
         if key in settings:
             entry[key] = settings[key]
     if "image_disk_low_percent" in settings:

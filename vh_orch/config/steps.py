@@ -42,6 +42,8 @@ from valohai_yaml.objs import Config, Step
 from valohai_yaml.objs.parameter import Parameter
 from valohai_yaml.utils.duration import parse_duration_string
 
+from vh_orch.bootstrap.isolation import Limits
+from vh_orch.config.resources import step_limits
 from vh_orch.config.yaml_limits import check_expanded_size, check_length
 from vh_orch.errors import UserInputError
 
@@ -698,6 +700,7 @@ class ResolvedStep:
     time_limit_s: float | None
     image: str | None
     environment: str | None = field(default=None)
+    limits: Limits = field(default_factory=Limits)  # what its container is held to (resources:)
 
 
 def resolve_step(
@@ -731,4 +734,5 @@ def resolve_step(
         time_limit_s=step.time_limit.total_seconds() if step.time_limit else None,
         image=step.image or None,
         environment=step.environment,
+        limits=step_limits(step),
     )

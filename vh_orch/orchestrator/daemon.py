@@ -73,9 +73,9 @@ DEFAULT_IMAGE_DISK_LOW_PERCENT = 15.0
 
 def choose_runtime(env: Environment) -> tuple[str, str]:
     """The runtime an environment that runs on this host uses now, and why."""
-    section = env.settings.get(env.cloud)
-    wanted = (section or {}).get("runtime") if isinstance(section, dict) else None
-    wanted = wanted or env.settings.get("runtime", "auto")
+    from vh_orch.orchestrator.access import wanted_runtime
+
+    wanted = wanted_runtime(env.cloud, env.settings)
     if wanted == "process":
         return "process", "the environment's runtime is set to process"
     ok, why = docker_available()
@@ -608,7 +608,7 @@ class Daemon:
         """Input cache entries on this host pinned by attempts of this installation that no longer run
         (a daemon killed before its runner released them) may be evicted again."""
         prefix = f"{self.cluster_id}-"
-        pins = list((self.settings.home / "input-cache").glob(f"env-*/*/pins/{prefix}*"))
+        pins = list(self.settings.input_cache_dir.glob(f"env-*/*/pins/{prefix}*"))
         if not pins:
             return
         live = {f"{prefix}{e.id}-{e.attempt}" for e in self.store.executions_in([S.STARTED, S.STOPPING])}

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from vh_orch.timeutil import utcnow
@@ -89,6 +89,10 @@ class Project(SQLModel, table=True):
     execution_counter: int = 0
     task_counter: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow)
+    # s3:// and gs:// locations (a bucket, or a bucket/prefix) the operator lets this project's restricted
+    # executions read with the daemon's credentials (`project update --allow-bucket`).
+    allowed_buckets: list[str] = Field(default_factory=list,
+                                       sa_column=Column(JSON, nullable=False, server_default="[]"))
 
 
 class Commit(SQLModel, table=True):
@@ -227,6 +231,9 @@ class Execution(SQLModel, table=True):
     # A task's child: its task and its place in it (unique, so that no child is created twice).
     task_id: int | None = Field(default=None, foreign_key="task.id", index=True)
     task_index: int | None = None
+    # Submitted by a user who is not an administrator (the HTTP API, the web UI): it runs only isolated
+    # (never as a process on the daemon's host) and fetches its inputs under the fetch policy.
+    restricted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class TaskStatus(StrEnum):

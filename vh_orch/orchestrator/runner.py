@@ -18,10 +18,21 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from vh_orch import failpoints
+from vh_orch.config.resources import step_limits
 from vh_orch.config.steps import get_step, parse_config
-from vh_orch.errors import LeaseLost, TransientCloudError, VhOrchError
+from vh_orch.errors import LeaseLost, TransientCloudError, UserInputError, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
-from vh_orch.bootstrap.runtimes import CONTAINER_ROOT, VANISHED, FOLDERS, RunningCommand, Runtime, RunSpec, RuntimeFailure
+from vh_orch.bootstrap.isolation import DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, Isolation
+from vh_orch.bootstrap.runtimes import (
+    CONTAINER_ROOT,
+    FOLDERS,
+    VANISHED,
+    RunningCommand,
+    Runtime,
+    RunSpec,
+    RuntimeFailure,
+    open_to_image_user,
+)
 from vh_orch.bootstrap.ssh import SSHError
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -323,6 +334,11 @@ class ExecutionRunner:
 
     def _prepare(self, ingester: LogIngester) -> RunSpec:
         execution = self.execution
+        if execution.restricted and self.runtime.name == "process":
+            # `auto` found no Docker engine: a restricted execution waits for none and never runs unisolated.
+            raise RuntimeFailure("it was submitted through the API and would have run as a plain process on the "
+                                 "daemon's host (no Docker engine answered), which only administrators' executions "
+                                 "may; run it again once the engine answers")
         shutil.rmtree(self.folder, ignore_errors=True)
         for name in FOLDERS:
             (self.folder / name).mkdir(parents=True)
@@ -342,6 +358,7 @@ class ExecutionRunner:
         config = self.folder / "config"
         _write_json(config / "parameters.json", execution.parameters)
         _write_json(config / "execution.json", self._execution_info(project.name, commit.identifier))
+        open_to_image_user(self.folder)
 
         env = {"PYTHONUNBUFFERED": "1"}
         env.update({k: str(v) for k, v in execution.environment_variables.items()})
@@ -370,13 +387,28 @@ class ExecutionRunner:
                 "vh-orch.counter": str(execution.counter),
             },
             cache_key=commit.identifier,
+            isolation=self._isolation(),
         )
+        if spec.isolation.limits and self.runtime.name == "process":
+            ingester.add("stderr", "vh-orch: the process runtime does not enforce the step's resources "
+                                   "(cpu, memory); run it in a container for that")
         self.runtime.prepare(spec)
         spec = self._place_inputs(spec, planned)
         _write_json(config / "inputs.json", inputs_config)
+        os.chmod(config / "inputs.json", 0o644)  # for the image's user, whoever it is (open_to_image_user)
         if isinstance(self.runtime, RemoteRuntime):
             self.runtime.put_file(spec, "config/inputs.json", (config / "inputs.json").read_bytes())
         return spec
+
+    def _isolation(self) -> Isolation:
+        """How the container is confined: its environment's settings and its step's resources."""
+        try:
+            limits = step_limits(self._step())
+        except UserInputError as exc:  # a commit submitted before the check: say so, never run it unbounded
+            raise RuntimeFailure(str(exc)) from None
+        settings = self._env_settings
+        return Isolation(pids_limit=int(settings.get("pids_limit", DEFAULT_PIDS_LIMIT)),
+                         network=str(settings.get("container_network", DEFAULT_NETWORK)), limits=limits)
 
     def _input_cache(self) -> InputCache:
         """The input cache of the machine the execution runs on (a folder of its workdir; for the local
@@ -388,7 +420,7 @@ class ExecutionRunner:
                 self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
                                          cache_bound_bytes(self._env_settings), pin)
             else:
-                root = self.settings.home / "input-cache" / f"env-{e.environment_id}"
+                root = self.settings.input_cache_dir / f"env-{e.environment_id}"
                 self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings), pin)
         return self._cache
 
@@ -405,8 +437,12 @@ class ExecutionRunner:
         dest_root = self.runtime.remote_path(spec, "inputs") if remote else str(self.folder / "inputs")
         staging = self.folder / ".fetch"
 
+        http = self._restricted_http()
+
         def place(index: int, file: InputFile) -> Placed:
-            identity = identify(file.source_uri, file.datum, self._datastore_setting)
+            if http is not None and file.datum is None:
+                self._check_restricted_source(file)
+            identity = identify(file.source_uri, file.datum, self._datastore_setting, http)
             url = self._signed_get(file.source_uri) if self._direct else None
 
             def source() -> tuple[int, Iterator[bytes]]:
@@ -414,7 +450,7 @@ class ExecutionRunner:
                     return file_source(file_uri_path(file.source_uri))
                 staging.mkdir(exist_ok=True)
                 tmp = staging / str(index)
-                fetch_file(file.source_uri, tmp, file.name, self._datastore_setting)
+                fetch_file(file.source_uri, tmp, file.name, self._datastore_setting, http)
                 return file_source(tmp, remove=True)
 
             try:
@@ -443,6 +479,42 @@ class ExecutionRunner:
         mounts = tuple((p.mount, f"{CONTAINER_ROOT}/inputs/{f.rel_path}") for p, f in zip(results, planned)
                        if p.mount is not None)
         return dataclasses.replace(spec, mounts=mounts) if mounts else spec
+
+    def _restricted_http(self) -> Any:
+        """A restricted execution's HTTP session, guarded by the fetch policy; None for anyone else's."""
+        if not self.execution.restricted:
+            return None
+        from vh_orch.storage.fetch_policy import FetchPolicy, guarded_session, parse_networks
+
+        return guarded_session(FetchPolicy(parse_networks(self.settings.allow_fetch)))
+
+    def _check_restricted_source(self, file: InputFile) -> None:
+        """Checked again when fetched (a grant may have been withdrawn since the submission): a restricted
+        execution reads no file of this host and only the buckets its project was granted, or outputs its
+        user may see. http(s) is guarded at every connection."""
+        from vh_orch.orchestrator.access import check_bucket_input
+        from vh_orch.errors import UserInputError
+
+        uri = file.source_uri
+        scheme = uri.partition("://")[0]
+        if scheme == "file":
+            raise InputFetchError(f"input {file.name!r}: a file of the daemon's host is not an input an execution "
+                                  "submitted through the API may read")
+        if scheme not in ("s3", "gs"):
+            return
+        e = self.execution
+        user = self.store.find_user(e.user or "")
+
+        def output_visible(uri: str) -> bool:
+            return user is not None and any(
+                self.store.can_see(user, self.store.get_execution(o.execution_id).project_id)
+                for o in self.store.outputs_at(uri))
+
+        try:
+            check_bucket_input(file.name, uri, self.store.get_project_by_id(e.project_id).allowed_buckets or [],
+                               output_visible)
+        except UserInputError as exc:
+            raise InputFetchError(str(exc)) from None
 
     def _signed_get(self, uri: str) -> str | None:
         """A signed URL the machine downloads an object of our object store with; None for anything else."""

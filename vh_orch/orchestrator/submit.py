@@ -14,7 +14,7 @@ from typing import Any
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
 from vh_orch.config.steps import ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.models import Commit, Execution, Project
+from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.inputs import normalise_input_url
@@ -45,6 +45,9 @@ class SubmitRequest:
     # and a datum:// input must be an output the caller may see.
     remote: bool = False
     datum_visible: Callable[[str], bool] | None = None
+    # From a user who is not an administrator (orchestrator/access.py): only environments open to them,
+    # only isolated runtimes, only granted buckets, priority capped; the execution runs restricted.
+    restricted: bool = False
 
 
 def current_user() -> str:
@@ -63,6 +66,7 @@ class Prepared:
     pull_policy: str
     inputs: dict[str, list[str]]
     user: str
+    restricted: bool = False
 
 
 def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
@@ -99,6 +103,7 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         environment_id=prepared.environment_id,
         priority=req.priority,
         user=prepared.user,
+        restricted=prepared.restricted,
     )
     return store.create_execution(execution)
 
@@ -123,6 +128,9 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
             except NotFound:
                 pass
     environment = store.get_environment(env_name)
+    user = req.user or current_user()
+    if req.restricted:
+        check_restricted(settings, req, environment, user)
 
     image = req.image or resolved.image
     if image is not None and not IMAGE_RE.match(image):
@@ -142,9 +150,52 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
         name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
         for name, urls in resolved.inputs.items()
     }
+    if req.restricted:
+        check_restricted_inputs(store, settings, project, inputs, req.datum_visible)
     return Prepared(project_id=project.id, snapshot=snapshot, resolved=resolved,  # type: ignore[arg-type]
                     environment_id=environment.id, image=image, pull_policy=pull_policy,  # type: ignore[arg-type]
-                    inputs=inputs, user=req.user or current_user())
+                    inputs=inputs, user=user, restricted=req.restricted)
+
+
+def check_restricted(settings: Settings, req: SubmitRequest, environment: Environment, user: str) -> None:
+    """What a user who is not an administrator may not ask for (orchestrator/access.py)."""
+    from vh_orch.orchestrator.access import check_environment
+
+    if req.priority > settings.max_user_priority:
+        raise UserInputError(f"priority {req.priority} is above {settings.max_user_priority}, the highest a user who "
+                             "is not an administrator may give", field="priority")
+    try:
+        check_environment(environment.name, environment.cloud, environment.settings, user)
+    except UserInputError as exc:
+        raise UserInputError(str(exc), field="environment") from None
+
+
+def check_restricted_inputs(store: Store, settings: Settings, project: Project, inputs: dict[str, list[str]],
+                            datum_visible: Callable[[str], bool] | None) -> None:
+    """Every s3:// and gs:// input of a restricted submission is granted to its project or is an output
+    the user may see; an http(s):// input names no address of the daemon's networks (the fetch checks
+    every address it connects to again, redirects included)."""
+    from urllib.parse import urlparse
+
+    from vh_orch.orchestrator.access import check_bucket_input
+    from vh_orch.storage.fetch_policy import FetchPolicy, parse_networks
+
+    def output_visible(uri: str) -> bool:
+        return any(datum_visible is None or datum_visible(o.id) for o in store.outputs_at(uri))
+
+    policy: FetchPolicy | None = None
+    for name, urls in inputs.items():
+        for url in urls:
+            scheme = urlparse(url).scheme
+            if scheme in ("s3", "gs"):
+                check_bucket_input(name, url, project.allowed_buckets or [], output_visible)
+            elif scheme in ("http", "https"):
+                policy = policy or FetchPolicy(parse_networks(settings.allow_fetch))
+                why = policy.url_refusal(url)
+                if why is not None:
+                    raise UserInputError(f"input {name!r}: {url} points into the daemon's own networks ({why}); "
+                                         "an operator can allow a network with `vh-orch serve --allow-fetch CIDR`",
+                                         field="inputs")
 
 
 def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple[Project, Snapshot]:

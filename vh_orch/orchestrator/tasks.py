@@ -114,6 +114,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
         "time_limit_s": resolved.time_limit_s,
         "priority": run.priority,
         "title": run.title,
+        "restricted": prepared.restricted,
     }
     ensure_storable({"task": spec.to_json(), "template": template, "title": run.title, "user": prepared.user})
     commit = keep_commit(store, prepared)
@@ -420,7 +421,7 @@ class TaskEngine:
             command=build_command(step, parameters), parameters=parameters, inputs=t.get("inputs") or {},
             environment_variables=t.get("environment_variables") or {}, time_limit_s=t.get("time_limit_s"),
             environment_id=task.environment_id, priority=t.get("priority") or 0, user=task.user,
-            task_id=task.id, task_index=index,
+            task_id=task.id, task_index=index, restricted=bool(t.get("restricted")),
         )
 
     def _median_stop(self, task: Task, spec: TaskSpec, children: list[ChildState]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,6 +84,7 @@ class FileDatastore:
         dest = self.root / datum_id[:2] / datum_id / Path(name).name
         dest.parent.mkdir(parents=True, exist_ok=True)
         size, digest = copy_with_sha256(source, dest)
+        os.chmod(dest, 0o600)  # stored outputs are the daemon user's alone, whatever mode the command gave them
         return StoredFile(datum_id=datum_id, uri=dest.resolve().as_uri(), size=size, sha256=digest)
 
     def get(self, uri: str, dest: Path) -> tuple[int, str]:
@@ -235,5 +235,4 @@ def copy_with_sha256(source: Path, dest: Path) -> tuple[int, str]:
         tmp.unlink(missing_ok=True)  # a full disk must not stay fuller by a partial copy
         raise
     os.replace(tmp, dest)
-    shutil.copymode(source, dest)
     return size, digest.hexdigest()

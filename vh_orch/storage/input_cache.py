@@ -37,7 +37,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import requests
@@ -79,7 +79,7 @@ place() {  # place FILE: a copy in the execution's folder, never a link into the
     chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/} (is the disk full?)"
 }
 direct() {  # the file straight into the execution's folder, not cached
-  receive "$DEST.part"; mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
+  receive "$DEST.part"; chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
   echo "FILE $got $sum $(total)"; exit 0
 }
 evict() {  # evict NEEDED: drop least recently used entries nobody uses until NEEDED more bytes fit
@@ -121,7 +121,7 @@ else
   trap 'rm -rf -- "$E"' EXIT
   receive "$E/data.part"
   if [ -z "$SIZE" ] && { [ "$got" -gt "$BOUND" ] || ! evict "$got"; }; then
-    echo UNCACHED; mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
+    echo UNCACHED; chmod 644 -- "$E/data.part" && mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
     rm -rf -- "$E"; trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
   fi
   chmod 444 "$E/data.part" && mv -f -- "$E/data.part" "$E/data" && echo "$got" > "$E/size" &&
@@ -152,9 +152,10 @@ def _key(kind: str, *parts: object) -> str:
 
 
 def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
-             datastore_settings: object = None) -> Identity | None:
+             datastore_settings: object = None, http: Any = None) -> Identity | None:
     """The cache identity of the file at `uri` (a datum's resolved URI; `datum` its stored size and sha256),
-    or None when it has none that can be trusted (then it is fetched every time). Cheap: a stat, a HEAD."""
+    or None when it has none that can be trusted (then it is fetched every time). Cheap: a stat, a HEAD
+    (with `http`, a requests session, when given: a restricted execution's, guarded by the fetch policy)."""
     if datum is not None and datum[1]:
         return Identity(f"sha256-{datum[1]}", datum[0], datum[1])
     scheme = urlparse(uri).scheme
@@ -169,7 +170,7 @@ def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
             size, version = bucket_datastore(uri, datastore_settings).stat(uri)  # type: ignore[attr-defined]
             return Identity(_key(scheme, uri, version, size), size)
         if scheme in ("http", "https"):
-            resp = requests.head(uri, allow_redirects=True, timeout=HEAD_TIMEOUT)
+            resp = (http or requests).head(uri, allow_redirects=True, timeout=HEAD_TIMEOUT)
             if resp.status_code >= 400:
                 return None
             validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")

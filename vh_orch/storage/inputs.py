@@ -156,25 +156,33 @@ def fetch_inputs(
     return config
 
 
-def fetch_file(uri: str, dest: Path, input_name: str, datastore_settings: object) -> tuple[int, str]:
-    """Fetch one file here; its size and sha256, or InputFetchError saying why not."""
+def fetch_file(uri: str, dest: Path, input_name: str, datastore_settings: object,
+               http: requests.Session | None = None) -> tuple[int, str]:
+    """Fetch one file here; its size and sha256, or InputFetchError saying why not.
+
+    http: the session http(s) URLs are fetched with (a restricted execution's is guarded by the fetch
+    policy, storage/fetch_policy.py); plain requests when None."""
+    from vh_orch.storage.fetch_policy import FetchRefused
+
     scheme = urlparse(uri).scheme
     try:
         if scheme in ("http", "https"):
-            return _download(uri, dest)
+            return _download(uri, dest, http)
         if scheme in ("file", "s3", "gs"):
             return download_uri(uri, dest, datastore_settings)
     except InputFetchError:
         raise
+    except FetchRefused as exc:
+        raise InputFetchError(f"input {input_name!r}: {exc}") from None
     except (OSError, requests.RequestException, VhOrchError) as exc:
         raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
     raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
 
 
-def _download(url: str, dest: Path) -> tuple[int, str]:
+def _download(url: str, dest: Path, http: requests.Session | None) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with requests.get(url, stream=True, timeout=HTTP_TIMEOUT) as resp:
+    with (http or requests).get(url, stream=True, timeout=HTTP_TIMEOUT) as resp:
         if resp.status_code >= 400:
             raise InputFetchError(f"cannot fetch {url}: HTTP {resp.status_code} {resp.reason}")
         with open(dest, "wb") as fh:

@@ -107,5 +107,6 @@ def keep_package(upload: Path, package: Package, store_dir: Path) -> Path:
     if dest.exists():
         upload.unlink(missing_ok=True)
     else:
+        os.chmod(upload, 0o600)  # the daemon user's alone (it may have been made under another umask)
         os.replace(upload, dest)
     return dest

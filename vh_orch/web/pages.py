@@ -1,5 +1,5 @@
 """The web UI's pages: sign-in and sign-out, projects, a project's executions and tasks, an
-execution, a task.
+execution, a task; your account (a password change) and the API's docs.
 
 Pages are server-rendered shells (Jinja2, autoescaped); the data comes from the same HTTP API the
 `vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream
@@ -17,7 +17,19 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from vh_orch.api.auth import SESSION_COOKIE, check_csrf, check_password_login, csrf_token, same_origin, session_user
+from vh_orch.api.auth import (
+    SESSION_DAYS,
+    PasswordRefused,
+    change_password,
+    check_csrf,
+    check_password_login,
+    clear_session_cookies,
+    csrf_token,
+    same_origin,
+    session_secret,
+    session_user,
+    set_session_cookie,
+)
 from vh_orch.api.deps import store_of, visible_execution, visible_project, visible_task
 from vh_orch.orchestrator.models import TaskStatus, User
 from vh_orch.orchestrator.tasks import task_title
@@ -26,7 +38,6 @@ from vh_orch.timeutil import utcnow
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
-SESSION_DAYS = 14
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -51,7 +62,7 @@ def page_user(request: Request) -> User:
 
 
 def render(request: Request, template: str, user: User | None, **context: Any) -> HTMLResponse:
-    session = request.cookies.get(SESSION_COOKIE, "")
+    session = session_secret(request)
     return templates.TemplateResponse(request, template, {
         "user": user, "csrf": csrf_token(session) if session else "", **context})
 
@@ -86,20 +97,49 @@ def login(request: Request, username: Annotated[str, Form()], password: Annotate
     store_of(request).add_token(signed.user.id, digest, kind="session",  # type: ignore[arg-type]
                                 expires_at=utcnow() + timedelta(days=SESSION_DAYS))
     answer = RedirectResponse(safe_next(next), status_code=303)
-    answer.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
-                      secure=request.url.scheme == "https", path="/")
+    set_session_cookie(request, answer, token)
     return answer
 
 
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()] = "") -> RedirectResponse:
-    session = request.cookies.get(SESSION_COOKIE)
+    session = session_secret(request)
     if session:
         check_csrf(request, session, csrf)
         store_of(request).end_token(token_digest(session))
     answer = RedirectResponse("/login", status_code=303)
-    answer.delete_cookie(SESSION_COOKIE, path="/")
+    clear_session_cookies(answer)
     return answer
+
+
+@router.get("/account/", response_class=HTMLResponse)
+def account_page(request: Request) -> HTMLResponse:
+    """The signed-in user's own account: change the password."""
+    return render(request, "account.html", page_user(request), error=None, done=None)
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def account_password(request: Request, old_password: Annotated[str, Form()], new_password: Annotated[str, Form()],
+                     again: Annotated[str, Form()], csrf: Annotated[str, Form()] = "") -> HTMLResponse:
+    """Change the password: this browser stays signed in, every other session and API token ends."""
+    user = page_user(request)
+    check_csrf(request, session_secret(request) or "", csrf)
+    try:
+        if new_password != again:
+            raise PasswordRefused("again", "the two new passwords differ: nothing was changed")
+        ended = change_password(request, user, old_password, new_password)
+    except PasswordRefused as exc:
+        answer = render(request, "account.html", user, error=str(exc), done=None)
+        answer.status_code = 429 if exc.wait else 400
+        return answer
+    return render(request, "account.html", user, error=None,
+                  done=f"Password changed: {ended} other session(s) and API token(s) ended.")
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+def api_docs(request: Request) -> HTMLResponse:
+    """The HTTP API's documentation (swagger-ui, vendored: the page names no other host)."""
+    return templates.TemplateResponse(request, "api_docs.html", {})
 
 
 @router.get("/", response_class=HTMLResponse)

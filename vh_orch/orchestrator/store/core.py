@@ -109,6 +109,23 @@ class CoreStore:
         with self.read() as s:
             return s.get_one(Project, project_id)
 
+    def update_bucket_grants(self, name: str, added: Sequence[str], removed: Sequence[str]) -> Project:
+        """Add and take back a project's bucket grants (in one transaction); the project as it is now."""
+        with self.write() as s:
+            project = s.exec(select(Project).where(Project.name == name)).first()
+            if project is None:
+                raise NotFound(f"no project named {name!r}; see `vh-orch project list`")
+            unknown = sorted(set(removed) - set(project.allowed_buckets or []))
+            if unknown:
+                raise UserInputError(f"project {name!r} has no grant {unknown[0]!r} to take back; it has: "
+                                     f"{', '.join(project.allowed_buckets or []) or 'none'}")
+            grants = [g for g in project.allowed_buckets or [] if g not in removed]
+            project.allowed_buckets = grants + [g for g in dict.fromkeys(added) if g not in grants]
+            s.add(project)
+            s.flush()
+            s.refresh(project)
+            return project
+
     def list_projects(self) -> list[Project]:
         with self.read() as s:
             return list(s.exec(select(Project).order_by(Project.name)))
@@ -385,6 +402,11 @@ class CoreStore:
         if output is None:
             raise NotFound(f"no datum {datum_id!r}: datum:// ids come from `vh-orch exec outputs ID`")
         return output
+
+    def outputs_at(self, uri: str) -> list[Output]:
+        """The outputs stored at this URI (an s3:// or gs:// input may name one instead of its datum)."""
+        with self.read() as s:
+            return list(s.exec(select(Output).where(Output.uri == uri).limit(100)))
 
     # -- the daemon's heartbeat ------------------------------------------------
 

@@ -65,11 +65,18 @@ class UsersStore:
             s.exec(delete(ProjectMember).where(col(ProjectMember.user_id) == user.id))  # type: ignore[call-overload]
             s.delete(user)
 
-    def set_password(self, name: str, password_hash: str | None) -> None:
+    def set_password(self, name: str, password_hash: str | None, keep_digest: str | None = None) -> int:
+        """Set a user's password and, in the same transaction, end every API token and browser session
+        of theirs but the one whose digest is `keep_digest` (the one the change was made with, if any):
+        whoever knew the old password may have made some. Returns how many were ended."""
         with self.write() as s:  # type: ignore[attr-defined]
             user = _user_named(s, name)
             user.password_hash = password_hash
             s.add(user)
+            ended = delete(ApiToken).where(col(ApiToken.user_id) == user.id)
+            if keep_digest is not None:
+                ended = ended.where(col(ApiToken.digest) != keep_digest)
+            return int(s.exec(ended).rowcount or 0)  # type: ignore[call-overload]
 
     # -- tokens -------------------------------------------------------------------
 
