@@ -266,6 +266,9 @@ CORPUS_REFUSALS: dict[str, str | dict[str, str]] = {
         "inference": "input 'model': no datum 'datum://latest-model'",
     },
     "valohai-utils--test2.expected.yaml": {"foobar1": "input 'input1': no datum 'datum://asdf'"},
+    # resources.memory.max is MB: 4 MB is below what a container can be held to (Docker's floor is 6 MB)
+    "valohai-cli--fixtures-kube-resources.yaml": {
+        "Train model": "step 'Train model': resources.memory.max: 4 is not a memory size in MB"},
 }
 CORPUS_STORED = {
     # valohai-yaml's own example of the timestamp problem: the text as written.

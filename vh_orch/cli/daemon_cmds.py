@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -80,8 +81,9 @@ def serve(
     log_format = parse_log_format(log_format)
     configure_logging(log_format, verbose)
     try:
-        _serve(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, max_package_files,
-               max_metadata_keys, tuple(allow_fetch or ()), max_user_priority, allowed_host or [])
+        _serve(ServeOptions(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, max_package_files,
+                            max_metadata_keys, tuple(allow_fetch or ()), max_user_priority,
+                            tuple(allowed_host or ())))
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -89,30 +91,46 @@ def serve(
         raise typer.Exit(1) from None
 
 
-def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_proxy: str,
-           max_upload_mb: int, max_package_files: int, max_metadata_keys: int, allow_fetch: tuple[str, ...],
-           max_user_priority: int, allowed_host: list[str]) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """`serve`'s options as given (each is checked before anything starts)."""
+
+    once: bool
+    listen: str
+    no_http: bool
+    metrics_allow: str
+    trusted_proxy: str
+    max_upload_mb: int
+    max_package_files: int
+    max_metadata_keys: int
+    allow_fetch: tuple[str, ...]
+    max_user_priority: int
+    allowed_host: tuple[str, ...]
+
+
+def _serve(o: ServeOptions) -> None:
     import dataclasses
     import logging
     import signal
     import threading
 
-    http = not (once or no_http)
+    once = o.once
+    http = not (once or o.no_http)
     if http:  # malformed settings are refused before anything starts
         from vh_orch.api.allowlist import parse_allow
         from vh_orch.api.server import parse_listen, parse_proxies
         from vh_orch.api.site_guard import parse_allowed_hosts
 
-        parse_listen(listen)
-        allowed = parse_allow(metrics_allow)
-        proxies = parse_proxies(trusted_proxy)
-        hosts = parse_allowed_hosts(allowed_host)
+        parse_listen(o.listen)
+        allowed = parse_allow(o.metrics_allow)
+        proxies = parse_proxies(o.trusted_proxy)
+        hosts = parse_allowed_hosts(list(o.allowed_host))
     from vh_orch.orchestrator.daemon import Daemon
     from vh_orch.storage.fetch_policy import parse_networks
 
-    parse_networks(allow_fetch)  # a malformed network is refused before anything starts
-    s = dataclasses.replace(settings(), allow_fetch=allow_fetch, max_user_priority=max_user_priority,
-                            max_metadata_keys=max_metadata_keys)
+    parse_networks(o.allow_fetch)  # a malformed network is refused before anything starts
+    s = dataclasses.replace(settings(), allow_fetch=o.allow_fetch, max_user_priority=o.max_user_priority,
+                            max_metadata_keys=o.max_metadata_keys)
     s.ensure_dirs()
     store = open_store(s)
     api = None
@@ -135,9 +153,9 @@ def _serve(once: bool, listen: str, no_http: bool, metrics_allow: str, trusted_p
             from vh_orch.api.server import ApiServer
 
             # after the daemon's claim: a second daemon says so, not "port busy"
-            api = ApiServer(store, s, listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
-                            trusted_proxies=proxies, max_upload_bytes=max_upload_mb * 1024 * 1024,
-                            max_package_files=max_package_files, allowed_hosts=hosts)
+            api = ApiServer(store, s, o.listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
+                            trusted_proxies=proxies, max_upload_bytes=o.max_upload_mb * 1024 * 1024,
+                            max_package_files=o.max_package_files, allowed_hosts=hosts)
             api.start()
         while not stop.wait(1.0):
             pass
