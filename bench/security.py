@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import os
 import subprocess
@@ -25,7 +24,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +32,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, print_table  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bombs import ALIAS_BOMB, header_bomb, package  # noqa: E402
 
 MiB = 1 << 20
 IMAGE = "vh-orch/busybox:test"
@@ -48,44 +49,11 @@ def steps(keys: int) -> bytes:
     return yaml.safe_dump([{"step": {"name": "flood", "image": IMAGE, "command": flood_command(keys)}}]).encode()
 
 
-def tgz(files: dict[str, bytes]) -> bytes:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return gzip.compress(raw.getvalue(), mtime=0)
-
-
-def header_bomb(kind: bytes, size: int) -> bytes:
-    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
-    info.type, info.size = kind, size
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
-    out = [packer.compress(info.tobuf(tarfile.USTAR_FORMAT))]
-    zeros = bytes(MiB)
-    for _ in range(size // MiB):
-        out.append(packer.compress(zeros))
-    out.append(packer.flush())
-    return b"".join(out)
-
-
-ALIAS_BOMB = b"""\
-- step:
-    name: x
-    image: y
-    a: &a [x,x,x,x,x,x,x,x,x]
-    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-    command: [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-"""
 
 
 def field_bomb(size: int, keys: int) -> Iterator[bytes]:
     yield (b'--b0mb\r\nContent-Disposition: form-data; name="data"; filename="d.tgz"\r\n\r\n'
-           + tgz({"valohai.yaml": steps(keys)}) + b"\r\n")
+           + package({"valohai.yaml": steps(keys)}) + b"\r\n")
     yield b'--b0mb\r\nContent-Disposition: form-data; name="description"\r\n\r\n'
     chunk = b"d" * MiB
     for _ in range(size // MiB):
@@ -153,7 +121,7 @@ def bombs(daemon: Daemon, keys: int) -> list[list[object]]:
         ("GNU long name, 200 MiB", lambda: header_bomb(tarfile.GNUTYPE_LONGNAME, 200 * MiB), False),
         ("300,000 empty members", lambda: gzip.compress(tarfile.TarInfo("e").tobuf() * 300_000 + bytes(1024)),
          False),
-        ("alias-bomb valohai.yaml", lambda: tgz({"valohai.yaml": ALIAS_BOMB}), False),
+        ("alias-bomb valohai.yaml", lambda: package({"valohai.yaml": ALIAS_BOMB}), False),
         ("text field, 300 MiB", lambda: field_bomb(300 * MiB, keys), True),
     ]
     rows: list[list[object]] = []
@@ -192,7 +160,7 @@ def latencies(daemon: Daemon, samples: int, running: int | None = None) -> list[
 
 def flood(daemon: Daemon, keys: int, samples: int) -> list[list[object]]:
     idle = latencies(daemon, samples)
-    commit = daemon.upload(tgz({"valohai.yaml": steps(keys)})).json()["identifier"]
+    commit = daemon.upload(package({"valohai.yaml": steps(keys)})).json()["identifier"]
     created = requests.post(f"{daemon.api}/api/v0/executions/", headers=daemon.headers, timeout=60,
                             json={"project": daemon.project, "commit": commit, "step": "flood"}).json()
     start = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import os
@@ -14,23 +13,11 @@ from typing import Any
 import pytest
 import requests
 
+from bombs import package
 from conftest import EXAMPLE, VhOrch, installation
 from test_users import PASSWORD, database_bytes, with_stdin
 
 TIMEOUT = 60
-
-
-def package(files: dict[str, bytes], hostile: Callable[[tarfile.TarFile], None] | None = None) -> bytes:
-    """A gzipped tar like the one `vh exec run --adhoc` uploads, with hostile members added."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        if hostile is not None:
-            hostile(tar)
-    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 def example_files() -> dict[str, bytes]:

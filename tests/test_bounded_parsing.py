@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import bombs
+
 from vh_orch.api.multipart import MAX_FIELD_BYTES, MAX_PARTS, FormReader, MultipartError
 from vh_orch.config.steps import load_config, load_yaml
 from vh_orch.config.yaml_limits import MAX_YAML_CHARS, MAX_YAML_NODES
@@ -119,17 +121,7 @@ def test_a_member_claiming_more_than_the_bound_is_refused_before_it_is_skipped(t
 
 # -- valohai.yaml ------------------------------------------------------------------------------
 
-ALIAS_BOMB = """\
-- step:
-    name: x
-    image: y
-    a: &a [x,x,x,x,x,x,x,x,x]
-    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-    command: [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-"""
+ALIAS_BOMB = bombs.ALIAS_BOMB.decode()
 
 
 def test_a_nested_alias_bomb_is_refused_before_it_is_built() -> None:

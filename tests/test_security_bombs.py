@@ -4,11 +4,8 @@ bad query values are 400s naming the parameter, and live streams are capped per 
 
 from __future__ import annotations
 
-import gzip
-import io
 import tarfile
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +16,8 @@ import requests
 import yaml
 
 from conftest import BUSYBOX, VhOrch, installation
-from test_api_security import TIMEOUT, Client, package, project_id
+from bombs import ALIAS_BOMB, header_bomb, members, package
+from test_api_security import TIMEOUT, Client, project_id
 
 MiB = 1 << 20
 MAX_GROWTH_KIB = 100 * 1024  # the daemon's peak memory may grow this much over all the bombs
@@ -29,6 +27,7 @@ FLOOD = ('i=0; while [ $i -lt %d ]; do echo "{\\"key_$i\\": $i}"; i=$((i+1)); do
          'echo \'{"key_0": -1, "late": 1}\'') % FLOOD_KEYS
 STEPS = [{"step": {"name": name, "image": BUSYBOX, "command": command}}
          for name, command in (("flood", FLOOD), ("idle", "sleep 300"), ("hello", "echo hello"))]
+CONFIG = {"valohai.yaml": yaml.safe_dump(STEPS).encode()}
 
 
 @dataclass
@@ -49,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, docker_images: None) -> Iter
         vh.start_daemon()
         mallory = Client(vh.api_url(), vh.json("user", "token", "mallory")["token"])
         pid = project_id(mallory, "bombs")
-        uploaded = mallory.upload(pid, package({"valohai.yaml": yaml.safe_dump(STEPS).encode()}))
+        uploaded = mallory.upload(pid, package(CONFIG))
         assert uploaded.status_code == 201, uploaded.text
         yield World(vh, mallory, pid, uploaded.json()["identifier"])
 
@@ -63,48 +62,12 @@ def peak_kib(vh: VhOrch) -> int:
     raise AssertionError("no VmHWM in /proc/PID/status")
 
 
-def header_bomb(kind: bytes, size: int) -> bytes:
-    """A gzipped tar whose first header says `size` bytes of `kind` follow (they do: zeros), then
-    an ordinary valohai.yaml: 200 MiB packs to about 200 KB."""
-    info = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
-    info.type, info.size = kind, size
-    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
-    out = [packer.compress(info.tobuf(tarfile.USTAR_FORMAT))]
-    zeros = bytes(MiB)
-    for start in range(0, size + (-size % 512), MiB):
-        out.append(packer.compress(zeros[:min(MiB, size + (-size % 512) - start)]))
-    tail = io.BytesIO()
-    with tarfile.open(fileobj=tail, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        config = yaml.safe_dump(STEPS).encode()
-        member = tarfile.TarInfo("valohai.yaml")
-        member.size = len(config)
-        tar.addfile(member, io.BytesIO(config))
-    return b"".join([*out, packer.compress(tail.getvalue()), packer.flush()])
-
-
-def members(count: int) -> bytes:
-    """A gzipped tar of `count` empty members (one header each) and nothing else."""
-    block = tarfile.TarInfo("empty").tobuf(tarfile.USTAR_FORMAT)
-    return gzip.compress(block * count + bytes(1024), mtime=0)
-
-
-ALIAS_BOMB = b"""\
-- step:
-    name: x
-    image: y
-    a: &a [x,x,x,x,x,x,x,x,x]
-    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-    command: [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-"""
 
 
 def field_bomb(size: int, boundary: str = "vh0rchb0mb") -> Iterator[bytes]:
     """A multipart upload whose `description` is `size` bytes, sent as it is made (chunked)."""
     yield (f'--{boundary}\r\nContent-Disposition: form-data; name="data"; filename="d.tgz"\r\n\r\n'.encode()
-           + package({"valohai.yaml": yaml.safe_dump(STEPS).encode()}) + b"\r\n")
+           + package(CONFIG) + b"\r\n")
     yield f'--{boundary}\r\nContent-Disposition: form-data; name="description"\r\n\r\n'.encode()
     chunk = b"d" * MiB
     for _ in range(size // MiB):
@@ -123,13 +86,13 @@ def test_bombs_are_refused_with_a_message_and_nothing_grows(world: World) -> Non
     projects_before = mallory.get("/api/v0/projects/").json()["count"]
     before = peak_kib(vh)
 
-    pax = header_bomb(tarfile.XHDTYPE, 200 * MiB)
+    pax = header_bomb(tarfile.XHDTYPE, 200 * MiB, CONFIG)
     assert len(pax) < MiB  # a 200 MiB header in a small upload
     refused = mallory.upload(pid, pax)
     assert refused.status_code == 400, refused.text
     assert "pax extended header of 209,715,200 bytes; the limit is 64 KiB" in message(refused, "data")
 
-    refused = mallory.upload(pid, header_bomb(tarfile.GNUTYPE_LONGNAME, 200 * MiB))
+    refused = mallory.upload(pid, header_bomb(tarfile.GNUTYPE_LONGNAME, 200 * MiB, CONFIG))
     assert refused.status_code == 400 and "GNU long-name header" in message(refused, "data")
 
     refused = mallory.upload(pid, members(3 * MEMBER_BOUND))

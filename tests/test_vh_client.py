@@ -7,7 +7,6 @@ stdin closed, and checks what it prints against what vh-orch itself recorded (`v
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -6,7 +6,6 @@ host: the `vh` client sends its token only to the host it logged in to.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import Request

@@ -24,7 +24,6 @@ from vh_orch.orchestrator.models import (
     Output,
     Quota,
 )
-from vh_orch.timeutil import utcnow
 
 S = ExecutionStatus
 M = MachineState
