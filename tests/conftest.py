@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "resolvers"))
 
+import inprocess  # noqa: E402
 import netguard  # noqa: E402
 
 netguard.install()
@@ -46,6 +48,7 @@ EXAMPLE = ROOT / "examples" / "demo"
 BUSYBOX = "vh-orch/busybox:test"
 PYTHON_IMAGE = "vh-orch/example-python:3.11"
 WAIT_S = 60
+FINAL = ("stopped", "error", "complete")
 
 
 @pytest.fixture(autouse=True)
@@ -139,13 +142,19 @@ class VhOrch:
         self.daemon: subprocess.Popen[bytes] | None = None
         self.daemon_log = home.parent / "serve.log"
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = WAIT_S, cwd: Path | None = None) -> Result:
-        proc = subprocess.run(
-            [self.exe, *args], env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd
-        )
-        result = Result(proc.returncode, proc.stdout, proc.stderr)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"vh-orch {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}\n{proc.stdout}")
+    def __call__(self, *args: str, check: bool = True, timeout: float = WAIT_S, cwd: Path | None = None,
+                 stdin: str | None = None, subprocess_: bool = False) -> Result:
+        """`vh-orch ARGS`: in this process (tests/inprocess.py), or as a real process when it blocks
+        (`--follow`, `wait`) or subprocess_ asks for one."""
+        if subprocess_ or inprocess.blocks(args):
+            proc = subprocess.run([self.exe, *args], env=self.env, capture_output=True, text=True,
+                                  timeout=timeout, cwd=cwd, input=stdin)
+            result = Result(proc.returncode, proc.stdout, proc.stderr)
+        else:
+            result = Result(*inprocess.run(self.env, args, cwd, stdin))
+        if check and result.returncode != 0:
+            raise AssertionError(f"vh-orch {' '.join(args)} exited {result.returncode}:\n{result.stderr}\n"
+                                 f"{result.stdout}")
         return result
 
     def json(self, *args: str, **kw):  # type: ignore[no-untyped-def]
@@ -194,8 +203,13 @@ class VhOrch:
         return code
 
     def wait(self, execution_id: int, timeout: float = WAIT_S) -> dict:  # type: ignore[type-arg]
-        self("exec", "wait", str(execution_id), "--timeout", str(timeout), check=False, timeout=timeout + 30)
-        return self.json("exec", "info", str(execution_id))
+        """The execution once it has ended (`exec info --json`), or as it is when the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.json("exec", "info", str(execution_id))
+            if info["status"] in FINAL or time.monotonic() > deadline:
+                return info
+            time.sleep(0.05)
 
     def run_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return self.json("exec", "run", *args)
@@ -217,12 +231,38 @@ class VhOrch:
         return out.split()
 
 
+_template: Path | None = None
+
+
+def copy_initialised_home(home: Path) -> None:
+    """What `vh-orch init` makes, copied from one home initialised once per test process (a fresh
+    init runs every migration), with a cluster id of its own: installations stay strangers."""
+    global _template
+    if _template is None:
+        import atexit
+        import tempfile
+
+        made = Path(tempfile.mkdtemp(prefix="vh-orch-template-")) / "home"
+        VhOrch(made)("init")
+        with sqlite3.connect(made / "state.db") as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        atexit.register(shutil.rmtree, made.parent, True)
+        _template = made
+    shutil.copytree(_template, home)
+    db = sqlite3.connect(home / "state.db")
+    try:
+        with db:
+            db.execute("UPDATE installation SET cluster_id = ?", (f"vh-{uuid.uuid4().hex[:16]}",))
+    finally:
+        db.close()
+
+
 @contextmanager
 def installation(home: Path) -> Iterator[VhOrch]:
     """An initialised vh-orch home; afterwards its daemon is stopped and any container a failure
     left behind is removed: only this installation's (its cluster label), never another's."""
     cli = VhOrch(home)
-    cli("init")
+    copy_initialised_home(home)
     try:
         yield cli
     finally:

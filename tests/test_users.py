@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VhOrch
+from conftest import Result, VhOrch
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.users import token_digest, verify_password
 
@@ -20,11 +20,8 @@ def store_of(vh: VhOrch) -> Store:
     return Store(f"sqlite:///{vh.home / 'state.db'}")
 
 
-def with_stdin(vh: VhOrch, text: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([vh.exe, *args], env=vh.env, input=text, capture_output=True, text=True, timeout=60)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+def with_stdin(vh: VhOrch, text: str, *args: str, check: bool = True) -> Result:
+    return vh(*args, stdin=text, check=check)
 
 
 def database_bytes(home: Path) -> bytes:
