@@ -85,14 +85,17 @@ def replicas_by_pid(vh: VhOrch) -> dict[int, dict[str, Any]]:
     return {r["pid"]: r for r in vh.json("replicas")}
 
 
-def wait_for(what: str, ready: Any, timeout: float) -> Any:
+def wait_for(what: str, ready: Any, timeout: float, explain: Any = None) -> Any:
+    """Wait for `ready()`; on time-out, say what was seen (`explain()`), so that a failure under
+    load can be read from its report."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = ready()
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    seen = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{seen}")
 
 
 def cluster_id(db_url: str) -> str:
@@ -173,9 +176,21 @@ def test_replicas_share_work_and_take_over_from_a_killed_and_a_paused_one(
             killed.signal(signal.SIGKILL)
         # Only wake it once another replica holds what it held (never a fixed sleep: under load the
         # take-over may come late, and a paused replica whose work nobody took may rightly go on).
-        wait_for("another replica to take the paused one's executions over",
-                 lambda: all(owner not in (None, held_before["id"]) for owner in lease_owners(
-                     db_url, [f"exec:{i}" for i in held_before["executions"]]).values()), 120)
+        held_keys = [f"exec:{i}" for i in held_before["executions"]]
+
+        def not_stuck() -> bool:  # each is held by another replica now, or has ended
+            owners = lease_owners(db_url, held_keys)
+            ended = {row["id"] for row in vh.json("exec", "list") if row["status"] in check.FINAL}
+            return all(owners[f"exec:{i}"] not in (None, held_before["id"]) or i in ended
+                       for i in held_before["executions"])
+
+        def explain() -> str:
+            rows = {row["id"]: row["status"] for row in vh.json("exec", "list")}
+            tails = "\n".join(f"--- replica {r.index} (pid {r.pid}) ---\n{r.text()[-3000:]}" for r in replicas)
+            return (f"paused replica {held_before['id']} held {held_before['executions']}; lease owners now "
+                    f"{lease_owners(db_url, held_keys)}; statuses {rows}; replicas {vh.json('replicas')}\n{tails}")
+
+        wait_for("another replica to take the paused one's executions over", not_stuck, 120, explain)
         paused_log = len(paused.text())
         paused.signal(signal.SIGCONT)
         if count == 2:

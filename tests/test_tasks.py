@@ -629,6 +629,26 @@ def test_median_stopping_stops_diverging_children(shared: VhOrch) -> None:
     assert info["median_stopping"]["machine_hours_saved"] > 0, info["median_stopping"]
 
 
+
+def test_median_savings_count_the_children_that_ended_stopped_not_those_the_rule_reached() -> None:
+    """A child the rule stops in its last step may complete before its stop lands: it saved
+    nothing, and the task's count agrees with the children's statuses."""
+    from datetime import timedelta
+
+    from vh_orch.orchestrator.models import Execution
+    from vh_orch.orchestrator.tasks import MEDIAN_REASON, _median_savings
+
+    t0 = datetime(2026, 1, 1)
+
+    def child(status: str, minutes: int, reason: str | None = None) -> Execution:
+        return Execution(status=status, status_reason=reason, started_at=t0,
+                         ended_at=t0 + timedelta(minutes=minutes), command="true", environment_id=1, project_id=1)
+
+    rule = f"{MEDIAN_REASON}: loss = 3 at step 2 trails the median of 3 finished executions"
+    kids = [child("complete", 10), child("complete", 12), child("complete", 14),
+            child("stopped", 4, rule), child("complete", 13, rule), child("stopped", 5, "stopped by request")]
+    assert _median_savings(kids, t0) == {"stopped": 1, "machine_hours_saved": round(8.5 * 60 / 3600, 4)}  # median 12.5 - 4
+
 # --- 7. bad input ----------------------------------------------------------------------------------------
 
 BAD_STEP = """

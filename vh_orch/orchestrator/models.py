@@ -278,7 +278,8 @@ class Task(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     ended_at: datetime | None = None
-    # Children stopped early by the median-stopping rule, and the machine-seconds that saved (an estimate).
+    # No longer written (kept for old databases): what median stopping saved is counted from the
+    # children as they ended (tasks.task_summary), since a child the rule stops may still complete.
     pruned: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     saved_seconds: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 

@@ -428,28 +428,23 @@ class TaskEngine:
         rule = spec.median_stopping
         assert rule is not None
         finished = []
-        durations = []
         for child in children:
             if child.status == S.COMPLETE:
                 if child.id not in self._series:
                     points = [p.data for p in self.store.metadata_points(child.id)]  # type: ignore[arg-type]
                     self._series[child.id] = series(points, rule.metric)  # type: ignore[index]
                 finished.append(self._series[child.id])  # type: ignore[index]
-                if child.started_at and child.ended_at:
-                    durations.append((child.ended_at - child.started_at).total_seconds())
         if len(finished) < rule.min_finished:
             return
-        typical = statistics.median(durations) if durations else 0.0
         for child in children:
             if child.status != S.STARTED:
                 continue
             running = series([p.data for p in self.store.metadata_points(child.id)], rule.metric)  # type: ignore[arg-type]
             if should_stop(rule, spec, running, finished):
-                elapsed = (self.store.clock() - child.started_at).total_seconds() if child.started_at else 0.0
                 last = max(running)
                 reason = (f"{MEDIAN_REASON}: {rule.metric} = {running[last]:g} at step {last} trails the median of "
                           f"{len(finished)} finished executions")
-                if self.store.record_pruned(child.id, reason, max(0.0, typical - elapsed)):  # type: ignore[arg-type]
+                if self.store.record_pruned(child.id, reason):  # type: ignore[arg-type]
                     log.info("task %s: execution %s stopped early (%s)", task.id, child.id, reason)
 
 
@@ -482,6 +477,19 @@ def task_summary(store: Store, task: Task, children: list[Execution] | None = No
         "counts": _count_statuses(children),
         "planned": planned_count(spec),
         "best": best_child(spec, children),
-        "median_stopping": None if spec.median_stopping is None else {
-            "stopped": task.pruned, "machine_hours_saved": round(task.saved_seconds / 3600, 4)},
+        "median_stopping": None if spec.median_stopping is None else _median_savings(children, store.clock()),
     }
+
+
+def _median_savings(children: list[Execution], now: Any) -> dict[str, Any]:
+    """Counted from the children as they ended, not when the rule fired: a child the rule stops
+    in its last step may complete before its stop lands, and it saved nothing. Each stopped
+    child saved about the finished children's median run time less the time it ran."""
+    def ran(child: Execution) -> float:
+        return ((child.ended_at or now) - child.started_at).total_seconds() if child.started_at else 0.0
+
+    typical = statistics.median([ran(c) for c in children if c.status == S.COMPLETE] or [0.0])
+    stopped = [c for c in children if c.status in (S.STOPPED, S.STOPPING)
+               and (c.status_reason or "").startswith(MEDIAN_REASON)]
+    saved = sum(max(0.0, typical - ran(c)) for c in stopped)
+    return {"stopped": len(stopped), "machine_hours_saved": round(saved / 3600, 4)}

@@ -173,15 +173,14 @@ class TasksStore:
                     self._transition(s, child, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
             return task
 
-    def record_pruned(self, execution_id: int, reason: str, saved_seconds: float) -> bool:
-        """Stop a child by the median-stopping rule (once) and count what it saved on its task."""
+    def record_pruned(self, execution_id: int, reason: str) -> bool:
+        """Stop a child by the median-stopping rule (once); what that saved is counted from the
+        children when they end (tasks.task_summary), since a child may still complete."""
         with self.write() as s:  # type: ignore[attr-defined]
             execution = s.get_one(Execution, execution_id)
             if execution.status != S.STARTED or execution.task_id is None:
                 return False
             self._transition(s, execution, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
-            s.execute(update(Task).where(col(Task.id) == execution.task_id)
-                      .values(pruned=Task.pruned + 1, saved_seconds=Task.saved_seconds + saved_seconds))
             return True
 
     def _task_transition(self, s: Session, task: Task, status: str, reason: str | None = None) -> None:
