@@ -77,6 +77,9 @@ def subprocess_env(home: Path) -> dict[str, str]:
             "VH_ORCH_USER": "tester",
             # every test daemon's HTTP API on a free port of its own (read back with `VhOrch.api_url`)
             "VH_ORCH_LISTEN": "127.0.0.1:0",
+            # `docker stop -t`: the tests' busybox shells ignore SIGTERM as PID 1, so every stop
+            # waited out the default 5 s grace
+            "VH_ORCH_STOP_GRACE_S": "2",
         }
     )
     return env

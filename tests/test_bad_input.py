@@ -144,13 +144,16 @@ def test_bad_names_and_values_elsewhere_in_the_cli(vh: VhOrch, tmp_path: Path) -
     assert vh.json("env", "show", "local")["local"]["runtime"] == "auto"
 
 
-@pytest.mark.parametrize("value, message", [("abc", "VH_ORCH_LEASE_S='abc' is not a number of seconds"),
-                                            ("1", "a lease lasts 3 to 3600 seconds (default 15)")])
-def test_a_bad_lease_setting_stops_serve_before_it_starts(vh: VhOrch, value: str, message: str) -> None:
-    vh.env["VH_ORCH_LEASE_S"] = value
+@pytest.mark.parametrize("name, value, message", [
+    ("VH_ORCH_LEASE_S", "abc", "VH_ORCH_LEASE_S='abc' is not a number of seconds"),
+    ("VH_ORCH_LEASE_S", "1", "a lease lasts 3 to 3600 seconds (default 15)"),
+    ("VH_ORCH_STOP_GRACE_S", "-1", "VH_ORCH_STOP_GRACE_S='-1': a stop's grace lasts 0 to 3600 seconds (default 5)"),
+    ("VH_ORCH_HEARTBEAT_STALE_S", "soon", "VH_ORCH_HEARTBEAT_STALE_S='soon' is not a number of seconds")])
+def test_a_bad_timing_setting_stops_serve_before_it_starts(vh: VhOrch, name: str, value: str, message: str) -> None:
+    vh.env[name] = value
     result = vh("serve", "--no-http", check=False, timeout=60)
     assert result.returncode != 0 and message in result.stderr
-    vh.env.pop("VH_ORCH_LEASE_S")
+    vh.env.pop(name)
     assert vh.json("replicas") == [], "a daemon that refused to start registered nothing"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,11 @@ class Settings:
         env = os.environ if environ is None else environ
         home = Path(env.get("VH_ORCH_HOME") or Path.home() / ".vh-orch").expanduser().absolute()
         db_url = env.get("VH_ORCH_DB") or f"sqlite:///{home / 'state.db'}"
-        return cls(home=home, db_url=db_url, lease_s=lease_seconds(env.get("VH_ORCH_LEASE_S")))
+        return cls(home=home, db_url=db_url, lease_s=lease_seconds(env.get("VH_ORCH_LEASE_S")),
+                   stop_grace_s=int(seconds_from(env, "VH_ORCH_STOP_GRACE_S", cls.stop_grace_s, 0, 3600,
+                                                  "a stop's grace lasts")),
+                   heartbeat_stale_s=seconds_from(env, "VH_ORCH_HEARTBEAT_STALE_S", cls.heartbeat_stale_s, 3, 3600,
+                                                "a heartbeat goes stale after"))
 
     @property
     def repos_dir(self) -> Path:
@@ -120,14 +125,22 @@ def _tighten_tree(top: Path, files: bool) -> int:
 
 def lease_seconds(raw: str | None) -> float:
     """VH_ORCH_LEASE_S, checked (the default when unset)."""
+    return seconds_from({"VH_ORCH_LEASE_S": raw or ""}, "VH_ORCH_LEASE_S", Settings.lease_s, 3, 3600,
+                        "a lease lasts")
+
+
+def seconds_from(environ: Mapping[str, str], name: str, default: float, low: float, high: float,
+                 what: str = "from") -> float:
+    """A number of seconds from the environment variable `name`, checked (`default` when unset)."""
     from vh_orch.errors import ConfigError
 
+    raw = environ.get(name)
     if not raw:
-        return Settings.lease_s
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"VH_ORCH_LEASE_S={raw!r} is not a number of seconds") from None
-    if not 3 <= value <= 3600:
-        raise ConfigError(f"VH_ORCH_LEASE_S={raw!r}: a lease lasts 3 to 3600 seconds (default 15)")
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r}: {what} {low:g} to {high:g} seconds (default {default:g})")
     return value
