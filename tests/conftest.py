@@ -15,10 +15,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -48,6 +49,7 @@ EXAMPLE = ROOT / "examples" / "demo"
 BUSYBOX = "vh-orch/busybox:test"
 PYTHON_IMAGE = "vh-orch/example-python:3.11"
 WAIT_S = 60
+T = TypeVar("T")
 FINAL = ("stopped", "error", "complete")
 
 
@@ -212,7 +214,7 @@ class VhOrch:
             info = self.json("exec", "info", str(execution_id))
             if info["status"] in FINAL or time.monotonic() > deadline:
                 return info
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     def run_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return self.json("exec", "run", *args)
@@ -232,6 +234,20 @@ class VhOrch:
                               f"label=vh-orch.cluster={self.cluster_id()}", "--format", "{{.Names}}"],
                              capture_output=True, text=True, timeout=60).stdout
         return out.split()
+
+
+def eventually(what: str, probe: Callable[[], T], timeout: float = WAIT_S, interval: float = 0.1) -> T:
+    """`probe()` once it is truthy: for what settles just after the state a test waited for (a
+    container removed, a pin let go, a machine ready again after its execution ended). On time-out
+    the failure names `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last seen: {value!r}")
+        time.sleep(interval)
 
 
 _template: Path | None = None

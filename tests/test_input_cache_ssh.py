@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaos_faults import TcpProxy
-from conftest import BUSYBOX, SSHPool, VhOrch, make_project
+from conftest import BUSYBOX, SSHPool, VhOrch, eventually, make_project
 from test_input_cache import MiB, blob
 
 STEPS = f"""
@@ -104,7 +104,8 @@ def test_the_second_execution_with_a_200_mb_input_moves_no_input_byte(
     assert seen_sha(vh, first["id"]) == seen_sha(vh, second["id"]) == digest
     assert cache_of(vh) == {"bytes": 200 * MiB, "hits": 1, "misses": 1, "hit_rate": 0.5}
     # Ended, the executions no longer hold their entry: it may be evicted.
-    assert not list((vh.workdir / "input-cache").glob("*/pins/*"))  # type: ignore[attr-defined]
+    eventually("the ended executions' pins to go", lambda: not list(
+        (vh.workdir / "input-cache").glob("*/pins/*")))  # type: ignore[attr-defined]
     env = vh.json("env", "show", "onprem")
     assert env["input_cache"]["hits"] == 1 and env["input_cache"]["bound_gb"] == 1
     # A file from the cache is described as a fetched one: size and sha256 in inputs.json; the container

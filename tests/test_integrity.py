@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, SSHPool, VhOrch, installation, make_project
+from conftest import BUSYBOX, SSHPool, VhOrch, eventually, installation, make_project
 
 STEPS = f"""
 - step:
@@ -132,7 +132,7 @@ def test_two_installations_share_an_ssh_host_with_their_own_workdirs(
         assert info["status"] == "complete", info
         assert log_texts(cli, eid) == [f"line {n}" for n in range(1, 81)]
         assert [o["name"] for o in info["outputs"]] == ["result.txt"]
-    assert vh.containers() == [] and other_vh.containers() == []
+    eventually("both installations' containers to be removed", lambda: vh.containers() == other_vh.containers() == [])
     # Each installation's files live under its own cluster folder in its own workdir.
     for cli, name in ((vh, "a"), (other_vh, "b")):
         executions = tmp_path / f"pool-{name}" / "workdir0" / str(cli.cluster_id()) / "executions"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUSYBOX, SSHPool, VhOrch, make_project
+from conftest import BUSYBOX, SSHPool, VhOrch, eventually, make_project
 
 STEP = f"- step:\n    name: hi\n    image: {BUSYBOX}\n    command: echo hi\n"
 
@@ -89,6 +89,8 @@ def test_this_installations_claim_is_released_when_its_machine_is_gone_never_whi
     vh.start_daemon()
     created = vh.run_json("hi", "--project", "p", "--adhoc", str(vh.project_dir), "--env", "onprem")  # type: ignore[attr-defined]
     assert vh.wait(created["id"], timeout=90)["status"] == "complete"
+    eventually("the machine to be ready again", lambda: [m["state"] for m in vh.json("machine", "list")
+                                                               if m["environment"] == "onprem"] == ["ready"])
     refused = vh("machine", "release", address, "--force", check=False)
     assert refused.returncode == 1 and "of this installation, which is ready" in refused.stderr
     assert (workdir / "held" / "owner").exists()
