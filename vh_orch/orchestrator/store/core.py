@@ -1,16 +1,10 @@
-"""Sessions, projects, commits, environments, executions, logs and outputs.
-
-Writers use `write()` (on SQLite: BEGIN IMMEDIATE, so read-then-write steps never
-interleave); readers use `read()`, which never blocks a writer in WAL mode. Objects
-returned stay usable after their session closes (expire_on_commit=False).
-"""
+"""Projects, commits, environments, executions, outputs and the daemon's heartbeat."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.db import get_engine
 from vh_orch.orchestrator.models import (
     FINAL_STATUSES,
     Commit,
@@ -35,10 +28,9 @@ from vh_orch.orchestrator.models import (
     Output,
     Project,
 )
-from vh_orch.timeutil import utcnow
+from vh_orch.orchestrator.store.database import Database
 
 S = ExecutionStatus
-WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
 
 # Which status may follow which. A final status is never left.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -49,38 +41,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class CoreStore:
-    fence: Any = None  # a leases.Fence: set on the copies store.fenced() makes
-
-    def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
-        self.url = url
-        self.engine = get_engine(url)
-        # Every time the store writes comes from here, so tests can run on a virtual clock.
-        self.clock = clock
-
-    # -- sessions -------------------------------------------------------------
-
-    @contextmanager
-    def write(self, exclusive: bool = True) -> Iterator[Session]:
-        """A write transaction. On PostgreSQL an exclusive one first takes a transaction-level
-        advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
-        several replicas never interleave. Writes that lock only their own rows (log lines,
-        heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
-        with self.engine.connect() as conn, conn.begin():
-            if exclusive and conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            if self.fence is not None:
-                self.check_fence(conn)  # type: ignore[attr-defined]
-            with Session(bind=conn, expire_on_commit=False) as session:
-                yield session
-                session.flush()
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with self.engine.connect().execution_options(vh_readonly=True) as conn, conn.begin():
-            with Session(bind=conn, expire_on_commit=False) as session:
-                yield session
-
+class CoreStore(Database):
     # -- projects and commits -------------------------------------------------
 
     def create_project(

@@ -12,7 +12,6 @@ from sqlmodel import Session, col, select
 
 from vh_orch.cloud_drivers.base import CloudInstance
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.store.leases import exec_key
 from vh_orch.orchestrator.models import (
     Environment,
     Execution,
@@ -24,6 +23,8 @@ from vh_orch.orchestrator.models import (
     Output,
     Quota,
 )
+from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.leases import exec_key
 
 S = ExecutionStatus
 M = MachineState
@@ -33,8 +34,7 @@ LIVE_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M
 DEFAULT_QUOTA_USER = "*"
 
 
-class FleetStore:
-    """Mixed into Store with CoreStore, which provides write(), read() and _transition()."""
+class FleetStore(Database):
 
     # -- installation -------------------------------------------------------------
 
