@@ -20,7 +20,7 @@ from vh_orch.orchestrator.models import (
     Task,
     TaskStatus,
 )
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 
 S = ExecutionStatus
 T = TaskStatus
@@ -47,7 +47,7 @@ _STATE_COLUMNS = (Execution.id, Execution.task_index, Execution.counter, Executi
                   Execution.started_at, Execution.ended_at)
 
 
-class TasksStore(Database):
+class TasksStore(LifecycleStore):
     def create_task(self, task: Task) -> Task:
         """Insert a new task (status `created`) with the next task counter of its project."""
         with self.write() as s:
@@ -137,9 +137,9 @@ class TasksStore(Database):
                 return []
             new = decide(task, self._child_states(s, task_id))
             for execution in new:
-                self._insert_execution(s, execution)  # type: ignore[attr-defined]
+                self._insert_execution(s, execution)
             if new:
-                self.admit(s, new)  # type: ignore[attr-defined]
+                self.admit(s, new)
             if new and task.status == T.CREATED:
                 self._task_transition(s, task, T.STARTED)
             return new
@@ -169,9 +169,9 @@ class TasksStore(Database):
                                                       col(Execution.status).not_in(list(FINAL_STATUSES))))
             for child in children:
                 if child.status in (S.CREATED, S.QUEUED):
-                    self._transition(s, child, S.STOPPED, reason=reason)  # type: ignore[attr-defined]
+                    self._transition(s, child, S.STOPPED, reason=reason)
                 elif child.status == S.STARTED:
-                    self._transition(s, child, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
+                    self._transition(s, child, S.STOPPING, reason=reason)
             return task
 
     def record_pruned(self, execution_id: int, reason: str) -> bool:
@@ -181,7 +181,7 @@ class TasksStore(Database):
             execution = s.get_one(Execution, execution_id)
             if execution.status != S.STARTED or execution.task_id is None:
                 return False
-            self._transition(s, execution, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
+            self._transition(s, execution, S.STOPPING, reason=reason)
             return True
 
     def _task_transition(self, s: Session, task: Task, status: str, reason: str | None = None) -> None:
