@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Self
 
-from sqlalchemy import Connection, Engine, text
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, FromClause, inspect, text
+from sqlmodel import Session, SQLModel
 
 from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.db import get_engine
@@ -48,6 +48,12 @@ class Fence:
     key: str
     owner: int
     token: int
+
+
+def table_of(model: type[SQLModel]) -> FromClause:
+    """A model's Core table, for reads and updates that skip the ORM (plain rows, JSON paths).
+    It is the model's `__table__`, which SQLModel does not declare to a type checker."""
+    return inspect(model).local_table
 
 
 class Database:

@@ -23,6 +23,7 @@ from vh_orch.orchestrator.models import (
     Output,
     Quota,
 )
+from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import DEFAULT_QUOTA_USER as DEFAULT_QUOTA_USER  # the CLI names it from here
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
@@ -56,10 +57,10 @@ class FleetStore(LifecycleStore, LeasesStore):
         Plain rows rather than ORM objects: a pass reads every machine, and with a
         thousand of them object construction would dominate its time.
         """
-        table = Machine.__table__  # type: ignore[attr-defined]
+        table = table_of(Machine)
         with self.read() as s:
             return list(s.connection().execute(
-                select(table).where(table.c.state.in_(LIVE_MACHINE)).order_by(table.c.id)))
+                table.select().where(table.c.state.in_(LIVE_MACHINE)).order_by(table.c.id)))
 
     def running_per_machine(self) -> dict[int, int]:
         with self.read() as s:
@@ -104,7 +105,7 @@ class FleetStore(LifecycleStore, LeasesStore):
 
     def recent_arrivals(self, environment_id: int, limit: int) -> tuple[float, ...]:
         """The submission times (epoch seconds, oldest first) of an environment's latest executions."""
-        table = Execution.__table__  # type: ignore[attr-defined]
+        table = table_of(Execution)
         with self.read() as s:
             rows = s.connection().execute(
                 select(table.c.created_at).where(table.c.environment_id == environment_id)

@@ -19,7 +19,7 @@ from vh_orch.orchestrator.models import (
     ProjectMember,
     User,
 )
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import Database, table_of
 
 # Columns an execution list may be sorted by; anything else is a metadata key.
 SORT_COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at",
@@ -93,7 +93,7 @@ class QueriesStore(Database):
     def _metadata_number(self, key: str) -> Any:
         """The latest value of a metadata key when it is a JSON number, else NULL: text, lists and
         objects sort with the executions that lack the key (a cast of text would fail on PostgreSQL)."""
-        element = Execution.__table__.c.metadata_latest[key]  # type: ignore[attr-defined]
+        element = table_of(Execution).c.metadata_latest[key]
         if self.engine.dialect.name == "sqlite":
             numeric = func.json_type(element).in_(["integer", "real"])
         else:
