@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.store.core import ALLOWED_TRANSITIONS
+    from vh_orch.orchestrator.store.lifecycle import ALLOWED_TRANSITIONS
     from vh_orch.orchestrator.store.logs import LogChunk, LogLine
     from vh_orch.orchestrator.store.store import Store
 
@@ -22,9 +22,9 @@ def __getattr__(name: str) -> Any:
 
         return Store
     if name == "ALLOWED_TRANSITIONS":
-        from vh_orch.orchestrator.store import core
+        from vh_orch.orchestrator.store import lifecycle
 
-        return core.ALLOWED_TRANSITIONS
+        return lifecycle.ALLOWED_TRANSITIONS
     if name in ("LogChunk", "LogLine"):
         from vh_orch.orchestrator.store import logs
 

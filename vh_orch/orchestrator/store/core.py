@@ -1,86 +1,37 @@
-"""Sessions, projects, commits, environments, executions, logs and outputs.
-
-Writers use `write()` (on SQLite: BEGIN IMMEDIATE, so read-then-write steps never
-interleave); readers use `read()`, which never blocks a writer in WAL mode. Objects
-returned stay usable after their session closes (expire_on_commit=False).
-"""
+"""Projects, commits, environments, executions, outputs and the daemon's heartbeat."""
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.db import get_engine
 from vh_orch.orchestrator.models import (
-    FINAL_STATUSES,
     Commit,
     DaemonHeartbeat,
     Environment,
     Execution,
-    ExecutionEvent,
     ExecutionStatus,
-    Lease,
     Machine,
     MachineState,
     MetadataPoint,
     Output,
     Project,
 )
-from vh_orch.timeutil import utcnow
+from vh_orch.orchestrator.store.lifecycle import ALLOWED_TRANSITIONS, LifecycleStore
+from vh_orch.orchestrator.store.users import UsersStore
 
 S = ExecutionStatus
-WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
-
-# Which status may follow which. A final status is never left.
-ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.CREATED: frozenset({S.QUEUED, S.STOPPED, S.ERROR}),
-    S.QUEUED: frozenset({S.STARTED, S.STOPPED, S.ERROR}),
-    S.STARTED: frozenset({S.STOPPING, S.COMPLETE, S.ERROR, S.STOPPED, S.QUEUED}),
-    S.STOPPING: frozenset({S.STOPPED, S.ERROR, S.COMPLETE}),
-}
 
 
-class CoreStore:
-    fence: Any = None  # a leases.Fence: set on the copies store.fenced() makes
-
-    def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
-        self.url = url
-        self.engine = get_engine(url)
-        # Every time the store writes comes from here, so tests can run on a virtual clock.
-        self.clock = clock
-
-    # -- sessions -------------------------------------------------------------
-
-    @contextmanager
-    def write(self, exclusive: bool = True) -> Iterator[Session]:
-        """A write transaction. On PostgreSQL an exclusive one first takes a transaction-level
-        advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
-        several replicas never interleave. Writes that lock only their own rows (log lines,
-        heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
-        with self.engine.connect() as conn, conn.begin():
-            if exclusive and conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-            if self.fence is not None:
-                self.check_fence(conn)  # type: ignore[attr-defined]
-            with Session(bind=conn, expire_on_commit=False) as session:
-                yield session
-                session.flush()
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with self.engine.connect().execution_options(vh_readonly=True) as conn, conn.begin():
-            with Session(bind=conn, expire_on_commit=False) as session:
-                yield session
-
+class CoreStore(LifecycleStore, UsersStore):
     # -- projects and commits -------------------------------------------------
 
     def create_project(
@@ -88,7 +39,7 @@ class CoreStore:
     ) -> Project:
         """A new project, owned by `owner_id` (default: the installation's first administrator)."""
         if owner_id is None:
-            owner_id = self.admin_user().id  # type: ignore[attr-defined]
+            owner_id = self.admin_user().id
         try:
             with self.write() as s:
                 project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path, owner_id=owner_id)
@@ -254,26 +205,8 @@ class CoreStore:
         """Insert a new execution (status `queued`) with the next counter of its project."""
         with self.write() as s:
             self._insert_execution(s, execution)
-            self.admit(s, [execution])  # type: ignore[attr-defined]  # queued at once unless over quota
+            self.admit(s, [execution])  # queued at once unless over quota
             return execution
-
-    def _insert_execution(self, s: Session, execution: Execution) -> None:
-        """Insert a new execution (status `created`) with the next counter of its project."""
-        counter = s.execute(
-            update(Project)
-            .where(col(Project.id) == execution.project_id)
-            .values(execution_counter=Project.execution_counter + 1)
-            .returning(Project.execution_counter)
-        ).scalar_one()
-        now = self.clock()
-        execution.counter = counter
-        execution.status = S.CREATED
-        execution.created_at = now
-        s.add(execution)
-        s.flush()
-        assert execution.id is not None
-        s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
-        execution.last_seq = 1
 
     def get_execution(self, execution_id: int) -> Execution:
         with self.read() as s:
@@ -355,28 +288,6 @@ class CoreStore:
                     if len(images) == limit:
                         break
         return images
-
-    def _transition(
-        self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
-    ) -> None:
-        now = now or self.clock()
-        execution.status = status
-        if reason is not None or status in (S.QUEUED, S.STARTED, S.COMPLETE):  # `complete` needs no reason
-            execution.status_reason = reason
-        if status == S.QUEUED:
-            execution.queued_at = now
-        elif status == S.STARTED:
-            execution.started_at = now
-        elif status in FINAL_STATUSES:
-            execution.ended_at = now
-        execution.last_seq += 1
-        s.add(execution)
-        s.flush()
-        if status not in (S.STARTED, S.STOPPING):  # no replica runs it any more: its lease goes to nobody
-            s.execute(update(Lease).where(col(Lease.key) == f"exec:{execution.id}")
-                      .values(owner=0, expires_at=now))
-        text = status if reason is None else f"{status}: {reason}"
-        s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
 
     # -- logs and metadata ------------------------------------------------------
 

@@ -8,20 +8,20 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionStatus, LaunchFailure
+from vh_orch.orchestrator.store.database import Database
 
 
-class CountsStore:
-    """Mixed into Store with CoreStore, which provides read()."""
+class CountsStore(Database):
 
     def execution_counts(self) -> dict[str, int]:
         """How many executions are in each status (statuses with none are absent)."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             rows = s.exec(select(Execution.status, func.count()).group_by(Execution.status)).all()
         return {status: count for status, count in rows}
 
     def oldest_queued(self) -> dict[int, datetime]:
         """Per environment id, when its longest-waiting queued execution was queued."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             rows = s.exec(select(Execution.environment_id, func.min(Execution.queued_at))
                           .where(Execution.status == ExecutionStatus.QUEUED,
                                  col(Execution.queued_at).is_not(None))
@@ -30,7 +30,7 @@ class CountsStore:
 
     def launch_failure_counts(self) -> dict[tuple[int, str], int]:
         """How many launch failures each environment id has recorded, by kind, ever."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             rows = s.exec(select(LaunchFailure.environment_id, LaunchFailure.kind, func.count())
                           .group_by(LaunchFailure.environment_id, LaunchFailure.kind)).all()
         return {(env_id, kind): count for env_id, kind, count in rows}

@@ -12,7 +12,6 @@ from sqlmodel import Session, col, select
 
 from vh_orch.cloud_drivers.base import CloudInstance
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.store.leases import exec_key
 from vh_orch.orchestrator.models import (
     Environment,
     Execution,
@@ -24,18 +23,18 @@ from vh_orch.orchestrator.models import (
     Output,
     Quota,
 )
+from vh_orch.orchestrator.store.database import table_of
+from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
+from vh_orch.orchestrator.store.lifecycle import DEFAULT_QUOTA_USER as DEFAULT_QUOTA_USER  # the CLI names it from here
+from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 
 S = ExecutionStatus
 M = MachineState
-ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)
 RUNNING_EXECUTION = (S.STARTED, S.STOPPING)
 LIVE_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
-DEFAULT_QUOTA_USER = "*"
 
 
-class FleetStore:
-    """Mixed into Store with CoreStore, which provides write(), read() and _transition()."""
-
+class FleetStore(LifecycleStore, LeasesStore):
     # -- installation -------------------------------------------------------------
 
     def cluster_id(self) -> str:
@@ -58,10 +57,10 @@ class FleetStore:
         Plain rows rather than ORM objects: a pass reads every machine, and with a
         thousand of them object construction would dominate its time.
         """
-        table = Machine.__table__  # type: ignore[attr-defined]
+        table = table_of(Machine)
         with self.read() as s:
             return list(s.connection().execute(
-                select(table).where(table.c.state.in_(LIVE_MACHINE)).order_by(table.c.id)))
+                table.select().where(table.c.state.in_(LIVE_MACHINE)).order_by(table.c.id)))
 
     def running_per_machine(self) -> dict[int, int]:
         with self.read() as s:
@@ -106,7 +105,7 @@ class FleetStore:
 
     def recent_arrivals(self, environment_id: int, limit: int) -> tuple[float, ...]:
         """The submission times (epoch seconds, oldest first) of an environment's latest executions."""
-        table = Execution.__table__  # type: ignore[attr-defined]
+        table = table_of(Execution)
         with self.read() as s:
             rows = s.connection().execute(
                 select(table.c.created_at).where(table.c.environment_id == environment_id)
@@ -318,7 +317,7 @@ class FleetStore:
             execution.runtime = runtime
             execution.attempt += 1
             if self.fence is not None:  # a replica's reconcile: it runs what it claims, under a lease of its own
-                self.hold_lease(s, exec_key(execution_id), self.fence.owner)  # type: ignore[attr-defined]
+                self.hold_lease(s, exec_key(execution_id), self.fence.owner)
             # A retry says so in its status event: `exec logs` marks where each attempt begins.
             self._transition(s, execution, S.STARTED,
                              reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)
@@ -368,34 +367,6 @@ class FleetStore:
     def quotas(self) -> dict[str, int]:
         with self.read() as s:
             return {q.user: q.max_concurrent for q in s.exec(select(Quota))}
-
-    def admit(self, s: Session, executions: Sequence[Execution] | None = None) -> int:
-        """Queue `created` executions in submission order while their users are under quota."""
-        limits = {q.user: q.max_concurrent for q in s.exec(select(Quota))}
-        default = limits.get(DEFAULT_QUOTA_USER)
-        waiting = list(executions) if executions is not None else list(
-            s.exec(select(Execution).where(Execution.status == S.CREATED).order_by(col(Execution.id)))
-        )
-        if not waiting:
-            return 0
-        users = {e.user for e in waiting}
-        active = dict(
-            s.exec(
-                select(Execution.user, func.count())
-                .where(col(Execution.user).in_(users), col(Execution.status).in_(ACTIVE_EXECUTION))
-                .group_by(Execution.user)
-            ).all()
-        )
-        admitted = 0
-        for execution in waiting:
-            limit = limits.get(execution.user or "", default)
-            current = active.get(execution.user, 0)
-            if limit is not None and current >= limit:
-                continue
-            self._transition(s, execution, S.QUEUED)
-            active[execution.user] = current + 1
-            admitted += 1
-        return admitted
 
     def admit_created(self) -> int:
         with self.write() as s:

@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from vh_orch.orchestrator.metadata_limits import valid_key
 from vh_orch.orchestrator.models import Execution
+from vh_orch.orchestrator.store.database import table_of
 
 # SQLite's default build takes at most 127 arguments a function: a json_set() per 50 keys.
 SQLITE_KEYS_A_CALL = 50
@@ -30,7 +31,7 @@ def latest_merged(dialect: str, latest: dict[str, Any]) -> ColumnElement[Any] | 
     values = {key: value for key, value in latest.items() if valid_key(key)}
     if not values:
         return None
-    column = Execution.__table__.c.metadata_latest  # type: ignore[attr-defined]
+    column = table_of(Execution).c.metadata_latest
     if dialect == "sqlite":
         merged: ColumnElement[Any] = func.coalesce(column, "{}")
         items = list(values.items())

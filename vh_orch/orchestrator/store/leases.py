@@ -1,29 +1,26 @@
-"""Leases: which replica owns which unit of work, and the fencing every owned write goes through.
+"""Leases: which replica owns which unit of work.
 
 A lease is a row (key, owner, token, expires_at). A replica takes a lease that is free, expired,
 or held by a replica that stopped (or whose process is gone, on its own host); its heartbeat
 renews all of its leases in one statement. Taking a lease from someone else bumps the token.
 
-Writes on behalf of owned work go through a fenced store (`store.fenced(fence)`): each of its
-write transactions first checks that the fence's owner still holds the key with the same token,
-and raises LeaseLost otherwise, so nothing of a replica that was paused past its lease lands.
-On PostgreSQL the check reads the row FOR SHARE: a take-over (an UPDATE of that row) waits for
-the fenced write to commit, and the write waits for a take-over in progress.
+Writes on behalf of owned work go through a fenced store (`store.fenced(fence)`), whose every
+write transaction first checks that its Fence still holds: see database.py.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, text, update
+from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
-from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, ExecutionStatus, Lease
+from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import Fence as Fence  # callers name a lease's key and its fence together
 from vh_orch.timeutil import as_utc
 
 DEFAULT_LEASE_S = 15.0
@@ -39,13 +36,6 @@ def exec_key(execution_id: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Fence:
-    key: str
-    owner: int
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
 class Replica:
     id: int
     hostname: str
@@ -55,29 +45,7 @@ class Replica:
     owns: tuple[str, ...]
 
 
-class LeasesStore:
-    """Mixed into Store with CoreStore (write(), read(), clock, fence)."""
-
-    def fenced(self, fence: Fence | None) -> Any:
-        """This store, with every write checked against `fence` (None: unchecked)."""
-        other = copy.copy(self)
-        other.fence = fence
-        return other
-
-    def check_fence(self, conn: Connection | None = None) -> None:
-        """Raise LeaseLost unless this store's fence still holds (a no-op without a fence)."""
-        fence = self.fence
-        if fence is None:
-            return
-        if conn is None:
-            with self.write(exclusive=False):  # type: ignore[attr-defined]  # write() checks it
-                return
-        lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
-        row = conn.execute(text(f"SELECT owner, token FROM lease WHERE key = :key{lock}"),
-                           {"key": fence.key}).first()
-        if row is None or row.owner != fence.owner or row.token != fence.token:
-            raise LeaseLost(f"{fence.key}: this replica no longer holds its lease (another replica took it over)")
-
+class LeasesStore(Database):
     # -- taking, renewing, releasing ----------------------------------------------------------
 
     def take_leases(self, owner: int, keys: Iterable[str], lease_s: float = DEFAULT_LEASE_S,
@@ -87,8 +55,8 @@ class LeasesStore:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        with self.write() as s:  # type: ignore[attr-defined]
-            now = self.clock()  # type: ignore[attr-defined]
+        with self.write() as s:
+            now = self.clock()
             expires = now + timedelta(seconds=lease_s)
             query = select(Lease).where(col(Lease.key).in_(wanted))
             if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
@@ -121,8 +89,8 @@ class LeasesStore:
 
     def renew_leases(self, owner: int, lease_s: float = DEFAULT_LEASE_S) -> set[str]:
         """Extend every lease `owner` holds; returns their keys (what it still owns)."""
-        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
-            now = self.clock()  # type: ignore[attr-defined]
+        with self.write(exclusive=False) as s:
+            now = self.clock()
             s.execute(update(Lease).where(col(Lease.owner) == owner)
                       .values(expires_at=now + timedelta(seconds=lease_s)))
             return set(s.exec(select(Lease.key).where(Lease.owner == owner)))
@@ -130,16 +98,16 @@ class LeasesStore:
     def release_leases(self, owner: int, keys: Iterable[str] | None = None) -> None:
         """Give leases up at once (nobody's, expired now), all of them or `keys`: another replica
         takes them in its next pass instead of waiting for them to expire."""
-        with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+        with self.write(exclusive=False) as s:
             query = update(Lease).where(col(Lease.owner) == owner)
             if keys is not None:
                 query = query.where(col(Lease.key).in_(list(keys)))
-            s.execute(query.values(owner=0, expires_at=self.clock()))  # type: ignore[attr-defined]
+            s.execute(query.values(owner=0, expires_at=self.clock()))
 
     def hold_lease(self, s: Session, key: str, owner: int, lease_s: float = DEFAULT_LEASE_S) -> int:
         """Inside a write: `owner` holds `key` from now on, with a new token (a new attempt, a take-over)."""
         row = s.get(Lease, key)
-        expires = self.clock() + timedelta(seconds=lease_s)  # type: ignore[attr-defined]
+        expires = self.clock() + timedelta(seconds=lease_s)
         if row is None:
             row = Lease(key=key, owner=owner, token=1, expires_at=expires)
         else:
@@ -151,8 +119,8 @@ class LeasesStore:
     def take_over(self, execution_id: int, owner: int, lease_s: float = DEFAULT_LEASE_S) -> int | None:
         """Take an execution whose owner is gone (see unowned_executions); its new token, or None
         if it is no longer started or someone live holds it now."""
-        with self.write() as s:  # type: ignore[attr-defined]
-            now = self.clock()  # type: ignore[attr-defined]
+        with self.write() as s:
+            now = self.clock()
             execution = s.get(Execution, execution_id)
             if execution is None or execution.status not in (ExecutionStatus.STARTED, ExecutionStatus.STOPPING):
                 return None
@@ -163,7 +131,7 @@ class LeasesStore:
             return self.hold_lease(s, exec_key(execution_id), owner, lease_s)
 
     def lease_token(self, key: str, owner: int) -> int | None:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             row = s.get(Lease, key)
         return row.token if row is not None and row.owner == owner else None
 
@@ -172,8 +140,8 @@ class LeasesStore:
     def unowned_executions(self) -> list[Execution]:
         """Started (or stopping) executions that no live replica holds: no lease, an expired one,
         or one whose owner stopped."""
-        with self.read() as s:  # type: ignore[attr-defined]
-            now = self.clock()  # type: ignore[attr-defined]
+        with self.read() as s:
+            now = self.clock()
             dead = self._dead_owners(s)
             live_lease = and_(Lease.expires_at > now, col(Lease.owner).not_in(dead) if dead else True)
             held = select(Lease.key).where(live_lease)
@@ -185,29 +153,29 @@ class LeasesStore:
 
     def executions_held_by_others(self, owner: int) -> set[int]:
         """Executions another replica holds a live lease on (their containers are not leftovers)."""
-        with self.read() as s:  # type: ignore[attr-defined]
-            keys = s.exec(select(Lease.key).where(Lease.owner != owner, Lease.expires_at > self.clock(),  # type: ignore[attr-defined]
+        with self.read() as s:
+            keys = s.exec(select(Lease.key).where(Lease.owner != owner, Lease.expires_at > self.clock(),
                                                   col(Lease.key).startswith("exec:")))
             return {int(k.split(":", 1)[1]) for k in keys}
 
     def mark_dead_replicas(self, hostname: str, alive: Any) -> list[int]:
         """Replicas on this host whose process is gone (`alive(pid)` false): marked stopped, so
         their leases are free now rather than when they expire."""
-        with self.read() as s:  # type: ignore[attr-defined]  # every pass: a write only when one is gone
+        with self.read() as s:  # every pass: a write only when one is gone
             rows = s.exec(select(DaemonHeartbeat.id, DaemonHeartbeat.pid).where(
                 col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname))
             gone = [row_id for row_id, pid in rows if not alive(pid)]
         if gone:
-            with self.write(exclusive=False) as s:  # type: ignore[attr-defined]
+            with self.write(exclusive=False) as s:
                 s.execute(update(DaemonHeartbeat).where(col(DaemonHeartbeat.id).in_(gone),
                                                         col(DaemonHeartbeat.stopped_at).is_(None))
-                          .values(stopped_at=self.clock()))  # type: ignore[attr-defined]
+                          .values(stopped_at=self.clock()))
         return gone
 
     def replicas(self, stale_after: timedelta) -> list[Replica]:
         """The replicas with a fresh heartbeat, and what each owns (lease keys, live ones)."""
-        with self.read() as s:  # type: ignore[attr-defined]
-            now = self.clock()  # type: ignore[attr-defined]
+        with self.read() as s:
+            now = self.clock()
             beats = list(s.exec(select(DaemonHeartbeat).where(
                 col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.heartbeat_at > now - stale_after
             ).order_by(DaemonHeartbeat.id)))

@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, update
 from sqlmodel import col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, LogBlock, MetadataPoint
+from vh_orch.orchestrator.store.database import Database
 from vh_orch.orchestrator.store.latest import latest_merged
 
 # `docker logs --timestamps` starts each line with a fixed-width RFC 3339 time and a space:
@@ -226,10 +227,7 @@ def _at_last_time(s: Any, blocks: Any, block: LogBlock) -> tuple[datetime, list[
     return last, texts[::-1], True
 
 
-class LogsStore:
-    engine: Any
-    fence: Any
-
+class LogsStore(Database):
     def append_log(self, execution_id: int, lines: Sequence[LogLine]) -> None:
         """Store a batch of log lines (and the metadata points among them) in one transaction."""
         chunks = [LogChunk(line.stream, [line.text], line.sql_time or sql_time(line.when()),
@@ -243,7 +241,7 @@ class LogsStore:
             return
         with self.engine.connect() as conn, conn.begin():
             if self.fence is not None:
-                self.check_fence(conn)  # type: ignore[attr-defined]
+                self.check_fence(conn)
             last = conn.execute(
                 update(Execution)
                 .where(col(Execution.id) == execution_id)
@@ -272,13 +270,13 @@ class LogsStore:
 
     def metadata_keys(self, execution_id: int) -> list[str]:
         """The keys of an execution's latest metadata values (read once by an ingester that starts)."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             latest = s.exec(select(Execution.metadata_latest).where(Execution.id == execution_id)).first()
         return list(latest or {})
 
     def log_has_line(self, execution_id: int, stream: str, text: str) -> bool:
         """Whether a line holding `text` was stored on `stream` (a note vh-orch writes once)."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return s.exec(select(LogBlock.first_seq).where(
                 LogBlock.execution_id == execution_id, LogBlock.stream == stream,
                 col(LogBlock.texts).contains(text, autoescape=True)).limit(1)).first() is not None
@@ -293,7 +291,7 @@ class LogsStore:
         Each block holds at least one wanted line, so `limit` rows and `limit` blocks are enough."""
         rows = select(ExecutionEvent).where(ExecutionEvent.execution_id == execution_id)
         blocks = select(LogBlock).where(LogBlock.execution_id == execution_id)
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             if after is not None:
                 events = _merged(
                     s.exec(rows.where(ExecutionEvent.seq > after).order_by(col(ExecutionEvent.seq)).limit(limit)),
@@ -313,7 +311,7 @@ class LogsStore:
         return self.events_page(execution_id, after=after_seq, limit=limit)
 
     def count_events(self, execution_id: int, kind: str = "log") -> int:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             rows = s.exec(select(func.count()).select_from(ExecutionEvent).where(
                 ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == kind)).one()
             if kind != "log":
@@ -325,7 +323,7 @@ class LogsStore:
     def resume_points(self, execution_id: int) -> dict[str, tuple[datetime | None, list[str]]]:
         """Per stream: the time of the last stored line and the texts stored at exactly that time."""
         out: dict[str, tuple[datetime | None, list[str]]] = {}
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             for stream in ("stdout", "stderr"):
                 of_stream = (ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
                              ExecutionEvent.stream == stream)

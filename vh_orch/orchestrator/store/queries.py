@@ -19,6 +19,7 @@ from vh_orch.orchestrator.models import (
     ProjectMember,
     User,
 )
+from vh_orch.orchestrator.store.database import Database, table_of
 
 # Columns an execution list may be sorted by; anything else is a metadata key.
 SORT_COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at",
@@ -37,20 +38,19 @@ class ExecutionFilter:
     task_ids: Sequence[int] = field(default_factory=tuple)  # children of these tasks
 
 
-class QueriesStore:
-    """Mixed into Store with CoreStore, which provides read()."""
+class QueriesStore(Database):
 
     def visible_project_ids(self, user: User) -> list[int] | None:
         """The ids of the projects a user may see; None for an administrator (all of them)."""
         if user.is_admin:
             return None
         members = select(ProjectMember.project_id).where(ProjectMember.user_id == user.id)
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(select(Project.id).where(
                 or_(Project.owner_id == user.id, col(Project.id).in_(members)))))
 
     def find_commit(self, project_id: int, kind: str, identifier: str) -> Commit | None:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return s.exec(select(Commit).where(Commit.project_id == project_id, Commit.kind == kind,
                                                Commit.identifier == identifier)).first()
 
@@ -61,7 +61,7 @@ class QueriesStore:
             query = query.order_by(col(Execution.counter).desc()).limit(1)
         else:
             query = query.where(Execution.counter == counter)
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return s.exec(query).first()
 
     def query_executions(self, where: ExecutionFilter, sort: str = "-id", limit: int = 100,
@@ -85,7 +85,7 @@ class QueriesStore:
             value = self._metadata_number(key)
         order = [value.is_(None), value.desc() if descending else value.asc(),
                  col(Execution.id).desc() if descending else col(Execution.id).asc()]
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             total = s.exec(select(func.count()).select_from(Execution).where(*conditions)).one()
             rows = list(s.exec(select(Execution).where(*conditions).order_by(*order).offset(offset).limit(limit)))
         return total, rows
@@ -93,39 +93,39 @@ class QueriesStore:
     def _metadata_number(self, key: str) -> Any:
         """The latest value of a metadata key when it is a JSON number, else NULL: text, lists and
         objects sort with the executions that lack the key (a cast of text would fail on PostgreSQL)."""
-        element = Execution.__table__.c.metadata_latest[key]  # type: ignore[attr-defined]
-        if self.engine.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        element = table_of(Execution).c.metadata_latest[key]
+        if self.engine.dialect.name == "sqlite":
             numeric = func.json_type(element).in_(["integer", "real"])
         else:
             numeric = func.json_typeof(element) == "number"
         return case((numeric, element.as_float()), else_=None)
 
     def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(select(MetadataPoint).where(
                 MetadataPoint.execution_id == execution_id, MetadataPoint.seq > after)
                 .order_by(col(MetadataPoint.seq)).limit(limit)))
 
     def outputs_page(self, execution_ids: Sequence[int], limit: int, offset: int) -> tuple[int, list[Output]]:
         condition = col(Output.execution_id).in_(list(execution_ids))
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             total = s.exec(select(func.count()).select_from(Output).where(condition)).one()
             rows = list(s.exec(select(Output).where(condition)
                                .order_by(col(Output.execution_id), col(Output.name)).offset(offset).limit(limit)))
         return total, rows
 
     def status_counts(self, project_id: int) -> dict[str, int]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return dict(s.exec(select(Execution.status, func.count()).where(Execution.project_id == project_id)
                                .group_by(Execution.status)).all())
 
     def commits_by_id(self, ids: Sequence[int]) -> dict[int, Commit]:
         if not ids:
             return {}
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return {c.id: c for c in s.exec(select(Commit).where(col(Commit.id).in_(list(set(ids)))))}  # type: ignore[misc]
 
     def adhoc_commits(self, project_id: int) -> list[Commit]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(select(Commit).where(Commit.project_id == project_id, Commit.kind == "adhoc")
                                .order_by(col(Commit.id).desc())))

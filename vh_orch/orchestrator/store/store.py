@@ -1,14 +1,17 @@
-"""The one Store, assembled from one part per concern."""
+"""The one Store, assembled from one part per concern (how the parts fit: see database.py)."""
 
 from vh_orch.orchestrator.store.core import CoreStore
 from vh_orch.orchestrator.store.counts import CountsStore
 from vh_orch.orchestrator.store.fleet import FleetStore
 from vh_orch.orchestrator.store.leases import LeasesStore
+from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.orchestrator.store.logs import LogsStore
 from vh_orch.orchestrator.store.queries import QueriesStore
 from vh_orch.orchestrator.store.tasks import TasksStore
 from vh_orch.orchestrator.store.users import UsersStore
 
 
-class Store(TasksStore, QueriesStore, UsersStore, FleetStore, LeasesStore, CountsStore, LogsStore, CoreStore):
-    """The one object the rest of vh-orch uses to read and write state."""
+class Store(CoreStore, FleetStore, TasksStore, QueriesStore, CountsStore, LogsStore,
+            LifecycleStore, UsersStore, LeasesStore):
+    """The one object the rest of vh-orch uses to read and write state. A part that another one
+    builds on comes after it here."""

@@ -20,6 +20,7 @@ from vh_orch.orchestrator.models import (
     Task,
     TaskStatus,
 )
+from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 
 S = ExecutionStatus
 T = TaskStatus
@@ -46,10 +47,10 @@ _STATE_COLUMNS = (Execution.id, Execution.task_index, Execution.counter, Executi
                   Execution.started_at, Execution.ended_at)
 
 
-class TasksStore:
+class TasksStore(LifecycleStore):
     def create_task(self, task: Task) -> Task:
         """Insert a new task (status `created`) with the next task counter of its project."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             task.counter = s.execute(
                 update(Project)
                 .where(col(Project.id) == task.project_id)
@@ -57,13 +58,13 @@ class TasksStore:
                 .returning(Project.task_counter)
             ).scalar_one()
             task.status = T.CREATED
-            task.created_at = self.clock()  # type: ignore[attr-defined]
+            task.created_at = self.clock()
             s.add(task)
             s.flush()
             return task
 
     def get_task(self, task_id: int) -> Task:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             task = s.get(Task, task_id)
         if task is None:
             raise NotFound(f"no task with id {task_id}; see `vh-orch task list`")
@@ -71,7 +72,7 @@ class TasksStore:
 
     def task_by_counter(self, project_id: int, counter: int | None) -> Task | None:
         """A project's task by its counter; None: its latest."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             query = select(Task).where(Task.project_id == project_id)
             if counter is None:
                 return s.exec(query.order_by(col(Task.counter).desc()).limit(1)).first()
@@ -81,7 +82,7 @@ class TasksStore:
                    counters: Sequence[int] | None = None, limit: int | None = None,
                    offset: int = 0) -> tuple[list[Task], int]:
         """Tasks, newest first, and how many match in all."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             where = []
             if project_ids is not None:
                 where.append(col(Task.project_id).in_(list(project_ids)))
@@ -96,16 +97,16 @@ class TasksStore:
             return list(s.exec(query)), total
 
     def active_tasks(self) -> list[Task]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(select(Task).where(col(Task.status).in_(ACTIVE_TASK)).order_by(col(Task.id))))
 
     def task_children(self, task_id: int) -> list[Execution]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(select(Execution).where(Execution.task_id == task_id)
                                .order_by(col(Execution.task_index))))
 
     def task_child_states(self, task_id: int) -> list[ChildState]:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return self._child_states(s, task_id)
 
     @staticmethod
@@ -119,7 +120,7 @@ class TasksStore:
         out: dict[int, dict[str, int]] = {}
         if not task_ids:
             return out
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             rows = s.exec(select(Execution.task_id, Execution.status, func.count())
                           .where(col(Execution.task_id).in_(list(task_ids)))
                           .group_by(Execution.task_id, Execution.status)).all()
@@ -130,15 +131,15 @@ class TasksStore:
     def add_task_children(self, task_id: int, decide: Decide) -> list[Execution]:
         """Decide and insert a task's next children in one transaction, holding the task's row
         (a second caller waits and then sees them): no child is ever created twice."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             task = s.exec(select(Task).where(Task.id == task_id).with_for_update()).one()
             if task.status not in (T.CREATED, T.STARTED):
                 return []
             new = decide(task, self._child_states(s, task_id))
             for execution in new:
-                self._insert_execution(s, execution)  # type: ignore[attr-defined]
+                self._insert_execution(s, execution)
             if new:
-                self.admit(s, new)  # type: ignore[attr-defined]
+                self.admit(s, new)
             if new and task.status == T.CREATED:
                 self._task_transition(s, task, T.STARTED)
             return new
@@ -146,7 +147,7 @@ class TasksStore:
     def set_task_status(self, task_id: int, status: str, reason: str | None = None,
                         changes: dict[str, Any] | None = None) -> Task:
         """End a task (or mark it stopping); a final task never changes again."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             task = s.exec(select(Task).where(Task.id == task_id).with_for_update()).one()
             if not T(task.status).is_final:
                 for key, value in (changes or {}).items():
@@ -157,7 +158,7 @@ class TasksStore:
     def stop_task(self, task_id: int, reason: str, final: str = T.STOPPED) -> Task:
         """Stop a task: it is `stopping` until every child has ended, then `final`; its children
         are stopped now (queued ones at once, running ones gracefully, outputs kept)."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             task = s.exec(select(Task).where(Task.id == task_id).with_for_update()).one()
             if T(task.status).is_final:
                 return task
@@ -168,23 +169,23 @@ class TasksStore:
                                                       col(Execution.status).not_in(list(FINAL_STATUSES))))
             for child in children:
                 if child.status in (S.CREATED, S.QUEUED):
-                    self._transition(s, child, S.STOPPED, reason=reason)  # type: ignore[attr-defined]
+                    self._transition(s, child, S.STOPPED, reason=reason)
                 elif child.status == S.STARTED:
-                    self._transition(s, child, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
+                    self._transition(s, child, S.STOPPING, reason=reason)
             return task
 
     def record_pruned(self, execution_id: int, reason: str) -> bool:
         """Stop a child by the median-stopping rule (once); what that saved is counted from the
         children when they end (tasks.task_summary), since a child may still complete."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             execution = s.get_one(Execution, execution_id)
             if execution.status != S.STARTED or execution.task_id is None:
                 return False
-            self._transition(s, execution, S.STOPPING, reason=reason)  # type: ignore[attr-defined]
+            self._transition(s, execution, S.STOPPING, reason=reason)
             return True
 
     def _task_transition(self, s: Session, task: Task, status: str, reason: str | None = None) -> None:
-        now = self.clock()  # type: ignore[attr-defined]
+        now = self.clock()
         task.status = status
         if reason is not None:
             task.status_reason = reason

@@ -10,20 +10,20 @@ from sqlmodel import col, select
 
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import ApiToken, Project, ProjectMember, User
+from vh_orch.orchestrator.store.database import Database
 from vh_orch.orchestrator.users import same_digest
 from vh_orch.timeutil import as_utc, utcnow
 
 ADMIN = "admin"  # the administrator every installation starts with (migration 0003)
 
 
-class UsersStore:
-    """Mixed into Store with CoreStore, which provides write() and read()."""
+class UsersStore(Database):
 
     # -- users --------------------------------------------------------------------
 
     def create_user(self, name: str, is_admin: bool = False, password_hash: str | None = None) -> User:
         try:
-            with self.write() as s:  # type: ignore[attr-defined]
+            with self.write() as s:
                 user = User(name=name, is_admin=is_admin, password_hash=password_hash)
                 s.add(user)
                 s.flush()
@@ -32,23 +32,23 @@ class UsersStore:
             raise UserInputError(f"a user named {name!r} already exists; see `vh-orch user list`") from None
 
     def get_user(self, name: str) -> User:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return _user_named(s, name)
 
     def find_user(self, name: str) -> User | None:
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return s.exec(select(User).where(User.name == name)).first()
 
     def list_users(self) -> list[tuple[User, int, int]]:
         """Every user with how many projects they own and how many live tokens they have."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             owned = dict(s.exec(select(Project.owner_id, func.count()).group_by(Project.owner_id)).all())
             tokens = dict(s.exec(select(ApiToken.user_id, func.count()).group_by(ApiToken.user_id)).all())
             users = list(s.exec(select(User).order_by(User.name)))
         return [(u, owned.get(u.id, 0), tokens.get(u.id, 0)) for u in users]
 
     def remove_user(self, name: str) -> None:
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             user = _user_named(s, name)
             if user.is_admin:
                 admins = s.exec(select(func.count()).select_from(User).where(col(User.is_admin))).one()
@@ -69,7 +69,7 @@ class UsersStore:
         """Set a user's password and, in the same transaction, end every API token and browser session
         of theirs but the one whose digest is `keep_digest` (the one the change was made with, if any):
         whoever knew the old password may have made some. Returns how many were ended."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             user = _user_named(s, name)
             user.password_hash = password_hash
             s.add(user)
@@ -82,20 +82,20 @@ class UsersStore:
 
     def add_token(self, user_id: int, digest: str, kind: str = "api", expires_at: datetime | None = None
                   ) -> ApiToken:
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             token = ApiToken(user_id=user_id, digest=digest, kind=kind, expires_at=expires_at)
             s.add(token)
             s.flush()
             return token
 
     def revoke_tokens(self, user_id: int) -> int:
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             result = s.exec(delete(ApiToken).where(col(ApiToken.user_id) == user_id))  # type: ignore[call-overload]
             return int(result.rowcount or 0)
 
     def user_for_token(self, digest: str) -> User | None:
         """The user a token's digest belongs to, or None (unknown or revoked)."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             row = s.exec(select(ApiToken, User).join(User, col(User.id) == ApiToken.user_id)
                          .where(ApiToken.digest == digest)).first()
         if row is None or not same_digest(row[0].digest, digest):
@@ -107,14 +107,14 @@ class UsersStore:
 
     def end_token(self, digest: str) -> None:
         """Forget one token (a browser signing out)."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             s.exec(delete(ApiToken).where(col(ApiToken.digest) == digest))  # type: ignore[call-overload]
 
     # -- ownership ----------------------------------------------------------------
 
     def admin_user(self) -> User:
         """The installation's first administrator: the owner of projects made without one."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             user = s.exec(select(User).where(col(User.is_admin)).order_by(col(User.id))).first()
         if user is None:
             raise UserInputError("this installation has no administrator: run `vh-orch user add NAME --admin`")
@@ -126,13 +126,13 @@ class UsersStore:
         if not user.is_admin:
             members = select(ProjectMember.project_id).where(ProjectMember.user_id == user.id)
             query = query.where(or_(Project.owner_id == user.id, col(Project.id).in_(members)))
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             return list(s.exec(query))
 
     def can_see(self, user: User, project_id: int) -> bool:
         if user.is_admin:
             return True
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             project = s.get(Project, project_id)
             if project is None:
                 return False
@@ -142,7 +142,7 @@ class UsersStore:
 
     def project_people(self) -> dict[int, tuple[str, list[str]]]:
         """For every project id: its owner's name and its members' names."""
-        with self.read() as s:  # type: ignore[attr-defined]
+        with self.read() as s:
             names = dict(s.exec(select(User.id, User.name)).all())
             owners = {p: names.get(o, "?") for p, o in s.exec(select(Project.id, Project.owner_id)).all()}
             members: dict[int, list[str]] = {}
@@ -152,7 +152,7 @@ class UsersStore:
 
     def share_project(self, project_name: str, user_name: str) -> bool:
         """Make a user a member; False if they already could see it (a member, or the owner)."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             project, user = self._project_and_user(s, project_name, user_name)
             if project.owner_id == user.id or s.get(ProjectMember, (project.id, user.id)) is not None:
                 return False
@@ -160,7 +160,7 @@ class UsersStore:
             return True
 
     def unshare_project(self, project_name: str, user_name: str) -> bool:
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             project, user = self._project_and_user(s, project_name, user_name)
             if project.owner_id == user.id:
                 raise UserInputError(f"{user_name} owns {project_name}: give it another owner first "
@@ -173,7 +173,7 @@ class UsersStore:
 
     def chown_project(self, project_name: str, user_name: str) -> None:
         """Give a project another owner; the previous owner stays a member (nothing is taken away)."""
-        with self.write() as s:  # type: ignore[attr-defined]
+        with self.write() as s:
             project, user = self._project_and_user(s, project_name, user_name)
             if project.owner_id == user.id:
                 return

@@ -1,0 +1,111 @@
+"""The database every part of the Store is typed against: engine, transactions, clock and fence.
+
+How the Store is put together: `Store` (store.py) is the one object the rest of vh-orch calls
+(`store.create_project(...)`), assembled from one part per concern (core, fleet, leases, tasks,
+users, logs, queries, counts). Every part subclasses `Database`, so a type checker sees the
+primitives each of them uses: `read()`, `write()`, `clock`, `engine`, `fence`. Where a part needs
+another part's method inside its own transaction, it names that part as a base, so the dependency
+is written down and checked, and the parts form a small graph rather than a loop:
+
+    Database
+    ├── LeasesStore, UsersStore, LogsStore, QueriesStore, CountsStore
+    └── LifecycleStore            an execution's statuses: insert, admit under quota, transition
+        ├── FleetStore            (+ LeasesStore: a claim under a fence holds the execution's lease)
+        ├── CoreStore             (+ UsersStore: a project without an owner gets the first admin)
+        └── TasksStore
+
+Fencing: writes on behalf of owned work go through a fenced store (`store.fenced(fence)`, a
+copy of the same type): each of its write transactions first checks that the fence's owner
+still holds the lease's key with the same token, and raises LeaseLost otherwise, so nothing of
+a replica that was paused past its lease lands. On PostgreSQL the check reads the row FOR
+SHARE: a take-over (an UPDATE of that row) waits for the fenced write to commit, and the
+write waits for a take-over in progress.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Self
+
+from sqlalchemy import Connection, Engine, FromClause, inspect, text
+from sqlmodel import Session, SQLModel
+
+from vh_orch.errors import LeaseLost
+from vh_orch.orchestrator.db import get_engine
+from vh_orch.timeutil import utcnow
+
+WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A lease a replica holds (see leases.py): its writes land only while it still does."""
+
+    key: str
+    owner: int
+    token: int
+
+
+def table_of(model: type[SQLModel]) -> FromClause:
+    """A model's Core table, for reads and updates that skip the ORM (plain rows, JSON paths).
+    It is the model's `__table__`, which SQLModel does not declare to a type checker."""
+    return inspect(model).local_table
+
+
+class Database:
+    """Readers use `read()`, which never blocks a writer in WAL mode; writers use `write()` (on
+    SQLite: BEGIN IMMEDIATE, so read-then-write steps never interleave). Objects returned stay
+    usable after their session closes (expire_on_commit=False)."""
+
+    fence: Fence | None = None  # set on the copies fenced() makes
+
+    def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
+        self.url = url
+        self.engine: Engine = get_engine(url)
+        # Every time the store writes comes from here, so tests can run on a virtual clock.
+        self.clock = clock
+
+    @contextmanager
+    def write(self, exclusive: bool = True) -> Iterator[Session]:
+        """A write transaction. On PostgreSQL an exclusive one first takes a transaction-level
+        advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
+        several replicas never interleave. Writes that lock only their own rows (log lines,
+        heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
+        with self.engine.connect() as conn, conn.begin():
+            if exclusive and conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            if self.fence is not None:
+                self.check_fence(conn)
+            with Session(bind=conn, expire_on_commit=False) as session:
+                yield session
+                session.flush()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.engine.connect().execution_options(vh_readonly=True) as conn, conn.begin():
+            with Session(bind=conn, expire_on_commit=False) as session:
+                yield session
+
+    def fenced(self, fence: Fence | None) -> Self:
+        """This store, with every write checked against `fence` (None: unchecked)."""
+        other = copy.copy(self)
+        other.fence = fence
+        return other
+
+    def check_fence(self, conn: Connection | None = None) -> None:
+        """Raise LeaseLost unless this store's fence still holds (a no-op without a fence)."""
+        fence = self.fence
+        if fence is None:
+            return
+        if conn is None:
+            with self.write(exclusive=False):  # write() checks it
+                return
+        lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+        row = conn.execute(text(f"SELECT owner, token FROM lease WHERE key = :key{lock}"),
+                           {"key": fence.key}).first()
+        if row is None or row.owner != fence.owner or row.token != fence.token:
+            raise LeaseLost(f"{fence.key}: this replica no longer holds its lease (another replica took it over)")

@@ -1,0 +1,106 @@
+"""An execution's statuses: how it is inserted (`created`), admitted under its user's quota
+(`queued`) and moved on, each change with the status event it records. The parts that change
+executions inside their own transactions (core, fleet, tasks) build on this one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from vh_orch.orchestrator.models import (
+    FINAL_STATUSES,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
+    Lease,
+    Project,
+    Quota,
+)
+from vh_orch.orchestrator.store.database import Database
+
+S = ExecutionStatus
+ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)  # what counts against a quota
+DEFAULT_QUOTA_USER = "*"  # the quota row that applies to users without one of their own
+
+# Which status may follow which. A final status is never left.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.CREATED: frozenset({S.QUEUED, S.STOPPED, S.ERROR}),
+    S.QUEUED: frozenset({S.STARTED, S.STOPPED, S.ERROR}),
+    S.STARTED: frozenset({S.STOPPING, S.COMPLETE, S.ERROR, S.STOPPED, S.QUEUED}),
+    S.STOPPING: frozenset({S.STOPPED, S.ERROR, S.COMPLETE}),
+}
+
+
+class LifecycleStore(Database):
+    def _insert_execution(self, s: Session, execution: Execution) -> None:
+        """Insert a new execution (status `created`) with the next counter of its project."""
+        counter = s.execute(
+            update(Project)
+            .where(col(Project.id) == execution.project_id)
+            .values(execution_counter=Project.execution_counter + 1)
+            .returning(Project.execution_counter)
+        ).scalar_one()
+        now = self.clock()
+        execution.counter = counter
+        execution.status = S.CREATED
+        execution.created_at = now
+        s.add(execution)
+        s.flush()
+        assert execution.id is not None
+        s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
+        execution.last_seq = 1
+
+    def admit(self, s: Session, executions: Sequence[Execution] | None = None) -> int:
+        """Queue `created` executions in submission order while their users are under quota."""
+        limits = {q.user: q.max_concurrent for q in s.exec(select(Quota))}
+        default = limits.get(DEFAULT_QUOTA_USER)
+        waiting = list(executions) if executions is not None else list(
+            s.exec(select(Execution).where(Execution.status == S.CREATED).order_by(col(Execution.id)))
+        )
+        if not waiting:
+            return 0
+        users = {e.user for e in waiting}
+        active = dict(
+            s.exec(
+                select(Execution.user, func.count())
+                .where(col(Execution.user).in_(users), col(Execution.status).in_(ACTIVE_EXECUTION))
+                .group_by(Execution.user)
+            ).all()
+        )
+        admitted = 0
+        for execution in waiting:
+            limit = limits.get(execution.user or "", default)
+            current = active.get(execution.user, 0)
+            if limit is not None and current >= limit:
+                continue
+            self._transition(s, execution, S.QUEUED)
+            active[execution.user] = current + 1
+            admitted += 1
+        return admitted
+
+    def _transition(
+        self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
+    ) -> None:
+        """Inside a write: move an execution to `status` (its caller checked that it may) and record
+        the status event."""
+        now = now or self.clock()
+        execution.status = status
+        if reason is not None or status in (S.QUEUED, S.STARTED, S.COMPLETE):  # `complete` needs no reason
+            execution.status_reason = reason
+        if status == S.QUEUED:
+            execution.queued_at = now
+        elif status == S.STARTED:
+            execution.started_at = now
+        elif status in FINAL_STATUSES:
+            execution.ended_at = now
+        execution.last_seq += 1
+        s.add(execution)
+        s.flush()
+        if status not in (S.STARTED, S.STOPPING):  # no replica runs it any more: its lease goes to nobody
+            s.execute(update(Lease).where(col(Lease.key) == f"exec:{execution.id}")
+                      .values(owner=0, expires_at=now))
+        text = status if reason is None else f"{status}: {reason}"
+        s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
