@@ -87,31 +87,16 @@ def subprocess_env(home: Path) -> dict[str, str]:
     return env
 
 
-# The suite runs on two pytest-xdist workers (pyproject.toml). Everything is per test (homes,
-# cluster ids, containers found by label, free ports) except two worlds on fixed addresses: the
-# sshd hosts (127.0.0.2/3, and 127.0.0.9 for a moment) and the chaos world (127.0.0.10-13, a second
-# engine). The files whose tests use one run on one worker, one after another, so one copy of each
-# world is ever up. (xdist's own `xdist_group` marks do nothing on pytest 9.2: pytest-xdist#1386.)
+# The suite runs on pytest-xdist workers (pyproject.toml). Everything is per test (homes, cluster
+# ids, containers found by label, free ports) or per worker (the sshd hosts: a loopback net of
+# their own, sshhosts.free_net) except the chaos world on fixed addresses (127.0.0.10-13, a second
+# engine): its tests run on one worker, one after another, so one copy of it is ever up. (xdist's
+# own `xdist_group` marks do nothing on pytest 9.2: pytest-xdist#1386.)
 SHARED_WORLDS = {
-    "test_aws_e2e.py": "ssh-hosts",
-    "test_gcp.py": "ssh-hosts",
-    "test_input_cache_ssh.py": "ssh-hosts",
-    "test_integrity.py": "ssh-hosts",
-    "test_pool_hosts.py": "ssh-hosts",
-    "test_security_containers_ssh.py": "ssh-hosts",
-    "test_ssh_pool.py": "ssh-hosts",
-    "test_ssh_transport.py": "ssh-hosts",
     "test_chaos.py": "chaos-world",
     # one daemon whose tasks are all started at once (the `launched` fixture): one worker, one copy
     "test_tasks.py": "tasks-daemon",
 }
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    strays = sorted({item.path.name for item in items
-                     if "ssh_pool" in getattr(item, "fixturenames", ()) and item.path.name not in SHARED_WORLDS})
-    if strays:
-        raise pytest.UsageError(f"{', '.join(strays)} use the sshd hosts: add them to SHARED_WORLDS in conftest.py")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -341,29 +326,47 @@ class SSHPool:
     hosts: list  # list[sshhosts.SSHHost]
     client_key: Path
     client_public: str
+    net: int  # the hosts listen on 127.0.NET.2 and .3; other addresses of the net answer nothing
+
+    def spare(self, n: int) -> str:
+        """An address of this pool's net where no host listens (or a test starts one of its own)."""
+        return f"127.0.{self.net}.{n}"
 
 
 @pytest.fixture(scope="session")
 def ssh_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHPool]:
-    """Two sshd hosts on 127.0.0.2:22 and 127.0.0.3:22, started once per test session."""
+    """Two sshd hosts on 127.0.NET.2:22 and 127.0.NET.3:22 (a net of this worker's own), started
+    once per test session."""
     import sshhosts
 
     root = tmp_path_factory.mktemp("ssh")
     client_key = root / "client_key"
     public = sshhosts.keygen(client_key, "vh-orch-tests")
-    hosts = [sshhosts.make_host(root, n) for n in (2, 3)]
-    for host in hosts:
-        host.start(public)
-    # The hosts stand in for cloud VMs too, whose bootstrap keeps containers from the instance metadata
-    # service with a rule in this machine's DOCKER-USER chain: a rule the tests added goes with them.
-    had_rule = _metadata_rule("-C")
-    try:
-        yield SSHPool(hosts, client_key, public)
-    finally:
-        for host in hosts:
-            host.stop()
-        if not had_rule:
-            _metadata_rule("-D")
+    with sshhosts.free_net() as net:
+        hosts = [sshhosts.make_host(root, n, net) for n in (2, 3)]
+        try:
+            for host in hosts:
+                host.start(public)
+            yield SSHPool(hosts, client_key, public, net)
+        finally:
+            for host in hosts:
+                host.stop()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The sshd hosts stand in for cloud VMs too, whose bootstrap keeps containers from the instance
+    # metadata service with a rule in this machine's DOCKER-USER chain: a rule the tests added goes
+    # when the whole run ends (the controller's session, after every worker's).
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_HAD_METADATA_RULE] = _metadata_rule("-C")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput") and not session.config.stash.get(_HAD_METADATA_RULE, True):
+        _metadata_rule("-D")
+
+
+_HAD_METADATA_RULE = pytest.StashKey[bool]()
 
 
 def _metadata_rule(action: str) -> bool:

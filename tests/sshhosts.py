@@ -5,9 +5,12 @@ Each has its own host key; all share this machine's Docker engine. Key-only auth
 
 from __future__ import annotations
 
+import fcntl
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +78,29 @@ class SSHHost:
             subprocess.run(["pkill", "-KILL", "-P", str(self.process.pid)], capture_output=True)
 
 
-def make_host(root: Path, n: int) -> SSHHost:
+def make_host(root: Path, n: int, net: int = 0) -> SSHHost:
+    """A host on 127.0.NET.N:22 (its own folder and host key), not started yet."""
     folder = root / f"host{n}"
     folder.mkdir(parents=True, exist_ok=True)
     host_key = keygen(folder / "host_key", f"host{n}")
-    return SSHHost(address=f"127.0.0.{n}", port=22, folder=folder, host_key=host_key)
+    return SSHHost(address=f"127.0.{net}.{n}", port=22, folder=folder, host_key=host_key)
+
+
+@contextmanager
+def free_net(first: int = 100, last: int = 199) -> Iterator[int]:
+    """A loopback /24 (127.0.NET.0) no other test process on this machine uses while this one
+    holds it: each pytest worker, and each pytest run beside it, starts its sshd hosts in a net of
+    its own, so none waits for another's."""
+    for net in range(first, last + 1):
+        lock = open(f"/tmp/vh-orch-tests-net-{net}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        try:
+            yield net
+        finally:
+            lock.close()
+        return
+    raise AssertionError(f"every loopback net 127.0.{first}-{last}.0 is held by another test process")

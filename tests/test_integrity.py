@@ -210,7 +210,7 @@ def test_a_host_without_an_sftp_subsystem_runs_executions(
 ) -> None:
     import sshhosts
 
-    host = sshhosts.make_host(tmp_path / "nosftp", 9)
+    host = sshhosts.make_host(tmp_path / "nosftp", 9, ssh_pool.net)
     host.start(ssh_pool.client_public, sftp=False)
     try:
         doc = {"environments": [{"name": "bare", "cloud": "ssh", "idle_timeout": "1h", "pull_policy": "never",

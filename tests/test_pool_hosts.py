@@ -17,7 +17,7 @@ STEP = f"- step:\n    name: hi\n    image: {BUSYBOX}\n    command: echo hi\n"
 
 @pytest.fixture
 def pool(vh: VhOrch, tmp_path: Path, ssh_pool: SSHPool, docker_images: None) -> tuple[VhOrch, Path, str]:
-    """A one-host pool (127.0.0.2, a fresh workdir); returns the CLI, the workdir and the host's name."""
+    """A one-host pool (the first sshd host, a fresh workdir); returns the CLI, the workdir and the host's name."""
     host = ssh_pool.hosts[0]
     workdir = tmp_path / "workdir"
     doc = {"environments": [{"name": "onprem", "cloud": "ssh", "idle_timeout": "1h", "pull_policy": "never",
@@ -54,7 +54,7 @@ def test_a_host_held_by_a_vanished_installation_is_shown_and_released_only_with_
     assert "held by installation vh-0123456789abcdef" in refused.stderr and "--force" in refused.stderr
     assert (workdir / "held" / "owner").exists(), "a refusal changes nothing"
     released = vh("machine", "release", address, "--force")
-    assert "released host 127.0.0.2:22 (onprem)" in released.stdout
+    assert f"released host {address}:22 (onprem)" in released.stdout
     info = vh.wait(created["id"], timeout=90)
     assert info["status"] == "complete", info
 

@@ -62,6 +62,7 @@ def pool_vh(vh: VhOrch, tmp_path: Path, ssh_pool: SSHPool, docker_images: None) 
     vh("env", "apply", pool_yaml(ssh_pool, tmp_path, both_hosts(ssh_pool)))
     vh("project", "add", "p")
     vh.project_dir = make_project(tmp_path, "proj", STEPS)  # type: ignore[attr-defined]
+    vh.pool = ssh_pool  # type: ignore[attr-defined]
     vh.start_daemon()
     return vh
 
@@ -82,7 +83,7 @@ def test_four_executions_complete_on_both_hosts(pool_vh: VhOrch) -> None:
     assert [i["status"] for i in infos] == ["complete"] * 4, infos
     machines = {m["id"]: m for m in pool_vh.json("machine", "list", "--all")}
     hosts = {machines[i["machine"]]["instance_id"] for i in infos}
-    assert hosts == {"127.0.0.2:22", "127.0.0.3:22"}
+    assert hosts == {f"{h.address}:22" for h in pool_vh.pool.hosts}  # type: ignore[attr-defined]
     for info in infos:
         assert logs(pool_vh, info["id"], "stdout") == ["line 1", "line 2", "line 3", '{"done": 1}']
         assert logs(pool_vh, info["id"], "stderr") == ["err 1", "err 2", "err 3"]
@@ -146,7 +147,7 @@ def test_a_host_whose_key_does_not_match_is_never_used(vh: VhOrch, tmp_path: Pat
     time.sleep(2)
     assert vh.json("exec", "info", str(eid))["status"] == "queued"
     failed = [m for m in vh.json("machine", "list", "--all") if m["state"] == "failed"]
-    assert "the host key of 127.0.0.2:22 did not match" in failed[0]["reason"]
+    assert f"the host key of {ssh_pool.hosts[0].address}:22 did not match" in failed[0]["reason"]
     failures = vh.json("env", "show", "onprem")["launch_failures"]
     assert "did not match" in failures[0]["message"]
     vh("exec", "stop", str(eid))
@@ -155,7 +156,7 @@ def test_a_host_whose_key_does_not_match_is_never_used(vh: VhOrch, tmp_path: Pat
 def test_an_unreachable_host_is_skipped_and_the_execution_runs_on_the_other(
     vh: VhOrch, tmp_path: Path, ssh_pool: SSHPool, docker_images: None
 ) -> None:
-    hosts = [{"address": "127.0.0.9", "host_key": ssh_pool.hosts[0].host_key},
+    hosts = [{"address": ssh_pool.spare(9), "host_key": ssh_pool.hosts[0].host_key},
              {"address": ssh_pool.hosts[1].address, "host_key": ssh_pool.hosts[1].host_key}]
     vh("env", "apply", pool_yaml(ssh_pool, tmp_path, hosts))
     vh("project", "add", "p")
@@ -164,6 +165,6 @@ def test_an_unreachable_host_is_skipped_and_the_execution_runs_on_the_other(
     info = vh.wait(submit(vh, "count"), timeout=120)
     assert info["status"] == "complete", info
     machines = {m["id"]: m for m in vh.json("machine", "list", "--all")}
-    assert machines[info["machine"]]["instance_id"] == "127.0.0.3:22"
-    unreachable = [m for m in machines.values() if m["zone"] == "127.0.0.9:22"]
+    assert machines[info["machine"]]["instance_id"] == f"{ssh_pool.hosts[1].address}:22"
+    unreachable = [m for m in machines.values() if m["zone"] == f"{ssh_pool.spare(9)}:22"]
     assert unreachable and "unreachable" in unreachable[0]["reason"]

@@ -51,13 +51,13 @@ def test_output_streams_line_by_line(ssh_pool: SSHPool) -> None:
 def test_a_host_key_that_does_not_match_is_refused(ssh_pool: SSHPool) -> None:
     wrong = ssh_pool.hosts[1].host_key  # the other host's key
     t = SSHTransport(target(ssh_pool, host_key=wrong))
-    with pytest.raises(HostKeyMismatch, match="the host key of 127.0.0.2:22 did not match"):
+    with pytest.raises(HostKeyMismatch, match=f"the host key of {ssh_pool.hosts[0].address}:22 did not match"):
         t.run("true")
 
 
 def test_an_unreachable_host_fails_within_its_timeout(ssh_pool: SSHPool) -> None:
-    t = SSHTransport(target(ssh_pool, host="127.0.0.99", connect_timeout_s=2))
-    with pytest.raises(SSHError, match="cannot reach root@127.0.0.99:22"):
+    t = SSHTransport(target(ssh_pool, host=ssh_pool.spare(99), connect_timeout_s=2))
+    with pytest.raises(SSHError, match=f"cannot reach root@{ssh_pool.spare(99)}:22"):
         t.run("true")
 
 
