@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: prepares the host (Docker engine, packages),
 # the venv and the local images, then runs pytest with any arguments given.
-#   bash scripts/test.sh [pytest args...]
+#   bash scripts/test.sh [--quick] [pytest args...]
+# --quick runs the quick tier alone (`-m "not slow"`: no engine images, sshd hosts, PostgreSQL,
+# mock clouds or browser; conftest.py says which tests are slow).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,4 +29,8 @@ fi
 
 bash scripts/build-images.sh </dev/null
 
-exec .venv/bin/python -m pytest "$@"
+args=()
+for arg in "$@"; do
+    if [ "$arg" = "--quick" ]; then args+=(-m "not slow"); else args+=("$arg"); fi
+done
+exec .venv/bin/python -m pytest "${args[@]}"

@@ -99,6 +99,27 @@ SHARED_WORLDS = {
 }
 
 
+# Tiers: a test is `slow` when it needs a world that takes seconds to bring up or drive (the
+# Docker engine's images, the sshd hosts, PostgreSQL, the mock clouds, a browser, the chaos or
+# replica worlds) or when its file is an end-to-end one; the rest is the quick tier
+# (`bash scripts/test.sh --quick`, i.e. `-m "not slow"`), minutes on two cores.
+SLOW_FIXTURES = frozenset({"docker_images", "ssh_pool", "postgres", "moto", "gce", "gcs", "browser", "db_url"})
+SLOW_FILES = frozenset({"test_chaos.py", "test_replicas.py", "test_vh_client.py", "test_web.py", "test_aws_e2e.py",
+                        "test_gcp.py", "test_integrity.py", "test_security_web.py", "test_security_access.py",
+                        "test_security_bombs.py", "test_lifecycle.py", "test_docker_runtime.py"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: needs a slow world (engine, sshd, clouds, browser); "
+                                       "`-m 'not slow'` runs the quick tier")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
     from xdist.scheduler import LoadScopeScheduling
