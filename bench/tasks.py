@@ -46,8 +46,9 @@ from _common import print_table  # noqa: E402
 
 from vh_orch.config.steps import get_step, parse_config  # noqa: E402
 from vh_orch.config.tasks import TaskSpec, child_parameters, parse_spec, plan  # noqa: E402
-from vh_orch.orchestrator.models import Execution, ExecutionStatus  # noqa: E402
+from vh_orch.orchestrator.models import Execution  # noqa: E402
 from vh_orch.orchestrator.tasks import ask, series, should_stop  # noqa: E402
+from vh_orch.values import ExecutionStatus  # noqa: E402
 
 S = ExecutionStatus
 

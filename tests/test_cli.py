@@ -20,11 +20,12 @@ from conftest import VhOrch
 from vh_orch.cli import quick, views
 from vh_orch.cli.commands import app
 from vh_orch.config.environments import parse_entry
-from vh_orch.orchestrator.models import Execution, ExecutionStatus, Machine, MachineState, Output
+from vh_orch.orchestrator.models import Execution, Machine, Output
 from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.orchestrator.store import quick as quick_store
 from vh_orch.orchestrator.store.fleet import LIVE_MACHINE
 from vh_orch.timeutil import utcnow
+from vh_orch.values import ExecutionStatus, MachineState
 
 YAML = "- step:\n    name: train\n    image: busybox\n    command: echo hi\n"
 FINISHED = {"terminated", "failed", "lost"}

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from vh_orch.cloud_drivers.base import TAG_CLUSTER, TAG_ENVIRONMENT, TAG_MACHINE, TERMINATED, LaunchSpec
+from vh_orch.cloud_drivers.base import TAG_CLUSTER, TAG_ENVIRONMENT, TAG_MACHINE, LaunchSpec
 from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
 from vh_orch.errors import CloudError
+from vh_orch.values import TERMINATED
 
 # argv: state file, then a command: `launch FIRST_MACHINE COUNT`, `list` or `terminate ID...`.
 # Prints the instance ids it launched, or the {id: state} it lists, as JSON.

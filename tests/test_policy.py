@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vh_orch.cloud_drivers.base import PENDING, RUNNING, TERMINATED, CloudInstance
 from vh_orch.orchestrator import policy as P
+from vh_orch.values import PENDING, RUNNING, TERMINATED, CloudInstance
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -36,10 +36,11 @@ from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.api.streams import HeldStream
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.metadata_limits import MAX_KEY_CHARS, valid_key
-from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, User
+from vh_orch.orchestrator.models import Execution, User
 from vh_orch.orchestrator.store.queries import SORT_COLUMNS, ExecutionFilter
 from vh_orch.orchestrator.submit import SubmitRequest, submit
 from vh_orch.timeutil import iso
+from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
 router = APIRouter(prefix="/api/v0")
 INCOMPLETE = ("created", "queued", "started", "stopping")

@@ -26,10 +26,11 @@ from vh_orch.api.deps import (
 from vh_orch.api.executions import Value, as_caller, assignments, field_of
 from vh_orch.api.shapes import api_base, duration_s, site
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.models import Task, TaskStatus
+from vh_orch.orchestrator.models import Task
 from vh_orch.orchestrator.submit import SubmitRequest
 from vh_orch.orchestrator.tasks import task_title
 from vh_orch.timeutil import iso
+from vh_orch.values import TaskStatus
 
 router = APIRouter(prefix="/api/v0")
 INCOMPLETE = ("created", "started", "stopping")

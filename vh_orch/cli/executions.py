@@ -52,8 +52,8 @@ def run(
     """Submit an execution of STEP; it is queued for its environment."""
     from vh_orch.cli.common import note
     from vh_orch.orchestrator.wakeup import notify_daemon
-    from vh_orch.orchestrator.models import ExecutionStatus
     from vh_orch.orchestrator.submit import SubmitRequest, submit
+    from vh_orch.values import ExecutionStatus
 
     s = settings()
     store = open_store(s)
@@ -96,7 +96,7 @@ def list_(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List executions, newest first unless --sort says otherwise."""
-    from vh_orch.orchestrator.models import ExecutionStatus
+    from vh_orch.values import ExecutionStatus
 
     store = open_store()
     if status is not None and status not in {st.value for st in ExecutionStatus}:
@@ -175,7 +175,7 @@ def logs(
                                                     "included (by default control characters show as \\x1b)")] = False,
 ) -> None:
     """Print an execution's log lines (stdout and stderr, in order)."""
-    from vh_orch.orchestrator.models import ExecutionStatus
+    from vh_orch.values import ExecutionStatus
 
     s = settings()
     store = open_store(s)
@@ -288,7 +288,7 @@ def wait(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds")] = None,
 ) -> None:
     """Wait until an execution ends; exit status 0 only when it ends `complete`."""
-    from vh_orch.orchestrator.models import FINAL_STATUSES, ExecutionStatus
+    from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
     s = settings()
     store = open_store(s)
@@ -325,7 +325,7 @@ def require_daemon(store: Store, s: Settings) -> None:
 def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False,
                 raw: bool = False) -> str:
     """Print events as they are stored until the execution ends; returns its final status."""
-    from vh_orch.orchestrator.models import FINAL_STATUSES
+    from vh_orch.values import FINAL_STATUSES
 
     last = after_seq
     while True:

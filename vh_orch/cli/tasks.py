@@ -159,7 +159,7 @@ def wait(
 ) -> None:
     """Wait until a task ends; exit status 0 only when it ends `complete` (2: still running at --timeout)."""
     from vh_orch.cli.executions import wait_until_final
-    from vh_orch.orchestrator.models import FINAL_TASK_STATUSES, TaskStatus
+    from vh_orch.values import FINAL_TASK_STATUSES, TaskStatus
 
     s = settings()
     store = open_store(s)

@@ -19,19 +19,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from vh_orch.cloud_drivers.base import (
-    PENDING,
-    RUNNING,
-    STOPPING,
     TAG_CLUSTER,
     TAG_ENVIRONMENT,
-    TERMINATED,
-    CloudInstance,
     EnvironmentSpec,
     LaunchSpec,
     machine_id_from_tag,
 )
 from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, VMMachines, generate_host_key
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
+from vh_orch.values import PENDING, RUNNING, STOPPING, TERMINATED, CloudInstance
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ the limit), TransientCloudError (back off and retry), anything else is fatal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from vh_orch.values import CloudInstance
 
 if TYPE_CHECKING:
     from vh_orch.bootstrap.ssh import SSHTarget
@@ -21,12 +22,6 @@ if TYPE_CHECKING:
 TAG_CLUSTER = "vh-orch-cluster"
 TAG_MACHINE = "vh-orch-machine"
 TAG_ENVIRONMENT = "vh-orch-environment"
-
-# Instance states as drivers report them.
-PENDING = "pending"
-RUNNING = "running"
-STOPPING = "stopping"
-TERMINATED = "terminated"
 
 
 @dataclass(frozen=True)
@@ -69,22 +64,6 @@ class LaunchSpec:
             TAG_MACHINE: str(self.machine_id),
             TAG_ENVIRONMENT: self.environment,
         }
-
-
-@dataclass(frozen=True)
-class CloudInstance:
-    instance_id: str
-    machine_id: int | None  # from the machine tag; None when the tag is missing or garbled
-    state: str
-    zone: str | None = None
-    instance_type: str | None = None
-    address: str | None = None
-    launched_at: datetime | None = None
-    state_reason: str | None = None  # e.g. a spot interruption
-
-    @property
-    def gone(self) -> bool:
-        return self.state == TERMINATED
 
 
 # Clouds whose machines are reached over SSH (bootstrapped there, executions run there).

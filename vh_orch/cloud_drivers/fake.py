@@ -28,17 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.cloud_drivers.base import (
-    PENDING,
-    RUNNING,
     TAG_CLUSTER,
     TAG_ENVIRONMENT,
     TAG_MACHINE,
-    TERMINATED,
-    CloudInstance,
     LaunchSpec,
     machine_id_from_tag,
 )
 from vh_orch.errors import CapacityError, CloudError, QuotaExceeded, TransientCloudError
+from vh_orch.values import PENDING, RUNNING, TERMINATED, CloudInstance
 
 Clock = Callable[[], datetime]
 

@@ -27,13 +27,9 @@ from google.api_core.client_options import ClientOptions
 from google.cloud import compute_v1
 
 from vh_orch.cloud_drivers.base import (
-    PENDING,
-    RUNNING,
-    STOPPING,
     TAG_CLUSTER,
     TAG_ENVIRONMENT,
     TAG_MACHINE,
-    CloudInstance,
     EnvironmentSpec,
     LaunchOutcome,
     LaunchSpec,
@@ -49,6 +45,7 @@ from vh_orch.cloud_drivers.vm import (
     startup_script,
 )
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
+from vh_orch.values import PENDING, RUNNING, STOPPING, CloudInstance
 
 log = logging.getLogger(__name__)
 

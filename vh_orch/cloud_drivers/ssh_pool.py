@@ -21,8 +21,9 @@ from typing import Any
 from vh_orch.bootstrap.remote import LABEL_WORKDIR
 from vh_orch.bootstrap.runtimes import LABEL_CLUSTER
 from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
-from vh_orch.cloud_drivers.base import RUNNING, CloudInstance, LaunchSpec, MachineRef
+from vh_orch.cloud_drivers.base import LaunchSpec, MachineRef
 from vh_orch.errors import CapacityError, TransientCloudError
+from vh_orch.values import RUNNING, CloudInstance
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import yaml
 
 from vh_orch.config.environments import parse_duration
 from vh_orch.errors import ConfigError
-from vh_orch.orchestrator.models import FINAL_STATUSES
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
+from vh_orch.values import FINAL_STATUSES
 
 JOBS = ("scratch", "machines", "adhoc")
 

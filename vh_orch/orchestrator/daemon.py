@@ -45,7 +45,7 @@ from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
 from vh_orch.errors import ConfigError, LeaseLost
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Environment, Execution, ExecutionStatus, Machine
+from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
@@ -54,6 +54,7 @@ from vh_orch.orchestrator.store.leases import CLUSTER, Fence, env_key, exec_key
 from vh_orch.orchestrator.tasks import TaskEngine
 from vh_orch.orchestrator.wakeup import notify_daemon, wakeup_address  # noqa: F401 (notify_daemon: re-exported)
 from vh_orch.settings import Settings
+from vh_orch.values import ExecutionStatus
 
 if TYPE_CHECKING:
     from vh_orch.bootstrap.remote import RemoteDockerRuntime

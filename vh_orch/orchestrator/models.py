@@ -7,42 +7,13 @@ with a trailing Z. JSON columns hold plain dicts and lists.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from vh_orch.timeutil import utcnow
-
-
-class ExecutionStatus(StrEnum):
-    CREATED = "created"
-    QUEUED = "queued"
-    STARTED = "started"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
-    COMPLETE = "complete"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_STATUSES
-
-
-FINAL_STATUSES = frozenset({ExecutionStatus.STOPPED, ExecutionStatus.ERROR, ExecutionStatus.COMPLETE})
-
-
-class MachineState(StrEnum):
-    REQUESTED = "requested"
-    PROVISIONING = "provisioning"
-    BOOTSTRAPPING = "bootstrapping"
-    READY = "ready"
-    BUSY = "busy"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    FAILED = "failed"
-    LOST = "lost"
+from vh_orch.values import ExecutionStatus, MachineState, TaskStatus
 
 
 class User(SQLModel, table=True):
@@ -234,22 +205,6 @@ class Execution(SQLModel, table=True):
     # Submitted by a user who is not an administrator (the HTTP API, the web UI): it runs only isolated
     # (never as a process on the daemon's host) and fetches its inputs under the fetch policy.
     restricted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
-
-
-class TaskStatus(StrEnum):
-    CREATED = "created"
-    STARTED = "started"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    ERROR = "error"
-    COMPLETE = "complete"
-
-    @property
-    def is_final(self) -> bool:
-        return self in FINAL_TASK_STATUSES
-
-
-FINAL_TASK_STATUSES = frozenset({TaskStatus.STOPPED, TaskStatus.ERROR, TaskStatus.COMPLETE})
 
 
 class Task(SQLModel, table=True):

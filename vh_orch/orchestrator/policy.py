@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from vh_orch.cloud_drivers.base import PENDING, STOPPING, CloudInstance
 from vh_orch.orchestrator.idle import keep_alive_s
-from vh_orch.orchestrator.models import MachineState
+from vh_orch.values import PENDING, STOPPING, CloudInstance, MachineState
 
 REQUESTED = MachineState.REQUESTED.value
 PROVISIONING = MachineState.PROVISIONING.value

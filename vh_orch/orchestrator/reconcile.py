@@ -13,7 +13,7 @@ from typing import Protocol
 
 from vh_orch import failpoints
 from vh_orch.cloud_drivers import make_driver
-from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, CloudInstance, LaunchSpec
+from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, LaunchSpec
 from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
 from vh_orch.orchestrator.drivers import driver_spec
@@ -22,6 +22,7 @@ from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.leases import Fence
 from vh_orch.timeutil import utcnow
+from vh_orch.values import CloudInstance
 
 log = logging.getLogger(__name__)
 

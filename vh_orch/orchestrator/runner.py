@@ -36,7 +36,7 @@ from vh_orch.bootstrap.runtimes import (
 from vh_orch.bootstrap.ssh import SSHError
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Execution, ExecutionStatus, Output
+from vh_orch.orchestrator.models import Execution, Output
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.datastore import Datastore, datastore_from_settings, file_uri_path
@@ -53,6 +53,7 @@ from vh_orch.storage.input_cache import (
 from vh_orch.storage.inputs import DatumRef, InputFetchError, InputFile, fetch_file, plan_inputs
 from vh_orch.storage.snapshots import extract_adhoc, extract_git
 from vh_orch.timeutil import iso
+from vh_orch.values import ExecutionStatus
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,10 @@ from vh_orch.config.tasks import (
     typed_value,
 )
 from vh_orch.errors import LeaseLost, UserInputError
-from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, Task, TaskStatus
+from vh_orch.orchestrator.models import Execution, Task
 from vh_orch.orchestrator.store.tasks import ChildState
 from vh_orch.orchestrator.submit import SubmitRequest, ensure_storable, keep_commit, load_snapshot, prepare
+from vh_orch.values import FINAL_STATUSES, ExecutionStatus, TaskStatus
 
 if TYPE_CHECKING:
     from valohai_yaml.objs import Step

@@ -18,15 +18,14 @@ from vh_orch.orchestrator.models import (
     DaemonHeartbeat,
     Environment,
     Execution,
-    ExecutionStatus,
     Machine,
-    MachineState,
     MetadataPoint,
     Output,
     Project,
 )
 from vh_orch.orchestrator.store.lifecycle import ALLOWED_TRANSITIONS, LifecycleStore
 from vh_orch.orchestrator.store.users import UsersStore
+from vh_orch.values import ExecutionStatus, MachineState
 
 S = ExecutionStatus
 

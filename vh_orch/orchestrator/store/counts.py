@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from vh_orch.orchestrator.models import Execution, ExecutionStatus, LaunchFailure
+from vh_orch.orchestrator.models import Execution, LaunchFailure
 from vh_orch.orchestrator.store.database import Database
+from vh_orch.values import ExecutionStatus
 
 
 class CountsStore(Database):

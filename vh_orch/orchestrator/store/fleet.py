@@ -10,23 +10,13 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from vh_orch.cloud_drivers.base import CloudInstance
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.models import (
-    Environment,
-    Execution,
-    ExecutionStatus,
-    Installation,
-    LaunchFailure,
-    Machine,
-    MachineState,
-    Output,
-    Quota,
-)
+from vh_orch.orchestrator.models import Environment, Execution, Installation, LaunchFailure, Machine, Output, Quota
 from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import DEFAULT_QUOTA_USER as DEFAULT_QUOTA_USER  # the CLI names it from here
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
+from vh_orch.values import CloudInstance, ExecutionStatus, MachineState
 
 S = ExecutionStatus
 M = MachineState

@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
-from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, ExecutionStatus, Lease
+from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, Lease
 from vh_orch.orchestrator.store.database import Database
 from vh_orch.orchestrator.store.database import Fence as Fence  # callers name a lease's key and its fence together
 from vh_orch.timeutil import as_utc
+from vh_orch.values import ExecutionStatus
 
 DEFAULT_LEASE_S = 15.0
 CLUSTER = "cluster"  # the installation-wide jobs: admission, tasks, draining, cleanup

@@ -10,16 +10,9 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from vh_orch.orchestrator.models import (
-    FINAL_STATUSES,
-    Execution,
-    ExecutionEvent,
-    ExecutionStatus,
-    Lease,
-    Project,
-    Quota,
-)
+from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota
 from vh_orch.orchestrator.store.database import Database
+from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
 S = ExecutionStatus
 ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)  # what counts against a quota

@@ -12,15 +12,9 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import NotFound
-from vh_orch.orchestrator.models import (
-    FINAL_STATUSES,
-    Execution,
-    ExecutionStatus,
-    Project,
-    Task,
-    TaskStatus,
-)
+from vh_orch.orchestrator.models import Execution, Project, Task
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
+from vh_orch.values import FINAL_STATUSES, ExecutionStatus, TaskStatus
 
 S = ExecutionStatus
 T = TaskStatus
