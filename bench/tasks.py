@@ -11,10 +11,10 @@ engine seeds child i's sampler with the task's seed + i, so tasks with nearby se
 
 1. A fast toy objective with a known optimum (0.3 at x=1.3, lr=10**-2.5, layers=5, opt=adam) over four
    mixed parameters: x uniform -5..5, lr loguniform 1e-4..1, layers integerify 1..8, opt one of
-   adam/sgd/rmsprop. A bayesian_tpe task asks vh_orch.orchestrator.tasks.ask for each child's values
+   adam/sgd/rmsprop. A bayesian_tpe task asks vh_orch.orchestrator.tasks.search.ask for each child's values
    (optuna's TPE sampler exactly as the engine builds it, told every earlier child); the reference is
    a random_search task with the same variants, budget and seed, whose children are
-   vh_orch.config.tasks.plan(spec). With --batch B, B children run at once, as the engine runs a task
+   vh_orch.orchestrator.tasks.search.plan(spec). With --batch B, B children run at once, as the engine runs a task
    with execution-batch-size B (vh-orch's default for bayesian_tpe is 4): the first B are asked in one
    pass (each told those asked before it as pending), and when the oldest finishes the next is asked
    with the B-1 others still running (constant liar).
@@ -23,7 +23,7 @@ engine seeds child i's sampler with the task's seed + i, so tasks with nearby se
 2. Median stopping on a task whose children diverge half the time: --children children of --steps
    steps each (--step-minutes of machine time per step), --running at once, in a shuffled order;
    the good ones' score rises towards 0.80-0.95, the divergent ones' rises for 2-6 steps, then falls
-   and gets noisy. After every step, each running child's series (vh_orch.orchestrator.tasks.series)
+   and gets noisy. After every step, each running child's series (vh_orch.orchestrator.tasks.search.series)
    goes to should_stop() with the task's MedianStopping (min_finished 3, warmup_steps from --warmup),
    told the completed children's series, as the engine's pass does. Table: machine-hours without the
    rule (the reference: the same children run to the end) and with it, which children it stopped,
@@ -45,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import print_table  # noqa: E402
 
 from vh_orch.config.steps import get_step, parse_config  # noqa: E402
-from vh_orch.config.tasks import TaskSpec, child_parameters, parse_spec, plan  # noqa: E402
 from vh_orch.orchestrator.models import Execution  # noqa: E402
-from vh_orch.orchestrator.tasks import ask, series, should_stop  # noqa: E402
+from vh_orch.orchestrator.tasks.definition import child_parameters, parse_spec  # noqa: E402
+from vh_orch.orchestrator.tasks.search import ask, plan, series, should_stop  # noqa: E402
+from vh_orch.orchestrator.tasks.spec import TaskSpec  # noqa: E402
 from vh_orch.values import ExecutionStatus  # noqa: E402
 
 S = ExecutionStatus

@@ -1,5 +1,5 @@
 """Tasks: searches over a step's parameters, through the real CLI and a real daemon in the
-process runtime (plus pure checks of config/tasks.py, where exact values are the point).
+process runtime (plus pure checks of orchestrator/tasks/, where exact values are the point).
 
 Every time-related check reads the times vh-orch stored (created/queued/started/ended, metadata
 `_time`), never live state sampled while a task runs; no test asserts how long anything took."""
@@ -19,7 +19,9 @@ import pytest
 
 from conftest import WAIT_S, VhOrch, installation, make_project
 from vh_orch.config.steps import parse_config
-from vh_orch.config.tasks import TaskSpec, Variant, body_from_yaml, parse_spec, plan
+from vh_orch.orchestrator.tasks.definition import body_from_yaml, parse_spec
+from vh_orch.orchestrator.tasks.search import plan
+from vh_orch.orchestrator.tasks.spec import TaskSpec, Variant
 from vh_orch.errors import UserInputError
 
 # --- the project every daemon test runs -------------------------------------------------------
@@ -636,7 +638,8 @@ def test_median_savings_count_the_children_that_ended_stopped_not_those_the_rule
     from datetime import timedelta
 
     from vh_orch.orchestrator.models import Execution
-    from vh_orch.orchestrator.tasks import MEDIAN_REASON, _median_savings
+    from vh_orch.orchestrator.tasks.search import MEDIAN_REASON
+    from vh_orch.orchestrator.tasks.summary import _median_savings
 
     t0 = datetime(2026, 1, 1)
 

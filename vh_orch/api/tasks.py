@@ -28,7 +28,7 @@ from vh_orch.api.shapes import api_base, duration_s, site
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Task
 from vh_orch.orchestrator.submit import SubmitRequest
-from vh_orch.orchestrator.tasks import task_title
+from vh_orch.orchestrator.tasks.summary import task_title
 from vh_orch.timeutil import iso
 from vh_orch.values import TaskStatus
 
@@ -74,8 +74,8 @@ def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[s
     """Start a task: a search over the step's parameters at a commit (`~<sha256>` for an uploaded
     package). Checked exactly as `vh-orch task run` checks a valohai.yaml task."""
     from vh_orch.orchestrator.wakeup import notify_daemon
-    from vh_orch.orchestrator.tasks import TaskRequest
-    from vh_orch.orchestrator.tasks import create_task as create
+    from vh_orch.orchestrator.tasks.create import TaskRequest
+    from vh_orch.orchestrator.tasks.create import create_task as create
 
     project = visible_project(request, user, body.project)
     commit = body.commit.strip()
@@ -186,7 +186,7 @@ def task_json(request: Request, t: Task, project_name: str, counts: dict[str, in
 
 
 def detail_json(request: Request, t: Task) -> dict[str, Any]:
-    from vh_orch.orchestrator.tasks import spec_of, task_summary
+    from vh_orch.orchestrator.tasks.summary import spec_of, task_summary
 
     store = store_of(request)
     children = store.task_children(t.id)  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ def run(
     from vh_orch.cli.common import note
     from vh_orch.orchestrator.wakeup import notify_daemon
     from vh_orch.orchestrator.submit import SubmitRequest
-    from vh_orch.orchestrator.tasks import TaskRequest, create_task
+    from vh_orch.orchestrator.tasks.create import TaskRequest, create_task
 
     s = settings()
     store = open_store(s)
@@ -78,7 +78,7 @@ def run(
 
 
 def task_plan_text(store: Store, task: Task) -> str:
-    from vh_orch.orchestrator.tasks import task_summary
+    from vh_orch.orchestrator.tasks.summary import task_summary
 
     summary = task_summary(store, task)
     return f"{summary['planned']} executions of step {task.step!r} ({task.type})"
@@ -113,7 +113,7 @@ def task_row(task: Task, names: dict[int, str]) -> dict[str, Any]:
 
 
 def task_info_dict(store: Store, task: Task) -> dict[str, Any]:
-    from vh_orch.orchestrator.tasks import spec_of, task_summary
+    from vh_orch.orchestrator.tasks.summary import spec_of, task_summary
 
     spec = spec_of(task)
     return {**task_row(task, store.project_names()), **task_summary(store, task),

@@ -690,6 +690,14 @@ def build_command(step: Step, parameters: dict[str, Any]) -> str:
     return command
 
 
+class StepWithout:
+    """A step seen without some of its parameters (those a task varies)."""
+
+    def __init__(self, step: Step, left_out: set[str]) -> None:
+        self.name = step.name
+        self.parameters = {n: p for n, p in step.parameters.items() if n not in left_out}
+
+
 @dataclass(frozen=True)
 class ResolvedStep:
     step: Step
@@ -718,8 +726,6 @@ def resolve_step(
         raise UserInputError("; ".join(loaded.problems[step.name]))
     given = parse_assignments(parameters, "parameter")
     if vary:
-        from vh_orch.config.tasks import StepWithout
-
         params = resolve_parameters(StepWithout(step, set(vary)), given)  # type: ignore[arg-type]
     else:
         params = resolve_parameters(step, given)

@@ -210,7 +210,7 @@ class Execution(SQLModel, table=True):
 class Task(SQLModel, table=True):
     """A collection of executions of one step (most often a hyperparameter search).
 
-    `spec` is the validated definition (config/tasks.py TaskSpec as JSON): the search, its
+    `spec` is the validated definition (orchestrator/tasks/spec.py TaskSpec as JSON): the search, its
     parameters, limits and conditions; `template` what every child shares (command inputs,
     environment variables, image...). Children are executions with `task_id` and `task_index`."""
 

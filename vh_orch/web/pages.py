@@ -32,7 +32,7 @@ from vh_orch.api.auth import (
 )
 from vh_orch.api.deps import store_of, visible_execution, visible_project, visible_task
 from vh_orch.orchestrator.models import User
-from vh_orch.orchestrator.tasks import task_title
+from vh_orch.orchestrator.tasks.summary import task_title
 from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
 from vh_orch.values import TaskStatus

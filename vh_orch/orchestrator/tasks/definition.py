@@ -1,107 +1,41 @@
-"""Task definitions: a valohai.yaml `- task:` or a `POST /api/v0/tasks/` body, checked into a
-TaskSpec, and the children's parameter values that a search stands for.
-
-Everything here is pure: the same spec gives the same children, in any process, after any
-restart (random draws come from per-parameter generators seeded by the task's seed).
-
-Semantics (README "Tasks"):
-- grid_search: the Cartesian product of every parameter's values, the last parameter varying fastest.
-- manual_search: the parameters' value lists side by side (child i takes the i-th value of each;
-  a list of one is repeated); valohai-cli sends `parameter-sets` this way.
-- random_search: `execution-count` children, each drawing every parameter independently.
-- bayesian_tpe: `execution-count` children; each asks optuna's TPE sampler, told what earlier
-  children reported (orchestrator/tasks.py).
-Styles: single (`value`), multiple (`items`), linear (`start`, `end` inclusive, `step`), logspace
-(`base` ** each of `count` points from `start` to `end`, `base` 10 by default), random (`min`,
-`max`, `distribution` uniform or loguniform, `integerify`, `seed`; `count` draws in a grid).
-"""
+"""Reading a task definition: a valohai.yaml `- task:` or a `POST /api/v0/tasks/` body, checked
+against its step into a TaskSpec (spec.py), or a UserInputError that says what is wrong; and the
+parameters of one child, validated like submitted ones."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from vh_orch.config.steps import StepWithout, _validate, build_command, flag_word, resolve_parameters
 from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.conditions import check_condition
+from vh_orch.orchestrator.tasks.search import plan, search_space, typed_value
+from vh_orch.orchestrator.tasks.spec import (
+    DEFAULT_ON_CHILD_ERROR,
+    MAX_CHILDREN,
+    MedianStopping,
+    TaskSpec,
+    Variant,
+    distribution_of,
+    finite_number,
+    whole_number,
+)
 
 if TYPE_CHECKING:
-    from valohai_yaml.objs import Parameter, Step
+    from valohai_yaml.objs import Step
     from valohai_yaml.objs.task import Task as YamlTask
 
 TASK_TYPES = ("grid_search", "manual_search", "random_search", "bayesian_tpe")
 STYLES = ("single", "multiple", "linear", "logspace", "random")
 DISTRIBUTIONS = ("uniform", "loguniform")
 ON_CHILD_ERROR = ("continue-and-complete", "continue-and-error", "stop-all-and-error")
-DEFAULT_ON_CHILD_ERROR = "continue-and-complete"
-MAX_CHILDREN = 10_000
 DEFAULT_BAYESIAN_BATCH = 4
 ENGINES = ("optuna",)
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    style: str
-    rules: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MedianStopping:
-    """Stop a child whose best value of `metric` up to step k trails the median of the finished
-    children's values at step k (optuna's MedianPruner), once `min_finished` children finished
-    and after `warmup_steps` steps. A step is the point's `step` (or `epoch`) value when it has
-    one, else the number of points with the metric before it."""
-
-    metric: str
-    min_finished: int = 3
-    warmup_steps: int = 0
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    type: str
-    variants: tuple[Variant, ...]
-    execution_count: int | None = None
-    batch_size: int | None = None
-    max_queued: int | None = None
-    target_metric: str | None = None
-    target_value: float | None = None
-    on_child_error: str = DEFAULT_ON_CHILD_ERROR
-    stop_condition: str | None = None
-    seed: int = 0
-    median_stopping: MedianStopping | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TaskSpec:
-        data = dict(data)
-        data["variants"] = tuple(Variant(**v) for v in data.get("variants", ()))
-        if data.get("median_stopping"):
-            data["median_stopping"] = MedianStopping(**data["median_stopping"])
-        return cls(**data)
-
-    def objective(self, metadata: dict[str, Any]) -> float | None:
-        """What the task maximises for a child with these latest metadata values: the target
-        metric, or minus its distance to `target_value`; None when the child reported no number."""
-        if not self.target_metric:
-            return None
-        value = number(metadata.get(self.target_metric))
-        if value is None:
-            return None
-        return value if self.target_value is None else -abs(value - self.target_value)
-
-
-def number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-# --- reading a definition ------------------------------------------------------------------------
+# --- reading a definition -------------------------------------------------------------------------
 
 
 def body_from_yaml(task: YamlTask) -> dict[str, Any]:
@@ -128,32 +62,6 @@ def body_from_yaml(task: YamlTask) -> dict[str, Any]:
     return body
 
 
-def _count(value: Any, what: str, minimum: int = 1) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UserInputError(f"{what} must be a whole number, not {value!r}")
-    try:
-        number_ = float(value)
-    except ValueError:
-        raise UserInputError(f"{what} must be a whole number, not {value!r}") from None
-    if not number_.is_integer() or number_ < minimum:
-        raise UserInputError(f"{what} must be a whole number of at least {minimum}, not {value!r}")
-    return int(number_)
-
-
-def _float(value: Any, what: str) -> float:
-    result = number(value)
-    if result is None:
-        try:
-            result = float(value) if isinstance(value, str) else None
-        except ValueError:
-            result = None
-    if result is None or not math.isfinite(result):
-        raise UserInputError(f"{what} must be a number, not {value!r}")
-    return result
-
-
 def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> TaskSpec:
     """Check a task body (the API's shape; see body_from_yaml) against its step: a TaskSpec, or a
     UserInputError that says what is wrong. Every value a child would get is validated here
@@ -171,16 +79,16 @@ def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> Tas
         raise UserInputError("parameters must be a mapping of names to {style, rules}")
     variants = tuple(_variant(name, raw, step, type_) for name, raw in raw_parameters.items())
 
-    count = _count(configuration.get("execution_count", body.get("execution_count")), "execution-count")
+    count = whole_number(configuration.get("execution_count", body.get("execution_count")), "execution-count")
     if type_ in ("random_search", "bayesian_tpe") and count is None:
         raise UserInputError(f"a {type_} task needs execution-count: how many executions to run")
     if count is not None and count > MAX_CHILDREN:
         raise UserInputError(f"execution-count {count} is over the limit of {MAX_CHILDREN} executions per task")
-    batch = _count(configuration.get("execution_batch_size", body.get("execution_batch_size")),
+    batch = whole_number(configuration.get("execution_batch_size", body.get("execution_batch_size")),
                    "execution-batch-size")
     if batch is None and type_ == "bayesian_tpe":
         batch = DEFAULT_BAYESIAN_BATCH
-    max_queued = _count(body.get("maximum_queued_executions"), "maximum-queued-executions")
+    max_queued = whole_number(body.get("maximum_queued_executions"), "maximum-queued-executions")
     engine = configuration.get("engine")
     if type_ == "bayesian_tpe" and engine not in (None, *ENGINES):
         raise UserInputError(f"engine {engine!r} is not supported: vh-orch's Bayesian search is optuna's TPE "
@@ -191,19 +99,17 @@ def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> Tas
     if type_ == "bayesian_tpe" and not metric:
         raise UserInputError("a bayesian_tpe task needs optimization-target-metric: the metadata key it optimises")
     target = configuration.get("optimization_target_value")
-    target_value = None if target is None else _float(target, "optimization-target-value")
+    target_value = None if target is None else finite_number(target, "optimization-target-value")
 
     on_child_error = str(body.get("on_child_error") or DEFAULT_ON_CHILD_ERROR).lower().replace("_", "-")
     if on_child_error not in ON_CHILD_ERROR:
         raise UserInputError(f"on-child-error {body.get('on_child_error')!r} is not one of {', '.join(ON_CHILD_ERROR)}")
     stop_condition = body.get("task_stop_expression") or body.get("stop_condition") or None
     if stop_condition is not None:
-        from vh_orch.orchestrator.conditions import check_condition
-
         check_condition(stop_condition, "the task's stop-condition")
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
-    spec_seed = _count(configuration.get("seed", body.get("seed")), "seed", minimum=0)
+    spec_seed = whole_number(configuration.get("seed", body.get("seed")), "seed", minimum=0)
     median = _median(body.get("median_stopping"), metric)
 
     spec = TaskSpec(type=type_, variants=variants, execution_count=count, batch_size=batch,
@@ -211,8 +117,6 @@ def parse_spec(body: dict[str, Any], step: Step, seed: int | None = None) -> Tas
                     on_child_error=on_child_error, stop_condition=stop_condition,
                     seed=seed if spec_seed is None else spec_seed, median_stopping=median)
     if type_ == "bayesian_tpe":
-        from vh_orch.orchestrator.tasks import search_space
-
         space, fixed = search_space(spec)
         # The bounds and every choice must be valid values (with the other varied parameters at one of theirs).
         some = {**fixed, **{name: _bounds(d)[0] for name, d in space.items()}}
@@ -243,8 +147,8 @@ def _median(raw: Any, metric: str | None) -> MedianStopping | None:
     if not chosen or not isinstance(chosen, str):
         raise UserInputError("median stopping needs a metric: set optimization-target-metric or median_stopping.metric")
     return MedianStopping(metric=chosen,
-                          min_finished=_count(raw.get("min_finished", 3), "median_stopping.min_finished") or 1,
-                          warmup_steps=_count(raw.get("warmup_steps", 0), "median_stopping.warmup_steps",
+                          min_finished=whole_number(raw.get("min_finished", 3), "median_stopping.min_finished") or 1,
+                          warmup_steps=whole_number(raw.get("warmup_steps", 0), "median_stopping.warmup_steps",
                                               minimum=0) or 0)
 
 
@@ -293,21 +197,21 @@ def _check_rules(variant: Variant, type_: str) -> None:
         if not isinstance(rules["items"], list) or not rules["items"]:
             raise UserInputError(f"{where}: items must be a non-empty list")
     elif variant.style == "linear":
-        start, end, step = (_float(rules[k], f"{where}: {k}") for k in ("start", "end", "step"))
+        start, end, step = (finite_number(rules[k], f"{where}: {k}") for k in ("start", "end", "step"))
         if step == 0 or (end - start) * step < 0:
             raise UserInputError(f"{where}: step {rules['step']!r} never goes from {rules['start']!r} to {rules['end']!r}")
         if (end - start) / step + 1 > MAX_CHILDREN:
             raise UserInputError(f"{where}: more than {MAX_CHILDREN} values")
     elif variant.style == "logspace":
         for key in ("start", "end"):
-            _float(rules[key], f"{where}: {key}")
-        if (_count(rules["count"], f"{where}: count") or 0) > MAX_CHILDREN:
+            finite_number(rules[key], f"{where}: {key}")
+        if (whole_number(rules["count"], f"{where}: count") or 0) > MAX_CHILDREN:
             raise UserInputError(f"{where}: more than {MAX_CHILDREN} values")
-        base = _float(rules.get("base", 10), f"{where}: base")
+        base = finite_number(rules.get("base", 10), f"{where}: base")
         if base <= 0:
             raise UserInputError(f"{where}: base must be above 0")
     elif variant.style == "random":
-        low, high = _float(rules["min"], f"{where}: min"), _float(rules["max"], f"{where}: max")
+        low, high = finite_number(rules["min"], f"{where}: min"), finite_number(rules["max"], f"{where}: max")
         if low > high:
             raise UserInputError(f"{where}: min {rules['min']!r} is above max {rules['max']!r}")
         distribution = distribution_of(rules)
@@ -318,134 +222,20 @@ def _check_rules(variant: Variant, type_: str) -> None:
         if rules.get("integerify") and math.ceil(low) > math.floor(high):
             raise UserInputError(f"{where}: no whole number lies between min and max")
         if "seed" in rules:
-            _count(rules["seed"], f"{where}: seed", minimum=0)
+            whole_number(rules["seed"], f"{where}: seed", minimum=0)
         if type_ == "grid_search":
             if "count" not in rules:
                 raise UserInputError(f"{where}: in a grid, a random parameter needs count: how many values to draw")
-            if (_count(rules["count"], f"{where}: count") or 0) > MAX_CHILDREN:
+            if (whole_number(rules["count"], f"{where}: count") or 0) > MAX_CHILDREN:
                 raise UserInputError(f"{where}: more than {MAX_CHILDREN} values")
 
 
-# --- the values a variant stands for --------------------------------------------------------------
-
-
-def _tidy(value: float) -> float:
-    """Drop the float noise of repeated additions (0.1 * 3 = 0.30000000000000004)."""
-    return float(f"{value:.12g}")
-
-
-def linear_values(rules: dict[str, Any]) -> list[Any]:
-    start, end, step = (_float(rules[k], k) for k in ("start", "end", "step"))
-    n = math.floor((end - start) / step + 1e-9) + 1
-    values = [_tidy(start + i * step) for i in range(max(n, 0))]
-    if all(isinstance(rules[k], int) and not isinstance(rules[k], bool) for k in ("start", "end", "step")):
-        return [int(v) for v in values]
-    return values
-
-
-def logspace_values(rules: dict[str, Any]) -> list[Any]:
-    start, end = _float(rules["start"], "start"), _float(rules["end"], "end")
-    count = _count(rules["count"], "count") or 1
-    base = _float(rules.get("base", 10), "base")
-    if count == 1:
-        return [_tidy(base**start)]
-    return [_tidy(base ** (start + i * (end - start) / (count - 1))) for i in range(count)]
-
-
-def distribution_of(rules: dict[str, Any]) -> str:
-    """A random rule's distribution: uniform or loguniform (also spelt log-uniform, log_uniform)."""
-    return str(rules.get("distribution") or "uniform").lower().replace("-", "").replace("_", "")
-
-
-def _rng(variant: Variant, seed: int) -> random.Random:
-    own = variant.rules.get("seed")
-    return random.Random(f"{own if own is not None else seed}:{variant.name}")
-
-
-def draw(variant: Variant, rng: random.Random) -> Any:
-    """One value of a random-style variant."""
-    rules = variant.rules
-    low, high = _float(rules["min"], "min"), _float(rules["max"], "max")
-    if distribution_of(rules) == "loguniform":
-        value = math.exp(rng.uniform(math.log(low), math.log(high)))
-    else:
-        value = rng.uniform(low, high)
-    if rules.get("integerify"):
-        return min(max(int(round(value)), math.ceil(low)), math.floor(high))
-    return value
-
-
-def values_of(variant: Variant, seed: int) -> list[Any]:
-    """Every value a variant takes in a grid (or a manual search)."""
-    rules = variant.rules
-    if variant.style == "single":
-        return [rules["value"]]
-    if variant.style == "multiple":
-        return list(rules["items"])
-    if variant.style == "linear":
-        return linear_values(rules)
-    if variant.style == "logspace":
-        return logspace_values(rules)
-    rng = _rng(variant, seed)
-    return [draw(variant, rng) for _ in range(_count(rules.get("count", 1), "count") or 1)]
-
-
-def grid_size(spec: TaskSpec) -> int:
-    return math.prod(len(values_of(v, spec.seed)) for v in spec.variants)
-
-
-def plan(spec: TaskSpec) -> list[dict[str, Any]]:
-    """Every child's varied parameter values, in order (grid, manual and random searches)."""
-    names = [v.name for v in spec.variants]
-    if spec.type == "random_search":
-        count = spec.execution_count or 0
-        columns = []
-        for variant in spec.variants:
-            rng = _rng(variant, spec.seed)
-            if variant.style == "random":
-                columns.append([draw(variant, rng) for _ in range(count)])
-            else:
-                choices = values_of(variant, spec.seed)
-                columns.append([rng.choice(choices) for _ in range(count)])
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if names else \
-            [{} for _ in range(count)]
-    lists = [values_of(v, spec.seed) for v in spec.variants]
-    if spec.type == "manual_search":
-        lengths = {len(values) for values in lists if len(values) != 1}
-        if len(lengths) > 1:
-            raise UserInputError("a manual search takes one value per parameter per execution: its parameters "
-                                 f"have {', '.join(str(len(v)) for v in lists)} values")
-        n = lengths.pop() if lengths else 1
-        rows = [[values[i] if len(values) > 1 else values[0] for values in lists] for i in range(n)]
-        return [dict(zip(names, row, strict=True)) for row in rows]
-    size = math.prod(len(values) for values in lists)
-    if size > MAX_CHILDREN:
-        raise UserInputError(f"the grid has {size} combinations, over the limit of {MAX_CHILDREN} executions per task")
-    children = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists)]
-    if spec.execution_count is not None:
-        children = children[: spec.execution_count]
-    return children
-
-
-# --- values against the step ------------------------------------------------------------------------
-
-
-def typed_value(param: Parameter, value: Any) -> Any:
-    """A generated value in the parameter's type (a whole float for an integer, a number for a float)."""
-    if param.type == "integer" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if param.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if param.type == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return value
+# --- values against the step ----------------------------------------------------------------------
 
 
 def child_parameters(step: Step, varied: dict[str, Any]) -> dict[str, Any]:
     """Every parameter of one child: the varied values, validated like submitted ones, and the
     step's defaults for the rest (a required parameter without a default must be varied)."""
-    from vh_orch.config.steps import _validate, flag_word, resolve_parameters
-
     chosen: dict[str, Any] = {}
     for name, value in varied.items():
         param = step.parameters[name]
@@ -461,17 +251,7 @@ def child_parameters(step: Step, varied: dict[str, Any]) -> dict[str, Any]:
     return {name: merged[name] for name in step.parameters if name in merged}
 
 
-class StepWithout:
-    """A step seen without some of its parameters (those a task varies)."""
-
-    def __init__(self, step: Step, left_out: set[str]) -> None:
-        self.name = step.name
-        self.parameters = {n: p for n, p in step.parameters.items() if n not in left_out}
-
-
 def _check_values(step: Step, children: list[dict[str, Any]], which: str | None = None) -> None:
-    from vh_orch.config.steps import build_command
-
     for index, varied in enumerate(children):
         try:
             build_command(step, child_parameters(step, varied))
