@@ -19,7 +19,7 @@ import pytest
 from gcsfake import SERVICE_ACCOUNT, EmulatedGCS
 from vh_orch.errors import CloudError, ConfigError, TransientCloudError, UserInputError
 from vh_orch.orchestrator.runner import ExecutionRunner
-from vh_orch.storage.datastore import datastore_from_settings, download_uri, validate_datastore_setting
+from vh_orch.storage.datastores import datastore_from_settings, download_uri, validate_datastore_setting
 from vh_orch.storage.gcs import GCSDatastore, _HashingSink
 from vh_orch.storage.inputs import InputFetchError, fetch_inputs, normalise_input_url
 from vh_orch.storage.s3 import S3Datastore

@@ -13,12 +13,8 @@ import pytest
 
 from awsfake import REGION
 from vh_orch.errors import CloudError, ConfigError, UserInputError
-from vh_orch.storage.datastore import (
-    FileDatastore,
-    datastore_from_settings,
-    download_uri,
-    validate_datastore_setting,
-)
+from vh_orch.storage.datastore import FileDatastore
+from vh_orch.storage.datastores import datastore_from_settings, download_uri, validate_datastore_setting
 from vh_orch.storage.inputs import InputFetchError, fetch_inputs, normalise_input_url
 from vh_orch.storage.s3 import (
     MiB,

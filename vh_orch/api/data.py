@@ -25,7 +25,8 @@ from vh_orch.api.shapes import output_json
 from vh_orch.cli.views import status_rows
 from vh_orch.errors import NotFound, VhOrchError
 from vh_orch.orchestrator.models import Output, User
-from vh_orch.storage.datastore import bucket_datastore, file_uri_path
+from vh_orch.storage.datastore import file_uri_path
+from vh_orch.storage.datastores import bucket_datastore
 
 router = APIRouter(prefix="/api/v0")
 SIGNED_URL_S = 3600

@@ -242,7 +242,7 @@ def outputs(
 ) -> None:
     """An execution's outputs: name, size, sha256 and datum:// address."""
     from vh_orch.cli.common import note
-    from vh_orch.storage.datastore import download_uri
+    from vh_orch.storage.datastores import download_uri
 
     store = open_store()
     store.get_execution(execution_id)

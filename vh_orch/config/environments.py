@@ -16,7 +16,7 @@ import yaml
 
 from vh_orch.bootstrap.isolation import NETWORKS
 from vh_orch.errors import ConfigError
-from vh_orch.storage.datastore import validate_datastore_setting
+from vh_orch.storage.datastores import validate_datastore_setting
 
 CLOUDS = ("local", "ssh", "aws", "gcp", "fake")
 PULL_POLICIES = ("if-missing", "always", "never")

@@ -39,7 +39,8 @@ from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, Output
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
-from vh_orch.storage.datastore import Datastore, datastore_from_settings, file_uri_path
+from vh_orch.storage.datastore import Datastore, file_uri_path
+from vh_orch.storage.datastores import datastore_from_settings
 from vh_orch.storage.input_cache import (
     InputCache,
     InputCacheError,

@@ -165,7 +165,7 @@ def identify(uri: str, datum: tuple[int | None, str | None] | None = None,
             return Identity(_key("file", file_uri_path(uri), st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev),
                             st.st_size)
         if scheme in ("s3", "gs"):
-            from vh_orch.storage.datastore import bucket_datastore
+            from vh_orch.storage.datastores import bucket_datastore
 
             size, version = bucket_datastore(uri, datastore_settings).stat(uri)  # type: ignore[attr-defined]
             return Identity(_key(scheme, uri, version, size), size)

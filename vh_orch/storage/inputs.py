@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlparse
 import requests
 
 from vh_orch.errors import UserInputError, VhOrchError
-from vh_orch.storage.datastore import CHUNK, download_uri, file_uri_path
+from vh_orch.storage.datastore import CHUNK, file_uri_path
+from vh_orch.storage.datastores import download_uri
 
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
 ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key or datum://ID"
