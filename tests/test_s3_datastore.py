@@ -16,14 +16,8 @@ from vh_orch.errors import CloudError, ConfigError, UserInputError
 from vh_orch.storage.datastore import FileDatastore
 from vh_orch.storage.datastores import datastore_from_settings, download_uri, validate_datastore_setting
 from vh_orch.storage.inputs import InputFetchError, fetch_inputs, normalise_input_url
-from vh_orch.storage.s3 import (
-    MiB,
-    S3Datastore,
-    download_script,
-    parse_etags,
-    parse_files,
-    upload_script,
-)
+from vh_orch.storage.s3 import S3Datastore
+from vh_orch.storage.transfer import MiB, download_script, parse_etags, parse_files, upload_script
 
 BUCKET = "vh-orch-test"
 HOSTILE = "a b'$(touch pwned1)'\"`touch pwned2`\";touch pwned3\n.txt"

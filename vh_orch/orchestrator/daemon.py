@@ -52,7 +52,7 @@ from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.core import _pid_alive
 from vh_orch.orchestrator.store.leases import CLUSTER, Fence, env_key, exec_key
 from vh_orch.orchestrator.tasks.engine import TaskEngine
-from vh_orch.orchestrator.wakeup import notify_daemon, wakeup_address  # noqa: F401 (notify_daemon: re-exported)
+from vh_orch.orchestrator.wakeup import wakeup_address
 from vh_orch.settings import Settings
 from vh_orch.values import ExecutionStatus
 

@@ -6,7 +6,7 @@ Two ways bytes move:
   once, hashed, then sent, so the checksum always describes what S3 stored.
 - directly between a remote machine and S3 (`plan_upload`, `presigned_get`): the
   daemon only signs URLs and the machine moves the bytes with the shell scripts of
-  transfer.py (`upload_script`, `download_script`; re-exported here), one presigned
+  transfer.py (`upload_script`, `download_script`), one presigned
   PUT per file or one per part of a multipart upload.
 
 Credentials come only from boto3's default chain; vh-orch stores none. Failures map
@@ -33,15 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from vh_orch.errors import CloudError, ConfigError, TransientCloudError
 from vh_orch.storage.datastore import CHUNK, StoredFile, check_endpoint_url, is_ip_address, split_object_uri
-from vh_orch.storage.transfer import (  # noqa: F401  (re-exported: s3.py was their first home)
-    MiB,
-    Part,
-    UploadPlan,
-    download_script,
-    parse_etags,
-    parse_files,
-    upload_script,
-)
+from vh_orch.storage.transfer import MiB, Part, UploadPlan
 
 log = logging.getLogger(__name__)
 
