@@ -15,6 +15,7 @@ import pytest
 import bombs
 
 from vh_orch.api.multipart import MAX_FIELD_BYTES, MAX_PARTS, FormReader, MultipartError
+from vh_orch.config.packages import read_package
 from vh_orch.config.steps import load_config, load_yaml
 from vh_orch.config.yaml_limits import MAX_YAML_CHARS, MAX_YAML_NODES
 from vh_orch.errors import UserInputError
@@ -23,7 +24,7 @@ from vh_orch.orchestrator.metadata_limits import MAX_KEY_CHARS, MAX_VALUE_CHARS,
 from vh_orch.orchestrator.store import LogChunk
 from vh_orch.orchestrator.store.queries import ExecutionFilter
 from vh_orch.storage.bounded_tar import MAX_GLOBAL_HEADERS, MAX_HEADER_BYTES, MAX_HEADER_RUN
-from vh_orch.storage.packages import PackageError, inspect_package
+from vh_orch.storage.packages import PackageError
 
 CONFIG = b"- step: {name: a, image: x, command: 'true'}\n"
 GIB = 1 << 30
@@ -62,7 +63,7 @@ def refusal(tmp_path: Path, data: bytes, **kw: int) -> str:
     path = tmp_path / "upload.tgz"
     path.write_bytes(data)
     with pytest.raises(PackageError) as refused:
-        inspect_package(path, "valohai.yaml", max_unpacked=kw.pop("max_unpacked", 4 * GIB), **kw)
+        read_package(path, "valohai.yaml", max_unpacked=kw.pop("max_unpacked", 4 * GIB), **kw)
     message = str(refused.value)
     assert "nothing was stored" in message
     return message
@@ -72,7 +73,7 @@ def test_an_ordinary_package_is_read(tmp_path: Path) -> None:
     path = tmp_path / "ok.tgz"
     path.write_bytes(archive(members={"valohai.yaml": CONFIG, "a/" + "n" * 200: b"x", "train.py": b"print(1)\n"},
                              fmt=tarfile.PAX_FORMAT, pax={"comment": "one global header, as git archive writes"}))
-    assert inspect_package(path, "valohai.yaml", max_unpacked=GIB).config_yaml == CONFIG.decode()
+    assert read_package(path, "valohai.yaml", max_unpacked=GIB).config_yaml == CONFIG.decode()
 
 
 @pytest.mark.parametrize(("kind", "words"), [

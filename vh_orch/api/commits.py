@@ -27,9 +27,10 @@ from vh_orch.api.deps import (
 )
 from vh_orch.api.multipart import Form, FormReader, MultipartError
 from vh_orch.api.shapes import commit_json
+from vh_orch.config.packages import read_package
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Commit, Project
-from vh_orch.storage.packages import PackageError, inspect_package, keep_package
+from vh_orch.storage.packages import PackageError, keep_package
 from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits, read_config
 
 router = APIRouter(prefix="/api/v0")
@@ -101,9 +102,9 @@ def _keep_upload(request: Request, project: Project, form: Form) -> dict[str, An
     if data is None:
         raise field_error("data", "no file field `data` in the upload", code="required")
     try:
-        package = inspect_package(data, form.fields.get("yaml_path", "") or CONFIG_FILE,
-                                  max_unpacked=request.app.state.max_upload_bytes * 4,
-                                  max_members=request.app.state.max_package_members)
+        package = read_package(data, form.fields.get("yaml_path", "") or CONFIG_FILE,
+                               max_unpacked=request.app.state.max_upload_bytes * 4,
+                               max_members=request.app.state.max_package_members)
     except PackageError as exc:
         raise field_error(exc.field, str(exc)) from None
     settings = settings_of(request)

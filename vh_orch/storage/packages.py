@@ -1,5 +1,7 @@
 """Ad-hoc packages uploaded over the HTTP API (`vh exec run --adhoc`): a gzipped tar of the caller's
-folder, checked member by member before it is kept, and kept once per content hash."""
+folder, checked member by member before it is kept, and kept once per content hash.
+
+What its valohai.yaml says is checked a floor up, in vh_orch/config/packages.py."""
 
 from __future__ import annotations
 
@@ -9,12 +11,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from vh_orch.config.steps import load_config
-from vh_orch.config.yaml_limits import MAX_YAML_BYTES
 from vh_orch.errors import UserInputError
 from vh_orch.storage.bounded_tar import ArchiveTooLarge, members, open_bounded
 
-MAX_CONFIG_BYTES = MAX_YAML_BYTES
 DEFAULT_MAX_MEMBERS = 100_000  # `vh-orch serve --max-package-files`
 # An archive may unpack to at most this many times its own size (and never past the cap below).
 MAX_EXPANSION = 20
@@ -60,10 +59,12 @@ def check_yaml_path(yaml_path: str) -> str:
     return str(PurePosixPath(yaml_path))
 
 
-def inspect_package(path: Path, yaml_path: str, max_unpacked: int, max_members: int = DEFAULT_MAX_MEMBERS) -> Package:
+def inspect_package(path: Path, yaml_path: str, max_unpacked: int, max_config_bytes: int,
+                    max_members: int = DEFAULT_MAX_MEMBERS) -> Package:
     """Every member is a regular file or folder with a name that stays inside the package, the
     whole unpacks to a bounded size (headers included) in at most `max_members` members, no
-    header is larger than bounded_tar allows, and the configuration file parses; else PackageError."""
+    header is larger than bounded_tar allows, and the configuration file is UTF-8 text of at most
+    `max_config_bytes`; else PackageError."""
     yaml_path = check_yaml_path(yaml_path)
     size = path.stat().st_size
     limit = min(max_unpacked, max(size, 1024 * 1024) * MAX_EXPANSION)
@@ -79,8 +80,8 @@ def inspect_package(path: Path, yaml_path: str, max_unpacked: int, max_members: 
                     raise PackageError(f"archive member {member.name!r} is a device, pipe or other special "
                                        "file; packages hold only files and folders: nothing was stored")
                 if member.isfile() and str(PurePosixPath(member.name)) == yaml_path:
-                    if member.size > MAX_CONFIG_BYTES:
-                        raise PackageError(f"{yaml_path} is larger than {MAX_CONFIG_BYTES} bytes", field="yaml_path")
+                    if member.size > max_config_bytes:
+                        raise PackageError(f"{yaml_path} is larger than {max_config_bytes} bytes", field="yaml_path")
                     handle = tar.extractfile(member)
                     config = handle.read() if handle else b""
     except ArchiveTooLarge as exc:
@@ -93,10 +94,6 @@ def inspect_package(path: Path, yaml_path: str, max_unpacked: int, max_members: 
         text = config.decode("utf-8")
     except UnicodeDecodeError:
         raise PackageError(f"{yaml_path} is not UTF-8 text", field="yaml_path") from None
-    try:
-        load_config(text, yaml_path)
-    except UserInputError as exc:
-        raise PackageError(str(exc), field="yaml_path") from None
     return Package(identifier=sha256_of(path), config_yaml=text, size=size)
 
 
