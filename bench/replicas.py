@@ -47,8 +47,8 @@ from reconcile_pass import build
 from sqlalchemy import event
 
 from vh_orch.orchestrator.store import Store
-from vh_orch.orchestrator.store.database import WRITE_LOCK_KEY
-from vh_orch.orchestrator.store.leases import Fence, env_key, exec_key
+from vh_orch.orchestrator.store.database import WRITE_LOCK_KEY, Fence
+from vh_orch.orchestrator.store.leases import env_key, exec_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import pgserver  # noqa: E402

@@ -15,7 +15,8 @@ from vh_orch.errors import LeaseLost, UserInputError
 from vh_orch.orchestrator.db import upgrade
 from vh_orch.orchestrator.models import Execution
 from vh_orch.orchestrator.store import LogLine, Store
-from vh_orch.orchestrator.store.leases import CLUSTER, Fence, env_key, exec_key
+from vh_orch.orchestrator.store.database import Fence
+from vh_orch.orchestrator.store.leases import CLUSTER, env_key, exec_key
 
 
 class Clock:

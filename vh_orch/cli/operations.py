@@ -84,7 +84,7 @@ def quota_set(
     unset: Annotated[bool, typer.Option("--unset", help="Remove the limit")] = False,
 ) -> None:
     """Limit how many executions USER may have queued or running; the rest wait as `created`."""
-    from vh_orch.orchestrator.store.fleet import DEFAULT_QUOTA_USER
+    from vh_orch.orchestrator.store.lifecycle import DEFAULT_QUOTA_USER
 
     if default:
         if user and limit is None and user.isdigit():

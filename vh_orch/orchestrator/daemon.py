@@ -50,7 +50,8 @@ from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.core import _pid_alive
-from vh_orch.orchestrator.store.leases import CLUSTER, Fence, env_key, exec_key
+from vh_orch.orchestrator.store.database import Fence
+from vh_orch.orchestrator.store.leases import CLUSTER, env_key, exec_key
 from vh_orch.orchestrator.tasks.engine import TaskEngine
 from vh_orch.orchestrator.wakeup import wakeup_address
 from vh_orch.settings import Settings

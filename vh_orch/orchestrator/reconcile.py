@@ -20,7 +20,7 @@ from vh_orch.orchestrator.drivers import driver_spec
 from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
-from vh_orch.orchestrator.store.leases import Fence
+from vh_orch.orchestrator.store.database import Fence
 from vh_orch.timeutil import utcnow
 from vh_orch.values import CloudInstance
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.store.lifecycle import ALLOWED_TRANSITIONS
     from vh_orch.orchestrator.store.logs import LogChunk, LogLine
     from vh_orch.orchestrator.store.store import Store
 
-__all__ = ["ALLOWED_TRANSITIONS", "LogChunk", "LogLine", "Store"]
+__all__ = ["LogChunk", "LogLine", "Store"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,10 +20,6 @@ def __getattr__(name: str) -> Any:
         from vh_orch.orchestrator.store.store import Store
 
         return Store
-    if name == "ALLOWED_TRANSITIONS":
-        from vh_orch.orchestrator.store import lifecycle
-
-        return lifecycle.ALLOWED_TRANSITIONS
     if name in ("LogChunk", "LogLine"):
         from vh_orch.orchestrator.store import logs
 

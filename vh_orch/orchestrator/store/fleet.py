@@ -14,7 +14,6 @@ from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Environment, Execution, Installation, LaunchFailure, Machine, Output, Quota
 from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
-from vh_orch.orchestrator.store.lifecycle import DEFAULT_QUOTA_USER as DEFAULT_QUOTA_USER  # the CLI names it from here
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.values import CloudInstance, ExecutionStatus, MachineState
 

@@ -20,7 +20,6 @@ from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, Lease
 from vh_orch.orchestrator.store.database import Database
-from vh_orch.orchestrator.store.database import Fence as Fence  # callers name a lease's key and its fence together
 from vh_orch.timeutil import as_utc
 from vh_orch.values import ExecutionStatus
 
