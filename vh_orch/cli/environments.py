@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
-from vh_orch.cli.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.errors import ConfigError, UserInputError
+from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:

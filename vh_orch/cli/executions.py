@@ -13,8 +13,8 @@ import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
 from vh_orch.cli.terminal import visible
-from vh_orch.cli.views import execution_info, execution_summary, output_dict
 from vh_orch.errors import NoDaemon, UserInputError
+from vh_orch.services.views import execution_info, execution_summary, output_dict
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
