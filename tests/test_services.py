@@ -1,0 +1,51 @@
+"""vh_orch/services: the application both faces call; its refusals name the request field they are
+about, and what it makes is what the CLI and the API show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import VhOrch
+from vh_orch.errors import NotFound, UserInputError
+from vh_orch.orchestrator.store import Store
+from vh_orch.services.projects import create_project
+from vh_orch.settings import Settings
+
+
+def store_and_settings(vh: VhOrch) -> tuple[Store, Settings]:
+    settings = Settings.from_env(vh.env)
+    return Store(settings.db_url), settings
+
+
+def test_creating_a_project_refuses_with_the_field_it_is_about(vh: VhOrch, tmp_path: Path) -> None:
+    store, settings = store_and_settings(vh)
+    vh("project", "add", "taken")
+    cases = [("../x", {}, "name", UserInputError, "project name '../x' is not valid"),
+             ("taken", {}, "name", UserInputError, "a project named 'taken' already exists"),
+             ("fresh", {"owner": "nobody"}, "owner", NotFound, "no user named 'nobody'"),
+             ("fresh", {"repo": str(tmp_path / "nope")}, "repo", UserInputError,
+              "is neither a URL nor an existing folder"),
+             ("fresh", {"repo": str(tmp_path)}, "repo", UserInputError, "cannot clone")]
+    for name, options, field, kind, message in cases:
+        with pytest.raises(kind) as refused:
+            create_project(store, settings, name, **options)
+        assert (refused.value.field, message in str(refused.value)) == (field, True), (name, options)
+    with pytest.raises(NotFound):  # a refusal changes nothing: no project, no mirror left behind
+        store.get_project("fresh")
+    assert not (settings.repos_dir / "fresh.git").exists()
+
+
+def test_a_project_with_a_repository_gets_its_mirror_and_the_cli_shows_what_the_service_made(
+        vh: VhOrch, demo_repo: Path) -> None:
+    store, settings = store_and_settings(vh)
+    vh("user", "add", "alice")
+    made = create_project(store, settings, "demo", owner="alice", repo=str(demo_repo))
+    assert (made.name, made.owner, made.members, made.repo_url) == ("demo", "alice", (), str(demo_repo.resolve()))
+    assert (settings.repos_dir / "demo.git").is_dir()
+    assert store.get_project("demo").mirror_path == str(settings.repos_dir / "demo.git")
+    shown = [p for p in vh.json("project", "list") if p["name"] == "demo"]
+    assert shown == [{"id": made.id, "name": "demo", "repo_url": made.repo_url, "owner": "alice", "members": [],
+                      "execution_count": 0, "created_at": shown[0]["created_at"], "allowed_buckets": []}]
+
