@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VhOrch
+from conftest import VhOrch, make_project
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.store import Store
+from vh_orch.services.environments import (
+    EnvironmentChange,
+    add_environment,
+    env_entry,
+    update_environment,
+)
 from vh_orch.services.projects import create_project
 from vh_orch.settings import Settings
 
@@ -49,3 +55,27 @@ def test_a_project_with_a_repository_gets_its_mirror_and_the_cli_shows_what_the_
     assert shown == [{"id": made.id, "name": "demo", "repo_url": made.repo_url, "owner": "alice", "members": [],
                       "execution_count": 0, "created_at": shown[0]["created_at"], "allowed_buckets": []}]
 
+
+def test_an_environment_change_is_typed_values_merged_into_its_definition(vh: VhOrch, tmp_path: Path) -> None:
+    store, _ = store_and_settings(vh)
+    made = add_environment(store, "spare", "fake", EnvironmentChange(
+        max_scale=3, instance_type=("a1", "a2"), runtime="process", users="admins",
+        cloud_settings=(("fake", "boot_seconds", 2), ("fake", "boot_seconds", 5))))
+    entry = env_entry(made)
+    assert (entry["max_scale"], entry["instance_type"], entry["users"]) == (3, ["a1", "a2"], "admins")
+    fake = {"runtime": "process", "boot_seconds": 5, "zones": ["fake-a"]}  # in order: the last one holds
+    assert entry["fake"] == fake
+    with pytest.raises(UserInputError) as refused:
+        add_environment(store, "spare", "fake", EnvironmentChange())
+    assert refused.value.field == "name" and "already exists: use `vh-orch env update spare`" in str(refused.value)
+    vh("project", "add", "p")  # an execution keeps it in use: removing it only drains it
+    folder = make_project(tmp_path, "proj", "- step:\n    name: s\n    image: busybox\n    command: echo\n")
+    vh("exec", "run", "s", "--project", "p", "--adhoc", str(folder), "--env", "spare")
+    assert store.remove_environment("spare", True) == "draining"
+    changed = update_environment(store, "spare", EnvironmentChange(min_scale=1, instance_type=("b1",)))
+    entry = env_entry(changed)
+    assert (entry["min_scale"], entry["max_scale"], entry["instance_type"]) == (1, 3, "b1")
+    assert (entry["fake"], entry["users"]) == (fake, "admins")
+    assert changed.settings["draining"] is True  # a change does not stop a drain
+    with pytest.raises(NotFound):
+        update_environment(store, "nowhere", EnvironmentChange(min_scale=1))
