@@ -3,13 +3,15 @@ about, and what it makes is what the CLI and the API show."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from conftest import VhOrch, make_project
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.models import Execution
+from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.services.environments import (
     EnvironmentChange,
     add_environment,
@@ -18,6 +20,9 @@ from vh_orch.services.environments import (
 )
 from vh_orch.services.projects import create_project
 from vh_orch.settings import Settings
+from vh_orch.timeutil import utcnow
+
+YAML = "- step:\n    name: s\n    image: busybox\n    command: 'true'\n"
 
 
 def store_and_settings(vh: VhOrch) -> tuple[Store, Settings]:
@@ -79,3 +84,32 @@ def test_an_environment_change_is_typed_values_merged_into_its_definition(vh: Vh
     assert changed.settings["draining"] is True  # a change does not stop a drain
     with pytest.raises(NotFound):
         update_environment(store, "nowhere", EnvironmentChange(min_scale=1))
+
+
+def test_exec_list_sorts_as_the_api_does_numbers_first_ties_by_id_the_rest_last(vh: VhOrch) -> None:
+    store, _ = store_and_settings(vh)
+    project = store.create_project("sorted", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "c" * 64, YAML, ref="./f")  # type: ignore[arg-type]
+    local = store.get_environment("local")
+    ids = []
+    for value in (2, 1, 2, "high", None):
+        execution = store.create_execution(Execution(
+            project_id=project.id, commit_id=commit.id, step="s", counter=0, command="true",  # type: ignore[arg-type]
+            environment_id=local.id, parameters={}, inputs={}, environment_variables={}))
+        if value is not None:
+            point = {"m": value}
+            store.append_log(execution.id, [LogLine(utcnow(), "stdout", json.dumps(point), metadata=point)])
+        ids.append(execution.id)
+    one, two, three, text, missing = ids
+
+    def listed(*sort: str) -> list[int]:
+        return [e["id"] for e in vh.json("exec", "list", *sort)]
+
+    # Text values sort with the executions that have none; a tie goes by id in the sort's direction.
+    assert listed("--sort", "-m") == listed("--sort", "-metadata.m") == [three, one, two, missing, text]
+    assert listed("--sort", "m") == listed("--sort", "+m") == [two, one, three, text, missing]
+    assert listed("--sort", "-priority") == listed() == ids[::-1]
+    assert "┃ m " in vh("exec", "list", "--sort", "+m").stdout  # the key's values get a column
+    assert "--sort needs a key" in vh("exec", "list", "--sort", "-", check=False).stderr
+    refused = vh("exec", "list", "--sort", 'a"b', check=False)
+    assert refused.returncode == 1 and "is neither a column (id, counter" in refused.stderr

@@ -35,10 +35,10 @@ from vh_orch.api.deps import (
 from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.api.streams import HeldStream
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.metadata_limits import MAX_KEY_CHARS, valid_key
 from vh_orch.orchestrator.models import FINAL_STATUSES, Execution, ExecutionStatus, User
-from vh_orch.orchestrator.store.queries import SORT_COLUMNS, ExecutionFilter
+from vh_orch.orchestrator.store.queries import ExecutionFilter
 from vh_orch.orchestrator.submit import SubmitRequest, submit
+from vh_orch.services import executions as executions_service
 from vh_orch.timeutil import iso
 
 router = APIRouter(prefix="/api/v0")
@@ -229,20 +229,14 @@ def list_executions(
     counters = counter_filter(counter)
     task_ids = [visible_task(request, user, checked_ref("task", one, ROW_REF, "a task id or PROJECT:COUNTER")).id
                 for value in task for one in value.split(",") if one]
-    sort = ordering.strip() or "-counter"
-    descending = sort.startswith("-")
-    key = sort.lstrip("-+")
-    if key not in SORT_COLUMNS:
-        key = key.removeprefix("metadata.")
-        if not valid_key(key):
-            raise field_error("ordering", f"{ordering[:100]!r} is neither a column ({', '.join(SORT_COLUMNS)}) nor "
-                              f"a metadata key (1 to {MAX_KEY_CHARS} characters, no quote, backslash or control "
-                              "character); e.g. -counter or -metadata.accuracy")
+    try:
+        order = executions_service.ordering(ordering, default="-counter")
+    except UserInputError as exc:
+        raise field_error(exc.field or "ordering", str(exc)) from None
     limit, offset = clamp_page(limit, offset)
-    total, rows = store.query_executions(
-        ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters,
-                        task_ids=task_ids),  # type: ignore[arg-type]
-        sort=("-" if descending else "") + key, limit=limit, offset=offset)
+    total, rows = executions_service.list_executions(
+        store, ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator,
+                               counters=counters, task_ids=task_ids), order, limit, offset)  # type: ignore[arg-type]
     return page_json(request, total, limit, offset, many(request, rows))
 
 
