@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -92,9 +92,9 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
     project = visible_project(request, user, body.project)
     commit = body.commit.strip()
     adhoc = commit[1:] if commit.startswith("~") else None
-    parameters = assignments("parameters", body.parameters)
-    inputs = assignments("inputs", body.inputs)
-    env_vars = assignments("environment_variables", body.environment_variables)
+    parameters = given_values("parameters", body.parameters)
+    inputs = given_values("inputs", body.inputs)
+    env_vars = given_values("environment_variables", body.environment_variables)
     return _submit(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
         environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
@@ -116,8 +116,8 @@ def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> 
         commit=commit.identifier if commit.kind == "git" else None,
         stored_adhoc=commit.identifier if commit.kind == "adhoc" else None,
         environment=body.environment or store.get_environment_by_id(e.environment_id).name,
-        parameters=assignments("parameters", params), inputs=assignments("inputs", inputs),
-        environment_variables=[f"{k}={v}" for k, v in e.environment_variables.items()],
+        parameters=given_values("parameters", params), inputs=given_values("inputs", inputs),
+        environment_variables={name: [value] for name, value in e.environment_variables.items()},
         image=body.image or e.image, title=body.title if body.title is not None else e.title,
         priority=_again_priority(request, user, e.priority) if body.priority is None else body.priority))
 
@@ -179,26 +179,20 @@ def field_of(message: str | UserInputError) -> str:
     return "non_field_errors"
 
 
-def assignments(field: str, values: dict[str, Any]) -> list[str]:
-    """Typed JSON values as the `NAME=VALUE` pairs submit() checks: a list is a multi-value parameter
-    (or several URLs), null or [] is "not given"."""
-    pairs: list[str] = []
+def given_values(field: str, values: Mapping[str, Any]) -> dict[str, list[Value]]:
+    """A body's typed values, per name, as submit() takes them: a list is a multi-value parameter (or
+    several URLs); null or [] is "not given". Names are trimmed, as the command line's are."""
+    given: dict[str, list[Value]] = {}
     for name, value in values.items():
-        if "=" in name or not name:
+        if "=" in name or not name.strip():  # what no name on a command line can be
             raise field_error(field, f"{name!r} is not a valid name")
         for item in value if isinstance(value, list) else [value]:
             if item is None:
                 continue
-            if isinstance(item, bool):
-                text = "true" if item else "false"
-            elif isinstance(item, float):
-                if not math.isfinite(item):
-                    raise field_error(field, f"{name}: {item} is not a finite number")
-                text = repr(item)
-            else:
-                text = str(item)
-            pairs.append(f"{name}={text}")
-    return pairs
+            if isinstance(item, float) and not math.isfinite(item):
+                raise field_error(field, f"{name}: {item} is not a finite number")
+            given.setdefault(name.strip(), []).append(item)
+    return given
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from vh_orch.api.deps import (
     visible_project,
     visible_task,
 )
-from vh_orch.api.executions import Value, as_caller, assignments, field_of
+from vh_orch.api.executions import Value, as_caller, field_of, given_values
 from vh_orch.api.shapes import api_base, duration_s, site
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Task, TaskStatus
@@ -81,8 +81,8 @@ def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[s
     adhoc = commit[1:] if commit.startswith("~") else None
     run = as_caller(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
-        environment=body.environment, inputs=assignments("inputs", body.inputs),
-        environment_variables=assignments("environment_variables", body.environment_variables),
+        environment=body.environment, inputs=given_values("inputs", body.inputs),
+        environment_variables=given_values("environment_variables", body.environment_variables),
         image=body.image, title=body.title, priority=body.priority))
     definition: dict[str, Any] = {
         "type": body.type, "parameters": {name: v.model_dump() for name, v in body.parameters.items()},

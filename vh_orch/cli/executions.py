@@ -48,9 +48,10 @@ def run(
 ) -> None:
     """Submit an execution of STEP; it is queued for its environment."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.wakeup import notify_daemon
+    from vh_orch.config.steps import parse_assignments
     from vh_orch.orchestrator.models import ExecutionStatus
     from vh_orch.orchestrator.submit import SubmitRequest, submit
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     s = settings()
     store = open_store(s)
@@ -63,9 +64,9 @@ def run(
             commit=commit,
             adhoc=Path(adhoc) if adhoc is not None else None,
             environment=env,
-            parameters=param or [],
-            inputs=input_ or [],
-            environment_variables=env_var or [],
+            parameters=parse_assignments(param or [], "parameter"),
+            inputs=parse_assignments(input_ or [], "input"),
+            environment_variables=parse_assignments(env_var or [], "environment variable"),
             image=image,
             pull_policy=pull,
             title=title,

@@ -31,6 +31,7 @@ import datetime as dt
 import math
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -552,11 +553,25 @@ def get_step(config: Config, name: str) -> Step:
     return step
 
 
-# --- Values from the command line ----------------------------------------------------------------
+# --- Values given for a run: text from the command line, typed values from the API -----------------
+
+# Per name, the values given in order (several: a `multiple` parameter, an input's URLs).
+Given = Mapping[str, Sequence[Any]]
+
+
+def given_text(value: Any) -> str:
+    """A given value as the text a command line gives: valohai-yaml checks text, so a value typed in
+    JSON and the same value typed on a command line get the same answer (true/false for booleans,
+    every digit of a float)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def parse_assignments(pairs: list[str], what: str) -> dict[str, list[str]]:
-    """`NAME=VALUE` strings (repeatable) into {name: [values]}, in order."""
+    """The command line's `NAME=VALUE` strings (repeatable) into {name: [values]}, in order."""
     out: dict[str, list[str]] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -573,7 +588,7 @@ def _cast_flag(param: Parameter, raw: str) -> bool:
     raise UserInputError(f"parameter {param.name!r}: {raw!r} is not a flag value (true or false)")
 
 
-def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any]:
+def resolve_parameters(step: Step, given: Given) -> dict[str, Any]:
     """Validated, typed values for every parameter that has one (given or default)."""
     unknown = sorted(set(given) - set(step.parameters))
     if unknown:
@@ -582,7 +597,7 @@ def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any
     values: dict[str, Any] = {}
     for name, param in step.parameters.items():
         if name in given:
-            raw_values = given[name]
+            raw_values = [given_text(v) for v in given[name]]
             if not param.multiple and len(raw_values) > 1:
                 raise UserInputError(f"parameter {name!r} takes one value, got {len(raw_values)}")
             if param.type == "flag":
@@ -617,7 +632,7 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, list[str]]:
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """The URLs for every input: those given on the command line, else the defaults."""
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
@@ -627,7 +642,7 @@ def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, lis
     for name, inp in step.inputs.items():
         if "/" in name or name in (".", "..") or "\0" in name:
             raise UserInputError(f"input name {name!r} in valohai.yaml would leave the inputs folder")
-        chosen = given.get(name)
+        chosen = None if name not in given else list(given[name])
         if chosen is None and inp.default:
             chosen = [inp.default] if isinstance(inp.default, str) else [str(d) for d in inp.default]
         chosen = [u for u in (chosen or []) if u.strip()]
@@ -639,7 +654,7 @@ def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, lis
     return urls
 
 
-def resolve_environment_variables(step: Step, given: dict[str, list[str]]) -> dict[str, str]:
+def resolve_environment_variables(step: Step, given: Given) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, ev in step.environment_variables.items():
         if not name or "=" in name or "\0" in name:
@@ -649,7 +664,7 @@ def resolve_environment_variables(step: Step, given: dict[str, list[str]]) -> di
     for name, vals in given.items():
         if not ENV_NAME_RE.match(name):
             raise UserInputError(f"environment variable name {name!r} is not valid (letters, digits, _)")
-        values[name] = vals[-1]
+        values[name] = given_text(vals[-1])
     for name, ev in step.environment_variables.items():
         if not ev.optional and name not in values:
             raise UserInputError(
@@ -706,30 +721,29 @@ class ResolvedStep:
 def resolve_step(
     config_text: str,
     step_name: str,
-    parameters: list[str],
-    inputs: list[str],
-    environment_variables: list[str],
+    parameters: Given,
+    inputs: Mapping[str, Sequence[str]],
+    environment_variables: Given,
     vary: frozenset[str] = frozenset(),
 ) -> ResolvedStep:
-    """vary: parameters a task sets per child; left out here, and so is the command (built per child)."""
+    """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
+    and its command. vary: parameters a task sets per child; left out here, and so is the command (built
+    per child)."""
     loaded = load_config(config_text)
     step = get_step(loaded.config, step_name)
     if loaded.problems.get(step.name):
         raise UserInputError("; ".join(loaded.problems[step.name]))
-    given = parse_assignments(parameters, "parameter")
     if vary:
         from vh_orch.config.tasks import StepWithout
 
-        params = resolve_parameters(StepWithout(step, set(vary)), given)  # type: ignore[arg-type]
+        params = resolve_parameters(StepWithout(step, set(vary)), parameters)  # type: ignore[arg-type]
     else:
-        params = resolve_parameters(step, given)
+        params = resolve_parameters(step, parameters)
     return ResolvedStep(
         step=step,
         parameters=params,
-        inputs=resolve_input_urls(step, parse_assignments(inputs, "input")),
-        environment_variables=resolve_environment_variables(
-            step, parse_assignments(environment_variables, "environment variable")
-        ),
+        inputs=resolve_input_urls(step, inputs),
+        environment_variables=resolve_environment_variables(step, environment_variables),
         command="" if vary else build_command(step, params),
         time_limit_s=step.time_limit.total_seconds() if step.time_limit else None,
         image=step.image or None,

@@ -6,13 +6,13 @@ import getpass
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
-from vh_orch.config.steps import ResolvedStep, resolve_step
+from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
@@ -31,9 +31,10 @@ class SubmitRequest:
     commit: str | None = None
     adhoc: Path | None = None
     environment: str | None = None
-    parameters: list[str] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    environment_variables: list[str] = field(default_factory=list)
+    # Per name, its values in order: text from the command line, typed values from the API.
+    parameters: Given = field(default_factory=dict)
+    inputs: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    environment_variables: Given = field(default_factory=dict)
     image: str | None = None
     pull_policy: str | None = None
     title: str | None = None

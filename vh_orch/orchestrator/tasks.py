@@ -90,9 +90,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
     step = get_step(parse_config(snapshot.config_yaml), run.step)
     variants = dict(body.get("parameters") or {})
     if run.parameters:  # -p NAME=VALUE: the same value in every child
-        from vh_orch.config.steps import parse_assignments
-
-        given = parse_assignments(run.parameters, "parameter")
+        given = run.parameters
         unknown = sorted(set(given) - set(step.parameters))
         if unknown:
             raise UserInputError(f"unknown parameter {unknown[0]!r} for step {step.name!r}; "
@@ -100,7 +98,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
         typed = resolve_parameters(StepWithout(step, set(step.parameters) - set(given)), given)  # type: ignore[arg-type]
         for name, value in typed.items():
             variants[name] = {"style": "single", "rules": {"value": value}}
-        run = replace(run, parameters=[])
+        run = replace(run, parameters={})
     body["parameters"] = variants
     spec = parse_spec(body, step, seed=req.seed)
     prepared = prepare(store, settings, run, vary=frozenset(v.name for v in spec.variants),
