@@ -4,7 +4,9 @@ about, and what it makes is what the CLI and the API show."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,7 @@ from conftest import VhOrch, make_project
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Execution
 from vh_orch.orchestrator.store import LogLine, Store
+from vh_orch.orchestrator.submit import SubmitRequest, submit
 from vh_orch.services.environments import (
     EnvironmentChange,
     add_environment,
@@ -113,3 +116,61 @@ def test_exec_list_sorts_as_the_api_does_numbers_first_ties_by_id_the_rest_last(
     assert "--sort needs a key" in vh("exec", "list", "--sort", "-", check=False).stderr
     refused = vh("exec", "list", "--sort", 'a"b', check=False)
     assert refused.returncode == 1 and "is neither a column (id, counter" in refused.stderr
+
+
+SUBMITTED = """
+- step:
+    name: train
+    image: busybox
+    command: echo {parameters}
+    parameters:
+      - {name: epochs, type: integer, min: 1, max: 10}
+      - {name: f, type: flag}
+      - {name: o, type: string, pass-as: "--o={vlue}", optional: true}
+    inputs:
+      - {name: data, optional: true}
+- step: {name: slow, image: x, command: echo, time-limit: nonsense}
+- step:
+    name: badres
+    image: x
+    command: echo
+    resources: {cpu: {max: -3}}
+"""
+
+# What a submission may get wrong, the request field the refusal names (the API answers {field: [...]}),
+# and words of its message.
+REFUSALS: list[tuple[dict[str, Any], str, str]] = [
+    ({"parameters": {"epochs": ["x"]}}, "parameters", "'epochs': x is not an integer"),
+    ({"parameters": {}}, "parameters", "'epochs' is required"),
+    ({"parameters": {"epochs": [2], "nope": [1]}}, "parameters", "unknown parameter 'nope'"),
+    ({"parameters": {"epochs": [2], "f": ["maybe"]}}, "parameters", "not a flag value"),
+    ({"parameters": {"epochs": [2], "o": ["x"]}}, "parameters", "pass-as '--o={vlue}' cannot be filled in"),
+    ({"inputs": {"nope": ["http://x"]}}, "inputs", "unknown input 'nope'"),
+    ({"inputs": {"data": ["/etc/passwd"]}}, "inputs", "a file on the server"),
+    ({"environment_variables": {"BAD-NAME": ["1"]}}, "environment_variables", "'BAD-NAME' is not valid"),
+    ({"environment_variables": {"A": ["\udcff"]}}, "environment_variables", "not valid UTF-8"),
+    ({"environment": "nowhere"}, "environment", "no environment named 'nowhere'"),
+    ({"pull_policy": "sometimes"}, "environment", "pull policy 'sometimes'"),
+    ({"priority": 99, "restricted": True}, "priority", "priority 99 is above"),
+    ({"image": "bad image"}, "image", "not a valid image reference"),
+    ({"title": "\udcff"}, "title", "title: the text is not valid UTF-8"),
+    ({"step": "nostep"}, "step", "unknown step 'nostep'"),
+    ({"step": "badres", "parameters": {}}, "step", "resources.cpu.max"),
+    ({"adhoc": None}, "commit", "has no repository"),
+    ({"adhoc": None, "stored_adhoc": "0" * 64}, "commit", "is not an ad-hoc package of this project"),
+    # Refusals about nothing the request names: the valohai.yaml's time-limit, an unknown project.
+    ({"step": "slow", "parameters": {}}, "", "time-limit 'nonsense' is not a duration"),
+    ({"project": "nope"}, "", "no project named 'nope'"),
+]
+
+
+def test_every_refusal_of_a_submission_names_the_field_it_is_about(vh: VhOrch, tmp_path: Path) -> None:
+    store, settings = store_and_settings(vh)
+    vh("project", "add", "p")
+    base = SubmitRequest(project="p", step="train", adhoc=make_project(tmp_path, "proj", SUBMITTED),
+                         parameters={"epochs": [2]}, remote=True, user="bob")
+    for change, field, words in REFUSALS:
+        with pytest.raises(UserInputError) as refused:
+            submit(store, settings, replace(base, **change))
+        assert (refused.value.field or "", words in str(refused.value)) == (field, True), (change, refused.value)
+    assert store.list_executions() == []

@@ -9,7 +9,7 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -152,31 +152,16 @@ def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
     req = as_caller(request, user, req)
     try:
         execution = submit(store, settings, req)
-    except NotFound as exc:
-        field = "environment" if "environment" in str(exc) else field_of(str(exc))
-        raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(field_of(exc), str(exc)) from None
+        raise refusal(exc) from None
     notify_daemon(settings)
     return _one(request, execution)
 
 
-# Which request field a refusal from submit() is about, by how its message starts.
-_FIELDS = (("unknown parameter", "parameters"), ("parameter", "parameters"), ("unknown input", "inputs"),
-           ("input", "inputs"), ("environment variable", "environment_variables"), ("image", "image"),
-           ("pull policy", "environment"), ("unknown step", "step"), ("commit", "commit"),
-           ("project", "commit"), ("valohai.yaml", "commit"), ("title", "title"), ("step", "step"))
-
-
-def field_of(message: str | UserInputError) -> str:
-    if isinstance(message, UserInputError):
-        if message.field:
-            return message.field
-        message = str(message)
-    for prefix, field in _FIELDS:
-        if message.startswith(prefix):
-            return field
-    return "non_field_errors"
+def refusal(exc: UserInputError) -> HTTPException:
+    """A refused submission as a 400 naming the field the refusal is about (submit() names it)."""
+    code = "does_not_exist" if isinstance(exc, NotFound) else "invalid"
+    return field_error(exc.field or "non_field_errors", str(exc), code=code)
 
 
 def given_values(field: str, values: Mapping[str, Any]) -> dict[str, list[Value]]:

@@ -46,7 +46,7 @@ from valohai_yaml.utils.duration import parse_duration_string
 from vh_orch.bootstrap.isolation import Limits
 from vh_orch.config.resources import step_limits
 from vh_orch.config.yaml_limits import check_expanded_size, check_length
-from vh_orch.errors import UserInputError
+from vh_orch.errors import UserInputError, about
 
 # Valohai runs a step's commands one after another and stops at the first failure.
 COMMAND_JOINER = " && "
@@ -352,7 +352,7 @@ class LoadedConfig:
     """A parsed valohai.yaml, and per step the problems that refuse running it (but not the others)."""
 
     config: Config
-    problems: dict[str, list[str]] = field(default_factory=dict)
+    problems: dict[str, list[UserInputError]] = field(default_factory=dict)
 
 
 def _is_multiple(parameter: dict[str, Any]) -> bool:
@@ -367,9 +367,9 @@ def _pairs(wrapped: Any, prepared: Any) -> list[tuple[dict[Any, Any], dict[Any, 
     return [(w, p) for w, p in zip(wrapped, prepared) if isinstance(w, dict) and isinstance(p, dict)]
 
 
-def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
+def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[UserInputError]:
     """Coerce one step's values in `step` (a plain copy of `raw`); return what refuses running it."""
-    problems: list[str] = []
+    problems: list[UserInputError] = []
     for raw_var, var in _pairs(raw.get("environment-variables"), step.get("environment-variables")):
         if isinstance(raw_var.get("default"), YamlScalar):
             default = coerce_environment_default(raw_var["default"])
@@ -386,7 +386,7 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
             try:
                 duration = coerce_duration(key, raw[key])
             except UserInputError as exc:
-                problems.append(str(exc))
+                problems.append(exc)
                 step.pop(key, None)
                 continue
             if duration is None:
@@ -398,7 +398,8 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
         if not isinstance(name, str) or type_ not in PARAMETER_TYPES:
             continue  # the schema says what is wrong
         if type_ == "flag" and _is_multiple(param):
-            problems.append(f"parameter {name!r}: a flag cannot be `multiple`: remove `multiple: {param['multiple']}`")
+            problems.append(UserInputError(f"parameter {name!r}: a flag cannot be `multiple`: remove "
+                                           f"`multiple: {param['multiple']}`", field="parameters"))
             param.pop("multiple", None)  # valohai-yaml would refuse the whole file without naming it
         try:
             if "default" in raw_param:
@@ -411,7 +412,8 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
             if choices is not None:
                 param["choices"] = choices
         except UserInputError as exc:
-            problems.append(str(exc))
+            exc.field = exc.field or "parameters"
+            problems.append(exc)
             param.pop("default", None)
     return problems
 
@@ -419,7 +421,7 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
 def _prepare(document: Any) -> tuple[Any, dict[int, list[str]]]:
     """The plain document with the steps' values coerced, and problems keyed by id() of each step mapping."""
     prepared = plain(document)
-    problems: dict[int, list[str]] = {}
+    problems: dict[int, list[UserInputError]] = {}
     for raw_item, item in _pairs(document, prepared):
         raw_step, step = raw_item.get("step"), item.get("step")
         if isinstance(raw_step, dict) and isinstance(step, dict) and id(step) not in problems:
@@ -692,16 +694,17 @@ def build_command(step: Step, parameters: dict[str, Any]) -> str:
             template = _pass_as_template(param, value)
             raise UserInputError(
                 f"parameter {name!r}: pass-as {template!r} cannot be filled in ({type(exc).__name__}: "
-                f"{_one_line(str(exc))}): use {{name}}, {{value}} or {{v}}, and double a brace meant literally"
-            ) from None
+                f"{_one_line(str(exc))}): use {{name}}, {{value}} or {{v}}, and double a brace meant literally",
+                field="parameters") from None
     with warnings.catch_warnings():
         warnings.simplefilter("error", CommandInterpolationWarning)
         try:
             command = join_command(step.build_command(parameters), COMMAND_JOINER)
         except Exception as exc:
-            raise UserInputError(f"step {step.name!r}: the command cannot be built: {_one_line(str(exc))}") from None
+            raise UserInputError(f"step {step.name!r}: the command cannot be built: {_one_line(str(exc))}",
+                                 field="step") from None
     if "\0" in command:
-        raise UserInputError(f"step {step.name!r}: the command contains a NUL character")
+        raise UserInputError(f"step {step.name!r}: the command contains a NUL character", field="step")
     return command
 
 
@@ -729,24 +732,35 @@ def resolve_step(
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
     and its command. vary: parameters a task sets per child; left out here, and so is the command (built
     per child)."""
-    loaded = load_config(config_text)
-    step = get_step(loaded.config, step_name)
-    if loaded.problems.get(step.name):
-        raise UserInputError("; ".join(loaded.problems[step.name]))
-    if vary:
-        from vh_orch.config.tasks import StepWithout
+    with about("commit"):  # the commit's valohai.yaml
+        loaded = load_config(config_text)
+    with about("step"):
+        step = get_step(loaded.config, step_name)
+    problems = loaded.problems.get(step.name)
+    if problems:
+        raise UserInputError("; ".join(map(str, problems)), field=problems[0].field)
+    with about("parameters"):
+        if vary:
+            from vh_orch.config.tasks import StepWithout
 
-        params = resolve_parameters(StepWithout(step, set(vary)), parameters)  # type: ignore[arg-type]
-    else:
-        params = resolve_parameters(step, parameters)
+            params = resolve_parameters(StepWithout(step, set(vary)), parameters)  # type: ignore[arg-type]
+        else:
+            params = resolve_parameters(step, parameters)
+    with about("inputs"):
+        urls = resolve_input_urls(step, inputs)
+    with about("environment_variables"):
+        variables = resolve_environment_variables(step, environment_variables)
+    command = "" if vary else build_command(step, params)
+    with about("step"):
+        limits = step_limits(step)
     return ResolvedStep(
         step=step,
         parameters=params,
-        inputs=resolve_input_urls(step, inputs),
-        environment_variables=resolve_environment_variables(step, environment_variables),
-        command="" if vary else build_command(step, params),
+        inputs=urls,
+        environment_variables=variables,
+        command=command,
         time_limit_s=step.time_limit.total_seconds() if step.time_limit else None,
         image=step.image or None,
         environment=step.environment,
-        limits=step_limits(step),
+        limits=limits,
     )

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from vh_orch.errors import NotFound, UserInputError
+from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.users import check_project_name
-from vh_orch.services.fields import about
 
 if TYPE_CHECKING:
     from vh_orch.orchestrator.models import Project
