@@ -1,6 +1,6 @@
 """The layers stay layers: the database's shape stays inside vh_orch.orchestrator (the layers below it
-take plain values), and the API, the pages and the orchestrator never lean on the CLI (both faces call
-vh_orch.services)."""
+take plain values), and the API, the pages, the services and the orchestrator never lean on the CLI (both
+faces call vh_orch.services)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import vh_orch
 PACKAGE = Path(vh_orch.__file__).parent
 LOWER_LAYERS = ("cloud_drivers", "bootstrap", "storage")
 MODELS = "vh_orch.orchestrator.models"
-BESIDE_THE_CLI = ("api", "web", "orchestrator")
+BESIDE_THE_CLI = ("api", "web", "services", "orchestrator")
 CLI = "vh_orch.cli"
 
 
@@ -42,7 +42,7 @@ def test_no_driver_bootstrap_or_storage_module_imports_the_database_models() -> 
         assert _importers(PACKAGE / layer, MODELS) == [], f"vh_orch/{layer} imports {MODELS}"
 
 
-def test_no_api_web_or_orchestrator_module_imports_the_cli() -> None:
+def test_no_api_web_services_or_orchestrator_module_imports_the_cli() -> None:
     for layer in BESIDE_THE_CLI:
         assert (PACKAGE / layer).is_dir(), layer
         assert _importers(PACKAGE / layer, CLI) == [], f"vh_orch/{layer} imports {CLI}"
