@@ -102,6 +102,25 @@ def test_users_see_only_their_own_and_shared_projects(vh: VhOrch, api: str) -> N
     assert bad.status_code == 400 and bad.json()["limit"][0]["code"]
 
 
+def test_a_user_makes_an_ad_hoc_project_of_their_own_and_a_refusal_names_the_field(vh: VhOrch, api: str) -> None:
+    alice = {"Authorization": f"Token {vh.json('user', 'token', 'alice')['token']}"}
+
+    def create(name: str) -> requests.Response:
+        return requests.post(f"{api}/api/v0/projects/", data={"name": name}, headers=alice, timeout=30)
+
+    made = create("scratch")
+    assert made.status_code == 201
+    assert (made.json()["name"], made.json()["owner"], made.json()["repository"]) == \
+        ("scratch", {"username": "alice"}, None)
+    listed = {p["name"]: p for p in vh.json("project", "list")}
+    assert (listed["scratch"]["owner"], listed["scratch"]["repo_url"]) == ("alice", None)
+    for name, message in (("scratch", "a project named 'scratch' already exists"),
+                          ("theirs", "a project named 'theirs' already exists"),
+                          ("../x", "project name '../x' is not valid: use letters, digits, '.', '_' and '-'")):
+        refused = create(name)
+        assert (refused.status_code, refused.json()) == (400, {"name": [{"message": message, "code": "invalid"}]})
+
+
 def test_serve_refuses_a_busy_port_and_a_malformed_address(vh: VhOrch) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

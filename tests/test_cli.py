@@ -17,13 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import VhOrch
-from vh_orch.cli import quick, views
+from vh_orch.cli import quick
 from vh_orch.cli.commands import app
 from vh_orch.config.environments import parse_entry
 from vh_orch.orchestrator.models import Execution, Machine, Output
 from vh_orch.orchestrator.store import LogLine, Store
 from vh_orch.orchestrator.store import quick as quick_store
 from vh_orch.orchestrator.store.fleet import LIVE_MACHINE
+from vh_orch.services import views
 from vh_orch.timeutil import utcnow
 from vh_orch.values import ExecutionStatus, MachineState
 

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from vh_orch.config.steps import resolve_step
+from vh_orch.config.steps import parse_assignments, resolve_step
 from vh_orch.errors import UserInputError
 
 YAML = """
@@ -69,7 +69,8 @@ YAML = """
 
 
 def run(params=(), inputs=(), env=(), step="train"):  # type: ignore[no-untyped-def]
-    return resolve_step(YAML, step, list(params), list(inputs), list(env))
+    return resolve_step(YAML, step, parse_assignments(list(params), "parameter"),
+                        parse_assignments(list(inputs), "input"), parse_assignments(list(env), "environment variable"))
 
 
 def test_defaults_build_the_command_valohai_yaml_builds() -> None:
@@ -86,6 +87,21 @@ def test_values_are_typed_and_flags_multiples_and_pass_as_apply() -> None:
     assert r.parameters["epochs"] == 7 and r.parameters["lr"] == 0.5 and r.parameters["verbose"] is True
     assert r.command.endswith("--epochs=7 --lr=0.5 --optimizer=adam -v --tags=a,b --layer 1 --layer 2")
     assert "-v" not in run(["verbose=false"]).command.split()
+
+
+def test_typed_values_get_the_answers_their_text_gets() -> None:
+    typed = resolve_step(YAML, "train", {"epochs": [7], "lr": [0.5], "verbose": [True], "layer": [1, 2]}, {},
+                         {"MODE": [3.0]})
+    text = run(["epochs=7", "lr=0.5", "verbose=true", "layer=1", "layer=2"], env=["MODE=3.0"])
+    assert (typed.parameters, typed.command, typed.environment_variables) == \
+        (text.parameters, text.command, {"MODE": "3.0"})
+    for value, words in ((2.5, "'epochs': 2.5 is not an integer"), (False, "'epochs': false is not an integer"),
+                         (1000, "'epochs': 1000 is greater than the maximum")):
+        with pytest.raises(UserInputError) as typed_refusal:
+            resolve_step(YAML, "train", {"epochs": [value]}, {}, {})
+        with pytest.raises(UserInputError) as text_refusal:
+            run([f"epochs={'false' if value is False else value}"])
+        assert words in str(typed_refusal.value) and str(typed_refusal.value) == str(text_refusal.value)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +168,7 @@ def test_environment_variables_override_and_names_are_checked() -> None:
 )
 def test_invalid_yaml_is_reported(text: str, fragment: str) -> None:
     with pytest.raises(UserInputError) as err:
-        resolve_step(text, "x", [], [], [])
+        resolve_step(text, "x", {}, {}, {})
     assert fragment in str(err.value)
 
 
@@ -337,7 +353,7 @@ def param_yaml(*lines: str) -> str:
 
 def test_the_timestamp_default_of_a_string_parameter_is_stored_as_written() -> None:
     r = resolve_step(step_yaml(param_yaml("{name: start_date, type: string, default: 2020-09-02T00:00:00.000000Z}")),
-                     "s", [], [], [])
+                     "s", {}, {}, {})
     assert r.parameters == {"start_date": "2020-09-02T00:00:00.000000Z"}
     assert r.command == "echo --start_date=2020-09-02T00:00:00.000000Z"
 
@@ -348,28 +364,28 @@ def test_choices_and_multiple_defaults_of_string_parameters_are_texts() -> None:
         "{name: answer, type: string, choices: [yes, no], default: no}",
         "{name: tags, type: string, multiple: separate, default: [2020-01-01, on, 3, 1.10]}",
     ))
-    r = resolve_step(text, "s", [], [], [])
+    r = resolve_step(text, "s", {}, {}, {})
     assert r.parameters == {"day": "2020-01-02", "answer": "no", "tags": ["2020-01-01", "on", "3", "1.10"]}
     assert r.command == "echo --day=2020-01-02 --answer=no --tags=2020-01-01,on,3,1.10"
     # What a user types for such a choice on the command line matches it.
-    assert resolve_step(text, "s", ["answer=yes", "day=2020-01-01"], [], []).parameters["answer"] == "yes"
+    assert resolve_step(text, "s", {"answer": ["yes"], "day": ["2020-01-01"]}, {}, {}).parameters["answer"] == "yes"
 
 
 def test_a_flag_default_written_as_text_is_a_boolean() -> None:
     text = step_yaml(param_yaml("{name: a, type: flag, default: 'false'}", "{name: b, type: flag, default: on}",
                                 "{name: c, type: flag, default: 0}"))
-    r = resolve_step(text, "s", [], [], [])
+    r = resolve_step(text, "s", {}, {}, {})
     assert r.parameters == {"a": False, "b": True, "c": False} and r.command == "echo --b"
 
 
 def test_problems_refuse_only_their_own_step() -> None:
     text = step_yaml(param_yaml("{name: n, type: integer, default: 2020-01-01}")) + step_yaml(
         "    time-limit: 1.5\n", name="t") + step_yaml("", name="fine")
-    assert resolve_step(text, "fine", [], [], []).command == "echo"
+    assert resolve_step(text, "fine", {}, {}, {}).command == "echo"
     with pytest.raises(UserInputError, match="parameter 'n': default 2020-01-01 is a YAML date"):
-        resolve_step(text, "s", [], [], [])
+        resolve_step(text, "s", {}, {}, {})
     with pytest.raises(UserInputError, match="time-limit 1.5 is not a whole number of seconds"):
-        resolve_step(text, "t", [], [], [])
+        resolve_step(text, "t", {}, {}, {})
     loaded = load_config(text)
     assert sorted(loaded.problems) == ["s", "t"] and "fine" in loaded.config.steps
 
@@ -386,15 +402,16 @@ def test_problems_refuse_only_their_own_step() -> None:
     ],
 )
 def test_environment_variable_defaults_are_text(body: str, env: list[str], expected: dict[str, str]) -> None:
-    r = resolve_step(step_yaml("    environment-variables:\n" + body), "s", [], [], env)
+    given = parse_assignments(env, "environment variable")
+    r = resolve_step(step_yaml("    environment-variables:\n" + body), "s", {}, {}, given)
     assert r.environment_variables == expected
 
 
 def test_a_required_environment_variable_must_be_given() -> None:
     with pytest.raises(UserInputError, match="environment variable 'TOKEN' is required by step 's': pass -e TOKEN=VALUE"):
-        resolve_step(step_yaml("    environment-variables:\n      - {name: TOKEN, optional: false}\n"), "s", [], [], [])
+        resolve_step(step_yaml("    environment-variables:\n      - {name: TOKEN, optional: false}\n"), "s", {}, {}, {})
     with pytest.raises(UserInputError, match="environment variable name 'A=B' in valohai.yaml is not valid"):
-        resolve_step(step_yaml("    environment-variables:\n      - {name: A=B, default: x}\n"), "s", [], [], [])
+        resolve_step(step_yaml("    environment-variables:\n      - {name: A=B, default: x}\n"), "s", {}, {}, {})
 
 
 @pytest.mark.parametrize(
@@ -403,7 +420,7 @@ def test_a_required_environment_variable_must_be_given() -> None:
      ("    time-limit:\n", None), ("    time-limit: 1h 30m\n    no-output-timeout: '600'\n", 5400)],
 )
 def test_time_limits(body: str, seconds: float | None) -> None:
-    assert resolve_step(step_yaml(body), "s", [], [], []).time_limit_s == seconds
+    assert resolve_step(step_yaml(body), "s", {}, {}, {}).time_limit_s == seconds
 
 
 @pytest.mark.parametrize(
@@ -431,16 +448,16 @@ def test_time_limits(body: str, seconds: float | None) -> None:
 )
 def test_values_the_schema_refuses_say_what_yaml_read_and_what_to_write(text: str, fragment: str | None) -> None:
     if fragment is None:
-        assert resolve_step(text, "s", [], [], []).image is None
+        assert resolve_step(text, "s", {}, {}, {}).image is None
         return
     with pytest.raises(UserInputError) as err:
-        resolve_step(text, "s", [], [], [])
+        resolve_step(text, "s", {}, {}, {})
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
 def test_yaml_syntax_errors_are_one_line_with_the_position() -> None:
     with pytest.raises(UserInputError) as err:
-        resolve_step("- step:\n    name: x\n   image: y\n", "x", [], [], [])
+        resolve_step("- step:\n    name: x\n   image: y\n", "x", {}, {}, {})
     assert "\n" not in str(err.value) and "(line 3, column 4)" in str(err.value)
 
 
@@ -454,14 +471,14 @@ def test_yaml_syntax_errors_are_one_line_with_the_position() -> None:
 )
 def test_a_broken_pass_as_is_refused_by_name(pass_as: str, fragment: str) -> None:
     with pytest.raises(UserInputError) as err:
-        resolve_step(step_yaml(param_yaml(f"{{name: p, default: x, pass-as: {pass_as}}}")), "s", [], [], [])
+        resolve_step(step_yaml(param_yaml(f"{{name: p, default: x, pass-as: {pass_as}}}")), "s", {}, {}, {})
     assert fragment in str(err.value)
 
 
 def test_a_flag_cannot_be_multiple_and_non_finite_floats_are_refused() -> None:
     with pytest.raises(UserInputError, match="parameter 'f': a flag cannot be `multiple`"):
-        resolve_step(step_yaml(param_yaml("{name: f, type: flag, multiple: repeat}")), "s", [], [], [])
+        resolve_step(step_yaml(param_yaml("{name: f, type: flag, multiple: repeat}")), "s", {}, {}, {})
     text = step_yaml(param_yaml("{name: lr, type: float, default: 0.1}"))
     for value in ("nan", "inf", "-Infinity"):
         with pytest.raises(UserInputError, match="is not a finite number"):
-            resolve_step(text, "s", [f"lr={value}"], [], [])
+            resolve_step(text, "s", {"lr": [value]}, {}, {})

@@ -4,6 +4,9 @@ Every message says what happened and, where it can, what to do next: the CLI pri
 it as it is.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class VhOrchError(Exception):
     """Base of every error vh-orch raises on purpose."""
@@ -17,6 +20,18 @@ class UserInputError(VhOrchError):
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+@contextmanager
+def about(field: str) -> Iterator[None]:
+    """A UserInputError raised inside that names no field yet is about `field` (its type and message
+    stay: a NotFound is still a NotFound), so that the API can name the field without reading the message."""
+    try:
+        yield
+    except UserInputError as exc:
+        if exc.field is None:
+            exc.field = field
+        raise
 
 
 class ConfigError(VhOrchError):

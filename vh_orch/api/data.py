@@ -22,9 +22,9 @@ from vh_orch.api.deps import (
     visible_execution,
 )
 from vh_orch.api.shapes import output_json
-from vh_orch.cli.views import status_rows
 from vh_orch.errors import NotFound, VhOrchError
 from vh_orch.orchestrator.models import Output, User
+from vh_orch.services.views import status_rows
 from vh_orch.storage.datastore import file_uri_path
 from vh_orch.storage.datastores import bucket_datastore
 

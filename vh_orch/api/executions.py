@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,10 +35,10 @@ from vh_orch.api.deps import (
 from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.api.streams import HeldStream
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.metadata_limits import MAX_KEY_CHARS, valid_key
 from vh_orch.orchestrator.models import Execution, User
-from vh_orch.orchestrator.store.queries import SORT_COLUMNS, ExecutionFilter
+from vh_orch.orchestrator.store.queries import ExecutionFilter
 from vh_orch.orchestrator.submit import SubmitRequest, submit
+from vh_orch.services import executions as executions_service
 from vh_orch.timeutil import iso
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
@@ -93,9 +93,9 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
     project = visible_project(request, user, body.project)
     commit = body.commit.strip()
     adhoc = commit[1:] if commit.startswith("~") else None
-    parameters = assignments("parameters", body.parameters)
-    inputs = assignments("inputs", body.inputs)
-    env_vars = assignments("environment_variables", body.environment_variables)
+    parameters = given_values("parameters", body.parameters)
+    inputs = given_values("inputs", body.inputs)
+    env_vars = given_values("environment_variables", body.environment_variables)
     return _submit(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
         environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
@@ -117,8 +117,8 @@ def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> 
         commit=commit.identifier if commit.kind == "git" else None,
         stored_adhoc=commit.identifier if commit.kind == "adhoc" else None,
         environment=body.environment or store.get_environment_by_id(e.environment_id).name,
-        parameters=assignments("parameters", params), inputs=assignments("inputs", inputs),
-        environment_variables=[f"{k}={v}" for k, v in e.environment_variables.items()],
+        parameters=given_values("parameters", params), inputs=given_values("inputs", inputs),
+        environment_variables={name: [value] for name, value in e.environment_variables.items()},
         image=body.image or e.image, title=body.title if body.title is not None else e.title,
         priority=_again_priority(request, user, e.priority) if body.priority is None else body.priority))
 
@@ -153,53 +153,32 @@ def _submit(request: Request, user: User, req: SubmitRequest) -> dict[str, Any]:
     req = as_caller(request, user, req)
     try:
         execution = submit(store, settings, req)
-    except NotFound as exc:
-        field = "environment" if "environment" in str(exc) else field_of(str(exc))
-        raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(field_of(exc), str(exc)) from None
+        raise refusal(exc) from None
     notify_daemon(settings)
     return _one(request, execution)
 
 
-# Which request field a refusal from submit() is about, by how its message starts.
-_FIELDS = (("unknown parameter", "parameters"), ("parameter", "parameters"), ("unknown input", "inputs"),
-           ("input", "inputs"), ("environment variable", "environment_variables"), ("image", "image"),
-           ("pull policy", "environment"), ("unknown step", "step"), ("commit", "commit"),
-           ("project", "commit"), ("valohai.yaml", "commit"), ("title", "title"), ("step", "step"))
+def refusal(exc: UserInputError) -> HTTPException:
+    """A refused submission as a 400 naming the field the refusal is about (submit() names it)."""
+    code = "does_not_exist" if isinstance(exc, NotFound) else "invalid"
+    return field_error(exc.field or "non_field_errors", str(exc), code=code)
 
 
-def field_of(message: str | UserInputError) -> str:
-    if isinstance(message, UserInputError):
-        if message.field:
-            return message.field
-        message = str(message)
-    for prefix, field in _FIELDS:
-        if message.startswith(prefix):
-            return field
-    return "non_field_errors"
-
-
-def assignments(field: str, values: dict[str, Any]) -> list[str]:
-    """Typed JSON values as the `NAME=VALUE` pairs submit() checks: a list is a multi-value parameter
-    (or several URLs), null or [] is "not given"."""
-    pairs: list[str] = []
+def given_values(field: str, values: Mapping[str, Any]) -> dict[str, list[Value]]:
+    """A body's typed values, per name, as submit() takes them: a list is a multi-value parameter (or
+    several URLs); null or [] is "not given". Names are trimmed, as the command line's are."""
+    given: dict[str, list[Value]] = {}
     for name, value in values.items():
-        if "=" in name or not name:
+        if "=" in name or not name.strip():  # what no name on a command line can be
             raise field_error(field, f"{name!r} is not a valid name")
         for item in value if isinstance(value, list) else [value]:
             if item is None:
                 continue
-            if isinstance(item, bool):
-                text = "true" if item else "false"
-            elif isinstance(item, float):
-                if not math.isfinite(item):
-                    raise field_error(field, f"{name}: {item} is not a finite number")
-                text = repr(item)
-            else:
-                text = str(item)
-            pairs.append(f"{name}={text}")
-    return pairs
+            if isinstance(item, float) and not math.isfinite(item):
+                raise field_error(field, f"{name}: {item} is not a finite number")
+            given.setdefault(name.strip(), []).append(item)
+    return given
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -230,20 +209,14 @@ def list_executions(
     counters = counter_filter(counter)
     task_ids = [visible_task(request, user, checked_ref("task", one, ROW_REF, "a task id or PROJECT:COUNTER")).id
                 for value in task for one in value.split(",") if one]
-    sort = ordering.strip() or "-counter"
-    descending = sort.startswith("-")
-    key = sort.lstrip("-+")
-    if key not in SORT_COLUMNS:
-        key = key.removeprefix("metadata.")
-        if not valid_key(key):
-            raise field_error("ordering", f"{ordering[:100]!r} is neither a column ({', '.join(SORT_COLUMNS)}) nor "
-                              f"a metadata key (1 to {MAX_KEY_CHARS} characters, no quote, backslash or control "
-                              "character); e.g. -counter or -metadata.accuracy")
+    try:
+        order = executions_service.ordering(ordering, default="-counter")
+    except UserInputError as exc:
+        raise field_error(exc.field or "ordering", str(exc)) from None
     limit, offset = clamp_page(limit, offset)
-    total, rows = store.query_executions(
-        ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator, counters=counters,
-                        task_ids=task_ids),  # type: ignore[arg-type]
-        sort=("-" if descending else "") + key, limit=limit, offset=offset)
+    total, rows = executions_service.list_executions(
+        store, ExecutionFilter(project_ids=project_ids, statuses=statuses, steps=step, users=creator,
+                               counters=counters, task_ids=task_ids), order, limit, offset)  # type: ignore[arg-type]
     return page_json(request, total, limit, offset, many(request, rows))
 
 

@@ -17,9 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from vh_orch.api.allowlist import Network, is_allowed
-from vh_orch.cli.views import status_rows
 from vh_orch.orchestrator.reconcile import FAILURE_KINDS
 from vh_orch.orchestrator.store.fleet import LIVE_MACHINE
+from vh_orch.services.views import status_rows
 from vh_orch.timeutil import utcnow
 from vh_orch.values import ExecutionStatus
 

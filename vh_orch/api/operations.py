@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 
 from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import field_error, not_found, store_of
-from vh_orch.cli.views import BILLED, input_cache_dict
 from vh_orch.orchestrator.models import User
+from vh_orch.services.views import BILLED, input_cache_dict
 from vh_orch.timeutil import as_utc, iso, utcnow
 
 router = APIRouter(prefix="/api/v0")

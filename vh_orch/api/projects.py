@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 
 from vh_orch.api.auth import CurrentUser, PasswordRefused, change_password, check_password_login
-from vh_orch.api.deps import Count, clamp_page, field_error, page_json, store_of, visible_project
+from vh_orch.api.deps import Count, clamp_page, field_error, page_json, settings_of, store_of, visible_project
 from vh_orch.api.shapes import project_json
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.users import check_project_name, new_token
+from vh_orch.orchestrator.users import new_token
+from vh_orch.services import projects as project_service
 
 router = APIRouter(prefix="/api/v0")
 
@@ -55,8 +56,8 @@ def projects(request: Request, user: CurrentUser, limit: Count = None, offset: C
     visible = store.visible_projects(user)
     people = store.project_people()
     limit, offset = clamp_page(limit, offset)
-    return page_json(request, len(visible), limit, offset,
-                     [project_json(request, p, people) for p in visible[offset:offset + limit]])
+    shown = [project_service.project_view(p, people) for p in visible[offset:offset + limit]]
+    return page_json(request, len(visible), limit, offset, [project_json(request, p) for p in shown])
 
 
 @router.post("/projects/", status_code=201)
@@ -64,17 +65,16 @@ def create_project(request: Request, user: CurrentUser, name: Annotated[str, For
                    description: Annotated[str, Form()] = "") -> dict[str, Any]:
     """A new project for ad-hoc runs, owned by the caller (linking a repository is an operator's
     `vh-orch project add NAME --repo URL --owner USER`)."""
-    store = store_of(request)
     try:
-        check_project_name(name)
-        project = store.create_project(name, None, None, owner_id=user.id)
+        project = project_service.create_project(store_of(request), settings_of(request), name, owner=user.name)
     except UserInputError as exc:
-        raise field_error("name", str(exc)) from None
-    return project_json(request, project, store.project_people())
+        raise field_error(exc.field or "name", str(exc)) from None
+    return project_json(request, project)
 
 
 @router.get("/projects/{project_id}/")
 def project(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
     p = visible_project(request, user, project_id)
     store = store_of(request)
-    return project_json(request, p, store.project_people(), store.status_counts(p.id))  # type: ignore[arg-type]
+    return project_json(request, project_service.project_view(p, store.project_people()),
+                        store.status_counts(p.id))  # type: ignore[arg-type]

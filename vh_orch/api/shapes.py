@@ -11,8 +11,9 @@ from typing import Any
 from fastapi import Request
 
 from vh_orch.api.deps import project_public_id
-from vh_orch.orchestrator.models import Commit, Execution, Output, Project
+from vh_orch.orchestrator.models import Commit, Execution, Output
 from vh_orch.orchestrator.store.logs import Event
+from vh_orch.services.projects import ProjectView
 from vh_orch.timeutil import as_utc, iso, utcnow
 
 
@@ -30,15 +31,13 @@ def site(request: Request) -> str:
     return api_base(request).removesuffix("/api/v0")
 
 
-def project_json(request: Request, p: Project, people: dict[int, tuple[str, list[str]]],
-                 summary: dict[str, int] | None = None) -> dict[str, Any]:
-    owner, members = people.get(p.id, ("?", []))  # type: ignore[arg-type]
+def project_json(request: Request, p: ProjectView, summary: dict[str, int] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": project_public_id(p.id),  # type: ignore[arg-type]
+        "id": project_public_id(p.id),
         "name": p.name,
         "description": "",
-        "owner": {"username": owner},
-        "members": [{"username": m} for m in members],
+        "owner": {"username": p.owner},
+        "members": [{"username": m} for m in p.members],
         "yaml_path": "valohai.yaml",
         "repository": p.repo_url,
         "ctime": iso(p.created_at),

@@ -13,7 +13,6 @@ from vh_orch.api.deps import (
     Count,
     clamp_page,
     counter_filter,
-    field_error,
     page_json,
     project_param,
     project_public_id,
@@ -23,7 +22,7 @@ from vh_orch.api.deps import (
     visible_project,
     visible_task,
 )
-from vh_orch.api.executions import Value, as_caller, assignments, field_of
+from vh_orch.api.executions import Value, as_caller, given_values, refusal
 from vh_orch.api.shapes import api_base, duration_s, site
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Task
@@ -82,8 +81,8 @@ def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[s
     adhoc = commit[1:] if commit.startswith("~") else None
     run = as_caller(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
-        environment=body.environment, inputs=assignments("inputs", body.inputs),
-        environment_variables=assignments("environment_variables", body.environment_variables),
+        environment=body.environment, inputs=given_values("inputs", body.inputs),
+        environment_variables=given_values("environment_variables", body.environment_variables),
         image=body.image, title=body.title, priority=body.priority))
     definition: dict[str, Any] = {
         "type": body.type, "parameters": {name: v.model_dump() for name, v in body.parameters.items()},
@@ -93,26 +92,35 @@ def create_task(request: Request, user: CurrentUser, body: TaskCreate) -> dict[s
     store = store_of(request)
     try:
         task = create(store, settings_of(request), TaskRequest(run=run, body=definition))
-    except NotFound as exc:
-        field = "environment" if "environment" in str(exc) else field_of(str(exc))
-        raise field_error(field, str(exc), code="does_not_exist") from None
     except UserInputError as exc:
-        raise field_error(exc.field or _task_field(str(exc)), str(exc)) from None
+        if exc.field is None:  # a refusal of the tasks code (what submit() refuses names its field)
+            exc.field = _task_field(str(exc))
+        raise refusal(exc) from None
     notify_daemon(settings_of(request))
     return detail_json(request, task)
 
 
+# Which request field a refusal of the tasks code (config/tasks.py, orchestrator/tasks.py) is about, by how
+# its message starts, until that code names its fields as submit() does.
+_TASK_FIELDS = (
+    ("task parameter", "parameters"), ("task type", "type"), ("execution-count", "configuration"),
+    ("execution-batch-size", "configuration"), ("optimization", "configuration"), ("engine", "configuration"),
+    ("a bayesian_tpe", "configuration"), ("a random_search", "configuration"),
+    ("maximum-queued", "maximum_queued_executions"), ("on-child-error", "on_child_error"),
+    ("the task's stop-condition", "task_stop_expression"), ("median", "median_stopping"), ("execution ", "parameters"),
+    ("the task", "parameters"), ("the grid", "parameters"), ("a manual search", "parameters"),
+    # what the tasks code checks of the step and its valohai.yaml itself
+    ("unknown parameter", "parameters"), ("parameter", "parameters"), ("unknown input", "inputs"), ("input", "inputs"),
+    ("environment variable", "environment_variables"), ("image", "image"), ("pull policy", "environment"),
+    ("unknown step", "step"), ("commit", "commit"), ("project", "commit"), ("valohai.yaml", "commit"),
+    ("title", "title"), ("step", "step"))
+
+
 def _task_field(message: str) -> str:
-    for prefix, field in (("task parameter", "parameters"), ("task type", "type"), ("execution-count", "configuration"),
-                          ("execution-batch-size", "configuration"), ("optimization", "configuration"),
-                          ("engine", "configuration"), ("a bayesian_tpe", "configuration"),
-                          ("a random_search", "configuration"), ("maximum-queued", "maximum_queued_executions"),
-                          ("on-child-error", "on_child_error"), ("the task's stop-condition", "task_stop_expression"),
-                          ("median", "median_stopping"), ("execution ", "parameters"), ("the task", "parameters"),
-                          ("the grid", "parameters"), ("a manual search", "parameters")):
+    for prefix, field in _TASK_FIELDS:
         if message.startswith(prefix):
             return field
-    return field_of(message)
+    return "non_field_errors"
 
 
 @router.get("/tasks/")

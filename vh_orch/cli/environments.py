@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
-from vh_orch.cli.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.errors import ConfigError, UserInputError
+from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
     from vh_orch.orchestrator.models import Environment, Machine
     from vh_orch.orchestrator.store import Store
+    from vh_orch.services.environments import EnvironmentChange
 
 app = typer.Typer(help="Environments: named machine kinds, each with its own queue.", no_args_is_help=True)
 machine_app = typer.Typer(help="Machines serving the environments.", no_args_is_help=True)
@@ -23,16 +24,9 @@ BUILTIN = frozenset({"local"})
 FINISHED_MACHINE_STATES = ("terminated", "failed", "lost")
 
 
-def env_entry(env: Environment) -> dict[str, Any]:
-    from vh_orch.config.environments import spec_to_entry
-
-    columns = {k: getattr(env, k) for k in ("min_scale", "max_scale", "idle_timeout_s", "spot", "price_per_hour",
-                                             "slots", "max_attempts", "region", "instance_type")}
-    return spec_to_entry(env.cloud, env.name, columns, env.settings)
-
-
 def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str, Any]:
     from vh_orch.config.environments import format_duration
+    from vh_orch.services.environments import env_entry
 
     data = env_entry(env)
     data["idle_timeout"] = format_duration(env.idle_timeout_s)
@@ -95,38 +89,33 @@ Everyone = Annotated[bool, typer.Option("--everyone", help="Every user may submi
 Admins = Annotated[bool, typer.Option("--admins", help="Only administrators may submit to it over the API")]
 
 
-def _users_option(users: str | None, everyone: bool, admins: bool) -> str | None:
+def _change(users: str | None, everyone: bool, admins: bool, instance_type: list[str] | None, runtime: str | None,
+            set_: list[str] | None, **opts: Any) -> EnvironmentChange:
+    """The options of `env add` and `env update` as typed values."""
+    from vh_orch.services.environments import EnvironmentChange
+
     given = [v for v in (users, "everyone" if everyone else None, "admins" if admins else None) if v is not None]
     if len(given) > 1:
         raise UserInputError("--users, --everyone and --admins exclude each other: give one")
-    return given[0] if given else None
+    return EnvironmentChange(users=given[0] if given else None,
+                             instance_type=None if instance_type is None else tuple(instance_type),
+                             runtime=runtime, cloud_settings=tuple(_cloud_setting(item) for item in set_ or []),
+                             **opts)
 
 
-def _merge_options(entry: dict[str, Any], **opts: Any) -> dict[str, Any]:
+def _cloud_setting(item: str) -> tuple[str, str, Any]:
+    """`--set SECTION.KEY=VALUE`; the value is read as YAML (a number, a list), or else taken as text."""
     import yaml
 
-    entry = dict(entry)
-    sets = opts.pop("set_") or []
-    runtime = opts.pop("runtime")
-    users = _users_option(opts.pop("users", None), opts.pop("everyone", False), opts.pop("admins", False))
-    if users is not None:
-        entry["users"] = users
-    for key, value in opts.items():
-        if value is not None:
-            entry[key] = (value[0] if len(value) == 1 else value) if key == "instance_type" else value
-    if runtime is not None:
-        entry[entry["cloud"]] = {**(entry.get(entry["cloud"]) or {}), "runtime": runtime}
-    for item in sets:
-        path, sep, raw = item.partition("=")
-        section, dot, key = path.partition(".")
-        if not sep or not dot or not key:
-            raise UserInputError(f"--set {item!r} is not of the form SECTION.KEY=VALUE (e.g. fake.boot_seconds=5)")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        entry[section] = {**(entry.get(section) or {}), key: value}
-    return entry
+    path, sep, raw = item.partition("=")
+    section, dot, key = path.partition(".")
+    if not sep or not dot or not key:
+        raise UserInputError(f"--set {item!r} is not of the form SECTION.KEY=VALUE (e.g. fake.boot_seconds=5)")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return section, key, value
 
 
 @app.command("add")
@@ -141,20 +130,14 @@ def add(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Define a new environment."""
-    from vh_orch.config.environments import parse_entry
+    from vh_orch.services.environments import add_environment
 
     store = open_store()
-    if name in {e.name for e in store.list_environments()}:
-        raise UserInputError(f"environment {name!r} already exists: use `vh-orch env update {name}`")
-    entry = _merge_options({"name": name, "cloud": cloud}, min_scale=min_scale, max_scale=max_scale,
-                           idle_timeout=idle_timeout, instance_type=instance_type, region=region, spot=spot,
-                           price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
-                           pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
-                           container_network=container_network, set_=set_, users=users, everyone=everyone,
-                           admins=admins)
-    spec = parse_entry(entry, "environment")
-    store.save_environment(spec.name, spec.cloud, spec.columns, spec.settings)
-    _done(store, name, "created", json_out)
+    change = _change(min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout, instance_type=instance_type,
+                     region=region, spot=spot, price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
+                     pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
+                     container_network=container_network, set_=set_, users=users, everyone=everyone, admins=admins)
+    _done(store, add_environment(store, name, cloud, change), "created", json_out)
 
 
 @app.command("update")
@@ -168,26 +151,21 @@ def update(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Change an environment's settings (also lifts a stop after a fatal launch error)."""
-    from vh_orch.config.environments import parse_entry
+    from vh_orch.services.environments import update_environment
 
     store = open_store()
-    env = store.get_environment(name)
-    entry = _merge_options(env_entry(env), min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout,
-                           instance_type=instance_type, region=region, spot=spot, price_per_hour=price_per_hour,
-                           slots=slots, max_attempts=max_attempts, pull_policy=pull_policy, runtime=runtime,
-                           pids_limit=pids_limit, container_network=container_network, set_=set_, users=users,
-                           everyone=everyone, admins=admins)
-    spec = parse_entry(entry, "environment")
-    settings = {**spec.settings, **({"draining": True} if env.settings.get("draining") else {})}
-    store.save_environment(spec.name, spec.cloud, spec.columns, settings, touch=True)
-    _done(store, name, "updated", json_out)
+    change = _change(min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout, instance_type=instance_type,
+                     region=region, spot=spot, price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
+                     pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
+                     container_network=container_network, set_=set_, users=users, everyone=everyone, admins=admins)
+    _done(store, update_environment(store, name, change), "updated", json_out)
 
 
-def _done(store: Store, name: str, what: str, json_out: bool) -> None:
+def _done(store: Store, env: Environment, what: str, json_out: bool) -> None:
     if json_out:
-        print_json(_env_dict(store, store.get_environment(name)))
+        print_json(_env_dict(store, env))
     else:
-        print(f"environment {name} {what}")
+        print(f"environment {env.name} {what}")
 
 
 @app.command("rm")

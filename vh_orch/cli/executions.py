@@ -13,19 +13,16 @@ import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
 from vh_orch.cli.terminal import visible
-from vh_orch.cli.views import execution_info, execution_summary, output_dict
 from vh_orch.errors import NoDaemon, UserInputError
+from vh_orch.services.views import execution_info, execution_summary, output_dict
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.models import Execution
     from vh_orch.orchestrator.store import Store
     from vh_orch.settings import Settings
 
 app = typer.Typer(help="Executions: runs of a step.", no_args_is_help=True)
 FOLLOW_POLL_S = 0.2
-COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at", "exit_code",
-           "priority", "title", "user")
 
 
 @app.command("run")
@@ -51,8 +48,9 @@ def run(
 ) -> None:
     """Submit an execution of STEP; it is queued for its environment."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.wakeup import notify_daemon
+    from vh_orch.config.steps import parse_assignments
     from vh_orch.orchestrator.submit import SubmitRequest, submit
+    from vh_orch.orchestrator.wakeup import notify_daemon
     from vh_orch.values import ExecutionStatus
 
     s = settings()
@@ -66,9 +64,9 @@ def run(
             commit=commit,
             adhoc=Path(adhoc) if adhoc is not None else None,
             environment=env,
-            parameters=param or [],
-            inputs=input_ or [],
-            environment_variables=env_var or [],
+            parameters=parse_assignments(param or [], "parameter"),
+            inputs=parse_assignments(input_ or [], "input"),
+            environment_variables=parse_assignments(env_var or [], "environment variable"),
             image=image,
             pull_policy=pull,
             title=title,
@@ -96,23 +94,29 @@ def list_(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List executions, newest first unless --sort says otherwise."""
+    from vh_orch.orchestrator.store.queries import ExecutionFilter
+    from vh_orch.services.executions import list_executions, ordering
     from vh_orch.values import ExecutionStatus
 
     store = open_store()
     if status is not None and status not in {st.value for st in ExecutionStatus}:
         raise UserInputError(f"unknown status {status!r}: use one of {', '.join(st.value for st in ExecutionStatus)}")
     project_id = store.get_project(project).id if project else None
-    executions = store.list_executions(project_id=project_id, status=status)
-    if sort:
-        executions = sort_executions(executions, sort)
-    if limit is not None:
+    if sort and not sort.lstrip("-+"):
+        raise UserInputError("--sort needs a key, e.g. --sort -accuracy")
+    order = ordering(sort or "", default="-id")
+    where = ExecutionFilter(project_ids=None if project_id is None else [project_id],
+                            statuses=() if status is None else (status,))
+    # A negative --limit cuts from the end, as a Python slice does.
+    _, executions = list_executions(store, where, order, limit=limit if limit is not None and limit >= 0 else None)
+    if limit is not None and limit < 0:
         executions = executions[:limit]
     projects = store.project_names()
     envs = store.environment_names()
     if json_out:
         print_json([execution_summary(e, projects, envs) for e in executions])
         return
-    metadata_key = sort.lstrip("-") if sort and sort.lstrip("-") not in COLUMNS else None
+    metadata_key = order.key if order.by_metadata else None
     columns = ["id", "project", "#", "step", "status", "environment", "created"]
     if metadata_key:
         columns.append(metadata_key)
@@ -124,25 +128,6 @@ def list_(
             row.append(e.metadata_latest.get(metadata_key))
         rows.append(row)
     print_table("executions", columns, rows)
-
-
-def sort_executions(executions: list[Execution], key_spec: str) -> list[Execution]:
-    """Sort by a column or a metadata key; executions without a value go last either way."""
-    descending = key_spec.startswith("-")
-    key = key_spec.lstrip("-+")
-    if not key:
-        raise UserInputError("--sort needs a key, e.g. --sort -accuracy")
-
-    def value(e: Execution) -> Any:
-        return getattr(e, key) if key in COLUMNS else e.metadata_latest.get(key)
-
-    present = [e for e in executions if value(e) is not None]
-    missing = [e for e in executions if value(e) is None]
-    try:
-        present.sort(key=value, reverse=descending)
-    except TypeError:  # mixed types: compare as text
-        present.sort(key=lambda e: str(value(e)), reverse=descending)
-    return present + missing
 
 
 @app.command("info")

@@ -8,8 +8,8 @@ import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
 from vh_orch.cli.terminal import visible
-from vh_orch.cli.views import status_rows
 from vh_orch.errors import UserInputError
+from vh_orch.services.views import status_rows
 
 quota_app = typer.Typer(help="Per-user limits on executions queued or running at once.", no_args_is_help=True)
 

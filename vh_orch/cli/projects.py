@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
-from vh_orch.errors import UserInputError
+
+if TYPE_CHECKING:
+    from vh_orch.services.projects import ProjectView
 
 app = typer.Typer(help="Projects: named spaces linked to a Git repository.", no_args_is_help=True)
 
@@ -24,45 +26,32 @@ def add(
     json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
 ) -> None:
     """Link a repository as a project; vh-orch keeps a mirror of it."""
-    from vh_orch.storage.snapshots import create_mirror, normalise_repo_url
+    from vh_orch.services.projects import create_project
 
-    from vh_orch.orchestrator.users import check_project_name
-
-    check_project_name(name)
     s = settings()
-    store = open_store(s)
-    existing = {p.name for p in store.list_projects()}
-    if name in existing:
-        raise UserInputError(f"a project named {name!r} already exists")
-    owner_id = store.get_user(owner).id if owner is not None else None
-    repo_url = mirror = None
-    if repo is not None:
-        repo_url = normalise_repo_url(repo)
-        mirror_path = s.repos_dir / f"{name}.git"
-        create_mirror(repo_url, mirror_path)
-        mirror = str(mirror_path)
-    project = store.create_project(name, repo_url, mirror, owner_id=owner_id)
+    project = create_project(open_store(s), s, name, owner=owner, repo=repo)
     if json_out:
-        print_json(_project_dict(project, store.project_people().get(project.id, ("?", []))))
+        print_json(_project_dict(project))
     else:
-        print(f"project {name} added" + (f" (repository {repo_url})" if repo_url else ""))
+        print(f"project {name} added" + (f" (repository {project.repo_url})" if project.repo_url else ""))
 
 
 @app.command("list")
 def list_(json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List projects."""
+    from vh_orch.services.projects import project_view
+
     store = open_store()
-    projects = store.list_projects()
     people = store.project_people()
+    projects = [project_view(p, people) for p in store.list_projects()]
     if json_out:
-        print_json([_project_dict(p, people.get(p.id, ("?", []))) for p in projects])
+        print_json([_project_dict(p) for p in projects])
         return
     print_table(
         "projects",
         ["name", "repository", "owner", "shared with", "executions", "created"],
-        [[p.name, p.repo_url or "(ad-hoc only)", people.get(p.id, ("?", []))[0],
-          ", ".join(people.get(p.id, ("?", []))[1]), p.execution_counter, p.created_at.strftime("%Y-%m-%d %H:%M")]
-         for p in projects],
+        [[p.name, p.repo_url or "(ad-hoc only)", p.owner, ", ".join(p.members), p.execution_count,
+          p.created_at.strftime("%Y-%m-%d %H:%M")] for p in projects],
     )
 
 
@@ -104,27 +93,28 @@ def update(
     json_out: Annotated[bool, typer.Option("--json", help="Print the project as JSON")] = False,
 ) -> None:
     """Change a project's settings: the buckets its executions submitted over the API may read."""
+    from vh_orch.services.projects import project_view
     from vh_orch.storage.fetch_policy import normalise_grant
 
     added = [normalise_grant(b) for b in allow_bucket or []]
     removed = [normalise_grant(b, "--disallow-bucket") for b in disallow_bucket or []]
     store = open_store()
-    updated = store.update_bucket_grants(project, added, removed)
+    updated = project_view(store.update_bucket_grants(project, added, removed), store.project_people())
     if json_out:
-        print_json(_project_dict(updated, store.project_people().get(updated.id, ("?", []))))
+        print_json(_project_dict(updated))
     else:
         grants = ", ".join(updated.allowed_buckets) or "none"
         print(f"project {project} updated; buckets its API executions may read: {grants}")
 
 
-def _project_dict(p, people: tuple[str, list[str]]) -> dict:  # type: ignore[no-untyped-def]
+def _project_dict(p: ProjectView) -> dict[str, Any]:
     return {
         "id": p.id,
         "name": p.name,
         "repo_url": p.repo_url,
-        "owner": people[0],
-        "members": people[1],
-        "execution_count": p.execution_counter,
+        "owner": p.owner,
+        "members": list(p.members),
+        "execution_count": p.execution_count,
         "created_at": p.created_at,
-        "allowed_buckets": p.allowed_buckets,
+        "allowed_buckets": list(p.allowed_buckets),
     }

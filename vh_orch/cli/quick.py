@@ -2,7 +2,7 @@
 
 Scripts poll these, so they answer straight from SQLite through the stdlib (QuickReader),
 without loading Typer, rich, SQLAlchemy or the orchestrator. They print exactly what the
-Typer commands print: both shape their answer with views.py.
+Typer commands print: both shape their answer with services/views.py.
 
 The normal path stays the reference. `answer` takes only these exact argument shapes on a
 `sqlite:///` database file that has the schema; for anything else (other arguments or
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from vh_orch.cli.common import print_json, settings
-from vh_orch.cli.views import execution_info, execution_summary, status_rows
 from vh_orch.orchestrator.store.quick import QuickReader, sqlite_file
+from vh_orch.services.views import execution_info, execution_summary, status_rows
 
 Read = Callable[[QuickReader], Any]
 

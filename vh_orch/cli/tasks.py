@@ -52,9 +52,10 @@ def run(
 ) -> None:
     """Start the valohai.yaml task NAME: its executions are queued as its limits allow."""
     from vh_orch.cli.common import note
-    from vh_orch.orchestrator.wakeup import notify_daemon
+    from vh_orch.config.steps import parse_assignments
     from vh_orch.orchestrator.submit import SubmitRequest
     from vh_orch.orchestrator.tasks.create import TaskRequest, create_task
+    from vh_orch.orchestrator.wakeup import notify_daemon
 
     s = settings()
     store = open_store(s)
@@ -65,9 +66,10 @@ def run(
         overrides["median_stopping"] = {} if median_warmup is None else {"warmup_steps": median_warmup}
     task = create_task(store, s, TaskRequest(
         run=SubmitRequest(project=project, step="", commit=commit, adhoc=Path(adhoc) if adhoc is not None else None,
-                          environment=env, parameters=param or [], inputs=input_ or [],
-                          environment_variables=env_var or [], image=image, pull_policy=pull, title=title,
-                          priority=priority),
+                          environment=env, parameters=parse_assignments(param or [], "parameter"),
+                          inputs=parse_assignments(input_ or [], "input"),
+                          environment_variables=parse_assignments(env_var or [], "environment variable"),
+                          image=image, pull_policy=pull, title=title, priority=priority),
         name=name, overrides=overrides, seed=seed,
     ))
     notify_daemon(s)

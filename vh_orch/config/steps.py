@@ -31,6 +31,7 @@ import datetime as dt
 import math
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ from valohai_yaml.utils.duration import parse_duration_string
 from vh_orch.bootstrap.isolation import Limits
 from vh_orch.config.resources import step_limits
 from vh_orch.config.yaml_limits import check_expanded_size, check_length
-from vh_orch.errors import UserInputError
+from vh_orch.errors import UserInputError, about
 
 # Valohai runs a step's commands one after another and stops at the first failure.
 COMMAND_JOINER = " && "
@@ -351,7 +352,7 @@ class LoadedConfig:
     """A parsed valohai.yaml, and per step the problems that refuse running it (but not the others)."""
 
     config: Config
-    problems: dict[str, list[str]] = field(default_factory=dict)
+    problems: dict[str, list[UserInputError]] = field(default_factory=dict)
 
 
 def _is_multiple(parameter: dict[str, Any]) -> bool:
@@ -366,9 +367,9 @@ def _pairs(wrapped: Any, prepared: Any) -> list[tuple[dict[Any, Any], dict[Any, 
     return [(w, p) for w, p in zip(wrapped, prepared) if isinstance(w, dict) and isinstance(p, dict)]
 
 
-def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
+def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[UserInputError]:
     """Coerce one step's values in `step` (a plain copy of `raw`); return what refuses running it."""
-    problems: list[str] = []
+    problems: list[UserInputError] = []
     for raw_var, var in _pairs(raw.get("environment-variables"), step.get("environment-variables")):
         if isinstance(raw_var.get("default"), YamlScalar):
             default = coerce_environment_default(raw_var["default"])
@@ -385,7 +386,7 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
             try:
                 duration = coerce_duration(key, raw[key])
             except UserInputError as exc:
-                problems.append(str(exc))
+                problems.append(exc)
                 step.pop(key, None)
                 continue
             if duration is None:
@@ -397,7 +398,8 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
         if not isinstance(name, str) or type_ not in PARAMETER_TYPES:
             continue  # the schema says what is wrong
         if type_ == "flag" and _is_multiple(param):
-            problems.append(f"parameter {name!r}: a flag cannot be `multiple`: remove `multiple: {param['multiple']}`")
+            problems.append(UserInputError(f"parameter {name!r}: a flag cannot be `multiple`: remove "
+                                           f"`multiple: {param['multiple']}`", field="parameters"))
             param.pop("multiple", None)  # valohai-yaml would refuse the whole file without naming it
         try:
             if "default" in raw_param:
@@ -410,7 +412,8 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
             if choices is not None:
                 param["choices"] = choices
         except UserInputError as exc:
-            problems.append(str(exc))
+            exc.field = exc.field or "parameters"
+            problems.append(exc)
             param.pop("default", None)
     return problems
 
@@ -418,7 +421,7 @@ def _prepare_step(raw: dict[Any, Any], step: dict[Any, Any]) -> list[str]:
 def _prepare(document: Any) -> tuple[Any, dict[int, list[str]]]:
     """The plain document with the steps' values coerced, and problems keyed by id() of each step mapping."""
     prepared = plain(document)
-    problems: dict[int, list[str]] = {}
+    problems: dict[int, list[UserInputError]] = {}
     for raw_item, item in _pairs(document, prepared):
         raw_step, step = raw_item.get("step"), item.get("step")
         if isinstance(raw_step, dict) and isinstance(step, dict) and id(step) not in problems:
@@ -552,11 +555,25 @@ def get_step(config: Config, name: str) -> Step:
     return step
 
 
-# --- Values from the command line ----------------------------------------------------------------
+# --- Values given for a run: text from the command line, typed values from the API -----------------
+
+# Per name, the values given in order (several: a `multiple` parameter, an input's URLs).
+Given = Mapping[str, Sequence[Any]]
+
+
+def given_text(value: Any) -> str:
+    """A given value as the text a command line gives: valohai-yaml checks text, so a value typed in
+    JSON and the same value typed on a command line get the same answer (true/false for booleans,
+    every digit of a float)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def parse_assignments(pairs: list[str], what: str) -> dict[str, list[str]]:
-    """`NAME=VALUE` strings (repeatable) into {name: [values]}, in order."""
+    """The command line's `NAME=VALUE` strings (repeatable) into {name: [values]}, in order."""
     out: dict[str, list[str]] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -573,7 +590,7 @@ def _cast_flag(param: Parameter, raw: str) -> bool:
     raise UserInputError(f"parameter {param.name!r}: {raw!r} is not a flag value (true or false)")
 
 
-def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any]:
+def resolve_parameters(step: Step, given: Given) -> dict[str, Any]:
     """Validated, typed values for every parameter that has one (given or default)."""
     unknown = sorted(set(given) - set(step.parameters))
     if unknown:
@@ -582,7 +599,7 @@ def resolve_parameters(step: Step, given: dict[str, list[str]]) -> dict[str, Any
     values: dict[str, Any] = {}
     for name, param in step.parameters.items():
         if name in given:
-            raw_values = given[name]
+            raw_values = [given_text(v) for v in given[name]]
             if not param.multiple and len(raw_values) > 1:
                 raise UserInputError(f"parameter {name!r} takes one value, got {len(raw_values)}")
             if param.type == "flag":
@@ -617,7 +634,7 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, list[str]]:
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """The URLs for every input: those given on the command line, else the defaults."""
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
@@ -627,7 +644,7 @@ def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, lis
     for name, inp in step.inputs.items():
         if "/" in name or name in (".", "..") or "\0" in name:
             raise UserInputError(f"input name {name!r} in valohai.yaml would leave the inputs folder")
-        chosen = given.get(name)
+        chosen = None if name not in given else list(given[name])
         if chosen is None and inp.default:
             chosen = [inp.default] if isinstance(inp.default, str) else [str(d) for d in inp.default]
         chosen = [u for u in (chosen or []) if u.strip()]
@@ -639,7 +656,7 @@ def resolve_input_urls(step: Step, given: dict[str, list[str]]) -> dict[str, lis
     return urls
 
 
-def resolve_environment_variables(step: Step, given: dict[str, list[str]]) -> dict[str, str]:
+def resolve_environment_variables(step: Step, given: Given) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, ev in step.environment_variables.items():
         if not name or "=" in name or "\0" in name:
@@ -649,7 +666,7 @@ def resolve_environment_variables(step: Step, given: dict[str, list[str]]) -> di
     for name, vals in given.items():
         if not ENV_NAME_RE.match(name):
             raise UserInputError(f"environment variable name {name!r} is not valid (letters, digits, _)")
-        values[name] = vals[-1]
+        values[name] = given_text(vals[-1])
     for name, ev in step.environment_variables.items():
         if not ev.optional and name not in values:
             raise UserInputError(
@@ -677,16 +694,17 @@ def build_command(step: Step, parameters: dict[str, Any]) -> str:
             template = _pass_as_template(param, value)
             raise UserInputError(
                 f"parameter {name!r}: pass-as {template!r} cannot be filled in ({type(exc).__name__}: "
-                f"{_one_line(str(exc))}): use {{name}}, {{value}} or {{v}}, and double a brace meant literally"
-            ) from None
+                f"{_one_line(str(exc))}): use {{name}}, {{value}} or {{v}}, and double a brace meant literally",
+                field="parameters") from None
     with warnings.catch_warnings():
         warnings.simplefilter("error", CommandInterpolationWarning)
         try:
             command = join_command(step.build_command(parameters), COMMAND_JOINER)
         except Exception as exc:
-            raise UserInputError(f"step {step.name!r}: the command cannot be built: {_one_line(str(exc))}") from None
+            raise UserInputError(f"step {step.name!r}: the command cannot be built: {_one_line(str(exc))}",
+                                 field="step") from None
     if "\0" in command:
-        raise UserInputError(f"step {step.name!r}: the command contains a NUL character")
+        raise UserInputError(f"step {step.name!r}: the command contains a NUL character", field="step")
     return command
 
 
@@ -714,31 +732,41 @@ class ResolvedStep:
 def resolve_step(
     config_text: str,
     step_name: str,
-    parameters: list[str],
-    inputs: list[str],
-    environment_variables: list[str],
+    parameters: Given,
+    inputs: Mapping[str, Sequence[str]],
+    environment_variables: Given,
     vary: frozenset[str] = frozenset(),
 ) -> ResolvedStep:
-    """vary: parameters a task sets per child; left out here, and so is the command (built per child)."""
-    loaded = load_config(config_text)
-    step = get_step(loaded.config, step_name)
-    if loaded.problems.get(step.name):
-        raise UserInputError("; ".join(loaded.problems[step.name]))
-    given = parse_assignments(parameters, "parameter")
-    if vary:
-        params = resolve_parameters(StepWithout(step, set(vary)), given)  # type: ignore[arg-type]
-    else:
-        params = resolve_parameters(step, given)
+    """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
+    and its command. vary: parameters a task sets per child; left out here, and so is the command (built
+    per child)."""
+    with about("commit"):  # the commit's valohai.yaml
+        loaded = load_config(config_text)
+    with about("step"):
+        step = get_step(loaded.config, step_name)
+    problems = loaded.problems.get(step.name)
+    if problems:
+        raise UserInputError("; ".join(map(str, problems)), field=problems[0].field)
+    with about("parameters"):
+        if vary:
+            params = resolve_parameters(StepWithout(step, set(vary)), parameters)  # type: ignore[arg-type]
+        else:
+            params = resolve_parameters(step, parameters)
+    with about("inputs"):
+        urls = resolve_input_urls(step, inputs)
+    with about("environment_variables"):
+        variables = resolve_environment_variables(step, environment_variables)
+    command = "" if vary else build_command(step, params)
+    with about("step"):
+        limits = step_limits(step)
     return ResolvedStep(
         step=step,
         parameters=params,
-        inputs=resolve_input_urls(step, parse_assignments(inputs, "input")),
-        environment_variables=resolve_environment_variables(
-            step, parse_assignments(environment_variables, "environment variable")
-        ),
-        command="" if vary else build_command(step, params),
+        inputs=urls,
+        environment_variables=variables,
+        command=command,
         time_limit_s=step.time_limit.total_seconds() if step.time_limit else None,
         image=step.image or None,
         environment=step.environment,
-        limits=step_limits(step),
+        limits=limits,
     )

@@ -6,14 +6,14 @@ import getpass
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
-from vh_orch.config.steps import ResolvedStep, resolve_step
-from vh_orch.errors import NotFound, UserInputError
+from vh_orch.config.steps import Given, ResolvedStep, resolve_step
+from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -31,9 +31,10 @@ class SubmitRequest:
     commit: str | None = None
     adhoc: Path | None = None
     environment: str | None = None
-    parameters: list[str] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
-    environment_variables: list[str] = field(default_factory=list)
+    # Per name, its values in order: text from the command line, typed values from the API.
+    parameters: Given = field(default_factory=dict)
+    inputs: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    environment_variables: Given = field(default_factory=dict)
     image: str | None = None
     pull_policy: str | None = None
     title: str | None = None
@@ -127,17 +128,19 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
                 env_name = resolved.environment
             except NotFound:
                 pass
-    environment = store.get_environment(env_name)
+    with about("environment"):
+        environment = store.get_environment(env_name)
     user = req.user or current_user()
     if req.restricted:
         check_restricted(settings, req, environment, user)
 
     image = req.image or resolved.image
     if image is not None and not IMAGE_RE.match(image):
-        raise UserInputError(f"image {image!r} is not a valid image reference")
+        raise UserInputError(f"image {image!r} is not a valid image reference", field="image")
     pull_policy = req.pull_policy or environment.settings.get("pull_policy") or "if-missing"
     if pull_policy not in PULL_POLICIES:
-        raise UserInputError(f"pull policy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}")
+        raise UserInputError(f"pull policy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}",
+                             field="environment")
 
     def datum_exists(datum_id: str) -> bool:
         try:
@@ -146,10 +149,11 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
             return False
         return req.datum_visible is None or req.datum_visible(datum_id)
 
-    inputs = {
-        name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
-        for name, urls in resolved.inputs.items()
-    }
+    with about("inputs"):
+        inputs = {
+            name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
+            for name, urls in resolved.inputs.items()
+        }
     if req.restricted:
         check_restricted_inputs(store, settings, project, inputs, req.datum_visible)
     return Prepared(project_id=project.id, snapshot=snapshot, resolved=resolved,  # type: ignore[arg-type]
@@ -209,7 +213,7 @@ def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple
         snapshot = snapshot_folder(req.adhoc, settings.adhoc_dir)
     else:
         if not project.mirror_path:
-            raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR")
+            raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR", field="commit")
         try:  # an exact sha the caller fetched a moment ago needs no new fetch
             snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote)
         except UserInputError:
@@ -239,12 +243,15 @@ def stored_snapshot(store: Store, project_id: int, identifier: str) -> Snapshot:
     commit = store.find_commit(project_id, "adhoc", identifier)
     if commit is None:
         raise UserInputError(f"commit '~{identifier}' is not an ad-hoc package of this project: upload it first "
-                             "(`vh exec run --adhoc` does)")
+                             "(`vh exec run --adhoc` does)", field="commit")
     return Snapshot(kind="adhoc", identifier=commit.identifier, ref=commit.ref, config_yaml=commit.config_yaml,
                     archive_path=commit.archive_path)
 
 
 _ITEM_NAMES = {"parameters": "parameter", "inputs": "input", "environment variables": "environment variable"}
+# The request field each of ensure_storable's names is (the others, made here, are no field's).
+_FIELD_OF = {"step": "step", "title": "title", "image": "image", "parameters": "parameters", "inputs": "inputs",
+             "environment variables": "environment_variables"}
 
 
 def ensure_storable(fields: dict[str, Any]) -> None:
@@ -259,7 +266,8 @@ def ensure_storable(fields: dict[str, Any]) -> None:
             label = f"{_ITEM_NAMES[name]} {where[0]!r}" + "".join(f"[{p!r}]" for p in where[1:])
         else:
             label = name + "".join(f"[{p!r}]" for p in where)
-        raise UserInputError(f"{label}: {why}, so the execution cannot be stored; nothing was submitted")
+        raise UserInputError(f"{label}: {why}, so the execution cannot be stored; nothing was submitted",
+                             field=_FIELD_OF.get(name))
 
 
 def _unstorable(value: Any, where: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], str] | None:

@@ -59,14 +59,15 @@ def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snaps
             raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
     wanted = ref or "HEAD"
     if wanted.startswith("-"):
-        raise UserInputError(f"commit {ref!r} is not a branch, tag or sha")
+        raise UserInputError(f"commit {ref!r} is not a branch, tag or sha", field="commit")
     try:
         sha = repo.git.rev_parse("--verify", "--end-of-options", f"{wanted}^{{commit}}")
     except git.GitCommandError:
-        raise UserInputError(f"commit {wanted!r} is not a branch, tag or sha in the project's repository") from None
+        raise UserInputError(f"commit {wanted!r} is not a branch, tag or sha in the project's repository",
+                             field="commit") from None
     config_yaml = read_config(repo, sha)
     if config_yaml is None:
-        raise UserInputError(f"commit {sha[:12]} has no {CONFIG_FILE} at the repository root")
+        raise UserInputError(f"commit {sha[:12]} has no {CONFIG_FILE} at the repository root", field="commit")
     return Snapshot(kind="git", identifier=sha, ref=ref, config_yaml=config_yaml)
 
 
@@ -77,7 +78,8 @@ def read_config(repo: git.Repo, sha: str) -> str | None:
     except (git.GitCommandError, ValueError):
         return None
     if size > MAX_YAML_BYTES:
-        raise UserInputError(f"{CONFIG_FILE} at commit {sha[:12]} is {size:,} bytes; the limit is {MAX_YAML_BYTES:,}")
+        raise UserInputError(f"{CONFIG_FILE} at commit {sha[:12]} is {size:,} bytes; the limit is {MAX_YAML_BYTES:,}",
+                             field="commit")
     return str(repo.git.show(f"{sha}:{CONFIG_FILE}"))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from vh_orch.config.steps import StepWithout, get_step, parse_assignments, parse_config, resolve_parameters
+from vh_orch.config.steps import StepWithout, get_step, parse_config, resolve_parameters
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Task
 from vh_orch.orchestrator.submit import SubmitRequest, ensure_storable, keep_commit, load_snapshot, prepare
@@ -58,7 +58,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
     step = get_step(parse_config(snapshot.config_yaml), run.step)
     variants = dict(body.get("parameters") or {})
     if run.parameters:  # -p NAME=VALUE: the same value in every child
-        given = parse_assignments(run.parameters, "parameter")
+        given = run.parameters
         unknown = sorted(set(given) - set(step.parameters))
         if unknown:
             raise UserInputError(f"unknown parameter {unknown[0]!r} for step {step.name!r}; "
@@ -66,7 +66,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
         typed = resolve_parameters(StepWithout(step, set(step.parameters) - set(given)), given)  # type: ignore[arg-type]
         for name, value in typed.items():
             variants[name] = {"style": "single", "rules": {"value": value}}
-        run = replace(run, parameters=[])
+        run = replace(run, parameters={})
     body["parameters"] = variants
     spec = parse_spec(body, step, seed=req.seed)
     prepared = prepare(store, settings, run, vary=frozenset(v.name for v in spec.variants),
