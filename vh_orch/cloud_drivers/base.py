@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from vh_orch.bootstrap.ssh import SSHTarget
+    from vh_orch.cloud_drivers.settings import EnvSettings
 
 TAG_CLUSTER = "vh-orch-cluster"
 TAG_MACHINE = "vh-orch-machine"
@@ -31,14 +32,13 @@ TERMINATED = "terminated"
 
 @dataclass(frozen=True)
 class EnvironmentSpec:
-    """What a driver knows of its environment: a copy of the row's settings, not the row."""
+    """What a driver knows of its environment: the row's settings, typed, not the row."""
 
     name: str
     cloud: str
+    settings: EnvSettings  # its cloud's model: the `aws`, `gcp`, `ssh` and `fake` sections
     region: str | None = None
     spot: bool = False
-    # The environment's settings as configured: the `aws`, `gcp`, `ssh` and `fake` sections.
-    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class MachineRef(Protocol):
@@ -87,14 +87,6 @@ class CloudInstance:
         return self.state == TERMINATED
 
 
-# Clouds whose machines are reached over SSH (bootstrapped there, executions run there).
-SSH_CLOUDS = ("ssh", "aws", "gcp")
-# Clouds whose machines are new VMs: they set themselves up at first boot, and they move data
-# to and from object stores themselves, through signed URLs.
-VM_CLOUDS = ("aws", "gcp")
-DIRECT_DATA_CLOUDS = VM_CLOUDS
-
-
 class CloudDriver(Protocol):
     def launch(self, spec: LaunchSpec) -> CloudInstance:
         """Start one instance tagged for spec's machine row; may raise a CloudError."""
@@ -120,7 +112,7 @@ class LaunchOutcome:
 
 
 class SSHMachines(Protocol):
-    """A driver whose machines vh-orch logs in to (SSH_CLOUDS)."""
+    """A driver whose machines vh-orch logs in to (capabilities: reached_over_ssh)."""
 
     def target(self, machine: MachineRef) -> SSHTarget:
         """The SSHTarget (address, port, user, key, pinned host key) of a machine."""
