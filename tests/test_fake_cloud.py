@@ -131,13 +131,14 @@ def test_named_clouds_are_one_per_state_file_and_otherwise_one_per_region(tmp_pa
 def test_an_environment_with_a_state_file_gets_a_driver_on_that_file(tmp_path: Path) -> None:
     from vh_orch.cloud_drivers import make_driver
     from vh_orch.config.environments import parse_entry
+    from vh_orch.orchestrator.drivers import driver_spec
     from vh_orch.orchestrator.models import Environment
 
     state = tmp_path / "fake.json"
     spec = parse_entry({"name": "gpu", "cloud": "fake", "fake": {"state_file": str(state)}}, "test")
     FakeCloud.reset()
     try:
-        driver = make_driver(Environment(name="gpu", cloud="fake", settings=spec.settings), "cluster-1")
+        driver = make_driver(driver_spec(Environment(name="gpu", cloud="fake", settings=spec.settings)), "cluster-1")
         assert driver is not None
         driver.launch(LaunchSpec(machine_id=1, launch_token="t", cluster_id="cluster-1", environment="gpu",
                                  zone=None, instance_type=None))

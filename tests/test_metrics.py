@@ -144,6 +144,7 @@ def test_a_client_behind_a_trusted_proxy_is_judged_by_its_forwarded_address(serv
 
 
 def test_log_format_json_makes_every_line_of_serve_a_json_object(served: VhOrch) -> None:
+    served.api_url()  # the HTTP server logs its address a moment after the daemon says it started
     lines = served.daemon_log.read_text().splitlines()
     assert lines
     records = [json.loads(line) for line in lines]

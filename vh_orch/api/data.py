@@ -22,6 +22,7 @@ from vh_orch.api.deps import (
     visible_execution,
 )
 from vh_orch.api.shapes import output_json
+from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import NotFound, VhOrchError
 from vh_orch.orchestrator.models import Output, User
 from vh_orch.services.views import status_rows
@@ -65,7 +66,7 @@ def download(request: Request, user: CurrentUser, datum_id: str) -> FileResponse
     store = store_of(request)
     env = store.get_environment_by_id(store.get_execution(output.execution_id).environment_id)
     try:
-        datastore = bucket_datastore(output.uri, env.settings.get("datastore"))
+        datastore = bucket_datastore(output.uri, settings_of(env).datastore)
         return {"url": datastore.presigned_get(output.uri, SIGNED_URL_S)}  # type: ignore[attr-defined]
     except VhOrchError as exc:
         raise HTTPException(502, {"message": f"cannot sign a download of datum {datum_id}: {exc}",
@@ -102,7 +103,7 @@ def environments(request: Request, user: CurrentUser, limit: Count = None, offse
             "per_hour_price_usd": env.price_per_hour,
             "unfinished_job_count": row["queued"] + row["held_by_quota"] + row["running"],
             "per_user_queue_quota": 0,
-            "gpu_spec": env.settings.get("gpu", "") if isinstance(env.settings.get("gpu"), str) else "",
+            "gpu_spec": settings_of(env).gpu,
             "min_scale": env.min_scale,
             "max_scale": env.max_scale,
         })

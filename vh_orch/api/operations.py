@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import field_error, not_found, store_of
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.models import User
 from vh_orch.services.views import BILLED, input_cache_dict
 from vh_orch.timeutil import as_utc, iso, utcnow
@@ -55,7 +56,7 @@ def cost(request: Request, user: CurrentUser, hours: int = 24) -> dict[str, Any]
     store = store_of(request)
     now = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     start = now - timedelta(hours=hours)
-    prices = {e.name: (0.0 if e.cloud == "local" else e.price_per_hour) for e in store.list_environments()}
+    prices = {e.name: (e.price_per_hour if capabilities(e.cloud).billed else 0.0) for e in store.list_environments()}
     series: dict[str, list[float]] = {name: [0.0] * hours for name in prices}
     for m, env in store.list_machines(include_finished=True):
         if not prices.get(env) or (m.state not in BILLED and m.terminated_at is None):

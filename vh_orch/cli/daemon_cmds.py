@@ -15,7 +15,7 @@ def init() -> None:
     """Create or upgrade the database (never drops data) and the `local` environment; make the home
     private to this user (0700 folders, 0600 files), also an existing one."""
     from vh_orch.cli.common import note
-    from vh_orch.config.environments import parse_entry
+    from vh_orch.config.environments import BUILTIN_ENVIRONMENT, parse_entry
     from vh_orch.orchestrator.db import upgrade
     from vh_orch.orchestrator.store import Store
 
@@ -23,8 +23,8 @@ def init() -> None:
     s.ensure_dirs()
     upgrade(s.db_url)
     store = Store(s.db_url)
-    local = parse_entry({"name": "local", "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
-    _, created = store.ensure_environment("local", "local", settings=local.settings, **local.columns)
+    local = parse_entry({"name": BUILTIN_ENVIRONMENT, "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
+    _, created = store.ensure_environment(local.name, local.cloud, settings=local.settings, **local.columns)
     store.cluster_id()
     tightened = s.tighten()  # an installation made before its files were private, or loosened since
     note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.errors import ConfigError, UserInputError
 from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict
 from vh_orch.timeutil import iso
@@ -20,20 +21,20 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Environments: named machine kinds, each with its own queue.", no_args_is_help=True)
 machine_app = typer.Typer(help="Machines serving the environments.", no_args_is_help=True)
 
-BUILTIN = frozenset({"local"})
 FINISHED_MACHINE_STATES = ("terminated", "failed", "lost")
 
 
 def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str, Any]:
+    from vh_orch.cloud_drivers.settings import settings_of
     from vh_orch.config.environments import format_duration
     from vh_orch.services.environments import env_entry
 
     data = env_entry(env)
     data["idle_timeout"] = format_duration(env.idle_timeout_s)
-    if env.settings.get("draining"):
+    if settings_of(env).draining:
         data["draining"] = True
     if detail:
-        if env.cloud in ("local", "fake"):
+        if capabilities(env.cloud).runs_on_this_host:
             from vh_orch.orchestrator.daemon import choose_runtime
 
             runtime, why = choose_runtime(env)
@@ -51,13 +52,14 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
 
 def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
     """The input cache of an environment's machines: hits and misses of all of them, ever; the size of
-    the live ones' caches (local and fake machines share one cache on this host: its size once)."""
+    the live ones' caches (machines whose executions run on this host share one cache here: its size once)."""
+    from vh_orch.cloud_drivers.settings import settings_of
     from vh_orch.storage.input_cache import GiB, cache_bound_bytes
 
     live = [m.input_cache_bytes or 0 for m in machines if m.state not in FINISHED_MACHINE_STATES]
-    size = (max(live) if env.cloud in ("local", "fake") else sum(live)) if live else 0
+    size = (max(live) if capabilities(env.cloud).runs_on_this_host else sum(live)) if live else 0
     data = input_cache_dict(sum(m.input_cache_hits for m in machines), sum(m.input_cache_misses for m in machines), size)
-    return {"bound_gb": cache_bound_bytes(env.settings) / GiB, **data}
+    return {"bound_gb": cache_bound_bytes(settings_of(env).input_cache_gb) / GiB, **data}
 
 
 def _cache_text(cache: dict[str, Any]) -> str:
@@ -185,7 +187,7 @@ def apply(
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create or update environments from a file, idempotently: the whole file or nothing."""
-    from vh_orch.config.environments import parse_file_text
+    from vh_orch.config.environments import BUILTIN_ENVIRONMENT, parse_file_text
 
     try:
         text = file.read_text()
@@ -193,7 +195,7 @@ def apply(
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     specs = parse_file_text(text, str(file))
     report = open_store().apply_environments([(s.name, s.cloud, s.columns, s.settings) for s in specs],
-                                             prune=prune, keep=BUILTIN)
+                                             prune=prune, keep=frozenset({BUILTIN_ENVIRONMENT}))
     if json_out:
         print_json(report)
         return

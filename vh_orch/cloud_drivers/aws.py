@@ -25,6 +25,7 @@ from vh_orch.cloud_drivers.base import (
     LaunchSpec,
     machine_id_from_tag,
 )
+from vh_orch.cloud_drivers.settings import AWSSettings
 from vh_orch.cloud_drivers.vm import TAG_HOST_KEY, VMAccess, VMInfo, VMMachines, generate_host_key
 from vh_orch.errors import CapacityError, CloudError, ConfigError, QuotaExceeded, TransientCloudError
 from vh_orch.values import PENDING, RUNNING, STOPPING, TERMINATED, CloudInstance
@@ -71,21 +72,22 @@ class AWSDriver(VMMachines):
     def __init__(self, cluster_id: str, env: EnvironmentSpec) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
-        self.aws: dict[str, Any] = env.settings.get("aws", {})
+        assert isinstance(env.settings, AWSSettings), env.cloud
+        self.aws = env.settings.aws
         if not env.region:
             raise ConfigError(f"environment {env.name!r}: an aws environment needs a `region`")
-        super().__init__(VMAccess(env.settings.get("ssh", {}), default_user="ubuntu"))
+        super().__init__(VMAccess(env.settings.ssh, default_user="ubuntu"))
         config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=10, read_timeout=60)
         session = boto3.session.Session(region_name=env.region)
-        self.ec2 = session.client("ec2", endpoint_url=self.aws.get("endpoint_url"), config=config)
-        self.spot_max_price = self.aws.get("spot_max_price")
+        self.ec2 = session.client("ec2", endpoint_url=self.aws.endpoint_url, config=config)
+        self.spot_max_price = self.aws.spot_max_price
         self._root_device: str | None = None
 
     # -- launch -----------------------------------------------------------------------
 
     def launch(self, spec: LaunchSpec) -> CloudInstance:
         host_private, host_public = generate_host_key()
-        tags = {**{str(k): str(v) for k, v in (self.aws.get("tags") or {}).items()}, **spec.all_tags(),
+        tags = {**self.aws.tags, **spec.all_tags(),
                 TAG_HOST_KEY: host_public, "Name": f"vh-orch-{spec.environment}-{spec.machine_id}"}
         tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
         params: dict[str, Any] = {
@@ -106,16 +108,16 @@ class AWSDriver(VMMachines):
             params["SubnetId"] = spec.zone
         elif spec.zone:
             params["Placement"] = {"AvailabilityZone": spec.zone}
-        if self.aws.get("security_group_ids"):
-            params["SecurityGroupIds"] = list(self.aws["security_group_ids"])
-        if self.aws.get("key_name"):
-            params["KeyName"] = self.aws["key_name"]
-        profile = self.aws.get("iam_instance_profile")
+        if self.aws.security_group_ids:
+            params["SecurityGroupIds"] = list(self.aws.security_group_ids)
+        if self.aws.key_name:
+            params["KeyName"] = self.aws.key_name
+        profile = self.aws.iam_instance_profile
         if profile:
             params["IamInstanceProfile"] = {"Arn": profile} if profile.startswith("arn:") else {"Name": profile}
-        if self.aws.get("root_volume_gb"):
+        if self.aws.root_volume_gb:
             params["BlockDeviceMappings"] = [{"DeviceName": self._root_device_name(), "Ebs": {
-                "VolumeSize": int(self.aws["root_volume_gb"]), "VolumeType": "gp3", "DeleteOnTermination": True}}]
+                "VolumeSize": self.aws.root_volume_gb, "VolumeType": "gp3", "DeleteOnTermination": True}}]
         if spec.spot:
             options: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
             if self.spot_max_price:
@@ -128,7 +130,7 @@ class AWSDriver(VMMachines):
         return self._instance(reply["Instances"][0])
 
     def _image_id(self) -> str:
-        ami = str(self.aws.get("ami", ""))
+        ami = self.aws.ami
         # An SSM parameter name (e.g. /aws/service/canonical/...) is resolved by EC2 itself.
         return f"resolve:ssm:{ami}" if ami.startswith("/") else ami
 

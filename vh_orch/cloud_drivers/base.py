@@ -18,6 +18,7 @@ from vh_orch.values import CloudInstance
 
 if TYPE_CHECKING:
     from vh_orch.bootstrap.ssh import SSHTarget
+    from vh_orch.cloud_drivers.settings import EnvSettings
 
 TAG_CLUSTER = "vh-orch-cluster"
 TAG_MACHINE = "vh-orch-machine"
@@ -26,14 +27,13 @@ TAG_ENVIRONMENT = "vh-orch-environment"
 
 @dataclass(frozen=True)
 class EnvironmentSpec:
-    """What a driver knows of its environment: a copy of the row's settings, not the row."""
+    """What a driver knows of its environment: the row's settings, typed, not the row."""
 
     name: str
     cloud: str
+    settings: EnvSettings  # its cloud's model: the `aws`, `gcp`, `ssh` and `fake` sections
     region: str | None = None
     spot: bool = False
-    # The environment's settings as configured: the `aws`, `gcp`, `ssh` and `fake` sections.
-    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class MachineRef(Protocol):
@@ -66,12 +66,6 @@ class LaunchSpec:
         }
 
 
-# Clouds whose machines are reached over SSH (bootstrapped there, executions run there).
-SSH_CLOUDS = ("ssh", "aws", "gcp")
-# Clouds whose machines are new VMs: they set themselves up at first boot, and they move data
-# to and from object stores themselves, through signed URLs.
-VM_CLOUDS = ("aws", "gcp")
-DIRECT_DATA_CLOUDS = VM_CLOUDS
 
 
 class CloudDriver(Protocol):
@@ -99,7 +93,7 @@ class LaunchOutcome:
 
 
 class SSHMachines(Protocol):
-    """A driver whose machines vh-orch logs in to (SSH_CLOUDS)."""
+    """A driver whose machines vh-orch logs in to (capabilities: reached_over_ssh)."""
 
     def target(self, machine: MachineRef) -> SSHTarget:
         """The SSHTarget (address, port, user, key, pinned host key) of a machine."""

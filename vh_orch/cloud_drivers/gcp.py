@@ -35,6 +35,7 @@ from vh_orch.cloud_drivers.base import (
     LaunchSpec,
     machine_id_from_tag,
 )
+from vh_orch.cloud_drivers.settings import GCPSettings
 from vh_orch.cloud_drivers.vm import (
     TAG_HOST_KEY,
     VMAccess,
@@ -119,15 +120,16 @@ class GCPDriver(VMMachines):
     def __init__(self, cluster_id: str, env: EnvironmentSpec) -> None:
         self.cluster_id = cluster_id
         self.environment = env.name
-        self.gcp: dict[str, Any] = env.settings.get("gcp", {})
-        self.project = self.gcp.get("project")
+        assert isinstance(env.settings, GCPSettings), env.cloud
+        self.gcp = env.settings.gcp
+        self.project = self.gcp.project
         if not self.project:
             raise ConfigError(f"environment {env.name!r}: a gcp environment needs `gcp.project`")
-        super().__init__(VMAccess(env.settings.get("ssh", {}), default_user="vh"))
+        super().__init__(VMAccess(env.settings.ssh, default_user="vh"))
         kwargs: dict[str, Any] = {"transport": "rest"}
-        if self.gcp.get("api_endpoint"):
-            kwargs["client_options"] = ClientOptions(api_endpoint=self.gcp["api_endpoint"])
-        if self.gcp.get("credentials") == "anonymous":
+        if self.gcp.api_endpoint:
+            kwargs["client_options"] = ClientOptions(api_endpoint=self.gcp.api_endpoint)
+        if self.gcp.credentials == "anonymous":
             from google.auth.credentials import AnonymousCredentials
 
             kwargs["credentials"] = AnonymousCredentials()
@@ -144,7 +146,7 @@ class GCPDriver(VMMachines):
         zone = spec.zone or ""
         name = f"{self.cluster_id}-{spec.machine_id}"
         host_private, host_public = generate_host_key()
-        labels = {**{label_value(k): label_value(str(v)) for k, v in (self.gcp.get("labels") or {}).items()},
+        labels = {**{label_value(k): label_value(v) for k, v in self.gcp.labels.items()},
                   TAG_CLUSTER: label_value(self.cluster_id), TAG_MACHINE: str(spec.machine_id),
                   TAG_ENVIRONMENT: label_value(spec.environment)}
         script = startup_script(self.access.user, public_key_of(self.access.key_file), host_private, host_public,
@@ -161,21 +163,19 @@ class GCPDriver(VMMachines):
             disks=[compute_v1.AttachedDisk(
                 boot=True, auto_delete=True,
                 initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image=self.gcp.get("image", "projects/debian-cloud/global/images/family/debian-12"),
-                    disk_size_gb=int(self.gcp.get("disk_gb", 50)), labels=labels))],
+                    source_image=self.gcp.image, disk_size_gb=self.gcp.disk_gb, labels=labels))],
             network_interfaces=[compute_v1.NetworkInterface(
                 network=self._network(),
                 access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
             scheduling=self._scheduling(),
         )
-        accelerators = self.gcp.get("accelerators") or []
-        if accelerators:
+        if self.gcp.accelerators:
             instance.guest_accelerators = [compute_v1.AcceleratorConfig(
-                accelerator_type=f"zones/{zone}/acceleratorTypes/{a['type']}", accelerator_count=int(a.get("count", 1)))
-                for a in accelerators]
-        if self.gcp.get("service_account"):
+                accelerator_type=f"zones/{zone}/acceleratorTypes/{a.type}", accelerator_count=a.count)
+                for a in self.gcp.accelerators]
+        if self.gcp.service_account:
             instance.service_accounts = [compute_v1.ServiceAccount(
-                email=self.gcp["service_account"], scopes=["https://www.googleapis.com/auth/cloud-platform"])]
+                email=self.gcp.service_account, scopes=["https://www.googleapis.com/auth/cloud-platform"])]
         doing = f"launching {spec.instance_type} in {zone}"
         try:
             operation = self.instances.insert_unary(request=compute_v1.InsertInstanceRequest(
@@ -204,7 +204,7 @@ class GCPDriver(VMMachines):
         return self._instance(created, zone)
 
     def _network(self) -> str:
-        network = self.gcp.get("network", "default")
+        network = self.gcp.network
         return network if "/" in network else f"global/networks/{network}"
 
     def _scheduling(self) -> compute_v1.Scheduling:
@@ -213,7 +213,7 @@ class GCPDriver(VMMachines):
                                          automatic_restart=False, on_host_maintenance="TERMINATE")
         # GPUs cannot live-migrate; a maintenance event ends the VM, and vh-orch replaces it.
         return compute_v1.Scheduling(provisioning_model="STANDARD", automatic_restart=False,
-                                     on_host_maintenance="TERMINATE" if self.gcp.get("accelerators") else "MIGRATE")
+                                     on_host_maintenance="TERMINATE" if self.gcp.accelerators else "MIGRATE")
 
     def _poll_pending(self) -> None:
         """Look at the inserts still running: a finished one is forgotten, a failed one reported."""

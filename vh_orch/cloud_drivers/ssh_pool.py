@@ -16,19 +16,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from vh_orch.bootstrap.remote import LABEL_WORKDIR
 from vh_orch.bootstrap.runtimes import LABEL_CLUSTER
 from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, SSHTarget, transport_for
 from vh_orch.cloud_drivers.base import LaunchSpec, MachineRef
+from vh_orch.cloud_drivers.settings import SSHSection
 from vh_orch.errors import CapacityError, TransientCloudError
 from vh_orch.values import RUNNING, CloudInstance
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKDIR = "/var/lib/vh-orch"
-DEFAULT_UNREACHABLE_S = 60.0
 
 
 class HostKeyRefused(CapacityError):
@@ -69,20 +67,18 @@ class Claim:
         return f"installation {self.cluster_id} (machine {self.machine_id}, environment {self.environment})"
 
 
-def pool_hosts(ssh: dict[str, Any]) -> list[PoolHost]:
-    default = ssh.get("workdir", DEFAULT_WORKDIR)
-    return [PoolHost(h["address"], int(h.get("port", 22)), h["host_key"], h.get("workdir", default))
-            for h in ssh.get("hosts", [])]
+def pool_hosts(ssh: SSHSection) -> list[PoolHost]:
+    return [PoolHost(h.address, h.port, h.host_key, h.workdir or ssh.workdir) for h in ssh.hosts]
 
 
 class SSHPoolDriver:
-    def __init__(self, cluster_id: str, environment: str, ssh: dict[str, Any]) -> None:
+    def __init__(self, cluster_id: str, environment: str, ssh: SSHSection) -> None:
         self.cluster_id = cluster_id
         self.environment = environment
-        self.user = ssh.get("user", "root")
-        self.key_file = ssh.get("private_key_file", "")
-        self.connect_timeout_s = float(ssh.get("connect_timeout", 10))
-        self.unreachable_s = float(ssh.get("unreachable_timeout", DEFAULT_UNREACHABLE_S))
+        self.user = ssh.user or "root"
+        self.key_file = ssh.private_key_file
+        self.connect_timeout_s = ssh.connect_timeout
+        self.unreachable_s = ssh.unreachable_timeout
         self.hosts = {h.id: h for h in pool_hosts(ssh)}
         self._last_seen: dict[str, tuple[datetime, CloudInstance]] = {}
         self._lock = threading.Lock()

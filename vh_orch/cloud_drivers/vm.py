@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vh_orch.bootstrap.docker_host import BLOCK_METADATA, FIRST_BOOT_DONE, METADATA_DROPIN, METADATA_DROPIN_PATH
 from vh_orch.bootstrap.ssh import SSHTarget
 from vh_orch.cloud_drivers.base import MachineRef
+from vh_orch.cloud_drivers.settings import SSHSection
 from vh_orch.errors import CloudError, ConfigError
 
 TAG_HOST_KEY = "vh-orch-host-key"
-DEFAULT_WORKDIR = "/var/lib/vh-orch"
 RESOLVER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 Resolver = Callable[[dict[str, Any]], dict[str, Any]]
@@ -168,14 +168,14 @@ class VMInfo:
 class VMAccess:
     """How vh-orch logs in to the VMs of one environment (its `ssh:` section)."""
 
-    def __init__(self, ssh: dict[str, Any], default_user: str) -> None:
-        self.user = ssh.get("user", default_user)
-        self.key_file = ssh.get("private_key_file", "")
-        self.port = int(ssh.get("port", 22))
-        self.address = ssh.get("address", "public")
-        self.connect_timeout_s = float(ssh.get("connect_timeout", 10))
-        self.workdir = ssh.get("workdir", DEFAULT_WORKDIR)
-        self.resolver = load_resolver(ssh["endpoint_resolver"]) if ssh.get("endpoint_resolver") else None
+    def __init__(self, ssh: SSHSection, default_user: str) -> None:
+        self.user = ssh.user or default_user
+        self.key_file = ssh.private_key_file
+        self.port = ssh.port
+        self.address = ssh.address
+        self.connect_timeout_s = ssh.connect_timeout
+        self.workdir = ssh.workdir
+        self.resolver = load_resolver(ssh.endpoint_resolver) if ssh.endpoint_resolver else None
 
     def user_data(self, host_private: str, host_public: str) -> str:
         return cloud_config(self.user, public_key_of(self.key_file), host_private, host_public, self.workdir)

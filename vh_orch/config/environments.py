@@ -15,10 +15,21 @@ from typing import Any
 import yaml
 
 from vh_orch.bootstrap.isolation import NETWORKS
+from vh_orch.cloud_drivers.capabilities import capabilities
+from vh_orch.cloud_drivers.settings import (
+    ADMINS,
+    CLOUD_SETTINGS,
+    DEFAULT_GCP_IMAGE,
+    EVERYONE,
+    SECTIONS,
+    EnvSettings,
+    PoolHostSetting,
+)
 from vh_orch.errors import ConfigError
 from vh_orch.storage.datastores import validate_datastore_setting
 
 CLOUDS = ("local", "ssh", "aws", "gcp", "fake")
+BUILTIN_ENVIRONMENT = "local"  # the environment `vh-orch init` creates (this host); `env apply --prune` keeps it
 PULL_POLICIES = ("if-missing", "always", "never")
 IDLE_POLICIES = ("timeout", "adaptive")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -31,33 +42,27 @@ COMMON_KEYS = {
     "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
     "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users",
 }
-# The keys each cloud's own section accepts; `ssh` also serves aws and gcp machines.
-CLOUD_KEYS: dict[str, set[str]] = {
-    "local": {"runtime"},
-    "fake": {"boot_seconds", "zones", "runtime", "interrupt_after", "interrupt_count", "state_file"},
-    "ssh": {"user", "private_key_file", "hosts", "port", "address", "endpoint_resolver", "install_docker_command",
-            "connect_timeout", "unreachable_timeout", "workdir"},
-    "aws": {"ami", "zones", "security_group_ids", "key_name", "iam_instance_profile", "root_volume_gb", "tags",
-            "endpoint_url", "subnet_ids", "spot_max_price"},
-    "gcp": {"project", "zones", "image", "disk_gb", "network", "service_account", "labels", "accelerators",
-            "api_endpoint", "credentials"},
-}
-SECTIONS_FOR = {"local": {"local"}, "fake": {"fake"}, "ssh": {"ssh"}, "aws": {"aws", "ssh"}, "gcp": {"gcp", "ssh"}}
+# The keys each section accepts and the sections each cloud takes (`ssh` also serves aws and gcp
+# machines): what the typed settings models read, so that no key is accepted here and ignored there.
+CLOUD_KEYS: dict[str, set[str]] = {section: set(model.model_fields) for section, model in SECTIONS.items()}
+SECTIONS_FOR: dict[str, set[str]] = {model.model_fields["cloud"].default: set(model.model_fields) & set(SECTIONS)
+                                     for model in CLOUD_SETTINGS}
 
+_SETTING = {name: f.default for name, f in EnvSettings.model_fields.items()}  # the settings' defaults
 DEFAULTS: dict[str, Any] = {
     "min_scale": 0,
     "max_scale": 1,
     "idle_timeout": 600.0,
-    "idle_policy": "timeout",
+    "idle_policy": _SETTING["idle_policy"],
     "spot": False,
     "price_per_hour": 0.0,
     "slots": 1,
     "max_attempts": 3,
-    "pull_policy": "if-missing",
-    "launch_timeout": 300.0,
-    "boot_timeout": 600.0,
-    "bootstrap_timeout": 1200.0,
-    "capacity_block": 300.0,
+    "pull_policy": _SETTING["pull_policy"],
+    "launch_timeout": _SETTING["launch_timeout_s"],
+    "boot_timeout": _SETTING["boot_timeout_s"],
+    "bootstrap_timeout": _SETTING["bootstrap_timeout_s"],
+    "capacity_block": _SETTING["capacity_block_s"],
 }
 
 
@@ -72,10 +77,6 @@ WHOLE_NUMBER_SETTINGS: tuple[tuple[str, int, str], ...] = (
     ("pids_limit", 4_194_304, "a number of processes per container (a whole number up to 4194304; 0: no limit; "
                               "default 4096)"),
 )
-
-
-EVERYONE = "everyone"  # an environment's `users`: who may submit to it over the API
-ADMINS = "admins"
 
 
 def parse_users(value: Any, where: str) -> str | list[str]:
@@ -150,7 +151,7 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
             continue
         raise ConfigError(f"{where}: unknown key {key!r}")
     merged = {**DEFAULTS, **{k: v for k, v in entry.items() if k in COMMON_KEYS}}
-    if cloud == "ssh" and "max_scale" not in entry and isinstance(entry.get("ssh"), dict):
+    if capabilities(cloud).host_pool and "max_scale" not in entry and isinstance(entry.get("ssh"), dict):
         # A pool may use all of its hosts unless told otherwise.
         hosts = entry["ssh"].get("hosts")
         merged["max_scale"] = len(hosts) if isinstance(hosts, list) and hosts else 1
@@ -236,11 +237,11 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         if unknown:
             raise ConfigError(f"{where}.{section}: unknown key {unknown[0]!r}; known: {', '.join(sorted(CLOUD_KEYS[section]))}")
         settings[section] = _check_section(section, body, f"{where}.{section}", cloud)
-    if cloud == "ssh" and "ssh" not in settings:
+    if capabilities(cloud).host_pool and "ssh" not in settings:
         raise ConfigError(f"{where}: an ssh environment needs an `ssh:` section with user, private_key_file and hosts")
     if cloud in ("aws", "gcp"):
         _check_vm_environment(cloud, columns, settings, where)
-    if cloud in ("local", "fake"):
+    if capabilities(cloud).runs_on_this_host:  # its section names the runtime
         settings.setdefault(cloud, {})
         runtime = settings[cloud].get("runtime", "auto")
         if runtime not in ("auto", "docker", "process"):
@@ -249,7 +250,7 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
     return EnvSpec(name=name, cloud=cloud, columns=columns, settings=settings)
 
 
-HOST_KEYS = {"address", "port", "host_key", "workdir"}
+HOST_KEYS = set(PoolHostSetting.model_fields)
 HOST_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+$")
 WORKDIR_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
 
@@ -392,7 +393,7 @@ def _check_gcp(body: dict[str, Any], where: str) -> dict[str, Any]:
     if not body.get("zones"):
         raise ConfigError(f"{where}.zones: a list of zones is needed (e.g. [us-central1-a, us-central1-b])")
     _strings(body, "zones", where, r"^[a-z]+-[a-z]+\d+-[a-z]$")
-    image = body.get("image", "projects/debian-cloud/global/images/family/debian-12")
+    image = body.get("image", DEFAULT_GCP_IMAGE)
     if not isinstance(image, str) or not re.match(r"^(projects/[-a-z0-9]+/global/images/|global/images/|https://)", image):
         raise ConfigError(f"{where}.image: {image!r} is not an image path "
                           "(e.g. projects/debian-cloud/global/images/family/debian-12)")
@@ -425,10 +426,10 @@ def _check_gcp(body: dict[str, Any], where: str) -> dict[str, Any]:
     return body
 
 
-def _check_section(section: str, body: dict[str, Any], where: str, cloud: str = "") -> dict[str, Any]:
+def _check_section(section: str, body: dict[str, Any], where: str, cloud: str) -> dict[str, Any]:
     body = dict(body)
     if section == "ssh":
-        return _check_ssh(body, where, pool=cloud == "ssh")
+        return _check_ssh(body, where, pool=capabilities(cloud).host_pool)
     if section == "aws":
         return _check_aws(body, where)
     if section == "gcp":

@@ -10,23 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from vh_orch.config.environments import ADMINS, EVERYONE
+from vh_orch.cloud_drivers.capabilities import capabilities
+from vh_orch.cloud_drivers.settings import ADMINS, EnvSettings
 from vh_orch.errors import UserInputError
 
-LOCAL_CLOUDS = ("local", "fake")  # clouds whose executions run on the daemon's own host
 DOCKER_PROBE_TTL_S = 5.0
 
 _probe_lock = threading.Lock()
 _probe: tuple[float, bool, str] | None = None
-
-
-def wanted_runtime(cloud: str, settings: dict[str, Any]) -> str:
-    """The runtime an environment on the daemon's host is set to: auto, docker or process."""
-    section = settings.get(cloud)
-    wanted = section.get("runtime") if isinstance(section, dict) else None
-    return str(wanted or settings.get("runtime") or "auto")
 
 
 def _docker_now() -> tuple[bool, str]:
@@ -41,16 +33,16 @@ def _docker_now() -> tuple[bool, str]:
         return _probe[1], _probe[2]
 
 
-def check_environment(name: str, cloud: str, settings: dict[str, Any], user: str) -> None:
+def check_environment(name: str, settings: EnvSettings, user: str) -> None:
     """A restricted submission by `user` to this environment, or UserInputError saying why not."""
-    users = settings.get("users", EVERYONE)
-    if users == ADMINS or (isinstance(users, list) and user not in users):
+    users = settings.users
+    if users == ADMINS or (isinstance(users, tuple) and user not in users):
         raise UserInputError(f"environment {name!r} is not open to you: its operator lets "
                              f"{'only administrators' if users == ADMINS else 'only some users'} submit to it "
                              f"(`vh-orch env update {name} --users ...`); choose another environment")
-    if cloud not in LOCAL_CLOUDS:
+    if not capabilities(settings.cloud).runs_on_this_host:
         return  # SSH hosts and cloud VMs always run containers
-    runtime = wanted_runtime(cloud, settings)
+    runtime = settings.wanted_runtime
     if runtime == "process":
         raise UserInputError(f"environment {name!r} runs executions as plain processes on the daemon's own host, "
                              "without isolation, which only administrators and the operator's CLI may use; "

@@ -41,7 +41,8 @@ from vh_orch.bootstrap.runtimes import (
     local_containers,
     remove_container,
 )
-from vh_orch.cloud_drivers.base import DIRECT_DATA_CLOUDS, SSH_CLOUDS, VM_CLOUDS
+from vh_orch.cloud_drivers.capabilities import capabilities
+from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import ConfigError, LeaseLost
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -69,15 +70,11 @@ PREPULL_TIMEOUT_S = 900  # for each of them
 RUNTIMES = ("auto", "docker", "process")
 SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
 TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (images removed when low)
-DEFAULT_IMAGE_KEEP_S = 7 * 86400.0
-DEFAULT_IMAGE_DISK_LOW_PERCENT = 15.0
 
 
 def choose_runtime(env: Environment) -> tuple[str, str]:
     """The runtime an environment that runs on this host uses now, and why."""
-    from vh_orch.orchestrator.access import wanted_runtime
-
-    wanted = wanted_runtime(env.cloud, env.settings)
+    wanted = settings_of(env).wanted_runtime
     if wanted == "process":
         return "process", "the environment's runtime is set to process"
     ok, why = docker_available()
@@ -327,7 +324,8 @@ class Daemon:
         if self._reconciler is None:
             self._reconciler = Reconciler(
                 self.store, self, hostname=self.hostname,
-                runtime_name=lambda env: self._runtime_for(env).name if env.cloud in ("local", "fake") else "docker",
+                runtime_name=lambda env: (self._runtime_for(env).name if capabilities(env.cloud).runs_on_this_host
+                                          else "docker"),
                 orphan_grace_s=self.settings.orphan_grace_s,
             )
         return self._reconciler
@@ -363,7 +361,7 @@ class Daemon:
         self._start_runner(execution, self._runtime_on(env, machine), env.id)  # type: ignore[arg-type]
 
     def _runtime_on(self, env: Environment, machine: Machine) -> Runtime:
-        if env.cloud in ("local", "fake"):
+        if capabilities(env.cloud).runs_on_this_host:
             return self._runtime_for(env)
         return self._remote_runtime(env, machine)
 
@@ -374,7 +372,7 @@ class Daemon:
         driver = self.reconciler.driver(env)
         return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
                                    driver.workdir(machine),  # type: ignore[union-attr]
-                                   direct_data=env.cloud in DIRECT_DATA_CLOUDS, machine_id=machine.id)
+                                   direct_data=capabilities(env.cloud).direct_data, machine_id=machine.id)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine)."""
@@ -395,16 +393,17 @@ class Daemon:
         try:
             driver = self.reconciler.driver(env)
             transport = transport_for(driver.target(machine))  # type: ignore[union-attr]
-            ssh = env.settings.get("ssh", {})
+            settings = settings_of(env)
+
             def step(name: str) -> None:
                 store.set_bootstrap_step(machine.id, name)  # type: ignore[arg-type]
                 failpoints.hit("bootstrap-step")
 
             bootstrap(transport, driver.workdir(machine),  # type: ignore[union-attr]
                       step,
-                      deadline_s=env.settings.get("bootstrap_timeout_s", 1200.0),
-                      install_command=ssh.get("install_docker_command"),
-                      first_boot=env.cloud in VM_CLOUDS)
+                      deadline_s=settings.bootstrap_timeout_s,
+                      install_command=settings.login.install_docker_command if settings.login else None,
+                      first_boot=capabilities(env.cloud).first_boot)
             self._pull_likely_images(env, transport, step)
             # A host this installation used before may hold what a killed daemon left there.
             self._sweep_remote(env, machine)
@@ -437,7 +436,7 @@ class Daemon:
         its first executions start without waiting for a pull (never with pull_policy: never)."""
         from vh_orch.bootstrap.remote import pull_images
 
-        if env.settings.get("pull_policy") == "never":
+        if settings_of(env).pull_policy == "never":
             return
         images = self.store.recent_images(env.id, limit=PREPULL_IMAGES)  # type: ignore[arg-type]
         if images:
@@ -462,7 +461,7 @@ class Daemon:
 
     def _runtime_for(self, env: Environment) -> Runtime:
         """Docker or process for an environment that runs here; the Docker probe is cached briefly."""
-        key = (env.id, repr(env.settings.get(env.cloud)), env.settings.get("runtime"))
+        key = (env.id, settings_of(env).wanted_runtime)
         cached = self._runtime_cache.get(key)
         now = time.monotonic()
         if cached is None or now - cached[0] > RUNTIME_PROBE_TTL_S:
@@ -526,7 +525,7 @@ class Daemon:
         envs = {e.id: e for e in self.store.active_environments()}
         for machine in self.store.fleet():
             env = envs.get(machine.environment_id)
-            if env is not None and env.cloud in SSH_CLOUDS and machine.state in ("ready", "busy"):
+            if env is not None and capabilities(env.cloud).reached_over_ssh and machine.state in ("ready", "busy"):
                 threading.Thread(target=self._sweep_remote, args=(env, machine), daemon=True,
                                  name=f"sweep-{machine.id}").start()
 
@@ -552,7 +551,7 @@ class Daemon:
         machines = {m.id: m for m in self.store.fleet()}
         for execution in executions:
             env = envs.get(execution.environment_id)
-            if env is not None and env.cloud in SSH_CLOUDS:
+            if env is not None and capabilities(env.cloud).reached_over_ssh:
                 machine = machines.get(execution.machine_id)
                 if machine is not None:
                     # Its container runs on, on the remote machine: follow it again.
@@ -561,7 +560,7 @@ class Daemon:
                                        reattach=True)
                 continue  # no live machine: the reconciler marks it lost and requeues
             self._end_leftover(execution)
-            if env is not None and env.cloud == "fake" and at_start:
+            if env is not None and not capabilities(env.cloud).machine_is_this_host and at_start:
                 # Its command ended with the daemon that ran it; its machine may live on (a cloud
                 # shared by replicas) or not (the reconciler then finds it gone): run it again.
                 self.store.requeue_lost(execution.id, execution.attempt,  # type: ignore[arg-type]
@@ -627,14 +626,14 @@ class Daemon:
         envs = {e.id: e for e in self.store.active_environments() if e.id in self._env_fences}
         for machine in self.store.fleet():
             env = envs.get(machine.environment_id)
-            if env is None or env.cloud not in SSH_CLOUDS or machine.state not in ("ready", "busy"):
+            if env is None or not capabilities(env.cloud).reached_over_ssh or machine.state not in ("ready", "busy"):
                 continue
-            low = env.settings.get("image_disk_low_percent", DEFAULT_IMAGE_DISK_LOW_PERCENT)
-            if not low:
+            settings = settings_of(env)
+            if not settings.image_disk_low_percent:
                 continue
             try:
-                removed = self._remote_runtime(env, machine).tidy_images(
-                    env.settings.get("image_keep_s", DEFAULT_IMAGE_KEEP_S), low)
+                removed = self._remote_runtime(env, machine).tidy_images(settings.image_keep_s,
+                                                                         settings.image_disk_low_percent)
             except (SSHError, ConfigError, OSError, RuntimeFailure) as exc:
                 log.info("machine %s: tidying images failed: %s", machine.id, exc)
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import LaunchFailure
 from vh_orch.orchestrator.store import Store
@@ -34,7 +35,7 @@ def busy_hosts(store: Store) -> list[BusyHost]:
     ours = {(m.environment_id, m.zone) for m in store.fleet() if m.state != "requested"}  # claimed, not trying
     found = []
     for env in store.active_environments():
-        if env.cloud != "ssh":
+        if not capabilities(env.cloud).host_pool:
             continue
         latest: dict[str, LaunchFailure] = {}
         for failure in store.recent_failures(env.id, limit=200):  # type: ignore[arg-type]
@@ -59,14 +60,17 @@ def release_host(store: Store, name: str, force: bool) -> list[Released]:
     machine of this installation, or to another installation unless `force`, and even then
     while that installation's containers still run on the host."""
     from vh_orch.bootstrap.ssh import SSHError
+    from vh_orch.cloud_drivers import make_driver
     from vh_orch.cloud_drivers.ssh_pool import SSHPoolDriver
+    from vh_orch.orchestrator.drivers import driver_spec
 
     cluster = store.cluster_id()
     found = []
     for env in store.active_environments():
-        if env.cloud != "ssh":
+        if not capabilities(env.cloud).host_pool:
             continue
-        driver = SSHPoolDriver(cluster, env.name, env.settings.get("ssh", {}))
+        driver = make_driver(driver_spec(env), cluster)
+        assert isinstance(driver, SSHPoolDriver), env.cloud  # the one driver of a host pool
         host = driver.host_for(name)
         if host is not None:
             found.append((env.name, driver, host))

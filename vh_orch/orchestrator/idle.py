@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-DEFAULT_WAIT_COST_PER_HOUR = 1.0  # what an hour of an execution waiting is worth, in price units
 MAX_WAIT_WEIGHT = 100.0
 HISTORY = 256  # arrivals remembered per environment
 MIN_SAMPLES = 8

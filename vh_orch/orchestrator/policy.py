@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.idle import keep_alive_s
 from vh_orch.values import PENDING, STOPPING, CloudInstance, MachineState
 
@@ -100,7 +101,8 @@ class EnvView:
 
     @property
     def static(self) -> bool:
-        return self.cloud == "local"
+        """Its one machine is this host: never launched or retired."""
+        return capabilities(self.cloud).machine_is_this_host
 
 
 @dataclass(frozen=True)

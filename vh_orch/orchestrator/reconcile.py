@@ -13,11 +13,13 @@ from typing import Protocol
 
 from vh_orch import failpoints
 from vh_orch.cloud_drivers import make_driver
-from vh_orch.cloud_drivers.base import SSH_CLOUDS, CloudDriver, LaunchSpec
+from vh_orch.cloud_drivers.base import CloudDriver, LaunchSpec
+from vh_orch.cloud_drivers.capabilities import capabilities
+from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
 from vh_orch.orchestrator.drivers import driver_spec
-from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
+from vh_orch.orchestrator.idle import HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.database import Fence
@@ -104,11 +106,11 @@ class Reconciler:
         envs = {e.id: e for e in self.store.active_environments() if owned is None or e.id in owned}
         self._fences = owned or {}
         for env in envs.values():
-            if env.cloud == "local":
+            if capabilities(env.cloud).machine_is_this_host:
                 self.store.ensure_host_machine(env, self.hostname)
         # Listings first: a cloud may report launches that failed after they were accepted,
         # and those rows must be settled before the fleet is read.
-        listings = {env.id: self._list(env) for env in envs.values() if env.cloud != "local"}
+        listings = {env.id: self._list(env) for env in envs.values() if capabilities(env.cloud).lists_instances}
         for env in envs.values():
             self._late_launch_failures(env)
         machines = [m for m in self.store.fleet() if owned is None or m.environment_id in envs]
@@ -177,14 +179,8 @@ class Reconciler:
         free = sum(max(0, env.slots - running.get(m.id, 0)) for m in machines  # type: ignore[arg-type]
                    if m.state in P.SERVING)
         queued, head = self.store.queue_view(env.id, free)
-        settings = env.settings
-        cloud_settings = settings.get(env.cloud, {}) if isinstance(settings.get(env.cloud), dict) else {}
-        zones = tuple(cloud_settings.get("zones") or cloud_settings.get("subnet_ids") or [None])
-        if env.cloud == "ssh":
-            from vh_orch.cloud_drivers.ssh_pool import pool_hosts  # paramiko only where SSH is used
-
-            zones = tuple(h.id for h in pool_hosts(cloud_settings)) or (None,)
-        types = tuple(settings.get("instance_types") or [env.instance_type])
+        settings = settings_of(env)
+        can = capabilities(env.cloud)
         return P.EnvView(
             id=env.id,
             name=env.name,
@@ -193,21 +189,20 @@ class Reconciler:
             max_scale=env.max_scale,
             slots=env.slots,
             idle_timeout_s=env.idle_timeout_s,
-            zones=zones,
-            instance_types=types,
-            launch_timeout_s=settings.get("launch_timeout_s", 300.0),
-            boot_timeout_s=settings.get("boot_timeout_s", 600.0),
-            bootstrap_timeout_s=settings.get("bootstrap_timeout_s", 1200.0),
-            capacity_block_s=settings.get("capacity_block_s", 300.0),
-            needs_bootstrap=env.cloud in SSH_CLOUDS,
-            exclusive_zones=env.cloud == "ssh",
-            draining=bool(settings.get("draining")),
+            zones=settings.zones,
+            instance_types=settings.instance_types or (env.instance_type,),
+            launch_timeout_s=settings.launch_timeout_s,
+            boot_timeout_s=settings.boot_timeout_s,
+            bootstrap_timeout_s=settings.bootstrap_timeout_s,
+            capacity_block_s=settings.capacity_block_s,
+            needs_bootstrap=can.needs_bootstrap,
+            exclusive_zones=can.host_pool,
+            draining=settings.draining,
             spot=env.spot,
-            idle_policy=settings.get("idle_policy", "timeout"),
-            arrivals=self.store.recent_arrivals(env.id, HISTORY) if settings.get("idle_policy") == "adaptive"
-            else (),
-            boot_s=self._boot_s(env),
-            wait_weight=wait_weight(settings.get("wait_cost_per_hour", DEFAULT_WAIT_COST_PER_HOUR), env.price_per_hour),
+            idle_policy=settings.idle_policy,
+            arrivals=self.store.recent_arrivals(env.id, HISTORY) if settings.idle_policy == "adaptive" else (),
+            boot_s=self._boot_s(env, settings.simulated_boot_s),
+            wait_weight=wait_weight(settings.wait_cost_per_hour, env.price_per_hour),
             updated_at=env.updated_at,
             queued=queued,
             queued_head=head,
@@ -246,12 +241,12 @@ class Reconciler:
                 times = self._boot_times.setdefault(m.environment_id, [])
                 times[:] = (times + [(now - created).total_seconds()])[-BOOT_SAMPLES:]
 
-    def _boot_s(self, env: Environment) -> float:
+    def _boot_s(self, env: Environment, simulated_s: float | None) -> float:
         times = self._boot_times.get(env.id or 0)
         if times:
             return sum(times) / len(times)
-        if env.cloud == "fake":
-            return float(env.settings.get("fake", {}).get("boot_seconds", 0)) or 1.0
+        if simulated_s is not None:
+            return simulated_s or 1.0
         return DEFAULT_BOOT_S
 
     def _list(self, env: Environment) -> tuple | None:  # type: ignore[type-arg]

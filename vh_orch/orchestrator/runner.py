@@ -22,7 +22,7 @@ from vh_orch.config.resources import step_limits
 from vh_orch.config.steps import get_step, parse_config
 from vh_orch.errors import LeaseLost, TransientCloudError, UserInputError, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
-from vh_orch.bootstrap.isolation import DEFAULT_NETWORK, DEFAULT_PIDS_LIMIT, Isolation
+from vh_orch.bootstrap.isolation import Isolation
 from vh_orch.bootstrap.runtimes import (
     CONTAINER_ROOT,
     FOLDERS,
@@ -34,6 +34,7 @@ from vh_orch.bootstrap.runtimes import (
     open_to_image_user,
 )
 from vh_orch.bootstrap.ssh import SSHError
+from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, Output
@@ -102,8 +103,8 @@ class ExecutionRunner:
         self._settled = False
         self._running: RunningCommand | None = None
         self._spec: RunSpec | None = None
-        self._env_settings = store.get_environment_by_id(execution.environment_id).settings
-        self._datastore_setting = self._env_settings.get("datastore")
+        self._env_settings = settings_of(store.get_environment_by_id(execution.environment_id))
+        self._datastore_setting = self._env_settings.datastore
         self._datastore: Datastore | None = None
         self._parsed_step: Any = None
         self._cache: InputCache | None = None
@@ -409,8 +410,7 @@ class ExecutionRunner:
         except UserInputError as exc:  # a commit submitted before the check: say so, never run it unbounded
             raise RuntimeFailure(str(exc)) from None
         settings = self._env_settings
-        return Isolation(pids_limit=int(settings.get("pids_limit", DEFAULT_PIDS_LIMIT)),
-                         network=str(settings.get("container_network", DEFAULT_NETWORK)), limits=limits)
+        return Isolation(pids_limit=settings.pids_limit, network=settings.container_network, limits=limits)
 
     def _input_cache(self) -> InputCache:
         """The input cache of the machine the execution runs on (a folder of its workdir; for the local
@@ -420,10 +420,11 @@ class ExecutionRunner:
             pin = pin_name(self.cluster_id, self.execution_id, e.attempt)
             if isinstance(self.runtime, RemoteRuntime):
                 self._cache = InputCache(self.runtime.shell(), self.runtime.input_cache_root(),
-                                         cache_bound_bytes(self._env_settings), pin)
+                                         cache_bound_bytes(self._env_settings.input_cache_gb), pin)
             else:
                 root = self.settings.input_cache_dir / f"env-{e.environment_id}"
-                self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings), pin)
+                self._cache = InputCache(LocalShell(), str(root), cache_bound_bytes(self._env_settings.input_cache_gb),
+                                         pin)
         return self._cache
 
     def _place_inputs(self, spec: RunSpec, planned: list[InputFile]) -> RunSpec:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
+from vh_orch.cloud_drivers.settings import settings_of
+from vh_orch.config.environments import BUILTIN_ENVIRONMENT
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
@@ -20,7 +22,7 @@ from vh_orch.settings import Settings
 from vh_orch.storage.inputs import normalise_input_url
 from vh_orch.storage.snapshots import Snapshot, resolve_git, save_adhoc, snapshot_folder
 
-DEFAULT_ENVIRONMENT = "local"
+DEFAULT_ENVIRONMENT = BUILTIN_ENVIRONMENT
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 
 
@@ -137,7 +139,7 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     image = req.image or resolved.image
     if image is not None and not IMAGE_RE.match(image):
         raise UserInputError(f"image {image!r} is not a valid image reference", field="image")
-    pull_policy = req.pull_policy or environment.settings.get("pull_policy") or "if-missing"
+    pull_policy = req.pull_policy or settings_of(environment).pull_policy
     if pull_policy not in PULL_POLICIES:
         raise UserInputError(f"pull policy {pull_policy!r} is not one of {', '.join(PULL_POLICIES)}",
                              field="environment")
@@ -169,7 +171,7 @@ def check_restricted(settings: Settings, req: SubmitRequest, environment: Enviro
         raise UserInputError(f"priority {req.priority} is above {settings.max_user_priority}, the highest a user who "
                              "is not an administrator may give", field="priority")
     try:
-        check_environment(environment.name, environment.cloud, environment.settings, user)
+        check_environment(environment.name, settings_of(environment), user)
     except UserInputError as exc:
         raise UserInputError(str(exc), field="environment") from None
 

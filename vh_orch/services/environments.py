@@ -68,11 +68,12 @@ def add_environment(store: Store, name: str, cloud: str, change: EnvironmentChan
 def update_environment(store: Store, name: str, change: EnvironmentChange) -> Environment:
     """The environment with the change made (which also lifts a stop after a fatal launch error); a
     draining environment stays draining."""
+    from vh_orch.cloud_drivers.settings import settings_of
     from vh_orch.config.environments import parse_entry
 
     env = store.get_environment(name)
     spec = parse_entry(_merged(env_entry(env), change), "environment")
-    settings = {**spec.settings, **({"draining": True} if env.settings.get("draining") else {})}
+    settings = {**spec.settings, **({"draining": True} if settings_of(env).draining else {})}
     store.save_environment(spec.name, spec.cloud, spec.columns, settings, touch=True)
     return store.get_environment(name)
 

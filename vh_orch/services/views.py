@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.timeutil import iso
 
 # Values of models.MachineState and models.ExecutionStatus, spelt out because the models load
@@ -112,7 +113,7 @@ def status_rows(store: ReadStore) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for env in store.list_environments():
         states = Counter(m.state for m, _ in machines if m.environment_id == env.id)
-        billed = sum(states[s] for s in BILLED) if env.cloud != "local" else 0
+        billed = sum(states[s] for s in BILLED) if capabilities(env.cloud).billed else 0
         failures = store.recent_failures(env.id, limit=1)
         last = failures[-1] if failures else None
         rows.append({
@@ -127,6 +128,7 @@ def status_rows(store: ReadStore) -> list[dict[str, Any]]:
             "cost_per_hour": round(billed * env.price_per_hour, 4),
             "last_launch_failure": None if last is None else
             {"time": iso(last.time), "kind": last.kind, "message": last.message},
+            # The raw JSON, not settings_of(): the quick path answers without loading pydantic.
             "draining": bool(env.settings.get("draining")),
         })
     return rows

@@ -26,10 +26,11 @@ from typing import Any
 
 from vh_orch.cloud_drivers.base import LaunchSpec
 from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
+from vh_orch.cloud_drivers.settings import FakeSection, FakeSettings, settings_of
 from vh_orch.config.environments import EnvSpec, parse_duration
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator import policy as P
-from vh_orch.orchestrator.idle import DEFAULT_WAIT_COST_PER_HOUR, HISTORY, wait_weight
+from vh_orch.orchestrator.idle import HISTORY, wait_weight
 from vh_orch.simulation.trace import Submission
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -123,20 +124,23 @@ class Simulation:
         self.launches = 0
 
     def _env(self, env_id: int, spec: EnvSpec) -> SimEnv:
-        c, s = spec.columns, spec.settings
+        c, s = spec.columns, settings_of(spec)
         max_scale = c["max_scale"]
         min_scale = max_scale if self.choice.static else c["min_scale"]
         idle_timeout = math.inf if self.choice.static else (self.choice.idle_timeout_s or c["idle_timeout_s"])
-        boot = float((s.get("fake") or {}).get("boot_seconds", DEFAULT_BOOT_S))
+        # Every environment is simulated on the fake cloud: a `fake:` section's boot time and zones hold,
+        # and where it names none, a typical VM's boot time and one zone.
+        fake = s.fake if isinstance(s, FakeSettings) else FakeSection()
+        boot = fake.boot_seconds if "boot_seconds" in fake.model_fields_set else DEFAULT_BOOT_S
         cloud = FakeCloud(clock=self.now)
         view = P.EnvView(
             id=env_id, name=spec.name, cloud="fake", min_scale=min_scale, max_scale=max_scale,
             slots=c["slots"], idle_timeout_s=idle_timeout,
-            zones=tuple((s.get("fake") or {}).get("zones") or ["fake-a"]),
-            instance_types=tuple(s.get("instance_types") or [c.get("instance_type")]),
+            zones=fake.zones or ("fake-a",),
+            instance_types=s.instance_types or (c.get("instance_type"),),
             launch_timeout_s=math.inf, boot_timeout_s=math.inf, bootstrap_timeout_s=math.inf,
             idle_policy=self.choice.idle_policy, boot_s=max(boot, 1.0), instances=(),
-            wait_weight=wait_weight(s.get("wait_cost_per_hour", DEFAULT_WAIT_COST_PER_HOUR), c["price_per_hour"]),
+            wait_weight=wait_weight(s.wait_cost_per_hour, c["price_per_hour"]),
         )
         return SimEnv(view, c["price_per_hour"], FakeDriver(cloud, CLUSTER, spec.name, boot), cloud)
 

@@ -48,7 +48,6 @@ from vh_orch.storage.datastore import CHUNK, file_uri_path
 log = logging.getLogger(__name__)
 
 GiB = 1024**3
-DEFAULT_CACHE_GB = 20.0
 LOCK_WAIT_S = 3600  # how long an execution waits for another's download of the same file
 HEAD_TIMEOUT = (5, 15)
 
@@ -371,9 +370,9 @@ def pin_name(cluster_id: str, execution_id: int, attempt: int) -> str:
     return f"{cluster_id}-{execution_id}-{attempt}"
 
 
-def cache_bound_bytes(settings: dict[str, object]) -> int:
-    value = settings.get("input_cache_gb", DEFAULT_CACHE_GB)
-    return int(float(value) * GiB)  # type: ignore[arg-type]
+def cache_bound_bytes(gb: float) -> int:
+    """An input cache's bound (an environment's `input_cache_gb`) in bytes."""
+    return int(gb * GiB)
 
 
 def quote_args(script: str, args: list[str]) -> str:

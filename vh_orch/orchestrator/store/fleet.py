@@ -448,10 +448,12 @@ class FleetStore(LifecycleStore, LeasesStore):
 
     def finish_drained(self) -> list[str]:
         """Remove draining environments that have nothing left."""
+        from vh_orch.cloud_drivers.settings import settings_of  # the settings' models load where they are read
+
         removed = []
         with self.write() as s:
             for env in s.exec(select(Environment).where(col(Environment.removed_at).is_(None))):
-                if env.settings.get("draining") and self._environment_in_use(s, env.id) is None:  # type: ignore[arg-type]
+                if settings_of(env).draining and self._environment_in_use(s, env.id) is None:  # type: ignore[arg-type]
                     removed.append(env.name)
                     self._remove(s, env)
         return removed
