@@ -216,11 +216,13 @@ class VhOrch:
     def wait(self, execution_id: int, timeout: float = WAIT_S) -> dict:  # type: ignore[type-arg]
         """The execution once it has ended (`exec info --json`), or as it is when the timeout passes."""
         deadline = time.monotonic() + timeout
+        pause = 0.05
         while True:
             info = self.json("exec", "info", str(execution_id))
             if info["status"] in FINAL or time.monotonic() > deadline:
                 return info
-            time.sleep(0.1)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)  # two cores: a poll is CPU the daemon under test needs
 
     def run_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return self.json("exec", "run", *args)
@@ -242,7 +244,7 @@ class VhOrch:
         return out.split()
 
 
-def eventually(what: str, probe: Callable[[], T], timeout: float = WAIT_S, interval: float = 0.1) -> T:
+def eventually(what: str, probe: Callable[[], T], timeout: float = WAIT_S, interval: float = 0.05) -> T:
     """`probe()` once it is truthy: for what settles just after the state a test waited for (a
     container removed, a pin let go, a machine ready again after its execution ended). On time-out
     the failure names `what` and the last value seen."""
@@ -254,6 +256,7 @@ def eventually(what: str, probe: Callable[[], T], timeout: float = WAIT_S, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last seen: {value!r}")
         time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)
 
 
 _template: Path | None = None

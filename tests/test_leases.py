@@ -7,7 +7,9 @@ The store runs on a virtual clock, so expiry is a clock step rather than a wait.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -202,3 +204,41 @@ def test_a_killed_replica_not_yet_reaped_counts_as_gone() -> None:
         child.kill()
         child.wait(10)
     assert not _pid_alive(child.pid)
+
+
+def test_a_write_left_idle_is_ended_by_the_server_and_a_read_is_not(postgres: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica paused inside a write holds the writers' lock: PostgreSQL ends that transaction
+    after a third of the lease and the next writer goes on. A read holds no lock, so a reader that
+    takes its time (a CLI paging a long log into `less`) is never cut off."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    monkeypatch.setenv("VH_ORCH_LEASE_S", "3")  # writes idle for a second are ended
+    url = postgres.new_database()
+    paused, other = Store(url), Store(url)
+    entered = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def pause_inside_a_write() -> None:
+        try:
+            with paused.write() as s:  # takes the exclusive writers' advisory lock
+                s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+                entered.set()
+                time.sleep(2.5)
+            outcome.append(None)
+        except DBAPIError as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=pause_inside_a_write)
+    writer.start()
+    assert entered.wait(30)
+    with other.write() as s:  # waits for the lock until the server ends the paused transaction
+        assert s.exec(text("SELECT 1")).one() == (1,)  # type: ignore[call-overload]
+    writer.join(30)
+    assert outcome and isinstance(outcome[0], DBAPIError) and "idle" in str(outcome[0]).lower(), outcome
+
+    with paused.read() as s:
+        s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        time.sleep(2.5)
+        assert s.exec(text("SELECT 2")).one() == (2,)  # type: ignore[call-overload]

@@ -63,17 +63,21 @@ def get_engine(url: str) -> Engine:
 
         return engine
     try:
-        connect_args = {}
-        if url.startswith("postgresql"):
-            # A replica paused inside a transaction (a GC pause, SIGSTOP, a cut network) would hold
-            # its locks, the exclusive writers' advisory lock among them, and stall every replica:
-            # the server ends such a transaction after a third of the lease, so the others go on
-            # and take its work over when the lease expires.
-            idle_ms = int(lease_seconds(os.environ.get("VH_ORCH_LEASE_S")) * 1000 / 3)
-            connect_args["options"] = f"-c idle_in_transaction_session_timeout={idle_ms}"
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(url, pool_pre_ping=True)
     except Exception as exc:  # bad URL, missing driver
         raise ConfigError(f"cannot use database URL from VH_ORCH_DB: {exc}") from exc
+
+
+def write_guard_sql(url: str) -> str | None:
+    """What a write transaction runs first on PostgreSQL (None elsewhere). A replica paused
+    inside a write (a GC pause, SIGSTOP, a cut network) would hold its locks, the exclusive
+    writers' advisory lock among them, and stall every replica: the server ends such a transaction
+    after a third of the lease, so the others go on and take its work over when the lease expires.
+    Reads hold no lock, so they are never cut: a CLI paging a long log may take its time."""
+    if not url.startswith("postgresql"):
+        return None
+    idle_ms = int(lease_seconds(os.environ.get("VH_ORCH_LEASE_S")) * 1000 / 3)
+    return f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"
 
 
 def _busy_timeout_ms(url: str) -> int:

@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine, FromClause, inspect, text
 from sqlmodel import Session, SQLModel
 
 from vh_orch.errors import LeaseLost
-from vh_orch.orchestrator.db import get_engine
+from vh_orch.orchestrator.db import get_engine, write_guard_sql
 from vh_orch.timeutil import utcnow
 
 WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
@@ -66,6 +66,7 @@ class Database:
     def __init__(self, url: str, clock: Callable[[], datetime] = utcnow) -> None:
         self.url = url
         self.engine: Engine = get_engine(url)
+        self._write_guard = write_guard_sql(url)
         # Every time the store writes comes from here, so tests can run on a virtual clock.
         self.clock = clock
 
@@ -76,6 +77,8 @@ class Database:
         several replicas never interleave. Writes that lock only their own rows (log lines,
         heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
         with self.engine.connect() as conn, conn.begin():
+            if self._write_guard is not None:
+                conn.exec_driver_sql(self._write_guard)
             if exclusive and conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             if self.fence is not None:

@@ -240,6 +240,8 @@ class LogsStore(Database):
         if not count:
             return
         with self.engine.connect() as conn, conn.begin():
+            if self._write_guard is not None:
+                conn.exec_driver_sql(self._write_guard)
             if self.fence is not None:
                 self.check_fence(conn)
             last = conn.execute(
