@@ -89,9 +89,15 @@ SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
 
 def wait_for(what: Callable[[], Any], message: str, timeout: float = WAIT_S) -> Any:
+    """`what()` once truthy; an element the page re-rendered meanwhile (stale) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        found = what()
+        try:
+            found = what()
+        except StaleElementReferenceException:
+            found = None
         if found:
             return found
         assert time.monotonic() < deadline, message
@@ -359,7 +365,8 @@ def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site
     browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
     epochs = wait_for(lambda: browser.find_elements(By.ID, "param-epochs"), "no epochs field")[0]
     assert epochs.get_attribute("value") == "5" and epochs.get_attribute("max") == "100"
-    assert Select(browser.find_element(By.ID, "param-model")).first_selected_option.text == "linear"
+    wait_for(lambda: Select(browser.find_element(By.ID, "param-model")).first_selected_option.text == "linear",
+             "the model field does not show the execution's value, linear")
     before = len(vh.json("exec", "list"))
 
     epochs.clear()
@@ -449,9 +456,14 @@ def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: 
     assert vh.wait(reader.json()["id"])["status"] == "complete"
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{reader.json()['id']}/")
-    link = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#inputs li[data-input="data"] a'), "no link")[0]
-    assert link.text == f"#{writer['counter']}"
-    link.click()
+    def click_the_link() -> bool:  # the page may re-render the list between finding and clicking
+        links = browser.find_elements(By.CSS_SELECTOR, '#inputs li[data-input="data"] a')
+        if not links or links[0].text != f"#{writer['counter']}":
+            return False
+        links[0].click()
+        return True
+
+    wait_for(click_the_link, f"no link to #{writer['counter']}, the execution whose output the input is")
     wait_for(lambda: browser.current_url == f"{api}/executions/{writer['id']}/", "the link did not lead there")
     download = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#outputs a"), "no output listed")[0]
     assert download.text == "hello.txt" and download.get_attribute("href").endswith("/download/")
