@@ -251,32 +251,32 @@ class SSHPoolSettings(EnvSettings):
         return self.ssh
 
 
-class AWSSettings(EnvSettings):
+class VMSettings(EnvSettings):
+    """What the clouds that launch VMs share: vh-orch logs in to each over SSH."""
+
+    ssh: SSHSection = Field(default_factory=SSHSection, description="how vh-orch logs in to the VMs")
+
+    @property
+    def login(self) -> SSHSection | None:
+        return self.ssh
+
+
+class AWSSettings(VMSettings):
     cloud: Literal["aws"] = "aws"
     aws: AWSSection = Field(default_factory=AWSSection, description="the EC2 instances")
-    ssh: SSHSection = Field(default_factory=SSHSection, description="how vh-orch logs in to the VMs")
 
     @property
     def zones(self) -> tuple[str | None, ...]:
         return self.aws.zones or self.aws.subnet_ids or (None,)
 
-    @property
-    def login(self) -> SSHSection | None:
-        return self.ssh
 
-
-class GCPSettings(EnvSettings):
+class GCPSettings(VMSettings):
     cloud: Literal["gcp"] = "gcp"
     gcp: GCPSection = Field(default_factory=GCPSection, description="the Compute Engine instances")
-    ssh: SSHSection = Field(default_factory=SSHSection, description="how vh-orch logs in to the VMs")
 
     @property
     def zones(self) -> tuple[str | None, ...]:
         return self.gcp.zones or (None,)
-
-    @property
-    def login(self) -> SSHSection | None:
-        return self.ssh
 
 
 CLOUD_SETTINGS: tuple[type[EnvSettings], ...] = (LocalSettings, FakeSettings, SSHPoolSettings, AWSSettings,
