@@ -24,6 +24,9 @@ class Capabilities:
     reached_over_ssh: bool = False
     # A new machine is set up (bootstrapped) before it serves: Docker checked or installed.
     needs_bootstrap: bool = False
+    # Machines are new VMs launched from an instance type in a region, reached with the
+    # environment's SSH key.
+    launches_vms: bool = False
     # Machines are new VMs that set themselves up at first boot (cloud-init, a startup script);
     # their bootstrap waits for that to finish.
     first_boot: bool = False
@@ -44,8 +47,10 @@ class Capabilities:
 CAPABILITIES: dict[str, Capabilities] = {
     "local": Capabilities(machine_is_this_host=True, runs_on_this_host=True, billed=False),
     "ssh": Capabilities(reached_over_ssh=True, needs_bootstrap=True, host_pool=True),
-    "aws": Capabilities(reached_over_ssh=True, needs_bootstrap=True, first_boot=True, direct_data=True),
-    "gcp": Capabilities(reached_over_ssh=True, needs_bootstrap=True, first_boot=True, direct_data=True),
+    "aws": Capabilities(reached_over_ssh=True, needs_bootstrap=True, launches_vms=True, first_boot=True,
+                         direct_data=True),
+    "gcp": Capabilities(reached_over_ssh=True, needs_bootstrap=True, launches_vms=True, first_boot=True,
+                         direct_data=True),
     # In-memory instances (tests, simulations); what runs on them runs here.
     "fake": Capabilities(runs_on_this_host=True),
 }

@@ -239,7 +239,7 @@ def parse_entry(entry: Any, where: str) -> EnvSpec:
         settings[section] = _check_section(section, body, f"{where}.{section}", cloud)
     if capabilities(cloud).host_pool and "ssh" not in settings:
         raise ConfigError(f"{where}: an ssh environment needs an `ssh:` section with user, private_key_file and hosts")
-    if cloud in ("aws", "gcp"):
+    if capabilities(cloud).launches_vms:
         _check_vm_environment(cloud, columns, settings, where)
     if capabilities(cloud).runs_on_this_host:  # its section names the runtime
         settings.setdefault(cloud, {})
@@ -312,7 +312,7 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
 
 
 def _check_vm_environment(cloud: str, columns: dict[str, Any], settings: dict[str, Any], where: str) -> None:
-    """What every aws/gcp environment needs besides its own section's checks."""
+    """What every environment of launched VMs (aws, gcp) needs besides its own section's checks."""
     if not columns.get("region"):
         raise ConfigError(f"{where}.region: a {cloud} environment needs a region (e.g. eu-west-1, us-central1)")
     if not columns.get("instance_type"):
@@ -426,34 +426,38 @@ def _check_gcp(body: dict[str, Any], where: str) -> dict[str, Any]:
     return body
 
 
+def _check_fake(body: dict[str, Any], where: str) -> dict[str, Any]:
+    boot = body.get("boot_seconds", 0)
+    body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")
+    zones = body.get("zones", ["fake-a"])
+    if not isinstance(zones, list) or not zones or not all(isinstance(z, str) and z for z in zones):
+        raise ConfigError(f"{where}.zones: a list of zone names is expected")
+    body["zones"] = zones
+    if "interrupt_after" in body:
+        body["interrupt_after"] = parse_duration(body["interrupt_after"], f"{where}.interrupt_after")
+    count = body.get("interrupt_count", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
+    if "state_file" in body:
+        path = body["state_file"]
+        # Absolute, because every daemon replica (each with its own working folder) must name the same file.
+        if not isinstance(path, str) or not os.path.isabs(path) or path.endswith("/") or "\0" in path:
+            raise ConfigError(f"{where}.state_file: {path!r} is not an absolute path to a file "
+                              "(e.g. /var/tmp/vh-fake-cloud.json); every process that names the same file "
+                              "shares the fake cloud's instances")
+    return body
+
+
+# Each section's own checks (a section without an entry, e.g. `local:`, is checked by the caller).
+_SECTION_CHECKS: dict[str, Any] = {"aws": _check_aws, "gcp": _check_gcp, "fake": _check_fake}
+
+
 def _check_section(section: str, body: dict[str, Any], where: str, cloud: str) -> dict[str, Any]:
     body = dict(body)
-    if section == "ssh":
+    if section == "ssh":  # the login section, shared by every cloud reached over SSH
         return _check_ssh(body, where, pool=capabilities(cloud).host_pool)
-    if section == "aws":
-        return _check_aws(body, where)
-    if section == "gcp":
-        return _check_gcp(body, where)
-    if section == "fake":
-        boot = body.get("boot_seconds", 0)
-        body["boot_seconds"] = parse_duration(boot, f"{where}.boot_seconds")
-        zones = body.get("zones", ["fake-a"])
-        if not isinstance(zones, list) or not zones or not all(isinstance(z, str) and z for z in zones):
-            raise ConfigError(f"{where}.zones: a list of zone names is expected")
-        body["zones"] = zones
-        if "interrupt_after" in body:
-            body["interrupt_after"] = parse_duration(body["interrupt_after"], f"{where}.interrupt_after")
-        count = body.get("interrupt_count", 0)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
-        if "state_file" in body:
-            path = body["state_file"]
-            # Absolute, because every daemon replica (each with its own working folder) must name the same file.
-            if not isinstance(path, str) or not os.path.isabs(path) or path.endswith("/") or "\0" in path:
-                raise ConfigError(f"{where}.state_file: {path!r} is not an absolute path to a file "
-                                  "(e.g. /var/tmp/vh-fake-cloud.json); every process that names the same file "
-                                  "shares the fake cloud's instances")
-    return body
+    check = _SECTION_CHECKS.get(section)
+    return check(body, where) if check else body
 
 
 def parse_file_text(text: str, source: str) -> list[EnvSpec]:
