@@ -161,6 +161,7 @@ class MotoAWS:
         self.moto_port = free_port()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         self.proxy = FaultProxy(self.moto_port)
+        self._default_ami: str | None = None
 
     def start(self) -> None:
         self.server.start()
@@ -195,5 +196,9 @@ class MotoAWS:
         return f"http://127.0.0.1:{self.moto_port}"
 
     def default_ami(self) -> str:
-        images = self.client("ec2").describe_images(Owners=["amazon"])["Images"]
-        return sorted(i["ImageId"] for i in images)[0]
+        """moto's first Amazon image: the same after every reset, so asked once (moto builds its
+        list of images anew on the first question after a reset, ~1.5 s)."""
+        if self._default_ami is None:
+            images = self.client("ec2").describe_images(Owners=["amazon"])["Images"]
+            self._default_ami = sorted(i["ImageId"] for i in images)[0]
+        return self._default_ami
