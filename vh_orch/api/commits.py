@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import git
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import parse_options_header
@@ -171,6 +170,7 @@ def _git_commits(p: Project, limit: int) -> list[Commit]:
 
 
 def _find_commit(request: Request, p: Project, identifier: str) -> Commit | None:
+    import git  # only here (see storage/snapshots.py)
     if identifier.startswith("~"):
         return store_of(request).find_commit(p.id, "adhoc", identifier[1:])  # type: ignore[arg-type]
     if not p.mirror_path or not 4 <= len(identifier) <= 40 or not set(identifier) <= SHA_CHARS:

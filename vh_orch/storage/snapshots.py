@@ -10,11 +10,15 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from vh_orch.config.yaml_limits import MAX_YAML_BYTES
 from vh_orch.errors import UserInputError
+
+# GitPython takes ~0.25 s to import, which every daemon start and CLI call would pay: it is
+# imported by the functions that touch a repository.
+if TYPE_CHECKING:
+    import git
 
 CONFIG_FILE = "valohai.yaml"
 
@@ -41,6 +45,7 @@ def normalise_repo_url(repo: str) -> str:
 
 def create_mirror(repo_url: str, mirror_path: Path) -> None:
     """Clone a bare mirror; the project's commits are always resolved from it."""
+    import git
     if mirror_path.exists():
         raise UserInputError(f"a mirror already exists at {mirror_path}; remove it or pick another name")
     try:
@@ -51,6 +56,7 @@ def create_mirror(repo_url: str, mirror_path: Path) -> None:
 
 def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snapshot:
     """Fetch the mirror and resolve a branch, tag or sha (default: the default branch's head)."""
+    import git
     repo = git.Repo(str(mirror_path))
     if fetch:
         try:
@@ -73,6 +79,7 @@ def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snaps
 
 def read_config(repo: git.Repo, sha: str) -> str | None:
     """The commit's valohai.yaml (None when it has none); its size is checked before it is read."""
+    import git
     try:
         size = int(repo.git.cat_file("-s", f"{sha}:{CONFIG_FILE}"))
     except (git.GitCommandError, ValueError):
@@ -85,6 +92,7 @@ def read_config(repo: git.Repo, sha: str) -> str | None:
 
 def fetch_mirror(mirror_path: Path) -> list[tuple[str, str]]:
     """Update the mirror from its origin; returns (ref, sha) of every branch or tag that moved or appeared."""
+    import git
     repo = git.Repo(str(mirror_path))
     before = _refs(repo)
     try:
@@ -96,6 +104,7 @@ def fetch_mirror(mirror_path: Path) -> list[tuple[str, str]]:
 
 def mirror_commits(mirror_path: Path, limit: int) -> list[tuple[str, str]]:
     """(sha, committer time ISO 8601) of the mirror's commits on every ref, newest first."""
+    import git
     repo = git.Repo(str(mirror_path))
     try:
         out = repo.git.log("--all", f"--max-count={limit}", "--format=%H %cI")
@@ -110,6 +119,7 @@ def _refs(repo: git.Repo) -> dict[str, str]:
 
 
 def extract_git(mirror_path: Path, sha: str, dest: Path) -> None:
+    import git
     repo = git.Repo(str(mirror_path))
     buf = io.BytesIO()
     repo.archive(buf, treeish=sha, format="tar")
