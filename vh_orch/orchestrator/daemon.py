@@ -45,6 +45,7 @@ from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import ConfigError, LeaseLost
 from vh_orch.orchestrator.cleanup import CleanupJob, load_jobs, run_job
+from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
@@ -110,6 +111,7 @@ class Daemon:
         self._bootstrapping: set[int] = set()
         self._listener: threading.Thread | None = None
         self.cluster_id = store.cluster_id()
+        self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
         self._unowned_before: set[tuple[int, int]] = set()
         self.replica: int | None = None  # this process's heartbeat row: the owner of its leases
         self._env_fences: dict[int, Fence] = {}
@@ -326,7 +328,7 @@ class Daemon:
                 self.store, self, hostname=self.hostname,
                 runtime_name=lambda env: (self._runtime_for(env).name if capabilities(env.cloud).runs_on_this_host
                                           else "docker"),
-                orphan_grace_s=self.settings.orphan_grace_s,
+                orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers,
             )
         return self._reconciler
 
@@ -369,7 +371,7 @@ class Daemon:
         from vh_orch.bootstrap.remote import RemoteDockerRuntime
         from vh_orch.bootstrap.ssh import transport_for
 
-        driver = self.reconciler.driver(env)
+        driver = self.drivers.driver(env)
         return RemoteDockerRuntime(transport_for(driver.target(machine)),  # type: ignore[union-attr]
                                    driver.workdir(machine),  # type: ignore[union-attr]
                                    direct_data=capabilities(env.cloud).direct_data, machine_id=machine.id)
@@ -391,7 +393,7 @@ class Daemon:
         assert machine.id is not None
         store = self.store.fenced(self._env_fences.get(env.id))  # type: ignore[arg-type]
         try:
-            driver = self.reconciler.driver(env)
+            driver = self.drivers.driver(env)
             transport = transport_for(driver.target(machine))  # type: ignore[union-attr]
             settings = settings_of(env)
 

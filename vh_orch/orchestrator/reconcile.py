@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from vh_orch import failpoints
-from vh_orch.cloud_drivers import make_driver
-from vh_orch.cloud_drivers.base import CloudDriver, LaunchSpec
+from vh_orch.cloud_drivers.base import LaunchSpec
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
-from vh_orch.orchestrator.drivers import driver_spec
+from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.idle import HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
@@ -65,7 +64,7 @@ class Reconciler:
         clock: Clock = utcnow,
         orphan_grace_s: float = 120.0,
         hostname: str = "localhost",
-        drivers: dict[int, CloudDriver] | None = None,
+        drivers: Drivers | None = None,
         runtime_name: Callable[[Environment], str] = lambda env: "process",
     ) -> None:
         self.store = store
@@ -74,7 +73,7 @@ class Reconciler:
         self.orphan_grace_s = orphan_grace_s
         self.hostname = hostname
         self.cluster_id = store.cluster_id()
-        self._drivers: dict[int, CloudDriver] = dict(drivers or {})
+        self.drivers = drivers or Drivers(self.cluster_id)  # the daemon's, shared with machine setup
         self._driver_errors: dict[int, str] = {}
         self._orphan_retry: dict[str, datetime] = {}
         self.runtime_name = runtime_name
@@ -83,15 +82,6 @@ class Reconciler:
         self._booting_seen: set[int] = set()
         self._boot_times: dict[int, list[float]] = {}
         self._fences: dict[int, Fence] = {}
-
-    def driver(self, env: Environment) -> CloudDriver | None:
-        assert env.id is not None
-        if env.id not in self._drivers:
-            driver = make_driver(driver_spec(env), self.cluster_id)
-            if driver is None:
-                return None
-            self._drivers[env.id] = driver
-        return self._drivers[env.id]
 
     # -- the pass ---------------------------------------------------------------------
 
@@ -216,7 +206,7 @@ class Reconciler:
     def _late_launch_failures(self, env: Environment) -> None:
         """Launches the cloud accepted and then failed (GCE reports capacity and quota errors inside
         the insert's operation): recorded like a failure at launch time, the row `failed`."""
-        driver = self._drivers.get(env.id)  # type: ignore[arg-type]
+        driver = self.drivers.made(env)
         take = getattr(driver, "launch_failures", None)
         if take is None:
             return
@@ -251,7 +241,7 @@ class Reconciler:
 
     def _list(self, env: Environment) -> tuple | None:  # type: ignore[type-arg]
         try:
-            driver = self.driver(env)
+            driver = self.drivers.driver(env)
             if driver is None:
                 return None
             instances = tuple(driver.list_instances())
@@ -299,7 +289,7 @@ class Reconciler:
                 if affected:
                     self.host.abandon(affected, f"machine {mid} lost")
                 instance_id = machines[mid].instance_id
-                driver = self.driver(env)
+                driver = self.drivers.driver(env)
                 if instance_id in self._listed and driver is not None:
                     store.check_fence()
                     # Lost, yet still there (stopped behind our back): it must not linger.
@@ -314,13 +304,13 @@ class Reconciler:
                 if self._orphan_retry.get(iid, now) <= now:
                     log.warning("terminating orphan instance %s: %s", iid, action.reason)
                     self._orphan_retry[iid] = now + timedelta(seconds=TERMINATE_RECHECK_S)
-                    driver = self.driver(envs[env_id])
+                    driver = self.drivers.driver(envs[env_id])
                     if driver is not None:
                         store.check_fence()
                         driver.terminate([iid])
 
     def _launch(self, env: Environment, zone: str | None, itype: str | None, capacity_hit: set[int]) -> None:
-        driver = self.driver(env)
+        driver = self.drivers.driver(env)
         if driver is None:
             return
         row = self.store.create_machine(env, zone, itype)
@@ -364,7 +354,7 @@ class Reconciler:
         if machine.instance_id is None:
             self.store.fail_machine(machine.id, machine.reason or "terminated before it had an instance")  # type: ignore[arg-type]
             return
-        driver = self.driver(env)
+        driver = self.drivers.driver(env)
         if driver is None:  # local: this host is released, never powered off
             self.store.confirm_terminated(machine.id)  # type: ignore[arg-type]
             return
