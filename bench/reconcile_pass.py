@@ -22,6 +22,7 @@ from sqlalchemy import Connection, insert
 from vh_orch.cloud_drivers.base import LaunchSpec
 from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
 from vh_orch.config.environments import parse_entry
+from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.models import Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.store import Store
@@ -76,7 +77,7 @@ def build(machines: int, queued: int, db_url: str | None = None) -> tuple[Store,
             conn.execute(insert(Execution), started_rows)
             for start in range(0, len(queued_rows), 20_000):
                 conn.execute(insert(Execution), queued_rows[start:start + 20_000])
-    reconciler = Reconciler(store, NoHost(), drivers={env.id: FakeDriver(cloud, cluster, "big", 0)})  # type: ignore[dict-item]
+    reconciler = Reconciler(store, NoHost(), drivers=Drivers(cluster, {env.id: FakeDriver(cloud, cluster, "big", 0)}))  # type: ignore[dict-item]
     return store, reconciler
 
 

@@ -45,7 +45,7 @@ class CloudWorld:
 
     @property
     def driver(self):  # type: ignore[no-untyped-def]
-        return self.reconciler.driver(self.env)
+        return self.reconciler.drivers.driver(self.env)
 
     def submit(self, n: int = 1) -> list[int]:
         return [self.store.create_execution(Execution(

@@ -85,7 +85,7 @@ def test_launch_tags_user_data_list_and_terminate(world: AWSWorld, key_file: Pat
     world.moto.client("ec2").run_instances(ImageId=instance["ImageId"], MinCount=1, MaxCount=1, TagSpecifications=[
         {"ResourceType": "instance", "Tags": [{"Key": "vh-orch-cluster", "Value": "someone-else"},
                                               {"Key": "vh-orch-environment", "Value": "gpu"}]}])
-    driver = world.reconciler.driver(world.env)
+    driver = world.reconciler.drivers.driver(world.env)
     assert [i.instance_id for i in driver.list_instances()] == [instance["InstanceId"]]
     driver.terminate([instance["InstanceId"]])
     (listed,) = driver.list_instances()
@@ -242,7 +242,7 @@ def test_terminating_many_instances_goes_in_batches(world: AWSWorld) -> None:
     ec2 = world.moto.client("ec2")
     reply = ec2.run_instances(ImageId=world.env.settings["aws"]["ami"], MinCount=3, MaxCount=3)
     ids = [i["InstanceId"] for i in reply["Instances"]]
-    driver = world.reconciler.driver(world.env)
+    driver = world.reconciler.drivers.driver(world.env)
     driver.terminate(ids + ["i-0123456789abcdef0"])  # one that does not exist does not stop the others
     assert {i["State"]["Name"] for i in world.instances() if i["InstanceId"] in ids} <= {"shutting-down",
                                                                                        "terminated"}
@@ -274,7 +274,7 @@ def test_bad_aws_environments_are_refused(tmp_path: Path, key_file: Path) -> Non
 
 
 def test_the_driver_needs_a_region_and_reads_credentials_only_from_boto3(world: AWSWorld) -> None:
-    driver = world.reconciler.driver(world.env)
+    driver = world.reconciler.drivers.driver(world.env)
     assert isinstance(driver, AWSDriver)
     assert world.env.settings["aws"].keys().isdisjoint({"access_key", "secret_key", "aws_access_key_id"})
     env = world.store.get_environment("gpu")

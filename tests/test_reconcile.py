@@ -16,6 +16,7 @@ import pytest
 from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
 from vh_orch.config.environments import parse_entry
 from vh_orch.orchestrator.db import upgrade
+from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.store import Store
@@ -118,7 +119,7 @@ def make_world(tmp_path: Path, state_file: Path | None = None, url: str | None =
     host = StandInHost(store)
     boot = spec.settings["fake"]["boot_seconds"]
     reconciler = Reconciler(store, host, clock=clock, orphan_grace_s=60,
-                            drivers={env.id: FakeDriver(cloud, store.cluster_id(), "gpu", boot)})  # type: ignore[dict-item]
+                            drivers=Drivers(store.cluster_id(), {env.id: FakeDriver(cloud, store.cluster_id(), "gpu", boot)}))  # type: ignore[dict-item]
     return World(store, clock, cloud, host, reconciler, env, project.id, commit.id)  # type: ignore[arg-type]
 
 
@@ -189,8 +190,9 @@ def test_a_crash_around_the_cloud_call_leaves_one_instance_per_row_and_no_orphan
     world.assert_one_instance_per_live_row()
     # A fresh pass (a new reconciler: the daemon restarted) sorts it out.
     world.reconciler = Reconciler(world.store, world.host, clock=world.clock, orphan_grace_s=60,
-                                  drivers={world.env.id: FakeDriver(world.cloud, world.reconciler.cluster_id,  # type: ignore[dict-item]
-                                                                    "gpu", 30)})
+                                  drivers=Drivers(world.reconciler.cluster_id, {
+                                      world.env.id: FakeDriver(world.cloud, world.reconciler.cluster_id,  # type: ignore[dict-item]
+                                                               "gpu", 30)}))
     for _ in range(80):
         world.run(1, step_s=5)
         world.assert_one_instance_per_live_row()
@@ -210,7 +212,7 @@ def test_a_replica_taking_over_sees_the_instances_the_old_one_launched(tmp_path:
     cloud = FakeCloud(clock=w.clock, state_file=state)
     w.cloud = cloud
     w.reconciler = Reconciler(w.store, w.host, clock=w.clock, orphan_grace_s=60,
-                              drivers={w.env.id: FakeDriver(cloud, w.store.cluster_id(), "gpu", 30)})  # type: ignore[dict-item]
+                              drivers=Drivers(w.store.cluster_id(), {w.env.id: FakeDriver(cloud, w.store.cluster_id(), "gpu", 30)}))  # type: ignore[dict-item]
     for _ in range(100):
         w.run(1, step_s=5)
         w.assert_one_instance_per_live_row()

@@ -35,7 +35,7 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
         data["draining"] = True
     if detail:
         if capabilities(env.cloud).runs_on_this_host:
-            from vh_orch.orchestrator.daemon import choose_runtime
+            from vh_orch.orchestrator.local_host import choose_runtime
 
             runtime, why = choose_runtime(env)
             data["runtime"] = runtime

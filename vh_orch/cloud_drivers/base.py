@@ -12,7 +12,7 @@ the limit), TransientCloudError (back off and retry), anything else is fatal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vh_orch.values import CloudInstance
 
@@ -92,6 +92,7 @@ class LaunchOutcome:
     instance_type: str | None
 
 
+@runtime_checkable
 class SSHMachines(Protocol):
     """A driver whose machines vh-orch logs in to (capabilities: reached_over_ssh)."""
 

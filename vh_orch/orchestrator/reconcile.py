@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from vh_orch import failpoints
-from vh_orch.cloud_drivers import make_driver
-from vh_orch.cloud_drivers.base import CloudDriver, LaunchSpec
+from vh_orch.cloud_drivers.base import LaunchSpec
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.errors import CapacityError, ConfigError, LeaseLost, QuotaExceeded, TransientCloudError
 from vh_orch.orchestrator import policy as P
-from vh_orch.orchestrator.drivers import driver_spec
+from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.idle import HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
@@ -65,7 +64,7 @@ class Reconciler:
         clock: Clock = utcnow,
         orphan_grace_s: float = 120.0,
         hostname: str = "localhost",
-        drivers: dict[int, CloudDriver] | None = None,
+        drivers: Drivers | None = None,
         runtime_name: Callable[[Environment], str] = lambda env: "process",
     ) -> None:
         self.store = store
@@ -74,7 +73,7 @@ class Reconciler:
         self.orphan_grace_s = orphan_grace_s
         self.hostname = hostname
         self.cluster_id = store.cluster_id()
-        self._drivers: dict[int, CloudDriver] = dict(drivers or {})
+        self.drivers = drivers or Drivers(self.cluster_id)  # the daemon's, shared with machine setup
         self._driver_errors: dict[int, str] = {}
         self._orphan_retry: dict[str, datetime] = {}
         self.runtime_name = runtime_name
@@ -83,15 +82,6 @@ class Reconciler:
         self._booting_seen: set[int] = set()
         self._boot_times: dict[int, list[float]] = {}
         self._fences: dict[int, Fence] = {}
-
-    def driver(self, env: Environment) -> CloudDriver | None:
-        assert env.id is not None
-        if env.id not in self._drivers:
-            driver = make_driver(driver_spec(env), self.cluster_id)
-            if driver is None:
-                return None
-            self._drivers[env.id] = driver
-        return self._drivers[env.id]
 
     # -- the pass ---------------------------------------------------------------------
 
@@ -142,19 +132,16 @@ class Reconciler:
         actions = P.decide(snapshot, now)
         machine_rows = {m.id: m for m in machines}
         capacity_hit: set[int] = set()
-        base = self.store
         for action in actions:
             env_id = _environment_of(action, machine_rows)
-            self.store = base.fenced(self._fences.get(env_id))  # type: ignore[arg-type]
+            store = self.store.fenced(self._fences.get(env_id))  # type: ignore[arg-type]
             try:
-                self._apply(action, envs, machine_rows, capacity_hit, now)
+                self._apply(store, action, envs, machine_rows, capacity_hit, now)
             except LeaseLost as exc:
                 log.warning("environment %s: %s; leaving it to its new owner", env_id, exc)
                 self._fences.pop(env_id, None)  # type: ignore[arg-type]
             except Exception:
                 log.exception("could not apply %s", action)
-            finally:
-                self.store = base
         self._bootstrap(envs, machines, actions)
         self.last_actions = actions
         return actions
@@ -216,7 +203,7 @@ class Reconciler:
     def _late_launch_failures(self, env: Environment) -> None:
         """Launches the cloud accepted and then failed (GCE reports capacity and quota errors inside
         the insert's operation): recorded like a failure at launch time, the row `failed`."""
-        driver = self._drivers.get(env.id)  # type: ignore[arg-type]
+        driver = self.drivers.made(env)
         take = getattr(driver, "launch_failures", None)
         if take is None:
             return
@@ -251,7 +238,7 @@ class Reconciler:
 
     def _list(self, env: Environment) -> tuple | None:  # type: ignore[type-arg]
         try:
-            driver = self.driver(env)
+            driver = self.drivers.driver(env)
             if driver is None:
                 return None
             instances = tuple(driver.list_instances())
@@ -268,12 +255,13 @@ class Reconciler:
 
     # -- applying actions ---------------------------------------------------------------
 
-    def _apply(self, action: P.Action, envs: dict, machines: dict, capacity_hit: set[int], now: datetime) -> None:  # type: ignore[type-arg]
-        store = self.store
+    def _apply(self, store: Store, action: P.Action, envs: dict, machines: dict,  # type: ignore[type-arg]
+               capacity_hit: set[int], now: datetime) -> None:
+        """Apply one action, writing through `store` (fenced by its environment's lease)."""
         match action:
             case P.Launch(environment_id=env_id, zone=zone, instance_type=itype):
                 if env_id not in capacity_hit:
-                    self._launch(envs[env_id], zone, itype, capacity_hit)
+                    self._launch(store, envs[env_id], zone, itype, capacity_hit)
             case P.Dispatch(execution_id=eid, machine_id=mid):
                 machine = machines[mid]
                 env = envs[machine.environment_id]
@@ -283,12 +271,12 @@ class Reconciler:
             case P.Retire(machine_id=mid, idle_before=before):
                 machine = store.retire_if_idle(mid, before, action.reason)
                 if machine is not None:
-                    self._terminate(machine, envs[machine.environment_id], now)
+                    self._terminate(store, machine, envs[machine.environment_id], now)
             case P.Terminate(machine_id=mid):
                 machine = store.begin_terminate(mid, action.reason) if machines[mid].state != "terminating" \
                     else machines[mid]
                 if machine is not None:
-                    self._terminate(machine, envs[machine.environment_id], now)
+                    self._terminate(store, machine, envs[machine.environment_id], now)
             case P.Adopt(machine_id=mid, instance=instance):
                 store.adopt_instance(mid, instance, action.reason)
             case P.Advance(machine_id=mid, state=state, step=step):
@@ -299,7 +287,7 @@ class Reconciler:
                 if affected:
                     self.host.abandon(affected, f"machine {mid} lost")
                 instance_id = machines[mid].instance_id
-                driver = self.driver(env)
+                driver = self.drivers.driver(env)
                 if instance_id in self._listed and driver is not None:
                     store.check_fence()
                     # Lost, yet still there (stopped behind our back): it must not linger.
@@ -314,18 +302,19 @@ class Reconciler:
                 if self._orphan_retry.get(iid, now) <= now:
                     log.warning("terminating orphan instance %s: %s", iid, action.reason)
                     self._orphan_retry[iid] = now + timedelta(seconds=TERMINATE_RECHECK_S)
-                    driver = self.driver(envs[env_id])
+                    driver = self.drivers.driver(envs[env_id])
                     if driver is not None:
                         store.check_fence()
                         driver.terminate([iid])
 
-    def _launch(self, env: Environment, zone: str | None, itype: str | None, capacity_hit: set[int]) -> None:
-        driver = self.driver(env)
+    def _launch(self, store: Store, env: Environment, zone: str | None, itype: str | None,
+                capacity_hit: set[int]) -> None:
+        driver = self.drivers.driver(env)
         if driver is None:
             return
-        row = self.store.create_machine(env, zone, itype)
+        row = store.create_machine(env, zone, itype)
         failpoints.hit("launch-row-written")
-        self.store.check_fence()  # a replica paused past its lease launches nothing when it wakes
+        store.check_fence()  # a replica paused past its lease launches nothing when it wakes
         spec = LaunchSpec(
             machine_id=row.id,  # type: ignore[arg-type]
             launch_token=row.launch_token or "",
@@ -342,34 +331,34 @@ class Reconciler:
             capacity_hit.add(env.id)  # type: ignore[arg-type]
             kind, fail_row = next(((k, f) for cls, k, f in FAILURE_KINDS if isinstance(exc, cls)), ("fatal", True))
             fail_row = fail_row or not getattr(exc, "maybe_created", True)
-            self._launch_failed(env, row, kind, zone, itype, exc, fail_row=fail_row)
+            self._launch_failed(store, env, row, kind, zone, itype, exc, fail_row=fail_row)
         else:
             failpoints.hit("launch-call-returned")
             try:
-                self.store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
+                store.adopt_instance(row.id, instance, "launched")  # type: ignore[arg-type]
             except LeaseLost:
                 # Lost the environment during the call: nobody would own this instance; end it now.
                 driver.terminate([instance.instance_id])
                 raise
 
-    def _launch_failed(self, env: Environment, row: Machine, kind: str, zone: str | None, itype: str | None,
-                       exc: Exception, fail_row: bool) -> None:
+    def _launch_failed(self, store: Store, env: Environment, row: Machine, kind: str, zone: str | None,
+                       itype: str | None, exc: Exception, fail_row: bool) -> None:
         message = str(exc) or type(exc).__name__
         log.warning("environment %s: launch in %s/%s failed (%s): %s", env.name, zone, itype, kind, message)
-        self.store.record_launch_failure(env.id, kind, zone, itype, message)  # type: ignore[arg-type]
+        store.record_launch_failure(env.id, kind, zone, itype, message)  # type: ignore[arg-type]
         if fail_row:
-            self.store.fail_machine(row.id, f"launch failed ({kind}): {message}")  # type: ignore[arg-type]
+            store.fail_machine(row.id, f"launch failed ({kind}): {message}")  # type: ignore[arg-type]
 
-    def _terminate(self, machine: Machine, env: Environment, now: datetime) -> None:
+    def _terminate(self, store: Store, machine: Machine, env: Environment, now: datetime) -> None:
         if machine.instance_id is None:
-            self.store.fail_machine(machine.id, machine.reason or "terminated before it had an instance")  # type: ignore[arg-type]
+            store.fail_machine(machine.id, machine.reason or "terminated before it had an instance")  # type: ignore[arg-type]
             return
-        driver = self.driver(env)
+        driver = self.drivers.driver(env)
         if driver is None:  # local: this host is released, never powered off
-            self.store.confirm_terminated(machine.id)  # type: ignore[arg-type]
+            store.confirm_terminated(machine.id)  # type: ignore[arg-type]
             return
         try:
-            self.store.check_fence()
+            store.check_fence()
             driver.terminate([machine.instance_id])
         except LeaseLost:
             raise
@@ -378,9 +367,9 @@ class Reconciler:
             retry = now + timedelta(seconds=backoff(attempts))
             log.warning("terminating %s failed (attempt %d), retrying at %s: %s",
                         machine.instance_id, attempts, retry, exc)
-            self.store.termination_failed(machine.id, str(exc) or type(exc).__name__, retry)  # type: ignore[arg-type]
+            store.termination_failed(machine.id, str(exc) or type(exc).__name__, retry)  # type: ignore[arg-type]
         else:
-            self.store.termination_requested(machine.id, now + timedelta(seconds=TERMINATE_RECHECK_S))  # type: ignore[arg-type]
+            store.termination_requested(machine.id, now + timedelta(seconds=TERMINATE_RECHECK_S))  # type: ignore[arg-type]
 
 
 def _environment_of(action: P.Action, machines: dict) -> int | None:  # type: ignore[type-arg]
