@@ -296,6 +296,22 @@ def metadata(request: Request, user: CurrentUser, ref: str, after: Count = None)
             "points": [{**p.data, "_time": iso(p.time), "_seq": p.seq} for p in points]}
 
 
+@router.get("/executions/{ref}/utilization/", name="execution_utilization")
+def utilization(request: Request, user: CurrentUser, ref: str, after: str | None = None) -> dict[str, Any]:
+    """The hardware use sampled while it ran, in time order: CPU (100 = one core), memory in bytes and
+    each GPU it was given; with `after` (a sample's `time`), only the samples after it. Also its
+    peak memory, and how often the daemon samples (`interval_s`; 0: never)."""
+    from vh_orch.services import utilization as utilization_service
+
+    e = visible_execution(request, user, ref)
+    try:
+        since = None if after is None else utilization_service.sample_time(after)
+    except UserInputError as exc:
+        raise field_error(exc.field or "after", str(exc)) from None
+    return {"peak_memory_bytes": e.peak_memory_bytes, "interval_s": settings_of(request).utilization_interval_s,
+            "samples": utilization_service.samples(store_of(request), e.id, since)}  # type: ignore[arg-type]
+
+
 @router.get("/executions/{ref}/stream/", name="execution_stream")
 async def stream(request: Request, user: CurrentUser, ref: str, after: Count = None,
                  last_event_id: Annotated[str | None, Header()] = None) -> StreamingResponse:

@@ -45,6 +45,7 @@ from vh_orch.bootstrap.runtimes import (
     widen_pipe,
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
+from vh_orch.bootstrap.usage import Probe
 from vh_orch.storage.input_cache import pin_name, quote_args
 
 log = logging.getLogger(__name__)
@@ -525,6 +526,10 @@ class RemoteContainer:
 
     def poll(self) -> int | None:
         return self._exit if self._done.is_set() else None
+
+    def probe(self) -> Probe:
+        """What its hardware use is read from (usage.py), over `transport`."""
+        return Probe("container", self.name)
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):

@@ -23,6 +23,7 @@ from typing import IO, Protocol
 
 from vh_orch import failpoints
 from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, isolation_args
+from vh_orch.bootstrap.usage import Probe
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,10 @@ class _Process:
     def wait(self, timeout: float | None = None) -> int:
         return self.proc.wait(timeout)
 
+    def probe(self) -> Probe:
+        """What its hardware use is read from (usage.py): its session, which every child it starts is in."""
+        return Probe("session", str(self.proc.pid))
+
     def stop(self, grace_s: float) -> None:
         _signal_group(self.proc.pid, signal.SIGTERM)
         try:
@@ -325,6 +330,9 @@ class _Container(_Process):
 
     name: str = ""
     _code: int | None = None
+
+    def probe(self) -> Probe:
+        return Probe("container", self.name)
 
     def poll(self) -> int | None:
         if self._code is None and self.proc.poll() is not None:

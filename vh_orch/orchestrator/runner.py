@@ -33,7 +33,8 @@ from vh_orch.bootstrap.runtimes import (
     RuntimeFailure,
     open_to_image_user,
 )
-from vh_orch.bootstrap.ssh import SSHError
+from vh_orch.bootstrap.ssh import SSHError, SSHTransport
+from vh_orch.bootstrap.usage import Probe
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -102,6 +103,7 @@ class ExecutionRunner:
         self._lost = False
         self._settled = False
         self._running: RunningCommand | None = None
+        self._command_ended = False
         self._spec: RunSpec | None = None
         self._env_settings = settings_of(store.get_environment_by_id(execution.environment_id))
         self._datastore_setting = self._env_settings.datastore
@@ -153,6 +155,16 @@ class ExecutionRunner:
         """Stop the command without storing anything: the execution was requeued or failed elsewhere."""
         self._abandoned = True
         self.stop(reason)
+
+    def usage_probe(self) -> tuple[Probe, SSHTransport | None] | None:
+        """While its command runs: what the utilisation sampler reads for it, and where (None: this
+        host; else its machine's SSH connection). None before the command starts, after it ends, and
+        once this runner let it go."""
+        running = self._running
+        if running is None or self._command_ended or self._detached or self._abandoned:
+            return None
+        probe = getattr(running, "probe", None)
+        return None if probe is None else (probe(), getattr(running, "transport", None))
 
     def run(self) -> Outcome:
         try:
@@ -276,6 +288,7 @@ class ExecutionRunner:
         ingester.follow(running.stdout, "stdout", timestamped)
         ingester.follow(running.stderr, "stderr", timestamped)
         exit_code, timed_out = self._wait(running)
+        self._command_ended = True
         if self._detached:
             ingester.close(timeout=1)
             return Outcome(S.STARTED, "detached", None)

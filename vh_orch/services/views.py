@@ -43,6 +43,13 @@ def output_dict(o: Any) -> dict[str, Any]:
     return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
 
 
+def utilization_dict(sample: Any) -> dict[str, Any]:
+    """One hardware use sample (`exec utilization --json`, the API): CPU in percent of one core,
+    memory in bytes, and each GPU the execution was given."""
+    return {"time": iso(sample.time), "cpu_percent": sample.cpu_percent, "memory_bytes": sample.memory_bytes,
+            "gpus": sample.gpus or []}
+
+
 def execution_summary(e: Any, projects: dict[int, str], envs: dict[int, str]) -> dict[str, Any]:
     """One row of `exec list --json`."""
     return {
@@ -96,6 +103,7 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "started_at": e.started_at,
         "ended_at": e.ended_at,
         "exit_code": e.exit_code,
+        "peak_memory_bytes": e.peak_memory_bytes,
         "outputs": [output_dict(o) for o in store.outputs_of(e.id)],
         "metadata_latest": e.metadata_latest,
         "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},
