@@ -239,6 +239,31 @@ def test_live_logs_and_chart_points_arrive_without_a_reload(browser: Any, site: 
     shot(browser, "execution")
 
 
+def test_the_hardware_chart_gains_points_while_the_execution_runs(browser: Any,
+                                                                   site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "nap", seconds=40)
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    browser.execute_script("window.__sameDocument = true")
+
+    def points() -> int:
+        return int(browser.find_element(By.ID, "hardware").get_attribute("data-points") or 0)
+
+    wait_for(lambda: points() >= 1 and browser.find_element(By.ID, "status").text == "started",
+             "no hardware sample reached the page")
+    first = points()
+    wait_for(lambda: points() > first, "the Hardware chart gained no point while the execution ran")
+    assert vh.json("exec", "info", str(made["id"]))["status"] == "started"
+    assert browser.execute_script("return document.querySelectorAll('#hardware canvas').length") == 1
+    assert browser.find_element(By.ID, "hardware").get_attribute("data-series") == "2"  # CPU and memory, no GPU
+    assert "peak memory" in browser.find_element(By.ID, "hardware-note").text
+    assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
+    shot(browser, "execution-hardware")
+    vh("exec", "stop", str(made["id"]))
+
+
 def test_the_project_table_sorts_by_a_metadata_key(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     from selenium.webdriver.common.by import By
 
