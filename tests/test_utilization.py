@@ -21,6 +21,8 @@ from conftest import BUSYBOX, SSHPool, VhOrch, eventually, installation, make_pr
 from test_api_security import Client, project_id
 from test_ssh_pool import both_hosts, pool_yaml
 
+from vh_orch.timeutil import as_utc
+
 FAKE_GPU = Path(__file__).parent / "fakegpu"
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -265,10 +267,13 @@ def test_the_sampler_reads_a_process_session_and_the_gpus_it_was_given(
     assert len(store.utilization_of(execution_id)) == 4
 
 
-def test_samples_stay_bounded_per_execution_and_the_peak_is_kept(store_with_execution: tuple[Any, int]) -> None:
+def test_samples_stay_bounded_per_execution_and_the_peak_is_kept_on_both_databases(db_url: str) -> None:
+    from test_logs import one_execution
+
     from vh_orch.orchestrator.store.utilization import MAX_SAMPLES, NewSample, Tally
 
-    store, execution_id = store_with_execution
+    store, execution = one_execution(db_url)
+    execution_id = execution.id
     start = store.clock()
     tallies: dict[int, Tally] = {}
     peak = 0
@@ -279,7 +284,8 @@ def test_samples_stay_bounded_per_execution_and_the_peak_is_kept(store_with_exec
         store.add_utilization(samples, tallies)
         kept = store.utilization_of(execution_id)
         assert len(kept) <= MAX_SAMPLES and tallies[execution_id].count == len(kept)
-    assert kept[0].time.replace(tzinfo=None) == start.replace(tzinfo=None)  # the first is kept
+    assert as_utc(kept[0].time) == start  # the first is kept
+    assert store.utilization_of(execution_id, after=kept[-3].time) == kept[-2:]
     assert kept[-1].memory_bytes == peak  # and the last
     assert len(kept) > MAX_SAMPLES // 2
     assert store.get_execution(execution_id).peak_memory_bytes == peak

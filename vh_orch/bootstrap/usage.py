@@ -248,11 +248,17 @@ class PlaceUsage:
 
 
 def _read(path: str) -> str | None:
+    # os.read rather than open(): half the cost, and a tick reads a few files per execution.
     try:
-        with open(path, "rb") as f:
-            return f.read(MAX_FILE_BYTES).decode("ascii", "replace")
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        return os.read(fd, MAX_FILE_BYTES).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _uptime(text: str | None) -> float:
