@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.config.environments import BUILTIN_ENVIRONMENT
+from vh_orch.config.resources import check_fits, this_host
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
@@ -132,6 +134,10 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
                 pass
     with about("environment"):
         environment = store.get_environment(env_name)
+    with about("step"):
+        # Only this host's size is known (no machine records its CPUs or memory yet).
+        host = this_host() if capabilities(environment.cloud).runs_on_this_host else None
+        check_fits(resolved.step.name, resolved.minimums, host, environment.name)
     user = req.user or current_user()
     if req.restricted:
         check_restricted(settings, req, environment, user)
