@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from vh_orch import failpoints
-from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, isolation_args
+from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, gpu_environment, isolation_args
 from vh_orch.bootstrap.oom import OomKills, killed_for_memory, oom_kills
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ class ProcessRuntime:
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         env.update(spec.env)
+        env.update(gpu_environment(spec.isolation, container=False))
         before = oom_kills()  # the command inherits this process's cgroup
         proc = subprocess.Popen(
             ["sh", "-c", GATE, "sh", spec.command],
@@ -413,7 +414,7 @@ def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[
     for source, target in spec.mounts:
         args += ["--mount", _csv(["type=bind", f"source={source}", f"target={target}", "readonly"])]
     args += ["-w", f"{CONTAINER_ROOT}/repository"]
-    for key, value in spec.env.items():
+    for key, value in {**spec.env, **gpu_environment(spec.isolation, container=True)}.items():
         args += ["-e", f"{key}={value}"]
     args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
     return args

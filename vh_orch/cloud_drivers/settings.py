@@ -184,6 +184,9 @@ class EnvSettings(_Reading):
                     "idle ones retire, then the environment is removed")
     runtime: str | None = Field(default=None, description="the runtime on this host where the section names none")
     gpu: str = Field(default="", description="what the API's environment list shows as gpu_spec")
+    gpus_per_execution: int = Field(
+        default=0,
+        description="GPUs each execution asks for when its step's resources.devices (or --gpus) says nothing")
 
     @field_validator("gpu", mode="before")
     @classmethod

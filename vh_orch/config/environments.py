@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.bootstrap.isolation import NETWORKS
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import (
@@ -40,7 +41,7 @@ COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
     "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
-    "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users",
+    "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users", "gpus_per_execution",
 }
 # The keys each section accepts and the sections each cloud takes (`ssh` also serves aws and gcp
 # machines): what the typed settings models read, so that no key is accepted here and ignored there.
@@ -76,6 +77,8 @@ NUMBER_SETTINGS: tuple[tuple[str, float, str], ...] = (
 WHOLE_NUMBER_SETTINGS: tuple[tuple[str, int, str], ...] = (
     ("pids_limit", 4_194_304, "a number of processes per container (a whole number up to 4194304; 0: no limit; "
                               "default 4096)"),
+    ("gpus_per_execution", MAX_GPUS, f"a number of GPUs each execution asks for unless its step says (a whole "
+                                     f"number, 0 to {MAX_GPUS}; default 0)"),
 )
 
 
@@ -497,7 +500,7 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
         types = settings["instance_types"]
         entry["instance_type"] = types[0] if len(types) == 1 else types
     for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
-                "pids_limit", "container_network", "users"):
+                "pids_limit", "container_network", "users", "gpus_per_execution"):
         if key in settings:
             entry[key] = settings[key]
     if "image_disk_low_percent" in settings:

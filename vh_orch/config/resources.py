@@ -5,6 +5,7 @@ maxima are limits the container is held to (CPUs in cores, memory in MB). The mi
 a machine must have for the step to run there at all: a step is refused at submission when its
 environment's machines are known to have less (today: this host, for the environments whose
 executions run here; a machine over SSH or in a cloud records no CPU count or memory size yet).
+`devices: {nvidia.com/gpu: N}` asks for N GPUs of the machine, given to it alone.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.bootstrap.isolation import MIN_CPUS, MIN_MEMORY_MB, MiB, Limits
 from vh_orch.errors import UserInputError
 
 MAX_CPUS = 10_000  # beyond any machine: a larger number is a typo, not a limit
 MAX_MEMORY_MB = 1 << 30  # 1 PiB, likewise
+GPU_DEVICE = "nvidia.com/gpu"  # the one device vh-orch gives out (Kubernetes' name, as Valohai writes it)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,31 @@ def _asked(step: Any, bound: str) -> tuple[Any, Any]:
     resources = getattr(step, "resources", None)
     return (getattr(getattr(resources, "cpu", None), bound, None),
             getattr(getattr(resources, "memory", None), bound, None))
+def step_gpus(step: Any) -> int | None:
+    """The GPUs a valohai-yaml Step's `resources.devices` asks for; None when it names none. A
+    UserInputError names a device vh-orch cannot give or a count that is not one."""
+    devices = getattr(getattr(getattr(step, "resources", None), "devices", None), "devices", None)
+    if not devices:
+        return None
+    where = f"step {step.name!r}: resources.devices"
+    if not isinstance(devices, dict):
+        raise UserInputError(f"{where}: a mapping of device to count is expected, e.g. {{{GPU_DEVICE}: 1}}")
+    others = sorted(str(name) for name in devices if name != GPU_DEVICE)
+    if others:
+        raise UserInputError(f"{where}: {others[0]!r} is not a device vh-orch can give; only {GPU_DEVICE} "
+                             "(NVIDIA GPUs) is")
+    if GPU_DEVICE not in devices:
+        return None
+    return gpu_count(devices[GPU_DEVICE], f"{where}.{GPU_DEVICE}")
+
+
+def gpu_count(value: Any, where: str) -> int:
+    """A number of GPUs asked for (0 to MAX_GPUS), or a UserInputError that names `where`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserInputError(f"{where}: {value!r} is not a number of GPUs (a whole number, 0 to {MAX_GPUS})")
+    if not 0 <= value <= MAX_GPUS:
+        raise UserInputError(f"{where}: {value} is not a number of GPUs (0 to {MAX_GPUS}: no machine has more)")
+    return value
 
 
 def _between(value: Any, low: float, high: float) -> bool:

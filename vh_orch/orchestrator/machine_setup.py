@@ -87,6 +87,7 @@ class MachineSetup:
                       deadline_s=settings.bootstrap_timeout_s,
                       install_command=settings.login.install_docker_command if settings.login else None,
                       first_boot=capabilities(env.cloud).first_boot)
+            self._find_gpus(machine_id, transport, step, store)
             self._pull_likely_images(env, transport, step)
             # A host this installation used before may hold what a killed daemon left there.
             self.sweep(env, machine)
@@ -113,6 +114,17 @@ class MachineSetup:
             with self._lock:
                 self._bootstrapping.discard(machine_id)
             self._wake()
+
+    @staticmethod
+    def _find_gpus(machine_id: int, transport: SSHTransport, step: Callable[[str], None], store: Store) -> None:
+        """The machine's GPUs (nvidia-smi), recorded before it serves: the dispatcher gives them out."""
+        from vh_orch.bootstrap.gpu_inventory import gpus_over, summary
+
+        step("finding GPUs")
+        count, model = summary(gpus_over(transport))
+        store.record_gpus(machine_id, count, model)
+        if count:
+            log.info("machine %s has %d GPU(s): %s", machine_id, count, model)
 
     def _pull_likely_images(self, env: Environment, transport: SSHTransport, step: Callable[[str], None]) -> None:
         """A new machine pulls the images its environment's queue needs, or used last, before it is ready:

@@ -422,13 +422,14 @@ class ExecutionRunner:
         return spec
 
     def _isolation(self) -> Isolation:
-        """How the container is confined: its environment's settings and its step's resources."""
+        """How the container is confined: its environment's settings, its step's resources, its GPUs."""
         try:
             limits = step_limits(self._step())
         except UserInputError as exc:  # a commit submitted before the check: say so, never run it unbounded
             raise RuntimeFailure(str(exc)) from None
         settings = self._env_settings
-        return Isolation(pids_limit=settings.pids_limit, network=settings.container_network, limits=limits)
+        return Isolation(pids_limit=settings.pids_limit, network=settings.container_network, limits=limits,
+                         gpus=tuple(self.execution.gpu_indices or ()))
 
     def _input_cache(self) -> InputCache:
         """The input cache of the machine the execution runs on (a folder of its workdir; for the local

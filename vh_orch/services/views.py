@@ -88,6 +88,8 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "command": e.command,
         "time_limit_s": e.time_limit_s,
         "machine": e.machine_id,
+        "gpus": list(e.gpu_indices or []),  # the indices of its machine's GPUs it was given
+        "gpus_asked": e.gpus,
         "priority": e.priority,
         "user": e.user,
         "attempt": e.attempt,
