@@ -66,6 +66,9 @@ class FakeSection(HostSection):
     state_file: str | None = Field(
         default=None,
         description="an absolute path: every process naming the same file shares the fake cloud's instances")
+    gpus: int | None = Field(
+        default=None,
+        description="the GPUs each instance is expected to have, as a cloud's instance type tells (simulations)")
 
 
 class PoolHostSetting(_Reading):

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.bootstrap.isolation import NETWORKS
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import (
@@ -438,6 +439,9 @@ def _check_fake(body: dict[str, Any], where: str) -> dict[str, Any]:
     count = body.get("interrupt_count", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
+    gpus = body.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_GPUS:
+        raise ConfigError(f"{where}.gpus: {gpus!r} is not a number of GPUs (0 to {MAX_GPUS})")
     if "state_file" in body:
         path = body["state_file"]
         # Absolute, because every daemon replica (each with its own working folder) must name the same file.
