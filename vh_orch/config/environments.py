@@ -274,6 +274,10 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
         raise ConfigError(f"{where}.endpoint_resolver: {resolver!r} is not of the form 'module:function'")
     if "workdir" in body and not (isinstance(body["workdir"], str) and WORKDIR_RE.match(body["workdir"])):
         raise ConfigError(f"{where}.workdir: an absolute path of letters, digits, . _ - / is expected")
+    if "gpu_setup_command" in body and not (isinstance(body["gpu_setup_command"], str)
+                                            and body["gpu_setup_command"].strip()):
+        raise ConfigError(f"{where}.gpu_setup_command: a shell command is expected (or leave it out for the "
+                          "built-in nvidia-container-toolkit set-up)")
     if not pool:
         return body
     hosts = body.get("hosts")
