@@ -9,12 +9,8 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-from typing import TYPE_CHECKING
 
 from vh_orch.bootstrap.gpus import GPU, INVENTORY_COMMAND, MAX_ANSWER_BYTES, parse_inventory
-
-if TYPE_CHECKING:
-    from vh_orch.bootstrap.ssh import SSHTransport
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +28,12 @@ def gpus_here() -> list[GPU]:
     return _read(proc.returncode, proc.stdout.decode(errors="replace"), "this host")
 
 
-def gpus_over(transport: SSHTransport) -> list[GPU]:
-    """A machine's GPUs, asked over its SSH connection (an SSHError if the connection fails)."""
+def remote_inventory_command() -> str:
+    """INVENTORY_COMMAND for a machine's shell: exit 127 without nvidia-smi, and `timeout` (where coreutils
+    has it) ends an nvidia-smi that hangs on a broken driver before the connection's own deadline would."""
     query = shlex.join(INVENTORY_COMMAND)
-    # `timeout` ends an nvidia-smi that hangs on a broken driver (where coreutils has it) before the
-    # connection's own deadline would.
-    command = (f"command -v nvidia-smi >/dev/null 2>&1 || exit 127; if command -v timeout >/dev/null 2>&1; "
-               f"then exec timeout {INVENTORY_TIMEOUT_S - 10} {query}; else exec {query}; fi")
-    result = transport.run(command, timeout=INVENTORY_TIMEOUT_S)
-    return _read(result.code, result.stdout, transport.target.label)
+    return (f"command -v nvidia-smi >/dev/null 2>&1 || exit 127; if command -v timeout >/dev/null 2>&1; "
+            f"then exec timeout {INVENTORY_TIMEOUT_S - 10} {query}; else exec {query}; fi")
 
 
 def _read(code: int, answer: str, where: str) -> list[GPU]:

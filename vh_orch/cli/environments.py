@@ -10,7 +10,7 @@ import typer
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.errors import ConfigError, UserInputError
-from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict
+from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict, machine_gpus
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
             data["runtime_reason"] = why
         data["input_cache"] = _cache_summary(env, [m for m, name in store.list_machines(include_finished=True)
                                                    if name == env.name])
+        data["gpus"] = [{"machine": m.id, "state": m.state, **machine_gpus(m)}
+                        for m, name in store.list_machines() if name == env.name]
         data["launch_failures"] = [
             {"time": iso(f.time), "kind": f.kind, "zone": f.zone, "instance_type": f.instance_type,
              "message": f.message}
@@ -62,10 +64,11 @@ def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
     return {"bound_gb": cache_bound_bytes(settings_of(env).input_cache_gb) / GiB, **data}
 
 
-def _gpu_text(machine: dict[str, Any]) -> str:
-    if not machine["gpus"]:
+def _gpu_text(g: dict[str, Any]) -> str:
+    """'2 × NVIDIA A10G', '1 (expected)' before the machine is set up, '' for none."""
+    if not g["gpus"]:
         return ""
-    return f"{machine['gpus']} × {machine['gpu_model']}" if machine["gpu_model"] else str(machine["gpus"])
+    return f"{g['gpus']}{' × ' + g['gpu_model'] if g['gpu_model'] else ''}{' (expected)' if g['gpus_expected'] else ''}"
 
 
 def _cache_text(cache: dict[str, Any]) -> str:
@@ -250,7 +253,11 @@ def show(
         print_json(data)
         return
     failures = data.pop("launch_failures")
+    gpus = data.pop("gpus")
     print_fields(f"environment {name}", data)
+    if any(g["gpus"] for g in gpus):
+        print_table("GPUs of its machines", ["machine", "state", "GPUs"],
+                    [[g["machine"], g["state"], _gpu_text(g)] for g in gpus])
     if failures:
         print_table("recent launch failures", ["time", "kind", "zone", "type", "message"],
                     [[f["time"], f["kind"], f["zone"], f["instance_type"], f["message"]] for f in failures])
@@ -271,7 +278,7 @@ def machine_list(
         rows.append({
             "id": m.id, "environment": env_name, "state": m.state, "reason": m.reason,
             "instance_id": m.instance_id, "zone": m.zone, "instance_type": m.instance_type,
-            "address": m.address, "bootstrap_step": m.bootstrap_step, "gpus": m.gpus, "gpu_model": m.gpu_model,
+            "address": m.address, "bootstrap_step": m.bootstrap_step, **machine_gpus(m),
             "executions": running,
             "terminate_attempts": m.terminate_attempts, "last_error": m.last_error,
             "created_at": m.created_at, "state_changed_at": m.state_changed_at, "idle_since": m.idle_since,

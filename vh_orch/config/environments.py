@@ -276,6 +276,10 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
         raise ConfigError(f"{where}.endpoint_resolver: {resolver!r} is not of the form 'module:function'")
     if "workdir" in body and not (isinstance(body["workdir"], str) and WORKDIR_RE.match(body["workdir"])):
         raise ConfigError(f"{where}.workdir: an absolute path of letters, digits, . _ - / is expected")
+    if "gpu_setup_command" in body and not (isinstance(body["gpu_setup_command"], str)
+                                            and body["gpu_setup_command"].strip()):
+        raise ConfigError(f"{where}.gpu_setup_command: a shell command is expected (or leave it out for the "
+                          "built-in nvidia-container-toolkit set-up)")
     if not pool:
         return body
     hosts = body.get("hosts")
@@ -441,6 +445,9 @@ def _check_fake(body: dict[str, Any], where: str) -> dict[str, Any]:
     count = body.get("interrupt_count", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
+    gpus = body.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_GPUS:
+        raise ConfigError(f"{where}.gpus: {gpus!r} is not a number of GPUs (0 to {MAX_GPUS})")
     if "state_file" in body:
         path = body["state_file"]
         # Absolute, because every daemon replica (each with its own working folder) must name the same file.

@@ -340,7 +340,8 @@ class Reconciler:
         driver = self.drivers.driver(env)
         if driver is None:
             return
-        row = store.create_machine(env, zone, itype)
+        # What the instance type has, known before it boots (for placement); unknown counts as none.
+        row = store.create_machine(env, zone, itype, gpus=driver.expected_gpus(itype) or 0)
         failpoints.hit("launch-row-written")
         store.check_fence()  # a replica paused past its lease launches nothing when it wakes
         spec = LaunchSpec(

@@ -116,8 +116,10 @@ class FleetStore(LifecycleStore, LeasesStore):
 
     # -- machine lifecycle -------------------------------------------------------------
 
-    def create_machine(self, env: Environment, zone: str | None, instance_type: str | None) -> Machine:
-        """The row is written (and committed) before the cloud is asked for anything."""
+    def create_machine(self, env: Environment, zone: str | None, instance_type: str | None,
+                       gpus: int = 0) -> Machine:
+        """The row is written (and committed) before the cloud is asked to launch it. gpus: what its
+        instance type is expected to have (the bootstrap's nvidia-smi has the last word)."""
         with self.write() as s:
             machine = Machine(
                 environment_id=env.id,  # type: ignore[arg-type]
@@ -125,6 +127,7 @@ class FleetStore(LifecycleStore, LeasesStore):
                 launch_token=uuid.uuid4().hex,
                 zone=zone,
                 instance_type=instance_type,
+                gpus=gpus,
                 bootstrap_step="launching",
                 created_at=self.clock(),
                 state_changed_at=self.clock(),
