@@ -92,11 +92,12 @@ class GPUSetupError(BootstrapError):
     """The machine's GPUs cannot reach containers; the message says what is missing.
 
     every_machine: its image lacks it (no nvidia-smi at all on an instance type with GPUs), so
-    every machine launched from that image would fail the same way."""
+    every machine launched from that image would fail the same way. gpus: those nvidia-smi listed."""
 
-    def __init__(self, message: str, every_machine: bool = False) -> None:
+    def __init__(self, message: str, every_machine: bool = False, gpus: list[GPU] | None = None) -> None:
         super().__init__(message)
         self.every_machine = every_machine
+        self.gpus = gpus or []
 
 
 @dataclass(frozen=True)
@@ -240,22 +241,22 @@ def setup_gpus(transport: SSHTransport, on_step: Step, end: float, expected: int
         result = transport.run(_sudo(user, setup_command or GPU_SETUP), timeout=max(1.0, end - time.monotonic()))
         if result.code != 0:
             raise GPUSetupError(f"the machine has {len(found.gpus)} GPU(s) but Docker has no NVIDIA runtime, and "
-                                f"setting up nvidia-container-toolkit failed (exit {result.code}): {_tail(result)}")
+                                f"setting up nvidia-container-toolkit failed (exit {result.code}): {_tail(result)}", gpus=found.gpus)
         _wait_for_docker(transport, end, end - time.monotonic())
     on_step("checking GPUs in a container")
     built = transport.run(_sudo(user, GPU_CHECK_BUILD), timeout=max(1.0, end - time.monotonic()))
     if built.code != 0:
         raise GPUSetupError(f"could not make the image that checks GPUs in a container, {GPU_CHECK_IMAGE} "
-                            f"(exit {built.code}): {_docker_error(built)}")
+                            f"(exit {built.code}): {_docker_error(built)}", gpus=found.gpus)
     run = transport.run(_sudo(user, GPU_CHECK_RUN), timeout=max(1.0, end - time.monotonic()))
     seen = sum(1 for line in run.stdout.splitlines() if line.startswith("GPU "))
     if run.code != 0 or not seen:
         raise GPUSetupError(f"the machine has {len(found.gpus)} GPU(s) but Docker cannot give them to containers "
                             f"(`docker run --gpus all`, exit {run.code}: {_docker_error(run)}): nvidia-container-toolkit "
-                            "is missing or not configured for Docker")
+                            "is missing or not configured for Docker", gpus=found.gpus)
     if seen < len(found.gpus):
         raise GPUSetupError(f"a container started with --gpus all sees {seen} of the machine's {len(found.gpus)} "
-                            "GPUs: check nvidia-container-toolkit's configuration")
+                            "GPUs: check nvidia-container-toolkit's configuration", gpus=found.gpus)
     return found.gpus
 
 

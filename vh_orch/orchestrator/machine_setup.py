@@ -112,6 +112,8 @@ class MachineSetup:
             _quietly(store.bootstrap_failed, machine_id, f"cannot be reached: {exc}", never_use=False)
         except GPUSetupError as exc:
             log.warning("machine %s: bootstrap failed: %s", machine_id, exc)
+            if exc.gpus:  # what it has, shown beside why containers cannot have them
+                _quietly(self._record_gpus, machine_id, exc.gpus, store)
             if exc.every_machine and capabilities(env.cloud).launches_vms:
                 # Its image lacks the driver: every GPU VM launched from it would boot, cost and fail alike.
                 _quietly(store.record_launch_failure, env.id, "fatal", machine.zone, machine.instance_type,
@@ -128,7 +130,6 @@ class MachineSetup:
                 self._bootstrapping.discard(machine_id)
             self._wake()
 
-    @staticmethod
     @staticmethod
     def _record_gpus(machine_id: int, gpus: list[GPU], store: Store) -> None:
         """The GPUs its bootstrap found (nvidia-smi), recorded before it serves: the dispatcher gives them out."""
