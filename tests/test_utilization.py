@@ -143,6 +143,28 @@ def test_an_ssh_hosts_container_is_sampled_over_its_connection(vh: VhOrch, tmp_p
     assert info["machine"] is not None
 
 
+def test_the_gpus_an_execution_was_given_are_sampled_with_it(vh: VhOrch, tmp_path: Path) -> None:
+    """This host's (stand-in) nvidia-smi reports 4 GPUs; an execution given 2 of them has their use in
+    every sample, and none of the others'."""
+    vh.env["PATH"] = f"{FAKE_GPU}{os.pathsep}{vh.env['PATH']}"
+    vh.env.update(FAKE_NVIDIA_GPUS="4", FAKE_NVIDIA_UTIL="61", VH_ORCH_UTILIZATION_INTERVAL_S="1")
+    vh("env", "update", "local", "--runtime", "process")
+    vh("project", "add", "p")
+    folder = make_project(tmp_path, "nap", "- step:\n    name: nap\n    image: none\n    command: sleep 4\n")
+    vh.start_daemon()
+    eventually("the daemon to find the host's GPUs", lambda: [m["gpus"] for m in vh.json("machine", "list")] == [4])
+    execution_id = vh.run_json("nap", "--project", "p", "--adhoc", str(folder), "--gpus", "2")["id"]
+    info = vh.wait(execution_id)
+    assert info["status"] == "complete" and len(info["gpus"]) == 2, info
+    samples = vh.json("exec", "utilization", str(execution_id))
+    assert len(samples) >= 2, samples
+    for sample in samples:
+        assert sample["gpus"] == [{"index": i, "utilization_percent": 61.0, "memory_used_bytes": (1024 + 100 * i) * MiB}
+                                  for i in sorted(info["gpus"])], sample
+    table = vh("exec", "utilization", str(execution_id)).stdout
+    assert all(f"gpu {i} %" in table for i in info["gpus"])
+
+
 def test_sampling_can_be_turned_off(vh: VhOrch, tmp_path: Path) -> None:
     vh.env["VH_ORCH_UTILIZATION_INTERVAL_S"] = "0"
     vh("env", "update", "local", "--runtime", "process")

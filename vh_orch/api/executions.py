@@ -34,6 +34,7 @@ from vh_orch.api.deps import (
 )
 from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.api.streams import HeldStream
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Execution, User
 from vh_orch.orchestrator.store.queries import ExecutionFilter
@@ -69,6 +70,8 @@ class ExecutionCreate(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     time_limit: int | None = Field(default=None, ge=0)
     tags: list[str] = Field(default_factory=list)
+    # vh-orch's own: GPUs it gets to itself (unset: the step's resources.devices, else the environment's default)
+    gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS, strict=True)
 
 
 class RunAgain(BaseModel):
@@ -99,7 +102,7 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
     return _submit(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
         environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
-        image=body.image, title=body.title, priority=body.priority))
+        image=body.image, title=body.title, priority=body.priority, gpus=body.gpus))
 
 
 @router.post("/executions/{ref}/run-again/", status_code=201)

@@ -43,6 +43,8 @@ def run(
     pull: Annotated[str | None, typer.Option("--pull", help="Image pull policy: if-missing, always, never")] = None,
     title: Annotated[str | None, typer.Option("--title")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first")] = 0,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs it gets to itself (default: the step's "
+                                             "resources.devices, else the environment's gpus_per_execution)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream logs until it ends")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the new execution as JSON")] = False,
 ) -> None:
@@ -71,6 +73,7 @@ def run(
             pull_policy=pull,
             title=title,
             priority=priority,
+            gpus=gpus,
         ),
     )
     notify_daemon(s)

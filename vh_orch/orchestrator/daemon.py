@@ -84,7 +84,8 @@ class Daemon:
     @cached_property
     def reconciler(self) -> Reconciler:
         return Reconciler(self.store, self, hostname=self.hostname, runtime_name=self._runtime_name,
-                          orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers)
+                          orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers,
+                          host_gpus=self.local.gpus)
 
     def jobs(self) -> list[PeriodicJob]:
         """Every periodic job of the daemon with its interval; a new one goes here."""

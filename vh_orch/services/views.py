@@ -39,6 +39,16 @@ def input_cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]
     return {"bytes": size, "hits": hits, "misses": misses, "hit_rate": round(hits / used, 3) if used else None}
 
 
+# A machine in these has not been set up yet: its GPUs are what its instance type is expected to have.
+BEFORE_SET_UP = ("requested", "provisioning", "bootstrapping")
+
+
+def machine_gpus(m: Any) -> dict[str, Any]:
+    """A machine's NVIDIA GPUs: expected from its instance type until it is set up, then as its nvidia-smi
+    reported them (gpu_model: the first one's name)."""
+    return {"gpus": m.gpus, "gpu_model": m.gpu_model, "gpus_expected": m.state in BEFORE_SET_UP}
+
+
 def output_dict(o: Any) -> dict[str, Any]:
     return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
 
@@ -95,6 +105,8 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "command": e.command,
         "time_limit_s": e.time_limit_s,
         "machine": e.machine_id,
+        "gpus": list(e.gpu_indices or []),  # the indices of its machine's GPUs it was given
+        "gpus_asked": e.gpus,
         "priority": e.priority,
         "user": e.user,
         "attempt": e.attempt,

@@ -41,6 +41,11 @@ const VhOrch = (() => {
     const used = c.hits + c.misses;
     return used ? `${humanBytes(c.bytes || 0)}, ${Math.round(c.hit_rate * 100)}% of ${used}` : "";
   }
+  // A machine's GPUs as `vh-orch env show` shows them: "2 × NVIDIA A10G", "1 (expected)" before it is set up.
+  function gpuText(m) {
+    if (!m.gpus) return "";
+    return `${m.gpus}${m.gpu_model ? ` × ${m.gpu_model}` : ""}${m.gpus_expected ? " (expected)" : ""}`;
+  }
   const countsText = (counts) => Object.entries(counts || {}).sort().map(([s, n]) => `${n} ${s}`).join(", ");
   const shown = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) :
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
@@ -741,7 +746,8 @@ const VhOrch = (() => {
         el("td", { text: r.last_launch_failure ? `${r.last_launch_failure.kind}: ${r.last_launch_failure.message}` : "" }))));
       $("machines").tBodies[0].replaceChildren(...machines.map((m) => el("tr", {},
         el("td", { text: String(m.id) }), el("td", { text: m.environment }), el("td", {}, el("span", { class: "status", text: m.state })),
-        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }), el("td", { text: when(m.state_changed_at) }),
+        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }),
+        el("td", { class: "gpus", text: gpuText(m) }), el("td", { text: when(m.state_changed_at) }),
         el("td", { class: "input-cache", text: inputCache(m.input_cache) }))));
       $("no-machines").hidden = machines.length > 0;
       const rows = Object.entries(failures).flatMap(([env, list]) => list.map((f) => ({ env, ...f })))
