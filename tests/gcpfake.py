@@ -25,8 +25,13 @@ Faults, as real GCE shows them:
     until then, disappears.
   * `preempt(name)`: a spot VM stopped by Google (TERMINATED, or gone with action DELETE).
 
-Not faked: regions, machine-type / image / network lookups (any name is accepted), stop /
-start / setLabels and the other instance verbs (501), global and region operations, IAM.
+machineTypes.get answers for any name; the accelerator-optimized families (a2-highgpu-Ng,
+a2-ultragpu-Ng, a2-megagpu-16g, a3-*-8g, g2-standard-N) carry their built-in GPUs in
+`accelerators` as Google documents them, and an insert of one (or with guestAccelerators)
+that asks for live migration (onHostMaintenance MIGRATE) is refused as Google refuses it.
+
+Not faked: regions, image / network lookups (any name is accepted), stop / start /
+setLabels and the other instance verbs (501), global and region operations, IAM.
 Addresses handed out (10.x private, 34.x NAT) are made up and must never be dialled.
 """
 
@@ -38,6 +43,7 @@ import json
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
@@ -63,9 +69,29 @@ ROUTES = [  # (HTTP method, path pattern, API method name)
     ("GET", r"/aggregated/instances", "aggregatedList"),
     ("GET", r"/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)", "getOperation"),
     ("POST", r"/zones/(?P<zone>[^/]+)/operations/(?P<name>[^/]+)/wait", "wait"),
+    ("GET", r"/zones/(?P<zone>[^/]+)/machineTypes/(?P<name>[^/]+)", "getMachineType"),
 ]
 ROUTES_RE = [(verb, re.compile(rf"/compute/v1/projects/(?P<project>[^/]+){path}"), call)
              for verb, path, call in ROUTES]
+
+# The L4 GPUs of each g2-standard-N size.
+G2_GPUS = {4: 1, 8: 1, 12: 1, 16: 1, 32: 1, 24: 2, 48: 4, 96: 8}
+
+
+def built_in_accelerators(machine_type: str) -> list[dict[str, Any]]:
+    """What machineTypes.get shows as a machine type's `accelerators`: the GPUs built into the
+    accelerator-optimized families (cloud.google.com/compute/docs/accelerator-optimized-machines), none for
+    the others."""
+    if m := re.fullmatch(r"a2-(highgpu|ultragpu|megagpu)-(\d+)g", machine_type):
+        kind = "nvidia-a100-80gb" if m[1] == "ultragpu" else "nvidia-tesla-a100"
+        return [{"guestAcceleratorType": kind, "guestAcceleratorCount": int(m[2])}]
+    if m := re.fullmatch(r"a3-(highgpu|megagpu|edgegpu)-(\d+)g", machine_type):
+        kind = "nvidia-h100-mega-80gb" if m[1] == "megagpu" else "nvidia-h100-80gb"
+        return [{"guestAcceleratorType": kind, "guestAcceleratorCount": int(m[2])}]
+    if (m := re.fullmatch(r"g2-standard-(\d+)", machine_type)) and int(m[1]) in G2_GPUS:
+        return [{"guestAcceleratorType": "nvidia-l4", "guestAcceleratorCount": G2_GPUS[int(m[1])]}]
+    return []
+
 
 # HTTP status -> (errors[].reason, error.status, default message)
 HTTP_ERRORS = {
@@ -203,12 +229,13 @@ class FakeGCE:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, kind: str = "instances"):  # type: ignore[no-untyped-def]
-        """The real compute_v1 client ("instances" or "zone_operations") pointed at the fake."""
+        """The real compute_v1 client ("instances", "zone_operations" or "machine_types") pointed at the fake."""
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import compute_v1
 
-        cls = {"instances": compute_v1.InstancesClient, "zone_operations": compute_v1.ZoneOperationsClient}[kind]
+        cls = {"instances": compute_v1.InstancesClient, "zone_operations": compute_v1.ZoneOperationsClient,
+               "machine_types": compute_v1.MachineTypesClient}[kind]
         return cls(transport="rest", client_options=ClientOptions(api_endpoint=self.url),
                    credentials=AnonymousCredentials())
 
@@ -345,6 +372,7 @@ class FakeGCE:
             if not LABEL_KEY_RE.fullmatch(key) or not LABEL_VALUE_RE.fullmatch(value):
                 raise ApiError(400, f"Invalid value for field 'resource.labels': ''. Label '{key}: {value}' "
                                     "violates format constraints.")
+        gpus = res.get("guestAccelerators") or built_in_accelerators(machine_type.rsplit("/", 1)[-1])
         scheduling = res.setdefault("scheduling", {})
         if scheduling.get("provisioningModel") == "SPOT" or scheduling.get("preemptible"):
             scheduling.update({"provisioningModel": "SPOT", "preemptible": True, "automaticRestart": False,
@@ -352,9 +380,9 @@ class FakeGCE:
             scheduling.setdefault("instanceTerminationAction", "STOP")
         else:
             scheduling.update({"provisioningModel": "STANDARD", "preemptible": False, "automaticRestart": True,
-                               "onHostMaintenance": "TERMINATE" if res.get("guestAccelerators") else "MIGRATE"}
+                               "onHostMaintenance": "TERMINATE" if gpus else "MIGRATE"}
                               | scheduling)
-        if res.get("guestAccelerators") and scheduling["onHostMaintenance"] == "MIGRATE":
+        if gpus and scheduling["onHostMaintenance"] == "MIGRATE":
             raise ApiError(400, "Instances with guest accelerators do not support live migration.")
         if (project, zone, name) in self._instances:
             raise ApiError(409, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists")
@@ -457,6 +485,19 @@ class FakeGCE:
                 "items": items, "selfLink": f"{BASE}/projects/{project}/aggregated/instances",
                 **({"nextPageToken": token} if token else {})}
 
+    def _machine_type(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        if not NAME_RE.fullmatch(name):
+            raise ApiError(404, f"The resource 'projects/{project}/zones/{zone}/machineTypes/{name}' was not found")
+        cpus = re.search(r"-(\d+)$", name)
+        res: dict[str, Any] = {
+            "kind": "compute#machineType", "id": str(zlib.crc32(name.encode())), "name": name,
+            "description": f"{name} (the fake's)", "guestCpus": int(cpus[1]) if cpus else 2, "memoryMb": 8192,
+            "zone": zone, "selfLink": f"{BASE}/projects/{project}/zones/{zone}/machineTypes/{name}",
+            "isSharedCpu": False}
+        if accelerators := built_in_accelerators(name):
+            res["accelerators"] = accelerators
+        return res
+
     def _find_operation(self, key: tuple[str, str, str]) -> _Operation:
         if key not in self._operations:
             raise ApiError(404, f"The resource 'projects/{key[0]}/zones/{key[1]}/operations/{key[2]}' was not found")
@@ -481,6 +522,8 @@ class FakeGCE:
                 return self._list(project, zone, query)
             if call == "aggregatedList":
                 return self._aggregated(project, query)
+            if call == "getMachineType":
+                return self._machine_type(project, zone, name)
             op = self._find_operation((project, zone, name))
             pause = min(op.done_at - self._now(), self.wait_max_seconds) if call == "wait" else 0
         time.sleep(max(pause, 0))  # wait: up to the end of the operation, without holding the lock

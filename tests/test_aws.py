@@ -112,6 +112,27 @@ def test_spot_root_volume_and_subnets_reach_run_instances(tmp_path: Path, moto, 
     assert machine.zone == f"{REGION}b" and machine.instance_id
 
 
+def test_the_gpus_of_an_instance_type_are_known_before_its_machines_boot(world: AWSWorld) -> None:
+    world.submit(2)
+    world.run(1)
+    # g5.xlarge: one NVIDIA A10G in EC2's DescribeInstanceTypes, asked once for both machines.
+    assert [(m.state, m.gpus) for m in world.machines()] == [("provisioning", 1)] * 2
+    assert len(world.moto.proxy.actions("DescribeInstanceTypes")) == 1
+    assert world.driver.expected_gpus("g4dn.12xlarge") == 4
+    assert world.driver.expected_gpus("t3.micro") == 0
+    assert world.driver.expected_gpus("p3.8xlarge") is None  # a type this region (moto's catalogue) lacks
+
+
+def test_an_instance_type_ec2_will_not_describe_launches_with_its_gpus_unknown(world: AWSWorld) -> None:
+    world.moto.proxy.fail("DescribeInstanceTypes", "UnauthorizedOperation", status=403, times=1,
+                          message="You are not authorized to perform this operation.")
+    world.submit(1)
+    world.run(1)
+    (machine,) = world.machines()
+    assert machine.instance_id and machine.gpus == 0, "the launch goes on; the bootstrap finds the GPUs"
+    assert world.driver.expected_gpus("g5.xlarge") == 1, "an error is not remembered"
+
+
 def test_a_crash_between_the_cloud_call_and_the_database_update_leaves_one_instance(world: AWSWorld) -> None:
     world.submit(1)
     world.crash_after_the_cloud_call()

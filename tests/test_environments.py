@@ -85,6 +85,7 @@ def test_prune_removes_what_the_file_no_longer_defines_but_keeps_local(vh: VhOrc
         ("environments:\n  - {name: x, cloud: fake, fake: {boot: 1}}\n", "fake: unknown key 'boot'"),
         ("environments:\n  - {name: x, cloud: fake, fake: {state_file: fake.json}}\n",
          "fake.state_file: 'fake.json' is not an absolute path to a file"),
+        ("environments:\n  - {name: x, cloud: fake, fake: {gpus: -1}}\n", "fake.gpus: -1 is not a number of GPUs (0 to 64)"),
         ("environments:\n  - {name: x, cloud: fake, aws: {ami: a}}\n", "the `aws:` section does not apply to cloud fake"),
         ("environments:\n  - {name: x, cloud: fake, slots: 0}\n", "slots: 0 is less than 1"),
         ("environments:\n  - {name: x, cloud: fake, max_scale: two}\n", "max_scale: 'two' is not a whole number"),

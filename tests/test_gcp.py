@@ -104,6 +104,52 @@ def test_spot_gpus_and_service_account_reach_the_insert(tmp_path: Path, gce, key
     assert body["serviceAccounts"][0]["email"] == "runner@vh-test-project.iam.gserviceaccount.com"
 
 
+def test_a_machine_type_with_gpus_built_in_expects_them_and_never_migrates(world: GCPWorld) -> None:
+    world.submit(2)
+    world.run(1)
+    # g2-standard-8 has one L4 built in (machineTypes.get), known before the machines boot.
+    assert [m.gpus for m in world.machines()] == [1, 1]
+    for call in world.inserts():
+        assert call.body["scheduling"]["onHostMaintenance"] == "TERMINATE", "GPUs cannot live-migrate"
+        assert call.body["scheduling"]["automaticRestart"] is False
+        # GCE's Deep Learning images install the driver at first boot when asked to.
+        assert metadata_of(call.body)["install-nvidia-driver"] == "True"
+    assert len(world.gce.calls("getMachineType")) == 1, "asked once per machine type"
+    assert world.driver.expected_gpus("a2-highgpu-4g") == 4
+    assert world.driver.expected_gpus("e2-standard-2") == 0
+
+
+def test_a_cpu_machine_type_migrates_and_attached_accelerators_count(tmp_path: Path, gce, key_file: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "n1").mkdir()
+    cpu = GCPWorld(tmp_path / "cpu", gce, key_file, instance_type="e2-standard-4")
+    cpu.submit(1)
+    cpu.run(1)
+    ((machine,), (call,)) = cpu.machines(), cpu.inserts()
+    assert machine.gpus == 0 and call.body["scheduling"]["onHostMaintenance"] == "MIGRATE"
+    assert "install-nvidia-driver" not in metadata_of(call.body)
+    gce.reset()
+    n1 = GCPWorld(tmp_path / "n1", gce, key_file, instance_type="n1-standard-8",
+                  gcp={"accelerators": [{"type": "nvidia-tesla-t4", "count": 2}]})
+    n1.submit(1)
+    n1.run(1)
+    ((machine,), (call,)) = n1.machines(), n1.inserts()
+    assert machine.gpus == 2 and call.body["scheduling"]["onHostMaintenance"] == "TERMINATE"
+
+
+def test_a_machine_type_that_cannot_be_looked_up_is_not_launched_blind(world: GCPWorld) -> None:
+    """Without its GPUs known the insert could ask a GPU VM to live-migrate: the launch waits for the lookup."""
+    world.gce.fail("getMachineType", 503, times=2)  # the expected count, then the launch's own lookup
+    world.submit(1)
+    world.run(1)
+    assert [m.state for m in world.machines()] == ["failed"] and world.inserts() == []
+    (failure,) = world.store.recent_failures(world.env.id)  # type: ignore[arg-type]
+    assert failure.kind == "transient" and "looking up machine type g2-standard-8" in failure.message
+    world.run(30, step_s=5)
+    (instance,) = world.instances()
+    assert instance["scheduling"]["onHostMaintenance"] == "TERMINATE"
+
+
 def test_a_crash_between_the_insert_and_the_database_update_leaves_one_instance(world: GCPWorld) -> None:
     world.submit(1)
     world.crash_after_the_cloud_call()

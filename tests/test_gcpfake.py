@@ -280,3 +280,18 @@ def test_requests_gce_refuses_are_refused(gce, api) -> None:  # type: ignore[no-
     with pytest.raises(exceptions.NotFound):
         get(api, "vm-1", OTHER_ZONE)
     assert gce.instances() == []
+
+
+def test_machine_types_tell_their_built_in_gpus_and_such_vms_never_migrate(gce, api) -> None:  # type: ignore[no-untyped-def]
+    types = gce.client("machine_types")
+    a2 = types.get(project=PROJECT, zone=ZONE, machine_type="a2-highgpu-2g")
+    assert [(a.guest_accelerator_type, a.guest_accelerator_count) for a in a2.accelerators] == [
+        ("nvidia-tesla-a100", 2)]
+    assert (a2.name, a2.kind) == ("a2-highgpu-2g", "compute#machineType")
+    assert list(types.get(project=PROJECT, zone=ZONE, machine_type="n1-standard-4").accelerators) == []
+    migrating = vm("vm-1", machine="g2-standard-4")
+    migrating.scheduling = compute_v1.Scheduling(on_host_maintenance="MIGRATE")
+    with pytest.raises(exceptions.BadRequest, match="do not support live migration"):
+        insert(api, migrating)
+    assert wait(api, insert(api, vm("vm-2", machine="g2-standard-4"))).status == DONE
+    assert get(api, "vm-2").scheduling.on_host_maintenance == "TERMINATE"

@@ -239,6 +239,31 @@ def test_live_logs_and_chart_points_arrive_without_a_reload(browser: Any, site: 
     shot(browser, "execution")
 
 
+def test_the_hardware_chart_gains_points_while_the_execution_runs(browser: Any,
+                                                                   site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "nap", seconds=40)
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    browser.execute_script("window.__sameDocument = true")
+
+    def points() -> int:
+        return int(browser.find_element(By.ID, "hardware").get_attribute("data-points") or 0)
+
+    wait_for(lambda: points() >= 1 and browser.find_element(By.ID, "status").text == "started",
+             "no hardware sample reached the page")
+    first = points()
+    wait_for(lambda: points() > first, "the Hardware chart gained no point while the execution ran")
+    assert vh.json("exec", "info", str(made["id"]))["status"] == "started"
+    assert browser.execute_script("return document.querySelectorAll('#hardware canvas').length") == 1
+    assert browser.find_element(By.ID, "hardware").get_attribute("data-series") == "2"  # CPU and memory, no GPU
+    assert "peak memory" in browser.find_element(By.ID, "hardware-note").text
+    assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
+    shot(browser, "execution-hardware")
+    vh("exec", "stop", str(made["id"]))
+
+
 def test_the_project_table_sorts_by_a_metadata_key(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     from selenium.webdriver.common.by import By
 
@@ -441,6 +466,48 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
     assert cache.text.endswith(", 0% of 1"), cache.text
     assert browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1
     shot(browser, "operations")
+
+
+def test_machines_show_the_gpus_their_instance_type_is_expected_to_have(
+        browser: Any, site: tuple[VhOrch, Client, str, str], tmp_path: Path) -> None:
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    vh, _, _, _ = site
+    # Its one machine is kept booting: its GPUs are what its instance type is said to have.
+    entry = {"name": "eight", "cloud": "fake", "min_scale": 1, "max_scale": 1, "idle_timeout": "10m",
+             "fake": {"gpus": 8, "boot_seconds": "1h", "runtime": "docker"}}
+    (tmp_path / "envs.yaml").write_text(json.dumps({"environments": [entry]}))
+    vh("env", "apply", str(tmp_path / "envs.yaml"))
+    with_stdin(vh, PASSWORD + "\n", "user", "add", "gpu-ops", "--admin", "--password-stdin")
+    admin = Client(vh.api_url(), vh.json("user", "token", "gpu-ops")["token"])
+
+    def eight() -> list[dict[str, Any]]:
+        return [m for m in admin.get("/api/v0/machines/").json()
+                if m["environment"] == "eight" and m["state"] == "provisioning"]
+
+    (machine,) = wait_for(eight, "no booting machine for the environment")
+    assert (machine["gpus"], machine["gpu_model"], machine["gpus_expected"]) == (8, None, True), machine
+    shown = vh.json("env", "show", "eight", "--json")["gpus"]
+    assert shown == [{"machine": machine["id"], "state": machine["state"], "gpus": 8, "gpu_model": None,
+                      "gpus_expected": True}]
+    assert "8 (expected)" in vh("env", "show", "eight").stdout
+    local = vh.json("env", "show", "local", "--json")["gpus"]
+    assert local and all(g["gpus"] == 0 and not g["gpus_expected"] for g in local), local
+    assert "GPUs of its machines" not in vh("env", "show", "local").stdout
+
+    browser.delete_all_cookies()
+    browser.get(f"{vh.api_url()}/login?next=/operations/")
+    browser.find_element(By.NAME, "username").send_keys("gpu-ops")
+    browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    cell = wait_for(lambda: browser.find_elements(
+        By.XPATH, '//table[@id="machines"]//tr[td[2]="eight"]/td[@class="gpus"]'), "the machine is not listed")[0]
+    assert cell.text == "8 (expected)"
+    header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#machines thead th")]
+    assert header[browser.execute_script("return arguments[0].cellIndex", cell)] == "GPUs"
+    shot(browser, "operations-gpus")
 
 
 def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: tuple[VhOrch, Client, str, str]

@@ -269,6 +269,11 @@ CORPUS_REFUSALS: dict[str, str | dict[str, str]] = {
     # resources.memory.max is MB: 4 MB is below what a container can be held to (Docker's floor is 6 MB)
     "valohai-cli--fixtures-kube-resources.yaml": {
         "Train model": "step 'Train model': resources.memory.max: 4 is not a memory size in MB"},
+    # valohai-yaml's example asks for a device that does not exist (`nvidia.com/cpu`): vh-orch gives out
+    # NVIDIA GPUs alone, and a device it cannot give is refused, never silently left out.
+    "valohai-yaml--step-with-resources.yaml": {
+        "contains kubernetes resources": "step 'contains kubernetes resources': resources.devices: "
+                                         "'nvidia.com/cpu' is not a device vh-orch can give"},
 }
 CORPUS_STORED = {
     # valohai-yaml's own example of the timestamp problem: the text as written.

@@ -33,6 +33,9 @@ class Settings:
     # Distinct metadata keys an execution may have (`vh-orch serve --max-metadata-keys`): past it,
     # a point's new keys are not metadata (its line stays a log line).
     max_metadata_keys: int = 1000
+    # How often the hardware use of running executions is sampled (CPU, memory, their GPUs;
+    # VH_ORCH_UTILIZATION_INTERVAL_S); 0 turns sampling off.
+    utilization_interval_s: float = 2.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -43,7 +46,8 @@ class Settings:
                    stop_grace_s=int(seconds_from(env, "VH_ORCH_STOP_GRACE_S", cls.stop_grace_s, 0, 3600,
                                                   "a stop's grace lasts")),
                    heartbeat_stale_s=seconds_from(env, "VH_ORCH_HEARTBEAT_STALE_S", cls.heartbeat_stale_s, 3, 3600,
-                                                "a heartbeat goes stale after"))
+                                                "a heartbeat goes stale after"),
+                   utilization_interval_s=utilization_seconds(env))
 
     @property
     def repos_dir(self) -> Path:
@@ -127,6 +131,21 @@ def lease_seconds(raw: str | None) -> float:
     """VH_ORCH_LEASE_S, checked (the default when unset)."""
     return seconds_from({"VH_ORCH_LEASE_S": raw or ""}, "VH_ORCH_LEASE_S", Settings.lease_s, 3, 3600,
                         "a lease lasts")
+
+
+def utilization_seconds(environ: Mapping[str, str]) -> float:
+    """VH_ORCH_UTILIZATION_INTERVAL_S, checked: 0 (off) or 0.5 to 3600 seconds."""
+    from vh_orch.errors import ConfigError
+
+    name = "VH_ORCH_UTILIZATION_INTERVAL_S"
+    value = seconds_from(environ, name, Settings.utilization_interval_s, 0, 3600, "samples are taken every")
+    if 0 < value < MIN_UTILIZATION_INTERVAL_S:
+        raise ConfigError(f"{name}={environ[name]!r}: samples are taken every {MIN_UTILIZATION_INTERVAL_S:g} to 3600 "
+                          f"seconds, or 0 for never (default {Settings.utilization_interval_s:g})")
+    return value
+
+
+MIN_UTILIZATION_INTERVAL_S = 0.5  # below it the sampler's own cost would show in what it measures
 
 
 def seconds_from(environ: Mapping[str, str], name: str, default: float, low: float, high: float,

@@ -34,6 +34,7 @@ from vh_orch.api.deps import (
 )
 from vh_orch.api.shapes import event_json, execution_json
 from vh_orch.api.streams import HeldStream
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.errors import NotFound, UserInputError
 from vh_orch.orchestrator.models import Execution, User
 from vh_orch.orchestrator.store.queries import ExecutionFilter
@@ -69,6 +70,8 @@ class ExecutionCreate(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     time_limit: int | None = Field(default=None, ge=0)
     tags: list[str] = Field(default_factory=list)
+    # vh-orch's own: GPUs it gets to itself (unset: the step's resources.devices, else the environment's default)
+    gpus: int | None = Field(default=None, ge=0, le=MAX_GPUS, strict=True)
 
 
 class RunAgain(BaseModel):
@@ -99,7 +102,7 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
     return _submit(request, user, SubmitRequest(
         project=project.name, step=body.step, commit=None if adhoc else commit, stored_adhoc=adhoc,
         environment=body.environment, parameters=parameters, inputs=inputs, environment_variables=env_vars,
-        image=body.image, title=body.title, priority=body.priority))
+        image=body.image, title=body.title, priority=body.priority, gpus=body.gpus))
 
 
 @router.post("/executions/{ref}/run-again/", status_code=201)
@@ -294,6 +297,22 @@ def metadata(request: Request, user: CurrentUser, ref: str, after: Count = None)
     points = store_of(request).metadata_after(e.id, after or 0)  # type: ignore[arg-type]
     return {"latest": e.metadata_latest,
             "points": [{**p.data, "_time": iso(p.time), "_seq": p.seq} for p in points]}
+
+
+@router.get("/executions/{ref}/utilization/", name="execution_utilization")
+def utilization(request: Request, user: CurrentUser, ref: str, after: str | None = None) -> dict[str, Any]:
+    """The hardware use sampled while it ran, in time order: CPU (100 = one core), memory in bytes and
+    each GPU it was given; with `after` (a sample's `time`), only the samples after it. Also its
+    peak memory, and how often the daemon samples (`interval_s`; 0: never)."""
+    from vh_orch.services import utilization as utilization_service
+
+    e = visible_execution(request, user, ref)
+    try:
+        since = None if after is None else utilization_service.sample_time(after)
+    except UserInputError as exc:
+        raise field_error(exc.field or "after", str(exc)) from None
+    return {"peak_memory_bytes": e.peak_memory_bytes, "interval_s": settings_of(request).utilization_interval_s,
+            "samples": utilization_service.samples(store_of(request), e.id, since)}  # type: ignore[arg-type]
 
 
 @router.get("/executions/{ref}/stream/", name="execution_stream")

@@ -12,7 +12,7 @@ from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import field_error, not_found, store_of
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.models import User
-from vh_orch.services.views import BILLED, input_cache_dict
+from vh_orch.services.views import BILLED, input_cache_dict, machine_gpus
 from vh_orch.timeutil import as_utc, iso, utcnow
 
 router = APIRouter(prefix="/api/v0")
@@ -32,7 +32,8 @@ def machines(request: Request, user: CurrentUser, all: bool = False) -> list[dic
              "address": m.address, "zone": m.zone, "instance_type": m.instance_type, "reason": m.reason,
              "created_at": iso(m.created_at), "state_changed_at": iso(m.state_changed_at),
              "idle_since": iso(m.idle_since), "terminated_at": iso(m.terminated_at), "last_error": m.last_error,
-             "input_cache": input_cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes)}
+             "input_cache": input_cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes),
+             **machine_gpus(m)}
             for m, env in store_of(request).list_machines(include_finished=all)]
 
 

@@ -2,9 +2,10 @@
 
 A container runs with the image's own user, without gaining privileges (no setuid, no file
 capabilities: `no-new-privileges`), with a bounded number of processes, without the
-capabilities no ML workload needs, on the network its environment names, and held to the
-CPU and memory its step's `resources:` asks for. The Docker socket is never mounted: a
-container that could reach it would control the engine, and through it the machine.
+capabilities no ML workload needs, on the network its environment names, held to the
+CPU and memory its step's `resources:` asks for, and with only the GPUs it was given. The
+Docker socket is never mounted: a container that could reach it would control the engine, and
+through it the machine.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Isolation:
     pids_limit: int = DEFAULT_PIDS_LIMIT  # 0: no limit
     network: str = DEFAULT_NETWORK
     limits: Limits = field(default_factory=Limits)
+    gpus: tuple[int, ...] = ()  # the indices of the machine's GPUs it was given; (): none
 
 
 class MountRefused(Exception):
@@ -75,7 +77,24 @@ def isolation_args(isolation: Isolation) -> list[str]:
         memory = str(int(limits.memory_mb * MiB))
         # The same bound with swap: a limit that could spill into swap does not hold.
         args += ["--memory", memory, "--memory-swap", memory]
+    if isolation.gpus:
+        # Quoted: Docker reads the value as CSV, and the commas belong to `device=`.
+        args += ["--gpus", f'"device={_indices(isolation.gpus)}"']
     return args
+
+
+def gpu_environment(isolation: Isolation, container: bool) -> dict[str, str]:
+    """The variables that say which GPUs a command may use, set after the user's own (which cannot
+    widen them). In a container: NVIDIA_VISIBLE_DEVICES, which the NVIDIA runtime reads (`void`: none,
+    even in an image that asks for `all`); inside, CUDA numbers the given GPUs from 0. As a process
+    on the machine: CUDA_VISIBLE_DEVICES with the machine's own indices (empty: none)."""
+    if container:
+        return {"NVIDIA_VISIBLE_DEVICES": _indices(isolation.gpus) or "void"}
+    return {"CUDA_VISIBLE_DEVICES": _indices(isolation.gpus)}
+
+
+def _indices(gpus: tuple[int, ...]) -> str:
+    return ",".join(str(i) for i in gpus)
 
 
 def check_mount_source(source: str, local: bool) -> None:

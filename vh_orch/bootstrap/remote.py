@@ -38,6 +38,7 @@ from vh_orch.bootstrap.runtimes import (
     LABEL_CLUSTER,
     LABEL_EXECUTION,
     PULL_POLICIES,
+    STATE_FORMAT,
     VANISHED,
     RunSpec,
     RuntimeFailure,
@@ -45,6 +46,7 @@ from vh_orch.bootstrap.runtimes import (
     widen_pipe,
 )
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
+from vh_orch.bootstrap.usage import Probe
 from vh_orch.storage.input_cache import pin_name, quote_args
 
 log = logging.getLogger(__name__)
@@ -518,6 +520,7 @@ class RemoteContainer:
         self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
         self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
         self._exit: int | None = None
+        self.out_of_memory = False  # the engine's OOMKilled, read with the exit code
         self._engine_ok = time.monotonic()  # when the host's engine last answered
         self._done = threading.Event()
         self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
@@ -525,6 +528,10 @@ class RemoteContainer:
 
     def poll(self) -> int | None:
         return self._exit if self._done.is_set() else None
+
+    def probe(self) -> Probe:
+        """What its hardware use is read from (usage.py), over `transport`."""
+        return Probe("container", self.name)
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):
@@ -548,9 +555,7 @@ class RemoteContainer:
             while True:
                 try:
                     self._follow_once(out, err, follow=True)
-                    status = self.transport.run(
-                        f"docker inspect --format '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {self.name}",
-                        timeout=60)
+                    status = self.transport.run(f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
                     parts = status.stdout.split()
                     if status.code != 0 and not _no_such(status.stderr):
                         # The engine does not answer (restarting): its containers' fate is not known yet.
@@ -559,7 +564,7 @@ class RemoteContainer:
                             return
                         raise SSHError(f"docker does not answer: {status.stderr.strip()[:200]}")
                     self._engine_ok = time.monotonic()
-                    if status.code != 0 or len(parts) != 2:
+                    if status.code != 0 or len(parts) != 3:
                         self._exit = VANISHED  # the container vanished under us
                         return
                     if parts[0] in ("running", "restarting", "paused", "created"):
@@ -574,6 +579,7 @@ class RemoteContainer:
                     log.info("%s: following logs broke (%s); resuming in %s s", self.name, exc, delay)
                     time.sleep(delay)
                     continue
+                self.out_of_memory = parts[2] == "true"
                 self._exit = int(parts[1])
                 return
         finally:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from vh_orch import failpoints
-from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, isolation_args
+from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, gpu_environment, isolation_args
+from vh_orch.bootstrap.oom import OomKills, killed_for_memory, oom_kills
+from vh_orch.bootstrap.usage import Probe
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,9 @@ LABEL_ATTEMPT = "vh-orch.attempt"
 LABEL_LOCAL = "vh-orch.local"  # started by a daemon's local docker runtime, on its own host
 # The exit code of a container whose exit status could not be known (it vanished).
 VANISHED = -1
+# `docker inspect`: how a container ended (status, exit code, and whether the kernel killed a process of it
+# for memory: the engine's record of its cgroup's OOM kills).
+STATE_FORMAT = "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}"
 ENGINE_WAIT_S = 300  # how long an engine that does not answer is waited for before a container counts as gone
 
 
@@ -96,6 +101,8 @@ class RunSpec:
 class RunningCommand(Protocol):
     stdout: IO[bytes]
     stderr: IO[bytes]
+    # Once it has ended: whether the kernel killed it (or a process of its container) for want of memory.
+    out_of_memory: bool
 
     def poll(self) -> int | None:
         """The exit code once the command has ended, else None."""
@@ -184,6 +191,8 @@ class ProcessRuntime:
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         env.update(spec.env)
+        env.update(gpu_environment(spec.isolation, container=False))
+        before = oom_kills()  # the command inherits this process's cgroup
         proc = subprocess.Popen(
             ["sh", "-c", GATE, "sh", spec.command],
             cwd=spec.folder / "repository",
@@ -208,12 +217,15 @@ class ProcessRuntime:
             proc.stdin.close()
         except OSError:
             pass  # it is gone already; poll() tells
-        return _Process(proc)
+        return _Process(proc, before)
 
 
 @dataclass
 class _Process:
     proc: subprocess.Popen[bytes]
+    oom_kills_before: OomKills | None = None  # the kernel's OOM-kill counts when it started
+    out_of_memory: bool = False
+    _ended: bool = False
 
     @property
     def stdout(self) -> IO[bytes]:
@@ -226,10 +238,24 @@ class _Process:
         return self.proc.stderr
 
     def poll(self) -> int | None:
-        return self.proc.poll()
+        code = self.proc.poll()
+        if code is not None:
+            self._ended_with(code)
+        return code
 
     def wait(self, timeout: float | None = None) -> int:
-        return self.proc.wait(timeout)
+        code = self.proc.wait(timeout)
+        self._ended_with(code)
+        return code
+
+    def _ended_with(self, code: int) -> None:
+        if not self._ended:
+            self._ended = True
+            self.out_of_memory = killed_for_memory(code, self.oom_kills_before)
+
+    def probe(self) -> Probe:
+        """What its hardware use is read from (usage.py): its session, which every child it starts is in."""
+        return Probe("session", str(self.proc.pid))
 
     def stop(self, grace_s: float) -> None:
         _signal_group(self.proc.pid, signal.SIGTERM)
@@ -315,16 +341,20 @@ class DockerRuntime:
         for pipe in (proc.stdout, proc.stderr):
             widen_pipe(pipe.fileno())  # type: ignore[union-attr]
         failpoints.hit("container-started")
-        return _Container(proc, spec.container_name)
+        return _Container(proc, name=spec.container_name)
 
 
 @dataclass
 class _Container(_Process):
-    """An attached `docker run` (without --rm): its exit status is the engine's word, read once the
-    client ends; a container that is gone by then vanished behind vh-orch's back."""
+    """An attached `docker run` (without --rm): its exit status (and whether the kernel killed something
+    in it for memory) is the engine's word, read once the client ends; a container that is gone by then
+    vanished behind vh-orch's back."""
 
     name: str = ""
     _code: int | None = None
+
+    def probe(self) -> Probe:
+        return Probe("container", self.name)
 
     def poll(self) -> int | None:
         if self._code is None and self.proc.poll() is not None:
@@ -341,21 +371,22 @@ class _Container(_Process):
         deadline = time.monotonic() + ENGINE_WAIT_S
         while True:
             try:
-                state = subprocess.run(["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}",
-                                        self.name], capture_output=True, text=True, timeout=60)
+                state = subprocess.run(["docker", "inspect", "--format", STATE_FORMAT, self.name],
+                                       capture_output=True, text=True, timeout=60)
             except subprocess.TimeoutExpired:
                 state = subprocess.CompletedProcess([], 1, "", "docker inspect did not answer")
             if state.returncode == 0 or "No such" in state.stderr or time.monotonic() > deadline:
                 break
             time.sleep(1)  # the engine does not answer (restarting): the container's end is not known yet
         parts = state.stdout.split()
-        if state.returncode != 0 or len(parts) != 2:
+        if state.returncode != 0 or len(parts) != 3:
             return VANISHED
         if parts[0] not in ("exited", "dead"):
             # The client ended while the container runs on: nothing reads it any more.
             subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=60)
             return VANISHED
         remove_container(self.name)
+        self.out_of_memory = parts[2] == "true"
         return int(parts[1])
 
     def stop(self, grace_s: float) -> None:
@@ -391,7 +422,7 @@ def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[
     for source, target in spec.mounts:
         args += ["--mount", _csv(["type=bind", f"source={source}", f"target={target}", "readonly"])]
     args += ["-w", f"{CONTAINER_ROOT}/repository"]
-    for key, value in spec.env.items():
+    for key, value in {**spec.env, **gpu_environment(spec.isolation, container=True)}.items():
         args += ["-e", f"{key}={value}"]
     args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
     return args

@@ -10,7 +10,7 @@ import typer
 from vh_orch.cli.common import human_bytes, open_store, print_fields, print_json, print_table
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.errors import ConfigError, UserInputError
-from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict
+from vh_orch.services.views import QUEUED, RUNNING, input_cache_dict, machine_gpus
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ def _env_dict(store: Store, env: Environment, detail: bool = False) -> dict[str,
             data["runtime_reason"] = why
         data["input_cache"] = _cache_summary(env, [m for m, name in store.list_machines(include_finished=True)
                                                    if name == env.name])
+        data["gpus"] = [{"machine": m.id, "state": m.state, **machine_gpus(m)}
+                        for m, name in store.list_machines() if name == env.name]
         data["launch_failures"] = [
             {"time": iso(f.time), "kind": f.kind, "zone": f.zone, "instance_type": f.instance_type,
              "message": f.message}
@@ -60,6 +62,13 @@ def _cache_summary(env: Environment, machines: list[Machine]) -> dict[str, Any]:
     size = (max(live) if capabilities(env.cloud).runs_on_this_host else sum(live)) if live else 0
     data = input_cache_dict(sum(m.input_cache_hits for m in machines), sum(m.input_cache_misses for m in machines), size)
     return {"bound_gb": cache_bound_bytes(settings_of(env).input_cache_gb) / GiB, **data}
+
+
+def _gpu_text(g: dict[str, Any]) -> str:
+    """'2 × NVIDIA A10G', '1 (expected)' before the machine is set up, '' for none."""
+    if not g["gpus"]:
+        return ""
+    return f"{g['gpus']}{' × ' + g['gpu_model'] if g['gpu_model'] else ''}{' (expected)' if g['gpus_expected'] else ''}"
 
 
 def _cache_text(cache: dict[str, Any]) -> str:
@@ -84,6 +93,8 @@ PidsLimit = Annotated[int | None, typer.Option("--pids-limit", help="Most proces
                                                                     "default 4096)")]
 ContainerNetwork = Annotated[str | None, typer.Option("--container-network",
                                                       help="bridge (default) or none: no network in the container")]
+GpusPerExecution = Annotated[int | None, typer.Option(
+    "--gpus-per-execution", help="GPUs each execution asks for unless its step's resources.devices says (default 0)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Cloud setting SECTION.KEY=VALUE (YAML value)")]
 Users = Annotated[str | None, typer.Option("--users", metavar="NAME[,NAME...]",
                                            help="Only these users (and administrators) may submit to it over the API")]
@@ -128,6 +139,7 @@ def add(
     instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
     slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
     pids_limit: PidsLimit = None, container_network: ContainerNetwork = None,
+    gpus_per_execution: GpusPerExecution = None,
     set_: SetOpt = None, users: Users = None, everyone: Everyone = False, admins: Admins = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -138,7 +150,8 @@ def add(
     change = _change(min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout, instance_type=instance_type,
                      region=region, spot=spot, price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
                      pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
-                     container_network=container_network, set_=set_, users=users, everyone=everyone, admins=admins)
+                     container_network=container_network, gpus_per_execution=gpus_per_execution, set_=set_,
+                     users=users, everyone=everyone, admins=admins)
     _done(store, add_environment(store, name, cloud, change), "created", json_out)
 
 
@@ -149,6 +162,7 @@ def update(
     instance_type: InstanceType = None, region: Region = None, spot: Spot = None, price_per_hour: Price = None,
     slots: Slots = None, max_attempts: MaxAttempts = None, pull_policy: PullPolicy = None, runtime: Runtime = None,
     pids_limit: PidsLimit = None, container_network: ContainerNetwork = None,
+    gpus_per_execution: GpusPerExecution = None,
     set_: SetOpt = None, users: Users = None, everyone: Everyone = False, admins: Admins = False,
     json_out: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -159,7 +173,8 @@ def update(
     change = _change(min_scale=min_scale, max_scale=max_scale, idle_timeout=idle_timeout, instance_type=instance_type,
                      region=region, spot=spot, price_per_hour=price_per_hour, slots=slots, max_attempts=max_attempts,
                      pull_policy=pull_policy, runtime=runtime, pids_limit=pids_limit,
-                     container_network=container_network, set_=set_, users=users, everyone=everyone, admins=admins)
+                     container_network=container_network, gpus_per_execution=gpus_per_execution, set_=set_,
+                     users=users, everyone=everyone, admins=admins)
     _done(store, update_environment(store, name, change), "updated", json_out)
 
 
@@ -238,7 +253,11 @@ def show(
         print_json(data)
         return
     failures = data.pop("launch_failures")
+    gpus = data.pop("gpus")
     print_fields(f"environment {name}", data)
+    if any(g["gpus"] for g in gpus):
+        print_table("GPUs of its machines", ["machine", "state", "GPUs"],
+                    [[g["machine"], g["state"], _gpu_text(g)] for g in gpus])
     if failures:
         print_table("recent launch failures", ["time", "kind", "zone", "type", "message"],
                     [[f["time"], f["kind"], f["zone"], f["instance_type"], f["message"]] for f in failures])
@@ -259,7 +278,8 @@ def machine_list(
         rows.append({
             "id": m.id, "environment": env_name, "state": m.state, "reason": m.reason,
             "instance_id": m.instance_id, "zone": m.zone, "instance_type": m.instance_type,
-            "address": m.address, "bootstrap_step": m.bootstrap_step, "executions": running,
+            "address": m.address, "bootstrap_step": m.bootstrap_step, **machine_gpus(m),
+            "executions": running,
             "terminate_attempts": m.terminate_attempts, "last_error": m.last_error,
             "created_at": m.created_at, "state_changed_at": m.state_changed_at, "idle_since": m.idle_since,
             "input_cache": input_cache_dict(m.input_cache_hits, m.input_cache_misses, m.input_cache_bytes),
@@ -269,9 +289,9 @@ def machine_list(
         return
     from vh_orch.orchestrator.hosts import busy_hosts
 
-    print_table("machines", ["id", "environment", "state", "step", "instance", "executions", "input cache, hits",
-                             "reason"],
-                [[r["id"], r["environment"], r["state"], r["bootstrap_step"], r["instance_id"],
+    print_table("machines", ["id", "environment", "state", "step", "instance", "GPUs", "executions",
+                             "input cache, hits", "reason"],
+                [[r["id"], r["environment"], r["state"], r["bootstrap_step"], r["instance_id"], _gpu_text(r),
                   ",".join(map(str, r["executions"])), _cache_text(r["input_cache"]), r["reason"]] for r in rows])
     busy = busy_hosts(store)
     if busy:

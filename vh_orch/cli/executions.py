@@ -43,6 +43,8 @@ def run(
     pull: Annotated[str | None, typer.Option("--pull", help="Image pull policy: if-missing, always, never")] = None,
     title: Annotated[str | None, typer.Option("--title")] = None,
     priority: Annotated[int, typer.Option("--priority", help="Higher runs first")] = 0,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs it gets to itself (default: the step's "
+                                             "resources.devices, else the environment's gpus_per_execution)")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream logs until it ends")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the new execution as JSON")] = False,
 ) -> None:
@@ -71,6 +73,7 @@ def run(
             pull_policy=pull,
             title=title,
             priority=priority,
+            gpus=gpus,
         ),
     )
     notify_daemon(s)
@@ -217,6 +220,41 @@ def metadata(
         keys.extend(k for k in point if k not in keys and k != "_time")
     print_table(f"metadata of execution {execution_id}", ["_time", *keys],
                 [[p["_time"], *(p.get(k) for k in keys)] for p in points])
+
+
+@app.command("utilization")
+def utilization(
+    execution_id: Annotated[int, typer.Argument(metavar="ID")],
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Hardware use sampled while an execution ran: CPU (100 % is one core), memory, and each of its GPUs."""
+    from vh_orch.cli.common import human_bytes, note
+    from vh_orch.services.utilization import samples
+
+    store = open_store()
+    execution = store.get_execution(execution_id)
+    rows = samples(store, execution_id)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        note(f"execution {execution_id}: no hardware use sampled" + (" yet" if execution.ended_at is None else ""))
+        return
+    indices = sorted({g["index"] for r in rows for g in r["gpus"]})
+
+    def size(value: int | None) -> str:
+        return "" if value is None else human_bytes(value)
+
+    table = []
+    for r in rows:
+        gpus = {g["index"]: g for g in r["gpus"]}
+        table.append([r["time"], "" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}", size(r["memory_bytes"]),
+                      *(cell for i in indices for cell in (
+                          f"{gpus[i]['utilization_percent']:g}" if i in gpus else "",
+                          size(gpus[i]["memory_used_bytes"]) if i in gpus else ""))])
+    columns = ["time", "cpu %", "memory", *(c for i in indices for c in (f"gpu {i} %", f"gpu {i} memory"))]
+    peak = f" (peak memory {human_bytes(execution.peak_memory_bytes)})" if execution.peak_memory_bytes else ""
+    print_table(f"hardware use of execution {execution_id}{peak}", columns, table)
 
 
 @app.command("outputs")

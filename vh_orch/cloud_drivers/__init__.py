@@ -25,7 +25,8 @@ def make_driver(env: EnvironmentSpec, cluster_id: str) -> CloudDriver | None:
 
         fake = settings.fake
         cloud = FakeCloud.named(env.region or "default", state_file=fake.state_file)
-        return FakeDriver(cloud, cluster_id, env.name, fake.boot_seconds, fake.interrupt_after, fake.interrupt_count)
+        return FakeDriver(cloud, cluster_id, env.name, fake.boot_seconds, fake.interrupt_after, fake.interrupt_count,
+                          fake.gpus)
     if isinstance(settings, SSHPoolSettings):
         from vh_orch.cloud_drivers.ssh_pool import SSHPoolDriver
 

@@ -82,6 +82,7 @@ class AWSDriver(VMMachines):
         self.ec2 = session.client("ec2", endpoint_url=self.aws.endpoint_url, config=config)
         self.spot_max_price = self.aws.spot_max_price
         self._root_device: str | None = None
+        self._gpus: dict[str, int] = {}  # instance type -> NVIDIA GPUs, as EC2 describes it
 
     # -- launch -----------------------------------------------------------------------
 
@@ -145,6 +146,27 @@ class AWSDriver(VMMachines):
                 except Exception as exc:
                     raise classify(exc, f"looking up AMI {ami}") from None
         return self._root_device
+
+    # -- what an instance type has -----------------------------------------------------
+
+    def expected_gpus(self, instance_type: str | None) -> int | None:
+        """The NVIDIA GPUs of `instance_type` in EC2's `DescribeInstanceTypes` (GpuInfo; AMD's are not
+        counted: nvidia-smi never sees them); None for a type this region does not know, or on an error."""
+        if not instance_type:
+            return None
+        if instance_type not in self._gpus:
+            try:
+                found = self.ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+            except Exception as exc:
+                log.info("environment %s: %s", self.environment,
+                         classify(exc, f"looking up the GPUs of {instance_type}"))
+                return None
+            if not found:
+                return None
+            gpus = found[0].get("GpuInfo", {}).get("Gpus", [])
+            self._gpus[instance_type] = sum(int(g.get("Count", 0)) for g in gpus
+                                            if str(g.get("Manufacturer", "")).upper() == "NVIDIA")
+        return self._gpus[instance_type]
 
     # -- list ---------------------------------------------------------------------------
 

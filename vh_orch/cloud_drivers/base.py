@@ -81,6 +81,11 @@ class CloudDriver(Protocol):
         """Ask the cloud to terminate instances; confirmation comes from later listings."""
         ...
 
+    def expected_gpus(self, instance_type: str | None) -> int | None:
+        """The NVIDIA GPUs an instance of this type comes with, as the cloud describes it (before any
+        boots; cached per type); None where the cloud does not tell, or could not be asked just now."""
+        ...
+
 
 @dataclass(frozen=True)
 class LaunchOutcome:

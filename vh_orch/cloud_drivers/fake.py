@@ -317,6 +317,7 @@ class FakeDriver:
         boot_seconds: float,
         interrupt_after: float | None = None,
         interrupt_count: int = 0,
+        gpus: int | None = None,
     ) -> None:
         self.cloud = cloud
         self.cluster_id = cluster_id
@@ -325,6 +326,7 @@ class FakeDriver:
         # The first `interrupt_count` instances vanish `interrupt_after` seconds after booting.
         self.interrupt_after = interrupt_after
         self.interrupt_left = interrupt_count
+        self.gpus = gpus  # what every instance type of the environment is said to have
 
     def launch(self, spec: LaunchSpec) -> CloudInstance:
         vanish_after = None
@@ -340,6 +342,9 @@ class FakeDriver:
 
     def terminate(self, instance_ids: list[str]) -> None:
         self.cloud.terminate(instance_ids)
+
+    def expected_gpus(self, instance_type: str | None) -> int | None:
+        return self.gpus
 
 
 def _view(inst: FakeInstance) -> CloudInstance:

@@ -135,6 +135,8 @@ class GCPDriver(VMMachines):
             kwargs["credentials"] = AnonymousCredentials()
         self.instances = compute_v1.InstancesClient(**kwargs)
         self.operations = compute_v1.ZoneOperationsClient(**kwargs)  # the same endpoint, never the default
+        self.machine_types = compute_v1.MachineTypesClient(**kwargs)
+        self._gpus: dict[str, int] = {}  # machine type -> NVIDIA GPUs, built in and attached
         self.spot = env.spot
         self._pending: dict[str, _Pending] = {}
         self._failed: list[LaunchOutcome] = []
@@ -145,6 +147,10 @@ class GCPDriver(VMMachines):
     def launch(self, spec: LaunchSpec) -> CloudInstance:
         zone = spec.zone or ""
         name = f"{self.cluster_id}-{spec.machine_id}"
+        try:
+            gpus = self._gpus_of(spec.instance_type, zone) if spec.instance_type else 0
+        except TransientCloudError as exc:
+            raise TransientCloudError(str(exc), maybe_created=False) from None  # nothing was inserted
         host_private, host_public = generate_host_key()
         labels = {**{label_value(k): label_value(v) for k, v in self.gcp.labels.items()},
                   TAG_CLUSTER: label_value(self.cluster_id), TAG_MACHINE: str(spec.machine_id),
@@ -159,6 +165,8 @@ class GCPDriver(VMMachines):
                 compute_v1.Items(key="startup-script", value=script),
                 compute_v1.Items(key=TAG_HOST_KEY, value=host_public),
                 compute_v1.Items(key="enable-oslogin", value="FALSE"),
+                # GCE's Deep Learning images (common-cu*) install the NVIDIA driver at first boot when asked.
+                *([compute_v1.Items(key="install-nvidia-driver", value="True")] if gpus else []),
             ]),
             disks=[compute_v1.AttachedDisk(
                 boot=True, auto_delete=True,
@@ -167,7 +175,7 @@ class GCPDriver(VMMachines):
             network_interfaces=[compute_v1.NetworkInterface(
                 network=self._network(),
                 access_configs=[compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")])],
-            scheduling=self._scheduling(),
+            scheduling=self._scheduling(gpus),
         )
         if self.gcp.accelerators:
             instance.guest_accelerators = [compute_v1.AcceleratorConfig(
@@ -207,13 +215,41 @@ class GCPDriver(VMMachines):
         network = self.gcp.network
         return network if "/" in network else f"global/networks/{network}"
 
-    def _scheduling(self) -> compute_v1.Scheduling:
+    def _scheduling(self, gpus: int) -> compute_v1.Scheduling:
         if self.spot:
             return compute_v1.Scheduling(provisioning_model="SPOT", instance_termination_action="DELETE",
                                          automatic_restart=False, on_host_maintenance="TERMINATE")
-        # GPUs cannot live-migrate; a maintenance event ends the VM, and vh-orch replaces it.
+        # GPUs (attached, or built into A2/A3/G2 machine types) cannot live-migrate; a maintenance
+        # event ends the VM, and vh-orch replaces it.
         return compute_v1.Scheduling(provisioning_model="STANDARD", automatic_restart=False,
-                                     on_host_maintenance="TERMINATE" if self.gcp.accelerators else "MIGRATE")
+                                     on_host_maintenance="TERMINATE" if gpus or self.gcp.accelerators else "MIGRATE")
+
+    # -- what a machine type has --------------------------------------------------------
+
+    def _gpus_of(self, machine_type: str, zone: str) -> int:
+        """The NVIDIA GPUs of an instance: those built into its machine type (machineTypes.get's
+        `accelerators`: A2, A3, G2) and the environment's `accelerators`. Raises CloudError."""
+        if machine_type not in self._gpus:
+            try:
+                raw = self.machine_types.get(project=self.project, zone=zone, machine_type=machine_type, retry=None,
+                                             timeout=API_TIMEOUT_S)
+            except Exception as exc:
+                raise classify_http(exc, f"looking up machine type {machine_type} in {zone}") from None
+            built_in = sum(a.guest_accelerator_count for a in raw.accelerators
+                           if a.guest_accelerator_type.startswith("nvidia-"))
+            self._gpus[machine_type] = built_in + sum(a.count for a in self.gcp.accelerators
+                                                      if a.type.startswith("nvidia-"))
+        return self._gpus[machine_type]
+
+    def expected_gpus(self, instance_type: str | None) -> int | None:
+        """See _gpus_of, asked in the environment's first zone; None on an error."""
+        if not instance_type or not self.gcp.zones:
+            return None
+        try:
+            return self._gpus_of(instance_type, self.gcp.zones[0])
+        except CloudError as exc:
+            log.info("environment %s: %s", self.environment, exc)
+            return None
 
     def _poll_pending(self) -> None:
         """Look at the inserts still running: a finished one is forgotten, a failed one reported."""

@@ -66,6 +66,9 @@ class FakeSection(HostSection):
     state_file: str | None = Field(
         default=None,
         description="an absolute path: every process naming the same file shares the fake cloud's instances")
+    gpus: int | None = Field(
+        default=None,
+        description="the GPUs each instance is expected to have, as a cloud's instance type tells (simulations)")
 
 
 class PoolHostSetting(_Reading):
@@ -97,6 +100,11 @@ class SSHSection(_Reading):
     install_docker_command: str | None = Field(
         default=None,
         description="run by the bootstrap on a machine without Docker; unset: Docker must be there")
+    gpu_setup_command: str | None = Field(
+        default=None,
+        description="run (as root) by the bootstrap on a machine whose nvidia-smi reports GPUs and whose Docker "
+                    "has no NVIDIA runtime; unset: nvidia-container-toolkit from the image's package sources, "
+                    "registered with `nvidia-ctk runtime configure`, Docker restarted")
     connect_timeout: float = Field(default=10.0, description="seconds to wait for an SSH connection")
     unreachable_timeout: float = Field(default=60.0, description="a pool host unreachable this long counts as gone")
     workdir: str = Field(default=DEFAULT_WORKDIR, description="vh-orch's folder on the machines")
@@ -184,6 +192,9 @@ class EnvSettings(_Reading):
                     "idle ones retire, then the environment is removed")
     runtime: str | None = Field(default=None, description="the runtime on this host where the section names none")
     gpu: str = Field(default="", description="what the API's environment list shows as gpu_spec")
+    gpus_per_execution: int = Field(
+        default=0,
+        description="GPUs each execution asks for when its step's resources.devices (or --gpus) says nothing")
 
     @field_validator("gpu", mode="before")
     @classmethod

@@ -216,3 +216,7 @@ class SSHPoolDriver:
                 raise TransientCloudError(f"cannot release host {host_id}: {exc}") from None
             with self._lock:
                 self._last_seen.pop(host_id, None)
+
+    def expected_gpus(self, instance_type: str | None) -> int | None:
+        """A pool's servers have no instance type: their GPUs are found when each is set up."""
+        return None

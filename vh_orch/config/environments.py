@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vh_orch.bootstrap.gpus import MAX_GPUS
 from vh_orch.bootstrap.isolation import NETWORKS
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import (
@@ -40,7 +41,7 @@ COMMON_KEYS = {
     "name", "cloud", "min_scale", "max_scale", "idle_timeout", "idle_policy", "instance_type", "region",
     "spot", "price_per_hour", "slots", "max_attempts", "pull_policy", "launch_timeout", "boot_timeout",
     "bootstrap_timeout", "capacity_block", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
-    "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users",
+    "image_keep", "image_disk_low_percent", "pids_limit", "container_network", "users", "gpus_per_execution",
 }
 # The keys each section accepts and the sections each cloud takes (`ssh` also serves aws and gcp
 # machines): what the typed settings models read, so that no key is accepted here and ignored there.
@@ -76,6 +77,8 @@ NUMBER_SETTINGS: tuple[tuple[str, float, str], ...] = (
 WHOLE_NUMBER_SETTINGS: tuple[tuple[str, int, str], ...] = (
     ("pids_limit", 4_194_304, "a number of processes per container (a whole number up to 4194304; 0: no limit; "
                               "default 4096)"),
+    ("gpus_per_execution", MAX_GPUS, f"a number of GPUs each execution asks for unless its step says (a whole "
+                                     f"number, 0 to {MAX_GPUS}; default 0)"),
 )
 
 
@@ -273,6 +276,10 @@ def _check_ssh(body: dict[str, Any], where: str, pool: bool) -> dict[str, Any]:
         raise ConfigError(f"{where}.endpoint_resolver: {resolver!r} is not of the form 'module:function'")
     if "workdir" in body and not (isinstance(body["workdir"], str) and WORKDIR_RE.match(body["workdir"])):
         raise ConfigError(f"{where}.workdir: an absolute path of letters, digits, . _ - / is expected")
+    if "gpu_setup_command" in body and not (isinstance(body["gpu_setup_command"], str)
+                                            and body["gpu_setup_command"].strip()):
+        raise ConfigError(f"{where}.gpu_setup_command: a shell command is expected (or leave it out for the "
+                          "built-in nvidia-container-toolkit set-up)")
     if not pool:
         return body
     hosts = body.get("hosts")
@@ -438,6 +445,9 @@ def _check_fake(body: dict[str, Any], where: str) -> dict[str, Any]:
     count = body.get("interrupt_count", 0)
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ConfigError(f"{where}.interrupt_count: {count!r} is not a whole number, 0 or more")
+    gpus = body.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_GPUS:
+        raise ConfigError(f"{where}.gpus: {gpus!r} is not a number of GPUs (0 to {MAX_GPUS})")
     if "state_file" in body:
         path = body["state_file"]
         # Absolute, because every daemon replica (each with its own working folder) must name the same file.
@@ -497,7 +507,7 @@ def spec_to_entry(cloud: str, name: str, columns: dict[str, Any], settings: dict
         types = settings["instance_types"]
         entry["instance_type"] = types[0] if len(types) == 1 else types
     for key in ("pull_policy", "idle_policy", "description", "datastore", "wait_cost_per_hour", "input_cache_gb",
-                "pids_limit", "container_network", "users"):
+                "pids_limit", "container_network", "users", "gpus_per_execution"):
         if key in settings:
             entry[key] = settings[key]
     if "image_disk_low_percent" in settings:

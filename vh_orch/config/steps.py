@@ -44,7 +44,7 @@ from valohai_yaml.objs.parameter import Parameter
 from valohai_yaml.utils.duration import parse_duration_string
 
 from vh_orch.bootstrap.isolation import Limits
-from vh_orch.config.resources import step_limits
+from vh_orch.config.resources import Minimums, step_gpus, step_limits, step_minimums
 from vh_orch.config.yaml_limits import check_expanded_size, check_length
 from vh_orch.errors import UserInputError, about
 
@@ -727,6 +727,8 @@ class ResolvedStep:
     image: str | None
     environment: str | None = field(default=None)
     limits: Limits = field(default_factory=Limits)  # what its container is held to (resources:)
+    minimums: Minimums = field(default_factory=Minimums)  # what its machine must have (resources:)
+    gpus: int | None = None  # the GPUs its resources.devices asks for; None: it names none
 
 
 def resolve_step(
@@ -759,6 +761,8 @@ def resolve_step(
     command = "" if vary else build_command(step, params)
     with about("step"):
         limits = step_limits(step)
+        minimums = step_minimums(step, limits)
+        gpus = step_gpus(step)
     return ResolvedStep(
         step=step,
         parameters=params,
@@ -769,4 +773,6 @@ def resolve_step(
         image=step.image or None,
         environment=step.environment,
         limits=limits,
+        minimums=minimums,
+        gpus=gpus,
     )

@@ -14,11 +14,11 @@ renews them all, and a runner whose lease was taken lets go without writing anyt
 This module only wires the parts that do it, each owning one job: the replica (replica.py:
 heartbeat, leases, take-over), the runner threads (runners.py), machine setup
 (machine_setup.py: bootstrap, pre-pull, remote sweeps and image tidying), this host
-(local_host.py: runtime choice, local sweep), one driver registry (drivers.py) for the
-reconciler and machine setup, and the table of periodic jobs (`Daemon.jobs`, scheduled by
-jobs.py). Each part is given the store it writes through, fenced by the lease it acts under.
-The daemon is the reconciler's ExecutionHost: it hands what is dispatched to the runners and
-machines to set up to machine setup.
+(local_host.py: runtime choice, local sweep), the hardware use sampler (utilization.py), one
+driver registry (drivers.py) for the reconciler and machine setup, and the table of periodic
+jobs (`Daemon.jobs`, scheduled by jobs.py). Each part is given the store it writes through,
+fenced by the lease it acts under. The daemon is the reconciler's ExecutionHost: it hands what is
+dispatched to the runners and machines to set up to machine setup.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -46,6 +47,7 @@ from vh_orch.orchestrator.replica import Replica
 from vh_orch.orchestrator.runners import Runners
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.engine import TaskEngine
+from vh_orch.orchestrator.utilization import Sampler
 from vh_orch.orchestrator.wakeup import listen
 from vh_orch.settings import Settings
 from vh_orch.values import ExecutionStatus
@@ -73,6 +75,7 @@ class Daemon:
         self.machines = MachineSetup(store, self.drivers, self.cluster_id, wake=self._wake_now)
         self.runners = Runners(store, settings, self.cluster_id, self.metrics, wake=self._wake_now)
         self.replica = Replica(store, settings, self.hostname, self.runners, self.local, self._runtime_on)
+        self.sampler = Sampler(store, self.runners.watched)
 
     @cached_property
     def tasks(self) -> TaskEngine:
@@ -81,7 +84,8 @@ class Daemon:
     @cached_property
     def reconciler(self) -> Reconciler:
         return Reconciler(self.store, self, hostname=self.hostname, runtime_name=self._runtime_name,
-                          orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers)
+                          orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers,
+                          host_gpus=self.local.gpus)
 
     def jobs(self) -> list[PeriodicJob]:
         """Every periodic job of the daemon with its interval; a new one goes here."""
@@ -91,6 +95,8 @@ class Daemon:
             PeriodicJob("heartbeat", self._heartbeat_job, every_s=min(s.heartbeat_interval_s, s.lease_s / 4)),
             PeriodicJob("sweep", self._sweep_local, every_s=SWEEP_INTERVAL_S),
             PeriodicJob("images", self._tidy_images, every_s=TIDY_IMAGES_INTERVAL_S),
+            *([PeriodicJob("utilization", self.sampler.tick, every_s=s.utilization_interval_s)]
+              if s.utilization_interval_s else []),
             *(PeriodicJob(f"cleanup-{job.job}", self._cleanup_job, cron=job.cron, args=(job,))
               for job in load_jobs(s)),
         ]
@@ -115,8 +121,13 @@ class Daemon:
         try:
             self._recover()
             self.reconcile_pass()
+            interval = self.settings.utilization_interval_s
+            sampled = 0.0
             while self.runners.reap():
                 self._heartbeat_job()
+                if interval and time.monotonic() - sampled >= interval:
+                    sampled = time.monotonic()
+                    self.sampler.tick()
                 self._stopping.wait(0.5)
                 if self._stopping.is_set():
                     self.runners.stop_all("the daemon shut down")
@@ -129,6 +140,7 @@ class Daemon:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
         self.runners.stop_all("the daemon shut down")
+        self.sampler.close()
         self.replica.stopped()
         log.info("vh-orch daemon stopped")
 

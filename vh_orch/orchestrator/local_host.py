@@ -1,16 +1,17 @@
-"""This host: the runtime its executions run in, and what dead daemons left on it.
+"""This host: the runtime its executions run in, its GPUs, and what dead daemons left on it.
 
 An environment whose machine is this host (or a fake cloud's) runs executions in Docker when an
 engine answers, else as processes (its `runtime` setting may insist on one); the probe is cached
-briefly, and a change is logged. A daemon killed mid-start or before it cleaned up leaves
-containers, commands and input cache pins here: they are removed, only ever those that carry this
-installation's cluster id.
+briefly, and a change is logged. Its GPUs are found once per daemon (nvidia-smi). A daemon
+killed mid-start or before it cleaned up leaves containers, commands and input cache pins here:
+they are removed, only ever those that carry this installation's cluster id.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,6 +54,19 @@ class LocalHost:
         self.settings = settings
         self.cluster_id = cluster_id
         self._runtime_cache: dict[tuple[object, ...], tuple[float, str]] = {}
+        self._gpus: tuple[int, str | None] | None = None
+        self._gpus_lock = threading.Lock()
+
+    def gpus(self) -> tuple[int, str | None]:
+        """This host's GPUs (count, the first one's name), found once per daemon; none without nvidia-smi."""
+        with self._gpus_lock:
+            if self._gpus is None:
+                from vh_orch.bootstrap.gpu_inventory import gpus_here, summary
+
+                self._gpus = summary(gpus_here())
+                if self._gpus[0]:
+                    log.info("this host has %d GPU(s): %s", *self._gpus)
+            return self._gpus
 
     def runtime_for(self, env: Environment) -> Runtime:
         """Docker or process for an environment that runs here; the Docker probe is cached briefly."""

@@ -195,6 +195,9 @@ class LogIngester:
         self._room = threading.Event()
         self._room.set()
         self.lines_stored = 0
+        # When the command last wrote anything (time.monotonic(); None: not yet), on either stream:
+        # what no-output-timeout measures. Lines of vh-orch's own (add()) do not count.
+        self.last_output: float | None = None
         self.lost = False  # the execution's lease went to another replica: nothing more is stored
 
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
@@ -230,6 +233,8 @@ class LogIngester:
         try:
             while True:
                 data = read(READ_BYTES)
+                if data:
+                    self.last_output = time.monotonic()
                 lines = splitter.feed(data) if data else splitter.end()
                 if lines:
                     if timestamped:

@@ -27,6 +27,7 @@ from vh_orch.orchestrator.store import Store
 from vh_orch.values import ExecutionStatus
 
 if TYPE_CHECKING:
+    from vh_orch.bootstrap.gpus import GPU
     from vh_orch.bootstrap.remote import RemoteDockerRuntime
     from vh_orch.bootstrap.ssh import SSHTransport
 
@@ -68,7 +69,7 @@ class MachineSetup:
         thread.start()
 
     def _bootstrap(self, env: Environment, machine: Machine, store: Store) -> None:
-        from vh_orch.bootstrap.docker_host import BootstrapError, bootstrap
+        from vh_orch.bootstrap.docker_host import BootstrapError, GPUSetupError, bootstrap
         from vh_orch.bootstrap.ssh import HostKeyMismatch, SSHError, transport_for
 
         machine_id = machine.id
@@ -77,16 +78,22 @@ class MachineSetup:
             driver = self.drivers.ssh_machines(env)
             transport = transport_for(driver.target(machine))
             settings = settings_of(env)
+            cloud = self.drivers.driver(env)
+            # The GPUs its instance type has: a machine that shows none then lacks its driver.
+            expected_gpus = cloud.expected_gpus(machine.instance_type) if cloud is not None else None
 
             def step(name: str) -> None:
                 store.set_bootstrap_step(machine_id, name)
                 failpoints.hit("bootstrap-step")
 
-            bootstrap(transport, driver.workdir(machine),
-                      step,
-                      deadline_s=settings.bootstrap_timeout_s,
-                      install_command=settings.login.install_docker_command if settings.login else None,
-                      first_boot=capabilities(env.cloud).first_boot)
+            gpus = bootstrap(transport, driver.workdir(machine),
+                             step,
+                             deadline_s=settings.bootstrap_timeout_s,
+                             install_command=settings.login.install_docker_command if settings.login else None,
+                             first_boot=capabilities(env.cloud).first_boot,
+                             expected_gpus=expected_gpus,
+                             gpu_setup_command=settings.login.gpu_setup_command if settings.login else None)
+            self._record_gpus(machine_id, gpus, store)
             self._pull_likely_images(env, transport, step)
             # A host this installation used before may hold what a killed daemon left there.
             self.sweep(env, machine)
@@ -103,6 +110,15 @@ class MachineSetup:
             _quietly(store.record_launch_failure, env.id, "fatal", machine.zone, machine.instance_type,
                      f"machine {machine_id} cannot be reached: {exc}")
             _quietly(store.bootstrap_failed, machine_id, f"cannot be reached: {exc}", never_use=False)
+        except GPUSetupError as exc:
+            log.warning("machine %s: bootstrap failed: %s", machine_id, exc)
+            if exc.gpus:  # what it has, shown beside why containers cannot have them
+                _quietly(self._record_gpus, machine_id, exc.gpus, store)
+            if exc.every_machine and capabilities(env.cloud).launches_vms:
+                # Its image lacks the driver: every GPU VM launched from it would boot, cost and fail alike.
+                _quietly(store.record_launch_failure, env.id, "fatal", machine.zone, machine.instance_type,
+                         f"machine {machine_id}: {exc}")
+            _quietly(store.bootstrap_failed, machine_id, f"bootstrap failed: {exc}", never_use=False)
         except (BootstrapError, SSHError) as exc:
             log.warning("machine %s: bootstrap failed: %s", machine_id, exc)
             _quietly(store.bootstrap_failed, machine_id, f"bootstrap failed: {exc}", never_use=False)
@@ -113,6 +129,16 @@ class MachineSetup:
             with self._lock:
                 self._bootstrapping.discard(machine_id)
             self._wake()
+
+    @staticmethod
+    def _record_gpus(machine_id: int, gpus: list[GPU], store: Store) -> None:
+        """The GPUs its bootstrap found (nvidia-smi), recorded before it serves: the dispatcher gives them out."""
+        from vh_orch.bootstrap.gpu_inventory import summary
+
+        count, model = summary(gpus)
+        store.record_gpus(machine_id, count, model)
+        if count:
+            log.info("machine %s has %d GPU(s): %s", machine_id, count, model)
 
     def _pull_likely_images(self, env: Environment, transport: SSHTransport, step: Callable[[str], None]) -> None:
         """A new machine pulls the images its environment's queue needs, or used last, before it is ready:

@@ -127,6 +127,10 @@ class Machine(SQLModel, table=True):
     input_cache_hits: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     input_cache_misses: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     input_cache_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    # Its NVIDIA GPUs, found when it was set up (nvidia-smi) or expected from its instance type
+    # before that; 0: none. gpu_model: the first GPU's name ("NVIDIA A10G").
+    gpus: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    gpu_model: str | None = None
 
 
 class Installation(SQLModel, table=True):
@@ -205,6 +209,12 @@ class Execution(SQLModel, table=True):
     # Submitted by a user who is not an administrator (the HTTP API, the web UI): it runs only isolated
     # (never as a process on the daemon's host) and fetches its inputs under the fetch policy.
     restricted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    # GPUs asked for (valohai.yaml `resources.devices: {nvidia.com/gpu: N}`, the environment's default,
+    # or `--gpus N`), and the indices on its machine it was given when it was dispatched.
+    gpus: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    gpu_indices: list[int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The most memory its samples saw (bytes), kept when its samples are thinned or removed.
+    peak_memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Task(SQLModel, table=True):
@@ -290,6 +300,22 @@ class MetadataPoint(SQLModel, table=True):
     seq: int
     time: datetime
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class UtilizationSample(SQLModel, table=True):
+    """What an execution's machine did for it at one moment: its CPU (100 = one core), memory, and the
+    use of each GPU given to it (`gpus`: [{index, utilization_percent, memory_used_bytes}, ...])."""
+
+    __tablename__ = "utilization_sample"
+    __table_args__ = (Index("ix_utilization_sample_execution", "execution_id", "time"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_id: int = Field(foreign_key="execution.id")
+    attempt: int = 0
+    time: datetime
+    cpu_percent: float | None = None
+    memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    gpus: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class Output(SQLModel, table=True):

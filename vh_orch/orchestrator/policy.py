@@ -6,7 +6,9 @@ and applies the actions. Per environment, in this order:
 1. sync the rows with the cloud's listing: adopt, advance boot, mark lost, confirm
    terminations, terminate orphans after a grace period;
 2. deadlines: launch, boot, bootstrap;
-3. dispatch queued executions (FIFO within priority) to ready machines with free slots;
+3. dispatch queued executions (FIFO within priority) to ready machines with free slots, and
+   with the GPUs each asks for free (first fit: one that waits for GPUs lets those behind it
+   that fit go first);
 4. scale up: clamp(min_scale - n, needed, max_scale - n), skipping zones and instance
    types blocked by recent capacity errors, backing off after transient errors and
    stopping after a fatal one;
@@ -17,7 +19,7 @@ and applies the actions. Per environment, in this order:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -54,6 +56,8 @@ class MachineView:
     running: int = 0
     retry_at: datetime | None = None
     zone: str | None = None
+    gpus: int = 0  # the GPUs it has
+    gpus_held: int = 0  # of those, the ones its running executions hold
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class EnvView:
     queued: int = 0
     # The first queued execution ids, FIFO within priority; enough to fill every free slot.
     queued_head: tuple[int, ...] = ()
+    # The GPUs each of queued_head asks for (those that ask for none are left out).
+    queued_gpus: Mapping[int, int] = field(default_factory=dict)
     # The cloud's listing; None when this environment has no cloud (local) or listing failed.
     instances: tuple[CloudInstance, ...] | None = None
     failures: tuple[FailureView, ...] = ()  # recent launch failures, oldest first
@@ -225,10 +231,20 @@ def decide_environment(env: EnvView, machines: Sequence[MachineView], now: datet
     dispatched_to: dict[int, int] = {}
     for m in serving:
         free = env.slots - m.running
-        while free > 0 and queue:
-            actions.append(Dispatch(queue.pop(0), m.id, reason="a queued execution and a free slot"))
+        free_gpus = m.gpus - m.gpus_held
+        i = 0
+        while free > 0 and i < len(queue):
+            execution_id = queue[i]
+            wanted = env.queued_gpus.get(execution_id, 0)
+            if wanted > free_gpus:
+                i += 1  # it waits for GPUs; the next that fits goes first
+                continue
+            queue.pop(i)
+            actions.append(Dispatch(execution_id, m.id, reason="a queued execution and a free slot"
+                                    + (f" with {wanted} free GPU(s)" if wanted else "")))
             dispatched_to[m.id] = dispatched_to.get(m.id, 0) + 1
             free -= 1
+            free_gpus -= wanted
     demand = max(0, env.queued - sum(dispatched_to.values()))
 
     if env.static:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 TERMINATE_RECHECK_S = 60.0
+GPU_LOOKAHEAD = 32  # queued executions read past the free slots (see _env_view)
 DEFAULT_BOOT_S = 120.0  # until a boot has been measured: a typical cloud VM with Docker
 BOOT_SAMPLES = 20
 TERMINATE_BACKOFF_BASE_S = 5.0
@@ -66,6 +67,7 @@ class Reconciler:
         hostname: str = "localhost",
         drivers: Drivers | None = None,
         runtime_name: Callable[[Environment], str] = lambda env: "process",
+        host_gpus: Callable[[], tuple[int, str | None]] = lambda: (0, None),
     ) -> None:
         self.store = store
         self.host = host
@@ -77,6 +79,8 @@ class Reconciler:
         self._driver_errors: dict[int, str] = {}
         self._orphan_retry: dict[str, datetime] = {}
         self.runtime_name = runtime_name
+        # This host's GPUs (count, model): the GPUs of the machines of environments that run here.
+        self.host_gpus = host_gpus
         self.last_actions: list[P.Action] = []
         self._listed: dict[str, CloudInstance] = {}
         self._booting_seen: set[int] = set()
@@ -105,11 +109,13 @@ class Reconciler:
             self._late_launch_failures(env)
         machines = [m for m in self.store.fleet() if owned is None or m.environment_id in envs]
         self._measure_boots(machines, now)
+        gpus = self._gpus_of(envs, machines)
         running = self.store.running_per_machine()
+        held = self.store.gpus_held_per_machine()
         views = []
         for env in envs.values():
             views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running,
-                                        listings.get(env.id)))
+                                        listings.get(env.id), gpus))
         snapshot = P.Snapshot(
             environments=tuple(views),
             machines=tuple(
@@ -123,6 +129,8 @@ class Reconciler:
                     running=running.get(m.id, 0),  # type: ignore[arg-type]
                     retry_at=m.retry_at,
                     zone=m.zone,
+                    gpus=gpus.get(m.id, m.gpus),
+                    gpus_held=held.get(m.id, 0),
                 )
                 for m in machines
             ),
@@ -146,6 +154,23 @@ class Reconciler:
         self.last_actions = actions
         return actions
 
+    def _gpus_of(self, envs: dict, machines: list) -> dict[int, int]:  # type: ignore[type-arg]
+        """The machines of environments that run on this host have this host's GPUs: recorded on
+        them when they differ (found once per daemon), and returned (machine id -> GPUs)."""
+        found: dict[int, int] = {}
+        for m in machines:
+            env = envs.get(m.environment_id)
+            if env is None or not capabilities(env.cloud).runs_on_this_host or m.state not in P.SERVING:
+                continue
+            count, model = self.host_gpus()
+            found[m.id] = count
+            if (m.gpus, m.gpu_model) != (count, model):
+                try:
+                    self.store.fenced(self._fences.get(env.id)).record_gpus(m.id, count, model)
+                except LeaseLost:
+                    pass  # the environment's new owner records them
+        return found
+
     def _bootstrap(self, envs: dict, machines: list, actions: list[P.Action]) -> None:  # type: ignore[type-arg]
         """Machines in `bootstrapping` (before or by this pass) are set up by the host, one thread each."""
         start = getattr(self.host, "bootstrap", None)
@@ -161,11 +186,13 @@ class Reconciler:
                 start(env, machine)
 
     def _env_view(self, env: Environment, machines: list[Machine], running: dict[int, int],
-                  instances: tuple | None) -> P.EnvView:  # type: ignore[type-arg]
+                  instances: tuple | None, gpus: dict[int, int]) -> P.EnvView:  # type: ignore[type-arg]
         assert env.id is not None
         free = sum(max(0, env.slots - running.get(m.id, 0)) for m in machines  # type: ignore[arg-type]
                    if m.state in P.SERVING)
-        queued, head = self.store.queue_view(env.id, free)
+        # With GPUs, a few past the free slots: those behind an execution that waits for GPUs may fit.
+        lookahead = GPU_LOOKAHEAD if free and any(gpus.get(m.id, m.gpus) for m in machines) else 0  # type: ignore[arg-type]
+        queued, head, head_gpus = self.store.queue_view(env.id, free + lookahead)
         settings = settings_of(env)
         can = capabilities(env.cloud)
         return P.EnvView(
@@ -193,6 +220,7 @@ class Reconciler:
             updated_at=env.updated_at,
             queued=queued,
             queued_head=head,
+            queued_gpus=head_gpus,
             instances=instances,
             failures=tuple(
                 P.FailureView(time=f.time, kind=f.kind, zone=f.zone, instance_type=f.instance_type, message=f.message)
@@ -312,7 +340,8 @@ class Reconciler:
         driver = self.drivers.driver(env)
         if driver is None:
             return
-        row = store.create_machine(env, zone, itype)
+        # What the instance type has, known before it boots (for placement); unknown counts as none.
+        row = store.create_machine(env, zone, itype, gpus=driver.expected_gpus(itype) or 0)
         failpoints.hit("launch-row-written")
         store.check_fence()  # a replica paused past its lease launches nothing when it wakes
         spec = LaunchSpec(

@@ -33,7 +33,8 @@ from vh_orch.bootstrap.runtimes import (
     RuntimeFailure,
     open_to_image_user,
 )
-from vh_orch.bootstrap.ssh import SSHError
+from vh_orch.bootstrap.ssh import SSHError, SSHTransport
+from vh_orch.bootstrap.usage import Probe
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -102,6 +103,7 @@ class ExecutionRunner:
         self._lost = False
         self._settled = False
         self._running: RunningCommand | None = None
+        self._command_ended = False
         self._spec: RunSpec | None = None
         self._env_settings = settings_of(store.get_environment_by_id(execution.environment_id))
         self._datastore_setting = self._env_settings.datastore
@@ -153,6 +155,16 @@ class ExecutionRunner:
         """Stop the command without storing anything: the execution was requeued or failed elsewhere."""
         self._abandoned = True
         self.stop(reason)
+
+    def usage_probe(self) -> tuple[Probe, SSHTransport | None] | None:
+        """While its command runs: what the utilisation sampler reads for it, and where (None: this
+        host; else its machine's SSH connection). None before the command starts, after it ends, and
+        once this runner let it go."""
+        running = self._running
+        if running is None or self._command_ended or self._detached or self._abandoned:
+            return None
+        probe = getattr(running, "probe", None)
+        return None if probe is None else (probe(), getattr(running, "transport", None))
 
     def run(self) -> Outcome:
         try:
@@ -275,7 +287,8 @@ class ExecutionRunner:
         timestamped = getattr(running, "timestamped", False)
         ingester.follow(running.stdout, "stdout", timestamped)
         ingester.follow(running.stderr, "stderr", timestamped)
-        exit_code, timed_out = self._wait(running)
+        exit_code, deadline = self._wait(running, ingester)
+        self._command_ended = True
         if self._detached:
             ingester.close(timeout=1)
             return Outcome(S.STARTED, "detached", None)
@@ -287,6 +300,10 @@ class ExecutionRunner:
         if self._abandoned:
             ingester.close(timeout=60)
             return Outcome(S.STOPPED, self._stop_reason, exit_code)
+        out_of_memory = running.out_of_memory and exit_code != VANISHED
+        if out_of_memory and exit_code == 0:
+            ingester.add("stderr", "vh-orch: the kernel killed a process of this execution for want of memory; "
+                                   "the command went on and exited 0")
         if self._direct:
             outputs, problem = self._store_outputs_direct(spec, ingester)
         else:
@@ -301,20 +318,30 @@ class ExecutionRunner:
         elif not stored_all:
             problem = problem or "not every log line could be stored"
 
-        if self._stop.is_set() and not timed_out:
+        if self._stop.is_set() and deadline is None:
             return Outcome(S.STOPPED, self._stop_reason, exit_code, outputs)
-        if timed_out:
-            limit = self.execution.time_limit_s
-            return Outcome(S.ERROR, f"time limit of {limit:g} s exceeded; the command was stopped", exit_code,
-                           outputs)
+        if deadline is not None:
+            return Outcome(S.ERROR, deadline, exit_code, outputs)
         if exit_code == VANISHED:
             return Outcome(S.ERROR, "its container vanished before it ended (removed behind vh-orch's back?); "
                                     "its exit status is unknown", None, outputs)
+        if out_of_memory and exit_code != 0:
+            return Outcome(S.ERROR, self._out_of_memory(spec), exit_code, outputs)
         if problem is not None:
             return Outcome(S.ERROR, problem, exit_code, outputs)
         if exit_code == 0:
             return Outcome(S.COMPLETE, None, 0, outputs)
         return Outcome(S.ERROR, f"the command exited with code {exit_code}", exit_code, outputs)
+
+    def _out_of_memory(self, spec: RunSpec) -> str:
+        """The reason of an execution the kernel killed for want of memory."""
+        if self.runtime.name == "process":
+            return ("out of memory: the kernel killed the command (SIGKILL, and an out-of-memory kill was "
+                    "counted while it ran)")
+        limit = spec.isolation.limits.memory_mb
+        if limit is None:
+            return "out of memory: the kernel killed the container's command (its machine ran short of memory)"
+        return f"out of memory: the container was killed at its {limit:g} MB limit"
 
     def _cleanup_remote(self, spec: RunSpec | None) -> None:
         cleanup = getattr(self.runtime, "cleanup", None)
@@ -325,9 +352,13 @@ class ExecutionRunner:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "outputs").mkdir(exist_ok=True)
         e = self.execution
+        try:
+            isolation = self._isolation()  # not applied (its container runs already): what holds it
+        except RuntimeFailure:
+            isolation = Isolation()
         return RunSpec(execution_id=self.execution_id, command=e.command, folder=self.folder, env={},
                        cluster_id=self.cluster_id, attempt=e.attempt, image=e.image,
-                       pull_policy=e.pull_policy or "if-missing")
+                       pull_policy=e.pull_policy or "if-missing", isolation=isolation)
 
     def _resume_points(self) -> dict[str, Any]:
         from vh_orch.bootstrap.remote import ResumePoint
@@ -404,13 +435,14 @@ class ExecutionRunner:
         return spec
 
     def _isolation(self) -> Isolation:
-        """How the container is confined: its environment's settings and its step's resources."""
+        """How the container is confined: its environment's settings, its step's resources, its GPUs."""
         try:
             limits = step_limits(self._step())
         except UserInputError as exc:  # a commit submitted before the check: say so, never run it unbounded
             raise RuntimeFailure(str(exc)) from None
         settings = self._env_settings
-        return Isolation(pids_limit=settings.pids_limit, network=settings.container_network, limits=limits)
+        return Isolation(pids_limit=settings.pids_limit, network=settings.container_network, limits=limits,
+                         gpus=tuple(self.execution.gpu_indices or ()))
 
     def _input_cache(self) -> InputCache:
         """The input cache of the machine the execution runs on (a folder of its workdir; for the local
@@ -548,30 +580,44 @@ class ExecutionRunner:
             "valohai.creator-name": e.user,
         }
 
-    def _wait(self, running: RunningCommand) -> tuple[int, bool]:
-        """Wait for the command, handling stop requests and the time limit."""
+    def _no_output_timeout_s(self) -> float | None:
+        """The step's no-output-timeout in seconds; None: none (unset, or 0)."""
+        timeout = getattr(self._step(), "no_output_timeout", None)
+        return timeout.total_seconds() if timeout else None
+
+    def _wait(self, running: RunningCommand, ingester: LogIngester) -> tuple[int, str | None]:
+        """Wait for the command, handling stop requests, the time limit and the no-output timeout. Returns
+        its exit code, and why a deadline stopped it (None: none did).
+
+        Both deadlines count from here: the start, or a re-attach after a daemon restart (which cannot
+        know what the command printed while no daemon read it, and so never stops it for that)."""
         limit = self.execution.time_limit_s
+        silence = self._no_output_timeout_s()
         started = time.monotonic()
         next_check = started
-        timed_out = False
+        deadline: str | None = None
         while True:
             code = running.poll()
             if code is not None:
-                return code, timed_out
+                return code, deadline
             now = time.monotonic()
             if now >= next_check:
                 next_check = now + STATUS_CHECK_S
                 current = self.store.get_execution(self.execution_id)
                 if current.status == S.STOPPING:  # keep why (median stopping, a task's stop...)
                     self.stop(current.status_reason or "stopped by request")
-            if limit and not timed_out and now - started > limit:
-                timed_out = True
-                self._stop.set()
+            if deadline is None and not self._stop.is_set():
+                if limit and now - started > limit:
+                    deadline = f"time limit of {limit:g} s exceeded; the command was stopped"
+                elif silence and now - max(started, ingester.last_output or started) > silence:
+                    deadline = f"no output for {silence:g} s (no-output-timeout); the command was stopped"
+                if deadline is not None:
+                    self._stop.set()
             if self._detached:
-                return -2, False
+                return -2, None
             if self._stop.is_set():
                 running.stop(self.settings.stop_grace_s)
-                return running.wait(), timed_out
+                return running.wait(), deadline
             self._stop.wait(POLL_S)
 
     def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> tuple[list[Output], str | None]:

@@ -21,6 +21,7 @@ from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.database import Fence
 from vh_orch.orchestrator.store.leases import exec_key
+from vh_orch.orchestrator.utilization import Watched
 from vh_orch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,18 @@ class Runners:
         """The executions a runner of this process runs (or ran, until reaped)."""
         with self._lock:
             return set(self._running)
+
+    def watched(self) -> list[Watched]:
+        """The executions whose commands run now, for the utilisation sampler."""
+        with self._lock:
+            items = list(self._running.items())
+        found = []
+        for execution_id, item in items:
+            probe = item.runner.usage_probe()
+            if probe is not None:
+                e = item.runner.execution
+                found.append(Watched(execution_id, e.attempt, probe[0], probe[1], tuple(e.gpu_indices or ())))
+        return found
 
     def runs(self, execution_id: int) -> bool:
         with self._lock:

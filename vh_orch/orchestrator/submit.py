@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from vh_orch.bootstrap.runtimes import PULL_POLICIES
+from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.config.environments import BUILTIN_ENVIRONMENT
+from vh_orch.config.resources import GPU_DEVICE, check_fits, gpu_count, this_host
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
@@ -51,6 +53,9 @@ class SubmitRequest:
     # From a user who is not an administrator (orchestrator/access.py): only environments open to them,
     # only isolated runtimes, only granted buckets, priority capped; the execution runs restricted.
     restricted: bool = False
+    # GPUs asked for (`--gpus N`, the API's `gpus`); None: the step's resources.devices, else the
+    # environment's gpus_per_execution.
+    gpus: int | None = None
 
 
 def current_user() -> str:
@@ -70,6 +75,7 @@ class Prepared:
     inputs: dict[str, list[str]]
     user: str
     restricted: bool = False
+    gpus: int = 0
 
 
 def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
@@ -107,6 +113,7 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         priority=req.priority,
         user=prepared.user,
         restricted=prepared.restricted,
+        gpus=prepared.gpus,
     )
     return store.create_execution(execution)
 
@@ -132,6 +139,10 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
                 pass
     with about("environment"):
         environment = store.get_environment(env_name)
+    with about("step"):
+        # Only this host's size is known (no machine records its CPUs or memory yet).
+        host = this_host() if capabilities(environment.cloud).runs_on_this_host else None
+        check_fits(resolved.step.name, resolved.minimums, host, environment.name)
     user = req.user or current_user()
     if req.restricted:
         check_restricted(settings, req, environment, user)
@@ -158,9 +169,39 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
         }
     if req.restricted:
         check_restricted_inputs(store, settings, project, inputs, req.datum_visible)
+    gpus = gpus_asked(store, req, resolved, environment)
     return Prepared(project_id=project.id, snapshot=snapshot, resolved=resolved,  # type: ignore[arg-type]
                     environment_id=environment.id, image=image, pull_policy=pull_policy,  # type: ignore[arg-type]
-                    inputs=inputs, user=user, restricted=req.restricted)
+                    inputs=inputs, user=user, restricted=req.restricted, gpus=gpus)
+
+
+def gpus_asked(store: Store, req: SubmitRequest, resolved: ResolvedStep, environment: Environment) -> int:
+    """The GPUs an execution asks for: `--gpus` / the API's `gpus`, else the step's resources.devices,
+    else the environment's gpus_per_execution. Refused, naming where the ask came from, when no
+    machine of the environment can have that many (when that is known: see environment_gpu_limit)."""
+    from vh_orch.orchestrator.gpus import environment_gpu_limit
+
+    if req.gpus is not None:
+        with about("gpus"):
+            gpus = gpu_count(req.gpus, "gpus")
+        field_, where = "gpus", "gpus"
+    elif resolved.gpus is not None:
+        gpus, field_, where = resolved.gpus, "step", f"step {resolved.step.name!r}: resources.devices.{GPU_DEVICE}"
+    else:
+        gpus = settings_of(environment).gpus_per_execution
+        field_, where = "environment", f"environment {environment.name!r}: gpus_per_execution"
+    if gpus:
+        most = environment_gpu_limit(store, environment)
+        if most is not None and gpus > most:
+            have = f"at most {_gpus(most)}" if most else "no GPU"
+            raise UserInputError(f"{where}: {_gpus(gpus)} asked for, but the machines of environment "
+                                 f"{environment.name!r} have {have}: ask for fewer, or use another environment "
+                                 "(`vh-orch machine list` shows each machine's GPUs)", field=field_)
+    return gpus
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
 
 def check_restricted(settings: Settings, req: SubmitRequest, environment: Environment, user: str) -> None:

@@ -35,6 +35,7 @@ class EnvironmentChange:
     pull_policy: str | None = None
     pids_limit: int | None = None
     container_network: str | None = None
+    gpus_per_execution: int | None = None  # GPUs each execution asks for unless its step says
     runtime: str | None = None  # the cloud's own section: local and fake
     # Cloud settings (section, key, value), applied in order after everything above.
     cloud_settings: tuple[tuple[str, str, Any], ...] = ()

@@ -39,8 +39,25 @@ def input_cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]
     return {"bytes": size, "hits": hits, "misses": misses, "hit_rate": round(hits / used, 3) if used else None}
 
 
+# A machine in these has not been set up yet: its GPUs are what its instance type is expected to have.
+BEFORE_SET_UP = ("requested", "provisioning", "bootstrapping")
+
+
+def machine_gpus(m: Any) -> dict[str, Any]:
+    """A machine's NVIDIA GPUs: expected from its instance type until it is set up, then as its nvidia-smi
+    reported them (gpu_model: the first one's name)."""
+    return {"gpus": m.gpus, "gpu_model": m.gpu_model, "gpus_expected": m.state in BEFORE_SET_UP}
+
+
 def output_dict(o: Any) -> dict[str, Any]:
     return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
+
+
+def utilization_dict(sample: Any) -> dict[str, Any]:
+    """One hardware use sample (`exec utilization --json`, the API): CPU in percent of one core,
+    memory in bytes, and each GPU the execution was given."""
+    return {"time": iso(sample.time), "cpu_percent": sample.cpu_percent, "memory_bytes": sample.memory_bytes,
+            "gpus": sample.gpus or []}
 
 
 def execution_summary(e: Any, projects: dict[int, str], envs: dict[int, str]) -> dict[str, Any]:
@@ -88,6 +105,8 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "command": e.command,
         "time_limit_s": e.time_limit_s,
         "machine": e.machine_id,
+        "gpus": list(e.gpu_indices or []),  # the indices of its machine's GPUs it was given
+        "gpus_asked": e.gpus,
         "priority": e.priority,
         "user": e.user,
         "attempt": e.attempt,
@@ -96,6 +115,7 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "started_at": e.started_at,
         "ended_at": e.ended_at,
         "exit_code": e.exit_code,
+        "peak_memory_bytes": e.peak_memory_bytes,
         "outputs": [output_dict(o) for o in store.outputs_of(e.id)],
         "metadata_latest": e.metadata_latest,
         "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},

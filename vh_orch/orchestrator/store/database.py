@@ -2,13 +2,13 @@
 
 How the Store is put together: `Store` (store.py) is the one object the rest of vh-orch calls
 (`store.create_project(...)`), assembled from one part per concern (core, fleet, leases, tasks,
-users, logs, queries, counts). Every part subclasses `Database`, so a type checker sees the
+users, logs, queries, counts, utilization). Every part subclasses `Database`, so a type checker sees the
 primitives each of them uses: `read()`, `write()`, `clock`, `engine`, `fence`. Where a part needs
 another part's method inside its own transaction, it names that part as a base, so the dependency
 is written down and checked, and the parts form a small graph rather than a loop:
 
     Database
-    ├── LeasesStore, UsersStore, LogsStore, QueriesStore, CountsStore
+    ├── LeasesStore, UsersStore, LogsStore, QueriesStore, CountsStore, UtilizationStore
     └── LifecycleStore            an execution's statuses: insert, admit under quota, transition
         ├── FleetStore            (+ LeasesStore: a claim under a fence holds the execution's lease)
         ├── CoreStore             (+ UsersStore: a project without an owner gets the first admin)

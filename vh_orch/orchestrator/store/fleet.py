@@ -11,6 +11,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.gpus import pick_gpus
 from vh_orch.orchestrator.models import Environment, Execution, Installation, LaunchFailure, Machine, Output, Quota
 from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
@@ -60,25 +61,37 @@ class FleetStore(LifecycleStore, LeasesStore):
             )
             return {machine_id: count for machine_id, count in rows}  # type: ignore[misc]
 
-    def queue_view(self, environment_id: int, head: int) -> tuple[int, tuple[int, ...]]:
-        """How many executions wait, and the ids of the first `head`, FIFO within priority."""
+    def gpus_held_per_machine(self) -> dict[int, int]:
+        """Per machine, the GPUs its running executions hold (machines where none does are left out)."""
+        with self.read() as s:
+            rows = s.exec(
+                select(Execution.machine_id, func.sum(Execution.gpus))
+                .where(col(Execution.status).in_(RUNNING_EXECUTION), col(Execution.machine_id).is_not(None),
+                       Execution.gpus > 0)
+                .group_by(Execution.machine_id)
+            )
+            return {machine_id: int(held) for machine_id, held in rows}  # type: ignore[misc]
+
+    def queue_view(self, environment_id: int, head: int) -> tuple[int, tuple[int, ...], dict[int, int]]:
+        """How many executions wait, the ids of the first `head`, FIFO within priority, and the GPUs
+        each of those asks for (those that ask for none are left out)."""
         with self.read() as s:
             count = s.exec(
                 select(func.count()).select_from(Execution).where(
                     Execution.environment_id == environment_id, Execution.status == S.QUEUED
                 )
             ).one()
-            ids: tuple[int, ...] = ()
+            rows: list[tuple[int, int]] = []
             if head > 0 and count:
-                ids = tuple(
+                rows = list(
                     s.exec(
-                        select(Execution.id)
+                        select(Execution.id, Execution.gpus)
                         .where(Execution.environment_id == environment_id, Execution.status == S.QUEUED)
                         .order_by(col(Execution.priority).desc(), col(Execution.id))
                         .limit(head)
                     )
-                )
-            return count, ids  # type: ignore[return-value]
+                )  # type: ignore[arg-type]
+            return count, tuple(i for i, _ in rows), {i: g for i, g in rows if g}
 
     def recent_failures(self, environment_id: int, limit: int = 20) -> list[LaunchFailure]:
         with self.read() as s:
@@ -103,8 +116,10 @@ class FleetStore(LifecycleStore, LeasesStore):
 
     # -- machine lifecycle -------------------------------------------------------------
 
-    def create_machine(self, env: Environment, zone: str | None, instance_type: str | None) -> Machine:
-        """The row is written (and committed) before the cloud is asked for anything."""
+    def create_machine(self, env: Environment, zone: str | None, instance_type: str | None,
+                       gpus: int = 0) -> Machine:
+        """The row is written (and committed) before the cloud is asked to launch it. gpus: what its
+        instance type is expected to have (the bootstrap's nvidia-smi has the last word)."""
         with self.write() as s:
             machine = Machine(
                 environment_id=env.id,  # type: ignore[arg-type]
@@ -112,6 +127,7 @@ class FleetStore(LifecycleStore, LeasesStore):
                 launch_token=uuid.uuid4().hex,
                 zone=zone,
                 instance_type=instance_type,
+                gpus=gpus,
                 bootstrap_step="launching",
                 created_at=self.clock(),
                 state_changed_at=self.clock(),
@@ -159,6 +175,28 @@ class FleetStore(LifecycleStore, LeasesStore):
             running = self._running_on(s, machine_id)
             if machine.state == M.BUSY and running == 0:
                 self._machine_to(s, machine, M.READY, None)
+
+    def record_gpus(self, machine_id: int, gpus: int, model: str | None) -> None:
+        """The GPUs found on a machine (nvidia-smi), and the first one's name."""
+        with self.write(exclusive=False) as s:
+            machine = s.get_one(Machine, machine_id)
+            machine.gpus = gpus
+            machine.gpu_model = model[:200] if model else None
+            s.add(machine)
+
+    def gpus_found(self, environment_id: int, by_zone: bool) -> dict[str | None, int]:
+        """Per instance type (by_zone: per zone, an SSH pool's host), the most GPUs a machine of the
+        environment was found (or expected) to have: set-up machines (ready, busy), whose GPUs were
+        looked for, and any machine, in any state, that has GPUs."""
+        table = table_of(Machine)
+        kind = table.c.zone if by_zone else table.c.instance_type
+        with self.read() as s:
+            rows = s.connection().execute(
+                select(kind, func.max(table.c.gpus))
+                .where(table.c.environment_id == environment_id,
+                       (table.c.state.in_((M.READY, M.BUSY))) | (table.c.gpus > 0))
+                .group_by(kind)).all()
+        return {name: int(most or 0) for name, most in rows}
 
     def record_input_cache(self, machine_id: int, hits: int, misses: int, cache_bytes: int) -> None:
         """Count input files placed on a machine (from its cache or fetched into it) and its cache's size."""
@@ -290,8 +328,17 @@ class FleetStore(LifecycleStore, LeasesStore):
             )
         ).one()
 
+    def _gpus_held_on(self, s: Session, machine_id: int) -> set[int]:
+        held: set[int] = set()
+        for indices in s.exec(select(Execution.gpu_indices).where(
+                Execution.machine_id == machine_id, col(Execution.status).in_(RUNNING_EXECUTION))):
+            held.update(indices or ())
+        return held
+
     def claim_for_machine(self, execution_id: int, machine_id: int, slots: int, runtime: str) -> Execution | None:
-        """Start one queued execution on a machine with a free slot; None if either moved on."""
+        """Start one queued execution on a machine with a free slot and the GPUs it asks for free,
+        giving it the indices of those GPUs; None if either moved on or they are not free. Inside
+        one exclusive write: two claims on one machine never give out the same index."""
         with self.write() as s:
             query = select(Execution).where(Execution.id == execution_id)
             if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
@@ -302,6 +349,11 @@ class FleetStore(LifecycleStore, LeasesStore):
                 return None
             if machine.state not in (M.READY, M.BUSY) or self._running_on(s, machine_id) >= slots:
                 return None
+            given = pick_gpus(machine.gpus, self._gpus_held_on(s, machine_id), execution.gpus) \
+                if execution.gpus else []
+            if given is None:
+                return None
+            execution.gpu_indices = given
             execution.machine_id = machine_id
             execution.runtime = runtime
             execution.attempt += 1

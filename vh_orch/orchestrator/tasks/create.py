@@ -81,6 +81,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
         "priority": run.priority,
         "title": run.title,
         "restricted": prepared.restricted,
+        "gpus": prepared.gpus,
     }
     ensure_storable({"task": spec.to_json(), "template": template, "title": run.title, "user": prepared.user})
     commit = keep_commit(store, prepared)

@@ -144,7 +144,7 @@ class TaskEngine:
             command=build_command(step, parameters), parameters=parameters, inputs=t.get("inputs") or {},
             environment_variables=t.get("environment_variables") or {}, time_limit_s=t.get("time_limit_s"),
             environment_id=task.environment_id, priority=t.get("priority") or 0, user=task.user,
-            task_id=task.id, task_index=index, restricted=bool(t.get("restricted")),
+            task_id=task.id, task_index=index, restricted=bool(t.get("restricted")), gpus=t.get("gpus") or 0,
         )
 
     def _median_stop(self, task: Task, spec: TaskSpec, children: list[ChildState]) -> None:

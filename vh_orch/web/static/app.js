@@ -41,6 +41,11 @@ const VhOrch = (() => {
     const used = c.hits + c.misses;
     return used ? `${humanBytes(c.bytes || 0)}, ${Math.round(c.hit_rate * 100)}% of ${used}` : "";
   }
+  // A machine's GPUs as `vh-orch env show` shows them: "2 × NVIDIA A10G", "1 (expected)" before it is set up.
+  function gpuText(m) {
+    if (!m.gpus) return "";
+    return `${m.gpus}${m.gpu_model ? ` × ${m.gpu_model}` : ""}${m.gpus_expected ? " (expected)" : ""}`;
+  }
   const countsText = (counts) => Object.entries(counts || {}).sort().map(([s, n]) => `${n} ${s}`).join(", ");
   const shown = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)))) :
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
@@ -266,7 +271,64 @@ const VhOrch = (() => {
         el("tr", { "data-key": k }, el("th", { text: k }), el("td", { text: shown(v) }))));
     }
 
+    // The Hardware chart: what the daemon sampled while it ran (CPU % of one core and GPU % on the
+    // left axis, memory on the right), polled every sampling interval until it has ended.
+    const ENDED = ["stopped", "error", "complete"];
+    const hw = { samples: [], chart: null, gpus: null, after: null };
+    const hwBytes = (u, v) => v == null ? "" : humanBytes(v);
+
+    function drawHardware() {
+      const s = hw.samples;
+      const gpus = [...new Set(s.flatMap((p) => p.gpus.map((g) => g.index)))].sort((a, b) => a - b);
+      const data = [s.map((p) => Date.parse(p.time) / 1000), s.map((p) => p.cpu_percent), s.map((p) => p.memory_bytes)];
+      const series = [{ label: "time" },
+        { label: "CPU %", scale: "%", stroke: "hsl(210 70% 50%)", spanGaps: true },
+        { label: "memory", scale: "bytes", stroke: "hsl(30 85% 50%)", spanGaps: true, value: hwBytes }];
+      for (const i of gpus) {
+        const use = (p) => p.gpus.find((g) => g.index === i) || {};
+        const color = `hsl(${(130 + i * 67) % 360} 60% 42%)`;
+        data.push(s.map((p) => use(p).utilization_percent ?? null), s.map((p) => use(p).memory_used_bytes ?? null));
+        series.push({ label: `GPU ${i} %`, scale: "%", stroke: color, spanGaps: true },
+          { label: `GPU ${i} memory`, scale: "bytes", stroke: color, dash: [6, 4], spanGaps: true, value: hwBytes });
+      }
+      $("hardware").dataset.points = String(s.length);
+      $("hardware").dataset.series = String(series.length - 1);
+      if (!s.length) return;
+      if (hw.chart && hw.gpus === gpus.join()) { hw.chart.setData(data); return; }
+      if (hw.chart) hw.chart.destroy();
+      hw.chart = new uPlot({ width: Math.max(300, $("hardware").clientWidth || 500), height: 200,
+        scales: { x: { time: true }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
+          bytes: { range: (u, lo, hi) => [0, Math.max(1, hi || 0) * 1.1] } },
+        axes: [{}, { scale: "%", values: (u, ticks) => ticks.map((t) => `${t}%`) },
+          { scale: "bytes", side: 1, size: 80, grid: { show: false }, values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
+        series }, data, $("hardware"));
+      hw.gpus = gpus.join();
+    }
+
+    async function hardware() {
+      const answer = await api(`/executions/${id}/utilization/` + (hw.after ? `?after=${encodeURIComponent(hw.after)}` : ""));
+      if (answer.samples.length) {
+        hw.samples.push(...answer.samples);
+        hw.after = answer.samples[answer.samples.length - 1].time;
+        hw.samples.splice(0, Math.max(0, hw.samples.length - 4000));  // a page left open for days stays small
+      }
+      $("hardware-note").textContent = [
+        answer.peak_memory_bytes != null ? `peak memory ${humanBytes(answer.peak_memory_bytes)}` : "",
+        hw.samples.length ? "" : answer.interval_s ? "no samples yet" : "the daemon does not sample hardware use",
+      ].filter(Boolean).join(" · ");
+      drawHardware();
+      return answer.interval_s;
+    }
+
+    function pollHardware() {
+      const ended = ENDED.includes($("status").dataset.status);  // read before: one more poll after the end
+      const again = (interval) => { if (!ended) setTimeout(pollHardware, 1000 * Math.max(1, interval || 2)); };
+      if (document.hidden && hw.after) { again(2); return; }
+      hardware().then(again, () => again(5));
+    }
+
     async function start() {
+      pollHardware();
       const tail = await api(`/executions/${id}/events/?limit=1000`);
       for (const ev of tail.events) line(ev);
       firstSeq = tail.events.length ? tail.events[0].seq : null;
@@ -684,7 +746,8 @@ const VhOrch = (() => {
         el("td", { text: r.last_launch_failure ? `${r.last_launch_failure.kind}: ${r.last_launch_failure.message}` : "" }))));
       $("machines").tBodies[0].replaceChildren(...machines.map((m) => el("tr", {},
         el("td", { text: String(m.id) }), el("td", { text: m.environment }), el("td", {}, el("span", { class: "status", text: m.state })),
-        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }), el("td", { text: when(m.state_changed_at) }),
+        el("td", { text: m.instance_id || "" }), el("td", { text: m.address || "" }),
+        el("td", { class: "gpus", text: gpuText(m) }), el("td", { text: when(m.state_changed_at) }),
         el("td", { class: "input-cache", text: inputCache(m.input_cache) }))));
       $("no-machines").hidden = machines.length > 0;
       const rows = Object.entries(failures).flatMap(([env, list]) => list.map((f) => ({ env, ...f })))
