@@ -324,6 +324,11 @@ def demo_repo(tmp_path: Path) -> Path:
     return repo
 
 
+def files_named(root: Path, name: str) -> list[Path]:
+    """Every file called `name` under `root`, while the daemon may be removing folders there (os.walk skips those)."""
+    return [Path(folder) / name for folder, _, names in os.walk(root) if name in names]
+
+
 def make_project(tmp_path: Path, name: str, valohai_yaml: str, files: dict[str, str] | None = None) -> Path:
     """A folder with a valohai.yaml (and other files), for --adhoc runs."""
     folder = tmp_path / name
