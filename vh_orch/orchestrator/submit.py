@@ -268,11 +268,15 @@ def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple
 
 def keep_commit(store: Store, prepared: Prepared) -> Commit:
     """Store the request's snapshot (an ad-hoc archive, once) and its commit row."""
-    snapshot = prepared.snapshot
+    return store_snapshot(store, prepared.project_id, prepared.snapshot)
+
+
+def store_snapshot(store: Store, project_id: int, snapshot: Snapshot) -> Commit:
+    """Store a snapshot (an ad-hoc archive, once) and its commit row."""
     if snapshot.kind == "adhoc" and snapshot.archive_bytes is not None:
         save_adhoc(snapshot)
     return store.get_or_create_commit(
-        project_id=prepared.project_id,
+        project_id=project_id,
         kind=snapshot.kind,
         identifier=snapshot.identifier,
         config_yaml=snapshot.config_yaml,
