@@ -13,6 +13,7 @@ from conftest import VhOrch, make_project
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.pipelines.create import PipelineRequest, create_pipeline
 from vh_orch.orchestrator.pipelines.definition import pipeline_payload, spec_from_yaml
+from vh_orch.orchestrator.pipelines.summary import pipeline_dict
 from vh_orch.orchestrator.pipelines.spec import PipelineSpec, parse_condition, parse_payload
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.submit import SubmitRequest
@@ -181,3 +182,7 @@ def test_creating_a_pipeline_writes_its_nodes_or_nothing(vh: VhOrch, tmp_path: P
     assert [(n.name, n.type, n.status) for n in nodes] == [
         ("prep", "execution", "created"), ("sweep", "task", "created"), ("evaluate", "execution", "created")]
     assert nodes[0].spec["template"]["parameters"] == {"n": "4"}
+    shown = pipeline_dict(store, pipeline)
+    assert (shown["project"], shown["status"], shown["parameters"]) == ("p", "created", {"count": "4"})
+    assert [(n["name"], n["status"], n["executions"]) for n in shown["nodes"]] == [
+        ("prep", "created", []), ("sweep", "created", []), ("evaluate", "created", [])]

@@ -101,6 +101,14 @@ class PipelinesStore(LifecycleStore):
                                              Task.pipeline_attempt == attempt)).first()
             return execution, task
 
+    def node_execution_ids(self, node_id: int, task_id: int | None) -> list[int]:
+        """The executions a node made (every try), and its task's children, oldest first."""
+        with self.read() as s:
+            where = Execution.pipeline_node_id == node_id
+            if task_id is not None:
+                where = where | (Execution.task_id == task_id)  # type: ignore[assignment,operator]
+            return list(s.exec(select(Execution.id).where(where).order_by(col(Execution.id))))  # type: ignore[arg-type]
+
     def update_node(self, node_id: int, changes: dict[str, Any], only_if: Sequence[str] | None = None) -> bool:
         """Change a node's columns (a status change stamps started_at/ended_at) under its row's lock;
         only_if: only while its status is one of these. Whether it changed."""
