@@ -417,6 +417,17 @@ def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:
     assert [p["id"] for p in listed] == sorted((p["id"] for p in listed), reverse=True)
 
 
+def test_the_example_projects_pipeline_runs_from_its_git_repository(vh: VhOrch, demo_repo: Path) -> None:
+    vh("project", "add", "demo", "--repo", str(demo_repo))
+    created = vh.json("pipeline", "run", "train-and-evaluate", "--project", "demo", "-p", "epochs=2")
+    waited = vh("pipeline", "wait", str(created["id"]), "--timeout", str(WAIT_S), timeout=WAIT_S + 30, check=False)
+    info = vh.json("pipeline", "info", str(created["id"]))
+    assert (waited.returncode, info["status"]) == (0, "complete"), info
+    assert len(info["commit"]) == 40
+    evaluate = vh.json("exec", "info", str(nodes(info)["evaluate"]["execution"]))
+    assert evaluate["metadata_latest"]["trained_epochs"] == 2
+
+
 # --- last: it restarts the module's daemon -----------------------------------------------------------
 
 

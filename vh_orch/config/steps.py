@@ -634,8 +634,10 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The URLs for every input: those given on the command line, else the defaults."""
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]],
+                       fed: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """The URLs for every input: those given on the command line, else the defaults. fed: inputs
+    a pipeline's edges will fill (not required here)."""
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
         known = ", ".join(step.inputs) or "none"
@@ -649,7 +651,7 @@ def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[s
             chosen = [inp.default] if isinstance(inp.default, str) else [str(d) for d in inp.default]
         chosen = [u for u in (chosen or []) if u.strip()]
         if not chosen:
-            if inp.optional:
+            if inp.optional or name in fed:
                 continue
             raise UserInputError(f"input {name!r} is required by step {step.name!r}: pass -i {name}=URL")
         urls[name] = chosen
@@ -738,10 +740,11 @@ def resolve_step(
     inputs: Mapping[str, Sequence[str]],
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
+    fed_inputs: frozenset[str] = frozenset(),
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
     and its command. vary: parameters a task sets per child; left out here, and so is the command (built
-    per child)."""
+    per child). fed_inputs: inputs a pipeline's edges fill once their source ran (not required here)."""
     with about("commit"):  # the commit's valohai.yaml
         loaded = load_config(config_text)
     with about("step"):
@@ -755,7 +758,7 @@ def resolve_step(
         else:
             params = resolve_parameters(step, parameters)
     with about("inputs"):
-        urls = resolve_input_urls(step, inputs)
+        urls = resolve_input_urls(step, inputs, fed_inputs)
     with about("environment_variables"):
         variables = resolve_environment_variables(step, environment_variables)
     command = "" if vary else build_command(step, params)

@@ -131,13 +131,14 @@ def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **ex
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
-            snapshot: tuple[Project, Snapshot] | None = None) -> Prepared:
+            snapshot: tuple[Project, Snapshot] | None = None, fed_inputs: frozenset[str] = frozenset()) -> Prepared:
     """Check a request against its project, commit, step and environment; writes nothing.
     vary: parameters a task gives each child (not required here; no command is built).
-    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot)."""
+    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot).
+    fed_inputs: inputs a pipeline's edges fill later (not required here)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary)
+                            vary=vary, fed_inputs=fed_inputs)
 
     env_name = req.environment
     if env_name is None:

@@ -56,7 +56,8 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
             with about("nodes"):
                 try:
                     prepare(store, settings, node_request(run, node, fed=fed_parameters(spec, node.name)),
-                            vary=fed_parameters(spec, node.name) | _task_varied(node), snapshot=(project, snapshot))
+                            vary=fed_parameters(spec, node.name) | _task_varied(node), snapshot=(project, snapshot),
+                            fed_inputs=fed_inputs(spec, node.name))
                 except UserInputError as exc:
                     raise UserInputError(f"node {node.name!r}: {exc}", field=exc.field or "nodes") from None
     title = req.title or name
@@ -107,6 +108,11 @@ def node_request(run: SubmitRequest, node: Node, fed: frozenset[str] = frozenset
 def fed_parameters(spec: PipelineSpec, name: str) -> frozenset[str]:
     """The node's parameters that its incoming parameter and metadata edges set."""
     return frozenset(e.target_key for e in spec.incoming(name) if e.target_type == "parameter")
+
+
+def fed_inputs(spec: PipelineSpec, name: str) -> frozenset[str]:
+    """The node's inputs that its incoming output and input edges fill."""
+    return frozenset(e.target_key for e in spec.incoming(name) if e.target_type == "input")
 
 
 def _task_varied(node: Node) -> frozenset[str]:
