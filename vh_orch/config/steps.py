@@ -741,12 +741,15 @@ def resolve_step(
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
     fed_inputs: frozenset[str] = frozenset(),
+    loaded: LoadedConfig | None = None,
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
     and its command. vary: parameters a task sets per child; left out here, and so is the command (built
-    per child). fed_inputs: inputs a pipeline's edges fill once their source ran (not required here)."""
-    with about("commit"):  # the commit's valohai.yaml
-        loaded = load_config(config_text)
+    per child). fed_inputs: inputs a pipeline's edges fill once their source ran (not required here).
+    loaded: config_text already loaded (a pipeline checks or starts many nodes of one commit)."""
+    if loaded is None:
+        with about("commit"):  # the commit's valohai.yaml
+            loaded = load_config(config_text)
     with about("step"):
         step = get_step(loaded.config, step_name)
     problems = loaded.problems.get(step.name)

@@ -16,7 +16,7 @@ from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.cloud_drivers.settings import settings_of
 from vh_orch.config.environments import BUILTIN_ENVIRONMENT
 from vh_orch.config.resources import GPU_DEVICE, check_fits, gpu_count, this_host
-from vh_orch.config.steps import Given, ResolvedStep, resolve_step
+from vh_orch.config.steps import Given, LoadedConfig, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
@@ -131,14 +131,16 @@ def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **ex
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
-            snapshot: tuple[Project, Snapshot] | None = None, fed_inputs: frozenset[str] = frozenset()) -> Prepared:
+            snapshot: tuple[Project, Snapshot] | None = None, fed_inputs: frozenset[str] = frozenset(),
+            loaded: LoadedConfig | None = None) -> Prepared:
     """Check a request against its project, commit, step and environment; writes nothing.
     vary: parameters a task gives each child (not required here; no command is built).
     snapshot: the project and snapshot, when the caller loaded them already (load_snapshot).
-    fed_inputs: inputs a pipeline's edges fill later (not required here)."""
+    fed_inputs: inputs a pipeline's edges fill later (not required here).
+    loaded: the snapshot's valohai.yaml, when the caller loaded it already (steps.load_config)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary, fed_inputs=fed_inputs)
+                            vary=vary, fed_inputs=fed_inputs, loaded=loaded)
 
     env_name = req.environment
     if env_name is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from vh_orch.config.steps import parse_config
+from vh_orch.config.steps import load_config, parse_config
 from vh_orch.errors import UserInputError, about
 from vh_orch.orchestrator.models import Pipeline, PipelineNode
 from vh_orch.orchestrator.pipelines.definition import spec_from_yaml
@@ -51,13 +51,14 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
         raise UserInputError("a pipeline needs a valohai.yaml pipeline name or a definition", field="pipeline")
     run = replace(req.run, step="")
     _pipeline_wide(spec, run)
+    loaded = load_config(snapshot.config_yaml)  # once for every node
     for node in spec.nodes:
         if node.type != "mimic" and node.template.get("commit") is None:
             with about("nodes"):
                 try:
                     prepare(store, settings, node_request(run, node, fed=fed_parameters(spec, node.name)),
                             vary=fed_parameters(spec, node.name) | _task_varied(node), snapshot=(project, snapshot),
-                            fed_inputs=fed_inputs(spec, node.name))
+                            fed_inputs=fed_inputs(spec, node.name), loaded=loaded)
                 except UserInputError as exc:
                     raise UserInputError(f"node {node.name!r}: {exc}", field=exc.field or "nodes") from None
     title = req.title or name

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from vh_orch import failpoints
+from vh_orch.config.steps import LoadedConfig, load_config
 from vh_orch.errors import LeaseLost, NotFound, UserInputError
 from vh_orch.orchestrator.pipelines.create import PipelineRequest, create_pipeline, node_request
 from vh_orch.orchestrator.pipelines.spec import Action, Edge, Node, PipelineSpec
@@ -49,6 +50,7 @@ S = ExecutionStatus
 T = TaskStatus
 FAILED = (N.ERROR, N.STOPPED)  # a node that ended without completing
 WAITING = (N.CREATED, N.WAITING_APPROVAL)
+MAX_CONFIGS = 8
 MAX_ROUNDS = 20  # moves per call: a node that ends at once (reuse, mimic) lets the next start in the same call
 DATUM = "datum://"
 
@@ -60,6 +62,19 @@ class PipelineEngine:
         self.store = store
         self.settings = settings
         self._lock = threading.Lock()
+        self._configs: dict[str, LoadedConfig] = {}  # a snapshot's valohai.yaml, read once
+
+    def config(self, snapshot: Snapshot) -> LoadedConfig:
+        """The snapshot's valohai.yaml, loaded once for every node that runs from it (a commit never
+        changes); the last few are kept."""
+        key = f"{snapshot.kind}:{snapshot.identifier}"
+        loaded = self._configs.get(key)
+        if loaded is None:
+            loaded = load_config(snapshot.config_yaml)
+            if len(self._configs) >= MAX_CONFIGS:
+                self._configs.pop(next(iter(self._configs)))
+            self._configs[key] = loaded
+        return loaded
 
     def run_pass(self, store: Store | None = None) -> None:
         """Move every active pipeline on; `store`: the one to write through from now on (a
@@ -359,7 +374,8 @@ class _Move:
         snapshot = self._snapshot_for(spec_node, run)
         req = node_request(run, spec_node, parameters=fed.parameters, inputs=self._inputs(spec_node, fed),
                            environment_variables=fed.environment_variables)
-        prepared = prepare(self.store, self.engine.settings, req, snapshot=snapshot)
+        prepared = prepare(self.store, self.engine.settings, req, snapshot=snapshot,
+                           loaded=self.engine.config(snapshot[1]))
         check_storable(req, prepared)
         commit = keep_commit(self.store, prepared)
         if self.spec.reuse_executions:
