@@ -27,6 +27,8 @@ The rules, in short (tests/test_steps.py and tests/test_yaml_types.py hold the d
 
 from __future__ import annotations
 
+import functools
+
 import datetime as dt
 import math
 import re
@@ -513,8 +515,11 @@ def _describe_validation_error(error: Any, document: Any) -> str:
     return f"{where}: {message}{named}" if where else f"{message}{named}"
 
 
+@functools.lru_cache(maxsize=16)
 def load_config(text: str, source: str = "valohai.yaml") -> LoadedConfig:
-    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError."""
+    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError.
+    Kept for the last few texts: a pipeline checks and starts each node from its commit's one file (a
+    parse of a large file takes a tenth of a second), so callers must not change what they get."""
     document = load_yaml(text, source)
     prepared, step_problems = _prepare(document)
     if prepared is None:  # an empty file
@@ -738,10 +743,12 @@ def resolve_step(
     inputs: Mapping[str, Sequence[str]],
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
+    inputs_later: bool = False,
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
-    and its command. vary: parameters a task sets per child; left out here, and so is the command (built
-    per child)."""
+    and its command. vary: parameters a task sets per child (or a pipeline node gets when it starts); left
+    out here, and so is the command (built per child). inputs_later: the inputs are resolved when the
+    work starts (a pipeline node's come from its upstream nodes), so none is resolved here."""
     with about("commit"):  # the commit's valohai.yaml
         loaded = load_config(config_text)
     with about("step"):
@@ -755,7 +762,7 @@ def resolve_step(
         else:
             params = resolve_parameters(step, parameters)
     with about("inputs"):
-        urls = resolve_input_urls(step, inputs)
+        urls = {} if inputs_later else resolve_input_urls(step, inputs)
     with about("environment_variables"):
         variables = resolve_environment_variables(step, environment_variables)
     command = "" if vary else build_command(step, params)
