@@ -6,6 +6,7 @@ module; each test has projects of its own."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import requests
 
 from bombs import package
 from conftest import VhOrch, installation, make_project
+from vh_orch.orchestrator.datasets.ingest import read_remote
 from vh_orch.orchestrator.datasets.metadata import (
     MAX_SIDECAR_BYTES,
     metadata_files,
@@ -150,6 +152,8 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     # The jsonl describes the outputs and is not one of them; tags and metadata are on the outputs.
     outputs = {o["name"]: o for o in made["outputs"]}
     assert sorted(outputs) == ["a.txt", "loose.txt", "sub/b.txt"]
+    assert outputs["a.txt"]["tags"] == ["made", "v1"] and outputs["loose.txt"]["tags"] == []
+    assert outputs["sub/b.txt"]["metadata"]["source"] == {"step": "make"}
     assert "Created dataset version 'dataset://images/v1' with 2 files" in log_text(vh, made["id"])
     v1 = version(vh, "forms", "images/v1")
     assert file_names(v1) == ["a.txt", "sub/b.txt"]
@@ -305,6 +309,25 @@ def projects_of(session: requests.Session, api: str) -> dict[str, str]:
 
 
 # -- the parser alone ---------------------------------------------------------------------------
+
+
+def test_metadata_files_on_a_machine_are_read_through_one_script(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    jsonl = b'{"file": "a b.txt", "metadata": {"k": 1}}\n'
+    (out / "valohai.metadata.jsonl").write_bytes(jsonl)
+    (out / "a b.txt.metadata.json").write_bytes('{"j": "\u00e9"}'.encode())
+    (out / "it's.metadata.json").symlink_to("/etc/passwd")  # the upload skips links: so does this
+
+    def run_script(script: str) -> str:  # what a machine's `sh -s` does with it
+        return subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, check=True,
+                              timeout=TIMEOUT).stdout
+
+    sources = read_remote(run_script, str(out), [
+        ("valohai.metadata.jsonl", len(jsonl)), ("a b.txt.metadata.json", 9), ("it's.metadata.json", 10),
+        ("gone.metadata.json", 5), ("big.metadata.json", 10**9)])
+    assert sources == {"valohai.metadata.jsonl": jsonl, "a b.txt.metadata.json": '{"j": "\u00e9"}'.encode(),
+                       "it's.metadata.json": None, "gone.metadata.json": None, "big.metadata.json": 10**9}
 
 
 def test_only_metadata_files_that_describe_something_are_kept_out_of_the_outputs() -> None:
