@@ -308,6 +308,53 @@ def projects_of(session: requests.Session, api: str) -> dict[str, str]:
     return {p["name"]: p["id"] for p in session.get(f"{api}/api/v0/projects/", timeout=TIMEOUT).json()["results"]}
 
 
+# -- the store, on both databases ------------------------------------------------------------------
+
+
+def _finished(store: Any, seed: Any, status: str, names: dict[str, Any]) -> Any:
+    """An execution beside `seed` that ends `status` with outputs named `names` (name -> its output metadata)."""
+    from vh_orch.orchestrator.models import Execution, Output
+
+    e = store.create_execution(Execution(project_id=seed.project_id, counter=0, commit_id=seed.commit_id, step="s",
+                                         command="x", environment_id=seed.environment_id))
+    with store.write() as s:
+        row = s.get(Execution, e.id)
+        row.status = "started"
+        s.add(row)
+    outputs = [Output(id=f"{e.id}-{name}", execution_id=e.id, name=name, size=1, sha256="0" * 64,
+                      uri=f"file:///x/{e.id}/{name}", properties=meta) for name, meta in names.items()]
+    assert store.finish_execution(e.id, e.attempt, status, None, 0, outputs)
+    return e
+
+
+def test_versions_and_aliases_land_with_a_complete_result_on_both_databases(db_url: str) -> None:
+    from test_logs import one_execution
+
+    store, seed = one_execution(db_url)
+    pid = seed.project_id
+    v1 = {"valohai.dataset-versions": ["dataset://d/v1"]}
+    first = _finished(store, seed, "complete", {"a.txt": v1, "sub/b.txt": {**v1, "valohai.alias": "m"}, "c": None})
+    (dataset,) = store.datasets_named("d", pid)
+    assert [o.name for o in store.dataset_version_files(store.dataset_version(dataset.id, "v1").id)] == [
+        "a.txt", "sub/b.txt"]
+    assert store.log_has_line(first.id, "stderr", "vh-orch: Created dataset version 'dataset://d/v1' with 2 files")
+    assert store.alias_output(pid, "m").id == f"{first.id}-sub/b.txt"
+
+    v2 = {"valohai.dataset-versions": [{"uri": "dataset://d/v2", "from": "dataset://d/latest", "exclude": ["a.txt"]}]}
+    second = _finished(store, seed, "complete", {"b.txt": v2, "sub/b.txt": v2})
+    files = store.dataset_version_files(store.dataset_version(dataset.id, "latest").id)
+    assert [(o.name, o.execution_id) for o in files] == [("b.txt", second.id), ("sub/b.txt", second.id)]
+
+    # A failed execution makes no version and moves no alias, and says so.
+    failed = _finished(store, seed, "error", {"z": {"valohai.dataset-versions": ["dataset://d/v3"],
+                                                   "valohai.alias": "m"}})
+    assert store.dataset_version(dataset.id, "v3") is None and store.alias_output(pid, "m").id.startswith(
+        f"{first.id}-")
+    assert store.log_has_line(failed.id, "stderr", "the execution did not complete: 'dataset://d/v3', alias 'm' "
+                                                   "not made")
+    assert [v.version.name for v in store.dataset_versions(dataset.id)] == ["v2", "v1"]
+
+
 # -- the parser alone ---------------------------------------------------------------------------
 
 
