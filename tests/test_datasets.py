@@ -154,7 +154,7 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert sorted(outputs) == ["a.txt", "loose.txt", "sub/b.txt"]
     assert outputs["a.txt"]["tags"] == ["made", "v1"] and outputs["loose.txt"]["tags"] == []
     assert outputs["sub/b.txt"]["metadata"]["source"] == {"step": "make"}
-    assert "Created dataset version 'dataset://images/v1' with 2 files" in log_text(vh, made["id"])
+    assert "vh-orch: Created dataset version 'dataset://images/v1' with 2 files" in log_text(vh, made["id"])
     v1 = version(vh, "forms", "images/v1")
     assert file_names(v1) == ["a.txt", "sub/b.txt"]
     assert v1["execution"] == {"id": made["id"], "counter": made["counter"]}
@@ -241,7 +241,7 @@ def test_hostile_metadata_is_skipped_with_a_log_line_and_the_execution_completes
                  "deep.txt.metadata.json: nests deeper than 32 levels; skipped",
                  f"huge.txt.metadata.json: larger than {MAX_SIDECAR_BYTES:,} bytes; skipped",
                  "list.txt.metadata.json: is not a JSON object; skipped",
-                 "Created dataset version 'dataset://ok/v1' with 1 files"):
+                 "vh-orch: Created dataset version 'dataset://ok/v1' with 1 files"):
         assert says in text, says
     outputs = {o["name"] for o in done["outputs"]}
     assert outputs == {"good.txt", "deep.txt", "huge.txt", "list.txt", "escape.txt"}
