@@ -193,6 +193,17 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert version(vh, "forms", "images/v1")["files"] == v1["files"]
 
 
+def test_a_container_execution_makes_versions_the_same_way(world: VhOrch, docker_images: None) -> None:
+    vh = world
+    vh("project", "add", "boxes", "--owner", "alice")
+    assert run(vh, "boxes", "make", "-p", "version=v1")["status"] == "complete"
+    side = run(vh, "boxes", "sidecar", "--env", "boxed")
+    assert side["status"] == "complete" and side["runtime"] == "docker", side
+    assert sorted(o["name"] for o in side["outputs"]) == ["more/c.txt", "orphan.metadata.json"]
+    assert file_names(version(vh, "boxes", "images/v2")) == ["more/c.txt", "sub/b.txt"]
+    assert next(o for o in side["outputs"] if o["name"] == "more/c.txt")["tags"] == ["side"]
+
+
 def test_an_alias_names_the_newest_output_that_claimed_it(world: VhOrch) -> None:
     vh = world
     vh("project", "add", "aliases", "--owner", "alice")
