@@ -356,6 +356,12 @@ def test_versions_and_aliases_land_with_a_complete_result_on_both_databases(db_u
     files = store.dataset_version_files(store.dataset_version(dataset.id, "latest").id)
     assert [(o.name, o.execution_id) for o in files] == [("b.txt", second.id), ("sub/b.txt", second.id)]
 
+    # One execution can make a version and another from it.
+    chained = {"valohai.dataset-versions": [{"uri": "dataset://e/v2", "from": "dataset://e/v1"}]}
+    _finished(store, seed, "complete", {"a": chained, "z": {"valohai.dataset-versions": ["dataset://e/v1"]}})
+    (chain,) = store.datasets_named("e", pid)
+    assert [o.name for o in store.dataset_version_files(store.dataset_version(chain.id, "v2").id)] == ["a", "z"]
+
     # A failed execution makes no version and moves no alias, and says so.
     failed = _finished(store, seed, "error", {"z": {"valohai.dataset-versions": ["dataset://d/v3"],
                                                    "valohai.alias": "m"}})
