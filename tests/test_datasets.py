@@ -176,6 +176,10 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert shown["latest_version"] == {"id": v2["id"], "name": "v2"}
     listed = vh.json("dataset", "list", "--project", "forms")
     assert [(d["name"], d["version_count"]) for d in listed] == [("images", 2)]
+    # The same for people: tables of datasets, versions and files.
+    assert "images" in vh("dataset", "list").stdout
+    assert f"{side['id']} (#{side['counter']})" in vh("dataset", "show", "images", "--project", "forms").stdout
+    assert v1["files"][0]["datum"]["id"] in vh("dataset", "show", "images/v1", "--project", "forms").stdout
 
     by_name = run(vh, "forms", "consume", "-i", "images=dataset://images/v1")
     assert by_name["status"] == "complete", by_name
