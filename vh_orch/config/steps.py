@@ -27,6 +27,8 @@ The rules, in short (tests/test_steps.py and tests/test_yaml_types.py hold the d
 
 from __future__ import annotations
 
+import functools
+
 import datetime as dt
 import math
 import re
@@ -513,8 +515,11 @@ def _describe_validation_error(error: Any, document: Any) -> str:
     return f"{where}: {message}{named}" if where else f"{message}{named}"
 
 
+@functools.lru_cache(maxsize=16)
 def load_config(text: str, source: str = "valohai.yaml") -> LoadedConfig:
-    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError."""
+    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError.
+    Kept for the last few texts: a pipeline checks and starts each node from its commit's one file (a
+    parse of a large file takes a tenth of a second), so callers must not change what they get."""
     document = load_yaml(text, source)
     prepared, step_problems = _prepare(document)
     if prepared is None:  # an empty file
@@ -634,10 +639,8 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]],
-                       fed: frozenset[str] = frozenset()) -> dict[str, list[str]]:
-    """The URLs for every input: those given on the command line, else the defaults. fed: inputs
-    a pipeline's edges will fill (not required here)."""
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The URLs for every input: those given on the command line, else the defaults."""
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
         known = ", ".join(step.inputs) or "none"
@@ -651,7 +654,7 @@ def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]],
             chosen = [inp.default] if isinstance(inp.default, str) else [str(d) for d in inp.default]
         chosen = [u for u in (chosen or []) if u.strip()]
         if not chosen:
-            if inp.optional or name in fed:
+            if inp.optional:
                 continue
             raise UserInputError(f"input {name!r} is required by step {step.name!r}: pass -i {name}=URL")
         urls[name] = chosen
@@ -740,16 +743,14 @@ def resolve_step(
     inputs: Mapping[str, Sequence[str]],
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
-    fed_inputs: frozenset[str] = frozenset(),
-    loaded: LoadedConfig | None = None,
+    inputs_later: bool = False,
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
-    and its command. vary: parameters a task sets per child; left out here, and so is the command (built
-    per child). fed_inputs: inputs a pipeline's edges fill once their source ran (not required here).
-    loaded: config_text already loaded (a pipeline checks or starts many nodes of one commit)."""
-    if loaded is None:
-        with about("commit"):  # the commit's valohai.yaml
-            loaded = load_config(config_text)
+    and its command. vary: parameters a task sets per child (or a pipeline node gets when it starts); left
+    out here, and so is the command (built per child). inputs_later: the inputs are resolved when the
+    work starts (a pipeline node's come from its upstream nodes), so none is resolved here."""
+    with about("commit"):  # the commit's valohai.yaml
+        loaded = load_config(config_text)
     with about("step"):
         step = get_step(loaded.config, step_name)
     problems = loaded.problems.get(step.name)
@@ -761,7 +762,7 @@ def resolve_step(
         else:
             params = resolve_parameters(step, parameters)
     with about("inputs"):
-        urls = resolve_input_urls(step, inputs, fed_inputs)
+        urls = {} if inputs_later else resolve_input_urls(step, inputs)
     with about("environment_variables"):
         variables = resolve_environment_variables(step, environment_variables)
     command = "" if vary else build_command(step, params)

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 
 from vh_orch import failpoints
-from vh_orch.config.steps import LoadedConfig, load_config
 from vh_orch.errors import LeaseLost, NotFound, UserInputError
 from vh_orch.orchestrator.pipelines.create import PipelineRequest, create_pipeline, node_request
 from vh_orch.orchestrator.pipelines.spec import Action, Edge, Node, PipelineSpec
@@ -50,7 +49,6 @@ S = ExecutionStatus
 T = TaskStatus
 FAILED = (N.ERROR, N.STOPPED)  # a node that ended without completing
 WAITING = (N.CREATED, N.WAITING_APPROVAL)
-MAX_CONFIGS = 8
 MAX_ROUNDS = 20  # moves per call: a node that ends at once (reuse, mimic) lets the next start in the same call
 DATUM = "datum://"
 
@@ -62,19 +60,6 @@ class PipelineEngine:
         self.store = store
         self.settings = settings
         self._lock = threading.Lock()
-        self._configs: dict[str, LoadedConfig] = {}  # a snapshot's valohai.yaml, read once
-
-    def config(self, snapshot: Snapshot) -> LoadedConfig:
-        """The snapshot's valohai.yaml, loaded once for every node that runs from it (a commit never
-        changes); the last few are kept."""
-        key = f"{snapshot.kind}:{snapshot.identifier}"
-        loaded = self._configs.get(key)
-        if loaded is None:
-            loaded = load_config(snapshot.config_yaml)
-            if len(self._configs) >= MAX_CONFIGS:
-                self._configs.pop(next(iter(self._configs)))
-            self._configs[key] = loaded
-        return loaded
 
     def run_pass(self, store: Store | None = None) -> None:
         """Move every active pipeline on; `store`: the one to write through from now on (a
@@ -109,6 +94,7 @@ class _Move:
         self.work = self.store.pipeline_work(pipeline_id)
         self._snapshot: tuple[Project, Snapshot] | None = None
         self.stopped = False
+        self._environment_names: set[str] | None = None
 
     def run(self) -> bool:
         if P(self.pipeline.status).is_final:
@@ -348,6 +334,12 @@ class _Move:
         return SubmitRequest(project=project.name, step="", user=self.pipeline.user,
                              restricted=self.pipeline.restricted, remote=self.pipeline.restricted)
 
+    def _environments(self) -> set[str]:
+        """vh-orch's environment names (a node's Valohai environment slug that names none is not used)."""
+        if self._environment_names is None:
+            self._environment_names = {e.name for e in self.store.list_environments()}
+        return self._environment_names
+
     def _title(self, node: PipelineNode) -> str:
         base = self.pipeline.title or self.pipeline.name or f"pipeline {self.pipeline.counter}"
         return f"{base}: {node.name}"
@@ -373,9 +365,8 @@ class _Move:
         run = replace(self._run_base(), title=self._title(node))
         snapshot = self._snapshot_for(spec_node, run)
         req = node_request(run, spec_node, parameters=fed.parameters, inputs=self._inputs(spec_node, fed),
-                           environment_variables=fed.environment_variables)
-        prepared = prepare(self.store, self.engine.settings, req, snapshot=snapshot,
-                           loaded=self.engine.config(snapshot[1]))
+                           environment_variables=fed.environment_variables, environments=self._environments())
+        prepared = prepare(self.store, self.engine.settings, req, snapshot=snapshot)
         check_storable(req, prepared)
         commit = keep_commit(self.store, prepared)
         if self.spec.reuse_executions:
@@ -409,7 +400,8 @@ class _Move:
         run = replace(self._run_base(), title=self._title(node))
         snapshot = self._snapshot_for(spec_node, run)
         req = node_request(run, spec_node, fed=frozenset(fed.parameters), parameters=fixed,
-                           inputs=self._inputs(spec_node, fed), environment_variables=fed.environment_variables)
+                           inputs=self._inputs(spec_node, fed), environment_variables=fed.environment_variables,
+                           environments=self._environments())
         try:
             task = create_task(self.store, self.engine.settings, TaskRequest(
                 run=req, body=body, pipeline_node_id=node.id, pipeline_attempt=node.attempt, snapshot=snapshot))
