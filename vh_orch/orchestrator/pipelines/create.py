@@ -72,7 +72,8 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
     rows = [PipelineNode(pipeline_id=0, name=n.name, type=n.type, spec=_node_json(spec, n)) for n in spec.nodes]
     return store.create_pipeline(
         Pipeline(project_id=project.id, counter=0, commit_id=stored_commit.id, name=name, title=title,  # type: ignore[arg-type]
-                 spec=spec.to_json(), user=user, restricted=run.restricted),
+                 spec={**spec.to_json(), **({"_remote": True} if run.remote else {})}, user=user,
+                 restricted=run.restricted),
         rows,
     )
 

@@ -330,9 +330,26 @@ class _Move:
         return None
 
     def _run_base(self) -> SubmitRequest:
+        """Who runs the nodes, with the rights the pipeline was created with: one from the API (`_remote`)
+        gets URLs only, and datum:// inputs of projects its user may see (a node's inputs are
+        checked when it starts)."""
         project = self.store.get_project_by_id(self.pipeline.project_id)
+        remote = self.pipeline.restricted or bool(self.pipeline.spec.get("_remote"))
         return SubmitRequest(project=project.name, step="", user=self.pipeline.user,
-                             restricted=self.pipeline.restricted, remote=self.pipeline.restricted)
+                             restricted=self.pipeline.restricted, remote=remote,
+                             datum_visible=self._datum_visible() if remote else None)
+
+    def _datum_visible(self) -> Any:
+        user = self.store.find_user(self.pipeline.user or "")
+        # its user is gone: its own project's outputs only
+        visible = [self.pipeline.project_id] if user is None else self.store.visible_project_ids(user)
+
+        def datum_visible(datum_id: str) -> bool:
+            if visible is None:
+                return True
+            return self.store.get_execution(self.store.get_output(datum_id).execution_id).project_id in visible
+
+        return datum_visible
 
     def _environments(self) -> set[str]:
         """vh-orch's environment names (a node's Valohai environment slug that names none is not used)."""
