@@ -372,6 +372,9 @@ def test_three_nodes_pass_outputs_metadata_and_parameters(vh: VhOrch) -> None:
         collect = by["collect"]["execution"]
         assert f"model-{rows}.bin" in log_text(vh, collect)
         assert sorted(work_per_try(vh, pipeline_id)) == [("collect", 0, 1, 0), ("prep", 0, 1, 0), ("train", 0, 1, 0)]
+    shown = vh("pipeline", "info", str(given)).stdout
+    assert "complete" in shown and all(name in shown for name in ("prep", "train", "collect")), shown
+    assert str(given) in vh("pipeline", "list", "--project", "p").stdout
 
 
 def test_a_task_node_passes_every_childs_outputs_on(vh: VhOrch) -> None:
@@ -498,8 +501,9 @@ def test_an_edge_that_brings_nothing_to_a_required_input_errors_its_node(vh: VhO
     assert info["status"] == "error" and "need" in info["status_reason"]
 
 
-def start_payload(vh: VhOrch, payload: dict[str, Any]) -> int:
-    """A pipeline from a converted payload (what `vh pipeline run` posts), made in this process."""
+def start_payload(vh: VhOrch, payload: dict[str, Any], **run: Any) -> int:
+    """A pipeline from a converted payload (what `vh pipeline run` posts), made in this process;
+    `run`: the SubmitRequest's other fields (project, user, remote...)."""
     from vh_orch.orchestrator.pipelines.create import PipelineRequest
     from vh_orch.orchestrator.pipelines.engine import start_pipeline
     from vh_orch.orchestrator.store import Store
@@ -507,8 +511,8 @@ def start_payload(vh: VhOrch, payload: dict[str, Any]) -> int:
     from vh_orch.settings import Settings
 
     settings = Settings.from_env(vh.env)
-    run = SubmitRequest(project="p", step="", adhoc=vh.project_dir)  # type: ignore[attr-defined]
-    return start_pipeline(Store(settings.db_url), settings, PipelineRequest(run=run, payload=payload)).id  # type: ignore[return-value]
+    request = SubmitRequest(**{"project": "p", "step": "", "adhoc": vh.project_dir, **run})  # type: ignore[attr-defined]
+    return start_pipeline(Store(settings.db_url), settings, PipelineRequest(run=request, payload=payload)).id  # type: ignore[return-value]
 
 
 def test_mimic_nodes_stand_for_an_earlier_pipelines_node(vh: VhOrch) -> None:
@@ -534,6 +538,25 @@ def test_mimic_nodes_stand_for_an_earlier_pipelines_node(vh: VhOrch) -> None:
     prep = nodes(info)["prep"]
     assert prep["status"] == "error" and "is not an execution of this project" in prep["status_reason"], prep
     assert info["status"] == "error" and nodes(info)["train"]["status"] == "skipped"
+
+
+def test_a_pipeline_from_the_api_reads_no_output_its_user_may_not_see(vh: VhOrch) -> None:
+    """Its nodes' inputs are checked when each starts, with its user's rights: a datum:// of another
+    user's project errors the node and runs nothing."""
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload
+
+    vh("user", "add", "bob")
+    vh("project", "add", "q", "--owner", "bob")
+    made = vh.run_json("prep", "--project", "p", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    theirs = vh.wait(made["id"])["outputs"][0]["datum"]  # datum://ID
+    payload = pipeline_payload(STEPS, "empty", "x")
+    payload["nodes"] = [{"name": "need", "type": "execution",
+                         "template": {"step": "need", "inputs": {"data": [theirs]}}}]
+    payload["edges"] = []
+    info = wait_pipeline(vh, start_payload(vh, payload, project="q", user="bob", remote=True))
+    need = nodes(info)["need"]
+    assert (info["status"], need["status"], need["executions"]) == ("error", "error", []), info
+    assert f"no datum '{theirs}'" in need["status_reason"], need
 
 
 def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:
