@@ -193,8 +193,17 @@ class World:
         return answer.json()  # type: ignore[no-any-return]
 
     def wait(self, pipeline: dict[str, Any], statuses: tuple[str, ...] = FINAL) -> dict[str, Any]:
-        return eventually(f"pipeline ={pipeline['counter']} to be {'/'.join(statuses)}",
-                          lambda: (p := self.get(pipeline["id"]))["status"] in statuses and p, timeout=WAIT_S * 2)
+        seen = [pipeline]
+
+        def ended() -> dict[str, Any] | None:
+            seen.append(self.get(pipeline["id"]))
+            return seen[-1] if seen[-1]["status"] in statuses else None
+
+        try:
+            return eventually(f"pipeline ={pipeline['counter']} to be {'/'.join(statuses)}", ended, timeout=WAIT_S * 2)
+        except AssertionError as exc:
+            nodes = [(n["name"], n["status"], n["status_reason"]) for n in seen[-1]["nodes"]]
+            raise AssertionError(f"{exc}: {seen[-1]['status']} {seen[-1]['status_reason']} {nodes}") from None
 
     def pipelines(self) -> int:
         with sqlite3.connect(f"file:{self.vh.home / 'state.db'}?mode=ro", uri=True) as db:
@@ -294,7 +303,8 @@ def converted(world: World, name: str, *args: str) -> dict[str, Any]:
 
 
 def test_hostile_and_malformed_payloads_are_refused_naming_the_field_and_write_nothing(world: World) -> None:
-    world.run("slow")  # the package is uploaded; its commit is what the payloads below name
+    slow = world.run("slow")  # the package is uploaded; its commit is what the payloads below name
+    world.alice("pipeline", "stop", str(slow["counter"]))
     good = converted(world, "three")
     assert world.alice_api.post("/api/v0/pipelines/", json={**good, "title": "probe"}).status_code == 201
     before = world.pipelines()

@@ -223,13 +223,13 @@ def pipeline(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
 @router.post("/pipelines/{ref}/stop/", name="stop_pipeline")
 def stop_pipeline(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
     """Stop a pipeline: its running executions and tasks stop (outputs kept), what never started
-    does not, and it ends `stopped`."""
+    is skipped, and it ends `stopped` once its work has ended (`stopping` until then)."""
+    from vh_orch.orchestrator.pipelines.engine import stop_pipeline as stop
     from vh_orch.orchestrator.wakeup import notify_daemon
 
     p = visible_pipeline(request, user, ref)
-    store = store_of(request)
     if not PipelineStatus(p.status).is_final:
-        p = store.set_pipeline_status(p.id, PipelineStatus.STOPPED, f"stopped by {user.name}")  # type: ignore[arg-type]
+        p = stop(store_of(request), settings_of(request), p.id, f"stopped by {user.name}")  # type: ignore[arg-type]
         notify_daemon(settings_of(request))
     return {"id": p.id, "counter": p.counter, "status": p.status, "message": f"pipeline ={p.counter} is {p.status}"}
 
