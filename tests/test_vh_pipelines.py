@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ import requests
 
 from conftest import WAIT_S, VhOrch, eventually, installation
 from test_api_security import Client, project_id
-from test_vh_client import Vh
+from test_vh_client import GIT, Vh
 
 VH = str(Path(sys.executable).parent / "vh")
 YAML = """
@@ -173,8 +175,8 @@ QUEUED = re.compile(r"Pipeline =(\d+) queued\. See (\S+)")
 
 class World:
     def __init__(self, vh: VhOrch, alice: Vh, api: str, alice_api: Client, bob_api: Client, pid: str,
-                 bobs: str) -> None:
-        self.vh, self.alice, self.api = vh, alice, api
+                 bobs: str, root: Path) -> None:
+        self.vh, self.alice, self.api, self.root = vh, alice, api, root
         self.alice_api, self.bob_api, self.pid, self.bobs = alice_api, bob_api, pid, bobs
 
     def run(self, *args: str) -> dict[str, Any]:
@@ -231,7 +233,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, docker_images: None) -> Iter
         alice("project", "link", "demo", "--yes")
         alice_api = Client(api, vh.json("user", "token", "alice")["token"])
         bob_api = Client(api, vh.json("user", "token", "bob")["token"])
-        yield World(vh, alice, api, alice_api, bob_api, project_id(alice_api, "demo"), project_id(bob_api, "bobs"))
+        yield World(vh, alice, api, alice_api, bob_api, project_id(alice_api, "demo"), project_id(bob_api, "bobs"),
+                    root)
 
 
 def test_run_reads_back_by_id_counter_and_latest_lists_and_stops(world: World) -> None:
@@ -290,7 +293,8 @@ def test_another_user_gets_404_for_every_pipeline_route(world: World) -> None:
                                                   "nodes": [{"name": "n", "type": "execution", "template": template}]})
     assert stolen.status_code == 400 and "commit" in stolen.json(), stolen.text
     assert bob.post("/api/v0/pipelines/", json={"project": world.pid, "nodes": []}).status_code == 404
-    world.alice_api.post(f"/api/v0/pipelines/{p['id']}/stop/")
+    # the double slash is a route of its own, not a 404 for everyone
+    assert world.alice_api.post(f"/api/v0/pipelines/{p['id']}//stop/").status_code == 200
     assert world.wait(p)["status"] == "stopped"
     assert bob.get("/api/v0/pipelines/?limit=9001").json()["count"] == 0
 
@@ -449,3 +453,32 @@ def test_reuse_takes_over_an_earlier_pipelines_node(world: World) -> None:
     # train ran again on what the reused prep made
     train = execution(world, node_of(second, "train"))
     assert train["parameters"]["score"] == 0.75 and len(train["inputs"]["data"]) == 2
+    # every node reused: the payload names no commit; the pipeline takes its source pipeline's
+    world.alice("pipeline", "run", "three", "--adhoc", "--reuse", f"{second['counter']}:*")
+    third = world.wait(world.get(f"{world.pid}:latest"))
+    assert third["status"] == "complete" and {n["type"] for n in third["nodes"]} == {"mimic"}, third
+    assert third["commit"] == second["commit"]
+    names = ("prep", "train", "collect")
+    assert [node_of(third, n)["execution"]["id"] for n in names] == [node_of(second, n)["execution"]["id"] for n in names]
+
+
+def test_a_git_commit_runs_as_the_client_resolves_it(world: World) -> None:
+    """Without --adhoc, `vh` sends the Git HEAD it found in the project's commits into every node."""
+    repo = world.root / "git-demo"
+    shutil.copytree(world.alice.cwd, repo)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(repo), "commit", "-qm", "pipelines"], check=True)
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    world.vh("project", "add", "gitdemo", "--repo", str(repo), "--owner", "alice")
+    client = Vh(world.root / "vh-config-git", repo, world.vh.home)
+    client("login", "--host", world.api, "--token", world.vh.json("user", "token", "alice")["token"])
+    client("project", "link", "gitdemo", "--yes")
+    client("project", "fetch")
+    out = client("pipeline", "run", "three", "--rows=2")
+    found = QUEUED.search(out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    p = world.wait(world.get(f"{project_id(world.alice_api, 'gitdemo')}:{found[1]}"))
+    assert p["commit"] == {"identifier": head, "adhoc": False}
+    assert p["status"] == "complete" and execution(world, node_of(p, "train"))["parameters"]["rows"] == 2
