@@ -369,7 +369,8 @@ def test_hostile_and_malformed_payloads_are_refused_naming_the_field_and_write_n
         assert field in answer.json(), (index, field, answer.text[:300])
     project = json.dumps(world.pid).encode()
     deep = b'{"project": ' + project + b', "nodes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    for raw in (b"{", b"[]", b'"nodes"', b'{"project": ' + project + b', "nodes": NaN}', deep):
+    huge = b'{"project": ' + project + b', "nodes": [{"type": "mimic", "name": "x", "source": 1' + b"0" * 5000 + b"}]}"
+    for raw in (b"{", b"[]", b'"nodes"', b'{"project": ' + project + b', "nodes": NaN}', deep, huge):
         answer = world.alice_api.post("/api/v0/pipelines/", data=raw, headers={"Content-Type": "application/json"})
         assert answer.status_code in (400, 422), (raw, answer.status_code, answer.text[:300])
     assert world.pipelines() == before
