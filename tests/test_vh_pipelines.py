@@ -259,6 +259,8 @@ def test_run_reads_back_by_id_counter_and_latest_lists_and_stops(world: World) -
     assert world.alice_api.get("/api/v0/pipelines/?deleted=true").json()["count"] == 0
     owned = world.alice("pipeline", "list", "--owned").stdout
     assert "slow" in owned
+    assert world.alice_api.get(f"/api/v0/pipelines/?project={world.pid}&creator=bob").json()["count"] == 0
+    assert world.alice_api.get(f"/api/v0/pipelines/?project={world.pid}&creator=alice").json()["count"] >= 1
 
     stopped = world.alice("pipeline", "stop", "latest")
     assert "Done" in stopped.stdout + stopped.stderr
