@@ -64,7 +64,7 @@ def create_pipeline(request: Request, user: CurrentUser, body: PipelineCreate) -
     """Start a pipeline: every node is checked against its step (as `vh-orch pipeline run` checks a
     valohai.yaml pipeline) and nothing is written unless all of them pass; then its first nodes start."""
     from vh_orch.orchestrator.pipelines.create import PipelineRequest
-    from vh_orch.orchestrator.pipelines.create import create_pipeline as create
+    from vh_orch.orchestrator.pipelines.engine import start_pipeline
     from vh_orch.orchestrator.wakeup import notify_daemon
 
     project = visible_project(request, user, body.project)
@@ -77,7 +77,8 @@ def create_pipeline(request: Request, user: CurrentUser, body: PipelineCreate) -
                "parameters": body.parameters, "reuse_executions": body.reuse_executions}
     store = store_of(request)
     try:
-        pipeline = create(store, settings_of(request), PipelineRequest(run=run, payload=payload, title=body.title))
+        pipeline = start_pipeline(store, settings_of(request), PipelineRequest(run=run, payload=payload,
+                                                                               title=body.title))
     except UserInputError as exc:
         exc.field = _field_of(str(exc), exc.field)
         raise refusal(exc) from None

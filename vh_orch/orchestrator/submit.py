@@ -18,6 +18,7 @@ from vh_orch.config.environments import BUILTIN_ENVIRONMENT
 from vh_orch.config.resources import GPU_DEVICE, check_fits, gpu_count, this_host
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
+from vh_orch.orchestrator.datasets.inputs import expand_inputs
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -131,13 +132,14 @@ def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **ex
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
-            snapshot: tuple[Project, Snapshot] | None = None) -> Prepared:
+            snapshot: tuple[Project, Snapshot] | None = None, inputs_later: bool = False) -> Prepared:
     """Check a request against its project, commit, step and environment; writes nothing.
     vary: parameters a task gives each child (not required here; no command is built).
-    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot)."""
+    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot).
+    inputs_later: the inputs are checked when the work starts (a pipeline node's, made by its upstream nodes)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary)
+                            vary=vary, inputs_later=inputs_later)
 
     env_name = req.environment
     if env_name is None:
@@ -177,7 +179,7 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     with about("inputs"):
         inputs = {
             name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
-            for name, urls in resolved.inputs.items()
+            for name, urls in expand_inputs(store, project.id, resolved.inputs).items()  # type: ignore[arg-type]
         }
     if req.restricted:
         check_restricted_inputs(store, settings, project, inputs, req.datum_visible)
