@@ -202,6 +202,21 @@ STEPS = """
     edges:
       - [prep.output.data/*, train.input.data]
       - [prep.parameter.rows, train.parameter.rows]
+- task:
+    step: nap
+    name: long-naps
+    type: grid_search
+    parameters:
+      - name: nap
+        style: multiple
+        rules: {items: [60, 60]}
+- pipeline:
+    name: naps
+    nodes:
+      - name: naps
+        type: task
+        task: long-naps
+    edges: []
 - pipeline:
     name: lenient
     parameters:
@@ -418,6 +433,17 @@ def test_stop_stops_running_work_and_skips_the_rest(vh: VhOrch) -> None:
     assert vh("pipeline", "wait", str(pipeline_id), "--timeout", "5", check=False).returncode == 1
 
 
+def test_stopping_a_pipeline_stops_its_running_task(vh: VhOrch) -> None:
+    pipeline_id = run_pipeline(vh, "naps")
+    node = wait_node(vh, pipeline_id, "naps", "started")
+    vh("pipeline", "stop", str(pipeline_id))
+    info = wait_pipeline(vh, pipeline_id)
+    assert info["status"] == "stopped" and nodes(info)["naps"]["status"] == "stopped", info
+    assert stored(vh, "SELECT status FROM task WHERE id = ?", node["task"]) == [("stopped",)]
+    kids = stored(vh, "SELECT status FROM execution WHERE task_id = ?", node["task"])
+    assert kids and all(k == ("stopped",) for k in kids), kids
+
+
 def test_a_node_waits_for_approval_through_the_cli(vh: VhOrch) -> None:
     pipeline_id = run_pipeline(vh, "gated")
     held = wait_node(vh, pipeline_id, "train", "waiting-approval")
@@ -557,6 +583,18 @@ def test_a_pipeline_from_the_api_reads_no_output_its_user_may_not_see(vh: VhOrch
     need = nodes(info)["need"]
     assert (info["status"], need["status"], need["executions"]) == ("error", "error", []), info
     assert f"no datum '{theirs}'" in need["status_reason"], need
+
+
+def test_a_node_from_a_commit_that_cannot_be_found_errors_with_the_reason(vh: VhOrch) -> None:
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload
+
+    payload = pipeline_payload(STEPS, "empty", "x")
+    payload["nodes"] = [{"name": "elsewhere", "type": "execution", "template": {"step": "prep", "commit": "0badc0de"}}]
+    payload["edges"] = []
+    info = wait_pipeline(vh, start_payload(vh, payload))
+    node = nodes(info)["elsewhere"]
+    assert (info["status"], node["status"], node["executions"]) == ("error", "error", []), info
+    assert "its commit '0badc0de' cannot be found" in node["status_reason"], node
 
 
 def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:

@@ -231,21 +231,26 @@ class _Move:
         return (source or {}).get(condition.key)
 
     def _skip_unreachable(self) -> bool:
-        """Nodes waiting on a node that failed (not `continue`) or was skipped can never run: skipped."""
-        changed = False
-        for spec_node in self.spec.nodes:
-            node = self.nodes[spec_node.name]
-            if node.status not in WAITING:
-                continue
-            for up in self.spec.upstream(node.name):
-                upstream = self.nodes[up]
-                blocked = upstream.status == N.SKIPPED or (
-                    upstream.status in FAILED and self._spec_node(upstream).on_error != "continue")
-                if blocked:
-                    changed |= self.store.update_node(node.id, {  # type: ignore[arg-type]
-                        "status": N.SKIPPED, "status_reason": f"upstream node {up!r} {upstream.status}"},
-                        only_if=WAITING)
-                    break
+        """Nodes waiting on a node that failed (not `continue`) or was skipped can never run: skipped,
+        and what waits on them in turn, in this one look."""
+        changed, again = False, True
+        while again:
+            again = False
+            for spec_node in self.spec.nodes:
+                node = self.nodes[spec_node.name]
+                if node.status not in WAITING:
+                    continue
+                for up in self.spec.upstream(node.name):
+                    upstream = self.nodes[up]
+                    blocked = upstream.status == N.SKIPPED or (
+                        upstream.status in FAILED and self._spec_node(upstream).on_error != "continue")
+                    if blocked:
+                        if self.store.update_node(node.id, {  # type: ignore[arg-type]
+                                "status": N.SKIPPED, "status_reason": f"upstream node {up!r} {upstream.status}"},
+                                only_if=WAITING):
+                            node.status = N.SKIPPED  # what waits on this one sees it in this look
+                            changed = again = True
+                        break
         return changed
 
     def _ready(self, name: str) -> bool:
