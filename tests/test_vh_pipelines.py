@@ -462,7 +462,8 @@ def test_reuse_takes_over_an_earlier_pipelines_node(world: World) -> None:
     assert third["status"] == "complete" and {n["type"] for n in third["nodes"]} == {"mimic"}, third
     assert third["commit"] == second["commit"]
     names = ("prep", "train", "collect")
-    assert [node_of(third, n)["execution"]["id"] for n in names] == [node_of(second, n)["execution"]["id"] for n in names]
+    assert [node_of(third, n)["execution"]["id"] for n in names] == [
+        node_of(second, n)["execution"]["id"] for n in names]
 
 
 def test_a_git_commit_runs_as_the_client_resolves_it(world: World) -> None:
@@ -485,3 +486,37 @@ def test_a_git_commit_runs_as_the_client_resolves_it(world: World) -> None:
     p = world.wait(world.get(f"{project_id(world.alice_api, 'gitdemo')}:{found[1]}"))
     assert p["commit"] == {"identifier": head, "adhoc": False}
     assert p["status"] == "complete" and execution(world, node_of(p, "train"))["parameters"]["rows"] == 2
+
+
+def test_the_payload_forms_other_clients_send(world: World) -> None:
+    """Underscored node keys (Valohai's web UI), an input as one URL, a `single` variant as a value,
+    a node that stands for an earlier execution (`reuse_execution_id`), and vh-orch's own `commit`."""
+    earlier = world.wait(world.run("three"))
+    old_prep = execution(world, node_of(earlier, "prep"))
+    log = next(o for o in old_prep["outputs"] if o["name"] == "prep.log")
+    body = {
+        "project": world.pid, "title": "by hand", "commit": earlier["commit"]["identifier"],
+        "nodes": [
+            {"name": "prep", "type": "execution", "on_error": "stop-all",
+             "template": {"step": "prep", "parameters": {"rows": {"style": "single", "rules": {"value": 3}}}}},
+            {"name": "old", "type": "execution", "reuse_execution_id": old_prep["id"]},
+            {"name": "train", "type": "execution", "edge_merge_mode": "append",
+             "template": {"step": "train", "inputs": {"data": log["datum"]}, "environment_variables": {"X": "1"}}},
+        ],
+        "edges": [
+            {"source_node": "prep", "source_type": "outputs", "source_key": "data/train*",
+             "target_node": "train", "target_type": "inputs", "target_key": "data"},
+            {"source": "old.output.data/test.csv", "target": "train.input.data"},
+        ],
+    }
+    answer = world.alice_api.post("/api/v0/pipelines/", json=body)
+    assert answer.status_code == 201, answer.text
+    p = world.wait(answer.json())
+    nodes = [(n["name"], n["status"], n["status_reason"]) for n in p["nodes"]]
+    assert p["status"] == "complete" and p["title"] == "by hand", nodes
+    assert node_of(p, "old")["type"] == "mimic" and node_of(p, "old")["execution"]["id"] == old_prep["id"]
+    assert execution(world, node_of(p, "prep"))["parameters"]["rows"] == 3
+    train = execution(world, node_of(p, "train"))
+    # append: the template's URL stays beside the edges' files (one from prep, one from the reused node)
+    assert log["datum"] in train["inputs"]["data"] and len(train["inputs"]["data"]) == 3
+    assert train["environment_variables"]["X"] == "1"
