@@ -65,6 +65,10 @@ STEPS = """
         type: string
         default: /nonexistent-folder/tries.txt
 - step:
+    name: lister
+    image: vh-orch/busybox:test
+    command: echo '{"sizes":[4,5]}'
+- step:
     name: need
     image: vh-orch/busybox:test
     command: ls "$VH_INPUTS_DIR/data"
@@ -217,6 +221,21 @@ STEPS = """
         type: task
         task: long-naps
     edges: []
+- pipeline:
+    name: spread
+    nodes:
+      - name: lister
+        type: execution
+        step: lister
+      - name: sweep
+        type: task
+        task: sweep
+      - name: collect
+        type: execution
+        step: collect
+    edges:
+      - [lister.metadata.sizes, sweep.parameter.rows]
+      - [sweep.output.model*, collect.input.models]
 - pipeline:
     name: lenient
     parameters:
@@ -406,6 +425,16 @@ def test_a_task_node_passes_every_childs_outputs_on(vh: VhOrch) -> None:
     assert len(collect["inputs"]["models"]) == 3
     text = log_text(vh, collect["id"])
     assert all(f"model-{rows}.bin" in text for rows in (1, 2, 3)), text
+
+
+def test_a_metadata_list_into_a_task_node_makes_one_child_per_item(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "spread"))
+    assert info["status"] == "complete", info
+    by = nodes(info)
+    rows = sorted(vh.json("exec", "info", str(e))["parameters"]["rows"] for e in by["sweep"]["executions"])
+    assert rows == [4, 5]  # the list replaced the blueprint's items (1, 2, 3)
+    text = log_text(vh, by["collect"]["execution"])
+    assert "model-4.bin" in text and "model-5.bin" in text and "model-1.bin" not in text
 
 
 def test_stop_next_skips_only_what_depends_on_the_failed_node(vh: VhOrch) -> None:

@@ -305,7 +305,7 @@ class _Move:
     def _hold(self, node: PipelineNode, spec_node: Node, fed: _Fed) -> bool | None:
         """node-starting actions (against the parameters it would start with) and require-approval
         of a node-complete action upstream: True/False when the node does not start now, None to go on."""
-        values = {**{k: v for k, v in spec_node.template.get("parameters", {}).items()}, **fed.parameters}
+        values = {**spec_node.template.get("parameters", {}), **fed.parameters}
 
         def value_of(condition: Any) -> Any:
             return values.get(condition.key) if condition.source == "parameter" else None
