@@ -134,6 +134,7 @@ def output_json(request: Request, o: Output) -> dict[str, Any]:
         "checksums": {"sha256": o.sha256},
         "datum_url": f"datum://{o.id}",
         "output_execution": o.execution_id,
+        "tags": o.tags or [],
         "ctime": iso(o.created_at),
         "urls": {"download": f"{api_base(request)}/data/{o.id}/download/"},
     }

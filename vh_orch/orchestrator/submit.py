@@ -18,6 +18,7 @@ from vh_orch.config.environments import BUILTIN_ENVIRONMENT
 from vh_orch.config.resources import GPU_DEVICE, check_fits, gpu_count, this_host
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
+from vh_orch.orchestrator.datasets.inputs import expand_inputs
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -165,7 +166,7 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     with about("inputs"):
         inputs = {
             name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
-            for name, urls in resolved.inputs.items()
+            for name, urls in expand_inputs(store, project.id, resolved.inputs).items()  # type: ignore[arg-type]
         }
     if req.restricted:
         check_restricted_inputs(store, settings, project, inputs, req.datum_visible)

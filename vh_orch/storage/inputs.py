@@ -16,7 +16,8 @@ from vh_orch.storage.datastore import CHUNK, file_uri_path
 from vh_orch.storage.datastores import download_uri
 
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
-ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key or datum://ID"
+ACCEPTED_URLS = ("use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key, datum://ID (or ALIAS) or "
+                 "dataset://NAME/VERSION")
 
 
 class InputFetchError(Exception):

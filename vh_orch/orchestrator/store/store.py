@@ -2,6 +2,7 @@
 
 from vh_orch.orchestrator.store.core import CoreStore
 from vh_orch.orchestrator.store.counts import CountsStore
+from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.fleet import FleetStore
 from vh_orch.orchestrator.store.leases import LeasesStore
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
@@ -14,6 +15,6 @@ from vh_orch.orchestrator.store.utilization import UtilizationStore
 
 
 class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore, UtilizationStore,
-            LifecycleStore, UsersStore, LeasesStore):
+            LifecycleStore, UsersStore, LeasesStore, DatasetsStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""
