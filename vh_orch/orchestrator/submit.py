@@ -81,6 +81,14 @@ class Prepared:
 
 def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
     prepared = prepare(store, settings, req)
+    check_storable(req, prepared)
+    # Everything is valid: from here on, write.
+    commit = keep_commit(store, prepared)
+    return store.create_execution(build_execution(req, prepared, commit.id))  # type: ignore[arg-type]
+
+
+def check_storable(req: SubmitRequest, prepared: Prepared) -> None:
+    """The request's execution can be written (ensure_storable over each of its fields)."""
     resolved = prepared.resolved
     ensure_storable(
         {
@@ -95,12 +103,16 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
             "user": prepared.user,
         }
     )
-    # Everything is valid: from here on, write.
-    commit = keep_commit(store, prepared)
-    execution = Execution(
+
+
+def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **extra: Any) -> Execution:
+    """The execution a checked request makes (not yet written); extra: further columns (a pipeline
+    node's id and attempt)."""
+    resolved = prepared.resolved
+    return Execution(
         project_id=prepared.project_id,
         counter=0,
-        commit_id=commit.id,  # type: ignore[arg-type]
+        commit_id=commit_id,
         step=resolved.step.name,
         title=req.title,
         image=prepared.image,
@@ -115,8 +127,8 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         user=prepared.user,
         restricted=prepared.restricted,
         gpus=prepared.gpus,
+        **extra,
     )
-    return store.create_execution(execution)
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),

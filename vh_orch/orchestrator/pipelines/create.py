@@ -35,7 +35,8 @@ class PipelineRequest:
 
 def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> Pipeline:
     """Check everything and write the pipeline and its nodes; nothing is written on a UserInputError.
-    The engine (engine.py) starts its first nodes on its next pass."""
+    The engine (engine.py) starts its first nodes on its next pass, or at once through
+    engine.start_pipeline, which creates and then starts."""
     project, snapshot = load_snapshot(store, settings, req.run)
     commit = snapshot.identifier
     if req.name is not None:
@@ -49,6 +50,7 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
     else:
         raise UserInputError("a pipeline needs a valohai.yaml pipeline name or a definition", field="pipeline")
     run = replace(req.run, step="")
+    _pipeline_wide(spec, run)
     for node in spec.nodes:
         if node.type != "mimic" and node.template.get("commit") is None:
             with about("nodes"):
@@ -67,6 +69,18 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
                  spec=spec.to_json(), user=user, restricted=run.restricted),
         rows,
     )
+
+
+def _pipeline_wide(spec: PipelineSpec, run: SubmitRequest) -> None:
+    """The request's environment and priority go into every node that names none of its own, so
+    that the stored nodes say where they run."""
+    for node in spec.nodes:
+        if node.type == "mimic":
+            continue
+        if run.environment and not node.template.get("environment"):
+            node.template["environment"] = run.environment
+        if run.priority and node.template.get("priority") is None:
+            node.template["priority"] = run.priority
 
 
 def node_request(run: SubmitRequest, node: Node, fed: frozenset[str] = frozenset(),

@@ -10,14 +10,15 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from vh_orch.errors import NotFound
-from vh_orch.orchestrator.models import Execution, Pipeline, PipelineNode, Project, Task
+from vh_orch.errors import NotFound, UserInputError
+from vh_orch.orchestrator.models import Execution, Output, Pipeline, PipelineNode, Project, Task
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
-from vh_orch.values import NodeStatus, PipelineStatus
+from vh_orch.values import ExecutionStatus, NodeStatus, PipelineStatus
 
 P = PipelineStatus
 N = NodeStatus
 ACTIVE_PIPELINE = (P.CREATED, P.STARTED, P.STOPPING)
+REUSE_CANDIDATES = 200  # the newest complete executions of a step looked at for reuse
 
 
 class PipelinesStore(LifecycleStore):
@@ -101,6 +102,21 @@ class PipelinesStore(LifecycleStore):
                                              Task.pipeline_attempt == attempt)).first()
             return execution, task
 
+    def pipeline_work(self, pipeline_id: int) -> dict[tuple[int, int], tuple[int | None, int | None]]:
+        """Every node try of the pipeline that has work: (node id, attempt) -> (execution id, task id)."""
+        nodes = select(PipelineNode.id).where(PipelineNode.pipeline_id == pipeline_id)
+        out: dict[tuple[int, int], tuple[int | None, int | None]] = {}
+        with self.read() as s:
+            for node_id, attempt, execution_id in s.exec(
+                    select(Execution.pipeline_node_id, Execution.pipeline_attempt, Execution.id)
+                    .where(col(Execution.pipeline_node_id).in_(nodes))):
+                out[(node_id, attempt)] = (execution_id, None)  # type: ignore[index]
+            for node_id, attempt, task_id in s.exec(
+                    select(Task.pipeline_node_id, Task.pipeline_attempt, Task.id)
+                    .where(col(Task.pipeline_node_id).in_(nodes))):
+                out[(node_id, attempt)] = (None, task_id)  # type: ignore[index]
+        return out
+
     def node_execution_ids(self, node_id: int, task_id: int | None) -> list[int]:
         """The executions a node made (every try), and its task's children, oldest first."""
         with self.read() as s:
@@ -145,3 +161,87 @@ class PipelinesStore(LifecycleStore):
                 pipeline.ended_at = now
             s.add(pipeline)
             return pipeline
+
+    def start_node_execution(self, node_id: int, attempt: int, execution: Execution) -> Execution | None:
+        """Insert a node's execution for this try and mark the node started with it, in one
+        transaction under the node's row: None (nothing written) when the node is no longer waiting
+        to start this try, or its execution exists already."""
+        with self.write() as s:
+            node = s.exec(select(PipelineNode).where(PipelineNode.id == node_id).with_for_update()).one()
+            if node.status != N.CREATED or node.attempt != attempt:
+                return None
+            made = s.exec(select(Execution.id).where(Execution.pipeline_node_id == node_id,
+                                                     Execution.pipeline_attempt == attempt)).first()
+            if made is not None:
+                return None
+            execution.pipeline_node_id, execution.pipeline_attempt = node_id, attempt
+            self._insert_execution(s, execution)
+            self.admit(s, [execution])
+            self._node_change(s, node, {"status": N.STARTED, "execution_id": execution.id, "status_reason": None})
+            self._pipeline_started(s, node.pipeline_id)
+            return execution
+
+    def _pipeline_started(self, s: Session, pipeline_id: int) -> None:
+        pipeline = s.exec(select(Pipeline).where(Pipeline.id == pipeline_id).with_for_update()).one()
+        if pipeline.status == P.CREATED:
+            pipeline.status = P.STARTED
+            pipeline.started_at = self.clock()
+            s.add(pipeline)
+
+    def node_started(self, node_id: int, changes: dict[str, Any], only_if: Sequence[str]) -> bool:
+        """update_node, and the pipeline is `started` too (a node took its task, or ended at once by reuse)."""
+        with self.write() as s:
+            node = s.exec(select(PipelineNode).where(PipelineNode.id == node_id).with_for_update()).one()
+            if node.status not in only_if:
+                return False
+            self._node_change(s, node, changes)
+            self._pipeline_started(s, node.pipeline_id)
+            return True
+
+    def stop_pipeline(self, pipeline_id: int, reason: str, final: str = P.STOPPED) -> Pipeline:
+        """Mark a pipeline `stopping` (it ends `final` once its nodes' work has ended); a final or
+        stopping pipeline keeps what it has."""
+        with self.write() as s:
+            pipeline = s.exec(select(Pipeline).where(Pipeline.id == pipeline_id).with_for_update()).one()
+            if P(pipeline.status).is_final or pipeline.status == P.STOPPING:
+                return pipeline
+            pipeline.spec = {**pipeline.spec, "_final": final}
+            pipeline.status = P.STOPPING
+            pipeline.status_reason = reason
+            s.add(pipeline)
+            return pipeline
+
+    def approve_node(self, pipeline_id: int, name: str, user: str) -> PipelineNode:
+        """Let a node held by `require-approval` start (on the engine's next move)."""
+        with self.write() as s:
+            node = s.exec(select(PipelineNode).where(PipelineNode.pipeline_id == pipeline_id,
+                                                     PipelineNode.name == name).with_for_update()).first()
+            if node is None:
+                names = s.exec(select(PipelineNode.name).where(PipelineNode.pipeline_id == pipeline_id)).all()
+                raise UserInputError(f"pipeline {pipeline_id} has no node {name!r}; its nodes: "
+                                     f"{', '.join(names) or 'none'}", field="node")
+            if node.status != N.WAITING_APPROVAL:
+                raise UserInputError(f"node {name!r} is {node.status}, not waiting for approval: nothing to approve",
+                                     field="node")
+            self._node_change(s, node, {"status": N.CREATED, "approved_by": user,
+                                        "status_reason": f"approved by {user}"})
+            return node
+
+    def reuse_candidates(self, project_id: int, step: str, commit_id: int, image: str | None) -> list[Execution]:
+        """Complete executions of this project's step at this commit with this image, newest first
+        (the engine compares their parameters and inputs)."""
+        with self.read() as s:
+            query = select(Execution).where(Execution.project_id == project_id, Execution.step == step,
+                                            Execution.commit_id == commit_id,
+                                            Execution.status == ExecutionStatus.COMPLETE)
+            query = query.where(Execution.image == image) if image is not None else query.where(
+                col(Execution.image).is_(None))
+            return list(s.exec(query.order_by(col(Execution.id).desc()).limit(REUSE_CANDIDATES)))
+
+    def outputs_checksums(self, datum_ids: Sequence[str]) -> dict[str, str]:
+        """datum id -> its file's sha256, for those that exist."""
+        if not datum_ids:
+            return {}
+        with self.read() as s:
+            rows = s.exec(select(Output.id, Output.sha256).where(col(Output.id).in_(list(datum_ids)))).all()
+            return dict(rows)  # type: ignore[arg-type]
