@@ -57,6 +57,9 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     for module in (projects, commits, executions, tasks, data, datasets, operations):
         app.include_router(module.router)
     app.include_router(metrics_router)
+    from vh_orch.api import approvals  # a pipeline node's approval (the web UI's button)
+
+    app.include_router(approvals.router)
 
     from fastapi.staticfiles import StaticFiles
 

@@ -186,7 +186,8 @@ def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
     user = page_user(request)
     dataset = visible_dataset(request, user, dataset_id)
     store = store_of(request)
-    versions = [version_detail(store, v.version) for v in store.dataset_versions(dataset.id)[:MAX_VERSIONS_SHOWN]]  # type: ignore[arg-type]
+    newest = store.dataset_versions(dataset.id)[:MAX_VERSIONS_SHOWN]  # type: ignore[arg-type]
+    versions = [version_detail(store, v.version) for v in newest]
     return render(request, "dataset.html", user, dataset=dataset, project=store.get_project_by_id(dataset.project_id),
                   versions=versions, max_files=MAX_FILES_SHOWN)
 
