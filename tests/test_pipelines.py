@@ -59,7 +59,11 @@ STEPS = """
 - step:
     name: flaky
     image: vh-orch/busybox:test
-    command: sh flaky.sh
+    command: sh flaky.sh {parameter-value:tries}
+    parameters:
+      - name: tries
+        type: string
+        default: /nonexistent-folder/tries.txt
 - task:
     step: train
     name: sweep
@@ -104,6 +108,113 @@ STEPS = """
     edges:
       - [prep.output.data/*, sweep.input.data]
       - [sweep.output.model*, collect.input.models]
+- pipeline:
+    name: branches
+    parameters:
+      - name: code
+        targets: [bad.parameter.code]
+        default: 3
+      - name: nap
+        targets: [good.parameter.nap]
+        default: 1
+    nodes:
+      - name: bad
+        type: execution
+        step: nap
+        on-error: stop-next
+      - name: after-bad
+        type: execution
+        step: nap
+      - name: good
+        type: execution
+        step: nap
+      - name: after-good
+        type: execution
+        step: nap
+    edges:
+      - [bad.metadata.nap, after-bad.parameter.nap]
+      - [good.metadata.nap, after-good.parameter.nap]
+- pipeline:
+    name: slow
+    parameters:
+      - name: nap
+        targets: [first.parameter.nap]
+        default: 60
+    nodes:
+      - name: first
+        type: execution
+        step: nap
+      - name: second
+        type: execution
+        step: nap
+    edges:
+      - [first.dependency.*, second.dependency.*]
+- pipeline:
+    name: gated
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: train
+        type: execution
+        step: train
+        actions:
+          - when: node-starting
+            then: require-approval
+    edges:
+      - [prep.output.data/*, train.input.data]
+- pipeline:
+    name: flaky
+    parameters:
+      - name: tries
+        targets: [flaky.parameter.tries]
+        default: /nonexistent-folder/tries.txt
+    nodes:
+      - name: flaky
+        type: execution
+        step: flaky
+        on-error: retry
+      - name: after
+        type: execution
+        step: nap
+    edges:
+      - [flaky.dependency.*, after.dependency.*]
+- pipeline:
+    name: again
+    reuse-executions: true
+    parameters:
+      - name: rows
+        targets: [prep.parameter.rows]
+        default: 42
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: train
+        type: execution
+        step: train
+    edges:
+      - [prep.output.data/*, train.input.data]
+      - [prep.parameter.rows, train.parameter.rows]
+- pipeline:
+    name: chain
+    parameters:
+      - name: rows
+        targets: [prep.parameter.rows]
+        default: 9
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: sweep
+        type: task
+        task: sweep
+      - name: collect
+        type: execution
+        step: collect
+    edges:
+      - [prep.output.data/*, sweep.input.data]
+      - [sweep.output.model*, collect.input.models]
 """
 
 SCRIPTS = {
@@ -121,8 +232,8 @@ echo model > "$VH_OUTPUTS_DIR/model-$1.bin"
 echo "{\\"nap\\": $1}"
 exit "$2"
 """,
-    "flaky.sh": """echo try >> "$TRIES_FILE"
-test "$(wc -l < "$TRIES_FILE")" -ge 2
+    "flaky.sh": """echo try >> "$1"
+test "$(wc -l < "$1")" -ge 2
 """,
 }
 FINAL = ("complete", "error", "stopped")
@@ -198,3 +309,153 @@ def test_three_nodes_pass_outputs_metadata_and_parameters(vh: VhOrch) -> None:
         collect = by["collect"]["execution"]
         assert f"model-{rows}.bin" in log_text(vh, collect)
         assert sorted(work_per_try(vh, pipeline_id)) == [("collect", 0, 1, 0), ("prep", 0, 1, 0), ("train", 0, 1, 0)]
+
+
+def test_a_task_node_passes_every_childs_outputs_on(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "fan"))
+    assert info["status"] == "complete", info
+    by = nodes(info)
+    sweep = by["sweep"]
+    assert sweep["task"] is not None and len(sweep["executions"]) == 3
+    task = stored(vh, "SELECT status, pipeline_node_id, pipeline_attempt FROM task WHERE id = ?", sweep["task"])
+    assert task == [("complete", sweep["id"], 0)]
+    for child in sweep["executions"]:  # every child got prep's files
+        assert len(vh.json("exec", "info", str(child))["inputs"]["data"]) == 2
+    collect = vh.json("exec", "info", str(by["collect"]["execution"]))
+    assert len(collect["inputs"]["models"]) == 3
+    text = log_text(vh, collect["id"])
+    assert all(f"model-{rows}.bin" in text for rows in (1, 2, 3)), text
+
+
+def test_stop_next_skips_only_what_depends_on_the_failed_node(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "branches"))
+    by = nodes(info)
+    assert info["status"] == "error" and "bad" in info["status_reason"], info
+    assert by["bad"]["status"] == "error"
+    assert by["after-bad"]["status"] == "skipped" and by["after-bad"]["executions"] == []
+    assert (by["good"]["status"], by["after-good"]["status"]) == ("complete", "complete")
+    after_good = vh.json("exec", "info", str(by["after-good"]["execution"]))
+    assert after_good["parameters"]["nap"] == 1  # the metadata edge carried good's value
+    assert vh("pipeline", "wait", str(info["id"]), "--timeout", "5", check=False).returncode == 1
+
+
+def test_stop_stops_running_work_and_skips_the_rest(vh: VhOrch) -> None:
+    pipeline_id = run_pipeline(vh, "slow")
+    first = wait_node(vh, pipeline_id, "first", "started")
+    eventually_status(vh, first["execution"], "started")
+    vh("pipeline", "stop", str(pipeline_id))
+    info = wait_pipeline(vh, pipeline_id)
+    by = nodes(info)
+    assert info["status"] == "stopped", info
+    assert by["first"]["status"] == "stopped" and by["second"]["status"] == "skipped"
+    assert vh.json("exec", "info", str(first["execution"]))["status"] == "stopped"
+    assert vh("pipeline", "wait", str(pipeline_id), "--timeout", "5", check=False).returncode == 1
+
+
+def test_a_node_waits_for_approval_through_the_cli(vh: VhOrch) -> None:
+    pipeline_id = run_pipeline(vh, "gated")
+    held = wait_node(vh, pipeline_id, "train", "waiting-approval")
+    assert held["executions"] == [] and "approve" in held["status_reason"]
+    refused = vh("pipeline", "approve", str(pipeline_id), "prep", check=False)
+    assert refused.returncode != 0 and "not waiting for approval" in refused.stderr
+    unknown = vh("pipeline", "approve", str(pipeline_id), "nope", check=False)
+    assert unknown.returncode != 0 and "no node 'nope'" in unknown.stderr
+    assert nodes(vh.json("pipeline", "info", str(pipeline_id)))["train"]["status"] == "waiting-approval"
+    vh("pipeline", "approve", str(pipeline_id), "train")
+    assert vh("pipeline", "wait", str(pipeline_id), "--timeout", str(WAIT_S), timeout=WAIT_S + 30).returncode == 0
+    train = nodes(vh.json("pipeline", "info", str(pipeline_id)))["train"]
+    assert train["status"] == "complete" and train["approved_by"] and len(train["executions"]) == 1
+
+
+def test_retry_runs_a_failed_node_once_more(vh: VhOrch, tmp_path: Path) -> None:
+    tries = tmp_path / "tries.txt"
+    info = wait_pipeline(vh, run_pipeline(vh, "flaky", "-p", f"tries={tries}"))
+    assert info["status"] == "complete", info
+    flaky = nodes(info)["flaky"]
+    assert flaky["attempt"] == 1 and len(flaky["executions"]) == 2
+    statuses = [vh.json("exec", "info", str(e))["status"] for e in flaky["executions"]]
+    assert statuses == ["error", "complete"]
+    assert sorted(r[1] for r in work_per_try(vh, info["id"]) if r[0] == "flaky") == [0, 1]
+
+
+def test_a_retry_that_fails_again_errors_the_pipeline(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "flaky"))  # /nonexistent-folder: every try fails
+    by = nodes(info)
+    assert info["status"] == "error", info
+    assert by["flaky"]["status"] == "error" and len(by["flaky"]["executions"]) == 2
+    assert by["after"]["status"] == "skipped"
+
+
+def test_reuse_executions_takes_an_earlier_complete_execution(vh: VhOrch) -> None:
+    first = wait_pipeline(vh, run_pipeline(vh, "again"))
+    assert first["status"] == "complete", first
+    before = stored(vh, "SELECT COUNT(*) FROM execution")[0][0]
+    second = wait_pipeline(vh, run_pipeline(vh, "again"))
+    assert second["status"] == "complete", second
+    assert stored(vh, "SELECT COUNT(*) FROM execution")[0][0] == before  # nothing ran again
+    one, two = nodes(first), nodes(second)
+    for name in ("prep", "train"):
+        assert two[name]["execution"] is None
+        assert two[name]["reused_execution"] == one[name]["execution"], two[name]
+        assert "reused" in two[name]["status_reason"]
+    different = wait_pipeline(vh, run_pipeline(vh, "again", "-p", "rows=43"))
+    assert nodes(different)["prep"]["reused_execution"] is None  # another parameter: run anew
+    assert nodes(different)["prep"]["execution"] is not None
+
+
+def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:
+    before = stored(vh, "SELECT COUNT(*) FROM pipeline")[0][0]
+    for args, words in ((("nope",), "unknown pipeline 'nope'"),
+                        (("three", "-p", "nope=1"), "no parameter 'nope'"),
+                        (("three", "-p", "rows=many"), "rows")):
+        result = vh("pipeline", "run", *args, "--project", "p", "--adhoc", str(vh.project_dir),  # type: ignore[attr-defined]
+                    check=False)
+        assert result.returncode != 0 and words in result.stderr, result
+    assert stored(vh, "SELECT COUNT(*) FROM pipeline")[0][0] == before
+    assert vh("pipeline", "approve", "999999", "x", check=False).returncode != 0
+    listed = vh.json("pipeline", "list", "--project", "p")
+    assert [p["id"] for p in listed] == sorted((p["id"] for p in listed), reverse=True)
+
+
+# --- last: it restarts the module's daemon -----------------------------------------------------------
+
+
+def test_a_daemon_killed_mid_pipeline_resumes_with_no_node_run_twice(vh: VhOrch) -> None:
+    """The daemon dies (SIGKILL, at the failpoint) right after it made the task node's task, before
+    the node row says so; the next daemon adopts that task and makes no second one."""
+    vh.stop_daemon()
+    vh.env["VH_ORCH_FAILPOINT"] = "pipeline-work-made"
+    try:
+        vh.start_daemon()
+        pipeline_id = run_pipeline(vh, "chain")  # this process starts prep; the daemon makes the task
+        assert vh.daemon is not None
+        assert vh.daemon.wait(WAIT_S) == -signal.SIGKILL
+        vh.daemon = None
+    finally:
+        del vh.env["VH_ORCH_FAILPOINT"]
+    made = stored(vh, "SELECT n.status, COUNT(t.id) FROM pipeline_node n LEFT JOIN task t ON t.pipeline_node_id = n.id "
+                      "WHERE n.pipeline_id = ? AND n.name = 'sweep' GROUP BY n.id", pipeline_id)
+    assert made == [("created", 1)]  # killed between the task and its node's row
+    vh.start_daemon()
+    info = wait_pipeline(vh, pipeline_id)
+    assert info["status"] == "complete", info
+    rows = work_per_try(vh, pipeline_id)
+    assert sorted(rows) == [("collect", 0, 1, 0), ("prep", 0, 1, 0), ("sweep", 0, 0, 1)], rows
+    assert len(nodes(info)["sweep"]["executions"]) == 3
+
+
+def wait_node(vh: VhOrch, pipeline_id: int, name: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        node = nodes(vh.json("pipeline", "info", str(pipeline_id)))[name]
+        if node["status"] == status:
+            return node
+        assert time.monotonic() < deadline, f"node {name} never became {status}: {node}"
+        time.sleep(0.2)
+
+
+def eventually_status(vh: VhOrch, execution_id: int, status: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while stored(vh, "SELECT status FROM execution WHERE id = ?", execution_id)[0][0] != status:
+        assert time.monotonic() < deadline, f"execution {execution_id} never became {status}"
+        time.sleep(0.1)

@@ -377,5 +377,7 @@ def many(request: Request, rows: list[Execution]) -> list[dict[str, Any]]:
     projects = store.project_names()
     envs = store.environment_names()
     commits = store.commits_by_id([e.commit_id for e in rows])
+    pipelines = store.node_pipelines([e.pipeline_node_id for e in rows if e.pipeline_node_id is not None])
     return [execution_json(request, e, projects.get(e.project_id, "?"), envs.get(e.environment_id, "?"),
-                           commits.get(e.commit_id)) for e in rows]
+                           commits.get(e.commit_id),
+                           None if e.pipeline_node_id is None else pipelines.get(e.pipeline_node_id)) for e in rows]

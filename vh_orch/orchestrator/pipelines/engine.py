@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 
+from vh_orch import failpoints
 from vh_orch.errors import LeaseLost, NotFound, UserInputError
 from vh_orch.orchestrator.pipelines.create import PipelineRequest, create_pipeline, node_request
 from vh_orch.orchestrator.pipelines.spec import Action, Edge, Node, PipelineSpec
@@ -138,8 +139,11 @@ class _Move:
             return self.store.update_node(node.id, {  # type: ignore[arg-type]
                 "status": N.CREATED, "attempt": 1, "execution_id": None, "task_id": None,
                 "status_reason": f"retrying (on-error is retry): {reason}"}, only_if=[N.STARTED])
-        return self.store.update_node(node.id, {"status": status, "status_reason": reason},  # type: ignore[arg-type]
-                                      only_if=[N.STARTED])
+        ended = self.store.update_node(node.id, {"status": status, "status_reason": reason},  # type: ignore[arg-type]
+                                       only_if=[N.STARTED])
+        if ended:
+            failpoints.hit("pipeline-node-ended")
+        return ended
 
     def _work_status(self, node: PipelineNode) -> tuple[str | None, str | None]:
         """The node's end as its work says (None while it runs), and why."""
@@ -366,9 +370,11 @@ class _Move:
                     "status_reason": f"reused execution #{earlier.counter} (reuse-executions)"}, only_if=[N.CREATED])
         execution = build_execution(req, prepared, commit.id)  # type: ignore[arg-type]
         try:
-            self.store.start_node_execution(node.id, node.attempt, execution)  # type: ignore[arg-type]
+            made = self.store.start_node_execution(node.id, node.attempt, execution)  # type: ignore[arg-type]
         except IntegrityError:  # another process made it a moment ago: the next look adopts it
             return True
+        if made is not None:
+            failpoints.hit("pipeline-work-made")
         return True  # made, or found made: the next look follows it
 
     def _start_task(self, node: PipelineNode, spec_node: Node, fed: _Fed) -> bool:
@@ -391,8 +397,9 @@ class _Move:
         try:
             task = create_task(self.store, self.engine.settings, TaskRequest(
                 run=req, body=body, pipeline_node_id=node.id, pipeline_attempt=node.attempt, snapshot=snapshot))
-        except IntegrityError:
+        except IntegrityError:  # another process made it a moment ago: the next look adopts it
             return True
+        failpoints.hit("pipeline-work-made")  # a crash here leaves the task for the next look to adopt
         self.store.node_started(node.id, {"status": N.STARTED, "task_id": task.id,  # type: ignore[arg-type]
                                           "status_reason": None}, only_if=[N.CREATED])
         return True
