@@ -494,8 +494,8 @@ const VhOrch = (() => {
     async function loadCommits() {
       const page = await api(`/commits/?${new URLSearchParams({ project, limit: 100 })}`);
       $("new-commit").replaceChildren(...page.results.map((c, i) => el("option", { value: c.identifier,
-        text: `${i === 0 ? "latest: " : ""}${c.adhoc ? "package " : ""}${c.identifier.replace(/^~/, "").slice(0, 10)}`
-          + `${c.ref ? ` (${c.ref})` : ""} ${when(c.commit_time)}` })));
+        title: c.identifier, text: `${i === 0 ? "latest: " : ""}${c.adhoc ? "package " : ""}`
+          + `${c.identifier.replace(/^~/, "").slice(0, 10)}${c.ref ? ` (${c.ref})` : ""}, ${when(c.commit_time)}` })));
       if (!page.results.length) throw new Error("No commits yet: push to the project's repository, or run `vh exec run STEP --adhoc` in a linked folder.");
     }
 
@@ -978,7 +978,7 @@ const VhOrch = (() => {
       $("stop").hidden = PIPELINE_FINAL.includes(p.status);
       const commit = p.commit && typeof p.commit === "object" ? p.commit.identifier : p.commit;
       $("facts").replaceChildren(el("dl", {}, ...[
-        ["pipeline", p.name || ""], ["commit", commit || ""], ["by", p.user || (p.creator || {}).username || ""],
+        ["pipeline", p.name || ""], ["commit", commit ? commit.slice(0, 13) : ""], ["by", p.user || (p.creator || {}).username || ""],
         ["created", when(p.created_at || p.ctime)], ["started", when(p.started_at)], ["ended", when(p.ended_at)],
         ["parameters", Object.entries(p.parameters || {}).map(([k, v]) => `${k}=${shown(v && v.expression !== undefined ? v.expression : v)}`).join(" ")],
         ["reuses executions", p.reuse_executions ? "yes" : ""],
