@@ -148,6 +148,15 @@ def node_states(browser: Any) -> dict[str, str]:
         ".map(g => [g.dataset.node, g.dataset.status]))")
 
 
+def listed_pipelines(browser: Any) -> list[list[str]]:
+    """The project page's pipelines, top to bottom: id, counter, link, status (read in one go: the
+    table is rebuilt every few seconds)."""
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll('#pipelines tbody tr')].map(r => [r.dataset.pipeline,"
+        " r.querySelector('a').textContent, r.querySelector('a').getAttribute('href'),"
+        " r.querySelector('.status').textContent])")
+
+
 def counts(vh: VhOrch, alice: Client, pid: str) -> tuple[int, int, int]:
     """How many executions, tasks and pipelines exist (a refused form must change none)."""
     tasks = alice.get(f"/api/v0/tasks/?project={pid}").json()["count"]
@@ -261,8 +270,9 @@ def test_the_pipeline_page_draws_the_graph_live_and_approves_a_held_node(browser
     sign_in(browser, api, f"/pipelines/{made['id']}/")
     browser.execute_script("window.__sameDocument = true")
     wait_for(lambda: node_states(browser).keys() == {"first", "held"}, f"the graph lacks nodes: {node_states(browser)}")
-    edges = browser.find_elements(By.CSS_SELECTOR, "#graph path.edge")
-    assert [(e.get_attribute("data-from"), e.get_attribute("data-to")) for e in edges] == [("first", "held")]
+    edges = browser.execute_script(  # read in one go: the graph is redrawn when a node moves
+        "return [...document.querySelectorAll('#graph path.edge')].map(e => [e.dataset.from, e.dataset.to])")
+    assert edges == [["first", "held"]]
     # Laid out by depth: the downstream node right of its upstream one.
     x = browser.execute_script("return Object.fromEntries([...document.querySelectorAll('#graph g.node')]"
                                ".map(g => [g.dataset.node, Number(g.querySelector('rect').getAttribute('x'))]))")
@@ -272,8 +282,8 @@ def test_the_pipeline_page_draws_the_graph_live_and_approves_a_held_node(browser
     wait_for(lambda: node_states(browser) == {"first": "complete", "held": "waiting-approval"},
              f"the graph did not move to first complete, held waiting: {node_states(browser)}")
     first = pipeline(alice, made["id"])["nodes"][0]
-    link = browser.find_element(By.CSS_SELECTOR, 'a.node-link[data-node="first"]')
-    assert link.get_dom_attribute("href") == f"/executions/{first['execution']['id']}/"
+    link = browser.execute_script("return document.querySelector('a.node-link[data-node=first]').getAttribute('href')")
+    assert link == f"/executions/{first['execution']['id']}/"
     color = browser.execute_script(
         "return getComputedStyle(document.querySelector('#graph g.node[data-node=first] rect')).stroke")
     held_color = browser.execute_script(
@@ -300,11 +310,10 @@ def test_the_pipeline_page_draws_the_graph_live_and_approves_a_held_node(browser
     assert held["approved_by"] == "alice"
     shot(browser, "pipeline")
 
-    # The project page lists it, newest first, linked to its page.
+    # The project page lists it, linked to its page.
     browser.get(f"{api}/projects/{pid}/")
-    row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#pipelines tr[data-pipeline="{made["id"]}"] a'),
-                   "the project page does not list the pipeline")[0]
-    assert row.text == f"={made['counter']}" and row.get_attribute("href") == f"{api}/pipelines/{made['id']}/"
+    rows = wait_for(lambda: listed_pipelines(browser), "the project page lists no pipeline")
+    assert [str(made["id"]), f"={made['counter']}", f"/pipelines/{made['id']}/", "complete"] in rows
 
 
 # -- starting work from the project page -----------------------------------------------------------
@@ -404,6 +413,12 @@ def test_a_new_pipeline_from_the_project_page(browser: Any, site: Site) -> None:
     runs = [vh.json("exec", "info", str(n["execution"]["id"])) for n in made["nodes"]]
     assert [r["parameters"]["epochs"] for r in runs] == [4, 4]  # the pipeline parameter, then along the edge
 
+    # The project page lists pipelines newest first.
+    browser.get(f"{api}/projects/{pid}/")
+    rows = wait_for(lambda: listed_pipelines(browser), "the project page lists no pipeline")
+    assert rows[0][0] == str(pipeline_id) and len(rows) >= 2
+    assert [int(r[0]) for r in rows] == sorted((int(r[0]) for r in rows), reverse=True)
+
 
 # -- datasets ------------------------------------------------------------------------------------
 
@@ -433,6 +448,36 @@ def test_the_project_page_shows_datasets_and_the_execution_that_made_each_versio
     assert version.find_element(By.CSS_SELECTOR, "a.made-by").get_attribute("href") == \
         f"{api}/executions/{made.json()['id']}/"
     shot(browser, "dataset")
+    browser.get(f"{api}/datasets/999999/")
+    assert "Not found" in browser.page_source
+
+
+def test_the_forms_offer_what_the_picked_commits_valohai_yaml_defines(browser: Any, site: Site) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    extra = STEPS + b"""
+- step:
+    name: extra
+    image: vh-orch/busybox:test
+    command: "true"
+"""
+    newer = alice.upload(pid, package({"valohai.yaml": extra})).json()["identifier"]
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/")
+
+    def offered() -> list[str]:  # read in one go: the list is rebuilt when the commit changes
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "return [...document.querySelectorAll('#new-what option')].map(o => o.value)")
+
+    open_form(browser, api, pid, "execution", "step:extra")  # the newest commit is picked first
+    commits = Select(browser.find_element(By.ID, "new-commit"))
+    assert commits.first_selected_option.get_attribute("value") == newer
+    assert commits.first_selected_option.text.startswith("latest: ")
+    commits.select_by_value(commit)
+    wait_for(lambda: "step:extra" not in offered() and "step:bounded" in offered(),
+             f"the older commit's steps are not offered: {offered()}")
 
 
 # -- last: a pipeline stopped from its page (a nap that a failed stop would leave running goes last) --

@@ -21,7 +21,12 @@ const VhOrch = (() => {
     if (options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrf();
     const answer = await fetch(path.startsWith("http") ? path : API + path, { ...options, headers });
     if (answer.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); }
-    if (!answer.ok) throw new Error(`${answer.status}: ${await answer.text()}`);
+    if (!answer.ok) {
+      const text = await answer.text();
+      const err = new Error(`${answer.status}: ${text}`);
+      try { err.body = JSON.parse(text); } catch (_) { err.body = null; }  // a refusal's words, to show
+      throw err;
+    }
     return answer.json();
   }
 
@@ -488,7 +493,7 @@ const VhOrch = (() => {
       try {
         if (!$("new-commit").options.length) await loadCommits();
         await pickCommit();
-      } catch (err) { showError($("new-error"), err.message); }
+      } catch (err) { showError($("new-error"), err.body || err.message); }
     }
 
     async function loadCommits() {
@@ -618,7 +623,10 @@ const VhOrch = (() => {
 
     for (const b of document.querySelectorAll(".start button")) b.addEventListener("click", () => open(b.dataset.kind));
     $("new-cancel").addEventListener("click", () => { $("new-card").hidden = true; });
-    $("new-commit").addEventListener("change", () => { hideError(); pickCommit().catch((err) => showError($("new-error"), err.message)); });
+    $("new-commit").addEventListener("change", () => {
+      hideError();
+      pickCommit().catch((err) => showError($("new-error"), err.body || err.message));
+    });
     $("new-what").addEventListener("change", () => { hideError(); renderWhat(); });
     $("new-form").addEventListener("submit", (event) => {
       event.preventDefault();
