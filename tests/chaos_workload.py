@@ -85,7 +85,8 @@ done
 echo "{\"chaos\": $VH_EXECUTION_ID, \"lines\": $n}"
 seq 1 "$n" > "$VH_OUTPUTS_DIR/lines.txt"
 head -c $((kb * 1024)) /dev/zero | tr '\0' x > "$VH_OUTPUTS_DIR/blob.bin"
-if [ -d "$VH_INPUTS_DIR/data" ]; then cat "$VH_INPUTS_DIR"/data/* > "$VH_OUTPUTS_DIR/input.bin"; else : > "$VH_OUTPUTS_DIR/input.bin"; fi
+if [ -d "$VH_INPUTS_DIR/data" ]; then cat "$VH_INPUTS_DIR"/data/* > "$VH_OUTPUTS_DIR/input.bin"
+else : > "$VH_OUTPUTS_DIR/input.bin"; fi
 if [ -n "$trace" ]; then echo "end $$ $(date +%s.%N)" >> "$trace.trace"; fi
 """
 

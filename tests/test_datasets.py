@@ -154,7 +154,7 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert sorted(outputs) == ["a.txt", "loose.txt", "sub/b.txt"]
     assert outputs["a.txt"]["tags"] == ["made", "v1"] and outputs["loose.txt"]["tags"] == []
     assert outputs["sub/b.txt"]["metadata"]["source"] == {"step": "make"}
-    assert "Created dataset version 'dataset://images/v1' with 2 files" in log_text(vh, made["id"])
+    assert "vh-orch: Created dataset version 'dataset://images/v1' with 2 files" in log_text(vh, made["id"])
     v1 = version(vh, "forms", "images/v1")
     assert file_names(v1) == ["a.txt", "sub/b.txt"]
     assert v1["execution"] == {"id": made["id"], "counter": made["counter"]}
@@ -176,6 +176,10 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert shown["latest_version"] == {"id": v2["id"], "name": "v2"}
     listed = vh.json("dataset", "list", "--project", "forms")
     assert [(d["name"], d["version_count"]) for d in listed] == [("images", 2)]
+    # The same for people: tables of datasets, versions and files.
+    assert "images" in vh("dataset", "list").stdout
+    assert f"{side['id']} (#{side['counter']})" in vh("dataset", "show", "images", "--project", "forms").stdout
+    assert v1["files"][0]["datum"]["id"] in vh("dataset", "show", "images/v1", "--project", "forms").stdout
 
     by_name = run(vh, "forms", "consume", "-i", "images=dataset://images/v1")
     assert by_name["status"] == "complete", by_name
@@ -191,6 +195,17 @@ def test_versions_from_both_metadata_forms_are_inputs_by_name_and_latest(world: 
     assert again["status"] == "complete"
     assert "dataset version 'dataset://images/v1' exists already" in log_text(vh, again["id"])
     assert version(vh, "forms", "images/v1")["files"] == v1["files"]
+
+
+def test_a_container_execution_makes_versions_the_same_way(world: VhOrch, docker_images: None) -> None:
+    vh = world
+    vh("project", "add", "boxes", "--owner", "alice")
+    assert run(vh, "boxes", "make", "-p", "version=v1")["status"] == "complete"
+    side = run(vh, "boxes", "sidecar", "--env", "boxed")
+    assert side["status"] == "complete" and side["runtime"] == "docker", side
+    assert sorted(o["name"] for o in side["outputs"]) == ["more/c.txt", "orphan.metadata.json"]
+    assert file_names(version(vh, "boxes", "images/v2")) == ["more/c.txt", "sub/b.txt"]
+    assert next(o for o in side["outputs"] if o["name"] == "more/c.txt")["tags"] == ["side"]
 
 
 def test_an_alias_names_the_newest_output_that_claimed_it(world: VhOrch) -> None:
@@ -241,7 +256,7 @@ def test_hostile_metadata_is_skipped_with_a_log_line_and_the_execution_completes
                  "deep.txt.metadata.json: nests deeper than 32 levels; skipped",
                  f"huge.txt.metadata.json: larger than {MAX_SIDECAR_BYTES:,} bytes; skipped",
                  "list.txt.metadata.json: is not a JSON object; skipped",
-                 "Created dataset version 'dataset://ok/v1' with 1 files"):
+                 "vh-orch: Created dataset version 'dataset://ok/v1' with 1 files"):
         assert says in text, says
     outputs = {o["name"] for o in done["outputs"]}
     assert outputs == {"good.txt", "deep.txt", "huge.txt", "list.txt", "escape.txt"}
@@ -306,6 +321,59 @@ def test_another_user_gets_404_for_datasets_and_cannot_use_them(world: VhOrch) -
 
 def projects_of(session: requests.Session, api: str) -> dict[str, str]:
     return {p["name"]: p["id"] for p in session.get(f"{api}/api/v0/projects/", timeout=TIMEOUT).json()["results"]}
+
+
+# -- the store, on both databases ------------------------------------------------------------------
+
+
+def _finished(store: Any, seed: Any, status: str, names: dict[str, Any]) -> Any:
+    """An execution beside `seed` that ends `status` with outputs named `names` (name -> its output metadata)."""
+    from vh_orch.orchestrator.models import Execution, Output
+
+    e = store.create_execution(Execution(project_id=seed.project_id, counter=0, commit_id=seed.commit_id, step="s",
+                                         command="x", environment_id=seed.environment_id))
+    with store.write() as s:
+        row = s.get(Execution, e.id)
+        row.status = "started"
+        s.add(row)
+    outputs = [Output(id=f"{e.id}-{name}", execution_id=e.id, name=name, size=1, sha256="0" * 64,
+                      uri=f"file:///x/{e.id}/{name}", properties=meta) for name, meta in names.items()]
+    assert store.finish_execution(e.id, e.attempt, status, None, 0, outputs)
+    return e
+
+
+def test_versions_and_aliases_land_with_a_complete_result_on_both_databases(db_url: str) -> None:
+    from test_logs import one_execution
+
+    store, seed = one_execution(db_url)
+    pid = seed.project_id
+    v1 = {"valohai.dataset-versions": ["dataset://d/v1"]}
+    first = _finished(store, seed, "complete", {"a.txt": v1, "sub/b.txt": {**v1, "valohai.alias": "m"}, "c": None})
+    (dataset,) = store.datasets_named("d", pid)
+    assert [o.name for o in store.dataset_version_files(store.dataset_version(dataset.id, "v1").id)] == [
+        "a.txt", "sub/b.txt"]
+    assert store.log_has_line(first.id, "stderr", "vh-orch: Created dataset version 'dataset://d/v1' with 2 files")
+    assert store.alias_output(pid, "m").id == f"{first.id}-sub/b.txt"
+
+    v2 = {"valohai.dataset-versions": [{"uri": "dataset://d/v2", "from": "dataset://d/latest", "exclude": ["a.txt"]}]}
+    second = _finished(store, seed, "complete", {"b.txt": v2, "sub/b.txt": v2})
+    files = store.dataset_version_files(store.dataset_version(dataset.id, "latest").id)
+    assert [(o.name, o.execution_id) for o in files] == [("b.txt", second.id), ("sub/b.txt", second.id)]
+
+    # One execution can make a version and another from it.
+    chained = {"valohai.dataset-versions": [{"uri": "dataset://e/v2", "from": "dataset://e/v1"}]}
+    _finished(store, seed, "complete", {"a": chained, "z": {"valohai.dataset-versions": ["dataset://e/v1"]}})
+    (chain,) = store.datasets_named("e", pid)
+    assert [o.name for o in store.dataset_version_files(store.dataset_version(chain.id, "v2").id)] == ["a", "z"]
+
+    # A failed execution makes no version and moves no alias, and says so.
+    failed = _finished(store, seed, "error", {"z": {"valohai.dataset-versions": ["dataset://d/v3"],
+                                                   "valohai.alias": "m"}})
+    assert store.dataset_version(dataset.id, "v3") is None and store.alias_output(pid, "m").id.startswith(
+        f"{first.id}-")
+    assert store.log_has_line(failed.id, "stderr", "the execution did not complete: 'dataset://d/v3', alias 'm' "
+                                                   "not made")
+    assert [v.version.name for v in store.dataset_versions(dataset.id)] == ["v2", "v1"]
 
 
 # -- the parser alone ---------------------------------------------------------------------------

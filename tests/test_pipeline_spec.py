@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from conftest import VhOrch, make_project
 from vh_orch.errors import UserInputError
@@ -186,3 +187,51 @@ def test_creating_a_pipeline_writes_its_nodes_or_nothing(vh: VhOrch, tmp_path: P
     assert (shown["project"], shown["status"], shown["parameters"]) == ("p", "created", {"count": "4"})
     assert [(n["name"], n["status"], n["executions"]) for n in shown["nodes"]] == [
         ("prep", "created", []), ("sweep", "created", []), ("evaluate", "created", [])]
+
+
+# --- valohai-yaml's own examples ------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parent / "data" / "valohai_yaml_examples"
+
+
+def example_pipelines() -> list[tuple[str, str]]:
+    from vh_orch.config.steps import parse_config
+
+    return [(path.name, name) for path in sorted(EXAMPLES.glob("*.yaml"))
+            for name in parse_config(path.read_text()).pipelines]
+
+
+def test_every_example_file_is_here() -> None:
+    assert len(example_pipelines()) >= 20
+
+
+@pytest.fixture(scope="module")
+def example_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conftest import installation
+
+    home = tmp_path_factory.mktemp("examples") / "home"
+    with installation(home) as vh:
+        vh("project", "add", "examples")
+        settings = Settings.from_env(vh.env)
+        yield Store(settings.db_url), settings, tmp_path_factory.mktemp("examples")
+
+
+@pytest.mark.parametrize("file, name", example_pipelines())
+def test_valohai_yaml_example_pipelines_are_accepted_or_refused_for_their_deployment_nodes(
+    example_store: Any, file: str, name: str
+) -> None:
+    store, settings, folder = example_store
+    text = (EXAMPLES / file).read_text()
+    pipeline_yaml = next(item["pipeline"] for item in yaml.safe_load(text)
+                         if "pipeline" in item and item["pipeline"]["name"] == name)
+    deployments = [n["name"] for n in pipeline_yaml["nodes"] if n.get("type") == "deployment"]
+    project = make_project(folder, f"{file.removesuffix('.yaml')}-{len(list(folder.iterdir()))}", text)
+    run = SubmitRequest(project="examples", step="", adhoc=project)
+    if deployments:
+        with pytest.raises(UserInputError, match=f"node {deployments[0]!r} is a deployment node"):
+            create_pipeline(store, settings, PipelineRequest(run=run, name=name))
+        return
+    pipeline = create_pipeline(store, settings, PipelineRequest(run=run, name=name))
+    spec = PipelineSpec.from_json(pipeline.spec)
+    assert [n.name for n in store.pipeline_nodes(pipeline.id)] == [n.name for n in spec.nodes]
+    assert all(n.type in ("execution", "task") for n in spec.nodes)

@@ -64,6 +64,16 @@ STEPS = """
       - name: tries
         type: string
         default: /nonexistent-folder/tries.txt
+- step:
+    name: lister
+    image: vh-orch/busybox:test
+    command: echo '{"sizes":[4,5]}'
+- step:
+    name: need
+    image: vh-orch/busybox:test
+    command: ls "$VH_INPUTS_DIR/data"
+    inputs:
+      - name: data
 - task:
     step: train
     name: sweep
@@ -196,6 +206,93 @@ STEPS = """
     edges:
       - [prep.output.data/*, train.input.data]
       - [prep.parameter.rows, train.parameter.rows]
+- task:
+    step: nap
+    name: long-naps
+    type: grid_search
+    parameters:
+      - name: nap
+        style: multiple
+        rules: {items: [60, 60]}
+- pipeline:
+    name: naps
+    nodes:
+      - name: naps
+        type: task
+        task: long-naps
+    edges: []
+- pipeline:
+    name: spread
+    nodes:
+      - name: lister
+        type: execution
+        step: lister
+      - name: sweep
+        type: task
+        task: sweep
+      - name: collect
+        type: execution
+        step: collect
+    edges:
+      - [lister.metadata.sizes, sweep.parameter.rows]
+      - [sweep.output.model*, collect.input.models]
+- pipeline:
+    name: lenient
+    parameters:
+      - name: code
+        targets: [bad.parameter.code]
+        default: 3
+    nodes:
+      - name: bad
+        type: execution
+        step: nap
+        on-error: continue
+      - name: after
+        type: execution
+        step: nap
+    edges:
+      - [bad.dependency.*, after.dependency.*]
+- pipeline:
+    name: judged
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+        actions:
+          - when: node-complete
+            if: metadata.score < 0.9
+            then: stop-pipeline
+      - name: train
+        type: execution
+        step: train
+    edges:
+      - [prep.output.data/*, train.input.data]
+- pipeline:
+    name: checked
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+        actions:
+          - when: node-complete
+            if: metadata.score >= 0.5
+            then: require-approval
+      - name: train
+        type: execution
+        step: train
+    edges:
+      - [prep.output.data/*, train.input.data]
+- pipeline:
+    name: empty
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: need
+        type: execution
+        step: need
+    edges:
+      - [prep.output.nothing-*, need.input.data]
 - pipeline:
     name: chain
     parameters:
@@ -309,6 +406,9 @@ def test_three_nodes_pass_outputs_metadata_and_parameters(vh: VhOrch) -> None:
         collect = by["collect"]["execution"]
         assert f"model-{rows}.bin" in log_text(vh, collect)
         assert sorted(work_per_try(vh, pipeline_id)) == [("collect", 0, 1, 0), ("prep", 0, 1, 0), ("train", 0, 1, 0)]
+    shown = vh("pipeline", "info", str(given)).stdout
+    assert "complete" in shown and all(name in shown for name in ("prep", "train", "collect")), shown
+    assert str(given) in vh("pipeline", "list", "--project", "p").stdout
 
 
 def test_a_task_node_passes_every_childs_outputs_on(vh: VhOrch) -> None:
@@ -325,6 +425,16 @@ def test_a_task_node_passes_every_childs_outputs_on(vh: VhOrch) -> None:
     assert len(collect["inputs"]["models"]) == 3
     text = log_text(vh, collect["id"])
     assert all(f"model-{rows}.bin" in text for rows in (1, 2, 3)), text
+
+
+def test_a_metadata_list_into_a_task_node_makes_one_child_per_item(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "spread"))
+    assert info["status"] == "complete", info
+    by = nodes(info)
+    rows = sorted(vh.json("exec", "info", str(e))["parameters"]["rows"] for e in by["sweep"]["executions"])
+    assert rows == [4, 5]  # the list replaced the blueprint's items (1, 2, 3)
+    text = log_text(vh, by["collect"]["execution"])
+    assert "model-4.bin" in text and "model-5.bin" in text and "model-1.bin" not in text
 
 
 def test_stop_next_skips_only_what_depends_on_the_failed_node(vh: VhOrch) -> None:
@@ -350,6 +460,17 @@ def test_stop_stops_running_work_and_skips_the_rest(vh: VhOrch) -> None:
     assert by["first"]["status"] == "stopped" and by["second"]["status"] == "skipped"
     assert vh.json("exec", "info", str(first["execution"]))["status"] == "stopped"
     assert vh("pipeline", "wait", str(pipeline_id), "--timeout", "5", check=False).returncode == 1
+
+
+def test_stopping_a_pipeline_stops_its_running_task(vh: VhOrch) -> None:
+    pipeline_id = run_pipeline(vh, "naps")
+    node = wait_node(vh, pipeline_id, "naps", "started")
+    vh("pipeline", "stop", str(pipeline_id))
+    info = wait_pipeline(vh, pipeline_id)
+    assert info["status"] == "stopped" and nodes(info)["naps"]["status"] == "stopped", info
+    assert stored(vh, "SELECT status FROM task WHERE id = ?", node["task"]) == [("stopped",)]
+    kids = stored(vh, "SELECT status FROM execution WHERE task_id = ?", node["task"])
+    assert kids and all(k == ("stopped",) for k in kids), kids
 
 
 def test_a_node_waits_for_approval_through_the_cli(vh: VhOrch) -> None:
@@ -403,6 +524,108 @@ def test_reuse_executions_takes_an_earlier_complete_execution(vh: VhOrch) -> Non
     assert nodes(different)["prep"]["execution"] is not None
 
 
+def test_on_error_continue_lets_what_depends_on_the_node_run(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "lenient"))
+    by = nodes(info)
+    assert (by["bad"]["status"], by["after"]["status"]) == ("error", "complete"), info
+    assert info["status"] == "complete", info
+
+
+def test_a_node_complete_action_stops_the_pipeline(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "judged"))
+    by = nodes(info)
+    assert info["status"] == "stopped" and "stop-pipeline" in info["status_reason"], info
+    assert (by["prep"]["status"], by["train"]["status"]) == ("complete", "skipped")
+
+
+def test_a_node_complete_approval_holds_what_follows(vh: VhOrch) -> None:
+    pipeline_id = run_pipeline(vh, "checked")
+    held = wait_node(vh, pipeline_id, "train", "waiting-approval")
+    assert held["executions"] == []
+    assert nodes(vh.json("pipeline", "info", str(pipeline_id)))["prep"]["status"] == "complete"
+    vh("pipeline", "approve", str(pipeline_id), "train")
+    info = wait_pipeline(vh, pipeline_id)
+    assert info["status"] == "complete" and nodes(info)["train"]["approved_by"], info
+
+
+def test_an_edge_that_brings_nothing_to_a_required_input_errors_its_node(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "empty"))
+    need = nodes(info)["need"]
+    assert need["status"] == "error" and need["executions"] == [], need
+    assert "input 'data' is required" in need["status_reason"]
+    assert info["status"] == "error" and "need" in info["status_reason"]
+
+
+def start_payload(vh: VhOrch, payload: dict[str, Any], **run: Any) -> int:
+    """A pipeline from a converted payload (what `vh pipeline run` posts), made in this process;
+    `run`: the SubmitRequest's other fields (project, user, remote...)."""
+    from vh_orch.orchestrator.pipelines.create import PipelineRequest
+    from vh_orch.orchestrator.pipelines.engine import start_pipeline
+    from vh_orch.orchestrator.store import Store
+    from vh_orch.orchestrator.submit import SubmitRequest
+    from vh_orch.settings import Settings
+
+    settings = Settings.from_env(vh.env)
+    request = SubmitRequest(**{"project": "p", "step": "", "adhoc": vh.project_dir, **run})  # type: ignore[attr-defined]
+    return start_pipeline(Store(settings.db_url), settings, PipelineRequest(run=request, payload=payload)).id  # type: ignore[return-value]
+
+
+def test_mimic_nodes_stand_for_an_earlier_pipelines_node(vh: VhOrch) -> None:
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload
+
+    first = wait_pipeline(vh, run_pipeline(vh, "three"))
+    assert first["status"] == "complete", first
+    earlier = nodes(first)
+    payload = pipeline_payload(STEPS, "three", first["commit"])
+    swap = {"prep": {"type": "mimic", "name": "prep", "source": earlier["prep"]["id"]}}  # as `vh ... --reuse` does
+    payload["nodes"] = [swap.get(n["name"], n) for n in payload["nodes"]]
+    info = wait_pipeline(vh, start_payload(vh, payload))
+    assert info["status"] == "complete", info
+    by = nodes(info)
+    assert by["prep"]["reused_execution"] == earlier["prep"]["execution"] and by["prep"]["execution"] is None
+    train = vh.json("exec", "info", str(by["train"]["execution"]))
+    assert train["inputs"] == vh.json("exec", "info", str(earlier["train"]["execution"]))["inputs"]
+    assert train["parameters"]["score"] == 0.75  # the reused execution's metadata
+
+    payload["nodes"] = [{"type": "mimic", "name": "prep", "reuse_execution_id": 999999} if n["name"] == "prep" else n
+                        for n in payload["nodes"]]
+    info = wait_pipeline(vh, start_payload(vh, payload))
+    prep = nodes(info)["prep"]
+    assert prep["status"] == "error" and "is not an execution of this project" in prep["status_reason"], prep
+    assert info["status"] == "error" and nodes(info)["train"]["status"] == "skipped"
+
+
+def test_a_pipeline_from_the_api_reads_no_output_its_user_may_not_see(vh: VhOrch) -> None:
+    """Its nodes' inputs are checked when each starts, with its user's rights: a datum:// of another
+    user's project errors the node and runs nothing."""
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload
+
+    vh("user", "add", "bob")
+    vh("project", "add", "q", "--owner", "bob")
+    made = vh.run_json("prep", "--project", "p", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    theirs = vh.wait(made["id"])["outputs"][0]["datum"]  # datum://ID
+    payload = pipeline_payload(STEPS, "empty", "x")
+    payload["nodes"] = [{"name": "need", "type": "execution",
+                         "template": {"step": "need", "inputs": {"data": [theirs]}}}]
+    payload["edges"] = []
+    info = wait_pipeline(vh, start_payload(vh, payload, project="q", user="bob", remote=True))
+    need = nodes(info)["need"]
+    assert (info["status"], need["status"], need["executions"]) == ("error", "error", []), info
+    assert f"no datum '{theirs}'" in need["status_reason"], need
+
+
+def test_a_node_from_a_commit_that_cannot_be_found_errors_with_the_reason(vh: VhOrch) -> None:
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload
+
+    payload = pipeline_payload(STEPS, "empty", "x")
+    payload["nodes"] = [{"name": "elsewhere", "type": "execution", "template": {"step": "prep", "commit": "0badc0de"}}]
+    payload["edges"] = []
+    info = wait_pipeline(vh, start_payload(vh, payload))
+    node = nodes(info)["elsewhere"]
+    assert (info["status"], node["status"], node["executions"]) == ("error", "error", []), info
+    assert "its commit '0badc0de' cannot be found" in node["status_reason"], node
+
+
 def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:
     before = stored(vh, "SELECT COUNT(*) FROM pipeline")[0][0]
     for args, words in ((("nope",), "unknown pipeline 'nope'"),
@@ -415,6 +638,17 @@ def test_bad_pipeline_input_is_refused_and_writes_nothing(vh: VhOrch) -> None:
     assert vh("pipeline", "approve", "999999", "x", check=False).returncode != 0
     listed = vh.json("pipeline", "list", "--project", "p")
     assert [p["id"] for p in listed] == sorted((p["id"] for p in listed), reverse=True)
+
+
+def test_the_example_projects_pipeline_runs_from_its_git_repository(vh: VhOrch, demo_repo: Path) -> None:
+    vh("project", "add", "demo", "--repo", str(demo_repo))
+    created = vh.json("pipeline", "run", "train-and-evaluate", "--project", "demo", "-p", "epochs=2")
+    waited = vh("pipeline", "wait", str(created["id"]), "--timeout", str(WAIT_S), timeout=WAIT_S + 30, check=False)
+    info = vh.json("pipeline", "info", str(created["id"]))
+    assert (waited.returncode, info["status"]) == (0, "complete"), info
+    assert len(info["commit"]) == 40
+    evaluate = vh.json("exec", "info", str(nodes(info)["evaluate"]["execution"]))
+    assert evaluate["metadata_latest"]["trained_epochs"] == 2
 
 
 # --- last: it restarts the module's daemon -----------------------------------------------------------

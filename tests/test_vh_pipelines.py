@@ -259,6 +259,8 @@ def test_run_reads_back_by_id_counter_and_latest_lists_and_stops(world: World) -
     assert world.alice_api.get("/api/v0/pipelines/?deleted=true").json()["count"] == 0
     owned = world.alice("pipeline", "list", "--owned").stdout
     assert "slow" in owned
+    assert world.alice_api.get(f"/api/v0/pipelines/?project={world.pid}&creator=bob").json()["count"] == 0
+    assert world.alice_api.get(f"/api/v0/pipelines/?project={world.pid}&creator=alice").json()["count"] >= 1
 
     stopped = world.alice("pipeline", "stop", "latest")
     assert "Done" in stopped.stdout + stopped.stderr
@@ -369,7 +371,8 @@ def test_hostile_and_malformed_payloads_are_refused_naming_the_field_and_write_n
         assert field in answer.json(), (index, field, answer.text[:300])
     project = json.dumps(world.pid).encode()
     deep = b'{"project": ' + project + b', "nodes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    for raw in (b"{", b"[]", b'"nodes"', b'{"project": ' + project + b', "nodes": NaN}', deep):
+    huge = b'{"project": ' + project + b', "nodes": [{"type": "mimic", "name": "x", "source": 1' + b"0" * 5000 + b"}]}"
+    for raw in (b"{", b"[]", b'"nodes"', b'{"project": ' + project + b', "nodes": NaN}', deep, huge):
         answer = world.alice_api.post("/api/v0/pipelines/", data=raw, headers={"Content-Type": "application/json"})
         assert answer.status_code in (400, 422), (raw, answer.status_code, answer.text[:300])
     assert world.pipelines() == before
@@ -459,7 +462,8 @@ def test_reuse_takes_over_an_earlier_pipelines_node(world: World) -> None:
     assert third["status"] == "complete" and {n["type"] for n in third["nodes"]} == {"mimic"}, third
     assert third["commit"] == second["commit"]
     names = ("prep", "train", "collect")
-    assert [node_of(third, n)["execution"]["id"] for n in names] == [node_of(second, n)["execution"]["id"] for n in names]
+    assert [node_of(third, n)["execution"]["id"] for n in names] == [
+        node_of(second, n)["execution"]["id"] for n in names]
 
 
 def test_a_git_commit_runs_as_the_client_resolves_it(world: World) -> None:
@@ -482,3 +486,37 @@ def test_a_git_commit_runs_as_the_client_resolves_it(world: World) -> None:
     p = world.wait(world.get(f"{project_id(world.alice_api, 'gitdemo')}:{found[1]}"))
     assert p["commit"] == {"identifier": head, "adhoc": False}
     assert p["status"] == "complete" and execution(world, node_of(p, "train"))["parameters"]["rows"] == 2
+
+
+def test_the_payload_forms_other_clients_send(world: World) -> None:
+    """Underscored node keys (Valohai's web UI), an input as one URL, a `single` variant as a value,
+    a node that stands for an earlier execution (`reuse_execution_id`), and vh-orch's own `commit`."""
+    earlier = world.wait(world.run("three"))
+    old_prep = execution(world, node_of(earlier, "prep"))
+    log = next(o for o in old_prep["outputs"] if o["name"] == "prep.log")
+    body = {
+        "project": world.pid, "title": "by hand", "commit": earlier["commit"]["identifier"],
+        "nodes": [
+            {"name": "prep", "type": "execution", "on_error": "stop-all",
+             "template": {"step": "prep", "parameters": {"rows": {"style": "single", "rules": {"value": 3}}}}},
+            {"name": "old", "type": "execution", "reuse_execution_id": old_prep["id"]},
+            {"name": "train", "type": "execution", "edge_merge_mode": "append",
+             "template": {"step": "train", "inputs": {"data": log["datum"]}, "environment_variables": {"X": "1"}}},
+        ],
+        "edges": [
+            {"source_node": "prep", "source_type": "outputs", "source_key": "data/train*",
+             "target_node": "train", "target_type": "inputs", "target_key": "data"},
+            {"source": "old.output.data/test.csv", "target": "train.input.data"},
+        ],
+    }
+    answer = world.alice_api.post("/api/v0/pipelines/", json=body)
+    assert answer.status_code == 201, answer.text
+    p = world.wait(answer.json())
+    nodes = [(n["name"], n["status"], n["status_reason"]) for n in p["nodes"]]
+    assert p["status"] == "complete" and p["title"] == "by hand", nodes
+    assert node_of(p, "old")["type"] == "mimic" and node_of(p, "old")["execution"]["id"] == old_prep["id"]
+    assert execution(world, node_of(p, "prep"))["parameters"]["rows"] == 3
+    train = execution(world, node_of(p, "train"))
+    # append: the template's URL stays beside the edges' files (one from prep, one from the reused node)
+    assert log["datum"] in train["inputs"]["data"] and len(train["inputs"]["data"]) == 3
+    assert train["environment_variables"]["X"] == "1"

@@ -64,12 +64,12 @@ def create_pipeline(request: Request, user: CurrentUser, body: PipelineCreate) -
     """Start a pipeline: every node is checked against its step (as `vh-orch pipeline run` checks a
     valohai.yaml pipeline) and nothing is written unless all of them pass; then its first nodes start."""
     from vh_orch.orchestrator.pipelines.create import PipelineRequest
-    from vh_orch.orchestrator.pipelines.create import create_pipeline as create
+    from vh_orch.orchestrator.pipelines.engine import start_pipeline
     from vh_orch.orchestrator.wakeup import notify_daemon
 
     project = visible_project(request, user, body.project)
     _check_reused(request, user, body.nodes)
-    commit = _pipeline_commit(request, user, body)
+    commit = _pipeline_commit(request, body)
     adhoc = commit[1:] if commit.startswith("~") else None
     run = as_caller(request, user, SubmitRequest(
         project=project.name, step="", commit=None if adhoc else commit, stored_adhoc=adhoc, title=body.title))
@@ -77,7 +77,8 @@ def create_pipeline(request: Request, user: CurrentUser, body: PipelineCreate) -
                "parameters": body.parameters, "reuse_executions": body.reuse_executions}
     store = store_of(request)
     try:
-        pipeline = create(store, settings_of(request), PipelineRequest(run=run, payload=payload, title=body.title))
+        pipeline = start_pipeline(store, settings_of(request), PipelineRequest(run=run, payload=payload,
+                                                                               title=body.title))
     except UserInputError as exc:
         exc.field = _field_of(str(exc), exc.field)
         raise refusal(exc) from None
@@ -85,7 +86,7 @@ def create_pipeline(request: Request, user: CurrentUser, body: PipelineCreate) -
     return detail_json(request, store.get_pipeline(pipeline.id))  # type: ignore[arg-type]
 
 
-def _pipeline_commit(request: Request, user: User, body: PipelineCreate) -> str:
+def _pipeline_commit(request: Request, body: PipelineCreate) -> str:
     """The commit the pipeline runs: the body's `commit`, else the one its first execution or task node
     names (the client writes the same into each), else, for a pipeline of `--reuse` nodes only, the
     commit of the pipeline the first one reuses from (_check_reused has made sure the caller sees it)."""
@@ -96,19 +97,14 @@ def _pipeline_commit(request: Request, user: User, body: PipelineCreate) -> str:
         if isinstance(template, dict) and template.get("commit") not in (None, ""):
             named = template["commit"]
             if not isinstance(named, str) or len(named) > 200:
-                raise field_error("nodes", f"node {node.get('name')!r}: its template's commit must be a commit "
-                                  "identifier (text)")
+                raise field_error("nodes", f"node {str(node.get('name'))[:200]!r}: its template's commit must be "
+                                  "a commit identifier (text)")
             return named.strip()
+    store = store_of(request)
     for node in body.nodes:
         source = node.get("source") if isinstance(node, dict) else None
         if isinstance(source, int) and not isinstance(source, bool):
-            store = store_of(request)
-            try:
-                pipeline = store.get_pipeline(store.get_pipeline_node(source).pipeline_id)
-            except NotFound:
-                break
-            if not store.can_see(user, pipeline.project_id):
-                break
+            pipeline = store.get_pipeline(store.get_pipeline_node(source).pipeline_id)
             return commit_identifier(store.get_commit(pipeline.commit_id))
     raise field_error("nodes", "no node names the commit to run: give each execution or task node a template "
                       "with its `commit` (as `vh pipeline run` does), or the body a `commit`")
@@ -123,15 +119,17 @@ def _check_reused(request: Request, user: User, nodes: list[Any]) -> None:
         if not isinstance(node, dict):
             continue
         name = str(node.get("name"))[:200]
-        source = node.get("source")
-        reused = node.get("reuse_execution_id", node.get("reuse-execution-id"))
-        for value, what, find in ((source, "source pipeline node", _node_project),
-                                  (reused, "reused execution", _execution_project)):
+        for key, what, find in (("source", "source pipeline node", _node_project),
+                                ("reuse_execution_id", "reused execution", _execution_project),
+                                ("reuse-execution-id", "reused execution", _execution_project)):
+            value = node.get(key)
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
-            project = find(request, value) if 0 < value <= MAX_INT else None
+            in_range = 0 < value <= MAX_INT
+            project = find(request, value) if in_range else None
             if project is None or not store.can_see(user, project):
-                raise field_error("nodes", f"node {name!r}: {what} {value} is not one you can see "
+                raise field_error("nodes", f"node {name!r}: {what} {value if in_range else '(out of range)'} "
+                                  "is not one you can see "
                                   "(`vh pipeline list` shows your pipelines)", code="does_not_exist")
 
 

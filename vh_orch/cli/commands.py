@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from vh_orch.cli import daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users
+from vh_orch.cli import (
+    daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
+)
 
 app = typer.Typer(
     name="vh-orch",

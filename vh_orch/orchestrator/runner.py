@@ -683,7 +683,7 @@ class ExecutionRunner:
                 files.append((path, rel))
         # Output metadata describes the outputs and is not stored as one (as on Valohai).
         described = metadata_files(rel for _, rel in files)
-        sources = read_local(outputs_dir, [(rel, path.stat().st_size) for path, rel in files if rel in described])
+        sources = read_local(outputs_dir, [(rel, _size(path)) for path, rel in files if rel in described])
         files = [(path, rel) for path, rel in files if rel not in described]
         if not files:
             return [], None
@@ -717,6 +717,14 @@ class ExecutionRunner:
                     problem = problem or f"storing outputs failed: {exc}"
         describe(rows, sources, lambda line: ingester.add("stderr", line))
         return rows, problem
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 when it is gone (reading it then says so)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -132,13 +132,14 @@ def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **ex
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
-            snapshot: tuple[Project, Snapshot] | None = None) -> Prepared:
+            snapshot: tuple[Project, Snapshot] | None = None, inputs_later: bool = False) -> Prepared:
     """Check a request against its project, commit, step and environment; writes nothing.
     vary: parameters a task gives each child (not required here; no command is built).
-    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot)."""
+    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot).
+    inputs_later: the inputs are checked when the work starts (a pipeline node's, made by its upstream nodes)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary)
+                            vary=vary, inputs_later=inputs_later)
 
     env_name = req.environment
     if env_name is None:

@@ -50,13 +50,19 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
     else:
         raise UserInputError("a pipeline needs a valohai.yaml pipeline name or a definition", field="pipeline")
     run = replace(req.run, step="")
-    _pipeline_wide(spec, run)
+    config = parse_config(snapshot.config_yaml)
+    environments = {e.name for e in store.list_environments()}
+    _pipeline_wide(spec, run, environments)
     for node in spec.nodes:
         if node.type != "mimic" and node.template.get("commit") is None:
+            # The values given are checked now (parameters, environment, rights); what may come later, or
+            # only matters when the node runs, is checked when it starts: parameters that edges set or that
+            # nothing gives yet, inputs (with what its upstream nodes made), and the node's image.
+            later = fed_parameters(spec, node.name) | _task_varied(node) | _missing(config, node)
+            checked = replace(node_request(run, node, fed=later, environments=environments), image=None)
             with about("nodes"):
                 try:
-                    prepare(store, settings, node_request(run, node, fed=fed_parameters(spec, node.name)),
-                            vary=fed_parameters(spec, node.name) | _task_varied(node), snapshot=(project, snapshot))
+                    prepare(store, settings, checked, vary=later, snapshot=(project, snapshot), inputs_later=True)
                 except UserInputError as exc:
                     raise UserInputError(f"node {node.name!r}: {exc}", field=exc.field or "nodes") from None
     title = req.title or name
@@ -66,18 +72,19 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
     rows = [PipelineNode(pipeline_id=0, name=n.name, type=n.type, spec=_node_json(spec, n)) for n in spec.nodes]
     return store.create_pipeline(
         Pipeline(project_id=project.id, counter=0, commit_id=stored_commit.id, name=name, title=title,  # type: ignore[arg-type]
-                 spec=spec.to_json(), user=user, restricted=run.restricted),
+                 spec={**spec.to_json(), **({"_remote": True} if run.remote else {})}, user=user,
+                 restricted=run.restricted),
         rows,
     )
 
 
-def _pipeline_wide(spec: PipelineSpec, run: SubmitRequest) -> None:
-    """The request's environment and priority go into every node that names none of its own, so
-    that the stored nodes say where they run."""
+def _pipeline_wide(spec: PipelineSpec, run: SubmitRequest, environments: set[str]) -> None:
+    """The request's environment and priority go into every node that names none of its own (a
+    Valohai environment slug is none of vh-orch's), so that the stored nodes say where they run."""
     for node in spec.nodes:
         if node.type == "mimic":
             continue
-        if run.environment and not node.template.get("environment"):
+        if run.environment and node.template.get("environment") not in environments:
             node.template["environment"] = run.environment
         if run.priority and node.template.get("priority") is None:
             node.template["priority"] = run.priority
@@ -85,10 +92,13 @@ def _pipeline_wide(spec: PipelineSpec, run: SubmitRequest) -> None:
 
 def node_request(run: SubmitRequest, node: Node, fed: frozenset[str] = frozenset(),
                  parameters: dict[str, Any] | None = None, inputs: dict[str, list[str]] | None = None,
-                 environment_variables: dict[str, Any] | None = None) -> SubmitRequest:
+                 environment_variables: dict[str, Any] | None = None,
+                 environments: set[str] | None = None) -> SubmitRequest:
     """The request that runs an execution or task node: its template's values, then what its edges
     brought (`parameters`, `inputs`, `environment_variables`, which replace the template's by name).
-    fed: parameters an edge will set (left out while checking before the upstream nodes ran)."""
+    fed: parameters an edge will set (left out while checking before the upstream nodes ran).
+    environments: vh-orch's environment names: a node's `environment` counts only when it names one
+    (a Valohai environment slug does not), as for a step's."""
     t = node.template
     values = {k: v for k, v in t.get("parameters", {}).items() if k not in fed and not isinstance(v, dict)}
     values.update(parameters or {})
@@ -99,7 +109,8 @@ def node_request(run: SubmitRequest, node: Node, fed: frozenset[str] = frozenset
     return replace(
         run, step=t["step"], parameters=given, inputs=urls,
         environment_variables={k: [v] for k, v in variables.items()},
-        image=t.get("image") or run.image, environment=t.get("environment") or run.environment,
+        image=t.get("image") or run.image,
+        environment=t["environment"] if t.get("environment") in (environments or set()) else run.environment,
         priority=t["priority"] if t.get("priority") is not None else run.priority,
     )
 
@@ -107,6 +118,16 @@ def node_request(run: SubmitRequest, node: Node, fed: frozenset[str] = frozenset
 def fed_parameters(spec: PipelineSpec, name: str) -> frozenset[str]:
     """The node's parameters that its incoming parameter and metadata edges set."""
     return frozenset(e.target_key for e in spec.incoming(name) if e.target_type == "parameter")
+
+
+def _missing(config: Any, node: Node) -> frozenset[str]:
+    """The step's required parameters (no default) that the node's template gives no value."""
+    step = config.steps.get(node.template["step"])
+    if step is None:
+        return frozenset()
+    given = node.template.get("parameters", {})
+    return frozenset(name for name, p in step.parameters.items()
+                     if p.default is None and not p.optional and name not in given)
 
 
 def _task_varied(node: Node) -> frozenset[str]:

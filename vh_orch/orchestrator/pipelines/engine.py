@@ -94,6 +94,7 @@ class _Move:
         self.work = self.store.pipeline_work(pipeline_id)
         self._snapshot: tuple[Project, Snapshot] | None = None
         self.stopped = False
+        self._environment_names: set[str] | None = None
 
     def run(self) -> bool:
         if P(self.pipeline.status).is_final:
@@ -230,21 +231,26 @@ class _Move:
         return (source or {}).get(condition.key)
 
     def _skip_unreachable(self) -> bool:
-        """Nodes waiting on a node that failed (not `continue`) or was skipped can never run: skipped."""
-        changed = False
-        for spec_node in self.spec.nodes:
-            node = self.nodes[spec_node.name]
-            if node.status not in WAITING:
-                continue
-            for up in self.spec.upstream(node.name):
-                upstream = self.nodes[up]
-                blocked = upstream.status == N.SKIPPED or (
-                    upstream.status in FAILED and self._spec_node(upstream).on_error != "continue")
-                if blocked:
-                    changed |= self.store.update_node(node.id, {  # type: ignore[arg-type]
-                        "status": N.SKIPPED, "status_reason": f"upstream node {up!r} {upstream.status}"},
-                        only_if=WAITING)
-                    break
+        """Nodes waiting on a node that failed (not `continue`) or was skipped can never run: skipped,
+        and what waits on them in turn, in this one look."""
+        changed, again = False, True
+        while again:
+            again = False
+            for spec_node in self.spec.nodes:
+                node = self.nodes[spec_node.name]
+                if node.status not in WAITING:
+                    continue
+                for up in self.spec.upstream(node.name):
+                    upstream = self.nodes[up]
+                    blocked = upstream.status == N.SKIPPED or (
+                        upstream.status in FAILED and self._spec_node(upstream).on_error != "continue")
+                    if blocked:
+                        if self.store.update_node(node.id, {  # type: ignore[arg-type]
+                                "status": N.SKIPPED, "status_reason": f"upstream node {up!r} {upstream.status}"},
+                                only_if=WAITING):
+                            node.status = N.SKIPPED  # what waits on this one sees it in this look
+                            changed = again = True
+                        break
         return changed
 
     def _ready(self, name: str) -> bool:
@@ -299,7 +305,7 @@ class _Move:
     def _hold(self, node: PipelineNode, spec_node: Node, fed: _Fed) -> bool | None:
         """node-starting actions (against the parameters it would start with) and require-approval
         of a node-complete action upstream: True/False when the node does not start now, None to go on."""
-        values = {**{k: v for k, v in spec_node.template.get("parameters", {}).items()}, **fed.parameters}
+        values = {**spec_node.template.get("parameters", {}), **fed.parameters}
 
         def value_of(condition: Any) -> Any:
             return values.get(condition.key) if condition.source == "parameter" else None
@@ -329,9 +335,32 @@ class _Move:
         return None
 
     def _run_base(self) -> SubmitRequest:
+        """Who runs the nodes, with the rights the pipeline was created with: one from the API (`_remote`)
+        gets URLs only, and datum:// inputs of projects its user may see (a node's inputs are
+        checked when it starts)."""
         project = self.store.get_project_by_id(self.pipeline.project_id)
+        remote = self.pipeline.restricted or bool(self.pipeline.spec.get("_remote"))
         return SubmitRequest(project=project.name, step="", user=self.pipeline.user,
-                             restricted=self.pipeline.restricted, remote=self.pipeline.restricted)
+                             restricted=self.pipeline.restricted, remote=remote,
+                             datum_visible=self._datum_visible() if remote else None)
+
+    def _datum_visible(self) -> Any:
+        user = self.store.find_user(self.pipeline.user or "")
+        # its user is gone: its own project's outputs only
+        visible = [self.pipeline.project_id] if user is None else self.store.visible_project_ids(user)
+
+        def datum_visible(datum_id: str) -> bool:
+            if visible is None:
+                return True
+            return self.store.get_execution(self.store.get_output(datum_id).execution_id).project_id in visible
+
+        return datum_visible
+
+    def _environments(self) -> set[str]:
+        """vh-orch's environment names (a node's Valohai environment slug that names none is not used)."""
+        if self._environment_names is None:
+            self._environment_names = {e.name for e in self.store.list_environments()}
+        return self._environment_names
 
     def _title(self, node: PipelineNode) -> str:
         base = self.pipeline.title or self.pipeline.name or f"pipeline {self.pipeline.counter}"
@@ -358,7 +387,7 @@ class _Move:
         run = replace(self._run_base(), title=self._title(node))
         snapshot = self._snapshot_for(spec_node, run)
         req = node_request(run, spec_node, parameters=fed.parameters, inputs=self._inputs(spec_node, fed),
-                           environment_variables=fed.environment_variables)
+                           environment_variables=fed.environment_variables, environments=self._environments())
         prepared = prepare(self.store, self.engine.settings, req, snapshot=snapshot)
         check_storable(req, prepared)
         commit = keep_commit(self.store, prepared)
@@ -393,7 +422,8 @@ class _Move:
         run = replace(self._run_base(), title=self._title(node))
         snapshot = self._snapshot_for(spec_node, run)
         req = node_request(run, spec_node, fed=frozenset(fed.parameters), parameters=fixed,
-                           inputs=self._inputs(spec_node, fed), environment_variables=fed.environment_variables)
+                           inputs=self._inputs(spec_node, fed), environment_variables=fed.environment_variables,
+                           environments=self._environments())
         try:
             task = create_task(self.store, self.engine.settings, TaskRequest(
                 run=req, body=body, pipeline_node_id=node.id, pipeline_attempt=node.attempt, snapshot=snapshot))

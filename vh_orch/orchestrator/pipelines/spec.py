@@ -47,6 +47,8 @@ MAX_NAME_CHARS = 200
 MAX_CONDITION_CHARS = 500
 
 _CONDITION = re.compile(r"^\s*(metadata|parameter)\.([^\s<>=!]{1,200})\s*(<=|>=|==|!=|<|>)\s*(.{1,200}?)\s*$")
+# A bare key (`a`, `metadata.done`, `parameter.flag`): the value is there and true (not 0, "", false).
+_TRUTHY = re.compile(r"^\s*(?:(metadata|parameter)\.)?([A-Za-z_][A-Za-z0-9_.\-]{0,199})\s*$")
 # Keys of a node's template that vh-orch reads, with the spellings clients send.
 _TEMPLATE_ALIASES = {"environment-variables": "environment_variables", "runtime-config": "runtime_config",
                      "maximum-queued-executions": "maximum_queued_executions", "on-child-error": "on_child_error",
@@ -59,13 +61,15 @@ class Condition:
 
     source: str  # metadata | parameter
     key: str
-    op: str
+    op: str  # one of CONDITION_OPERATORS, or "is" (a bare key: its value is true)
     value: Any  # a number, a bool, or text
 
     def holds(self, actual: Any) -> bool:
         """Whether the condition holds for this value (False when the key is missing or the types differ)."""
         if actual is None:
             return False
+        if self.op == "is":
+            return bool(actual)
         try:
             if self.op == "==":
                 return bool(actual == self.value)
@@ -390,11 +394,17 @@ def _words(raw: Any, allowed: tuple[str, ...] | None, what: str) -> tuple[str, .
 
 
 def parse_condition(text: str, where: str = "the pipeline") -> Condition:
-    """`metadata.accuracy < .8` or `parameter.epochs >= 10`; the value is a number, true/false, or text."""
-    match = _CONDITION.match(text) if len(text) <= MAX_CONDITION_CHARS else None
+    """`metadata.accuracy < .8` or `parameter.epochs >= 10` (the value a number, true/false, or text), or a
+    bare `metadata.KEY`, `parameter.NAME` or `KEY` (a metadata key): its value is there and true."""
+    short = len(text) <= MAX_CONDITION_CHARS
+    bare = _TRUTHY.match(text) if short else None
+    if bare is not None:
+        return Condition(source=bare.group(1) or "metadata", key=bare.group(2), op="is", value=True)
+    match = _CONDITION.match(text) if short else None
     if match is None:
         raise UserInputError(f"{where}: condition {_short(text)} is not `metadata.KEY OP VALUE` or "
-                             f"`parameter.NAME OP VALUE` (OP one of {' '.join(CONDITION_OPERATORS)})", field="nodes")
+                             f"`parameter.NAME OP VALUE` (OP one of {' '.join(CONDITION_OPERATORS)}), or a bare "
+                             "KEY that must be true", field="nodes")
     source, key, op, value_text = match.groups()
     return Condition(source=source, key=key, op=op, value=_literal(value_text))
 

@@ -57,8 +57,12 @@ class DatasetsStore(Database):
             named = ", ".join([*(f"'{ref.uri}'" for ref in plans), *(f"alias '{a}'" for a in aliases)])
             return [f"vh-orch: the execution did not complete: {named} not made"]
         lines = [self._move_alias(s, execution.project_id, name, output) for name, output in aliases.items()]
-        for ref, members in plans.items():
-            lines.append(self._make_version(s, execution, ref, members))
+        pending = dict(plans)
+        while pending:  # a version made `from` another one this execution makes comes after it
+            ready = [ref for ref, members in pending.items()
+                     if not any(r.base in pending and r.base != ref for _, r in members)] or list(pending)
+            for ref in ready:
+                lines.append(self._make_version(s, execution, ref, pending.pop(ref)))
         return lines
 
     def _move_alias(self, s: Session, project_id: int, name: str, output: Output) -> str:

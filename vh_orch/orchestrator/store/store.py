@@ -14,7 +14,7 @@ from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.orchestrator.store.utilization import UtilizationStore
 
 
-class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore, UtilizationStore,
-            LifecycleStore, UsersStore, LeasesStore, DatasetsStore):
+class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore,
+            UtilizationStore, LifecycleStore, UsersStore, LeasesStore, DatasetsStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""
