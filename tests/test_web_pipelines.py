@@ -308,6 +308,8 @@ def test_the_pipeline_page_draws_the_graph_live_and_approves_a_held_node(browser
     assert not browser.find_element(By.ID, "stop").is_displayed()
     held = pipeline(alice, made["id"])["nodes"][1]
     assert held["approved_by"] == "alice"
+    again = alice.post(f"/api/v0/pipelines/{made['id']}/nodes/held/approve/")
+    assert again.status_code == 400 and "nothing to approve" in again.json()["pipeline"][0]["message"]
     shot(browser, "pipeline")
 
     # The project page lists it, linked to its page.
