@@ -639,12 +639,16 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The URLs for every input: those given on the command line, else the defaults."""
+def check_input_names(step: Step, given: Mapping[str, Sequence[str]]) -> None:
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
         known = ", ".join(step.inputs) or "none"
         raise UserInputError(f"unknown input {unknown[0]!r} for step {step.name!r}; it has: {known}")
+
+
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The URLs for every input: those given on the command line, else the defaults."""
+    check_input_names(step, given)
     urls: dict[str, list[str]] = {}
     for name, inp in step.inputs.items():
         if "/" in name or name in (".", "..") or "\0" in name:
@@ -762,6 +766,8 @@ def resolve_step(
         else:
             params = resolve_parameters(step, parameters)
     with about("inputs"):
+        if inputs_later:  # their URLs wait, but a name the step lacks is wrong now
+            check_input_names(step, inputs)
         urls = {} if inputs_later else resolve_input_urls(step, inputs)
     with about("environment_variables"):
         variables = resolve_environment_variables(step, environment_variables)

@@ -59,8 +59,9 @@ class PipelinesStore(LifecycleStore):
 
     def list_pipelines(self, project_ids: Sequence[int] | None = None, statuses: Sequence[str] | None = None,
                        counters: Sequence[int] | None = None, limit: int | None = None,
-                       offset: int = 0) -> tuple[list[Pipeline], int]:
-        """Pipelines, newest first, and how many match in all."""
+                       offset: int = 0, users: Sequence[str] | None = None,
+                       oldest_first: bool = False) -> tuple[list[Pipeline], int]:
+        """Pipelines, newest first (or oldest first), and how many match in all."""
         with self.read() as s:
             where = []
             if project_ids is not None:
@@ -69,8 +70,11 @@ class PipelinesStore(LifecycleStore):
                 where.append(col(Pipeline.status).in_(list(statuses)))
             if counters:
                 where.append(col(Pipeline.counter).in_(list(counters)))
+            if users:
+                where.append(col(Pipeline.user).in_(list(users)))
             total = s.exec(select(func.count()).select_from(Pipeline).where(*where)).one()
-            query = select(Pipeline).where(*where).order_by(col(Pipeline.id).desc()).offset(offset)
+            order = col(Pipeline.id).asc() if oldest_first else col(Pipeline.id).desc()
+            query = select(Pipeline).where(*where).order_by(order).offset(offset)
             if limit is not None:
                 query = query.limit(limit)
             return list(s.exec(query)), total
@@ -79,6 +83,16 @@ class PipelinesStore(LifecycleStore):
         with self.read() as s:
             return list(s.exec(select(Pipeline).where(col(Pipeline.status).in_(ACTIVE_PIPELINE))
                                .order_by(col(Pipeline.id))))
+
+    def node_pipelines(self, node_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Node id -> (its pipeline's id, that pipeline's counter), for these nodes."""
+        if not node_ids:
+            return {}
+        with self.read() as s:
+            rows = s.exec(select(PipelineNode.id, Pipeline.id, Pipeline.counter)
+                          .join(Pipeline, col(Pipeline.id) == col(PipelineNode.pipeline_id))
+                          .where(col(PipelineNode.id).in_(list(set(node_ids)))))
+            return {node_id: (pipeline_id, counter) for node_id, pipeline_id, counter in rows}  # type: ignore[misc]
 
     def pipeline_nodes(self, pipeline_id: int) -> list[PipelineNode]:
         """A pipeline's nodes, in definition order."""
