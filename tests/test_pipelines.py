@@ -65,6 +65,15 @@ STEPS = """
         type: string
         default: /nonexistent-folder/tries.txt
 - step:
+    name: echoenv
+    image: vh-orch/busybox:test
+    command: echo "greeting $GREETING"; ls "$VH_INPUTS_DIR/data"
+    inputs:
+      - name: data
+    environment-variables:
+      - name: GREETING
+        default: hi
+- step:
     name: lister
     image: vh-orch/busybox:test
     command: echo '{"sizes":[4,5]}'
@@ -236,6 +245,45 @@ STEPS = """
     edges:
       - [lister.metadata.sizes, sweep.parameter.rows]
       - [sweep.output.model*, collect.input.models]
+- pipeline:
+    name: relay
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: first
+        type: execution
+        step: echoenv
+        override:
+          environment-variables:
+            - name: GREETING
+              default: bonjour
+      - name: second
+        type: execution
+        step: echoenv
+    edges:
+      - [prep.output.data/train.csv, first.input.data]
+      - [first.input.data, second.input.data]
+      - [first.environment-variable.GREETING, second.environment-variable.GREETING]
+- pipeline:
+    name: guarded
+    parameters:
+      - name: rows
+        targets: [prep.parameter.rows]
+        default: 500
+    nodes:
+      - name: prep
+        type: execution
+        step: prep
+      - name: train
+        type: execution
+        step: train
+        actions:
+          - when: node-starting
+            if: parameter.rows > 100
+            then: error-pipeline
+    edges:
+      - [prep.parameter.rows, train.parameter.rows]
 - pipeline:
     name: lenient
     parameters:
@@ -435,6 +483,26 @@ def test_a_metadata_list_into_a_task_node_makes_one_child_per_item(vh: VhOrch) -
     assert rows == [4, 5]  # the list replaced the blueprint's items (1, 2, 3)
     text = log_text(vh, by["collect"]["execution"])
     assert "model-4.bin" in text and "model-5.bin" in text and "model-1.bin" not in text
+
+
+def test_input_and_environment_variable_edges_copy_the_sources(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "relay"))
+    assert info["status"] == "complete", info
+    by = nodes(info)
+    first = vh.json("exec", "info", str(by["first"]["execution"]))
+    second = vh.json("exec", "info", str(by["second"]["execution"]))
+    assert len(first["inputs"]["data"]) == 1 and second["inputs"]["data"] == first["inputs"]["data"]
+    assert second["environment_variables"]["GREETING"] == "bonjour"
+    assert "greeting bonjour" in log_text(vh, second["id"]) and "train.csv" in log_text(vh, second["id"])
+
+
+def test_a_node_starting_action_errors_the_pipeline_before_the_node_runs(vh: VhOrch) -> None:
+    info = wait_pipeline(vh, run_pipeline(vh, "guarded"))
+    by = nodes(info)
+    assert info["status"] == "error" and "error-pipeline" in info["status_reason"], info
+    assert by["train"]["status"] == "skipped" and by["train"]["executions"] == []
+    fine = wait_pipeline(vh, run_pipeline(vh, "guarded", "-p", "rows=50"))
+    assert fine["status"] == "complete", fine
 
 
 def test_stop_next_skips_only_what_depends_on_the_failed_node(vh: VhOrch) -> None:
