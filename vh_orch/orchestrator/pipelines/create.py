@@ -67,12 +67,14 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
                     raise UserInputError(f"node {node.name!r}: {exc}", field=exc.field or "nodes") from None
     title = req.title or name
     user = prepare_user(run)
-    ensure_storable({"pipeline": spec.to_json(), "title": title, "user": user})
+    stored = spec.to_json()  # once: a 500-node pipeline's definition is large
+    ensure_storable({"pipeline": stored, "title": title, "user": user})
     stored_commit = store_snapshot(store, project.id, snapshot)  # type: ignore[arg-type]
-    rows = [PipelineNode(pipeline_id=0, name=n.name, type=n.type, spec=_node_json(spec, n)) for n in spec.nodes]
+    by_name = {n["name"]: n for n in stored["nodes"]}
+    rows = [PipelineNode(pipeline_id=0, name=n.name, type=n.type, spec=by_name[n.name]) for n in spec.nodes]
     return store.create_pipeline(
         Pipeline(project_id=project.id, counter=0, commit_id=stored_commit.id, name=name, title=title,  # type: ignore[arg-type]
-                 spec={**spec.to_json(), **({"_remote": True} if run.remote else {})}, user=user,
+                 spec={**stored, **({"_remote": True} if run.remote else {})}, user=user,
                  restricted=run.restricted),
         rows,
     )
@@ -138,7 +140,4 @@ def _task_varied(node: Node) -> frozenset[str]:
 def prepare_user(run: SubmitRequest) -> str:
     return run.user or current_user()
 
-
-def _node_json(spec: PipelineSpec, node: Node) -> dict[str, Any]:
-    return next(n for n in spec.to_json()["nodes"] if n["name"] == node.name)
 

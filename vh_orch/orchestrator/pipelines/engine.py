@@ -91,6 +91,8 @@ class _Move:
         self.pipeline = self.store.get_pipeline(pipeline_id)
         self.spec = PipelineSpec.from_json(self.pipeline.spec)
         self.nodes = {n.name: n for n in self.store.pipeline_nodes(pipeline_id)}
+        self.upstream = _upstream(self.spec)
+        self._spec_nodes = {n.name: n for n in self.spec.nodes}
         self.work = self.store.pipeline_work(pipeline_id)
         self._snapshot: tuple[Project, Snapshot] | None = None
         self.stopped = False
@@ -240,7 +242,7 @@ class _Move:
                 node = self.nodes[spec_node.name]
                 if node.status not in WAITING:
                     continue
-                for up in self.spec.upstream(node.name):
+                for up in self.upstream[node.name]:
                     upstream = self.nodes[up]
                     blocked = upstream.status == N.SKIPPED or (
                         upstream.status in FAILED and self._spec_node(upstream).on_error != "continue")
@@ -254,7 +256,7 @@ class _Move:
         return changed
 
     def _ready(self, name: str) -> bool:
-        for up in self.spec.upstream(name):
+        for up in self.upstream[name]:
             upstream = self.nodes[up]
             if upstream.status == N.COMPLETE:
                 continue
@@ -322,7 +324,7 @@ class _Move:
                                      P.ERROR)
             return True
         asks = "require-approval" in thens
-        for up in self.spec.upstream(node.name):
+        for up in self.upstream[node.name]:
             upstream = self.nodes[up]
             if upstream.status == N.COMPLETE and "require-approval" in self._actions(
                     self._spec_node(upstream), "node-complete", lambda c, u=upstream: self._ended_value(u, c)):
@@ -550,7 +552,7 @@ class _Move:
         return [] if execution is None else [execution]
 
     def _spec_node(self, node: PipelineNode) -> Node:
-        return self.spec.node(node.name)
+        return self._spec_nodes[node.name]
 
 
 class _Fed:
@@ -563,6 +565,16 @@ class _Fed:
 
     def add_input(self, name: str, urls: list[str]) -> None:
         self.inputs[name] = _unique([*self.inputs.get(name, []), *urls])
+
+
+def _upstream(spec: PipelineSpec) -> dict[str, list[str]]:
+    """Each node's upstream nodes, in definition order (spec.upstream for every node, in one go over
+    the edges: a pass looks at them for every waiting node)."""
+    sources: dict[str, set[str]] = {n.name: set() for n in spec.nodes}
+    for edge in spec.edges:
+        sources[edge.target_node].add(edge.source_node)
+    order = {n.name: i for i, n in enumerate(spec.nodes)}
+    return {name: sorted(found, key=order.__getitem__) for name, found in sources.items()}
 
 
 def _unique(items: list[str]) -> list[str]:
