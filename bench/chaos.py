@@ -39,7 +39,7 @@ CONFIGS = {
         chaos.Config("disk", envs=("fake-docker", "fake-process", "ssh-plain", "ssh-cut"), executions=7, kills=5,
                      cuts=2, busy=1, full_disk=True, window_s=30.0),
         chaos.Config("end-points", executions=6, kills=2, failpoints=(
-            "after-outputs-uploaded", "after-result-recorded", "process-started", "after-outputs-uploaded",
+            "pipeline-work-made", "pipeline-node-ended", "after-outputs-uploaded", "after-result-recorded", "process-started", "after-outputs-uploaded",
             "after-result-recorded", "after-outputs-uploaded:2", "after-result-recorded:2"), window_s=20.0),
         chaos.Config("along-the-way", executions=6, kills=2, failpoints=(
             "launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "container-started",

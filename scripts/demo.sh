@@ -86,6 +86,12 @@ vh-orch task wait "$TASK" --timeout 600 || true
 say "vh-orch task info $TASK"
 vh-orch task info "$TASK"
 
+say "vh-orch pipeline run train-and-evaluate --project demo   (train, then evaluate its model)"
+PIPELINE=$(vh-orch pipeline run train-and-evaluate --project demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+vh-orch pipeline wait "$PIPELINE" --timeout 600 || true
+say "vh-orch pipeline info $PIPELINE"
+vh-orch pipeline info "$PIPELINE"
+
 say "next: the web UI and the HTTP API (what Valohai's \`vh\` client uses)"
 echo "start \`vh-orch serve\` (it listens on http://127.0.0.1:8700 unless --listen says otherwise), then"
 echo "  web UI: open http://127.0.0.1:8700/ and sign in (\`vh-orch user passwd admin\` sets a password)"

@@ -182,6 +182,8 @@ class Run:
         first daemon starts."""
         assert self.submitter is not None
         try:
+            if self.plan.pipeline is not None:
+                self.submitter.submit_pipeline(self.plan.pipeline)
             self.submitter.submit_all([job for job in self.plan.jobs if not job.submit_at])
             for fault in self.plan.faults:
                 delay = t0 + fault.at - time.monotonic()
@@ -238,8 +240,11 @@ class Run:
         assert self.submitter is not None
         if len(self.submitter.submitted) < len(self.plan.jobs) and not self.lanes_done.is_set():
             return False
+        if self.plan.pipeline is not None and not self.submitter.pipelines and not self.lanes_done.is_set():
+            return False
         rows = self.vh.json("exec", "list")
-        return all(row["status"] in check.FINAL for row in rows)
+        pipelines = self.vh.json("pipeline", "list") if self.submitter.pipelines else []
+        return all(row["status"] in check.FINAL for row in [*rows, *pipelines])
 
     # -- settling and the checks -------------------------------------------------------------------
 
@@ -271,10 +276,20 @@ class Run:
                                 if role.startswith("ssh-")], self.cluster)
         complete = [info for info in infos.values() if info["status"] == "complete"]
         assert self.submitter is not None
-        jobs = self.submitter.submitted
+        expected = {eid: job.expected(self.input_sha) for eid, job in self.submitter.submitted.items()}
+        for pipeline_id, job in self.submitter.pipelines.items():
+            info = self.vh.json("pipeline", "info", str(pipeline_id))
+            self.report.notes.append(f"pipeline {pipeline_id}: {info['status']} ({info['status_reason']}); nodes "
+                                     + ", ".join(f"{n['name']} {n['status']}" for n in info["nodes"]))
+            v += check.check_pipeline(self.vh.home / "state.db", info, infos)
+            for node in info["nodes"]:
+                for eid in node["executions"]:
+                    expected[eid] = job.expected(node["name"])
 
         def one(info: dict[str, Any]) -> list[str]:
-            return check.check_complete(self.vh, info, jobs[info["id"]].expected(self.input_sha),
+            if info["id"] not in expected:
+                return [f"execution {info['id']} was neither submitted nor made by a pipeline's node"]
+            return check.check_complete(self.vh, info, expected[info["id"]],
                                         self.folder / "downloads" / str(info["id"]))
 
         with ThreadPoolExecutor(3) as pool:

@@ -8,6 +8,9 @@ once the daemon has settled. Each check returns the violations it found, as sent
   final status; its metadata; its outputs exactly once with the right sha256, downloaded again;
 - no live machine (fake, SSH) once idle machines are retired; nothing of the installation left
   on an SSH host (its claim, its folder); no container of the installation on any engine;
+- a pipeline: final, every node final, each node try with at most one execution or task (and the
+  node's row pointing at its last try's), a complete node's work complete, the pipeline's end
+  agreeing with its nodes' (complete only when every node is);
 - no execution started twice at once: containers from `docker events` (start/die per
   `vh-orch.execution-id` label, a background watcher per engine), commands of the process
   runtime from their own record (a lock file each attempt takes while it runs: a second
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -223,6 +227,43 @@ def check_reasons(infos: dict[int, dict[str, Any]]) -> list[str]:
             if reason.startswith(prefix):
                 found.append(f"execution {eid} on {info['environment']} {what} (attempt {info['attempt']}): "
                              f"{info['status']}, {reason!r}")
+    return found
+
+
+def check_pipeline(db: Path, info: dict[str, Any], infos: dict[int, dict[str, Any]]) -> list[str]:
+    """A pipeline's invariants, from `pipeline info` and its rows (read-only)."""
+    pid = info["id"]
+    found = []
+    if info["status"] not in FINAL:
+        found.append(f"pipeline {pid} never ended: still {info['status']}")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        tries = conn.execute(
+            "SELECT n.name, w.attempt, COUNT(*) FROM pipeline_node n JOIN ("
+            " SELECT pipeline_node_id AS node, pipeline_attempt AS attempt FROM execution"
+            " WHERE pipeline_node_id IS NOT NULL UNION ALL"
+            " SELECT pipeline_node_id, pipeline_attempt FROM task WHERE pipeline_node_id IS NOT NULL"
+            ") w ON w.node = n.id WHERE n.pipeline_id = ? GROUP BY n.id, w.attempt", (pid,)).fetchall()
+        rows = {name: (attempt, execution) for name, attempt, execution in conn.execute(
+            "SELECT name, attempt, execution_id FROM pipeline_node WHERE pipeline_id = ?", (pid,))}
+        made = {(name, attempt): execution for name, attempt, execution in conn.execute(
+            "SELECT n.name, x.pipeline_attempt, x.id FROM execution x JOIN pipeline_node n"
+            " ON n.id = x.pipeline_node_id WHERE n.pipeline_id = ?", (pid,))}
+    found += [f"pipeline {pid}: node {name} try {attempt} has {n} executions/tasks" for name, attempt, n in tries
+              if n > 1]
+    for node in info["nodes"]:
+        where = f"pipeline {pid}: node {node['name']}"
+        if info["status"] in FINAL and node["status"] not in ("complete", "error", "stopped", "skipped"):
+            found.append(f"{where} is still {node['status']} in a pipeline that ended {info['status']}")
+        attempt, execution = rows[node["name"]]
+        if execution is not None and made.get((node["name"], attempt)) != execution:
+            found.append(f"{where}: its row points at execution {execution}, not at its try {attempt}'s")
+        if node["status"] == "complete" and execution is not None \
+                and infos.get(execution, {}).get("status") != "complete":
+            found.append(f"{where} is complete but its execution {execution} is not")
+    complete = all(n["status"] == "complete" for n in info["nodes"])
+    if (info["status"] == "complete") != complete and info["status"] in FINAL:
+        found.append(f"pipeline {pid} ended {info['status']} while its nodes are "
+                     + ", ".join(f"{n['name']} {n['status']}" for n in info["nodes"]))
     return found
 
 

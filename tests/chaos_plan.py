@@ -14,11 +14,12 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from chaos_workload import Job, plan_jobs
+from chaos_workload import Job, PipelineJob, plan_jobs
 
 ALL_ENVS = ("fake-docker", "fake-process", "ssh-plain", "ssh-cut", "ssh-engine")
 FAILPOINTS = ("launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "process-started",
-              "container-started", "log-follow", "output-upload", "after-outputs-uploaded", "after-result-recorded")
+              "container-started", "log-follow", "output-upload", "after-outputs-uploaded", "after-result-recorded",
+              "pipeline-work-made", "pipeline-node-ended")
 DISK_MB = 8
 
 
@@ -43,6 +44,7 @@ class Config:
     busy_s: tuple[float, float] = (1.0, 5.0)
     full_disk: bool = False  # the fake-docker datastore and the ssh-plain workdir on 8 MiB tmpfs
     settle_s: float = 120.0  # after the faults: every execution final, idle machines retired
+    pipeline: bool = True  # the chaos-chain pipeline (four nodes) runs beside the executions
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,11 @@ class Plan:
     jobs: list[Job]
     starts: list[Start]
     faults: list[Fault]
+    pipeline: PipelineJob | None = None
 
     def lines(self) -> list[str]:
         return ([f"job {i}: {job.describe()}" for i, job in enumerate(self.jobs)]
+                + ([self.pipeline.describe()] if self.pipeline else [])
                 + [f"daemon {i}: {s.describe()}" for i, s in enumerate(self.starts)]
                 + [f"at {f.at:5.1f} s: {f.kind} {'' if f.arg is None else f.arg}".rstrip() for f in self.faults])
 
@@ -105,4 +109,6 @@ def make_plan(seed: int, config: Config, envs: tuple[str, ...]) -> Plan:
               + [Fault(round(rng.uniform(0, config.window_s), 1), "busy", round(rng.uniform(*config.busy_s), 1))
                  for _ in range(config.busy)]
               + [Fault(job.submit_at, "submit", i) for i, job in enumerate(jobs) if job.submit_at])
-    return Plan(jobs, starts, sorted(faults, key=lambda f: f.at))
+    # drawn last, so that the rest of a seed's plan is what it was before pipelines joined
+    pipeline = PipelineJob(rng.choice(envs), rng.randint(*config.lines)) if config.pipeline else None
+    return Plan(jobs, starts, sorted(faults, key=lambda f: f.at), pipeline)

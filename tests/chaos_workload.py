@@ -6,6 +6,10 @@ The command prints `line 1..N` on stdout and `err 1..N` on stderr with small sle
 travelled wrong shows). Under the process runtime it also records its start and end with its
 pid, and takes a lock for as long as it runs: an attempt that finds the lock taken was started
 while an earlier one still ran, and says so in a file of its own.
+
+A pipeline (`chaos-chain`) runs the same command in three nodes: `first` (no input), then in
+parallel `left` on first's numbers and `right` on first's blob and numbers (two edges into one
+input), so each node's outputs are known too (PipelineJob.expected).
 """
 
 from __future__ import annotations
@@ -33,6 +37,30 @@ VALOHAI_YAML = f"""
       - {{name: kb, type: integer, default: 1}}
     inputs:
       - {{name: data}}
+- step:
+    name: chaos-node
+    image: {IMAGE}
+    command: sh chaos.sh {{parameter-value:lines}} {{parameter-value:pause}} {{parameter-value:kb}}
+    parameters:
+      - {{name: lines, type: integer}}
+      - {{name: pause, type: float, default: {PAUSE_S}}}
+      - {{name: kb, type: integer, default: 1}}
+    inputs:
+      - {{name: data, optional: true}}
+- pipeline:
+    name: chaos-chain
+    parameters:
+      - name: lines
+        targets: [first.parameter.lines, left.parameter.lines, right.parameter.lines]
+        default: 10
+    nodes:
+      - {{name: first, type: execution, step: chaos-node}}
+      - {{name: left, type: execution, step: chaos-node}}
+      - {{name: right, type: execution, step: chaos-node}}
+    edges:
+      - [first.output.lines.txt, left.input.data]
+      - [first.output.lines.txt, right.input.data]
+      - [first.output.blob.bin, right.input.data]
 """
 
 SCRIPT = r"""set -e
@@ -54,7 +82,8 @@ done
 echo "{\"chaos\": $VH_EXECUTION_ID, \"lines\": $n}"
 seq 1 "$n" > "$VH_OUTPUTS_DIR/lines.txt"
 head -c $((kb * 1024)) /dev/zero | tr '\0' x > "$VH_OUTPUTS_DIR/blob.bin"
-cat "$VH_INPUTS_DIR"/data/* > "$VH_OUTPUTS_DIR/input.bin"
+if [ -d "$VH_INPUTS_DIR/data" ]; then cat "$VH_INPUTS_DIR"/data/* > "$VH_OUTPUTS_DIR/input.bin"
+else : > "$VH_OUTPUTS_DIR/input.bin"; fi
 if [ -n "$trace" ]; then echo "end $$ $(date +%s.%N)" >> "$trace.trace"; fi
 """
 
@@ -77,6 +106,27 @@ class Job:
     def describe(self) -> str:
         when = "at the start" if not self.submit_at else f"at {self.submit_at:.1f} s"
         return f"{self.env}: {self.lines} lines, {self.blob_kb} KiB blob, submitted {when}"
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """The chaos-chain pipeline: where it runs and how many lines each node prints."""
+
+    env: str
+    lines: int
+
+    def expected(self, node: str) -> Expected:
+        numbers = "".join(f"{i}\n" for i in range(1, self.lines + 1)).encode()
+        blob = b"x" * 1024
+        inputs = {"first": b"", "left": numbers, "right": blob + numbers}  # data/* in name order
+        return Expected(self.lines, {
+            "lines.txt": hashlib.sha256(numbers).hexdigest(),
+            "blob.bin": hashlib.sha256(blob).hexdigest(),
+            "input.bin": hashlib.sha256(inputs[node]).hexdigest(),
+        })
+
+    def describe(self) -> str:
+        return f"pipeline chaos-chain on {self.env}: 3 nodes of {self.lines} lines, submitted at the start"
 
 
 def plan_jobs(rng: random.Random, envs: tuple[str, ...], count: int, lines: tuple[int, int],
@@ -111,6 +161,7 @@ class Submitter:
     def __init__(self, vh: VhOrch, project: Path, input_file: Path, trace_dir: Path) -> None:
         self.vh, self.project, self.input_file, self.trace_dir = vh, project, input_file, trace_dir
         self.submitted: dict[int, Job] = {}
+        self.pipelines: dict[int, PipelineJob] = {}
 
     def submit(self, job: Job) -> int:
         created = self.vh.run_json(
@@ -123,3 +174,9 @@ class Submitter:
     def submit_all(self, jobs: list[Job]) -> None:
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(self.submit, jobs))
+
+    def submit_pipeline(self, job: PipelineJob) -> int:
+        created = self.vh.json("pipeline", "run", "chaos-chain", "--project", "p", "--adhoc", str(self.project),
+                               "--environment", job.env, "-p", f"lines={job.lines}")
+        self.pipelines[created["id"]] = job
+        return int(created["id"])

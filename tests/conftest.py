@@ -96,6 +96,10 @@ SHARED_WORLDS = {
     "test_chaos.py": "chaos-world",
     # one daemon whose tasks are all started at once (the `launched` fixture): one worker, one copy
     "test_tasks.py": "tasks-daemon",
+    # one daemon for the module's pipelines (its last test restarts it): one worker, one copy
+    "test_pipelines.py": "pipelines-daemon",
+    # one daemon for the real `vh` client's pipelines (the `world` fixture): one worker, one copy
+    "test_vh_pipelines.py": "vh-pipelines-daemon",
 }
 
 

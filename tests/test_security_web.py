@@ -237,9 +237,11 @@ def test_every_page_api_route_and_static_file_carries_the_security_headers(
     signed_in = browser_session(api, "frank", PASSWORD)
     eid, pid, commit = hostile_run["id"], hostile_run["project"], hostile_run["commit"]
     pages = ["/login", "/", "/account/", f"/projects/{pid}/", f"/executions/{eid}/", f"/compare/?e={eid}",
-             "/operations/", "/tasks/999/", "/api/docs", "/api/openapi.json", "/metrics", "/nowhere"]
+             "/operations/", "/tasks/999/", "/pipelines/999/", "/datasets/999/", "/api/docs", "/api/openapi.json",
+             "/metrics", "/nowhere"]
     statics = [f"/static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*") if p.is_file()]
-    filled = {"project_id": pid, "ref": str(eid), "identifier": commit, "datum_id": "999"}
+    filled = {"project_id": pid, "ref": str(eid), "identifier": commit, "datum_id": "999", "dataset_id": "999",
+              "version_id": "999"}
     schema = signed_in.get(f"{api}/api/openapi.json", timeout=TIMEOUT).json()
     routes = [re.sub(r"\{(\w+)\}", lambda m: filled[m.group(1)], path)
               for path, ops in schema["paths"].items() if "get" in ops]

@@ -258,10 +258,10 @@ CORPUS_REFUSALS: dict[str, str | dict[str, str]] = {
         "parameter 'value': default item 'zoom' is not an integer: write a whole number",
     "valohai-yaml--warning--invalid-numeric-range-parameter-default.yaml":
         "parameter 'value': default 1337 is greater than the maximum allowed (100)",
-    # Valohai dataset URLs have no counterpart in vh-orch (yet), and datum:// defaults name datums
-    # of someone's Valohai project: refused by name, not crashed on.
+    # Dataset versions and datum:// defaults name what someone's Valohai project holds, and this
+    # installation has none of it: refused by name, not crashed on.
     "nvidia-monai-valohai.yaml": {
-        "train": "input 'preprocessed_data': unsupported URL 'dataset://task03_liver/test'",
+        "train": "input 'preprocessed_data': no dataset 'task03_liver' in this project",
         "evaluate": "input 'preprocessed_data': no datum 'datum://01971921-072b-4553-c48c-a86b7b056899'",
         "inference": "input 'model': no datum 'datum://latest-model'",
     },

@@ -18,6 +18,11 @@ The points, in the order an execution meets them:
     output-upload             one output file is in the datastore
     after-outputs-uploaded    every output is in the datastore, nothing recorded yet
     after-result-recorded     the result and outputs are committed, nothing cleaned up
+
+and in a pipeline's life (orchestrator/pipelines/engine.py):
+
+    pipeline-work-made        a node's execution or task is committed, its node row (a task's) not yet updated
+    pipeline-node-ended       a node's end is recorded, nothing downstream of it started yet
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ ENV = "VH_ORCH_FAILPOINT"
 POINTS = (
     "launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "process-started",
     "container-started", "log-follow", "output-upload", "after-outputs-uploaded", "after-result-recorded",
+    "pipeline-work-made", "pipeline-node-ended",
 )
 
 

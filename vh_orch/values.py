@@ -57,6 +57,46 @@ class TaskStatus(StrEnum):
 
 FINAL_TASK_STATUSES = frozenset({TaskStatus.STOPPED, TaskStatus.ERROR, TaskStatus.COMPLETE})
 
+
+class PipelineStatus(StrEnum):
+    """A pipeline: `started` once its first node starts; `stopping` while its running work stops
+    (a request, or a node's on-error); it ends complete, error or stopped."""
+
+    CREATED = "created"
+    STARTED = "started"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    ERROR = "error"
+    COMPLETE = "complete"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_PIPELINE_STATUSES
+
+
+FINAL_PIPELINE_STATUSES = frozenset({PipelineStatus.STOPPED, PipelineStatus.ERROR, PipelineStatus.COMPLETE})
+
+
+class NodeStatus(StrEnum):
+    """A pipeline node: `created` until its upstream nodes complete; `waiting-approval` while a
+    `require-approval` action holds it; `started` once its execution or task exists; it ends complete,
+    error, stopped, or `skipped` (it never ran: an upstream node failed, or the pipeline stopped)."""
+
+    CREATED = "created"
+    WAITING_APPROVAL = "waiting-approval"
+    STARTED = "started"
+    STOPPED = "stopped"
+    ERROR = "error"
+    COMPLETE = "complete"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_NODE_STATUSES
+
+
+FINAL_NODE_STATUSES = frozenset({NodeStatus.STOPPED, NodeStatus.ERROR, NodeStatus.COMPLETE, NodeStatus.SKIPPED})
+
 # Instance states as drivers report them.
 PENDING = "pending"
 RUNNING = "running"

@@ -38,7 +38,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     """metrics_allow: the client networks /metrics answers (`--metrics-allow`, parsed by
     api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any;
     allowed_hosts: the Host names answered (`--allowed-host`, parsed by api.site_guard; empty: any)."""
-    from vh_orch.api import commits, data, executions, operations, projects, tasks
+    from vh_orch.api import approvals, commits, data, datasets, executions, operations, pipelines, projects, tasks
 
     # /api/docs is a page of web/pages.py: swagger-ui vendored, no inline script (FastAPI's own loads it from a CDN)
     app = FastAPI(title="vh-orch", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
@@ -54,7 +54,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.throttle = LoginThrottle()
     app.state.metrics_allow = tuple(metrics_allow)
     app.state.metrics_registry = build_registry(store, daemon_metrics)
-    for module in (projects, commits, executions, tasks, data, operations):
+    for module in (projects, commits, executions, tasks, pipelines, approvals, data, datasets, operations):
         app.include_router(module.router)
     app.include_router(metrics_router)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
 from python_multipart.multipart import parse_options_header
 
 from vh_orch.api.auth import CurrentUser
@@ -20,15 +21,16 @@ from vh_orch.api.deps import (
     not_found,
     page_json,
     project_param,
+    project_public_id,
     settings_of,
     store_of,
     visible_project,
 )
 from vh_orch.api.multipart import Form, FormReader, MultipartError
-from vh_orch.api.shapes import commit_json
+from vh_orch.api.shapes import commit_identifier, commit_json
 from vh_orch.config.packages import read_package
 from vh_orch.errors import UserInputError
-from vh_orch.orchestrator.models import Commit, Project
+from vh_orch.orchestrator.models import Commit, Project, User
 from vh_orch.storage.packages import PackageError, keep_package
 from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits, read_config
 
@@ -146,6 +148,55 @@ def commit(request: Request, user: CurrentUser, identifier: str, project: str | 
     if found is None:
         raise not_found()
     return commit_json(request, found, include_config="config" in (include or "").split(","))
+
+
+@router.get("/commits/{identifier}/definitions/", name="commit_definitions")
+def definitions(request: Request, user: CurrentUser, identifier: str, project: str | None = None) -> dict[str, Any]:
+    """What this commit's valohai.yaml offers to start: steps (typed parameters, inputs with their
+    defaults), tasks (the body `vh task run` would send) and pipelines (their parameters, typed as the
+    step parameter each sets). A valohai.yaml that does not read answers 400 with its problem."""
+    from vh_orch.services.definitions import commit_definitions
+
+    found = _visible_commit(request, user, identifier, project)
+    try:
+        return commit_definitions(found.config_yaml)
+    except UserInputError as exc:
+        raise field_error("commit", str(exc)) from None
+
+
+class PipelinePayloadAsk(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | int
+    pipeline: str = Field(min_length=1, max_length=1000)
+    parameters: dict[str, str | int | float | bool | list[str | int | float | bool]] = Field(
+        default_factory=dict, max_length=200)
+
+
+@router.post("/commits/{identifier}/pipeline-payload/", name="pipeline_payload")
+def pipeline_payload(request: Request, user: CurrentUser, identifier: str, body: PipelinePayloadAsk
+                     ) -> dict[str, Any]:
+    """A valohai.yaml pipeline of this commit converted, with these pipeline parameter values, into
+    the body `vh pipeline run` posts to /api/v0/pipelines/ (the web UI's "New pipeline" posts it).
+    Nothing is created or checked against the steps here: the pipeline's own route does that."""
+    from vh_orch.orchestrator.pipelines.definition import pipeline_payload as convert
+
+    found = _visible_commit(request, user, identifier, str(body.project))
+    try:
+        payload = convert(found.config_yaml, body.pipeline, commit_identifier(found), body.parameters)
+    except UserInputError as exc:
+        raise field_error(exc.field or "pipeline", str(exc)) from None
+    return {"project": project_public_id(found.project_id), "title": payload.get("title") or body.pipeline,
+            **payload}
+
+
+def _visible_commit(request: Request, user: User, identifier: str, project: str | None) -> Commit:
+    if project is None:
+        raise field_error("project", "give the project's id: ?project=ID", code="required")
+    found = _find_commit(request, project_param(request, user, project), identifier)
+    if found is None:
+        raise not_found()
+    return found
 
 
 @router.post("/projects/{project_id}/fetch/")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import HTTPException, Query, Request
 
 from vh_orch.errors import NotFound
-from vh_orch.orchestrator.models import Execution, Project, Task, User
+from vh_orch.orchestrator.models import Execution, Pipeline, Project, Task, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 
@@ -109,6 +109,12 @@ def visible_task(request: Request, user: User, ref: str) -> Task:
     """A task by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 the same way."""
     store = store_of(request)
     return _visible(request, user, ref, "!", store.task_by_counter, store.get_task)
+
+
+def visible_pipeline(request: Request, user: User, ref: str) -> Pipeline:
+    """A pipeline by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 the same way."""
+    store = store_of(request)
+    return _visible(request, user, ref, "=", store.pipeline_by_counter, store.get_pipeline)
 
 
 def _visible(request: Request, user: User, ref: str, mark: str, by_counter: Callable[[int, int | None], T | None],

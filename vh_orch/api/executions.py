@@ -264,13 +264,12 @@ def execution_step(request: Request, user: CurrentUser, ref: str) -> dict[str, A
     """The step this execution ran, from its commit's valohai.yaml: each parameter's type, bounds,
     choices and default, and the value this execution had (what a "run again" form is made of)."""
     from vh_orch.config.steps import get_step, load_config
+    from vh_orch.services.definitions import parameter_dict
 
     e = visible_execution(request, user, ref)
     step = get_step(load_config(store_of(request).get_commit(e.commit_id).config_yaml).config, e.step)
-    return {"name": step.name, "parameters": [{
-        "name": name, "type": p.type, "description": p.description, "default": p.default,
-        "min": p.min, "max": p.max, "choices": p.choices, "multiple": bool(p.multiple), "optional": p.optional,
-        "value": e.parameters.get(name)} for name, p in step.parameters.items()],
+    return {"name": step.name, "parameters": [
+        parameter_dict(name, p) | {"value": e.parameters.get(name)} for name, p in step.parameters.items()],
         "inputs": [{"name": name, "urls": e.inputs.get(name, [])} for name in step.inputs]}
 
 
@@ -378,5 +377,7 @@ def many(request: Request, rows: list[Execution]) -> list[dict[str, Any]]:
     projects = store.project_names()
     envs = store.environment_names()
     commits = store.commits_by_id([e.commit_id for e in rows])
+    pipelines = store.node_pipelines([e.pipeline_node_id for e in rows if e.pipeline_node_id is not None])
     return [execution_json(request, e, projects.get(e.project_id, "?"), envs.get(e.environment_id, "?"),
-                           commits.get(e.commit_id)) for e in rows]
+                           commits.get(e.commit_id),
+                           None if e.pipeline_node_id is None else pipelines.get(e.pipeline_node_id)) for e in rows]

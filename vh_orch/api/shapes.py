@@ -31,6 +31,11 @@ def site(request: Request) -> str:
     return api_base(request).removesuffix("/api/v0")
 
 
+def pipeline_page(request: Request, pipeline_id: int) -> str:
+    """The web page of a pipeline (the API's `urls.display`, what `vh pipeline run` prints)."""
+    return f"{site(request)}/pipelines/{pipeline_id}/"
+
+
 def project_json(request: Request, p: ProjectView, summary: dict[str, int] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": project_public_id(p.id),
@@ -76,8 +81,9 @@ def duration_s(e: Execution) -> float | None:
 
 
 def execution_json(request: Request, e: Execution, project_name: str, env_name: str,
-                   commit: Commit | None) -> dict[str, Any]:
-    """One execution: what `vh exec info/list/logs/outputs` read, and what vh-orch's UI needs."""
+                   commit: Commit | None, pipeline: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One execution: what `vh exec info/list/logs/outputs` read, and what vh-orch's UI needs.
+    pipeline: (id, counter) of the pipeline whose node ran it, if one did."""
     here = f"{api_base(request)}/executions/{e.id}/"
     return {
         "id": e.id,
@@ -110,6 +116,9 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
         "metadata": e.metadata_latest,
         "task": None if e.task_id is None else {"id": e.task_id, "index": e.task_index,
                                                 "url": f"{api_base(request)}/tasks/{e.task_id}/"},
+        "pipeline": None if pipeline is None else pipeline[0],
+        "pipeline_counter": None if pipeline is None else pipeline[1],
+        "pipeline_node": e.pipeline_node_id,
         "urls": {
             "display": f"{site(request)}/executions/{e.id}/",
             "stop": f"{here}stop/",
@@ -134,6 +143,7 @@ def output_json(request: Request, o: Output) -> dict[str, Any]:
         "checksums": {"sha256": o.sha256},
         "datum_url": f"datum://{o.id}",
         "output_execution": o.execution_id,
+        "tags": o.tags or [],
         "ctime": iso(o.created_at),
         "urls": {"download": f"{api_base(request)}/data/{o.id}/download/"},
     }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from vh_orch.cli import daemon_cmds, environments, executions, operations, projects, simulate, tasks, users
+from vh_orch.cli import (
+    daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
+)
 
 app = typer.Typer(
     name="vh-orch",
@@ -28,5 +30,7 @@ app.add_typer(projects.app, name="project")
 app.add_typer(users.app, name="user")
 app.add_typer(executions.app, name="exec")
 app.add_typer(tasks.app, name="task")
+app.add_typer(pipelines.app, name="pipeline")
+app.add_typer(datasets.app, name="dataset")
 app.add_typer(environments.app, name="env")
 app.add_typer(environments.machine_app, name="machine")

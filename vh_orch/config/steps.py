@@ -27,6 +27,8 @@ The rules, in short (tests/test_steps.py and tests/test_yaml_types.py hold the d
 
 from __future__ import annotations
 
+import functools
+
 import datetime as dt
 import math
 import re
@@ -513,8 +515,11 @@ def _describe_validation_error(error: Any, document: Any) -> str:
     return f"{where}: {message}{named}" if where else f"{message}{named}"
 
 
+@functools.lru_cache(maxsize=16)
 def load_config(text: str, source: str = "valohai.yaml") -> LoadedConfig:
-    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError."""
+    """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError.
+    Kept for the last few texts: a pipeline checks and starts each node from its commit's one file (a
+    parse of a large file takes a tenth of a second), so callers must not change what they get."""
     document = load_yaml(text, source)
     prepared, step_problems = _prepare(document)
     if prepared is None:  # an empty file
@@ -634,12 +639,16 @@ def _validate(param: Parameter, value: Any, what: str = "") -> Any:
     return validated
 
 
-def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """The URLs for every input: those given on the command line, else the defaults."""
+def check_input_names(step: Step, given: Mapping[str, Sequence[str]]) -> None:
     unknown = sorted(set(given) - set(step.inputs))
     if unknown:
         known = ", ".join(step.inputs) or "none"
         raise UserInputError(f"unknown input {unknown[0]!r} for step {step.name!r}; it has: {known}")
+
+
+def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The URLs for every input: those given on the command line, else the defaults."""
+    check_input_names(step, given)
     urls: dict[str, list[str]] = {}
     for name, inp in step.inputs.items():
         if "/" in name or name in (".", "..") or "\0" in name:
@@ -738,10 +747,12 @@ def resolve_step(
     inputs: Mapping[str, Sequence[str]],
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
+    inputs_later: bool = False,
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
-    and its command. vary: parameters a task sets per child; left out here, and so is the command (built
-    per child)."""
+    and its command. vary: parameters a task sets per child (or a pipeline node gets when it starts); left
+    out here, and so is the command (built per child). inputs_later: the inputs are resolved when the
+    work starts (a pipeline node's come from its upstream nodes), so none is resolved here."""
     with about("commit"):  # the commit's valohai.yaml
         loaded = load_config(config_text)
     with about("step"):
@@ -755,7 +766,9 @@ def resolve_step(
         else:
             params = resolve_parameters(step, parameters)
     with about("inputs"):
-        urls = resolve_input_urls(step, inputs)
+        if inputs_later:  # their URLs wait, but a name the step lacks is wrong now
+            check_input_names(step, inputs)
+        urls = {} if inputs_later else resolve_input_urls(step, inputs)
     with about("environment_variables"):
         variables = resolve_environment_variables(step, environment_variables)
     command = "" if vary else build_command(step, params)

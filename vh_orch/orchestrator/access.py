@@ -33,10 +33,16 @@ def _docker_now() -> tuple[bool, str]:
         return _probe[1], _probe[2]
 
 
+def open_to(settings: EnvSettings, user: str) -> bool:
+    """Whether the operator lets this user (not an administrator) submit to the environment."""
+    users = settings.users
+    return not (users == ADMINS or (isinstance(users, tuple) and user not in users))
+
+
 def check_environment(name: str, settings: EnvSettings, user: str) -> None:
     """A restricted submission by `user` to this environment, or UserInputError saying why not."""
     users = settings.users
-    if users == ADMINS or (isinstance(users, tuple) and user not in users):
+    if not open_to(settings, user):
         raise UserInputError(f"environment {name!r} is not open to you: its operator lets "
                              f"{'only administrators' if users == ADMINS else 'only some users'} submit to it "
                              f"(`vh-orch env update {name} --users ...`); choose another environment")

@@ -42,6 +42,7 @@ from vh_orch.orchestrator.local_host import LocalHost
 from vh_orch.orchestrator.machine_setup import MachineSetup
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Environment, Execution, Machine
+from vh_orch.orchestrator.pipelines.engine import PipelineEngine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.replica import Replica
 from vh_orch.orchestrator.runners import Runners
@@ -80,6 +81,10 @@ class Daemon:
     @cached_property
     def tasks(self) -> TaskEngine:
         return TaskEngine(self.store)
+
+    @cached_property
+    def pipelines(self) -> PipelineEngine:
+        return PipelineEngine(self.store, self.settings)
 
     @cached_property
     def reconciler(self) -> Reconciler:
@@ -222,7 +227,8 @@ class Daemon:
     def _cluster_pass(self, cluster: Store) -> None:
         """The work of the replica that holds the `cluster` lease, written through its fence."""
         try:
-            self.tasks.run_pass(cluster)  # first: the children it adds are dispatched in this pass
+            self.pipelines.run_pass(cluster)  # first: the executions and tasks its nodes start
+            self.tasks.run_pass(cluster)  # then: the children it adds are dispatched in this pass
             cluster.admit_created()
             cluster.finish_drained()
         except LeaseLost as exc:

@@ -13,7 +13,7 @@ from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, 
 from sqlmodel import Field, SQLModel
 
 from vh_orch.timeutil import utcnow
-from vh_orch.values import ExecutionStatus, MachineState, TaskStatus
+from vh_orch.values import ExecutionStatus, MachineState, NodeStatus, PipelineStatus, TaskStatus
 
 
 class User(SQLModel, table=True):
@@ -59,6 +59,7 @@ class Project(SQLModel, table=True):
     mirror_path: str | None = None
     execution_counter: int = 0
     task_counter: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    pipeline_counter: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = Field(default_factory=utcnow)
     # s3:// and gs:// locations (a bucket, or a bucket/prefix) the operator lets this project's restricted
     # executions read with the daemon's credentials (`project update --allow-bucket`).
@@ -168,6 +169,7 @@ class Execution(SQLModel, table=True):
         UniqueConstraint("project_id", "counter"),
         Index("uq_execution_task_index", "task_id", "task_index", unique=True),
         Index("ix_execution_queue", "environment_id", "status", "priority", "id"),
+        Index("uq_execution_pipeline_node", "pipeline_node_id", "pipeline_attempt", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -215,6 +217,12 @@ class Execution(SQLModel, table=True):
     gpu_indices: list[int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # The most memory its samples saw (bytes), kept when its samples are thinned or removed.
     peak_memory_bytes: int | None = Field(default=None, sa_type=BigInteger)
+    # A pipeline node's execution, and which try of the node it is (unique together: a node's
+    # execution is never made twice, whatever crashes between the insert and the node's update).
+    # No foreign key: the node refers to its execution, and a cycle of keys would leave no order
+    # to create or drop the tables in.
+    pipeline_node_id: int | None = None
+    pipeline_attempt: int | None = None
 
 
 class Task(SQLModel, table=True):
@@ -224,7 +232,10 @@ class Task(SQLModel, table=True):
     parameters, limits and conditions; `template` what every child shares (command inputs,
     environment variables, image...). Children are executions with `task_id` and `task_index`."""
 
-    __table_args__ = (UniqueConstraint("project_id", "counter"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "counter"),
+        Index("uq_task_pipeline_node", "pipeline_node_id", "pipeline_attempt", unique=True),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
@@ -247,6 +258,106 @@ class Task(SQLModel, table=True):
     # children as they ended (tasks.task_summary), since a child the rule stops may still complete.
     pruned: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     saved_seconds: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    # A pipeline's task node: as for executions.
+    pipeline_node_id: int | None = None
+    pipeline_attempt: int | None = None
+
+
+class Pipeline(SQLModel, table=True):
+    """A DAG of executions and tasks (valohai.yaml `- pipeline:`, or the client's converted payload).
+
+    `spec` is the checked definition (orchestrator/pipelines/spec.py PipelineSpec as JSON), with the
+    pipeline parameters already applied to the nodes' templates; its nodes are `pipeline_node` rows."""
+
+    __table_args__ = (UniqueConstraint("project_id", "counter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    counter: int
+    commit_id: int = Field(foreign_key="commit.id")
+    name: str | None = None  # the valohai.yaml pipeline it came from, if it says
+    title: str | None = None
+    status: str = Field(default=PipelineStatus.CREATED, index=True)
+    status_reason: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    user: str | None = None
+    # Submitted through the API or web by a user who is not an administrator: its nodes run restricted.
+    restricted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class PipelineNode(SQLModel, table=True):
+    """One node of a pipeline: its definition (`spec`: PipelineSpec's node as JSON) and where it is.
+
+    A node's work is an execution or a task with this node's id and `attempt` (unique there), so the
+    engine finds what it started even if it died before writing it here."""
+
+    __tablename__ = "pipeline_node"
+    __table_args__ = (UniqueConstraint("pipeline_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline_id: int = Field(foreign_key="pipeline.id", index=True)
+    name: str
+    type: str  # execution | task | mimic
+    status: str = Field(default=NodeStatus.CREATED)
+    status_reason: str | None = None
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempt: int = 0  # 0 the first try; `on-error: retry` makes a second
+    execution_id: int | None = Field(default=None, foreign_key="execution.id")
+    task_id: int | None = Field(default=None, foreign_key="task.id")
+    # reuse-executions / a mimic node: the earlier execution whose results this node stands for
+    reused_execution_id: int | None = Field(default=None, foreign_key="execution.id")
+    approved_by: str | None = None  # who let a node held by `require-approval` start
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class Dataset(SQLModel, table=True):
+    """A named collection of versions of files, owned by a project (`dataset://NAME/VERSION`)."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """A fixed set of outputs, made at the end of the execution whose output metadata named it."""
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("dataset_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    name: str
+    execution_id: int | None = Field(default=None, foreign_key="execution.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetFile(SQLModel, table=True):
+    """An output in a dataset version."""
+
+    __tablename__ = "dataset_file"
+
+    version_id: int = Field(foreign_key="dataset_version.id", primary_key=True)
+    output_id: str = Field(foreign_key="output.id", primary_key=True)
+
+
+class DatumAlias(SQLModel, table=True):
+    """A project's name for one output (`valohai.alias`), usable as `datum://NAME`; moved by each new use."""
+
+    __tablename__ = "datum_alias"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str
+    output_id: str = Field(foreign_key="output.id")
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class ExecutionEvent(SQLModel, table=True):
@@ -328,6 +439,9 @@ class Output(SQLModel, table=True):
     sha256: str
     uri: str
     created_at: datetime = Field(default_factory=utcnow)
+    # `valohai.tags` and the rest of its output metadata (`valohai.metadata.jsonl` or FILE.metadata.json)
+    tags: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    properties: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class DaemonHeartbeat(SQLModel, table=True):

@@ -36,6 +36,8 @@ from vh_orch.bootstrap.runtimes import (
 from vh_orch.bootstrap.ssh import SSHError, SSHTransport
 from vh_orch.bootstrap.usage import Probe
 from vh_orch.cloud_drivers.settings import settings_of
+from vh_orch.orchestrator.datasets.ingest import describe, read_local, read_remote
+from vh_orch.orchestrator.datasets.metadata import metadata_files
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, Output
@@ -633,6 +635,10 @@ class ExecutionRunner:
             files, others = runtime.list_outputs(spec)
             for rel in others:
                 ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
+            described = metadata_files(rel for rel, _ in files)
+            sources = read_remote(runtime.run_script, runtime.remote_path(spec, "outputs"),
+                                  [(rel, size) for rel, size in files if rel in described])
+            files = [(rel, size) for rel, size in files if rel not in described]
             if not files:
                 return [], None
             plans = [(rel, datastore.plan_upload(rel, size)) for rel, size in files]
@@ -644,6 +650,7 @@ class ExecutionRunner:
                 rows.append(Output(id=plan.datum_id, execution_id=self.execution_id, name=rel, size=size,
                                    sha256=digest, uri=plan.uri))
                 failpoints.hit("output-upload")
+            describe(rows, sources, lambda line: ingester.add("stderr", line))
         except Exception as exc:  # transport, signing or the store: the execution says what
             for _, plan in plans:
                 try:
@@ -674,6 +681,10 @@ class ExecutionRunner:
                     ingester.add("stderr", f"vh-orch: output {rel!r} is not a regular file; not stored")
                     continue
                 files.append((path, rel))
+        # Output metadata describes the outputs and is not stored as one (as on Valohai).
+        described = metadata_files(rel for _, rel in files)
+        sources = read_local(outputs_dir, [(rel, _size(path)) for path, rel in files if rel in described])
+        files = [(path, rel) for path, rel in files if rel not in described]
         if not files:
             return [], None
         datastore = self.datastore
@@ -704,7 +715,16 @@ class ExecutionRunner:
                     rows.append(future.result())
                 except (OSError, VhOrchError) as exc:
                     problem = problem or f"storing outputs failed: {exc}"
+        describe(rows, sources, lambda line: ingester.add("stderr", line))
         return rows, problem
+
+
+def _size(path: Path) -> int:
+    """A file's size; 0 when it is gone (reading it then says so)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _write_json(path: Path, value: Any) -> None:

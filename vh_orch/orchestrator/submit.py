@@ -18,6 +18,7 @@ from vh_orch.config.environments import BUILTIN_ENVIRONMENT
 from vh_orch.config.resources import GPU_DEVICE, check_fits, gpu_count, this_host
 from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
+from vh_orch.orchestrator.datasets.inputs import expand_inputs
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
@@ -80,6 +81,14 @@ class Prepared:
 
 def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
     prepared = prepare(store, settings, req)
+    check_storable(req, prepared)
+    # Everything is valid: from here on, write.
+    commit = keep_commit(store, prepared)
+    return store.create_execution(build_execution(req, prepared, commit.id))  # type: ignore[arg-type]
+
+
+def check_storable(req: SubmitRequest, prepared: Prepared) -> None:
+    """The request's execution can be written (ensure_storable over each of its fields)."""
     resolved = prepared.resolved
     ensure_storable(
         {
@@ -94,12 +103,16 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
             "user": prepared.user,
         }
     )
-    # Everything is valid: from here on, write.
-    commit = keep_commit(store, prepared)
-    execution = Execution(
+
+
+def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **extra: Any) -> Execution:
+    """The execution a checked request makes (not yet written); extra: further columns (a pipeline
+    node's id and attempt)."""
+    resolved = prepared.resolved
+    return Execution(
         project_id=prepared.project_id,
         counter=0,
-        commit_id=commit.id,  # type: ignore[arg-type]
+        commit_id=commit_id,
         step=resolved.step.name,
         title=req.title,
         image=prepared.image,
@@ -114,18 +127,19 @@ def submit(store: Store, settings: Settings, req: SubmitRequest) -> Execution:
         user=prepared.user,
         restricted=prepared.restricted,
         gpus=prepared.gpus,
+        **extra,
     )
-    return store.create_execution(execution)
 
 
 def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozenset[str] = frozenset(),
-            snapshot: tuple[Project, Snapshot] | None = None) -> Prepared:
+            snapshot: tuple[Project, Snapshot] | None = None, inputs_later: bool = False) -> Prepared:
     """Check a request against its project, commit, step and environment; writes nothing.
     vary: parameters a task gives each child (not required here; no command is built).
-    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot)."""
+    snapshot: the project and snapshot, when the caller loaded them already (load_snapshot).
+    inputs_later: the inputs are checked when the work starts (a pipeline node's, made by its upstream nodes)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary)
+                            vary=vary, inputs_later=inputs_later)
 
     env_name = req.environment
     if env_name is None:
@@ -165,7 +179,7 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     with about("inputs"):
         inputs = {
             name: [normalise_input_url(name, url, datum_exists, local_ok=not req.remote) for url in urls]
-            for name, urls in resolved.inputs.items()
+            for name, urls in expand_inputs(store, project.id, resolved.inputs).items()  # type: ignore[arg-type]
         }
     if req.restricted:
         check_restricted_inputs(store, settings, project, inputs, req.datum_visible)
@@ -268,11 +282,15 @@ def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple
 
 def keep_commit(store: Store, prepared: Prepared) -> Commit:
     """Store the request's snapshot (an ad-hoc archive, once) and its commit row."""
-    snapshot = prepared.snapshot
+    return store_snapshot(store, prepared.project_id, prepared.snapshot)
+
+
+def store_snapshot(store: Store, project_id: int, snapshot: Snapshot) -> Commit:
+    """Store a snapshot (an ad-hoc archive, once) and its commit row."""
     if snapshot.kind == "adhoc" and snapshot.archive_bytes is not None:
         save_adhoc(snapshot)
     return store.get_or_create_commit(
-        project_id=prepared.project_id,
+        project_id=project_id,
         kind=snapshot.kind,
         identifier=snapshot.identifier,
         config_yaml=snapshot.config_yaml,

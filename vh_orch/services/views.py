@@ -50,7 +50,9 @@ def machine_gpus(m: Any) -> dict[str, Any]:
 
 
 def output_dict(o: Any) -> dict[str, Any]:
-    return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id}
+    """An output, with its `valohai.tags` and output metadata (datasets/metadata.py)."""
+    return {"name": o.name, "size": o.size, "sha256": o.sha256, "uri": o.uri, "datum": f"datum://{o.id}", "id": o.id,
+            "tags": o.tags or [], "metadata": o.properties or {}}
 
 
 def utilization_dict(sample: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from vh_orch.storage.datastore import CHUNK, file_uri_path
 from vh_orch.storage.datastores import download_uri
 
 HTTP_TIMEOUT = (10, 60)  # connect, read (seconds)
-ACCEPTED_URLS = "use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key or datum://ID"
+ACCEPTED_URLS = ("use a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key, datum://ID (or ALIAS) or "
+                 "dataset://NAME/VERSION")
 
 
 class InputFetchError(Exception):
@@ -43,7 +44,8 @@ def normalise_input_url(name: str, url: str, datum_exists: Callable[[str], bool]
             raise UserInputError(f"input {name!r}: no such file {url!r}")
     elif parsed.scheme == "datum":
         if not parsed.netloc or not datum_exists(parsed.netloc):
-            raise UserInputError(f"input {name!r}: no datum {url!r}; see `vh-orch exec outputs ID`")
+            raise UserInputError(f"input {name!r}: no datum {url!r}: give an output's id (`vh-orch exec outputs "
+                                 "ID`) or a datum alias of this project")
     elif parsed.scheme in ("s3", "gs"):
         bucket, _, key = url.partition("://")[2].partition("/")
         if not bucket or not key or key.endswith("/"):

@@ -1,9 +1,10 @@
-"""The web UI's pages: sign-in and sign-out, projects, a project's executions and tasks, an
-execution, a task; your account (a password change) and the API's docs.
+"""The web UI's pages: sign-in and sign-out, projects, a project's executions, tasks, pipelines and
+datasets (and forms that start new work), an execution, a task, a pipeline, a dataset; your account
+(a password change) and the API's docs.
 
 Pages are server-rendered shells (Jinja2, autoescaped); the data comes from the same HTTP API the
 `vh` client uses, fetched by static/app.js with the session cookie, and live from its SSE stream
-(a task's page polls its one endpoint instead: every 2 s until the task ends).
+(a task's and a pipeline's page poll their one endpoint instead: every 2 s until it ends).
 """
 
 from __future__ import annotations
@@ -30,16 +31,19 @@ from vh_orch.api.auth import (
     session_user,
     set_session_cookie,
 )
-from vh_orch.api.deps import store_of, visible_execution, visible_project, visible_task
+from vh_orch.api.deps import store_of, visible_execution, visible_pipeline, visible_project, visible_task
 from vh_orch.orchestrator.models import User
+from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.summary import task_title
 from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
-from vh_orch.values import TaskStatus
+from vh_orch.values import FINAL_PIPELINE_STATUSES, TaskStatus
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 router = APIRouter(include_in_schema=False)
+MAX_VERSIONS_SHOWN = 100  # a dataset page lists this many versions, newest first
+MAX_FILES_SHOWN = 500  # and this many files of each
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
@@ -155,9 +159,37 @@ def home(request: Request) -> HTMLResponse:
 
 @router.get("/projects/{project_id}/", response_class=HTMLResponse)
 def project_page(request: Request, project_id: str) -> HTMLResponse:
+    """A project's executions, tasks, pipelines and datasets, and the forms that start new work."""
+    from vh_orch.services.datasets import project_datasets
+
     user = page_user(request)
     project = visible_project(request, user, project_id)
-    return render(request, "project.html", user, project=project)
+    store = store_of(request)
+    return render(request, "project.html", user, project=project, environments=usable_environments(store, user),
+                  datasets=project_datasets(store, project.id))  # type: ignore[arg-type]
+
+
+def usable_environments(store: Store, user: User) -> list[str]:
+    """The environments this user may submit to (an administrator: every one)."""
+    from vh_orch.cloud_drivers.settings import settings_of
+    from vh_orch.orchestrator.access import open_to
+
+    return [e.name for e in store.list_environments() if user.is_admin or open_to(settings_of(e), user.name)]
+
+
+@router.get("/datasets/{dataset_id}/", response_class=HTMLResponse)
+def dataset_page(request: Request, dataset_id: str) -> HTMLResponse:
+    """A dataset: its versions, newest first, each with its files and the execution that made it."""
+    from vh_orch.api.datasets import visible_dataset
+    from vh_orch.services.datasets import version_detail
+
+    user = page_user(request)
+    dataset = visible_dataset(request, user, dataset_id)
+    store = store_of(request)
+    newest = store.dataset_versions(dataset.id)[:MAX_VERSIONS_SHOWN]  # type: ignore[arg-type]
+    versions = [version_detail(store, v.version) for v in newest]
+    return render(request, "dataset.html", user, dataset=dataset, project=store.get_project_by_id(dataset.project_id),
+                  versions=versions, max_files=MAX_FILES_SHOWN)
 
 
 @router.get("/executions/{ref}/", response_class=HTMLResponse)
@@ -180,6 +212,16 @@ def task_page(request: Request, ref: str) -> HTMLResponse:
     return render(request, "task.html", user, task=task, project=project, task_title=task_title(task),
                   final=TaskStatus(task.status).is_final)
 
+
+@router.get("/pipelines/{ref}/", response_class=HTMLResponse)
+def pipeline_page(request: Request, ref: str) -> HTMLResponse:
+    """A pipeline: its graph (nodes coloured by state, live), each node linked to its execution or
+    task; approval and Stop buttons."""
+    user = page_user(request)
+    pipeline = visible_pipeline(request, user, ref)
+    project = store_of(request).get_project_by_id(pipeline.project_id)
+    return render(request, "pipeline.html", user, pipeline=pipeline, project=project,
+                  final=pipeline.status in FINAL_PIPELINE_STATUSES)
 
 
 @router.get("/operations/", response_class=HTMLResponse)

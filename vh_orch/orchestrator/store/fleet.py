@@ -14,6 +14,7 @@ from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
 from vh_orch.orchestrator.models import Environment, Execution, Installation, LaunchFailure, Machine, Output, Quota
 from vh_orch.orchestrator.store.database import table_of
+from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.values import CloudInstance, ExecutionStatus, MachineState
@@ -24,7 +25,7 @@ RUNNING_EXECUTION = (S.STARTED, S.STOPPING)
 LIVE_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
 
 
-class FleetStore(LifecycleStore, LeasesStore):
+class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
     # -- installation -------------------------------------------------------------
 
     def cluster_id(self) -> str:
@@ -379,6 +380,11 @@ class FleetStore(LifecycleStore, LeasesStore):
             if exit_code is not None:
                 execution.exit_code = exit_code
             s.add_all(outputs)
+            s.flush()
+            # Aliases and dataset versions land with the result: a pipeline's next node reading
+            # `dataset://NAME/latest` once this one is complete finds the version.
+            lines = self._apply_output_metadata(s, execution, outputs, complete=status == S.COMPLETE)
+            self._log_lines(s, execution, lines)
             self._transition(s, execution, status, reason=reason)
             return True
 

@@ -14,7 +14,9 @@ from vh_orch.orchestrator.tasks.definition import body_from_yaml, parse_spec
 from vh_orch.orchestrator.tasks.engine import TaskEngine
 
 if TYPE_CHECKING:
+    from vh_orch.orchestrator.models import Project
     from vh_orch.orchestrator.store import Store
+    from vh_orch.storage.snapshots import Snapshot
     from vh_orch.settings import Settings
 
 
@@ -29,12 +31,17 @@ class TaskRequest:
     body: dict[str, Any] | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    # A pipeline's task node: its node and try (Task.pipeline_node_id/pipeline_attempt, unique
+    # together), and the project and snapshot it runs (the pipeline's commit, loaded already).
+    pipeline_node_id: int | None = None
+    pipeline_attempt: int | None = None
+    snapshot: tuple[Project, Snapshot] | None = None
 
 
 def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
     """Check everything, write the task, and create its first children; nothing is written on a
     UserInputError."""
-    project, snapshot = load_snapshot(store, settings, req.run)
+    project, snapshot = load_snapshot(store, settings, req.run) if req.snapshot is None else req.snapshot
     run = req.run
     if req.name is not None:
         config = parse_config(snapshot.config_yaml)
@@ -89,6 +96,7 @@ def create_task(store: Store, settings: Settings, req: TaskRequest) -> Task:
         project_id=prepared.project_id, counter=0, commit_id=commit.id,  # type: ignore[arg-type]
         step=step.name, name=req.name, title=run.title, type=spec.type, spec=spec.to_json(), template=template,
         environment_id=prepared.environment_id, user=prepared.user,
+        pipeline_node_id=req.pipeline_node_id, pipeline_attempt=req.pipeline_attempt,
     ))
     TaskEngine(store).advance(task.id)  # type: ignore[arg-type]
     return store.get_task(task.id)  # type: ignore[arg-type]

@@ -21,7 +21,12 @@ const VhOrch = (() => {
     if (options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrf();
     const answer = await fetch(path.startsWith("http") ? path : API + path, { ...options, headers });
     if (answer.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); }
-    if (!answer.ok) throw new Error(`${answer.status}: ${await answer.text()}`);
+    if (!answer.ok) {
+      const text = await answer.text();
+      const err = new Error(`${answer.status}: ${text}`);
+      try { err.body = JSON.parse(text); } catch (_) { err.body = null; }  // a refusal's words, to show
+      throw err;
+    }
     return answer.json();
   }
 
@@ -160,9 +165,24 @@ const VhOrch = (() => {
       const k = $("f-key").value.trim();
       if (k) { state.ordering = `-${k}`; state.offset = 0; load(); }
     });
+    // The project's pipelines, newest first.
+    async function loadPipelines() {
+      const page = await api(`/pipelines/?${new URLSearchParams({ project, limit: 50, ordering: "-counter" })}`);
+      $("pipelines-card").hidden = page.results.length === 0;
+      $("pipelines").tBodies[0].replaceChildren(...page.results.map((p) => el("tr", { "data-pipeline": p.id },
+        el("td", {}, el("a", { href: `/pipelines/${p.id}/`, text: `=${p.counter}` })),
+        el("td", {}, el("a", { href: `/pipelines/${p.id}/`, text: p.title || p.name || "" })),
+        el("td", {}, el("span", { class: "status", "data-status": p.status, title: p.status_reason || "", text: p.status })),
+        el("td", { text: when(p.ctime || p.created_at) }))));
+    }
+
+    newWork(project);
+    loadPipelines().catch(() => {});
     loadTasks().catch(() => {}).then(load);
     setInterval(() => {  // statuses stay current
-      if (!document.hidden) loadTasks().catch(() => {}).then(load).catch(() => {});
+      if (document.hidden) return;
+      loadPipelines().catch(() => {});
+      loadTasks().catch(() => {}).then(load).catch(() => {});
     }, 3000);
   }
 
@@ -372,54 +392,247 @@ const VhOrch = (() => {
     facts().then(start);
   }
 
-  // A form made from the step's parameters; the server checks the values (its messages are shown).
-  async function rerunForm(id) {
-    const step = await api(`/executions/${id}/step/`);
-    const fields = step.parameters.map((p) => {
+  // Form fields made from parameters (a step's, or a pipeline's typed as the step parameter each one
+  // sets): typed inputs with min/max/choices. The server checks the values; its messages are shown.
+  function parameterFields(params, prefix, current = (p) => p.default) {
+    return params.map((p) => {
       let input;
-      const current = p.value ?? p.default;
+      const value = current(p);
       if (p.choices && p.choices.length) {
         input = el("select", {}, ...p.choices.map((c) => el("option", { value: String(c), text: String(c) })));
-        input.value = current == null ? "" : String(current);
+        input.value = value == null ? "" : String(value);
       } else if (p.type === "flag") {
         input = el("input", { type: "checkbox" });
-        input.checked = Boolean(current);
+        input.checked = Boolean(value);
       } else if ((p.type === "integer" || p.type === "float") && !p.multiple) {
         input = el("input", { type: "number", step: p.type === "integer" ? "1" : "any" });
         if (p.min != null) input.min = p.min;
         if (p.max != null) input.max = p.max;
-        input.value = current == null ? "" : String(current);
+        input.value = value == null ? "" : String(value);
       } else {
         input = el("input", { type: "text" });
-        input.value = current == null ? "" : Array.isArray(current) ? current.join(", ") : String(current);
+        input.value = value == null ? "" : Array.isArray(value) ? value.map(shown).join(", ") : String(value);
       }
       input.name = p.name;
-      input.id = `param-${p.name}`;
+      input.id = `${prefix}-${p.name}`;
       const hint = [p.type, p.multiple ? "several, comma-separated" : "", p.min != null ? `min ${p.min}` : "",
         p.max != null ? `max ${p.max}` : "", p.description || ""].filter(Boolean).join(" · ");
       return { p, input, row: el("label", { for: input.id }, el("span", { text: p.name }), input, el("small", { text: hint })) };
     });
+  }
+
+  // A field's text as typed values: numbers for a number parameter (the server says what is wrong with the rest).
+  const typedList = (p, raw) => (p.multiple ? raw.split(",").map((v) => v.trim()).filter(Boolean) : [raw])
+    .map((v) => (p.type === "integer" || p.type === "float") && !isNaN(Number(v)) ? Number(v) : v);
+
+  // The fields' values by name; an empty field is null (the step's default).
+  function parameterValues(fields) {
+    const parameters = {};
+    for (const { p, input } of fields) {
+      if (p.type === "flag") { parameters[p.name] = input.checked; continue; }
+      const raw = input.value.trim();
+      if (raw === "") { parameters[p.name] = null; continue; }
+      const typed = typedList(p, raw);
+      parameters[p.name] = p.multiple ? typed : typed[0];
+    }
+    return parameters;
+  }
+
+  // An API refusal's words: {field: [{message}]}, {message}, or {detail}.
+  function apiMessages(body) {
+    if (body == null) return [];
+    if (typeof body === "string") return [body];
+    if (typeof body.message === "string") return [body.message];
+    if (body.detail != null) return apiMessages(body.detail);
+    if (Array.isArray(body)) return body.flatMap((e) => typeof e === "string" ? [e] : apiMessages(e.message ?? e.msg ?? JSON.stringify(e)));
+    return Object.values(body).flatMap((errors) => Array.isArray(errors)
+      ? errors.map((e) => typeof e === "string" ? e : e.message) : [typeof errors === "string" ? errors : JSON.stringify(errors)]);
+  }
+
+  // A JSON POST with the page's CSRF token: {ok, body}, the refusal's body kept to show its words.
+  async function post(path, body) {
+    const answer = await fetch(API + path, { method: "POST", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() } });
+    let parsed = null;
+    try { parsed = await answer.json(); } catch (err) { parsed = { message: `${answer.status} ${answer.statusText}` }; }
+    return { ok: answer.ok, body: parsed };
+  }
+
+  function showError(box, body) {
+    box.textContent = apiMessages(body).join(" ");
+    box.hidden = false;
+  }
+
+  async function rerunForm(id) {
+    const step = await api(`/executions/${id}/step/`);
+    const fields = parameterFields(step.parameters, "param", (p) => p.value ?? p.default);
     $("rerun-fields").replaceChildren(...(fields.length ? fields.map((f) => f.row) : [el("p", { class: "empty", text: "This step has no parameters." })]));
     $("rerun-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const parameters = {};
-      for (const { p, input } of fields) {
-        if (p.type === "flag") { parameters[p.name] = input.checked; continue; }
-        const raw = input.value.trim();
-        if (raw === "") { parameters[p.name] = null; continue; }
-        const values = p.multiple ? raw.split(",").map((v) => v.trim()).filter(Boolean) : [raw];
-        const typed = values.map((v) => (p.type === "integer" || p.type === "float") && !isNaN(Number(v)) ? Number(v) : v);
-        parameters[p.name] = p.multiple ? typed : typed[0];
+      const answer = await post(`/executions/${id}/run-again/`, { parameters: parameterValues(fields) });
+      if (answer.ok) { location.href = `/executions/${answer.body.id}/`; return; }
+      showError($("rerun-error"), answer.body);
+    });
+  }
+
+  // -- starting work from a project's page: an execution, a task or a pipeline ------------------
+  const KINDS = { execution: ["New execution", "Step"], task: ["New task", "Task"], pipeline: ["New pipeline", "Pipeline"] };
+
+  function newWork(project) {
+    const state = { kind: "execution", defs: null, fields: [], inputs: [], commit: "" };
+    const hideError = () => { $("new-error").hidden = true; $("new-error").textContent = ""; };
+
+    async function open(kind) {
+      state.kind = kind;
+      $("new-card").hidden = false;
+      $("new-heading").textContent = KINDS[kind][0];
+      $("new-what-label").textContent = KINDS[kind][1];
+      $("new-submit").textContent = `Start ${kind}`;
+      $("new-inputs-box").hidden = kind === "pipeline";
+      hideError();
+      try {
+        if (!$("new-commit").options.length) await loadCommits();
+        await pickCommit();
+      } catch (err) { showError($("new-error"), err.body || err.message); }
+    }
+
+    async function loadCommits() {
+      const page = await api(`/commits/?${new URLSearchParams({ project, limit: 100 })}`);
+      $("new-commit").replaceChildren(...page.results.map((c, i) => el("option", { value: c.identifier,
+        title: c.identifier, text: `${i === 0 ? "latest: " : ""}${c.adhoc ? "package " : ""}`
+          + `${c.identifier.replace(/^~/, "").slice(0, 10)}${c.ref ? ` (${c.ref})` : ""}, ${when(c.commit_time)}` })));
+      if (!page.results.length) throw new Error("No commits yet: push to the project's repository, or run `vh exec run STEP --adhoc` in a linked folder.");
+    }
+
+    async function pickCommit() {
+      const commit = $("new-commit").value;
+      if (commit !== state.commit || !state.defs) {
+        state.defs = null;
+        state.defs = await api(`/commits/${encodeURIComponent(commit)}/definitions/?${new URLSearchParams({ project })}`);
+        state.commit = commit;
       }
-      const answer = await fetch(`${API}/executions/${id}/run-again/`, {
-        method: "POST", body: JSON.stringify({ parameters }),
-        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": csrf() } });
-      const body = await answer.json();
-      if (answer.ok) { location.href = `/executions/${body.id}/`; return; }
-      const messages = Object.entries(body).flatMap(([field, errors]) => Array.isArray(errors)
-        ? errors.map((e) => typeof e === "string" ? e : e.message) : [typeof errors === "string" ? errors : JSON.stringify(errors)]);
-      $("rerun-error").textContent = messages.join(" ");
-      $("rerun-error").hidden = false;
+      const d = state.defs;
+      const choices = state.kind === "execution" ? d.steps.map((s) => [`step:${s.name}`, s.name])
+        : state.kind === "task" ? [...d.tasks.map((t) => [`task:${t.name}`, `${t.name} (step ${t.step})`]),
+          ...d.steps.filter((s) => s.parameters.length).map((s) => [`step:${s.name}`, `a grid over step ${s.name}`])]
+        : d.pipelines.map((p) => [`pipeline:${p.name}`, p.name]);
+      const was = $("new-what").value;
+      $("new-what").replaceChildren(...choices.map(([value, text]) => el("option", { value, text })));
+      if (choices.some(([v]) => v === was)) $("new-what").value = was;
+      $("new-what").disabled = !choices.length;
+      $("new-submit").disabled = !choices.length;
+      $("new-what-hint").textContent = choices.length ? "" : `this commit's valohai.yaml has no ${state.kind === "execution" ? "step" : state.kind}s`;
+      renderWhat();
+    }
+
+    // A task's parameter: its values to try, comma-separated (a style other than single or multiple as its JSON).
+    function taskCurrent(variants) {
+      return (p) => {
+        const v = variants[p.name];
+        if (!v) return p.default;
+        if (v.style === "single") return v.rules.value;
+        if (v.style === "multiple") return v.rules.items;
+        return JSON.stringify(v);
+      };
+    }
+
+    function renderWhat() {
+      const [type, name] = (($("new-what").value || ":").match(/^([a-z]+):(.*)$/) || [null, "", ""]).slice(1);
+      const d = state.defs;
+      let params = [], inputs = [], current, hint = "";
+      state.task = null;
+      if (type === "pipeline") {
+        const p = d.pipelines.find((x) => x.name === name);
+        params = p.parameters;
+        hint = `nodes: ${p.nodes.join(", ")}`;
+      } else if (type) {
+        state.task = type === "task" ? d.tasks.find((t) => t.name === name) : null;
+        const step = d.steps.find((s) => s.name === (state.task ? state.task.step : name));
+        params = step ? step.parameters : [];
+        inputs = step ? step.inputs : [];
+        hint = step && step.problems.length ? step.problems.join(" ") : "";
+        if (state.kind === "task") {
+          params = params.filter((p) => !p.multiple).map((p) => ({ ...p, multiple: true, choices: null,
+            description: [p.choices ? `one of ${p.choices.join(", ")}` : "", "the values to try"].filter(Boolean).join(" · ") }));
+          current = taskCurrent(state.task ? state.task.body.parameters : {});
+        }
+      }
+      $("new-what-hint").textContent = hint || $("new-what-hint").textContent;
+      state.fields = parameterFields(params, "new-param", current);
+      $("new-fields").replaceChildren(...(state.fields.length ? state.fields.map((f) => f.row)
+        : [el("p", { class: "empty", text: "No parameters." })]));
+      $("new-params-heading").hidden = false;
+      state.inputs = inputs.map((i) => {
+        const box = el("textarea", { id: `new-input-${i.name}`, name: i.name, rows: "2" });
+        box.value = i.default.join("\n");
+        return { i, box, row: el("label", { for: box.id }, el("span", { text: i.name }), box,
+          el("small", { text: ["URLs, one per line", i.optional ? "optional" : "", i.description || ""].filter(Boolean).join(" · ") })) };
+      });
+      $("new-inputs").replaceChildren(...(state.inputs.length ? state.inputs.map((x) => x.row)
+        : [el("p", { class: "empty", text: "No inputs." })]));
+    }
+
+    function taskVariants() {
+      const variants = {};
+      for (const { p, input } of state.fields) {
+        const raw = input.value.trim();
+        if (raw === "") continue;
+        if (raw.startsWith("{")) {
+          try { variants[p.name] = JSON.parse(raw); } catch (err) { variants[p.name] = { style: "single", rules: { value: raw } }; }
+          continue;
+        }
+        const values = typedList(p, raw);
+        variants[p.name] = values.length === 1 ? { style: "single", rules: { value: values[0] } } : { style: "multiple", rules: { items: values } };
+      }
+      return variants;
+    }
+
+    async function submit() {
+      const [type, name] = $("new-what").value.match(/^([a-z]+):(.*)$/).slice(1);
+      const commit = $("new-commit").value;
+      const common = { project, commit };
+      const environment = $("new-environment").value;
+      const title = $("new-title").value.trim();
+      const inputs = Object.fromEntries(state.inputs.map(({ i, box }) =>
+        [i.name, box.value.split("\n").map((u) => u.trim()).filter(Boolean)]));
+      let answer;
+      if (state.kind === "execution") {
+        answer = await post("/executions/", { ...common, step: name, parameters: parameterValues(state.fields), inputs,
+          ...(environment ? { environment } : {}), ...(title ? { title } : {}) });
+        if (answer.ok) location.href = `/executions/${answer.body.id}/`;
+      } else if (state.kind === "task") {
+        const body = state.task ? state.task.body : { type: "grid_search" };
+        answer = await post("/tasks/", { ...body, ...common, step: state.task ? state.task.step : name,
+          parameters: taskVariants(), inputs, ...(environment ? { environment } : {}), ...(title ? { title } : {}) });
+        if (answer.ok) location.href = `/tasks/${answer.body.id}/`;
+      } else {
+        const parameters = Object.fromEntries(Object.entries(parameterValues(state.fields)).filter(([, v]) => v != null));
+        answer = await post(`/commits/${encodeURIComponent(commit)}/pipeline-payload/`, { project, pipeline: name, parameters });
+        if (answer.ok) {
+          const payload = answer.body;
+          if (environment) {  // as `vh pipeline run -e` does: every execution and task node
+            for (const node of payload.nodes) if (node.template) node.template.environment = environment;
+          }
+          if (title) payload.title = title;
+          answer = await post("/pipelines/", payload);
+          if (answer.ok) location.href = `/pipelines/${answer.body.id}/`;
+        }
+      }
+      if (!answer.ok) showError($("new-error"), answer.body);
+    }
+
+    for (const b of document.querySelectorAll(".start button")) b.addEventListener("click", () => open(b.dataset.kind));
+    $("new-cancel").addEventListener("click", () => { $("new-card").hidden = true; });
+    $("new-commit").addEventListener("change", () => {
+      hideError();
+      pickCommit().catch((err) => showError($("new-error"), err.body || err.message));
+    });
+    $("new-what").addEventListener("change", () => { hideError(); renderWhat(); });
+    $("new-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      hideError();
+      $("new-submit").disabled = true;
+      submit().catch((err) => showError($("new-error"), err.message)).finally(() => { $("new-submit").disabled = false; });
     });
   }
 
@@ -733,6 +946,150 @@ const VhOrch = (() => {
     poll();
   }
 
+  // -- a pipeline: its graph, live ---------------------------------------------------------------
+  const PIPELINE_FINAL = ["stopped", "error", "complete"];
+  const NODE = { width: 190, height: 56, gapX: 70, gapY: 22, pad: 14 };
+  const refOf = (v) => v && typeof v === "object" ? v.id : v;  // an id, or {id, ...}
+
+  // Each node's depth: 0 without upstream nodes, else one more than its deepest upstream node.
+  function depths(names, edges) {
+    const upstream = new Map(names.map((n) => [n, []]));
+    for (const e of edges) upstream.get(e.to).push(e.from);
+    const depth = new Map();
+    const visit = (n, seen) => {
+      if (depth.has(n)) return depth.get(n);
+      if (seen.has(n)) return 0;  // a cycle is refused at creation; drawn flat if one ever came
+      seen.add(n);
+      const d = Math.max(-1, ...upstream.get(n).map((u) => visit(u, seen))) + 1;
+      depth.set(n, d);
+      return d;
+    };
+    for (const n of names) visit(n, new Set());
+    return depth;
+  }
+
+  // Where a node's page is: its task, its (latest) execution, or the execution it reused.
+  function nodeLink(n) {
+    if (n.task != null) return `/tasks/${refOf(n.task)}/`;
+    const execution = refOf(n.execution) ?? refOf(n.reused_execution) ?? (n.executions || []).slice(-1).map(refOf)[0];
+    return execution != null ? `/executions/${execution}/` : null;
+  }
+
+  function pipelinePage() {
+    const id = $("facts").dataset.pipeline;
+    let snapshot = "";
+
+    function header(p) {
+      $("status").textContent = p.status;
+      $("status").dataset.status = p.status;
+      $("reason").textContent = p.status_reason || "";
+      $("stop").hidden = PIPELINE_FINAL.includes(p.status);
+      const commit = p.commit && typeof p.commit === "object" ? p.commit.identifier : p.commit;
+      $("facts").replaceChildren(el("dl", {}, ...[
+        ["pipeline", p.name || ""], ["commit", commit ? commit.slice(0, 13) : ""], ["by", p.user || (p.creator || {}).username || ""],
+        ["created", when(p.created_at || p.ctime)], ["started", when(p.started_at)], ["ended", when(p.ended_at)],
+        ["parameters", Object.entries(p.parameters || {}).map(([k, v]) => `${k}=${shown(v && v.expression !== undefined ? v.expression : v)}`).join(" ")],
+        ["reuses executions", p.reuse_executions ? "yes" : ""],
+      ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
+    }
+
+    function draw(p) {
+      const names = p.nodes.map((n) => n.name);
+      const byId = new Map(p.nodes.map((n) => [n.id, n.name]));
+      const nameOf = (v) => names.includes(v) ? v : byId.get(v);
+      const pairs = new Map();  // one line per pair of nodes, its title every edge between them
+      for (const e of p.edges || []) {
+        const from = nameOf(e.source_node), to = nameOf(e.target_node);
+        if (from == null || to == null) continue;
+        const key = JSON.stringify([from, to]);
+        if (!pairs.has(key)) pairs.set(key, { from, to, labels: [] });
+        pairs.get(key).labels.push(`${e.source_type}.${e.source_key} → ${e.target_type}.${e.target_key}`);
+      }
+      const edges = [...pairs.values()];
+      const depth = depths(names, edges);
+      const columns = [];
+      for (const n of names) (columns[depth.get(n)] = columns[depth.get(n)] || []).push(n);
+      const at = new Map();
+      columns.forEach((column, d) => column.forEach((n, row) => at.set(n, {
+        x: NODE.pad + d * (NODE.width + NODE.gapX), y: NODE.pad + row * (NODE.height + NODE.gapY) })));
+      const width = NODE.pad * 2 + Math.max(1, columns.length) * (NODE.width + NODE.gapX) - NODE.gapX;
+      const height = NODE.pad * 2 + Math.max(1, ...columns.map((c) => c.length)) * (NODE.height + NODE.gapY) - NODE.gapY;
+      const svg = $("graph");
+      svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+      svg.setAttribute("width", width);
+      svg.setAttribute("height", height);
+      const arrow = svgEl("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "7",
+        markerHeight: "7", orient: "auto-start-reverse" }, svgEl("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow-head" }));
+      const lines = edges.map((e) => {
+        const a = at.get(e.from), b = at.get(e.to);
+        const x1 = a.x + NODE.width, y1 = a.y + NODE.height / 2, x2 = b.x - 2, y2 = b.y + NODE.height / 2;
+        const bend = Math.max(30, (x2 - x1) / 2);
+        return svgEl("path", { class: "edge", "data-from": e.from, "data-to": e.to, "marker-end": "url(#arrow)",
+          d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}` }, svgEl("title", { text: e.labels.join("\n") }));
+      });
+      const boxes = p.nodes.map((n) => {
+        const { x, y } = at.get(n.name);
+        const label = n.name.length > 24 ? n.name.slice(0, 23) + "…" : n.name;
+        const group = svgEl("g", { class: "node", "data-node": n.name, "data-status": n.status },
+          svgEl("rect", { x, y, width: NODE.width, height: NODE.height, rx: 8 }),
+          svgEl("text", { class: "node-name", x: x + 10, y: y + 22, text: label }),
+          svgEl("text", { class: "node-state", x: x + 10, y: y + 42, text: `${n.type} · ${n.status}` }),
+          svgEl("title", { text: [`${n.name}: ${n.status}`, n.status_reason || ""].filter(Boolean).join("\n") }));
+        const link = nodeLink(n);
+        return link ? svgEl("a", { href: link, class: "node-link", "data-node": n.name }, group) : group;
+      });
+      svg.replaceChildren(svgEl("defs", {}, arrow), ...lines, ...boxes);
+      const states = [...new Set(p.nodes.map((n) => n.status))].sort();
+      $("graph-legend").replaceChildren(...states.map((s) => el("span", {}, el("i", { class: "swatch", "data-status": s }), s)));
+    }
+
+    function table(p) {
+      $("nodes").tBodies[0].replaceChildren(...p.nodes.map((n) => {
+        const link = nodeLink(n);
+        const work = link ? el("a", { href: link, text: n.task != null ? "task" : (refOf(n.reused_execution) != null && refOf(n.execution) == null
+          ? "reused execution" : "execution") }) : "";
+        const actions = el("td", {});
+        if (n.status === "waiting-approval") {
+          const button = el("button", { type: "button", class: "approve", "data-approve": n.name, text: "Approve" });
+          button.addEventListener("click", async () => {
+            button.disabled = true;
+            $("node-error").hidden = true;
+            const answer = await post(`/pipelines/${id}/nodes/${encodeURIComponent(n.name)}/approve/`, {});
+            if (!answer.ok) { showError($("node-error"), answer.body); button.disabled = false; }
+            load();
+          });
+          actions.append(button);
+        }
+        return el("tr", { "data-node": n.name },
+          el("td", { text: n.name }), el("td", { text: n.type }),
+          el("td", {}, el("span", { class: "status", "data-status": n.status, text: n.status })),
+          el("td", {}, work), el("td", { class: "reason", text: n.status_reason || "" }), actions);
+      }));
+    }
+
+    async function load() {
+      const p = await api(`/pipelines/${id}/`, { signal: AbortSignal.timeout(20000) });
+      const now = JSON.stringify(p);
+      if (now !== snapshot) { header(p); draw(p); table(p); snapshot = now; }
+      return p;
+    }
+
+    // Polled while the pipeline runs: every 2 s (not while the page is hidden), until it is final.
+    async function poll() {
+      let p = null;
+      try { if (!document.hidden || !snapshot) p = await load(); } catch (err) { console.error(err); }
+      if (!p || !PIPELINE_FINAL.includes(p.status)) setTimeout(poll, 2000);
+    }
+
+    $("stop").addEventListener("click", async () => {
+      if (!confirm("Stop this pipeline? Its running executions and tasks stop; nodes that have not started never will.")) return;
+      const answer = await post(`/pipelines/${id}/stop/`, {});
+      if (!answer.ok) showError($("node-error"), answer.body);
+      load();
+    });
+    poll();
+  }
+
   // -- operations (administrators) -------------------------------------------------------------
   function operationsPage() {
     let chart = null;
@@ -817,7 +1174,7 @@ const VhOrch = (() => {
     draw();
   }
 
-  return { projectPage, executionPage, taskPage, operationsPage, comparePage, api };
+  return { projectPage, executionPage, taskPage, pipelinePage, operationsPage, comparePage, api };
 })();
 
 // A page names its part on the element that loads this file (`<script src=... data-page="taskPage">`):

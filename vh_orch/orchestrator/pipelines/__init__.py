@@ -1,0 +1,1 @@
+"""Pipelines: DAGs of executions and tasks (spec.py: what one is; definition.py: from valohai.yaml)."""
