@@ -103,6 +103,21 @@ SHARED_WORLDS = {
 }
 
 
+# Test files whose daemons serve no HTTP API, for no test of theirs talks to it: building the API
+# is about 0.9 s of a daemon start's 2.3 s of CPU, and a run starts some 140 daemons.
+NO_HTTP_FILES = frozenset({
+    "test_docker_runtime.py", "test_environments.py", "test_gpu_setup.py", "test_input_cache_ssh.py",
+    "test_integrity.py", "test_lifecycle.py", "test_limits.py", "test_pipelines.py", "test_pool_hosts.py",
+    "test_security_containers.py", "test_security_containers_ssh.py", "test_security_files.py",
+    "test_ssh_pool.py", "test_tasks.py", "test_aws_e2e.py",
+})
+
+
+def current_test_file() -> str:
+    """The file of the test running now (pytest sets PYTEST_CURRENT_TEST), or ""."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").split("::", 1)[0].rsplit("/", 1)[-1]
+
+
 # Tiers: a test is `slow` when it needs a world that takes seconds to bring up or drive (the
 # Docker engine's images, the sshd hosts, PostgreSQL, the mock clouds, a browser, the chaos or
 # replica worlds) or when its file is an end-to-end one; the rest is the quick tier
@@ -155,6 +170,7 @@ class VhOrch:
         self.env = subprocess_env(home)
         self.exe = str(Path(sys.executable).parent / "vh-orch")
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.http = False  # whether the running daemon serves the HTTP API (start_daemon)
         self.daemon_log = home.parent / "serve.log"
 
     def __call__(self, *args: str, check: bool = True, timeout: float = WAIT_S, cwd: Path | None = None,
@@ -176,12 +192,14 @@ class VhOrch:
         return self(*args, "--json", **kw).json()
 
     def start_daemon(self, *args: str) -> None:
-        """`vh-orch serve` with these options, once it says it started."""
+        """`vh-orch serve` with these options, once it says it started; `--no-http` added for the test
+        files that never talk to the API (NO_HTTP_FILES)."""
         assert self.daemon is None
         offset = self.daemon_log.stat().st_size if self.daemon_log.exists() else 0
         self.log_offset = offset
+        self.http = "--no-http" not in args and current_test_file() not in NO_HTTP_FILES
         self.daemon = subprocess.Popen(
-            [self.exe, "serve", *args],
+            [self.exe, "serve", *args, *(() if self.http else ("--no-http",))],
             env=self.env,
             stdout=open(self.daemon_log, "ab"),
             stderr=subprocess.STDOUT,
@@ -197,6 +215,7 @@ class VhOrch:
 
     def api_url(self) -> str:
         """The running daemon's HTTP API, from its log line `HTTP API on http://HOST:PORT`."""
+        assert self.http, f"this daemon serves no HTTP API: take {current_test_file()} out of NO_HTTP_FILES"
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             since_start = self.daemon_log.read_bytes()[getattr(self, "log_offset", 0):].decode(errors="replace")
