@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.options import AdhocOption, CommitOption, ProjectOption
 from vh_orch.cli.terminal import visible
 from vh_orch.errors import NoDaemon, UserInputError
 from vh_orch.services.views import execution_info, execution_summary, output_dict
@@ -28,13 +29,9 @@ FOLLOW_POLL_S = 0.2
 @app.command("run")
 def run(
     step: Annotated[str, typer.Argument(help="Step name from valohai.yaml")],
-    project: Annotated[str, typer.Option("--project", help="Project name")],
-    commit: Annotated[str | None, typer.Option("--commit", help="Branch, tag or sha (default: default branch)")] = None,
-    adhoc: Annotated[
-        str | None,
-        typer.Option("--adhoc", help="Run the files of a folder without version control (default folder: .)",
-                     flag_value=".", show_default=False),
-    ] = None,
+    project: ProjectOption,
+    commit: CommitOption = None,
+    adhoc: AdhocOption = None,
     env: Annotated[str | None, typer.Option("--env", help="Environment (default: local)")] = None,
     param: Annotated[list[str] | None, typer.Option("-p", "--param", help="NAME=VALUE, repeatable")] = None,
     input_: Annotated[list[str] | None, typer.Option("-i", "--input", help="NAME=URL or path, repeatable")] = None,

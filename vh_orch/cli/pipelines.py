@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.options import AdhocOption, CommitOption, ProjectOption
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -20,13 +21,9 @@ app = typer.Typer(help="Pipelines: valohai.yaml DAGs of executions and tasks.", 
 @app.command("run")
 def run(
     name: Annotated[str, typer.Argument(help="Pipeline name from valohai.yaml (`- pipeline:`)")],
-    project: Annotated[str, typer.Option("--project", help="Project name")],
-    commit: Annotated[str | None, typer.Option("--commit", help="Branch, tag or sha (default: default branch)")] = None,
-    adhoc: Annotated[
-        str | None,
-        typer.Option("--adhoc", help="Run the files of a folder without version control (default folder: .)",
-                     flag_value=".", show_default=False),
-    ] = None,
+    project: ProjectOption,
+    commit: CommitOption = None,
+    adhoc: AdhocOption = None,
     param: Annotated[list[str] | None, typer.Option(
         "-p", "--param", help="PIPELINE_PARAMETER=VALUE (repeat a name for a list)")] = None,
     title: Annotated[str | None, typer.Option("--title")] = None,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.options import AdhocOption, CommitOption, ProjectOption
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -20,13 +21,9 @@ app = typer.Typer(help="Tasks: searches over a step's parameters (grid, random, 
 @app.command("run")
 def run(
     name: Annotated[str, typer.Argument(help="Task name from valohai.yaml (`- task:`)")],
-    project: Annotated[str, typer.Option("--project", help="Project name")],
-    commit: Annotated[str | None, typer.Option("--commit", help="Branch, tag or sha (default: default branch)")] = None,
-    adhoc: Annotated[
-        str | None,
-        typer.Option("--adhoc", help="Run the files of a folder without version control (default folder: .)",
-                     flag_value=".", show_default=False),
-    ] = None,
+    project: ProjectOption,
+    commit: CommitOption = None,
+    adhoc: AdhocOption = None,
     env: Annotated[str | None, typer.Option("--env", help="Environment (default: local)")] = None,
     param: Annotated[list[str] | None, typer.Option("-p", "--param",
                                                     help="NAME=VALUE: the same value in every execution")] = None,
