@@ -39,18 +39,17 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
     engine.start_pipeline, which creates and then starts."""
     project, snapshot = load_snapshot(store, settings, req.run)
     commit = snapshot.identifier
+    config = parse_config(snapshot.config_yaml)
     if req.name is not None:
         name, spec = spec_from_yaml(snapshot.config_yaml, req.name, commit, req.parameters)
     elif req.payload is not None:
         if req.parameters:
             raise UserInputError("pipeline parameters go inside the definition's `parameters`", field="parameters")
         name = None
-        steps = set(parse_config(snapshot.config_yaml).steps)
-        spec = parse_payload(req.payload, known_steps=steps, commit=commit)
+        spec = parse_payload(req.payload, known_steps=set(config.steps), commit=commit)
     else:
         raise UserInputError("a pipeline needs a valohai.yaml pipeline name or a definition", field="pipeline")
     run = replace(req.run, step="")
-    config = parse_config(snapshot.config_yaml)
     environments = {e.name for e in store.list_environments()}
     _pipeline_wide(spec, run, environments)
     for node in spec.nodes:
@@ -66,7 +65,7 @@ def create_pipeline(store: Store, settings: Settings, req: PipelineRequest) -> P
                 except UserInputError as exc:
                     raise UserInputError(f"node {node.name!r}: {exc}", field=exc.field or "nodes") from None
     title = req.title or name
-    user = prepare_user(run)
+    user = run.user or current_user()
     stored = spec.to_json()  # once: a 500-node pipeline's definition is large
     ensure_storable({"pipeline": stored, "title": title, "user": user})
     stored_commit = store_snapshot(store, project.id, snapshot)  # type: ignore[arg-type]
@@ -135,9 +134,5 @@ def _missing(config: Any, node: Node) -> frozenset[str]:
 def _task_varied(node: Node) -> frozenset[str]:
     """A task node's parameters that vary per child (given as {style, rules})."""
     return frozenset(k for k, v in node.template.get("parameters", {}).items() if isinstance(v, dict))
-
-
-def prepare_user(run: SubmitRequest) -> str:
-    return run.user or current_user()
 
 
