@@ -845,6 +845,15 @@ def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
     browser.find_element(By.ID, "log-search").send_keys("LINE 8")
     seen_when_set = browser.execute_script(
         "return Math.max(0, ...[...document.querySelectorAll('#log .line')].map((r) => Number(r.dataset.seq)))")
+
+    def running_duration() -> list[str]:  # [status, duration] as shown together
+        return browser.execute_script("const d = document.getElementById('duration');"
+                                      "return [document.getElementById('status').textContent, d ? d.textContent : '']")
+
+    first = wait_for(lambda: (lambda s: s[1] if s[0] == "started" and s[1] else None)(running_duration()),
+                     "no duration shown while it runs")
+    wait_for(lambda: (lambda s: s[0] == "started" and s[1] not in ("", first))(running_duration()),
+             "the duration does not tick while it runs")
     wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "it did not complete")
     rows = browser.execute_script("""return [...document.querySelectorAll('#log .line')].map((r) =>
         ({seq: Number(r.dataset.seq), text: r.dataset.message, hidden: r.hidden}))""")
