@@ -767,7 +767,7 @@ def test_the_facts_grid_keeps_each_label_beside_its_value_and_the_reason_shows_b
         sha = browser.find_element(By.ID, "commit-sha")
         assert sha.get_attribute("title") == commit and len(sha.text) < len(commit)
         banner = wait_for(lambda: browser.find_element(By.ID, "status-banner").text, "no banner beside the status")
-        assert "exit code 3" in banner
+        assert banner.count("code 3") == 1  # the reason names the exit code: said once, not twice
         assert browser.find_element(By.ID, "status").text == "error"
     finally:
         browser.set_window_size(1400, 1000)
@@ -792,7 +792,7 @@ def test_the_command_copies_as_cli_commands_that_keep_a_hostile_value_as_data(
     assert words[7] == commit and f"model={hostile}" in words and "rate=0.5" in words
     assert words[words.index(f"model={hostile}") - 1] == "-p"
     vh_words = shlex.split(browser.find_element(By.ID, "cli-vh").text)
-    assert vh_words[:4] == ["vh", "exec", "run", "tune"] and f"--model={hostile}" in vh_words
+    assert vh_words[:5] == ["vh", "exec", "run", "tune", "--adhoc"] and f"--model={hostile}" in vh_words
     assert "--rate=0.5" in vh_words
     assert browser.find_element(By.ID, "command").text.strip()  # the command that ran
 
@@ -822,6 +822,7 @@ def test_run_again_with_another_input_picked_from_earlier_outputs_and_a_title(
     field.clear()
     field.send_keys(datums[1])
     browser.find_element(By.ID, "rerun-title").send_keys("reads the second")
+    shot(browser, "execution-run-again-inputs")
     browser.find_element(By.CSS_SELECTOR, "#rerun-form button[type=submit]").click()
     wait_for(lambda: browser.current_url.rstrip("/").split("/")[-1] not in ("", str(reader["id"])),
              "not taken to the new execution")
@@ -886,6 +887,9 @@ def test_the_whole_log_downloads_and_searches_on_the_server_beyond_the_loaded_li
     browser.find_element(By.ID, "log-server-search").click()
     found = wait_for(lambda: browser.find_element(By.ID, "log-results-lines").text, "no server search results")
     assert found.splitlines() == ["row 7 end"]
+    assert browser.find_element(By.ID, "log-count").text == "0 matches"  # among the loaded lines: none
+    assert browser.find_element(By.ID, "log-results-note").text.startswith("1 line of the whole log holds")
+    shot(browser, "execution-log-search")
     for hostile in (".*", "%", "row 1_ end", "(a+)+$"):  # plain substrings: no pattern language anywhere
         assert alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": hostile}).json()["events"] == []
     too_long = alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "x" * 201})

@@ -218,7 +218,9 @@ const VhOrch = (() => {
       $("status").title = e.status_reason || "";
       $("stop").hidden = ["stopped", "error", "complete"].includes(e.status);
       // Why it ended (or why it waits) where the eye goes first: beside the status, not a last fact.
-      const said = [e.status_reason || "", e.exit_code != null && e.exit_code !== 0 ? `exit code ${e.exit_code}` : ""];
+      const reason = e.status_reason || "";
+      const code = e.exit_code != null && e.exit_code !== 0 && !reason.includes(`code ${e.exit_code}`);
+      const said = [reason, code ? `exit code ${e.exit_code}` : ""];
       const banner = said.filter(Boolean).join(" · ");
       $("status-banner").textContent = banner;
       $("status-banner").dataset.status = e.status;
@@ -451,7 +453,8 @@ const VhOrch = (() => {
       ...params.flatMap(([k, v]) => asList(v).flatMap((one) => ["-p", `${k}=${cliValue(one)}`])),
       ...inputs.flatMap(([k, u]) => ["-i", `${k}=${u}`])];
     const option = (k) => `--${k.replace(/_/g, "-")}`;
-    const vh = ["vh", "exec", "run", e.step, ...(sha && !sha.startsWith("~") ? [`--commit=${sha}`] : []),
+    // An uploaded package has no commit `vh` could name: --adhoc uploads the folder it runs in.
+    const vh = ["vh", "exec", "run", e.step, ...(sha.startsWith("~") ? ["--adhoc"] : sha ? [`--commit=${sha}`] : []),
       ...(e.title ? [`--title=${e.title}`] : []),
       ...params.flatMap(([k, v]) => asList(v).map((one) => typeof one === "boolean"
         ? (one ? option(k) : `--no-${k.replace(/_/g, "-")}`) : `${option(k)}=${cliValue(one)}`)),
@@ -506,13 +509,19 @@ const VhOrch = (() => {
       msg.replaceChildren(...parts);
     }
 
-    function apply(row) {
+    function unmark(row) {
+      const msg = row.querySelector(".msg");
+      if (msg && msg.childElementCount) msg.textContent = row.dataset.message;
+    }
+
+    // A hidden line keeps no marks: the count is of the matches the reader can see.
+    function apply(row, recount = true) {
       const words = (row.dataset.message || "").toLowerCase();
       const hides = (state.text && !words.includes(state.text.toLowerCase())) ||
         (state.stderrOnly && !row.classList.contains("stderr"));
       row.hidden = Boolean(hides);
-      if (!hides) mark(row);
-      showCount();
+      if (hides) unmark(row); else mark(row);
+      if (recount) showCount();
     }
 
     function showCount() {
@@ -522,7 +531,8 @@ const VhOrch = (() => {
 
     function set(change) {
       Object.assign(state, change, { current: -1 });
-      for (const row of log.children) apply(row);
+      for (const row of log.children) apply(row, false);
+      showCount();
     }
 
     function step(by) {
@@ -547,7 +557,7 @@ const VhOrch = (() => {
     try {
       const found = await api(`/executions/${id}/events/?search=${encodeURIComponent(text)}`);
       $("log-results-lines").replaceChildren(...found.events.map(logLine));
-      $("log-results-note").textContent = `${found.events.length}${found.truncated ? "+" : ""} line${found.events.length === 1 ? "" : "s"} of the whole log hold "${text}"`;
+      $("log-results-note").textContent = `${found.events.length}${found.truncated ? "+" : ""} line${found.events.length === 1 ? " of the whole log holds" : "s of the whole log hold"} "${text}"`;
     } catch (err) {
       $("log-results-lines").replaceChildren();
       $("log-results-note").textContent = apiMessages(err.body).join(" ") || String(err);
