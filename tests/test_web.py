@@ -71,6 +71,20 @@ STEPS = SCORE_STEP + b"""
         type: string
         pass-as: "{v}"
 - step:
+    name: long
+    image: vh-orch/busybox:test
+    command:
+      - |-
+        for i in $(seq 1 1500); do echo "row $i end"; done
+      - sleep 1
+      - echo "only on stderr" >&2
+- step:
+    name: fails
+    image: vh-orch/busybox:test
+    command:
+      - echo "giving up" >&2
+      - exit 3
+- step:
     name: nap
     image: vh-orch/busybox:test
     command: sleep {parameters}
@@ -714,3 +728,197 @@ def test_after_sign_in_only_a_path_of_this_site_is_followed(asked: str, goes: st
     from vh_orch.web.pages import safe_next
 
     assert safe_next(asked) == goes
+
+
+# -- the execution page's facts, command and run again; its log (issue 29) -------------------------
+
+def fact_pairs_apart(driver: Any) -> list[str]:
+    """The facts whose value is neither beside its label on the same row nor directly under it."""
+    return driver.execute_script("""
+        const apart = [];
+        for (const fact of document.querySelectorAll('#facts .fact')) {
+          const t = fact.querySelector('dt').getBoundingClientRect();
+          const d = fact.querySelector('dd').getBoundingClientRect();
+          const sameRow = Math.abs(d.top - t.top) < 4 && d.left >= t.right - 1;
+          const stacked = d.top >= t.bottom - 1 && d.top - t.bottom < 12 && Math.abs(d.left - t.left) < 2;
+          if (!(sameRow || stacked)) apart.push(fact.dataset.fact);
+        }
+        return apart;""")
+
+
+def test_the_facts_grid_keeps_each_label_beside_its_value_and_the_reason_shows_beside_the_status(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "fails",
+                                                   "title": "a run that gives up"}).json()
+    assert vh.wait(made["id"])["status"] == "error"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    try:
+        for width in (1400, 800):
+            browser.set_window_size(width, 1000)
+            wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#facts .fact")) >= 10, "no facts shown")
+            assert fact_pairs_apart(browser) == [], f"labels apart from their values at {width} px"
+            shot(browser, f"execution-facts-{width}")
+        assert browser.find_element(By.ID, "title").text == "a run that gives up"
+        assert browser.find_element(By.ID, "step-name").text == "fails"
+        sha = browser.find_element(By.ID, "commit-sha")
+        assert sha.get_attribute("title") == commit and len(sha.text) < len(commit)
+        banner = wait_for(lambda: browser.find_element(By.ID, "status-banner").text, "no banner beside the status")
+        assert banner.count("code 3") == 1  # the reason names the exit code: said once, not twice
+        assert browser.find_element(By.ID, "status").text == "error"
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_the_command_copies_as_cli_commands_that_keep_a_hostile_value_as_data(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    import shlex
+
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    hostile = "it's $(touch /tmp/pwned); `id` \\ \"q\""
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "tune",
+                                                   "parameters": {"rate": 0.5, "model": hostile}}).json()
+    vh.wait(made["id"])
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    orch = wait_for(lambda: browser.find_element(By.ID, "cli-vh-orch").text, "no vh-orch command shown")
+    words = shlex.split(orch)
+    assert words[:7] == ["vh-orch", "exec", "run", "tune", "--project", "demo", "--commit"]
+    assert words[7] == commit and f"model={hostile}" in words and "rate=0.5" in words
+    assert words[words.index(f"model={hostile}") - 1] == "-p"
+    vh_words = shlex.split(browser.find_element(By.ID, "cli-vh").text)
+    assert vh_words[:5] == ["vh", "exec", "run", "tune", "--adhoc"] and f"--model={hostile}" in vh_words
+    assert "--rate=0.5" in vh_words
+    assert browser.find_element(By.ID, "command").text.strip()  # the command that ran
+
+
+def test_run_again_with_another_input_picked_from_earlier_outputs_and_a_title(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    first, second = (submit(alice, pid, commit, "write") for _ in range(2))
+    datums = [vh.wait(w["id"])["outputs"][0]["datum"] for w in (first, second)]
+    reader = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "read",
+                                                     "inputs": {"data": [datums[0]]}}).json()
+    vh.wait(reader["id"])
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{reader['id']}/")
+    browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    field = wait_for(lambda: browser.find_elements(By.ID, "input-data"), "no field for the input")[0]
+    assert field.get_attribute("value") == datums[0]
+    offered = wait_for(lambda: [o.get_attribute("value") for o in
+                                browser.find_elements(By.CSS_SELECTOR, "#earlier-outputs option")],
+                       "no earlier outputs offered")
+    assert datums[1] in offered
+    wait_for(lambda: browser.find_element(By.ID, "rerun-environment").get_attribute("value") == "local",
+             "the environment is not offered")
+    assert browser.find_element(By.ID, "rerun-commit").get_attribute("value") == commit
+    field.clear()
+    field.send_keys(datums[1])
+    browser.find_element(By.ID, "rerun-title").send_keys("reads the second")
+    shot(browser, "execution-run-again-inputs")
+    browser.find_element(By.CSS_SELECTOR, "#rerun-form button[type=submit]").click()
+    wait_for(lambda: browser.current_url.rstrip("/").split("/")[-1] not in ("", str(reader["id"])),
+             "not taken to the new execution")
+    new_id = int(browser.current_url.rstrip("/").split("/")[-1])
+    info = vh.wait(new_id)
+    assert info["title"] == "reads the second" and info["status"] == "complete"
+    source = {"id": second["id"], "counter": second["counter"]}
+    assert alice.get(f"/api/v0/executions/{new_id}/").json()["inputs"] == [
+        {"name": "data", "urls": [datums[1]], "outputs_of": [source]}]
+    assert wait_for(lambda: browser.find_element(By.ID, "title").text, "no title") == "reads the second"
+
+
+def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "chatty")
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    browser.find_element(By.ID, "log-search").send_keys("LINE 8")
+    seen_when_set = browser.execute_script(
+        "return Math.max(0, ...[...document.querySelectorAll('#log .line')].map((r) => Number(r.dataset.seq)))")
+
+    def running_duration() -> list[str]:  # [status, duration] as shown together
+        return browser.execute_script("const d = document.getElementById('duration');"
+                                      "return [document.getElementById('status').textContent, d ? d.textContent : '']")
+
+    first = wait_for(lambda: (lambda s: s[1] if s[0] == "started" and s[1] else None)(running_duration()),
+                     "no duration shown while it runs")
+    wait_for(lambda: (lambda s: s[0] == "started" and s[1] not in ("", first))(running_duration()),
+             "the duration does not tick while it runs")
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "it did not complete")
+    rows = browser.execute_script("""return [...document.querySelectorAll('#log .line')].map((r) =>
+        ({seq: Number(r.dataset.seq), text: r.dataset.message, hidden: r.hidden}))""")
+    later = [r for r in rows if r["seq"] > seen_when_set]
+    assert any(r["text"] == "line 3" for r in later), "the lines were not streamed in after the filter was set"
+    assert [r["text"] for r in rows if not r["hidden"]] == ["line 8"]
+    assert browser.find_element(By.CSS_SELECTOR, "#log mark").text == "line 8"
+    assert browser.find_element(By.ID, "log-count").text == "1 match"
+    browser.find_element(By.ID, "log-next").click()
+    assert browser.find_element(By.ID, "log-count").text == "1 of 1"
+    assert browser.find_elements(By.CSS_SELECTOR, "#log mark.current")
+
+
+def test_the_whole_log_downloads_and_searches_on_the_server_beyond_the_loaded_lines(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "long")
+    assert vh.wait(made["id"])["status"] == "complete"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    wait_for(lambda: "row 1500 end" in browser.find_element(By.ID, "log").text, "the log's end is not shown")
+    assert "row 7 end" not in browser.find_element(By.ID, "log").text  # only the last 1000 events are loaded
+
+    # Search the whole stored log on the server.
+    browser.find_element(By.ID, "log-search").send_keys("row 7 end")
+    browser.find_element(By.ID, "log-server-search").click()
+    found = wait_for(lambda: browser.find_element(By.ID, "log-results-lines").text, "no server search results")
+    assert found.splitlines() == ["row 7 end"]
+    assert browser.find_element(By.ID, "log-count").text == "0 matches"  # among the loaded lines: none
+    assert browser.find_element(By.ID, "log-results-note").text.startswith("1 line of the whole log holds")
+    shot(browser, "execution-log-search")
+    for hostile in (".*", "%", "row 1_ end", "(a+)+$"):  # plain substrings: no pattern language anywhere
+        assert alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": hostile}).json()["events"] == []
+    too_long = alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "x" * 201})
+    assert too_long.status_code == 400 and "search" in too_long.json()
+
+    # stderr only, and timestamps.
+    browser.find_element(By.ID, "log-search").clear()
+    browser.execute_script("document.getElementById('log-search').dispatchEvent(new Event('input'))")
+    browser.find_element(By.ID, "log-stderr").click()
+    visible = browser.execute_script("return [...document.querySelectorAll('#log .line')].filter((r) => !r.hidden)"
+                                     ".map((r) => r.dataset.message)")
+    assert visible == ["only on stderr"]
+    browser.find_element(By.ID, "log-times").click()
+    stamp = browser.find_element(By.CSS_SELECTOR, "#log .line.stderr .ts")
+    assert stamp.is_displayed() and ":" in stamp.text
+
+    # Download: every line, as `vh-orch exec logs` has them, under a file name.
+    link = browser.find_element(By.ID, "download-log").get_attribute("href")
+    got = browser.execute_async_script("""const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(async (r) => done({status: r.status, disposition: r.headers.get('Content-Disposition'),
+                                                    text: await r.text()}));""", link)
+    assert got["status"] == 200 and got["disposition"] == f'attachment; filename="demo-{made["counter"]}-log.txt"'
+    printed = [json.loads(line) for line in vh("exec", "logs", str(made["id"]), "--json").stdout.splitlines()]
+    assert got["text"].splitlines() == [e["text"] for e in printed if e["kind"] == "log"]
+    assert len(got["text"].splitlines()) == 1501
+
+    # Someone else's log is not found.
+    vh("user", "add", "carol")
+    carol = Client(api, vh.json("user", "token", "carol")["token"])
+    assert carol.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 404
+    assert carol.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "row"}).status_code == 404
+    assert alice.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 200

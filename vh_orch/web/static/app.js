@@ -197,9 +197,12 @@ const VhOrch = (() => {
     let chart = null;
     let xPicked = false;  // until the user picks an x, a step-like key wins over _time
 
+    const finder = logFinder(log);
+
     function line(ev, atTop = false) {
-      const row = el("span", { class: `line ${ev.stream}`, "data-seq": ev.seq, text: ev.message + "\n" });
+      const row = logLine(ev);
       if (atTop) log.prepend(row); else log.append(row);
+      finder.apply(row);  // a line streamed in after the filter was set is filtered too
     }
 
     function trim() {
@@ -209,23 +212,38 @@ const VhOrch = (() => {
 
     function follow() { if ($("follow").checked) log.scrollTop = log.scrollHeight; }
 
-    function showStatus(status, reason) {
-      $("status").textContent = status;
-      $("status").dataset.status = status;
-      $("status").title = reason || "";
-      $("stop").hidden = ["stopped", "error", "complete"].includes(status);
+    function showStatus(e) {
+      $("status").textContent = e.status;
+      $("status").dataset.status = e.status;
+      $("status").title = e.status_reason || "";
+      $("stop").hidden = ["stopped", "error", "complete"].includes(e.status);
+      // Why it ended (or why it waits) where the eye goes first: beside the status, not a last fact.
+      const reason = e.status_reason || "";
+      const code = e.exit_code != null && e.exit_code !== 0 && !reason.includes(`code ${e.exit_code}`);
+      const said = [reason, code ? `exit code ${e.exit_code}` : ""];
+      const banner = said.filter(Boolean).join(" · ");
+      $("status-banner").textContent = banner;
+      $("status-banner").dataset.status = e.status;
+      $("status-banner").hidden = !banner;
+    }
+
+    let ticking = null;
+    function tickDuration(e) {
+      clearInterval(ticking);
+      if (e.status !== "started" || !e.started_at) return;
+      const since = Date.parse(e.started_at);
+      const tick = () => { const d = $("duration"); if (d) d.textContent = seconds(Math.max(0, (Date.now() - since) / 1000)); };
+      tick();
+      ticking = setInterval(tick, 1000);
     }
 
     async function facts() {
       const e = await api(`/executions/${id}/`);
-      showStatus(e.status, e.status_reason);
-      $("facts").replaceChildren(el("dl", {}, ...[
-        ["created", when(e.ctime)], ["started", when(e.started_at)], ["ended", when(e.ended_at)],
-        ["duration", seconds(e.duration)],
-        ["commit", e.commit ? e.commit.identifier : ""], ["image", e.image || ""], ["environment", e.environment.name],
-        ["machine", e.machine == null ? "" : String(e.machine)], ["by", e.creator.username || ""],
-        ["reason", e.status_reason || ""],
-      ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v || "" })])));
+      showStatus(e);
+      $("title").textContent = e.title || e.step;
+      $("facts").replaceChildren(factGrid(e));
+      tickDuration(e);
+      showCommand(e);
       const params = Object.entries(e.parameters);
       $("parameters").replaceChildren(...(params.length ? params.map(([k, v]) =>
         el("tr", {}, el("th", { text: k }), el("td", { text: shown(v) }))) : [el("tr", {}, el("td", { class: "empty", text: "none" }))]));
@@ -376,10 +394,17 @@ const VhOrch = (() => {
       firstSeq = page.events.length ? page.events[0].seq : firstSeq;
       $("earlier").hidden = !page.events.length || page.events[0].seq <= 1;
     });
-    $("log-search").addEventListener("input", () => {
-      const q = $("log-search").value.toLowerCase();
-      for (const row of log.children) row.hidden = q !== "" && !row.textContent.toLowerCase().includes(q);
+    $("log-search").addEventListener("input", () => finder.set({ text: $("log-search").value }));
+    $("log-stderr").addEventListener("change", () => finder.set({ stderrOnly: $("log-stderr").checked }));
+    $("log-times").addEventListener("change", () => {
+      for (const pre of [log, $("log-results-lines")]) pre.classList.toggle("with-times", $("log-times").checked);
     });
+    $("log-next").addEventListener("click", () => finder.step(1));
+    $("log-prev").addEventListener("click", () => finder.step(-1));
+    $("log-find").addEventListener("submit", (event) => { event.preventDefault(); searchWholeLog(id); });
+    for (const button of document.querySelectorAll("button.copy")) {
+      button.addEventListener("click", () => copyText(button, $(button.dataset.copy).textContent));
+    }
     $("chart-x").addEventListener("change", () => { xPicked = true; keysChanged(); draw(); });
     $("chart-y").addEventListener("change", draw);
     $("chart-smooth").addEventListener("input", () => { $("smooth-value").textContent = $("chart-smooth").value; draw(); });
@@ -390,6 +415,154 @@ const VhOrch = (() => {
     });
     rerunForm(id);
     facts().then(start);
+  }
+
+  // The facts of an execution as label/value pairs, each pair one grid cell (label above value), so
+  // that no width can put a label at the end of one row and its value at the start of the next.
+  function factGrid(e) {
+    const sha = e.commit ? e.commit.identifier : "";
+    const short = sha.startsWith("~") ? sha.slice(0, 13) : sha.slice(0, 12);
+    const commit = sha ? [el("code", { id: "commit-sha", title: sha, text: short }),
+      el("button", { type: "button", class: "copy", id: "copy-sha", "aria-label": "Copy the full commit sha", text: "copy" })] : [];
+    const facts = [
+      ["created", when(e.ctime)], ["started", when(e.started_at)], ["ended", when(e.ended_at)],
+      ["duration", seconds(e.duration), "duration"], ["commit", commit], ["step", e.step], ["image", e.image || ""],
+      ["environment", e.environment.name], ["machine", e.machine == null ? "" : String(e.machine)],
+      ["by", e.creator.username || ""], ["exit code", e.exit_code == null ? "" : String(e.exit_code)],
+    ];
+    const grid = el("dl", { class: "fact-grid" }, ...facts.map(([k, v, ddId]) => el("div", { class: "fact", "data-fact": k },
+      el("dt", { text: k }), Array.isArray(v) ? el("dd", {}, ...v) : el("dd", { text: v || "", ...(ddId ? { id: ddId } : {}) }))));
+    const copy = grid.querySelector("#copy-sha");
+    if (copy) copy.addEventListener("click", () => copyText(copy, sha));
+    return grid;
+  }
+
+  // A word safe to paste into a POSIX shell: as it is when plain, else in single quotes (a value is
+  // data there: no $, `, \ or ; inside quotes means anything; a ' is closed, escaped and reopened).
+  const shellWord = (s) => /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  const cliValue = (v) => typeof v === "string" ? v : JSON.stringify(v);
+  const asList = (v) => Array.isArray(v) ? v : [v];
+
+  // The execution as the two command lines that would run it again: vh-orch's own and Valohai's `vh`.
+  function cliCommands(e) {
+    const params = Object.entries(e.parameters || {});
+    const inputs = (e.inputs || []).flatMap((i) => i.urls.map((u) => [i.name, u]));
+    const sha = e.commit ? e.commit.identifier : "";
+    const orch = ["vh-orch", "exec", "run", e.step, "--project", e.project.name, ...(sha ? ["--commit", sha] : []),
+      "--env", e.environment.name, ...(e.title ? ["--title", e.title] : []),
+      ...params.flatMap(([k, v]) => asList(v).flatMap((one) => ["-p", `${k}=${cliValue(one)}`])),
+      ...inputs.flatMap(([k, u]) => ["-i", `${k}=${u}`])];
+    const option = (k) => `--${k.replace(/_/g, "-")}`;
+    // An uploaded package has no commit `vh` could name: --adhoc uploads the folder it runs in.
+    const vh = ["vh", "exec", "run", e.step, ...(sha.startsWith("~") ? ["--adhoc"] : sha ? [`--commit=${sha}`] : []),
+      ...(e.title ? [`--title=${e.title}`] : []),
+      ...params.flatMap(([k, v]) => asList(v).map((one) => typeof one === "boolean"
+        ? (one ? option(k) : `--no-${k.replace(/_/g, "-")}`) : `${option(k)}=${cliValue(one)}`)),
+      ...inputs.map(([k, u]) => `${option(k)}=${u}`)];
+    return { orch: orch.map(shellWord).join(" "), vh: vh.map(shellWord).join(" ") };
+  }
+
+  function showCommand(e) {
+    $("command").textContent = e.command || "";
+    const cli = cliCommands(e);
+    $("cli-vh-orch").textContent = cli.orch;
+    $("cli-vh").textContent = cli.vh;
+  }
+
+  // Copy to the clipboard, and say so on the button for a moment.
+  async function copyText(button, text) {
+    const was = button.dataset.label || button.textContent;
+    button.dataset.label = was;
+    try { await navigator.clipboard.writeText(text); button.textContent = "copied"; } catch (_) { button.textContent = "copy refused"; }
+    setTimeout(() => { button.textContent = was; }, 1500);
+  }
+
+  // One log line: its time (shown with the Timestamps toggle) and its words, kept apart so that the
+  // filter and its highlights work on the words only.
+  function logLine(ev) {
+    const row = el("span", { class: `line ${ev.stream}`, "data-seq": ev.seq },
+      el("span", { class: "ts", text: ev.time ? new Date(ev.time).toLocaleTimeString(undefined, { hour12: false }) + "." +
+        String(new Date(ev.time).getMilliseconds()).padStart(3, "0") : "" }),
+      el("span", { class: "msg", text: ev.message }), "\n");
+    row.dataset.message = ev.message;
+    return row;
+  }
+
+  // The log's filter: lines holding the text (any case), stderr only if asked; each match marked,
+  // counted, and stepped through. New lines pass through apply() as they arrive.
+  function logFinder(log) {
+    const state = { text: "", stderrOnly: false, current: -1 };
+    const count = () => log.querySelectorAll("mark").length;
+
+    function mark(row) {
+      const msg = row.querySelector(".msg");
+      const words = row.dataset.message;
+      if (!state.text) { if (msg.childElementCount) msg.textContent = words; return; }
+      const lower = words.toLowerCase(), needle = state.text.toLowerCase();
+      const parts = [];
+      let at = 0;
+      for (let i = lower.indexOf(needle); i >= 0; i = lower.indexOf(needle, i + needle.length)) {
+        parts.push(words.slice(at, i), el("mark", { text: words.slice(i, i + needle.length) }));
+        at = i + needle.length;
+      }
+      parts.push(words.slice(at));
+      msg.replaceChildren(...parts);
+    }
+
+    function unmark(row) {
+      const msg = row.querySelector(".msg");
+      if (msg && msg.childElementCount) msg.textContent = row.dataset.message;
+    }
+
+    // A hidden line keeps no marks: the count is of the matches the reader can see.
+    function apply(row, recount = true) {
+      const words = (row.dataset.message || "").toLowerCase();
+      const hides = (state.text && !words.includes(state.text.toLowerCase())) ||
+        (state.stderrOnly && !row.classList.contains("stderr"));
+      row.hidden = Boolean(hides);
+      if (hides) unmark(row); else mark(row);
+      if (recount) showCount();
+    }
+
+    function showCount() {
+      const n = state.text ? count() : 0;
+      $("log-count").textContent = state.text ? `${n} match${n === 1 ? "" : "es"}` : "";
+    }
+
+    function set(change) {
+      Object.assign(state, change, { current: -1 });
+      for (const row of log.children) apply(row, false);
+      showCount();
+    }
+
+    function step(by) {
+      const marks = [...log.querySelectorAll("mark")];
+      if (!marks.length) return;
+      if (state.current >= 0 && marks[state.current]) marks[state.current].classList.remove("current");
+      state.current = (state.current + by + marks.length) % marks.length;
+      marks[state.current].classList.add("current");
+      $("follow").checked = false;  // the reader went looking: stop jumping to the end
+      marks[state.current].scrollIntoView({ block: "center" });
+      $("log-count").textContent = `${state.current + 1} of ${marks.length}`;
+    }
+
+    return { apply, set, step };
+  }
+
+  // The server's search over the whole stored log, not only the lines in the page.
+  async function searchWholeLog(id) {
+    const text = $("log-search").value;
+    if (!text) return;
+    const box = $("log-results");
+    try {
+      const found = await api(`/executions/${id}/events/?search=${encodeURIComponent(text)}`);
+      $("log-results-lines").replaceChildren(...found.events.map(logLine));
+      $("log-results-note").textContent = `${found.events.length}${found.truncated ? "+" : ""} line${found.events.length === 1 ? " of the whole log holds" : "s of the whole log hold"} "${text}"`;
+    } catch (err) {
+      $("log-results-lines").replaceChildren();
+      $("log-results-note").textContent = apiMessages(err.body).join(" ") || String(err);
+    }
+    box.hidden = false;
   }
 
   // Form fields made from parameters (a step's, or a pipeline's typed as the step parameter each one
@@ -464,15 +637,42 @@ const VhOrch = (() => {
   }
 
   async function rerunForm(id) {
-    const step = await api(`/executions/${id}/step/`);
+    const [step, e] = await Promise.all([api(`/executions/${id}/step/`), api(`/executions/${id}/`)]);
     const fields = parameterFields(step.parameters, "param", (p) => p.value ?? p.default);
     $("rerun-fields").replaceChildren(...(fields.length ? fields.map((f) => f.row) : [el("p", { class: "empty", text: "This step has no parameters." })]));
+    const inputs = step.inputs.map((i) => {
+      const input = el("input", { type: "text", id: `input-${i.name}`, name: i.name, list: "earlier-outputs" });
+      input.value = i.urls.join(" ");
+      return { name: i.name, input, row: el("label", { for: input.id }, el("span", { text: `input ${i.name}` }), input,
+        el("small", { text: "a URL, or an earlier output (datum://…); several separated by spaces" })) };
+    });
+    $("rerun-inputs").replaceChildren(...inputs.map((i) => i.row));
+    $("rerun-title").value = e.title || "";
+    $("rerun-commit").value = e.commit ? e.commit.identifier : "";
+    rerunChoices(e, inputs.length > 0).catch(() => {});
     $("rerun-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const answer = await post(`/executions/${id}/run-again/`, { parameters: parameterValues(fields) });
+      const body = { parameters: parameterValues(fields), title: $("rerun-title").value.trim() || null };
+      if (inputs.length) body.inputs = Object.fromEntries(inputs.map((i) => [i.name, i.input.value.split(/\s+/).filter(Boolean)]));
+      if ($("rerun-commit").value.trim()) body.commit = $("rerun-commit").value.trim();
+      if ($("rerun-environment").value) body.environment = $("rerun-environment").value;
+      const answer = await post(`/executions/${id}/run-again/`, body);
       if (answer.ok) { location.href = `/executions/${answer.body.id}/`; return; }
       showError($("rerun-error"), answer.body);
     });
+  }
+
+  // What "run again" may pick from: the environments, and the earlier outputs of the project (the
+  // API lists only what the caller may see).
+  async function rerunChoices(e, withInputs) {
+    const envs = await api("/environments/");
+    const names = (envs.results || envs).map((v) => v.name || v.slug).filter(Boolean);
+    $("rerun-environment").replaceChildren(...[...new Set([e.environment.name, ...names])].map((n) => el("option", { value: n, text: n })));
+    $("rerun-environment").value = e.environment.name;
+    if (!withInputs) return;
+    const outs = await api(`/data/?project=${encodeURIComponent(e.project.id)}&limit=500`);
+    $("earlier-outputs").replaceChildren(...outs.results.map((o) =>
+      el("option", { value: o.datum_url, label: `${o.name} (output of execution ${o.output_execution})` })));
   }
 
   // -- starting work from a project's page: an execution, a task or a pipeline ------------------
