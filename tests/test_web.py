@@ -732,6 +732,7 @@ def test_stop_a_task_from_its_page(browser: Any, site: tuple[VhOrch, Client, str
 PANELS = """return [...document.querySelectorAll(arguments[0] + ' .panel')].map(p => ({
   key: p.dataset.key, scale: p.dataset.scale, min: p.uplot.scales.y.min, max: p.uplot.scales.y.max,
   distr: p.uplot.scales.y.distr, width: p.uplot.width, xticks: p.uplot.axes[0]._values || [],
+  lines: p.uplot.series.slice(1).map((s, i) => ({label: s.label, width: s.width, raw: p.uplot.data[i + 1]})),
   legend: p.querySelector('.panel-legend').textContent}))"""
 
 
@@ -757,6 +758,12 @@ def test_loss_and_accuracy_are_drawn_on_separate_scales(browser: Any, site: tupl
     assert loss["xticks"] and all(float(t.replace(",", "")).is_integer() for t in loss["xticks"]), loss["xticks"]
     assert loss["legend"] == "loss: 0.001 (last)" and accuracy["legend"] == "accuracy: 0.9 (last)"
     assert browser.find_element(By.ID, "chart-empty").is_displayed() is False
+    # Smoothing draws the average over the raw line, which stays (thin, faint) behind it.
+    browser.execute_script("const s = document.getElementById('chart-smooth'); s.value = '0.5';"
+                           "s.dispatchEvent(new Event('input'))")
+    lines = wait_for(lambda: len(p := panels(browser, "#chart")["loss"]["lines"]) == 2 and p, "no raw line kept")
+    assert [line["label"] for line in lines] == ["loss (raw)", "loss"] and lines[0]["width"] < lines[1]["width"]
+    assert lines[0]["raw"] == [0.009, 0.007, 0.005, 0.003, 0.001] and lines[1]["raw"][-1] > 0.001
     browser.find_element(By.ID, "chart-log").click()
     wait_for(lambda: panels(browser, "#chart")["loss"]["distr"] == 3, "the log-scale toggle changed nothing")
     # Charts follow the window's width.
@@ -811,6 +818,20 @@ def rgb_of(css: str) -> tuple[int, ...]:
     return tuple(int(float(part)) for part in css[css.index("(") + 1:css.index(")")].split(",")[:3])
 
 
+def dark_axes_meeting_aa(driver: Any, charts: str) -> list[dict[str, str]]:
+    """The axes of the charts in `charts` (a CSS selector) once redrawn in the dark theme's colours: each
+    axis's ink, and the legend's, at WCAG AA contrast against a dark card."""
+    def inks() -> list[dict[str, str]]:
+        found: list[dict[str, str]] = driver.execute_script(AXIS_INK, charts)
+        return found if found and all(contrast(rgb_of(a["ink"]), rgb_of(a["card"])) >= 4.5 for a in found) else []
+
+    found = wait_for(inks, f"the axes of {charts} are not drawn at AA contrast in the dark theme")
+    for axis in found:
+        assert relative_luminance(rgb_of(axis["card"])) < 0.05  # a dark card, not the light one
+        assert contrast(rgb_of(axis["legend"]), rgb_of(axis["card"])) >= 4.5
+    return found  # type: ignore[no-any-return]
+
+
 def test_dark_mode_tick_labels_meet_wcag_aa_and_the_theme_toggle_is_remembered(
         browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     from selenium.webdriver.common.by import By
@@ -836,15 +857,7 @@ def test_dark_mode_tick_labels_meet_wcag_aa_and_the_theme_toggle_is_remembered(
         wait_for(lambda: theme() == "dark", "the dark theme was not applied")
         assert relative_luminance(rgb_of(background())) < 0.05 < relative_luminance(rgb_of(light))
 
-        def inks() -> list[dict[str, str]]:  # once the charts were redrawn in the dark theme's colours
-            found = browser.execute_script(AXIS_INK, "#chart, #hardware")
-            return found if found and all(contrast(rgb_of(a["ink"]), rgb_of(a["card"])) >= 4.5 for a in found) else []
-
-        found = wait_for(inks, f"dark-mode axis labels under AA contrast: {browser.execute_script(AXIS_INK, '#chart')}")
-        assert len(found) >= 4  # x and y of both panels
-        for axis in found:
-            assert relative_luminance(rgb_of(axis["card"])) < 0.05  # a dark card, not the light one
-            assert contrast(rgb_of(axis["legend"]), rgb_of(axis["card"])) >= 4.5
+        assert len(dark_axes_meeting_aa(browser, "#chart, #hardware")) >= 4  # x and y of both panels
         shot(browser, "execution-dark")
         browser.refresh()  # remembered
         wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn after a reload")
@@ -914,7 +927,13 @@ def test_compare_links_to_its_project_adds_and_removes_runs_and_marks_difference
     x_range = browser.execute_script(
         "const s = document.querySelector('#cmp-chart .panel').uplot.scales.x; return [s.min, s.max]")
     assert x_range == [-1, 1], x_range
-    shot(browser, "compare")
+    shot(browser, "compare-differences")
+    try:  # the compare chart in the dark theme: redrawn in its colours
+        Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
+        assert len(dark_axes_meeting_aa(browser, "#cmp-chart")) == 2
+        shot(browser, "compare-dark")
+    finally:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("system")
 
     add = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#cmp-add option[value="{third}"]'),
                    "the run to add is not offered")[0]

@@ -254,7 +254,7 @@ const VhOrch = (() => {
         values: rows.map((p) => typeof p[k] === "number" ? p[k] : null) }] }));
       $("chart").dataset.points = String(xs.length);
       drawPanels($("chart"), xs, panels, xKey, { time: xKey === "_time", log: $("chart-log").checked,
-        smooth: Number($("chart-smooth").value), height: yKeys.length > 2 ? 150 : 190 });
+        smooth: Number($("chart-smooth").value), height: yKeys.length > 2 ? 170 : 210 });
     }
 
     function keysChanged() {
@@ -312,7 +312,7 @@ const VhOrch = (() => {
         scales: { x: { time: true, range: xRange(true) }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
           bytes: { range: (u, lo, hi) => [0, Math.max(1, hi || 0) * 1.1] } },
         axes: [{ label: "time", ...ink() }, { scale: "%", label: "use %", ...ink(), values: (u, ticks) => ticks.map((t) => `${t}%`) },
-          { scale: "bytes", label: "memory", side: 1, size: 80, ...ink(), grid: { show: false },
+          { scale: "bytes", label: "memory", side: 1, size: 100, ...ink(), grid: { show: false },
             values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
         series }, data, $("hardware"));
       hw.gpus = gpus.join();
@@ -1226,7 +1226,7 @@ const VhOrch = (() => {
         cursor: { sync: { key: sync.key }, points: { size: 6 } },
         scales: { x: { time: isTime, range: xRange(isTime) }, y: { distr: log ? 3 : 1 } },
         axes: [{ label: isTime ? "time" : xKey, ...ink(), ...(integer ? { incrs: INTEGER_STEPS } : {}) },
-          { label: panel.key, size: 64, ...ink() }],
+          { label: panel.key, size: 64, space: 22, ...ink() }],
         series: [{ label: xKey }, ...drawn.map((d) => ({ label: d.label, stroke: d.color, width: d.raw ? 1 : 2, spanGaps: true }))],
         hooks: { setCursor: [(uu) => panelLegend(legendBox, uu, shownLines)] },
       }, [xs, ...drawn.map((d) => d.values)], holder);
