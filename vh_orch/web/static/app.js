@@ -1166,7 +1166,7 @@ const VhOrch = (() => {
     });
   }
 
-  // A single point (or one x) would otherwise sit on a default axis spanning years: pad around it.
+  // Several points at one x (a repeated step) would leave the x scale empty: pad around that x.
   function xRange(isTime) {
     return (u, lo, hi) => lo == null ? [0, 1] : lo === hi ? [lo - (isTime ? 60 : 1), hi + (isTime ? 60 : 1)] : [lo, hi];
   }
