@@ -84,6 +84,22 @@ STEPS = SCORE_STEP + b"""
     command:
       - echo "giving up" >&2
       - exit 3
+    name: fit
+    image: vh-orch/busybox:test
+    command:
+      - |-
+        for i in 1 2 3 4 5; do echo "{\\"step\\": $i, \\"loss\\": 0.00$((11-2*i)), \\"accuracy\\": 0.$((i+4))}"; done
+- step:
+    name: ladder
+    image: vh-orch/busybox:test
+    command: sh ladder.sh {parameters}
+    parameters:
+      - name: rate
+        type: float
+        pass-as: "{v}"
+      - name: seconds
+        type: integer
+        pass-as: "{v}"
 - step:
     name: nap
     image: vh-orch/busybox:test
@@ -97,7 +113,10 @@ STEPS = SCORE_STEP + b"""
 TUNE = b"""case "$2" in tree) bonus=0.5 ;; *) bonus=0 ;; esac
 awk -v r="$1" -v b="$bonus" 'BEGIN { printf "{\\"accuracy\\": %g}\\n", r + b }'
 """
-FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE}
+# accuracy = rate at once, then a nap: a task's child that has reported its metric but still runs.
+LADDER = b"""echo "{\\"accuracy\\": $1}"; sleep "$2"
+"""
+FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE, "ladder.sh": LADDER}
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
@@ -719,6 +738,227 @@ def test_stop_a_task_from_its_page(browser: Any, site: tuple[VhOrch, Client, str
     assert {c["status"] for c in task["executions"]} == {"stopped"}
     wait_for(lambda: {s.text for s in browser.find_elements(By.CSS_SELECTOR, "#children .status")} == {"stopped"},
              "the executions' statuses did not turn stopped")
+
+
+# -- charts, theme, task progress and compare (issue 29) ------------------------------------------
+
+PANELS = """return [...document.querySelectorAll(arguments[0] + ' .panel')].map(p => ({
+  key: p.dataset.key, scale: p.dataset.scale, min: p.uplot.scales.y.min, max: p.uplot.scales.y.max,
+  distr: p.uplot.scales.y.distr, width: p.uplot.width, xticks: p.uplot.axes[0]._values || [],
+  lines: p.uplot.series.slice(1).map((s, i) => ({label: s.label, width: s.width, raw: p.uplot.data[i + 1]})),
+  legend: p.querySelector('.panel-legend').textContent}))"""
+
+
+def panels(driver: Any, box: str) -> dict[str, dict[str, Any]]:
+    """The uPlot panels drawn in `box` (a CSS selector), by metadata key: y scale, x tick labels, legend."""
+    return {p["key"]: p for p in driver.execute_script(PANELS, box)}
+
+
+def test_loss_and_accuracy_are_drawn_on_separate_scales(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "fit")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    drawn = wait_for(lambda: (p := panels(browser, "#chart")) and set(p) == {"loss", "accuracy"} and p,
+                     "the chart has no panel each for loss and accuracy")
+    loss, accuracy = drawn["loss"], drawn["accuracy"]
+    # loss (0.001-0.009) is not flattened on accuracy's 0.5-0.9 axis: each has a scale of its own.
+    assert loss["max"] < 0.05 and accuracy["max"] >= 0.5, drawn
+    assert loss["max"] - loss["min"] >= 0.005
+    # The x axis is `step`: whole numbers only; the legend shows the last values before any hover.
+    assert loss["xticks"] and all(float(t.replace(",", "")).is_integer() for t in loss["xticks"]), loss["xticks"]
+    assert loss["legend"] == "loss: 0.001 (last)" and accuracy["legend"] == "accuracy: 0.9 (last)"
+    assert browser.find_element(By.ID, "chart-empty").is_displayed() is False
+    # Smoothing draws the average over the raw line, which stays (thin, faint) behind it.
+    browser.execute_script("const s = document.getElementById('chart-smooth'); s.value = '0.5';"
+                           "s.dispatchEvent(new Event('input'))")
+    lines = wait_for(lambda: len(p := panels(browser, "#chart")["loss"]["lines"]) == 2 and p, "no raw line kept")
+    assert [line["label"] for line in lines] == ["loss (raw)", "loss"] and lines[0]["width"] < lines[1]["width"]
+    assert lines[0]["raw"] == [0.009, 0.007, 0.005, 0.003, 0.001] and lines[1]["raw"][-1] > 0.001
+    browser.find_element(By.ID, "chart-log").click()
+    wait_for(lambda: panels(browser, "#chart")["loss"]["distr"] == 3, "the log-scale toggle changed nothing")
+    # Charts follow the window's width.
+    browser.set_window_size(800, 1000)
+    try:
+        wait_for(lambda: panels(browser, "#chart")["loss"]["width"] < loss["width"] - 100, "the chart was not resized")
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_an_execution_without_metadata_says_so_and_shows_no_chart_controls(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "write")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    wait_for(lambda: browser.find_element(By.ID, "facts").text, "the execution page did not load")
+    empty = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-empty:not([hidden])"), "no empty note")[0]
+    assert empty.text == "No metadata yet."
+    assert not browser.find_element(By.ID, "chart-controls").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chart canvas")
+
+
+def relative_luminance(rgb: tuple[int, ...]) -> float:
+    def channel(c: int) -> float:
+        v = c / 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """WCAG's contrast ratio of two colours (1 to 21; AA asks 4.5 of normal text)."""
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# Each axis's tick-label colour as the canvas draws it, and the card behind it, as computed rgb().
+AXIS_INK = """const rgb = (c) => { const probe = document.createElement('span'); probe.style.color = c;
+  document.body.append(probe); const out = getComputedStyle(probe).color; probe.remove(); return out; };
+return [...document.querySelectorAll(arguments[0])].filter(b => b.uplot || b.querySelector('.panel')).flatMap(b =>
+  (b.uplot ? [b.uplot] : [...b.querySelectorAll('.panel')].map(p => p.uplot)).flatMap(u => u.axes.map((a, i) => ({
+    ink: rgb(typeof a.stroke === 'function' ? a.stroke(u, i) : a.stroke),
+    legend: getComputedStyle(b.querySelector('.panel-legend') || b).color,
+    card: getComputedStyle(b.closest('.card')).backgroundColor}))))"""
+
+
+def rgb_of(css: str) -> tuple[int, ...]:
+    return tuple(int(float(part)) for part in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+
+
+def dark_axes_meeting_aa(driver: Any, charts: str) -> list[dict[str, str]]:
+    """The axes of the charts in `charts` (a CSS selector) once redrawn in the dark theme's colours: each
+    axis's ink, and the legend's, at WCAG AA contrast against a dark card."""
+    def inks() -> list[dict[str, str]]:
+        found: list[dict[str, str]] = driver.execute_script(AXIS_INK, charts)
+        return found if found and all(contrast(rgb_of(a["ink"]), rgb_of(a["card"])) >= 4.5 for a in found) else []
+
+    found = wait_for(inks, f"the axes of {charts} are not drawn at AA contrast in the dark theme")
+    for axis in found:
+        assert relative_luminance(rgb_of(axis["card"])) < 0.05  # a dark card, not the light one
+        assert contrast(rgb_of(axis["legend"]), rgb_of(axis["card"])) >= 4.5
+    return found  # type: ignore[no-any-return]
+
+
+def test_dark_mode_tick_labels_meet_wcag_aa_and_the_theme_toggle_is_remembered(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "fit")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn")
+
+    def theme() -> str:
+        return str(browser.execute_script("return document.documentElement.dataset.theme || ''"))
+
+    def background() -> str:
+        return str(browser.execute_script("return getComputedStyle(document.body).backgroundColor"))
+
+    try:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("light")
+        wait_for(lambda: theme() == "light", "the light theme was not applied")
+        light = background()
+        Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
+        wait_for(lambda: theme() == "dark", "the dark theme was not applied")
+        assert relative_luminance(rgb_of(background())) < 0.05 < relative_luminance(rgb_of(light))
+
+        assert len(dark_axes_meeting_aa(browser, "#chart, #hardware")) >= 4  # x and y of both panels
+        shot(browser, "execution-dark")
+        browser.refresh()  # remembered
+        wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn after a reload")
+        assert theme() == "dark"
+        assert Select(browser.find_element(By.ID, "theme")).first_selected_option.get_attribute("value") == "dark"
+    finally:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("system")  # the other tests see the default
+    assert theme() == "" and browser.execute_script("return localStorage.getItem('vh-orch-theme')") is None
+
+
+def test_a_running_task_shows_its_progress_elapsed_time_and_best_so_far(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = start_task(alice, pid, commit, "ladder", {"rate": [0.7], "seconds": [1, 300]}, **ACCURACY)
+    sign_in(browser, vh.api_url(), f"/tasks/{made['id']}/")
+
+    def text() -> str:
+        return browser.find_element(By.ID, "progress-text").text  # type: ignore[no-any-return]
+
+    def bar() -> list[float]:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "const p = document.getElementById('progress'); return [p.value, p.max]")
+
+    try:
+        wait_for(lambda: text() == "1 of 2 finished", f"no progress of one finished child: {text()!r}")
+        assert bar() == [1, 2]
+        assert browser.find_element(By.ID, "status").text == "started"
+        assert browser.find_element(By.ID, "elapsed").text.endswith(" elapsed")
+        best = wait_for(lambda: browser.find_element(By.ID, "best").text, "no best shown while running")
+        assert best.startswith("Best so far: #")
+        shot(browser, "task-running")
+    finally:
+        alice.post(f"/api/v0/tasks/{made['id']}/stop/")
+    wait_for(lambda: text() == "2 of 2 finished", f"the progress did not reach the end: {text()!r}")
+    assert bar() == [2, 2]
+    wait_for(lambda: browser.find_element(By.ID, "best").text.startswith("Best: #"),  # the task's own status last
+             "the best was still called 'so far' after the task ended")
+
+
+def test_compare_links_to_its_project_adds_and_removes_runs_and_marks_differences(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    runs = [submit(alice, pid, commit, "score", a=a) for a in (0.25, 0.5, 0.25)]
+    for run in runs:
+        assert vh.wait(run["id"])["status"] == "complete"
+    api = vh.api_url()
+    first, second, third = (str(r["id"]) for r in runs)
+    sign_in(browser, api, f"/compare/?e={first}&e={second}")
+
+    def columns() -> list[str]:
+        return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#cmp-table thead a")]
+
+    wait_for(lambda: len(columns()) == 2, "the compare table has no column per run")
+    back = browser.find_element(By.ID, "cmp-project")
+    assert back.text == "demo" and back.get_attribute("href").startswith(f"{api}/projects/")
+    differing = browser.find_elements(By.CSS_SELECTOR, '#cmp-table tr.differs')
+    assert {r.get_attribute("data-key") for r in differing} == {"a", "accuracy"}
+    cells = browser.find_elements(By.CSS_SELECTOR, '#cmp-table tr[data-key="a"] td.differs')
+    assert [c.text for c in cells] == ["0.25", "0.5"]
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#cmp-chart .panel canvas"), "no compare chart")
+    # Each run has one point, at 0 s since its start: a narrow x axis around it, not a default span.
+    x_range = browser.execute_script(
+        "const s = document.querySelector('#cmp-chart .panel').uplot.scales.x; return [s.min, s.max]")
+    assert x_range == [-1, 1], x_range
+    shot(browser, "compare-differences")
+    try:  # the compare chart in the dark theme: redrawn in its colours
+        Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
+        assert len(dark_axes_meeting_aa(browser, "#cmp-chart")) == 2
+        shot(browser, "compare-dark")
+    finally:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("system")
+
+    add = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#cmp-add option[value="{third}"]'),
+                   "the run to add is not offered")[0]
+    Select(browser.find_element(By.ID, "cmp-add")).select_by_value(add.get_attribute("value"))
+    wait_for(lambda: browser.current_url.endswith(f"e={third}") and len(columns()) == 3, "the run was not added")
+    browser.find_element(By.CSS_SELECTOR, f'#cmp-table button.remove[data-id="{second}"]').click()
+    wait_for(lambda: len(columns()) == 2 and f"e={second}" not in browser.current_url, "the run was not removed")
+    # The two left have the same values: nothing is marked.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cmp-table .differs")
+    browser.find_element(By.ID, "cmp-project").click()  # the way back
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#executions tr[data-counter="{runs[0]["counter"]}"]'),
+             "the project link did not lead to the project's table")
 
 
 @pytest.mark.parametrize(("asked", "goes"), [

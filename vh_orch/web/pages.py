@@ -238,4 +238,6 @@ def compare_page(request: Request, e: Annotated[list[str] | None, Query()] = Non
     """Several executions side by side: parameters, latest metadata, one metric's series overlaid."""
     user = page_user(request)
     executions = [visible_execution(request, user, ref) for ref in (e or [])[:12]]
-    return render(request, "compare.html", user, executions=executions)
+    # The way back: the project of the runs compared (picked from one project's table).
+    project = store_of(request).get_project_by_id(executions[0].project_id) if executions else None
+    return render(request, "compare.html", user, executions=executions, project=project)

@@ -194,7 +194,6 @@ const VhOrch = (() => {
     const log = $("log");
     const points = [];
     let firstSeq = null;
-    let chart = null;
     let xPicked = false;  // until the user picks an x, a step-like key wins over _time
 
     const finder = logFinder(log);
@@ -258,29 +257,22 @@ const VhOrch = (() => {
       return e;
     }
 
+    // One panel per selected key (its own y scale); "No metadata yet" and no controls until a point comes.
     function draw() {
+      const empty = !points.length;
+      $("chart-controls").hidden = empty;
+      $("chart-empty").hidden = !empty;
+      $("chart").dataset.points = String(points.length);
+      if (empty) return;
       const xKey = $("chart-x").value;
       const yKeys = [...$("chart-y").selectedOptions].map((o) => o.value);
       const rows = points.filter((p) => typeof p[xKey] === "number" || xKey === "_time");
       const xs = rows.map((p) => xKey === "_time" ? Date.parse(p._time) / 1000 : p[xKey]);
-      const smooth = Number($("chart-smooth").value);  // exponential moving average, 0 = none
-      const data = [xs, ...yKeys.map((k) => {
-        let last = null;
-        return rows.map((p) => {
-          const v = typeof p[k] === "number" ? p[k] : null;
-          if (v == null || !smooth) return v;
-          last = last == null ? v : smooth * last + (1 - smooth) * v;
-          return last;
-        });
-      })];
+      const panels = yKeys.map((k, i) => ({ key: k, lines: [{ label: k, color: seriesColor(i), faint: seriesColor(i, 0.25),
+        values: rows.map((p) => typeof p[k] === "number" ? p[k] : null) }] }));
       $("chart").dataset.points = String(xs.length);
-      const width = Math.max(300, $("chart").clientWidth || 500);
-      if (chart && chart.series.length === yKeys.length + 1 && chart.xKey === xKey) { chart.setData(data); return; }
-      if (chart) chart.destroy();
-      chart = new uPlot({ width, height: 240, scales: { x: { time: xKey === "_time" } },
-        series: [{ label: xKey }, ...yKeys.map((k, i) => ({ label: k, stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
-        data, $("chart"));
-      chart.xKey = xKey;
+      drawPanels($("chart"), xs, panels, xKey, { time: xKey === "_time", log: $("chart-log").checked,
+        smooth: Number($("chart-smooth").value), height: yKeys.length > 2 ? 170 : 210 });
     }
 
     function keysChanged() {
@@ -332,15 +324,22 @@ const VhOrch = (() => {
       $("hardware").dataset.points = String(s.length);
       $("hardware").dataset.series = String(series.length - 1);
       if (!s.length) return;
-      if (hw.chart && hw.gpus === gpus.join()) { hw.chart.setData(data); return; }
+      if (hw.chart && hw.gpus === gpus.join()) { hw.chart.setData(data); padLoneX(hw.chart, true); return; }
       if (hw.chart) hw.chart.destroy();
       hw.chart = new uPlot({ width: Math.max(300, $("hardware").clientWidth || 500), height: 200,
-        scales: { x: { time: true }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
+        scales: { x: { time: true, range: xRange(true) }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
           bytes: { range: (u, lo, hi) => [0, Math.max(1, hi || 0) * 1.1] } },
-        axes: [{}, { scale: "%", values: (u, ticks) => ticks.map((t) => `${t}%`) },
-          { scale: "bytes", side: 1, size: 80, grid: { show: false }, values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
+        axes: [{ label: "time", ...ink() }, { scale: "%", label: "use %", ...ink(), values: (u, ticks) => ticks.map((t) => `${t}%`) },
+          { scale: "bytes", label: "memory", side: 1, size: 100, ...ink(), grid: { show: false },
+            values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
         series }, data, $("hardware"));
       hw.gpus = gpus.join();
+      padLoneX(hw.chart, true);
+      $("hardware").uplot = hw.chart;
+      if (!hw.resizer) {
+        hw.resizer = new ResizeObserver(() => hw.chart && hw.chart.setSize({ width: Math.max(300, $("hardware").clientWidth), height: 200 }));
+        hw.resizer.observe($("hardware"));
+      }
     }
 
     async function hardware() {
@@ -375,7 +374,7 @@ const VhOrch = (() => {
       const series = await api(`/executions/${id}/metadata/`);
       series.points.forEach(addPoint);
       keysChanged();
-      if (points.length) draw();
+      draw();
       const last = tail.events.length ? tail.events[tail.events.length - 1].seq : 0;
       const metaAfter = series.points.length ? series.points[series.points.length - 1]._seq : last;
       const stream = new EventSource(`${API}/executions/${id}/stream/?after=${last}`);
@@ -407,6 +406,8 @@ const VhOrch = (() => {
     }
     $("chart-x").addEventListener("change", () => { xPicked = true; keysChanged(); draw(); });
     $("chart-y").addEventListener("change", draw);
+    $("chart-log").addEventListener("change", draw);
+    onThemeChange(() => { draw(); if (hw.chart) { hw.chart.destroy(); hw.chart = null; drawHardware(); } });
     $("chart-smooth").addEventListener("input", () => { $("smooth-value").textContent = $("chart-smooth").value; draw(); });
     $("stop").addEventListener("click", async () => {
       if (!confirm("Stop this execution? Its outputs so far are kept.")) return;
@@ -926,18 +927,33 @@ const VhOrch = (() => {
         ["stop condition", c.stop_condition || ""],
         ["stopped early", early ? `${early.stopped} (${shown(early.machine_hours_saved)} machine-hours saved)` : ""],
       ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
-      const planned = Math.max(t.planned || 0, t.executions.length);
-      $("counts").replaceChildren(el("span", { text: `${t.executions.length} of ${planned} executions` }),
-        ...Object.entries(t.counts).sort().map(([s, n]) =>
-          el("span", { class: "status", "data-status": s, "data-count": n, text: `${n} ${s}` })));
+      progress(t);
+      $("counts").replaceChildren(...Object.entries(t.counts).sort().map(([s, n]) =>
+        el("span", { class: "status", "data-status": s, "data-count": n, text: `${n} ${s}` })));
       const best = t.best && t.executions.find((e) => e.id === t.best.execution);
       $("best").hidden = !best;
       if (best) {
-        $("best").replaceChildren("Best: ",
+        $("best").replaceChildren(FINAL.includes(t.status) ? "Best: " : "Best so far: ",
           el("a", { id: "best-link", href: `/executions/${best.id}/`, text: `#${best.counter}` }),
           ` with ${c.optimization_target_metric} = ${shown(t.best.value)} `,
           el("span", { class: "params", text: assigned(best.parameters) }));
       }
+    }
+
+    // "N of M finished" with a bar, and the time since the task started (ticking while it runs).
+    function progress(t) {
+      const planned = Math.max(t.planned || 0, t.executions.length);
+      const finished = t.executions.filter((c) => FINAL.includes(c.status)).length;
+      $("progress-text").textContent = `${finished} of ${planned} finished`;
+      $("progress").max = Math.max(1, planned);
+      $("progress").value = finished;
+      elapsed();
+    }
+
+    function elapsed() {
+      if (!task || !task.started_at) { $("elapsed").textContent = ""; return; }
+      const end = task.ended_at ? Date.parse(task.ended_at) : Date.now();
+      $("elapsed").textContent = `${seconds(Math.max(0, (end - Date.parse(task.started_at)) / 1000))} elapsed`;
     }
 
     function table(t, metric) {
@@ -1020,7 +1036,8 @@ const VhOrch = (() => {
         width: Math.max(300, box.clientWidth || 560), height: 280, legend: { show: false },
         cursor: { points: { show: false }, drag: { x: false, y: false } },
         scales: { x: cat ? { time: false, range: [-0.5, axis.cats.length - 0.5] }
-          : { time: false, distr: axis.log ? 3 : 1, range: axis.range } },
+          : { time: false, distr: axis.log ? 3 : 1, range: axis.range },
+        y: { distr: $("sc-log").checked && points.every((p) => p.y > 0) ? 3 : 1 } },
         axes: [{ label: name, ...ink, ...(cat ? { splits: () => axis.cats.map((_, i) => i),
           values: (u, splits) => splits.map((i) => axis.cats[i] ?? "") } : {}) }, { label: metric, ...ink }],
         series: [{}, ...statuses.map((s) => dots(statusColor(s))),
@@ -1130,8 +1147,11 @@ const VhOrch = (() => {
       if (!t || !FINAL.includes(t.status)) setTimeout(poll, 2000);
     }
 
+    setInterval(() => { if (task && !FINAL.includes(task.status)) elapsed(); }, 1000);
+    onThemeChange(() => { drawn = ""; if (task) render(); });
     $("metric").addEventListener("change", () => { picked.metric = $("metric").value; render(); });
     $("sc-param").addEventListener("change", () => { picked.param = $("sc-param").value; render(); });
+    $("sc-log").addEventListener("change", () => { drawn = ""; render(); });
     let resizing = false;
     window.addEventListener("resize", () => {
       if (resizing || !task) return;
@@ -1327,6 +1347,109 @@ const VhOrch = (() => {
     setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
   }
 
+  // -- charts of series (execution metadata, compare) ------------------------------------------
+  // One uPlot panel per metric, so each keeps its own y scale (a loss of 0.002-0.01 is not flattened
+  // against an accuracy of 0-1); the cursor is shared across panels. Colours come from the theme's CSS
+  // variables, so the charts are redrawn when the theme changes, and resized with their box.
+  const STEP_LIKE = ["step", "epoch", "iteration", "iter", "batch"];
+  const INTEGER_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6];
+  const seriesColor = (i, alpha = 1) => `hsl(${(210 + i * 137) % 360} 70% 50% / ${alpha})`;
+  const ink = () => ({ stroke: cssVar("--fg"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } });
+
+  // Exponential moving average (0 = none); gaps stay gaps.
+  function smoothed(values, weight) {
+    let last = null;
+    return values.map((v) => {
+      if (v == null || !weight) return v;
+      last = last == null ? v : weight * last + (1 - weight) * v;
+      return last;
+    });
+  }
+
+  // Several points at one x (a repeated step) would leave the x scale empty: pad around that x.
+  function xRange(isTime) {
+    return (u, lo, hi) => lo == null ? [0, 1] : lo === hi ? [lo - (isTime ? 60 : 1), hi + (isTime ? 60 : 1)] : [lo, hi];
+  }
+
+  // uPlot ranges one lone x by itself (onto years, for a time axis), passing over a range function: set it.
+  function padLoneX(u, isTime) {
+    const xs = u.data[0];
+    if (xs.length && xs[0] === xs[xs.length - 1]) u.setScale("x", { min: xs[0] - (isTime ? 60 : 1), max: xs[0] + (isTime ? 60 : 1) });
+  }
+
+  const lastValue = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i]; return null; };
+
+  // The legend under a panel: each series' value at the cursor, or its last value when the cursor is away.
+  function panelLegend(box, u, lines) {
+    const idx = u.cursor.idx;
+    box.replaceChildren(...lines.map((l) => {
+      const values = u.data[l.index] || [];
+      const v = idx == null ? lastValue(values) : values[idx];
+      return el("span", { "data-label": l.label }, el("i", { class: "bar", style: `background:${l.color}` }),
+        `${l.label}: ${v == null ? "" : shown(v)}${idx == null ? " (last)" : ""}`);
+    }));
+  }
+
+  // Draws panels into `box`: xs, a list of panels {key, lines: [{label, values, color}]}, the x key
+  // and options {log, smooth, time, height}. Returns the uPlot objects (also on box.charts, for tests).
+  function drawPanels(box, xs, panels, xKey, options) {
+    const signature = JSON.stringify([xKey, options, panels.map((p) => [p.key, p.lines.map((l) => [l.label, l.color])]),
+      cssVar("--fg")]);
+    if (box.signature === signature && (box.charts || []).length === panels.length) {  // new points only
+      box.charts.forEach((u, i) => u.setData([xs, ...panels[i].lines.flatMap((l) =>
+        options.smooth ? [l.values, smoothed(l.values, options.smooth)] : [l.values])]));
+      for (const u of box.charts) { padLoneX(u, Boolean(options.time)); u.refreshLegend(); }
+      return box.charts;
+    }
+    box.signature = signature;
+    for (const u of box.charts || []) u.destroy();
+    const isTime = Boolean(options.time);
+    const integer = !isTime && STEP_LIKE.includes(xKey);
+    const sync = uPlot.sync(`panels-${box.id}`);
+    const width = () => Math.max(280, box.clientWidth || 500);
+    box.replaceChildren();
+    box.charts = panels.map((panel) => {
+      const positive = panel.lines.every((l) => l.values.every((v) => v == null || v > 0));
+      const log = Boolean(options.log) && positive;
+      const drawn = [];  // raw (faint) behind smoothed when smoothing is on
+      for (const l of panel.lines) {
+        if (options.smooth) drawn.push({ label: `${l.label} (raw)`, values: l.values, color: l.faint, raw: true });
+        drawn.push({ label: l.label, values: smoothed(l.values, options.smooth), color: l.color });
+      }
+      drawn.forEach((d, i) => { d.index = i + 1; });
+      const shownLines = drawn.filter((d) => !d.raw);
+      const holder = el("div", { class: "panel", "data-key": panel.key, "data-scale": log ? "log" : "linear" });
+      const legendBox = el("div", { class: "legend panel-legend" });
+      box.append(holder);
+      const u = new uPlot({
+        width: width(), height: options.height || 180, legend: { show: false },
+        cursor: { sync: { key: sync.key }, points: { size: 6 } },
+        scales: { x: { time: isTime, range: xRange(isTime) }, y: { distr: log ? 3 : 1 } },
+        axes: [{ label: isTime ? "time" : xKey, ...ink(), ...(integer ? { incrs: INTEGER_STEPS } : {}) },
+          { label: panel.key, size: 64, space: 22, ...ink() }],
+        series: [{ label: xKey }, ...drawn.map((d) => ({ label: d.label, stroke: d.color, width: d.raw ? 1 : 2, spanGaps: true }))],
+        hooks: { setCursor: [(uu) => panelLegend(legendBox, uu, shownLines)] },
+      }, [xs, ...drawn.map((d) => d.values)], holder);
+      padLoneX(u, isTime);
+      holder.uplot = u;
+      holder.append(legendBox);
+      u.refreshLegend = () => panelLegend(legendBox, u, shownLines);
+      u.refreshLegend();
+      return u;
+    });
+    if (!box.resizer) {  // charts follow their box's width (a window resize, a sidebar opening)
+      box.resizer = new ResizeObserver(() => { for (const u of box.charts || []) u.setSize({ width: width(), height: u.height }); });
+      box.resizer.observe(box);
+    }
+    return box.charts;
+  }
+
+  // Redraw charts when the theme changes (the toggle or the system setting): their colours are baked in.
+  function onThemeChange(redraw) {
+    window.addEventListener("vh-theme", redraw);
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redraw);
+  }
+
   // -- several executions side by side ---------------------------------------------------------
   async function comparePage() {
     const box = $("compare");
@@ -1337,21 +1460,38 @@ const VhOrch = (() => {
     const label = (r) => `#${r.e.counter} ${r.e.step}`;
     const params = [...new Set(runs.flatMap((r) => Object.keys(r.e.parameters)))].sort();
     const metrics = [...new Set(runs.flatMap((r) => Object.keys(r.e.metadata || {})))].sort();
+    // Adding or removing a run is a new address: the comparison stays a link to share or reload.
+    const compareUrl = (list) => "/compare/?" + list.map((id) => `e=${encodeURIComponent(id)}`).join("&");
     const table = $("cmp-table");
-    table.tHead.rows[0].replaceChildren(el("th", { text: "" }), ...runs.map((r) =>
-      el("th", { scope: "col" }, el("a", { href: `/executions/${r.e.id}/`, text: label(r) }))));
-    const row = (name, values, cls) => el("tr", { class: cls, "data-key": name }, el("th", { scope: "row", text: name }),
-      ...values.map((v) => el("td", { class: "num", text: shown(v) })));
+    table.tHead.rows[0].replaceChildren(el("th", { text: "" }), ...runs.map((r) => {
+      const remove = el("button", { type: "button", class: "remove", "data-id": r.e.id, title: `Remove ${label(r)}`,
+        "aria-label": `Remove ${label(r)} from the comparison`, text: "×" });
+      remove.addEventListener("click", () => { location.href = compareUrl(ids.filter((id) => id !== String(r.e.id))); });
+      return el("th", { scope: "col" }, el("a", { href: `/executions/${r.e.id}/`, text: label(r) }), " ",
+        ...(runs.length > 1 ? [remove] : []));
+    }));
+    // A row whose values are not all the same is marked, and so are its cells: what tells the runs apart.
+    const row = (name, values, cls) => {
+      const texts = values.map(shown);
+      const differs = new Set(texts).size > 1;
+      return el("tr", { class: cls + (differs ? " differs" : ""), "data-key": name }, el("th", { scope: "row", text: name }),
+        ...texts.map((v) => el("td", { class: "num" + (differs ? " differs" : ""), text: v })));
+    };
     table.tBodies[0].replaceChildren(
       ...params.map((p) => row(p, runs.map((r) => r.e.parameters[p]), "param")),
       ...metrics.map((m) => row(m, runs.map((r) => (r.e.metadata || {})[m]), "metric")));
-    const numeric = metrics.filter((m) => runs.some((r) => r.points.some((p) => typeof p[m] === "number")));
-    const stepLike = numeric.filter((m) => ["step", "epoch", "iteration"].includes(m));
+    $("cmp-differ").addEventListener("change", () => table.classList.toggle("only-differs", $("cmp-differ").checked));
+    addChoices(ids);
+
+    const numeric = [...new Set(runs.flatMap((r) => r.points.flatMap((p) => Object.keys(p).filter((k) =>
+      typeof p[k] === "number" && !k.startsWith("_")))))].sort();
+    const stepLike = numeric.filter((m) => STEP_LIKE.includes(m));
     $("cmp-key").replaceChildren(...numeric.filter((m) => !stepLike.includes(m)).map((m) => el("option", { text: m })));
     $("cmp-x").replaceChildren(...[...stepLike, "_time"].map((m) => el("option", { text: m })));
-    let chart = null;
     function draw() {
       const key = $("cmp-key").value, xKey = $("cmp-x").value;
+      $("cmp-controls").hidden = !key;
+      $("cmp-empty").hidden = Boolean(key);
       if (!key) return;
       // One x axis: the union of every run's x values; each run's y where it has one (seconds since
       // its start when x is _time, so runs of different days overlay).
@@ -1361,17 +1501,26 @@ const VhOrch = (() => {
           .map((p) => [xKey === "_time" ? Date.parse(p._time) / 1000 - t0 : p[xKey], p[key]]));
       });
       const xs = [...new Set(series.flatMap((m) => [...m.keys()]))].filter((x) => typeof x === "number").sort((a, b) => a - b);
-      const data = [xs, ...series.map((m) => xs.map((x) => m.has(x) ? m.get(x) : null))];
       $("cmp-chart").dataset.series = String(runs.length);
-      if (chart) chart.destroy();
-      chart = new uPlot({ width: Math.max(300, $("cmp-chart").clientWidth || 700), height: 280,
-        scales: { x: { time: false } },
-        series: [{ label: xKey }, ...runs.map((r, i) => ({ label: label(r), stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
-        data, $("cmp-chart"));
+      drawPanels($("cmp-chart"), xs, [{ key, lines: runs.map((r, i) => ({ label: label(r), color: seriesColor(i),
+        faint: seriesColor(i, 0.25), values: xs.map((x) => series[i].has(x) ? series[i].get(x) : null) })) }],
+      xKey === "_time" ? "seconds since start" : xKey, { log: $("cmp-log").checked, height: 280 });
     }
-    $("cmp-key").addEventListener("change", draw);
-    $("cmp-x").addEventListener("change", draw);
+    for (const id of ["cmp-key", "cmp-x", "cmp-log"]) $(id).addEventListener("change", draw);
+    onThemeChange(() => { $("cmp-chart").signature = null; draw(); });
     draw();
+
+    // The project's latest executions not compared yet, offered in the "add" select.
+    async function addChoices(current) {
+      const pid = box.dataset.project;
+      if (!pid) return;
+      const listed = (await api(`/executions/?project=${encodeURIComponent(pid)}&limit=100`)).results
+        .filter((e) => !current.includes(String(e.id)));
+      $("cmp-add").append(...listed.map((e) => el("option", { value: e.id, text: `#${e.counter} ${e.step} (${e.status})` })));
+      $("cmp-add").addEventListener("change", () => {
+        if ($("cmp-add").value) location.href = compareUrl([...current, $("cmp-add").value]);
+      });
+    }
   }
 
   return { projectPage, executionPage, taskPage, pipelinePage, operationsPage, comparePage, api };
