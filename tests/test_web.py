@@ -84,6 +84,7 @@ STEPS = SCORE_STEP + b"""
     command:
       - echo "giving up" >&2
       - exit 3
+- step:
     name: fit
     image: vh-orch/busybox:test
     command:
