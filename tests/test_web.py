@@ -789,7 +789,8 @@ def test_parameter_and_title_columns_sort_and_the_sort_survives_a_reload(
     wait_for(lambda: table_rows(browser) == [low, high], f"not sorted by title: {table_rows(browser)}")
     assert "ordering=-title" in browser.current_url
     browser.refresh()
-    wait_for(lambda: table_rows(browser) == [low, high], f"the title sort did not survive a reload: {table_rows(browser)}")
+    wait_for(lambda: table_rows(browser) == [low, high],
+             f"the title sort did not survive a reload: {table_rows(browser)}")
     titles = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#executions td.title a")]
     assert titles == ["zulu", "alpha"]
     shot(browser, "project-table")
