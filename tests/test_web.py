@@ -71,6 +71,10 @@ STEPS = SCORE_STEP + b"""
         type: string
         pass-as: "{v}"
 - step:
+    name: fail
+    image: vh-orch/busybox:test
+    command: exit 3
+- step:
     name: long
     image: vh-orch/busybox:test
     command:
@@ -480,7 +484,8 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
     api = vh.api_url()
     sign_in(browser, api, "/")
     browser.get(f"{api}/operations/")
-    assert "Not found" in browser.page_source and "burst" not in browser.page_source
+    wait_for(lambda: "Not found" in browser.page_source, "no not-found page")  # (one run read an empty document)
+    assert "burst" not in browser.page_source
 
     cost = admin.get("/api/v0/cost/", params={"hours": 24}).json()
     assert len(cost["hours"]) == 24 and cost["environments"]["burst"][-1] > 0  # the machine costs since it came
@@ -1163,3 +1168,173 @@ def test_the_whole_log_downloads_and_searches_on_the_server_beyond_the_loaded_li
     assert carol.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 404
     assert carol.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "row"}).status_code == 404
     assert alice.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 200
+
+
+# -- the project table ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def table_project(site: tuple[VhOrch, Client, str, str]) -> dict[str, Any]:
+    """A project of alice's own: two `score` runs whose values differ only in the 6th digit (titled so
+    that title order is the reverse of value order), one stopped and one failed execution."""
+    vh, alice, _, _ = site
+    vh("project", "add", "table", "--owner", "alice")
+    pid = project_id(alice, "table")
+    commit = alice.upload(pid, package(FILES)).json()["identifier"]
+    scored = [alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "score",
+                                                      "parameters": {"a": a}, "title": title}).json()
+              for a, title in ((0.996312, "zulu"), (0.996338, "alpha"))]
+    idle = submit(alice, pid, commit, "idle")
+    failed = submit(alice, pid, commit, "fail")
+    vh("exec", "stop", str(idle["id"]))
+    for e in [*scored, idle, failed]:
+        assert vh.wait(e["id"])["status"] in ("complete", "stopped", "error")
+    assert vh.wait(idle["id"])["status"] == "stopped" and vh.wait(failed["id"])["status"] == "error"
+    return {"pid": pid, "low": scored[0]["counter"], "high": scored[1]["counter"]}
+
+
+def table_rows(browser: Any) -> list[int]:
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll('#executions tbody tr')].map(r => Number(r.dataset.counter))")
+
+
+def click_sort(browser: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'button.sort[data-key="{key}"]'),
+             f"no sortable {key} column")[0].click()
+
+
+def test_parameter_and_title_columns_sort_and_the_sort_survives_a_reload(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, _, _, _ = site
+    pid, low, high = table_project["pid"], table_project["low"], table_project["high"]
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/?step=score")
+    wait_for(lambda: sorted(table_rows(browser)) == sorted([low, high]), "the step filter from the address was lost")
+    click_sort(browser, "parameters.a")
+    wait_for(lambda: table_rows(browser) == [high, low], f"not sorted by a, highest first: {table_rows(browser)}")
+    assert "ordering=-parameters.a" in browser.current_url and "step=score" in browser.current_url
+    browser.refresh()
+    wait_for(lambda: table_rows(browser) == [high, low], f"the sort did not survive a reload: {table_rows(browser)}")
+    header = browser.find_element(By.CSS_SELECTOR, 'button.sort[data-key="parameters.a"]').find_element(By.XPATH, "..")
+    assert header.get_attribute("aria-sort") == "descending"
+
+    # Values that differ in the 6th digit read differently, in parameter and metadata columns alike;
+    # the full value on hover; the best accuracy marked once sorted by it.
+    for key in ("parameters.a", "accuracy"):
+        cells = browser.find_elements(By.CSS_SELECTOR, f'#executions td[data-key="{key}"]')
+        texts = [c.text for c in cells]
+        assert len(texts) == 2 and texts[0] != texts[1], (key, texts)
+        assert {c.get_attribute("title") for c in cells} == {"0.996338", "0.996312"}, key
+        assert all(c.value_of_css_property("text-align") == "right" for c in cells)
+    click_sort(browser, "accuracy")
+    best = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#executions td.best-value[data-key="accuracy"]'),
+                    "the best accuracy is not marked")
+    assert len(best) == 1 and best[0].get_attribute("title").startswith("0.996338")
+
+    click_sort(browser, "title")  # descending first: zulu (the lower value) above alpha
+    wait_for(lambda: table_rows(browser) == [low, high], f"not sorted by title: {table_rows(browser)}")
+    assert "ordering=-title" in browser.current_url
+    browser.refresh()
+    wait_for(lambda: table_rows(browser) == [low, high],
+             f"the title sort did not survive a reload: {table_rows(browser)}")
+    titles = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#executions td.title a")]
+    assert titles == ["zulu", "alpha"]
+    shot(browser, "project-table")
+
+
+def test_the_column_picker_is_remembered_and_in_the_address(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, _, _, _ = site
+    pid = table_project["pid"]
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/?step=score")
+    browser.find_element(By.CSS_SELECTOR, "#columns-picker summary").click()
+    offered = wait_for(lambda: [b.get_attribute("data-column") for b in
+                                browser.find_elements(By.CSS_SELECTOR, "#columns-list input")], "no columns offered")
+    assert offered.index("meta:accuracy") < offered.index("param:a"), offered  # the step's metadata first
+    box = browser.find_element(By.CSS_SELECTOR, '#columns-list input[data-column="meta:accuracy"]')
+    assert box.is_selected()
+    box.click()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]'),
+             "the unpicked column is still shown")
+    assert "columns=" in browser.current_url and "meta%3Aaccuracy" not in browser.current_url
+    browser.get(f"{api}/projects/{pid}/?step=score")  # remembered for the project in this browser, not the address
+    wait_for(lambda: table_rows(browser), "no rows")
+    assert not browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]')
+    browser.find_element(By.CSS_SELECTOR, "#columns-picker summary").click()
+    browser.find_element(By.ID, "columns-reset").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]'),
+             "the step's defaults did not come back")
+
+
+def test_stopped_and_error_badges_differ_and_the_page_fits_800_px(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    vh, _, pid, _ = site
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{table_project['pid']}/")
+
+    def colour(status: str) -> str:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            f"const b = document.querySelector('#executions .status[data-status={status}]');"
+            "return b ? getComputedStyle(b).color : ''")
+
+    stopped, error = wait_for(lambda: (colour("stopped"), colour("error")) if colour("error") else None,
+                              "no stopped and error badges")
+    assert stopped and stopped != error, (stopped, error)
+
+    # Every column of the busy project: a table far wider than 800 px, which scrolls inside its card.
+    vh, alice, pid, commit = site
+    for made in (submit(alice, pid, commit, "bounded", epochs=5, model="tree"),
+                 submit(alice, pid, commit, "tune", rate=0.3, model="linear")):
+        vh.wait(made["id"])
+    every = ["title", "step", "started", "duration", "environment", "creator", "param:a", "param:epochs",
+             "param:model", "param:rate", "param:seconds", "meta:accuracy", "meta:loss", "meta:step"]
+    browser.get(f"{api}/projects/{pid}/?columns={','.join(every)}")
+    wait_for(lambda: table_rows(browser), "no rows")
+    try:
+        browser.set_window_size(800, 1000)
+        wait_for(lambda: browser.execute_script("return innerWidth") <= 800, "the window did not narrow")
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+        assert widths[0] <= widths[1], f"the page is wider than the window at 800 px: {widths}"
+        box = browser.execute_script("const b = document.querySelector('#executions').parentElement;"
+                                     "return [b.scrollWidth, b.clientWidth]")
+        assert box[0] > box[1], f"the table is not wider than its box, so this proves nothing: {box}"
+        pinned = browser.execute_script(
+            "const s = document.querySelector('#executions td.pin-status'); return getComputedStyle(s).position")
+        assert pinned == "sticky"
+        shot(browser, "project-800")
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_a_missing_or_forbidden_execution_page_is_html_with_a_link_home(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, _, _ = site
+    api = vh.api_url()
+    vh("user", "add", "carol")
+    vh("project", "add", "carols", "--owner", "carol")
+    carol = Client(api, vh.json("user", "token", "carol")["token"])
+    cpid = project_id(carol, "carols")
+    theirs = submit(carol, cpid, carol.upload(cpid, package(FILES)).json()["identifier"], "score", a=0.1)
+    sign_in(browser, api, "/")
+    for path in ("/executions/999999/", f"/executions/{theirs['id']}/", "/nowhere/at/all"):
+        browser.get(f"{api}{path}")
+        home = wait_for(lambda: browser.find_elements(By.ID, "home"), f"{path}: no link home")[0]
+        assert home.get_attribute("href") == f"{api}/"
+        assert browser.find_elements(By.CSS_SELECTOR, "header.top a.brand"), f"{path}: not inside the site's layout"
+        assert "score" not in browser.find_element(By.TAG_NAME, "main").text
+    shot(browser, "not-found")
+    home.click()
+    wait_for(lambda: browser.current_url == f"{api}/", "the link did not lead home")
+    session = {"vh_orch_session": browser.get_cookie("vh_orch_session")["value"]}
+    page = requests.get(f"{api}/executions/{theirs['id']}/", cookies=session, timeout=30)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    answer = alice.get(f"/api/v0/executions/{theirs['id']}/")  # the API keeps JSON
+    assert answer.status_code == 404 and answer.json()["detail"]

@@ -206,8 +206,9 @@ def list_executions(
     offset: Count = None,
 ) -> dict[str, Any]:
     """Executions of the projects the caller may see. Filters repeat (`status=queued&status=started`;
-    `status=incomplete` is every unfinished one); `ordering` is a column or a metadata key, `-` first
-    for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed)."""
+    `status=incomplete` is every unfinished one); `ordering` is a column, a metadata key or a parameter,
+    `-` first for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed;
+    `ordering=parameters.learning_rate`: the value it ran with)."""
     store = store_of(request)
     if project is not None:
         project_ids: list[int] | None = [project_param(request, user, project).id]  # type: ignore[list-item]

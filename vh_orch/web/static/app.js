@@ -56,11 +56,51 @@ const VhOrch = (() => {
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
 
   // -- a project's executions ------------------------------------------------------------------
+  // A column of the executions table: its id (`title`, `param:NAME`, `meta:KEY`), heading, sort key and cell.
+  const relativeTime = (iso) => {
+    if (!iso) return "";
+    const s = (Date.now() - Date.parse(iso)) / 1000;
+    return s < 60 ? "just now" : s < 3600 ? `${Math.floor(s / 60)} min ago` : s < 86400 ? `${Math.floor(s / 3600)} h ago`
+      : `${Math.floor(s / 86400)} d ago`;
+  };
+  // Decimals enough that every distinct number of a column reads differently (0.996338 vs 0.996312),
+  // starting from 4 significant digits of its largest value; one count for the column keeps it aligned.
+  function columnFormat(values) {
+    const numbers = [...new Set(values.filter((v) => typeof v === "number" && Number.isFinite(v)))];
+    if (numbers.every(Number.isInteger)) return (v) => String(v);
+    const largest = Math.max(...numbers.map(Math.abs));
+    if (largest >= 1e9 || largest < 1e-4) return (v) => String(v);  // far from 1: as JavaScript writes it
+    let decimals = Math.max(0, Math.min(12, 3 - Math.floor(Math.log10(largest))));
+    while (decimals < 12 && new Set(numbers.map((v) => v.toFixed(decimals))).size < numbers.length) decimals += 1;
+    return (v) => v.toFixed(decimals);
+  }
+  const BASE_COLUMNS = [
+    { id: "title", label: "title", sort: "title" },
+    { id: "step", label: "step", sort: "step" },
+    { id: "started", label: "started", sort: "started_at" },
+    { id: "duration", label: "duration" },
+    { id: "environment", label: "environment" },
+    { id: "creator", label: "creator" },
+  ];
+  const paramColumn = (name) => ({ id: `param:${name}`, label: name, sort: `parameters.${name}`, key: `parameters.${name}`,
+    value: (r) => (r.parameters || {})[name] });
+  const metaColumn = (name) => ({ id: `meta:${name}`, label: name, sort: name, key: name, metric: true,
+    value: (r) => (r.metadata || {})[name] });
+  const columnOf = (id) => id.startsWith("param:") ? paramColumn(id.slice(6)) : id.startsWith("meta:") ? metaColumn(id.slice(5))
+    : BASE_COLUMNS.find((c) => c.id === id);
+
   function projectPage() {
     const table = $("executions");
     const project = table.dataset.project;
-    const state = { ordering: "-counter", offset: 0, limit: 50, count: 0, asked: 0 };
-    const base = ["counter", "status", "step", "parameters", "duration", "environment", "creator"];
+    const stored = `vh-orch.columns.${project}`;  // this project's chosen columns, in this browser
+    // The table's whole state lives in the address (a reload or a shared link shows the same table).
+    const url = new URLSearchParams(location.search);
+    const state = { ordering: url.get("ordering") || "-counter", offset: Math.max(0, Number(url.get("offset")) || 0),
+      limit: 50, count: 0, asked: 0 };
+    let chosen = url.has("columns") ? url.get("columns").split(",").filter(Boolean)
+      : JSON.parse(localStorage.getItem(stored) || "null");
+    $("f-status").value = url.get("status") || "";
+    $("f-step").value = url.get("step") || "";
     const picked = new Set();
     const showPicked = () => {
       $("compare").disabled = picked.size < 2;
@@ -70,10 +110,23 @@ const VhOrch = (() => {
       location.href = "/compare/?" + [...picked].map((id) => `e=${id}`).join("&");
     });
     showPicked();
+    function keepInAddress() {
+      const address = new URL(location.href);
+      const set = (name, value, omitted = "") => {
+        if (value && value !== omitted) address.searchParams.set(name, value); else address.searchParams.delete(name);
+      };
+      set("ordering", state.ordering, "-counter");
+      set("status", $("f-status").value);
+      set("step", $("f-step").value.trim());
+      set("task", wantedTask);
+      set("offset", String(state.offset), "0");
+      set("columns", chosen ? chosen.join(",") : "");
+      history.replaceState(null, "", address);
+    }
 
     // The project's tasks: a list of links, and the choices of the task filter (`?task=ID` picks one).
     const tasks = new Map();
-    let wantedTask = new URLSearchParams(location.search).get("task") || "";
+    let wantedTask = url.get("task") || "";
     let taskChoices = "";
     async function loadTasks() {
       const page = await api(`/tasks/?${new URLSearchParams({ project, limit: 50 })}`);
@@ -97,6 +150,92 @@ const VhOrch = (() => {
       $("f-task").value = picked;
     }
 
+    // The columns on offer: the base ones, then the step's metadata keys and parameters (the filtered
+    // step's, else the newest execution's), then every other key and parameter on this page.
+    function offered(rows) {
+      const step = $("f-step").value.trim() || (rows[0] || {}).step;
+      const mine = rows.filter((r) => r.step === step);
+      const names = (list, field) => [...new Set(list.flatMap((r) => Object.keys(r[field] || {})))].sort();
+      const stepMeta = names(mine, "metadata"), stepParams = names(mine, "parameters");
+      const others = (all, first) => all.filter((n) => !first.includes(n));
+      const meta = [...stepMeta, ...others(names(rows, "metadata"), stepMeta)].map((n) => `meta:${n}`);
+      const params = [...stepParams, ...others(names(rows, "parameters"), stepParams)].map((n) => `param:${n}`);
+      const defaults = ["title", ...stepParams.map((n) => `param:${n}`), "started", "duration",
+        ...stepMeta.slice(0, 8).map((n) => `meta:${n}`)];
+      return { all: [...BASE_COLUMNS.map((c) => c.id), ...meta, ...params], defaults };
+    }
+    let offer = { all: [], defaults: [] };
+    function renderPicker() {
+      const shownNow = new Set(chosen || offer.defaults);
+      const choices = [...new Set([...offer.all, ...shownNow])];
+      const signature = JSON.stringify([choices, [...shownNow]]);
+      if ($("columns-list").dataset.signature === signature) return;  // kept while it may be open
+      $("columns-list").dataset.signature = signature;
+      $("columns-list").replaceChildren(...choices.map((id) => {
+        const box = el("input", { type: "checkbox", "data-column": id });
+        box.checked = shownNow.has(id);
+        box.addEventListener("change", () => {
+          const now = new Set(chosen || offer.defaults);
+          if (box.checked) now.add(id); else now.delete(id);
+          chosen = choices.filter((c) => now.has(c));
+          localStorage.setItem(stored, JSON.stringify(chosen));
+          keepInAddress();
+          load();
+        });
+        const kind = id.startsWith("meta:") ? "metadata" : id.startsWith("param:") ? "parameter" : "";
+        return el("label", {}, box, columnOf(id).label, ...(kind ? [" ", el("small", { class: "hint", text: kind })] : []));
+      }));
+    }
+
+    function sortButton(column) {
+      const key = state.ordering.replace(/^-/, "");
+      const arrow = key === column.sort ? (state.ordering.startsWith("-") ? " ↓" : " ↑") : "";
+      const button = el("button", { type: "button", class: "sort", "data-key": column.key || column.sort,
+        text: column.label + arrow });
+      button.addEventListener("click", () => {
+        state.ordering = state.ordering === `-${column.sort}` ? column.sort : `-${column.sort}`;
+        state.offset = 0;
+        keepInAddress();
+        load();
+      });
+      return button;
+    }
+    function header(columns) {
+      const key = state.ordering.replace(/^-/, "");
+      const direction = state.ordering.startsWith("-") ? "descending" : "ascending";
+      const th = (column, cls = "") => {
+        const cell = el("th", { scope: "col", class: cls, "aria-sort": key === column.sort ? direction : "none" });
+        if (column.sort) cell.append(sortButton(column)); else cell.textContent = column.label;
+        return cell;
+      };
+      table.tHead.rows[0].replaceChildren(el("th", { scope: "col", class: "pin pin-pick", "aria-label": "Select" }),
+        th({ label: "#", sort: "counter" }, "pin pin-counter"), th({ label: "status", sort: "status" }, "pin pin-status"),
+        ...columns.map((c) => th(c, c.value ? "num" : "")));
+    }
+    // The cell of a base column; a parameter's or a metadata key's is a number cell (`numberCell`).
+    function baseCell(id, r) {
+      if (id === "title") return el("td", { class: "title" }, el("a", { href: `/executions/${r.id}/`, text: r.title || "" }));
+      if (id === "step") {
+        return el("td", {}, r.step, ...(r.task ? [" ", el("a", { class: "task-ref", href: `/tasks/${r.task.id}/`,
+          title: "Its task", text: tasks.has(r.task.id) ? `!${tasks.get(r.task.id).counter}` : "task" })] : []));
+      }
+      if (id === "started") {
+        return el("td", {}, r.started_at ? el("time", { datetime: r.started_at, title: when(r.started_at),
+          text: relativeTime(r.started_at) }) : "");
+      }
+      if (id === "duration") return el("td", { text: seconds(r.duration) });
+      if (id === "environment") return el("td", { text: r.environment.name });
+      return el("td", { text: r.creator.username || "" });
+    }
+    function numberCell(column, r, format, best) {
+      const v = column.value(r);
+      const text = typeof v === "number" ? format(v) : shown(v);
+      const cell = el("td", { class: typeof v === "number" ? "num" : "", "data-key": column.key, text,
+        title: v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v) });
+      if (best !== undefined && v === best) { cell.classList.add("best-value"); cell.title += " (best)"; }
+      return cell;
+    }
+
     async function load() {
       const query = new URLSearchParams({ project, ordering: state.ordering, limit: state.limit, offset: state.offset });
       if ($("f-status").value) query.append("status", $("f-status").value);
@@ -106,26 +245,21 @@ const VhOrch = (() => {
       const page = await api(`/executions/?${query}`);
       if (asked !== state.asked) return;  // a newer question (another filter) is on its way
       state.count = page.count;
-      const keys = [...new Set(page.results.flatMap((r) => Object.keys(r.metadata || {})))].sort().slice(0, 8);
+      offer = offered(page.results);
+      const ids = [...(chosen || offer.defaults)];
       const key = state.ordering.replace(/^-/, "");
-      if (!base.includes(key) && !keys.includes(key)) keys.unshift(key);
-      const head = table.tHead.rows[0];
-      head.replaceChildren(el("th", { scope: "col", "aria-label": "Select" }), ...[...base, ...keys].map((name) => {
-        const sortable = !["parameters", "environment", "creator"].includes(name);
-        const th = el("th", { scope: "col" });
-        if (sortable) {
-          const arrow = key === name ? (state.ordering.startsWith("-") ? " ↓" : " ↑") : "";
-          const button = el("button", { type: "button", class: "sort", "data-key": name, text: (name === "counter" ? "#" : name) + arrow });
-          button.addEventListener("click", () => {
-            state.ordering = state.ordering === `-${name}` ? name : `-${name}`;
-            state.offset = 0;
-            load();
-          });
-          th.append(button);
-        } else th.textContent = name;
-        th.setAttribute("aria-sort", key === name ? (state.ordering.startsWith("-") ? "descending" : "ascending") : "none");
-        return th;
-      }));
+      const sortedBy = [...BASE_COLUMNS, ...ids.map(columnOf)].find((c) => c && c.sort === key);
+      if (!sortedBy && !["counter", "status"].includes(key)) {  // sorted by a column not shown: show it
+        ids.push(key.startsWith("parameters.") ? `param:${key.slice(11)}` : `meta:${key.replace(/^metadata\./, "")}`);
+      }
+      const columns = [...new Set(ids)].map(columnOf).filter(Boolean);
+      renderPicker();
+      header(columns);
+      const formats = new Map(columns.filter((c) => c.value).map((c) => [c.id, columnFormat(page.results.map(c.value))]));
+      // The best value of the metric the table is sorted by: the first page's first, marked.
+      const metric = columns.find((c) => c.metric && c.sort === key);
+      const top = metric && state.offset === 0 && page.results.length ? metric.value(page.results[0]) : undefined;
+      const best = typeof top === "number" ? top : undefined;
       const selectBox = (r) => {
         const box = el("input", { type: "checkbox", class: "pick", "aria-label": `Select #${r.counter}`, "data-id": r.id });
         box.checked = picked.has(r.id);
@@ -133,37 +267,31 @@ const VhOrch = (() => {
         return box;
       };
       table.tBodies[0].replaceChildren(...page.results.map((r) => el("tr", { "data-counter": r.counter },
-        el("td", {}, selectBox(r)),
-        el("td", {}, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
-        el("td", {}, el("span", { class: "status", "data-status": r.status, text: r.status })),
-        el("td", {}, r.step, ...(r.task ? [" ", el("a", { class: "task-ref", href: `/tasks/${r.task.id}/`,
-          title: "Its task", text: tasks.has(r.task.id) ? `!${tasks.get(r.task.id).counter}` : "task" })] : [])),
-        el("td", { class: "params", text: Object.entries(r.parameters).map(([k, v]) => `${k}=${shown(v)}`).join(" ") }),
-        el("td", { text: seconds(r.duration) }),
-        el("td", { text: r.environment.name }),
-        el("td", { text: r.creator.username || "" }),
-        ...keys.map((k) => el("td", { class: "num", "data-key": k, text: shown((r.metadata || {})[k]) })))));
+        el("td", { class: "pin pin-pick" }, selectBox(r)),
+        el("td", { class: "pin pin-counter" }, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
+        el("td", { class: "pin pin-status" }, el("span", { class: "status", "data-status": r.status, text: r.status })),
+        ...columns.map((c) => c.value ? numberCell(c, r, formats.get(c.id), c === metric ? best : undefined)
+          : baseCell(c.id, r)))));
       $("no-executions").hidden = page.count > 0;
       $("page-info").textContent = page.count ? `${state.offset + 1}-${state.offset + page.results.length} of ${page.count}` : "";
       $("prev").disabled = state.offset === 0;
       $("next").disabled = state.offset + state.limit >= page.count;
     }
 
-    $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
-    $("next").addEventListener("click", () => { state.offset += state.limit; load(); });
-    $("f-status").addEventListener("change", () => { state.offset = 0; load(); });
-    $("f-step").addEventListener("change", () => { state.offset = 0; load(); });
-    $("f-task").addEventListener("change", () => {
-      state.offset = 0;
-      wantedTask = $("f-task").value;
-      const url = new URL(location.href);
-      if (wantedTask) url.searchParams.set("task", wantedTask); else url.searchParams.delete("task");
-      history.replaceState(null, "", url);
-      load();
-    });
+    const reload = () => { keepInAddress(); load(); };
+    $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); reload(); });
+    $("next").addEventListener("click", () => { state.offset += state.limit; reload(); });
+    $("f-status").addEventListener("change", () => { state.offset = 0; reload(); });
+    $("f-step").addEventListener("change", () => { state.offset = 0; reload(); });
+    $("f-task").addEventListener("change", () => { state.offset = 0; wantedTask = $("f-task").value; reload(); });
     $("f-key").addEventListener("change", () => {
       const k = $("f-key").value.trim();
-      if (k) { state.ordering = `-${k}`; state.offset = 0; load(); }
+      if (k) { state.ordering = `-${k}`; state.offset = 0; reload(); }
+    });
+    $("columns-reset").addEventListener("click", () => {
+      chosen = null;
+      localStorage.removeItem(stored);
+      reload();
     });
     // The project's pipelines, newest first.
     async function loadPipelines() {
