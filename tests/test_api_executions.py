@@ -94,6 +94,8 @@ def test_lists_filter_sort_by_metadata_and_page(shared: VhOrch) -> None:
     assert counters("ordering=-accuracy") == [2, 4, 5, 1, 3, 6]
     assert counters("ordering=metadata.accuracy") == [3, 1, 5, 4, 2, 6]
     assert counters("ordering=-counter") == [6, 5, 4, 3, 2, 1]
+    assert counters("ordering=-parameters.a") == [2, 4, 5, 1, 3, 6]  # `silent` has no `a`: last
+    assert counters("ordering=parameters.a") == [3, 1, 5, 4, 2, 6]
     assert counters("step=silent") == [6]
     assert counters("status=incomplete") == []
     assert counters("status=complete&step=score&ordering=counter") == [1, 2, 3, 4, 5]
@@ -105,7 +107,8 @@ def test_lists_filter_sort_by_metadata_and_page(shared: VhOrch) -> None:
     assert [r["counter"] for r in second["results"]] == [3, 6] and second["next"] is None
     assert second["results"][0]["metadata"] == {"accuracy": 0.1}
 
-    for bad, field in (("status=running", "status"), ("counter=x", "counter"), ("ordering=-", "ordering")):
+    for bad, field in (("status=running", "status"), ("counter=x", "counter"), ("ordering=-", "ordering"),
+                       ("ordering=parameters.", "ordering")):
         answer = alice.get(f"/api/v0/executions/?project={pid}&{bad}")
         assert answer.status_code == 400 and field in answer.json(), (bad, answer.text)
 

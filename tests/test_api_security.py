@@ -104,6 +104,7 @@ def test_another_users_project_answers_404_to_everything(two_users: tuple[VhOrch
     for path in (f"/api/v0/projects/{pid}/", f"/api/v0/executions/?project={pid}", f"/api/v0/executions/{eid}/",
                  f"/api/v0/executions/{pid}:1/", f"/api/v0/executions/{pid}:latest/",
                  f"/api/v0/executions/{eid}/events/", f"/api/v0/executions/{eid}/metadata/",
+                 f"/api/v0/executions/{eid}/events/?search=a", f"/api/v0/executions/{eid}/log.txt",
                  f"/api/v0/executions/{eid}/stream/", f"/api/v0/data/?output_execution={eid}",
                  f"/api/v0/data/{datum}/download/", f"/api/v0/commits/?project={pid}",
                  f"/api/v0/commits/{created['commit']['identifier']}/?project={pid}",

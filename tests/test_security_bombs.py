@@ -170,6 +170,8 @@ def test_bad_query_values_are_400s_naming_the_parameter(world: World) -> None:
         (f"/api/v0/executions/{eid}/events/?after={huge}", "after"),
         (f"/api/v0/executions/{eid}/events/?before=-1", "before"),
         (f"/api/v0/executions/{eid}/events/?limit=lots", "limit"),
+        (f"/api/v0/executions/{eid}/events/?search=", "search"),
+        (f"/api/v0/executions/{eid}/events/?search={'x' * 201}", "search"),
         (f"/api/v0/executions/{eid}/metadata/?after=-5", "after"),
         (f"/api/v0/executions/{eid}/stream/?after={huge}", "after"),
         ("/api/v0/commits/?project=x", "project"),
@@ -192,7 +194,7 @@ def test_bad_query_values_are_400s_naming_the_parameter(world: World) -> None:
     # Never a 500, whatever the value, on every route that takes one.
     hostile = ['"', "-1", huge, "9" * 5000, "²", "abc", "", "%00", "1e3", "0x10"]
     routes = {"/api/v0/executions/": ("ordering", "limit", "offset", "project", "counter", "task", "status"),
-              f"/api/v0/executions/{eid}/events/": ("limit", "after", "before"),
+              f"/api/v0/executions/{eid}/events/": ("limit", "after", "before", "search"),
               f"/api/v0/executions/{eid}/metadata/": ("after",), f"/api/v0/executions/{eid}/stream/": ("after",),
               "/api/v0/commits/": ("project", "limit", "offset"), "/api/v0/projects/": ("limit", "offset"),
               "/api/v0/data/": ("output_execution", "project", "limit", "offset"),

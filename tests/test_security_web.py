@@ -262,6 +262,11 @@ def test_every_page_api_route_and_static_file_carries_the_security_headers(
         assert_guarded(refused, refused.request.url or "")
         seen.add(refused.status_code)
     assert {200, 303, 400, 401, 403, 404, 405} <= seen
+    # A page that is not found is an HTML page of the site with a way home; the API's 404 stays JSON.
+    page = signed_in.get(f"{api}/tasks/999/", timeout=TIMEOUT)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html") and 'id="home"' in page.text
+    data = signed_in.get(f"{api}/api/v0/tasks/999/", timeout=TIMEOUT)
+    assert data.status_code == 404 and data.headers["content-type"] == "application/json" and data.json()["detail"]
 
 
 def test_api_docs_come_from_this_host_alone_and_render(site: tuple[VhOrch, str]) -> None:

@@ -71,6 +71,41 @@ STEPS = SCORE_STEP + b"""
         type: string
         pass-as: "{v}"
 - step:
+    name: fail
+    image: vh-orch/busybox:test
+    command: exit 3
+- step:
+    name: long
+    image: vh-orch/busybox:test
+    command:
+      - |-
+        for i in $(seq 1 1500); do echo "row $i end"; done
+      - sleep 1
+      - echo "only on stderr" >&2
+- step:
+    name: fails
+    image: vh-orch/busybox:test
+    command:
+      - echo "giving up" >&2
+      - exit 3
+- step:
+    name: fit
+    image: vh-orch/busybox:test
+    command:
+      - |-
+        for i in 1 2 3 4 5; do echo "{\\"step\\": $i, \\"loss\\": 0.00$((11-2*i)), \\"accuracy\\": 0.$((i+4))}"; done
+- step:
+    name: ladder
+    image: vh-orch/busybox:test
+    command: sh ladder.sh {parameters}
+    parameters:
+      - name: rate
+        type: float
+        pass-as: "{v}"
+      - name: seconds
+        type: integer
+        pass-as: "{v}"
+- step:
     name: nap
     image: vh-orch/busybox:test
     command: sleep {parameters}
@@ -83,7 +118,10 @@ STEPS = SCORE_STEP + b"""
 TUNE = b"""case "$2" in tree) bonus=0.5 ;; *) bonus=0 ;; esac
 awk -v r="$1" -v b="$bonus" 'BEGIN { printf "{\\"accuracy\\": %g}\\n", r + b }'
 """
-FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE}
+# accuracy = rate at once, then a nap: a task's child that has reported its metric but still runs.
+LADDER = b"""echo "{\\"accuracy\\": $1}"; sleep "$2"
+"""
+FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE, "ladder.sh": LADDER}
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
@@ -446,7 +484,8 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
     api = vh.api_url()
     sign_in(browser, api, "/")
     browser.get(f"{api}/operations/")
-    assert "Not found" in browser.page_source and "burst" not in browser.page_source
+    wait_for(lambda: "Not found" in browser.page_source, "no not-found page")  # (one run read an empty document)
+    assert "burst" not in browser.page_source
 
     cost = admin.get("/api/v0/cost/", params={"hours": 24}).json()
     assert len(cost["hours"]) == 24 and cost["environments"]["burst"][-1] > 0  # the machine costs since it came
@@ -707,6 +746,227 @@ def test_stop_a_task_from_its_page(browser: Any, site: tuple[VhOrch, Client, str
              "the executions' statuses did not turn stopped")
 
 
+# -- charts, theme, task progress and compare (issue 29) ------------------------------------------
+
+PANELS = """return [...document.querySelectorAll(arguments[0] + ' .panel')].map(p => ({
+  key: p.dataset.key, scale: p.dataset.scale, min: p.uplot.scales.y.min, max: p.uplot.scales.y.max,
+  distr: p.uplot.scales.y.distr, width: p.uplot.width, xticks: p.uplot.axes[0]._values || [],
+  lines: p.uplot.series.slice(1).map((s, i) => ({label: s.label, width: s.width, raw: p.uplot.data[i + 1]})),
+  legend: p.querySelector('.panel-legend').textContent}))"""
+
+
+def panels(driver: Any, box: str) -> dict[str, dict[str, Any]]:
+    """The uPlot panels drawn in `box` (a CSS selector), by metadata key: y scale, x tick labels, legend."""
+    return {p["key"]: p for p in driver.execute_script(PANELS, box)}
+
+
+def test_loss_and_accuracy_are_drawn_on_separate_scales(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "fit")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    drawn = wait_for(lambda: (p := panels(browser, "#chart")) and set(p) == {"loss", "accuracy"} and p,
+                     "the chart has no panel each for loss and accuracy")
+    loss, accuracy = drawn["loss"], drawn["accuracy"]
+    # loss (0.001-0.009) is not flattened on accuracy's 0.5-0.9 axis: each has a scale of its own.
+    assert loss["max"] < 0.05 and accuracy["max"] >= 0.5, drawn
+    assert loss["max"] - loss["min"] >= 0.005
+    # The x axis is `step`: whole numbers only; the legend shows the last values before any hover.
+    assert loss["xticks"] and all(float(t.replace(",", "")).is_integer() for t in loss["xticks"]), loss["xticks"]
+    assert loss["legend"] == "loss: 0.001 (last)" and accuracy["legend"] == "accuracy: 0.9 (last)"
+    assert browser.find_element(By.ID, "chart-empty").is_displayed() is False
+    # Smoothing draws the average over the raw line, which stays (thin, faint) behind it.
+    browser.execute_script("const s = document.getElementById('chart-smooth'); s.value = '0.5';"
+                           "s.dispatchEvent(new Event('input'))")
+    lines = wait_for(lambda: len(p := panels(browser, "#chart")["loss"]["lines"]) == 2 and p, "no raw line kept")
+    assert [line["label"] for line in lines] == ["loss (raw)", "loss"] and lines[0]["width"] < lines[1]["width"]
+    assert lines[0]["raw"] == [0.009, 0.007, 0.005, 0.003, 0.001] and lines[1]["raw"][-1] > 0.001
+    browser.find_element(By.ID, "chart-log").click()
+    wait_for(lambda: panels(browser, "#chart")["loss"]["distr"] == 3, "the log-scale toggle changed nothing")
+    # Charts follow the window's width.
+    browser.set_window_size(800, 1000)
+    try:
+        wait_for(lambda: panels(browser, "#chart")["loss"]["width"] < loss["width"] - 100, "the chart was not resized")
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_an_execution_without_metadata_says_so_and_shows_no_chart_controls(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "write")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    wait_for(lambda: browser.find_element(By.ID, "facts").text, "the execution page did not load")
+    empty = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#chart-empty:not([hidden])"), "no empty note")[0]
+    assert empty.text == "No metadata yet."
+    assert not browser.find_element(By.ID, "chart-controls").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#chart canvas")
+
+
+def relative_luminance(rgb: tuple[int, ...]) -> float:
+    def channel(c: int) -> float:
+        v = c / 255
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(c) for c in rgb[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """WCAG's contrast ratio of two colours (1 to 21; AA asks 4.5 of normal text)."""
+    hi, lo = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# Each axis's tick-label colour as the canvas draws it, and the card behind it, as computed rgb().
+AXIS_INK = """const rgb = (c) => { const probe = document.createElement('span'); probe.style.color = c;
+  document.body.append(probe); const out = getComputedStyle(probe).color; probe.remove(); return out; };
+return [...document.querySelectorAll(arguments[0])].filter(b => b.uplot || b.querySelector('.panel')).flatMap(b =>
+  (b.uplot ? [b.uplot] : [...b.querySelectorAll('.panel')].map(p => p.uplot)).flatMap(u => u.axes.map((a, i) => ({
+    ink: rgb(typeof a.stroke === 'function' ? a.stroke(u, i) : a.stroke),
+    legend: getComputedStyle(b.querySelector('.panel-legend') || b).color,
+    card: getComputedStyle(b.closest('.card')).backgroundColor}))))"""
+
+
+def rgb_of(css: str) -> tuple[int, ...]:
+    return tuple(int(float(part)) for part in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+
+
+def dark_axes_meeting_aa(driver: Any, charts: str) -> list[dict[str, str]]:
+    """The axes of the charts in `charts` (a CSS selector) once redrawn in the dark theme's colours: each
+    axis's ink, and the legend's, at WCAG AA contrast against a dark card."""
+    def inks() -> list[dict[str, str]]:
+        found: list[dict[str, str]] = driver.execute_script(AXIS_INK, charts)
+        return found if found and all(contrast(rgb_of(a["ink"]), rgb_of(a["card"])) >= 4.5 for a in found) else []
+
+    found = wait_for(inks, f"the axes of {charts} are not drawn at AA contrast in the dark theme")
+    for axis in found:
+        assert relative_luminance(rgb_of(axis["card"])) < 0.05  # a dark card, not the light one
+        assert contrast(rgb_of(axis["legend"]), rgb_of(axis["card"])) >= 4.5
+    return found  # type: ignore[no-any-return]
+
+
+def test_dark_mode_tick_labels_meet_wcag_aa_and_the_theme_toggle_is_remembered(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "fit")
+    assert vh.wait(made["id"])["status"] == "complete"
+    sign_in(browser, vh.api_url(), f"/executions/{made['id']}/")
+    wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn")
+
+    def theme() -> str:
+        return str(browser.execute_script("return document.documentElement.dataset.theme || ''"))
+
+    def background() -> str:
+        return str(browser.execute_script("return getComputedStyle(document.body).backgroundColor"))
+
+    try:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("light")
+        wait_for(lambda: theme() == "light", "the light theme was not applied")
+        light = background()
+        Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
+        wait_for(lambda: theme() == "dark", "the dark theme was not applied")
+        assert relative_luminance(rgb_of(background())) < 0.05 < relative_luminance(rgb_of(light))
+
+        assert len(dark_axes_meeting_aa(browser, "#chart, #hardware")) >= 4  # x and y of both panels
+        shot(browser, "execution-dark")
+        browser.refresh()  # remembered
+        wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn after a reload")
+        assert theme() == "dark"
+        assert Select(browser.find_element(By.ID, "theme")).first_selected_option.get_attribute("value") == "dark"
+    finally:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("system")  # the other tests see the default
+    assert theme() == "" and browser.execute_script("return localStorage.getItem('vh-orch-theme')") is None
+
+
+def test_a_running_task_shows_its_progress_elapsed_time_and_best_so_far(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = start_task(alice, pid, commit, "ladder", {"rate": [0.7], "seconds": [1, 300]}, **ACCURACY)
+    sign_in(browser, vh.api_url(), f"/tasks/{made['id']}/")
+
+    def text() -> str:
+        return browser.find_element(By.ID, "progress-text").text  # type: ignore[no-any-return]
+
+    def bar() -> list[float]:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            "const p = document.getElementById('progress'); return [p.value, p.max]")
+
+    try:
+        wait_for(lambda: text() == "1 of 2 finished", f"no progress of one finished child: {text()!r}")
+        assert bar() == [1, 2]
+        assert browser.find_element(By.ID, "status").text == "started"
+        assert browser.find_element(By.ID, "elapsed").text.endswith(" elapsed")
+        best = wait_for(lambda: browser.find_element(By.ID, "best").text, "no best shown while running")
+        assert best.startswith("Best so far: #")
+        shot(browser, "task-running")
+    finally:
+        alice.post(f"/api/v0/tasks/{made['id']}/stop/")
+    wait_for(lambda: text() == "2 of 2 finished", f"the progress did not reach the end: {text()!r}")
+    assert bar() == [2, 2]
+    wait_for(lambda: browser.find_element(By.ID, "best").text.startswith("Best: #"),  # the task's own status last
+             "the best was still called 'so far' after the task ended")
+
+
+def test_compare_links_to_its_project_adds_and_removes_runs_and_marks_differences(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    vh, alice, pid, commit = site
+    runs = [submit(alice, pid, commit, "score", a=a) for a in (0.25, 0.5, 0.25)]
+    for run in runs:
+        assert vh.wait(run["id"])["status"] == "complete"
+    api = vh.api_url()
+    first, second, third = (str(r["id"]) for r in runs)
+    sign_in(browser, api, f"/compare/?e={first}&e={second}")
+
+    def columns() -> list[str]:
+        return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#cmp-table thead a")]
+
+    wait_for(lambda: len(columns()) == 2, "the compare table has no column per run")
+    back = browser.find_element(By.ID, "cmp-project")
+    assert back.text == "demo" and back.get_attribute("href").startswith(f"{api}/projects/")
+    differing = browser.find_elements(By.CSS_SELECTOR, '#cmp-table tr.differs')
+    assert {r.get_attribute("data-key") for r in differing} == {"a", "accuracy"}
+    cells = browser.find_elements(By.CSS_SELECTOR, '#cmp-table tr[data-key="a"] td.differs')
+    assert [c.text for c in cells] == ["0.25", "0.5"]
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#cmp-chart .panel canvas"), "no compare chart")
+    # Each run has one point, at 0 s since its start: a narrow x axis around it, not a default span.
+    x_range = browser.execute_script(
+        "const s = document.querySelector('#cmp-chart .panel').uplot.scales.x; return [s.min, s.max]")
+    assert x_range == [-1, 1], x_range
+    shot(browser, "compare-differences")
+    try:  # the compare chart in the dark theme: redrawn in its colours
+        Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
+        assert len(dark_axes_meeting_aa(browser, "#cmp-chart")) == 2
+        shot(browser, "compare-dark")
+    finally:
+        Select(browser.find_element(By.ID, "theme")).select_by_value("system")
+
+    add = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#cmp-add option[value="{third}"]'),
+                   "the run to add is not offered")[0]
+    Select(browser.find_element(By.ID, "cmp-add")).select_by_value(add.get_attribute("value"))
+    wait_for(lambda: browser.current_url.endswith(f"e={third}") and len(columns()) == 3, "the run was not added")
+    browser.find_element(By.CSS_SELECTOR, f'#cmp-table button.remove[data-id="{second}"]').click()
+    wait_for(lambda: len(columns()) == 2 and f"e={second}" not in browser.current_url, "the run was not removed")
+    # The two left have the same values: nothing is marked.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cmp-table .differs")
+    browser.find_element(By.ID, "cmp-project").click()  # the way back
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#executions tr[data-counter="{runs[0]["counter"]}"]'),
+             "the project link did not lead to the project's table")
+
+
 @pytest.mark.parametrize(("asked", "goes"), [
     ("/projects/1/", "/projects/1/"), ("//evil.example/x", "/"), ("https://evil.example/", "/"),
     ("/\\evil.example", "/"), ("", "/"), ("javascript:alert(1)", "/")])
@@ -714,3 +974,367 @@ def test_after_sign_in_only_a_path_of_this_site_is_followed(asked: str, goes: st
     from vh_orch.web.pages import safe_next
 
     assert safe_next(asked) == goes
+
+
+# -- the execution page's facts, command and run again; its log (issue 29) -------------------------
+
+def fact_pairs_apart(driver: Any) -> list[str]:
+    """The facts whose value is neither beside its label on the same row nor directly under it."""
+    return driver.execute_script("""
+        const apart = [];
+        for (const fact of document.querySelectorAll('#facts .fact')) {
+          const t = fact.querySelector('dt').getBoundingClientRect();
+          const d = fact.querySelector('dd').getBoundingClientRect();
+          const sameRow = Math.abs(d.top - t.top) < 4 && d.left >= t.right - 1;
+          const stacked = d.top >= t.bottom - 1 && d.top - t.bottom < 12 && Math.abs(d.left - t.left) < 2;
+          if (!(sameRow || stacked)) apart.push(fact.dataset.fact);
+        }
+        return apart;""")
+
+
+def test_the_facts_grid_keeps_each_label_beside_its_value_and_the_reason_shows_beside_the_status(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "fails",
+                                                   "title": "a run that gives up"}).json()
+    assert vh.wait(made["id"])["status"] == "error"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    try:
+        for width in (1400, 800):
+            browser.set_window_size(width, 1000)
+            wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#facts .fact")) >= 10, "no facts shown")
+            assert fact_pairs_apart(browser) == [], f"labels apart from their values at {width} px"
+            shot(browser, f"execution-facts-{width}")
+        assert browser.find_element(By.ID, "title").text == "a run that gives up"
+        assert browser.find_element(By.ID, "step-name").text == "fails"
+        sha = browser.find_element(By.ID, "commit-sha")
+        assert sha.get_attribute("title") == commit and len(sha.text) < len(commit)
+        banner = wait_for(lambda: browser.find_element(By.ID, "status-banner").text, "no banner beside the status")
+        assert banner.count("code 3") == 1  # the reason names the exit code: said once, not twice
+        assert browser.find_element(By.ID, "status").text == "error"
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_the_command_copies_as_cli_commands_that_keep_a_hostile_value_as_data(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    import shlex
+
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    hostile = "it's $(touch /tmp/pwned); `id` \\ \"q\""
+    made = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "tune",
+                                                   "parameters": {"rate": 0.5, "model": hostile}}).json()
+    vh.wait(made["id"])
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    orch = wait_for(lambda: browser.find_element(By.ID, "cli-vh-orch").text, "no vh-orch command shown")
+    words = shlex.split(orch)
+    assert words[:7] == ["vh-orch", "exec", "run", "tune", "--project", "demo", "--commit"]
+    assert words[7] == commit and f"model={hostile}" in words and "rate=0.5" in words
+    assert words[words.index(f"model={hostile}") - 1] == "-p"
+    vh_words = shlex.split(browser.find_element(By.ID, "cli-vh").text)
+    assert vh_words[:5] == ["vh", "exec", "run", "tune", "--adhoc"] and f"--model={hostile}" in vh_words
+    assert "--rate=0.5" in vh_words
+    assert browser.find_element(By.ID, "command").text.strip()  # the command that ran
+
+
+def test_run_again_with_another_input_picked_from_earlier_outputs_and_a_title(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    first, second = (submit(alice, pid, commit, "write") for _ in range(2))
+    datums = [vh.wait(w["id"])["outputs"][0]["datum"] for w in (first, second)]
+    reader = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "read",
+                                                     "inputs": {"data": [datums[0]]}}).json()
+    vh.wait(reader["id"])
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{reader['id']}/")
+    browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    field = wait_for(lambda: browser.find_elements(By.ID, "input-data"), "no field for the input")[0]
+    assert field.get_attribute("value") == datums[0]
+    offered = wait_for(lambda: [o.get_attribute("value") for o in
+                                browser.find_elements(By.CSS_SELECTOR, "#earlier-outputs option")],
+                       "no earlier outputs offered")
+    assert datums[1] in offered
+    wait_for(lambda: browser.find_element(By.ID, "rerun-environment").get_attribute("value") == "local",
+             "the environment is not offered")
+    assert browser.find_element(By.ID, "rerun-commit").get_attribute("value") == commit
+    field.clear()
+    field.send_keys(datums[1])
+    browser.find_element(By.ID, "rerun-title").send_keys("reads the second")
+    shot(browser, "execution-run-again-inputs")
+    browser.find_element(By.CSS_SELECTOR, "#rerun-form button[type=submit]").click()
+    wait_for(lambda: browser.current_url.rstrip("/").split("/")[-1] not in ("", str(reader["id"])),
+             "not taken to the new execution")
+    new_id = int(browser.current_url.rstrip("/").split("/")[-1])
+    info = vh.wait(new_id)
+    assert info["title"] == "reads the second" and info["status"] == "complete"
+    source = {"id": second["id"], "counter": second["counter"]}
+    assert alice.get(f"/api/v0/executions/{new_id}/").json()["inputs"] == [
+        {"name": "data", "urls": [datums[1]], "outputs_of": [source]}]
+    assert wait_for(lambda: browser.find_element(By.ID, "title").text, "no title") == "reads the second"
+
+
+def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "chatty")
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    browser.find_element(By.ID, "log-search").send_keys("LINE 8")
+    seen_when_set = browser.execute_script(
+        "return Math.max(0, ...[...document.querySelectorAll('#log .line')].map((r) => Number(r.dataset.seq)))")
+
+    def running_duration() -> list[str]:  # [status, duration] as shown together
+        return browser.execute_script("const d = document.getElementById('duration');"
+                                      "return [document.getElementById('status').textContent, d ? d.textContent : '']")
+
+    first = wait_for(lambda: (lambda s: s[1] if s[0] == "started" and s[1] else None)(running_duration()),
+                     "no duration shown while it runs")
+    wait_for(lambda: (lambda s: s[0] == "started" and s[1] not in ("", first))(running_duration()),
+             "the duration does not tick while it runs")
+    wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "it did not complete")
+    rows = browser.execute_script("""return [...document.querySelectorAll('#log .line')].map((r) =>
+        ({seq: Number(r.dataset.seq), text: r.dataset.message, hidden: r.hidden}))""")
+    later = [r for r in rows if r["seq"] > seen_when_set]
+    assert any(r["text"] == "line 3" for r in later), "the lines were not streamed in after the filter was set"
+    assert [r["text"] for r in rows if not r["hidden"]] == ["line 8"]
+    assert browser.find_element(By.CSS_SELECTOR, "#log mark").text == "line 8"
+    assert browser.find_element(By.ID, "log-count").text == "1 match"
+    browser.find_element(By.ID, "log-next").click()
+    assert browser.find_element(By.ID, "log-count").text == "1 of 1"
+    assert browser.find_elements(By.CSS_SELECTOR, "#log mark.current")
+
+
+def test_the_whole_log_downloads_and_searches_on_the_server_beyond_the_loaded_lines(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    made = submit(alice, pid, commit, "long")
+    assert vh.wait(made["id"])["status"] == "complete"
+    api = vh.api_url()
+    sign_in(browser, api, f"/executions/{made['id']}/")
+    wait_for(lambda: "row 1500 end" in browser.find_element(By.ID, "log").text, "the log's end is not shown")
+    assert "row 7 end" not in browser.find_element(By.ID, "log").text  # only the last 1000 events are loaded
+
+    # Search the whole stored log on the server.
+    browser.find_element(By.ID, "log-search").send_keys("row 7 end")
+    browser.find_element(By.ID, "log-server-search").click()
+    found = wait_for(lambda: browser.find_element(By.ID, "log-results-lines").text, "no server search results")
+    assert found.splitlines() == ["row 7 end"]
+    assert browser.find_element(By.ID, "log-count").text == "0 matches"  # among the loaded lines: none
+    assert browser.find_element(By.ID, "log-results-note").text.startswith("1 line of the whole log holds")
+    shot(browser, "execution-log-search")
+    for hostile in (".*", "%", "row 1_ end", "(a+)+$"):  # plain substrings: no pattern language anywhere
+        assert alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": hostile}).json()["events"] == []
+    too_long = alice.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "x" * 201})
+    assert too_long.status_code == 400 and "search" in too_long.json()
+
+    # stderr only, and timestamps.
+    browser.find_element(By.ID, "log-search").clear()
+    browser.execute_script("document.getElementById('log-search').dispatchEvent(new Event('input'))")
+    browser.find_element(By.ID, "log-stderr").click()
+    visible = browser.execute_script("return [...document.querySelectorAll('#log .line')].filter((r) => !r.hidden)"
+                                     ".map((r) => r.dataset.message)")
+    assert visible == ["only on stderr"]
+    browser.find_element(By.ID, "log-times").click()
+    stamp = browser.find_element(By.CSS_SELECTOR, "#log .line.stderr .ts")
+    assert stamp.is_displayed() and ":" in stamp.text
+
+    # Download: every line, as `vh-orch exec logs` has them, under a file name.
+    link = browser.find_element(By.ID, "download-log").get_attribute("href")
+    got = browser.execute_async_script("""const done = arguments[arguments.length - 1];
+        fetch(arguments[0]).then(async (r) => done({status: r.status, disposition: r.headers.get('Content-Disposition'),
+                                                    text: await r.text()}));""", link)
+    assert got["status"] == 200 and got["disposition"] == f'attachment; filename="demo-{made["counter"]}-log.txt"'
+    printed = [json.loads(line) for line in vh("exec", "logs", str(made["id"]), "--json").stdout.splitlines()]
+    assert got["text"].splitlines() == [e["text"] for e in printed if e["kind"] == "log"]
+    assert len(got["text"].splitlines()) == 1501
+
+    # Someone else's log is not found.
+    vh("user", "add", "carol")
+    carol = Client(api, vh.json("user", "token", "carol")["token"])
+    assert carol.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 404
+    assert carol.get(f"/api/v0/executions/{made['id']}/events/", params={"search": "row"}).status_code == 404
+    assert alice.get(f"/api/v0/executions/{made['id']}/log.txt").status_code == 200
+
+
+# -- the project table ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def table_project(site: tuple[VhOrch, Client, str, str]) -> dict[str, Any]:
+    """A project of alice's own: two `score` runs whose values differ only in the 6th digit (titled so
+    that title order is the reverse of value order), one stopped and one failed execution."""
+    vh, alice, _, _ = site
+    vh("project", "add", "table", "--owner", "alice")
+    pid = project_id(alice, "table")
+    commit = alice.upload(pid, package(FILES)).json()["identifier"]
+    scored = [alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "score",
+                                                      "parameters": {"a": a}, "title": title}).json()
+              for a, title in ((0.996312, "zulu"), (0.996338, "alpha"))]
+    idle = submit(alice, pid, commit, "idle")
+    failed = submit(alice, pid, commit, "fail")
+    vh("exec", "stop", str(idle["id"]))
+    for e in [*scored, idle, failed]:
+        assert vh.wait(e["id"])["status"] in ("complete", "stopped", "error")
+    assert vh.wait(idle["id"])["status"] == "stopped" and vh.wait(failed["id"])["status"] == "error"
+    return {"pid": pid, "low": scored[0]["counter"], "high": scored[1]["counter"]}
+
+
+def table_rows(browser: Any) -> list[int]:
+    return browser.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll('#executions tbody tr')].map(r => Number(r.dataset.counter))")
+
+
+def click_sort(browser: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'button.sort[data-key="{key}"]'),
+             f"no sortable {key} column")[0].click()
+
+
+def test_parameter_and_title_columns_sort_and_the_sort_survives_a_reload(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, _, _, _ = site
+    pid, low, high = table_project["pid"], table_project["low"], table_project["high"]
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/?step=score")
+    wait_for(lambda: sorted(table_rows(browser)) == sorted([low, high]), "the step filter from the address was lost")
+    click_sort(browser, "parameters.a")
+    wait_for(lambda: table_rows(browser) == [high, low], f"not sorted by a, highest first: {table_rows(browser)}")
+    assert "ordering=-parameters.a" in browser.current_url and "step=score" in browser.current_url
+    browser.refresh()
+    wait_for(lambda: table_rows(browser) == [high, low], f"the sort did not survive a reload: {table_rows(browser)}")
+    header = browser.find_element(By.CSS_SELECTOR, 'button.sort[data-key="parameters.a"]').find_element(By.XPATH, "..")
+    assert header.get_attribute("aria-sort") == "descending"
+
+    # Values that differ in the 6th digit read differently, in parameter and metadata columns alike;
+    # the full value on hover; the best accuracy marked once sorted by it.
+    for key in ("parameters.a", "accuracy"):
+        cells = browser.find_elements(By.CSS_SELECTOR, f'#executions td[data-key="{key}"]')
+        texts = [c.text for c in cells]
+        assert len(texts) == 2 and texts[0] != texts[1], (key, texts)
+        assert {c.get_attribute("title") for c in cells} == {"0.996338", "0.996312"}, key
+        assert all(c.value_of_css_property("text-align") == "right" for c in cells)
+    click_sort(browser, "accuracy")
+    best = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#executions td.best-value[data-key="accuracy"]'),
+                    "the best accuracy is not marked")
+    assert len(best) == 1 and best[0].get_attribute("title").startswith("0.996338")
+
+    click_sort(browser, "title")  # descending first: zulu (the lower value) above alpha
+    wait_for(lambda: table_rows(browser) == [low, high], f"not sorted by title: {table_rows(browser)}")
+    assert "ordering=-title" in browser.current_url
+    browser.refresh()
+    wait_for(lambda: table_rows(browser) == [low, high],
+             f"the title sort did not survive a reload: {table_rows(browser)}")
+    titles = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#executions td.title a")]
+    assert titles == ["zulu", "alpha"]
+    shot(browser, "project-table")
+
+
+def test_the_column_picker_is_remembered_and_in_the_address(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, _, _, _ = site
+    pid = table_project["pid"]
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{pid}/?step=score")
+    browser.find_element(By.CSS_SELECTOR, "#columns-picker summary").click()
+    offered = wait_for(lambda: [b.get_attribute("data-column") for b in
+                                browser.find_elements(By.CSS_SELECTOR, "#columns-list input")], "no columns offered")
+    assert offered.index("meta:accuracy") < offered.index("param:a"), offered  # the step's metadata first
+    box = browser.find_element(By.CSS_SELECTOR, '#columns-list input[data-column="meta:accuracy"]')
+    assert box.is_selected()
+    box.click()
+    wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]'),
+             "the unpicked column is still shown")
+    assert "columns=" in browser.current_url and "meta%3Aaccuracy" not in browser.current_url
+    browser.get(f"{api}/projects/{pid}/?step=score")  # remembered for the project in this browser, not the address
+    wait_for(lambda: table_rows(browser), "no rows")
+    assert not browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]')
+    browser.find_element(By.CSS_SELECTOR, "#columns-picker summary").click()
+    browser.find_element(By.ID, "columns-reset").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#executions td[data-key="accuracy"]'),
+             "the step's defaults did not come back")
+
+
+def test_stopped_and_error_badges_differ_and_the_page_fits_800_px(
+        browser: Any, site: tuple[VhOrch, Client, str, str], table_project: dict[str, Any]) -> None:
+    vh, _, pid, _ = site
+    api = vh.api_url()
+    sign_in(browser, api, f"/projects/{table_project['pid']}/")
+
+    def colour(status: str) -> str:
+        return browser.execute_script(  # type: ignore[no-any-return]
+            f"const b = document.querySelector('#executions .status[data-status={status}]');"
+            "return b ? getComputedStyle(b).color : ''")
+
+    stopped, error = wait_for(lambda: (colour("stopped"), colour("error")) if colour("error") else None,
+                              "no stopped and error badges")
+    assert stopped and stopped != error, (stopped, error)
+
+    # Every column of the busy project: a table far wider than 800 px, which scrolls inside its card.
+    vh, alice, pid, commit = site
+    for made in (submit(alice, pid, commit, "bounded", epochs=5, model="tree"),
+                 submit(alice, pid, commit, "tune", rate=0.3, model="linear")):
+        vh.wait(made["id"])
+    every = ["title", "step", "started", "duration", "environment", "creator", "param:a", "param:epochs",
+             "param:model", "param:rate", "param:seconds", "meta:accuracy", "meta:loss", "meta:step"]
+    browser.get(f"{api}/projects/{pid}/?columns={','.join(every)}")
+    wait_for(lambda: table_rows(browser), "no rows")
+    try:
+        browser.set_window_size(800, 1000)
+        wait_for(lambda: browser.execute_script("return innerWidth") <= 800, "the window did not narrow")
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+        assert widths[0] <= widths[1], f"the page is wider than the window at 800 px: {widths}"
+        box = browser.execute_script("const b = document.querySelector('#executions').parentElement;"
+                                     "return [b.scrollWidth, b.clientWidth]")
+        assert box[0] > box[1], f"the table is not wider than its box, so this proves nothing: {box}"
+        pinned = browser.execute_script(
+            "const s = document.querySelector('#executions td.pin-status'); return getComputedStyle(s).position")
+        assert pinned == "sticky"
+        shot(browser, "project-800")
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_a_missing_or_forbidden_execution_page_is_html_with_a_link_home(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    vh, alice, _, _ = site
+    api = vh.api_url()
+    vh("user", "add", "carol")
+    vh("project", "add", "carols", "--owner", "carol")
+    carol = Client(api, vh.json("user", "token", "carol")["token"])
+    cpid = project_id(carol, "carols")
+    theirs = submit(carol, cpid, carol.upload(cpid, package(FILES)).json()["identifier"], "score", a=0.1)
+    sign_in(browser, api, "/")
+    for path in ("/executions/999999/", f"/executions/{theirs['id']}/", "/nowhere/at/all"):
+        browser.get(f"{api}{path}")
+        home = wait_for(lambda: browser.find_elements(By.ID, "home"), f"{path}: no link home")[0]
+        assert home.get_attribute("href") == f"{api}/"
+        assert browser.find_elements(By.CSS_SELECTOR, "header.top a.brand"), f"{path}: not inside the site's layout"
+        assert "score" not in browser.find_element(By.TAG_NAME, "main").text
+    shot(browser, "not-found")
+    home.click()
+    wait_for(lambda: browser.current_url == f"{api}/", "the link did not lead home")
+    session = {"vh_orch_session": browser.get_cookie("vh_orch_session")["value"]}
+    page = requests.get(f"{api}/executions/{theirs['id']}/", cookies=session, timeout=30)
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+    answer = alice.get(f"/api/v0/executions/{theirs['id']}/")  # the API keeps JSON
+    assert answer.status_code == 404 and answer.json()["detail"]

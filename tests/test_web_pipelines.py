@@ -452,7 +452,7 @@ def test_the_project_page_shows_datasets_and_the_execution_that_made_each_versio
         f"{api}/executions/{made.json()['id']}/"
     shot(browser, "dataset")
     browser.get(f"{api}/datasets/999999/")
-    assert "Not found" in browser.page_source
+    wait_for(lambda: "Not found" in browser.page_source, "a missing dataset's page says nothing")  # an HTML page now
 
 
 def test_the_forms_offer_what_the_picked_commits_valohai_yaml_defines(browser: Any, site: Site) -> None:

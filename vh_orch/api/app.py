@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vh_orch.api.allowlist import LOOPBACK, Network
@@ -68,7 +68,9 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.add_middleware(SiteGuard, allowed_hosts=tuple(allowed_hosts))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and pages.is_page_request(request):
+            return pages.not_found_page(request)
         body = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -88,7 +90,9 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
         return JSONResponse(fields, status_code=400)
 
     @app.exception_handler(NotFound)
-    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        if pages.is_page_request(request):
+            return pages.not_found_page(request)
         return JSONResponse({"detail": str(exc), "code": "not_found"}, status_code=404)
 
     @app.exception_handler(UserInputError)

@@ -40,6 +40,7 @@ from vh_orch.orchestrator.models import Execution, User
 from vh_orch.orchestrator.store.queries import ExecutionFilter
 from vh_orch.orchestrator.submit import SubmitRequest, submit
 from vh_orch.services import executions as executions_service
+from vh_orch.services import logs as logs_service
 from vh_orch.timeutil import iso
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
@@ -81,6 +82,7 @@ class RunAgain(BaseModel):
 
     parameters: dict[str, Value | list[Value]] = Field(default_factory=dict)
     inputs: dict[str, str | list[str]] | None = None
+    commit: str | None = Field(default=None, min_length=1, max_length=200)  # `~<sha256>`: an uploaded package
     environment: str | None = Field(default=None, max_length=200)
     image: str | None = Field(default=None, max_length=1000)
     title: str | None = Field(default=None, max_length=1000)
@@ -108,17 +110,20 @@ def create_execution(request: Request, user: CurrentUser, body: ExecutionCreate)
 @router.post("/executions/{ref}/run-again/", status_code=201)
 def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> dict[str, Any]:
     """A new execution like this one (same commit, step, inputs, environment variables), with the
-    parameters given here replacing its own."""
+    parameters given here replacing its own, and the inputs, commit, environment, image and title
+    given here instead of its own."""
     store = store_of(request)
     e = visible_execution(request, user, ref)
     project = store.get_project_by_id(e.project_id)
     commit = store.get_commit(e.commit_id)
     params = {**e.parameters, **body.parameters}
     inputs = e.inputs if body.inputs is None else body.inputs
+    git, adhoc = (commit.identifier, None) if commit.kind == "git" else (None, commit.identifier)
+    if body.commit is not None and body.commit.strip():
+        asked = body.commit.strip()
+        git, adhoc = (None, asked[1:]) if asked.startswith("~") else (asked, None)
     return _submit(request, user, SubmitRequest(
-        project=project.name, step=e.step,
-        commit=commit.identifier if commit.kind == "git" else None,
-        stored_adhoc=commit.identifier if commit.kind == "adhoc" else None,
+        project=project.name, step=e.step, commit=git, stored_adhoc=adhoc,
         environment=body.environment or store.get_environment_by_id(e.environment_id).name,
         parameters=given_values("parameters", params), inputs=given_values("inputs", inputs),
         environment_variables={name: [value] for name, value in e.environment_variables.items()},
@@ -201,8 +206,9 @@ def list_executions(
     offset: Count = None,
 ) -> dict[str, Any]:
     """Executions of the projects the caller may see. Filters repeat (`status=queued&status=started`;
-    `status=incomplete` is every unfinished one); `ordering` is a column or a metadata key, `-` first
-    for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed)."""
+    `status=incomplete` is every unfinished one); `ordering` is a column, a metadata key or a parameter,
+    `-` first for descending (`ordering=-metadata.accuracy` or `-accuracy`: the latest value printed;
+    `ordering=parameters.learning_rate`: the value it ran with)."""
     store = store_of(request)
     if project is not None:
         project_ids: list[int] | None = [project_param(request, user, project).id]  # type: ignore[list-item]
@@ -275,17 +281,45 @@ def execution_step(request: Request, user: CurrentUser, ref: str) -> dict[str, A
 
 @router.get("/executions/{ref}/events/", name="execution_events")
 def events(request: Request, user: CurrentUser, ref: str, limit: Count = None, after: Count = None,
-           before: Count = None) -> dict[str, Any]:
+           before: Count = None, search: Annotated[str | None, Query(max_length=1000)] = None) -> dict[str, Any]:
     """Log lines and status changes in order. Without `after`: the last `limit` (default 5000; 0 is
-    all), with `truncated` when there were more; `after=SEQ` pages forward, `before=SEQ` back."""
+    all), with `truncated` when there were more; `after=SEQ` pages forward, `before=SEQ` back.
+    `search=TEXT`: instead, the log lines of the whole log holding TEXT (a plain substring, any case,
+    at most 200 characters), the first 1000 of them (`truncated` when there were more)."""
     e = visible_execution(request, user, ref)
     store = store_of(request)
+    if search is not None:
+        try:
+            found, more = logs_service.search_log(store, e.id, search)  # type: ignore[arg-type]
+        except UserInputError as exc:
+            raise field_error(exc.field or "search", str(exc)) from None
+        return {"total": e.last_seq, "truncated": more, "status": e.status, "search": search,
+                "events": [event_json(ev) for ev in found]}
     total = e.last_seq
     wanted = total if limit == 0 else min(limit or DEFAULT_EVENTS, 100_000)
     page = store.events_page(e.id, after=after, before=before, limit=max(wanted, 1))  # type: ignore[arg-type]
     truncated = after is None and bool(page) and page[0].seq > 1
     return {"total": total, "truncated": truncated, "status": e.status,
             "events": [event_json(ev) for ev in page]}
+
+
+@router.get("/executions/{ref}/log.txt", name="execution_log_text")
+def log_text(request: Request, user: CurrentUser, ref: str) -> StreamingResponse:
+    """The whole log as text, each stdout and stderr line in order (what `vh-orch exec logs --raw`
+    prints), streamed a page at a time; saved as `PROJECT-COUNTER-log.txt`."""
+    e = visible_execution(request, user, ref)
+    store = store_of(request)
+    project = store.get_project_by_id(e.project_id)
+    filename = _safe_filename(f"{project.name}-{e.counter}-log.txt")
+    lines = logs_service.log_text(store, e.id)  # type: ignore[arg-type]
+    return StreamingResponse(lines, media_type="text/plain; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                                      "Cache-Control": "no-store"})
+
+
+def _safe_filename(name: str) -> str:
+    """A name that fits inside a quoted Content-Disposition filename: ASCII letters, digits, . _ -."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
 
 
 @router.get("/executions/{ref}/metadata/", name="execution_metadata")

@@ -72,6 +72,23 @@ def render(request: Request, template: str, user: User | None, **context: Any) -
         "user": user, "csrf": csrf_token(session) if session else "", **context})
 
 
+# Paths whose answers are data, not pages: a 404 there stays JSON.
+NOT_PAGES = ("/api/", "/static/", "/metrics")
+
+
+def is_page_request(request: Request) -> bool:
+    """A browser's page (not the API, a static file or the metrics): its errors are HTML pages."""
+    return request.method in ("GET", "HEAD") and not request.url.path.startswith(NOT_PAGES)
+
+
+def not_found_page(request: Request) -> HTMLResponse:
+    """The site's "not found" page, inside its layout with a way home: a bad link, or another user's
+    execution, task, pipeline or dataset (the same answer, so nothing tells the two apart)."""
+    answer = render(request, "not_found.html", session_user(request), path=request.url.path)
+    answer.status_code = 404
+    return answer
+
+
 def safe_next(path: str | None) -> str:
     """Only a path of this site: never `//host` or a URL (no open redirect)."""
     if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
@@ -238,4 +255,6 @@ def compare_page(request: Request, e: Annotated[list[str] | None, Query()] = Non
     """Several executions side by side: parameters, latest metadata, one metric's series overlaid."""
     user = page_user(request)
     executions = [visible_execution(request, user, ref) for ref in (e or [])[:12]]
-    return render(request, "compare.html", user, executions=executions)
+    # The way back: the project of the runs compared (picked from one project's table).
+    project = store_of(request).get_project_by_id(executions[0].project_id) if executions else None
+    return render(request, "compare.html", user, executions=executions, project=project)

@@ -24,6 +24,7 @@ from vh_orch.orchestrator.store.database import Database, table_of
 # Columns an execution list may be sorted by; anything else is a metadata key.
 SORT_COLUMNS = ("id", "counter", "status", "step", "created_at", "queued_at", "started_at", "ended_at",
                 "exit_code", "priority", "title", "user", "environment_id", "project_id")
+PARAMETER_PREFIX = "parameters."  # a sort key `parameters.NAME` orders by that parameter's value
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,12 @@ class QueriesStore(Database):
         descending = sort.startswith("-")
         key = sort.lstrip("-+")
         if key in SORT_COLUMNS:
-            value = col(getattr(Execution, key))
+            values = [col(getattr(Execution, key))]
+        elif key.startswith(PARAMETER_PREFIX):
+            values = self._parameter_values(key.removeprefix(PARAMETER_PREFIX))
         else:
-            value = self._metadata_number(key)
-        order = [value.is_(None), value.desc() if descending else value.asc(),
+            values = [self._metadata_number(key)]
+        order = [*(v.is_(None) for v in values), *(v.desc() if descending else v.asc() for v in values),
                  col(Execution.id).desc() if descending else col(Execution.id).asc()]
         with self.read() as s:
             total = s.exec(select(func.count()).select_from(Execution).where(*conditions)).one()
@@ -99,6 +102,18 @@ class QueriesStore(Database):
         else:
             numeric = func.json_typeof(element) == "number"
         return case((numeric, element.as_float()), else_=None)
+
+    def _parameter_values(self, name: str) -> list[Any]:
+        """A parameter's value as (its number or NULL, its text or NULL): numbers sort by value,
+        before text; an execution without the parameter has both NULL and comes last."""
+        element = table_of(Execution).c.parameters[name]
+        if self.engine.dialect.name == "sqlite":
+            kind = func.json_type(element)
+            numeric, text = kind.in_(["integer", "real"]), kind == "text"
+        else:
+            kind = func.json_typeof(element)
+            numeric, text = kind == "number", kind == "string"
+        return [case((numeric, element.as_float()), else_=None), case((text, element.as_string()), else_=None)]
 
     def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
         with self.read() as s:

@@ -56,11 +56,51 @@ const VhOrch = (() => {
     v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v);
 
   // -- a project's executions ------------------------------------------------------------------
+  // A column of the executions table: its id (`title`, `param:NAME`, `meta:KEY`), heading, sort key and cell.
+  const relativeTime = (iso) => {
+    if (!iso) return "";
+    const s = (Date.now() - Date.parse(iso)) / 1000;
+    return s < 60 ? "just now" : s < 3600 ? `${Math.floor(s / 60)} min ago` : s < 86400 ? `${Math.floor(s / 3600)} h ago`
+      : `${Math.floor(s / 86400)} d ago`;
+  };
+  // Decimals enough that every distinct number of a column reads differently (0.996338 vs 0.996312),
+  // starting from 4 significant digits of its largest value; one count for the column keeps it aligned.
+  function columnFormat(values) {
+    const numbers = [...new Set(values.filter((v) => typeof v === "number" && Number.isFinite(v)))];
+    if (numbers.every(Number.isInteger)) return (v) => String(v);
+    const largest = Math.max(...numbers.map(Math.abs));
+    if (largest >= 1e9 || largest < 1e-4) return (v) => String(v);  // far from 1: as JavaScript writes it
+    let decimals = Math.max(0, Math.min(12, 3 - Math.floor(Math.log10(largest))));
+    while (decimals < 12 && new Set(numbers.map((v) => v.toFixed(decimals))).size < numbers.length) decimals += 1;
+    return (v) => v.toFixed(decimals);
+  }
+  const BASE_COLUMNS = [
+    { id: "title", label: "title", sort: "title" },
+    { id: "step", label: "step", sort: "step" },
+    { id: "started", label: "started", sort: "started_at" },
+    { id: "duration", label: "duration" },
+    { id: "environment", label: "environment" },
+    { id: "creator", label: "creator" },
+  ];
+  const paramColumn = (name) => ({ id: `param:${name}`, label: name, sort: `parameters.${name}`, key: `parameters.${name}`,
+    value: (r) => (r.parameters || {})[name] });
+  const metaColumn = (name) => ({ id: `meta:${name}`, label: name, sort: name, key: name, metric: true,
+    value: (r) => (r.metadata || {})[name] });
+  const columnOf = (id) => id.startsWith("param:") ? paramColumn(id.slice(6)) : id.startsWith("meta:") ? metaColumn(id.slice(5))
+    : BASE_COLUMNS.find((c) => c.id === id);
+
   function projectPage() {
     const table = $("executions");
     const project = table.dataset.project;
-    const state = { ordering: "-counter", offset: 0, limit: 50, count: 0, asked: 0 };
-    const base = ["counter", "status", "step", "parameters", "duration", "environment", "creator"];
+    const stored = `vh-orch.columns.${project}`;  // this project's chosen columns, in this browser
+    // The table's whole state lives in the address (a reload or a shared link shows the same table).
+    const url = new URLSearchParams(location.search);
+    const state = { ordering: url.get("ordering") || "-counter", offset: Math.max(0, Number(url.get("offset")) || 0),
+      limit: 50, count: 0, asked: 0 };
+    let chosen = url.has("columns") ? url.get("columns").split(",").filter(Boolean)
+      : JSON.parse(localStorage.getItem(stored) || "null");
+    $("f-status").value = url.get("status") || "";
+    $("f-step").value = url.get("step") || "";
     const picked = new Set();
     const showPicked = () => {
       $("compare").disabled = picked.size < 2;
@@ -70,10 +110,23 @@ const VhOrch = (() => {
       location.href = "/compare/?" + [...picked].map((id) => `e=${id}`).join("&");
     });
     showPicked();
+    function keepInAddress() {
+      const address = new URL(location.href);
+      const set = (name, value, omitted = "") => {
+        if (value && value !== omitted) address.searchParams.set(name, value); else address.searchParams.delete(name);
+      };
+      set("ordering", state.ordering, "-counter");
+      set("status", $("f-status").value);
+      set("step", $("f-step").value.trim());
+      set("task", wantedTask);
+      set("offset", String(state.offset), "0");
+      set("columns", chosen ? chosen.join(",") : "");
+      history.replaceState(null, "", address);
+    }
 
     // The project's tasks: a list of links, and the choices of the task filter (`?task=ID` picks one).
     const tasks = new Map();
-    let wantedTask = new URLSearchParams(location.search).get("task") || "";
+    let wantedTask = url.get("task") || "";
     let taskChoices = "";
     async function loadTasks() {
       const page = await api(`/tasks/?${new URLSearchParams({ project, limit: 50 })}`);
@@ -97,6 +150,92 @@ const VhOrch = (() => {
       $("f-task").value = picked;
     }
 
+    // The columns on offer: the base ones, then the step's metadata keys and parameters (the filtered
+    // step's, else the newest execution's), then every other key and parameter on this page.
+    function offered(rows) {
+      const step = $("f-step").value.trim() || (rows[0] || {}).step;
+      const mine = rows.filter((r) => r.step === step);
+      const names = (list, field) => [...new Set(list.flatMap((r) => Object.keys(r[field] || {})))].sort();
+      const stepMeta = names(mine, "metadata"), stepParams = names(mine, "parameters");
+      const others = (all, first) => all.filter((n) => !first.includes(n));
+      const meta = [...stepMeta, ...others(names(rows, "metadata"), stepMeta)].map((n) => `meta:${n}`);
+      const params = [...stepParams, ...others(names(rows, "parameters"), stepParams)].map((n) => `param:${n}`);
+      const defaults = ["title", ...stepParams.map((n) => `param:${n}`), "started", "duration",
+        ...stepMeta.slice(0, 8).map((n) => `meta:${n}`)];
+      return { all: [...BASE_COLUMNS.map((c) => c.id), ...meta, ...params], defaults };
+    }
+    let offer = { all: [], defaults: [] };
+    function renderPicker() {
+      const shownNow = new Set(chosen || offer.defaults);
+      const choices = [...new Set([...offer.all, ...shownNow])];
+      const signature = JSON.stringify([choices, [...shownNow]]);
+      if ($("columns-list").dataset.signature === signature) return;  // kept while it may be open
+      $("columns-list").dataset.signature = signature;
+      $("columns-list").replaceChildren(...choices.map((id) => {
+        const box = el("input", { type: "checkbox", "data-column": id });
+        box.checked = shownNow.has(id);
+        box.addEventListener("change", () => {
+          const now = new Set(chosen || offer.defaults);
+          if (box.checked) now.add(id); else now.delete(id);
+          chosen = choices.filter((c) => now.has(c));
+          localStorage.setItem(stored, JSON.stringify(chosen));
+          keepInAddress();
+          load();
+        });
+        const kind = id.startsWith("meta:") ? "metadata" : id.startsWith("param:") ? "parameter" : "";
+        return el("label", {}, box, columnOf(id).label, ...(kind ? [" ", el("small", { class: "hint", text: kind })] : []));
+      }));
+    }
+
+    function sortButton(column) {
+      const key = state.ordering.replace(/^-/, "");
+      const arrow = key === column.sort ? (state.ordering.startsWith("-") ? " ↓" : " ↑") : "";
+      const button = el("button", { type: "button", class: "sort", "data-key": column.key || column.sort,
+        text: column.label + arrow });
+      button.addEventListener("click", () => {
+        state.ordering = state.ordering === `-${column.sort}` ? column.sort : `-${column.sort}`;
+        state.offset = 0;
+        keepInAddress();
+        load();
+      });
+      return button;
+    }
+    function header(columns) {
+      const key = state.ordering.replace(/^-/, "");
+      const direction = state.ordering.startsWith("-") ? "descending" : "ascending";
+      const th = (column, cls = "") => {
+        const cell = el("th", { scope: "col", class: cls, "aria-sort": key === column.sort ? direction : "none" });
+        if (column.sort) cell.append(sortButton(column)); else cell.textContent = column.label;
+        return cell;
+      };
+      table.tHead.rows[0].replaceChildren(el("th", { scope: "col", class: "pin pin-pick", "aria-label": "Select" }),
+        th({ label: "#", sort: "counter" }, "pin pin-counter"), th({ label: "status", sort: "status" }, "pin pin-status"),
+        ...columns.map((c) => th(c, c.value ? "num" : "")));
+    }
+    // The cell of a base column; a parameter's or a metadata key's is a number cell (`numberCell`).
+    function baseCell(id, r) {
+      if (id === "title") return el("td", { class: "title" }, el("a", { href: `/executions/${r.id}/`, text: r.title || "" }));
+      if (id === "step") {
+        return el("td", {}, r.step, ...(r.task ? [" ", el("a", { class: "task-ref", href: `/tasks/${r.task.id}/`,
+          title: "Its task", text: tasks.has(r.task.id) ? `!${tasks.get(r.task.id).counter}` : "task" })] : []));
+      }
+      if (id === "started") {
+        return el("td", {}, r.started_at ? el("time", { datetime: r.started_at, title: when(r.started_at),
+          text: relativeTime(r.started_at) }) : "");
+      }
+      if (id === "duration") return el("td", { text: seconds(r.duration) });
+      if (id === "environment") return el("td", { text: r.environment.name });
+      return el("td", { text: r.creator.username || "" });
+    }
+    function numberCell(column, r, format, best) {
+      const v = column.value(r);
+      const text = typeof v === "number" ? format(v) : shown(v);
+      const cell = el("td", { class: typeof v === "number" ? "num" : "", "data-key": column.key, text,
+        title: v == null ? "" : typeof v === "object" ? JSON.stringify(v) : String(v) });
+      if (best !== undefined && v === best) { cell.classList.add("best-value"); cell.title += " (best)"; }
+      return cell;
+    }
+
     async function load() {
       const query = new URLSearchParams({ project, ordering: state.ordering, limit: state.limit, offset: state.offset });
       if ($("f-status").value) query.append("status", $("f-status").value);
@@ -106,26 +245,21 @@ const VhOrch = (() => {
       const page = await api(`/executions/?${query}`);
       if (asked !== state.asked) return;  // a newer question (another filter) is on its way
       state.count = page.count;
-      const keys = [...new Set(page.results.flatMap((r) => Object.keys(r.metadata || {})))].sort().slice(0, 8);
+      offer = offered(page.results);
+      const ids = [...(chosen || offer.defaults)];
       const key = state.ordering.replace(/^-/, "");
-      if (!base.includes(key) && !keys.includes(key)) keys.unshift(key);
-      const head = table.tHead.rows[0];
-      head.replaceChildren(el("th", { scope: "col", "aria-label": "Select" }), ...[...base, ...keys].map((name) => {
-        const sortable = !["parameters", "environment", "creator"].includes(name);
-        const th = el("th", { scope: "col" });
-        if (sortable) {
-          const arrow = key === name ? (state.ordering.startsWith("-") ? " ↓" : " ↑") : "";
-          const button = el("button", { type: "button", class: "sort", "data-key": name, text: (name === "counter" ? "#" : name) + arrow });
-          button.addEventListener("click", () => {
-            state.ordering = state.ordering === `-${name}` ? name : `-${name}`;
-            state.offset = 0;
-            load();
-          });
-          th.append(button);
-        } else th.textContent = name;
-        th.setAttribute("aria-sort", key === name ? (state.ordering.startsWith("-") ? "descending" : "ascending") : "none");
-        return th;
-      }));
+      const sortedBy = [...BASE_COLUMNS, ...ids.map(columnOf)].find((c) => c && c.sort === key);
+      if (!sortedBy && !["counter", "status"].includes(key)) {  // sorted by a column not shown: show it
+        ids.push(key.startsWith("parameters.") ? `param:${key.slice(11)}` : `meta:${key.replace(/^metadata\./, "")}`);
+      }
+      const columns = [...new Set(ids)].map(columnOf).filter(Boolean);
+      renderPicker();
+      header(columns);
+      const formats = new Map(columns.filter((c) => c.value).map((c) => [c.id, columnFormat(page.results.map(c.value))]));
+      // The best value of the metric the table is sorted by: the first page's first, marked.
+      const metric = columns.find((c) => c.metric && c.sort === key);
+      const top = metric && state.offset === 0 && page.results.length ? metric.value(page.results[0]) : undefined;
+      const best = typeof top === "number" ? top : undefined;
       const selectBox = (r) => {
         const box = el("input", { type: "checkbox", class: "pick", "aria-label": `Select #${r.counter}`, "data-id": r.id });
         box.checked = picked.has(r.id);
@@ -133,37 +267,31 @@ const VhOrch = (() => {
         return box;
       };
       table.tBodies[0].replaceChildren(...page.results.map((r) => el("tr", { "data-counter": r.counter },
-        el("td", {}, selectBox(r)),
-        el("td", {}, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
-        el("td", {}, el("span", { class: "status", "data-status": r.status, text: r.status })),
-        el("td", {}, r.step, ...(r.task ? [" ", el("a", { class: "task-ref", href: `/tasks/${r.task.id}/`,
-          title: "Its task", text: tasks.has(r.task.id) ? `!${tasks.get(r.task.id).counter}` : "task" })] : [])),
-        el("td", { class: "params", text: Object.entries(r.parameters).map(([k, v]) => `${k}=${shown(v)}`).join(" ") }),
-        el("td", { text: seconds(r.duration) }),
-        el("td", { text: r.environment.name }),
-        el("td", { text: r.creator.username || "" }),
-        ...keys.map((k) => el("td", { class: "num", "data-key": k, text: shown((r.metadata || {})[k]) })))));
+        el("td", { class: "pin pin-pick" }, selectBox(r)),
+        el("td", { class: "pin pin-counter" }, el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` })),
+        el("td", { class: "pin pin-status" }, el("span", { class: "status", "data-status": r.status, text: r.status })),
+        ...columns.map((c) => c.value ? numberCell(c, r, formats.get(c.id), c === metric ? best : undefined)
+          : baseCell(c.id, r)))));
       $("no-executions").hidden = page.count > 0;
       $("page-info").textContent = page.count ? `${state.offset + 1}-${state.offset + page.results.length} of ${page.count}` : "";
       $("prev").disabled = state.offset === 0;
       $("next").disabled = state.offset + state.limit >= page.count;
     }
 
-    $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); load(); });
-    $("next").addEventListener("click", () => { state.offset += state.limit; load(); });
-    $("f-status").addEventListener("change", () => { state.offset = 0; load(); });
-    $("f-step").addEventListener("change", () => { state.offset = 0; load(); });
-    $("f-task").addEventListener("change", () => {
-      state.offset = 0;
-      wantedTask = $("f-task").value;
-      const url = new URL(location.href);
-      if (wantedTask) url.searchParams.set("task", wantedTask); else url.searchParams.delete("task");
-      history.replaceState(null, "", url);
-      load();
-    });
+    const reload = () => { keepInAddress(); load(); };
+    $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.limit); reload(); });
+    $("next").addEventListener("click", () => { state.offset += state.limit; reload(); });
+    $("f-status").addEventListener("change", () => { state.offset = 0; reload(); });
+    $("f-step").addEventListener("change", () => { state.offset = 0; reload(); });
+    $("f-task").addEventListener("change", () => { state.offset = 0; wantedTask = $("f-task").value; reload(); });
     $("f-key").addEventListener("change", () => {
       const k = $("f-key").value.trim();
-      if (k) { state.ordering = `-${k}`; state.offset = 0; load(); }
+      if (k) { state.ordering = `-${k}`; state.offset = 0; reload(); }
+    });
+    $("columns-reset").addEventListener("click", () => {
+      chosen = null;
+      localStorage.removeItem(stored);
+      reload();
     });
     // The project's pipelines, newest first.
     async function loadPipelines() {
@@ -194,12 +322,14 @@ const VhOrch = (() => {
     const log = $("log");
     const points = [];
     let firstSeq = null;
-    let chart = null;
     let xPicked = false;  // until the user picks an x, a step-like key wins over _time
 
+    const finder = logFinder(log);
+
     function line(ev, atTop = false) {
-      const row = el("span", { class: `line ${ev.stream}`, "data-seq": ev.seq, text: ev.message + "\n" });
+      const row = logLine(ev);
       if (atTop) log.prepend(row); else log.append(row);
+      finder.apply(row);  // a line streamed in after the filter was set is filtered too
     }
 
     function trim() {
@@ -209,23 +339,38 @@ const VhOrch = (() => {
 
     function follow() { if ($("follow").checked) log.scrollTop = log.scrollHeight; }
 
-    function showStatus(status, reason) {
-      $("status").textContent = status;
-      $("status").dataset.status = status;
-      $("status").title = reason || "";
-      $("stop").hidden = ["stopped", "error", "complete"].includes(status);
+    function showStatus(e) {
+      $("status").textContent = e.status;
+      $("status").dataset.status = e.status;
+      $("status").title = e.status_reason || "";
+      $("stop").hidden = ["stopped", "error", "complete"].includes(e.status);
+      // Why it ended (or why it waits) where the eye goes first: beside the status, not a last fact.
+      const reason = e.status_reason || "";
+      const code = e.exit_code != null && e.exit_code !== 0 && !reason.includes(`code ${e.exit_code}`);
+      const said = [reason, code ? `exit code ${e.exit_code}` : ""];
+      const banner = said.filter(Boolean).join(" · ");
+      $("status-banner").textContent = banner;
+      $("status-banner").dataset.status = e.status;
+      $("status-banner").hidden = !banner;
+    }
+
+    let ticking = null;
+    function tickDuration(e) {
+      clearInterval(ticking);
+      if (e.status !== "started" || !e.started_at) return;
+      const since = Date.parse(e.started_at);
+      const tick = () => { const d = $("duration"); if (d) d.textContent = seconds(Math.max(0, (Date.now() - since) / 1000)); };
+      tick();
+      ticking = setInterval(tick, 1000);
     }
 
     async function facts() {
       const e = await api(`/executions/${id}/`);
-      showStatus(e.status, e.status_reason);
-      $("facts").replaceChildren(el("dl", {}, ...[
-        ["created", when(e.ctime)], ["started", when(e.started_at)], ["ended", when(e.ended_at)],
-        ["duration", seconds(e.duration)],
-        ["commit", e.commit ? e.commit.identifier : ""], ["image", e.image || ""], ["environment", e.environment.name],
-        ["machine", e.machine == null ? "" : String(e.machine)], ["by", e.creator.username || ""],
-        ["reason", e.status_reason || ""],
-      ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v || "" })])));
+      showStatus(e);
+      $("title").textContent = e.title || e.step;
+      $("facts").replaceChildren(factGrid(e));
+      tickDuration(e);
+      showCommand(e);
       const params = Object.entries(e.parameters);
       $("parameters").replaceChildren(...(params.length ? params.map(([k, v]) =>
         el("tr", {}, el("th", { text: k }), el("td", { text: shown(v) }))) : [el("tr", {}, el("td", { class: "empty", text: "none" }))]));
@@ -240,29 +385,22 @@ const VhOrch = (() => {
       return e;
     }
 
+    // One panel per selected key (its own y scale); "No metadata yet" and no controls until a point comes.
     function draw() {
+      const empty = !points.length;
+      $("chart-controls").hidden = empty;
+      $("chart-empty").hidden = !empty;
+      $("chart").dataset.points = String(points.length);
+      if (empty) return;
       const xKey = $("chart-x").value;
       const yKeys = [...$("chart-y").selectedOptions].map((o) => o.value);
       const rows = points.filter((p) => typeof p[xKey] === "number" || xKey === "_time");
       const xs = rows.map((p) => xKey === "_time" ? Date.parse(p._time) / 1000 : p[xKey]);
-      const smooth = Number($("chart-smooth").value);  // exponential moving average, 0 = none
-      const data = [xs, ...yKeys.map((k) => {
-        let last = null;
-        return rows.map((p) => {
-          const v = typeof p[k] === "number" ? p[k] : null;
-          if (v == null || !smooth) return v;
-          last = last == null ? v : smooth * last + (1 - smooth) * v;
-          return last;
-        });
-      })];
+      const panels = yKeys.map((k, i) => ({ key: k, lines: [{ label: k, color: seriesColor(i), faint: seriesColor(i, 0.25),
+        values: rows.map((p) => typeof p[k] === "number" ? p[k] : null) }] }));
       $("chart").dataset.points = String(xs.length);
-      const width = Math.max(300, $("chart").clientWidth || 500);
-      if (chart && chart.series.length === yKeys.length + 1 && chart.xKey === xKey) { chart.setData(data); return; }
-      if (chart) chart.destroy();
-      chart = new uPlot({ width, height: 240, scales: { x: { time: xKey === "_time" } },
-        series: [{ label: xKey }, ...yKeys.map((k, i) => ({ label: k, stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
-        data, $("chart"));
-      chart.xKey = xKey;
+      drawPanels($("chart"), xs, panels, xKey, { time: xKey === "_time", log: $("chart-log").checked,
+        smooth: Number($("chart-smooth").value), height: yKeys.length > 2 ? 170 : 210 });
     }
 
     function keysChanged() {
@@ -314,15 +452,22 @@ const VhOrch = (() => {
       $("hardware").dataset.points = String(s.length);
       $("hardware").dataset.series = String(series.length - 1);
       if (!s.length) return;
-      if (hw.chart && hw.gpus === gpus.join()) { hw.chart.setData(data); return; }
+      if (hw.chart && hw.gpus === gpus.join()) { hw.chart.setData(data); padLoneX(hw.chart, true); return; }
       if (hw.chart) hw.chart.destroy();
       hw.chart = new uPlot({ width: Math.max(300, $("hardware").clientWidth || 500), height: 200,
-        scales: { x: { time: true }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
+        scales: { x: { time: true, range: xRange(true) }, "%": { range: (u, lo, hi) => [0, Math.max(100, hi || 0)] },
           bytes: { range: (u, lo, hi) => [0, Math.max(1, hi || 0) * 1.1] } },
-        axes: [{}, { scale: "%", values: (u, ticks) => ticks.map((t) => `${t}%`) },
-          { scale: "bytes", side: 1, size: 80, grid: { show: false }, values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
+        axes: [{ label: "time", ...ink() }, { scale: "%", label: "use %", ...ink(), values: (u, ticks) => ticks.map((t) => `${t}%`) },
+          { scale: "bytes", label: "memory", side: 1, size: 100, ...ink(), grid: { show: false },
+            values: (u, ticks) => ticks.map((t) => humanBytes(t)) }],
         series }, data, $("hardware"));
       hw.gpus = gpus.join();
+      padLoneX(hw.chart, true);
+      $("hardware").uplot = hw.chart;
+      if (!hw.resizer) {
+        hw.resizer = new ResizeObserver(() => hw.chart && hw.chart.setSize({ width: Math.max(300, $("hardware").clientWidth), height: 200 }));
+        hw.resizer.observe($("hardware"));
+      }
     }
 
     async function hardware() {
@@ -357,7 +502,7 @@ const VhOrch = (() => {
       const series = await api(`/executions/${id}/metadata/`);
       series.points.forEach(addPoint);
       keysChanged();
-      if (points.length) draw();
+      draw();
       const last = tail.events.length ? tail.events[tail.events.length - 1].seq : 0;
       const metaAfter = series.points.length ? series.points[series.points.length - 1]._seq : last;
       const stream = new EventSource(`${API}/executions/${id}/stream/?after=${last}`);
@@ -376,12 +521,21 @@ const VhOrch = (() => {
       firstSeq = page.events.length ? page.events[0].seq : firstSeq;
       $("earlier").hidden = !page.events.length || page.events[0].seq <= 1;
     });
-    $("log-search").addEventListener("input", () => {
-      const q = $("log-search").value.toLowerCase();
-      for (const row of log.children) row.hidden = q !== "" && !row.textContent.toLowerCase().includes(q);
+    $("log-search").addEventListener("input", () => finder.set({ text: $("log-search").value }));
+    $("log-stderr").addEventListener("change", () => finder.set({ stderrOnly: $("log-stderr").checked }));
+    $("log-times").addEventListener("change", () => {
+      for (const pre of [log, $("log-results-lines")]) pre.classList.toggle("with-times", $("log-times").checked);
     });
+    $("log-next").addEventListener("click", () => finder.step(1));
+    $("log-prev").addEventListener("click", () => finder.step(-1));
+    $("log-find").addEventListener("submit", (event) => { event.preventDefault(); searchWholeLog(id); });
+    for (const button of document.querySelectorAll("button.copy")) {
+      button.addEventListener("click", () => copyText(button, $(button.dataset.copy).textContent));
+    }
     $("chart-x").addEventListener("change", () => { xPicked = true; keysChanged(); draw(); });
     $("chart-y").addEventListener("change", draw);
+    $("chart-log").addEventListener("change", draw);
+    onThemeChange(() => { draw(); if (hw.chart) { hw.chart.destroy(); hw.chart = null; drawHardware(); } });
     $("chart-smooth").addEventListener("input", () => { $("smooth-value").textContent = $("chart-smooth").value; draw(); });
     $("stop").addEventListener("click", async () => {
       if (!confirm("Stop this execution? Its outputs so far are kept.")) return;
@@ -390,6 +544,154 @@ const VhOrch = (() => {
     });
     rerunForm(id);
     facts().then(start);
+  }
+
+  // The facts of an execution as label/value pairs, each pair one grid cell (label above value), so
+  // that no width can put a label at the end of one row and its value at the start of the next.
+  function factGrid(e) {
+    const sha = e.commit ? e.commit.identifier : "";
+    const short = sha.startsWith("~") ? sha.slice(0, 13) : sha.slice(0, 12);
+    const commit = sha ? [el("code", { id: "commit-sha", title: sha, text: short }),
+      el("button", { type: "button", class: "copy", id: "copy-sha", "aria-label": "Copy the full commit sha", text: "copy" })] : [];
+    const facts = [
+      ["created", when(e.ctime)], ["started", when(e.started_at)], ["ended", when(e.ended_at)],
+      ["duration", seconds(e.duration), "duration"], ["commit", commit], ["step", e.step], ["image", e.image || ""],
+      ["environment", e.environment.name], ["machine", e.machine == null ? "" : String(e.machine)],
+      ["by", e.creator.username || ""], ["exit code", e.exit_code == null ? "" : String(e.exit_code)],
+    ];
+    const grid = el("dl", { class: "fact-grid" }, ...facts.map(([k, v, ddId]) => el("div", { class: "fact", "data-fact": k },
+      el("dt", { text: k }), Array.isArray(v) ? el("dd", {}, ...v) : el("dd", { text: v || "", ...(ddId ? { id: ddId } : {}) }))));
+    const copy = grid.querySelector("#copy-sha");
+    if (copy) copy.addEventListener("click", () => copyText(copy, sha));
+    return grid;
+  }
+
+  // A word safe to paste into a POSIX shell: as it is when plain, else in single quotes (a value is
+  // data there: no $, `, \ or ; inside quotes means anything; a ' is closed, escaped and reopened).
+  const shellWord = (s) => /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+  const cliValue = (v) => typeof v === "string" ? v : JSON.stringify(v);
+  const asList = (v) => Array.isArray(v) ? v : [v];
+
+  // The execution as the two command lines that would run it again: vh-orch's own and Valohai's `vh`.
+  function cliCommands(e) {
+    const params = Object.entries(e.parameters || {});
+    const inputs = (e.inputs || []).flatMap((i) => i.urls.map((u) => [i.name, u]));
+    const sha = e.commit ? e.commit.identifier : "";
+    const orch = ["vh-orch", "exec", "run", e.step, "--project", e.project.name, ...(sha ? ["--commit", sha] : []),
+      "--env", e.environment.name, ...(e.title ? ["--title", e.title] : []),
+      ...params.flatMap(([k, v]) => asList(v).flatMap((one) => ["-p", `${k}=${cliValue(one)}`])),
+      ...inputs.flatMap(([k, u]) => ["-i", `${k}=${u}`])];
+    const option = (k) => `--${k.replace(/_/g, "-")}`;
+    // An uploaded package has no commit `vh` could name: --adhoc uploads the folder it runs in.
+    const vh = ["vh", "exec", "run", e.step, ...(sha.startsWith("~") ? ["--adhoc"] : sha ? [`--commit=${sha}`] : []),
+      ...(e.title ? [`--title=${e.title}`] : []),
+      ...params.flatMap(([k, v]) => asList(v).map((one) => typeof one === "boolean"
+        ? (one ? option(k) : `--no-${k.replace(/_/g, "-")}`) : `${option(k)}=${cliValue(one)}`)),
+      ...inputs.map(([k, u]) => `${option(k)}=${u}`)];
+    return { orch: orch.map(shellWord).join(" "), vh: vh.map(shellWord).join(" ") };
+  }
+
+  function showCommand(e) {
+    $("command").textContent = e.command || "";
+    const cli = cliCommands(e);
+    $("cli-vh-orch").textContent = cli.orch;
+    $("cli-vh").textContent = cli.vh;
+  }
+
+  // Copy to the clipboard, and say so on the button for a moment.
+  async function copyText(button, text) {
+    const was = button.dataset.label || button.textContent;
+    button.dataset.label = was;
+    try { await navigator.clipboard.writeText(text); button.textContent = "copied"; } catch (_) { button.textContent = "copy refused"; }
+    setTimeout(() => { button.textContent = was; }, 1500);
+  }
+
+  // One log line: its time (shown with the Timestamps toggle) and its words, kept apart so that the
+  // filter and its highlights work on the words only.
+  function logLine(ev) {
+    const row = el("span", { class: `line ${ev.stream}`, "data-seq": ev.seq },
+      el("span", { class: "ts", text: ev.time ? new Date(ev.time).toLocaleTimeString(undefined, { hour12: false }) + "." +
+        String(new Date(ev.time).getMilliseconds()).padStart(3, "0") : "" }),
+      el("span", { class: "msg", text: ev.message }), "\n");
+    row.dataset.message = ev.message;
+    return row;
+  }
+
+  // The log's filter: lines holding the text (any case), stderr only if asked; each match marked,
+  // counted, and stepped through. New lines pass through apply() as they arrive.
+  function logFinder(log) {
+    const state = { text: "", stderrOnly: false, current: -1 };
+    const count = () => log.querySelectorAll("mark").length;
+
+    function mark(row) {
+      const msg = row.querySelector(".msg");
+      const words = row.dataset.message;
+      if (!state.text) { if (msg.childElementCount) msg.textContent = words; return; }
+      const lower = words.toLowerCase(), needle = state.text.toLowerCase();
+      const parts = [];
+      let at = 0;
+      for (let i = lower.indexOf(needle); i >= 0; i = lower.indexOf(needle, i + needle.length)) {
+        parts.push(words.slice(at, i), el("mark", { text: words.slice(i, i + needle.length) }));
+        at = i + needle.length;
+      }
+      parts.push(words.slice(at));
+      msg.replaceChildren(...parts);
+    }
+
+    function unmark(row) {
+      const msg = row.querySelector(".msg");
+      if (msg && msg.childElementCount) msg.textContent = row.dataset.message;
+    }
+
+    // A hidden line keeps no marks: the count is of the matches the reader can see.
+    function apply(row, recount = true) {
+      const words = (row.dataset.message || "").toLowerCase();
+      const hides = (state.text && !words.includes(state.text.toLowerCase())) ||
+        (state.stderrOnly && !row.classList.contains("stderr"));
+      row.hidden = Boolean(hides);
+      if (hides) unmark(row); else mark(row);
+      if (recount) showCount();
+    }
+
+    function showCount() {
+      const n = state.text ? count() : 0;
+      $("log-count").textContent = state.text ? `${n} match${n === 1 ? "" : "es"}` : "";
+    }
+
+    function set(change) {
+      Object.assign(state, change, { current: -1 });
+      for (const row of log.children) apply(row, false);
+      showCount();
+    }
+
+    function step(by) {
+      const marks = [...log.querySelectorAll("mark")];
+      if (!marks.length) return;
+      if (state.current >= 0 && marks[state.current]) marks[state.current].classList.remove("current");
+      state.current = (state.current + by + marks.length) % marks.length;
+      marks[state.current].classList.add("current");
+      $("follow").checked = false;  // the reader went looking: stop jumping to the end
+      marks[state.current].scrollIntoView({ block: "center" });
+      $("log-count").textContent = `${state.current + 1} of ${marks.length}`;
+    }
+
+    return { apply, set, step };
+  }
+
+  // The server's search over the whole stored log, not only the lines in the page.
+  async function searchWholeLog(id) {
+    const text = $("log-search").value;
+    if (!text) return;
+    const box = $("log-results");
+    try {
+      const found = await api(`/executions/${id}/events/?search=${encodeURIComponent(text)}`);
+      $("log-results-lines").replaceChildren(...found.events.map(logLine));
+      $("log-results-note").textContent = `${found.events.length}${found.truncated ? "+" : ""} line${found.events.length === 1 ? " of the whole log holds" : "s of the whole log hold"} "${text}"`;
+    } catch (err) {
+      $("log-results-lines").replaceChildren();
+      $("log-results-note").textContent = apiMessages(err.body).join(" ") || String(err);
+    }
+    box.hidden = false;
   }
 
   // Form fields made from parameters (a step's, or a pipeline's typed as the step parameter each one
@@ -464,15 +766,42 @@ const VhOrch = (() => {
   }
 
   async function rerunForm(id) {
-    const step = await api(`/executions/${id}/step/`);
+    const [step, e] = await Promise.all([api(`/executions/${id}/step/`), api(`/executions/${id}/`)]);
     const fields = parameterFields(step.parameters, "param", (p) => p.value ?? p.default);
     $("rerun-fields").replaceChildren(...(fields.length ? fields.map((f) => f.row) : [el("p", { class: "empty", text: "This step has no parameters." })]));
+    const inputs = step.inputs.map((i) => {
+      const input = el("input", { type: "text", id: `input-${i.name}`, name: i.name, list: "earlier-outputs" });
+      input.value = i.urls.join(" ");
+      return { name: i.name, input, row: el("label", { for: input.id }, el("span", { text: `input ${i.name}` }), input,
+        el("small", { text: "a URL, or an earlier output (datum://…); several separated by spaces" })) };
+    });
+    $("rerun-inputs").replaceChildren(...inputs.map((i) => i.row));
+    $("rerun-title").value = e.title || "";
+    $("rerun-commit").value = e.commit ? e.commit.identifier : "";
+    rerunChoices(e, inputs.length > 0).catch(() => {});
     $("rerun-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const answer = await post(`/executions/${id}/run-again/`, { parameters: parameterValues(fields) });
+      const body = { parameters: parameterValues(fields), title: $("rerun-title").value.trim() || null };
+      if (inputs.length) body.inputs = Object.fromEntries(inputs.map((i) => [i.name, i.input.value.split(/\s+/).filter(Boolean)]));
+      if ($("rerun-commit").value.trim()) body.commit = $("rerun-commit").value.trim();
+      if ($("rerun-environment").value) body.environment = $("rerun-environment").value;
+      const answer = await post(`/executions/${id}/run-again/`, body);
       if (answer.ok) { location.href = `/executions/${answer.body.id}/`; return; }
       showError($("rerun-error"), answer.body);
     });
+  }
+
+  // What "run again" may pick from: the environments, and the earlier outputs of the project (the
+  // API lists only what the caller may see).
+  async function rerunChoices(e, withInputs) {
+    const envs = await api("/environments/");
+    const names = (envs.results || envs).map((v) => v.name || v.slug).filter(Boolean);
+    $("rerun-environment").replaceChildren(...[...new Set([e.environment.name, ...names])].map((n) => el("option", { value: n, text: n })));
+    $("rerun-environment").value = e.environment.name;
+    if (!withInputs) return;
+    const outs = await api(`/data/?project=${encodeURIComponent(e.project.id)}&limit=500`);
+    $("earlier-outputs").replaceChildren(...outs.results.map((o) =>
+      el("option", { value: o.datum_url, label: `${o.name} (output of execution ${o.output_execution})` })));
   }
 
   // -- starting work from a project's page: an execution, a task or a pipeline ------------------
@@ -726,18 +1055,33 @@ const VhOrch = (() => {
         ["stop condition", c.stop_condition || ""],
         ["stopped early", early ? `${early.stopped} (${shown(early.machine_hours_saved)} machine-hours saved)` : ""],
       ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
-      const planned = Math.max(t.planned || 0, t.executions.length);
-      $("counts").replaceChildren(el("span", { text: `${t.executions.length} of ${planned} executions` }),
-        ...Object.entries(t.counts).sort().map(([s, n]) =>
-          el("span", { class: "status", "data-status": s, "data-count": n, text: `${n} ${s}` })));
+      progress(t);
+      $("counts").replaceChildren(...Object.entries(t.counts).sort().map(([s, n]) =>
+        el("span", { class: "status", "data-status": s, "data-count": n, text: `${n} ${s}` })));
       const best = t.best && t.executions.find((e) => e.id === t.best.execution);
       $("best").hidden = !best;
       if (best) {
-        $("best").replaceChildren("Best: ",
+        $("best").replaceChildren(FINAL.includes(t.status) ? "Best: " : "Best so far: ",
           el("a", { id: "best-link", href: `/executions/${best.id}/`, text: `#${best.counter}` }),
           ` with ${c.optimization_target_metric} = ${shown(t.best.value)} `,
           el("span", { class: "params", text: assigned(best.parameters) }));
       }
+    }
+
+    // "N of M finished" with a bar, and the time since the task started (ticking while it runs).
+    function progress(t) {
+      const planned = Math.max(t.planned || 0, t.executions.length);
+      const finished = t.executions.filter((c) => FINAL.includes(c.status)).length;
+      $("progress-text").textContent = `${finished} of ${planned} finished`;
+      $("progress").max = Math.max(1, planned);
+      $("progress").value = finished;
+      elapsed();
+    }
+
+    function elapsed() {
+      if (!task || !task.started_at) { $("elapsed").textContent = ""; return; }
+      const end = task.ended_at ? Date.parse(task.ended_at) : Date.now();
+      $("elapsed").textContent = `${seconds(Math.max(0, (end - Date.parse(task.started_at)) / 1000))} elapsed`;
     }
 
     function table(t, metric) {
@@ -820,7 +1164,8 @@ const VhOrch = (() => {
         width: Math.max(300, box.clientWidth || 560), height: 280, legend: { show: false },
         cursor: { points: { show: false }, drag: { x: false, y: false } },
         scales: { x: cat ? { time: false, range: [-0.5, axis.cats.length - 0.5] }
-          : { time: false, distr: axis.log ? 3 : 1, range: axis.range } },
+          : { time: false, distr: axis.log ? 3 : 1, range: axis.range },
+        y: { distr: $("sc-log").checked && points.every((p) => p.y > 0) ? 3 : 1 } },
         axes: [{ label: name, ...ink, ...(cat ? { splits: () => axis.cats.map((_, i) => i),
           values: (u, splits) => splits.map((i) => axis.cats[i] ?? "") } : {}) }, { label: metric, ...ink }],
         series: [{}, ...statuses.map((s) => dots(statusColor(s))),
@@ -930,8 +1275,11 @@ const VhOrch = (() => {
       if (!t || !FINAL.includes(t.status)) setTimeout(poll, 2000);
     }
 
+    setInterval(() => { if (task && !FINAL.includes(task.status)) elapsed(); }, 1000);
+    onThemeChange(() => { drawn = ""; if (task) render(); });
     $("metric").addEventListener("change", () => { picked.metric = $("metric").value; render(); });
     $("sc-param").addEventListener("change", () => { picked.param = $("sc-param").value; render(); });
+    $("sc-log").addEventListener("change", () => { drawn = ""; render(); });
     let resizing = false;
     window.addEventListener("resize", () => {
       if (resizing || !task) return;
@@ -1127,6 +1475,109 @@ const VhOrch = (() => {
     setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
   }
 
+  // -- charts of series (execution metadata, compare) ------------------------------------------
+  // One uPlot panel per metric, so each keeps its own y scale (a loss of 0.002-0.01 is not flattened
+  // against an accuracy of 0-1); the cursor is shared across panels. Colours come from the theme's CSS
+  // variables, so the charts are redrawn when the theme changes, and resized with their box.
+  const STEP_LIKE = ["step", "epoch", "iteration", "iter", "batch"];
+  const INTEGER_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1e3, 2e3, 2.5e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6];
+  const seriesColor = (i, alpha = 1) => `hsl(${(210 + i * 137) % 360} 70% 50% / ${alpha})`;
+  const ink = () => ({ stroke: cssVar("--fg"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } });
+
+  // Exponential moving average (0 = none); gaps stay gaps.
+  function smoothed(values, weight) {
+    let last = null;
+    return values.map((v) => {
+      if (v == null || !weight) return v;
+      last = last == null ? v : weight * last + (1 - weight) * v;
+      return last;
+    });
+  }
+
+  // Several points at one x (a repeated step) would leave the x scale empty: pad around that x.
+  function xRange(isTime) {
+    return (u, lo, hi) => lo == null ? [0, 1] : lo === hi ? [lo - (isTime ? 60 : 1), hi + (isTime ? 60 : 1)] : [lo, hi];
+  }
+
+  // uPlot ranges one lone x by itself (onto years, for a time axis), passing over a range function: set it.
+  function padLoneX(u, isTime) {
+    const xs = u.data[0];
+    if (xs.length && xs[0] === xs[xs.length - 1]) u.setScale("x", { min: xs[0] - (isTime ? 60 : 1), max: xs[0] + (isTime ? 60 : 1) });
+  }
+
+  const lastValue = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] != null) return values[i]; return null; };
+
+  // The legend under a panel: each series' value at the cursor, or its last value when the cursor is away.
+  function panelLegend(box, u, lines) {
+    const idx = u.cursor.idx;
+    box.replaceChildren(...lines.map((l) => {
+      const values = u.data[l.index] || [];
+      const v = idx == null ? lastValue(values) : values[idx];
+      return el("span", { "data-label": l.label }, el("i", { class: "bar", style: `background:${l.color}` }),
+        `${l.label}: ${v == null ? "" : shown(v)}${idx == null ? " (last)" : ""}`);
+    }));
+  }
+
+  // Draws panels into `box`: xs, a list of panels {key, lines: [{label, values, color}]}, the x key
+  // and options {log, smooth, time, height}. Returns the uPlot objects (also on box.charts, for tests).
+  function drawPanels(box, xs, panels, xKey, options) {
+    const signature = JSON.stringify([xKey, options, panels.map((p) => [p.key, p.lines.map((l) => [l.label, l.color])]),
+      cssVar("--fg")]);
+    if (box.signature === signature && (box.charts || []).length === panels.length) {  // new points only
+      box.charts.forEach((u, i) => u.setData([xs, ...panels[i].lines.flatMap((l) =>
+        options.smooth ? [l.values, smoothed(l.values, options.smooth)] : [l.values])]));
+      for (const u of box.charts) { padLoneX(u, Boolean(options.time)); u.refreshLegend(); }
+      return box.charts;
+    }
+    box.signature = signature;
+    for (const u of box.charts || []) u.destroy();
+    const isTime = Boolean(options.time);
+    const integer = !isTime && STEP_LIKE.includes(xKey);
+    const sync = uPlot.sync(`panels-${box.id}`);
+    const width = () => Math.max(280, box.clientWidth || 500);
+    box.replaceChildren();
+    box.charts = panels.map((panel) => {
+      const positive = panel.lines.every((l) => l.values.every((v) => v == null || v > 0));
+      const log = Boolean(options.log) && positive;
+      const drawn = [];  // raw (faint) behind smoothed when smoothing is on
+      for (const l of panel.lines) {
+        if (options.smooth) drawn.push({ label: `${l.label} (raw)`, values: l.values, color: l.faint, raw: true });
+        drawn.push({ label: l.label, values: smoothed(l.values, options.smooth), color: l.color });
+      }
+      drawn.forEach((d, i) => { d.index = i + 1; });
+      const shownLines = drawn.filter((d) => !d.raw);
+      const holder = el("div", { class: "panel", "data-key": panel.key, "data-scale": log ? "log" : "linear" });
+      const legendBox = el("div", { class: "legend panel-legend" });
+      box.append(holder);
+      const u = new uPlot({
+        width: width(), height: options.height || 180, legend: { show: false },
+        cursor: { sync: { key: sync.key }, points: { size: 6 } },
+        scales: { x: { time: isTime, range: xRange(isTime) }, y: { distr: log ? 3 : 1 } },
+        axes: [{ label: isTime ? "time" : xKey, ...ink(), ...(integer ? { incrs: INTEGER_STEPS } : {}) },
+          { label: panel.key, size: 64, space: 22, ...ink() }],
+        series: [{ label: xKey }, ...drawn.map((d) => ({ label: d.label, stroke: d.color, width: d.raw ? 1 : 2, spanGaps: true }))],
+        hooks: { setCursor: [(uu) => panelLegend(legendBox, uu, shownLines)] },
+      }, [xs, ...drawn.map((d) => d.values)], holder);
+      padLoneX(u, isTime);
+      holder.uplot = u;
+      holder.append(legendBox);
+      u.refreshLegend = () => panelLegend(legendBox, u, shownLines);
+      u.refreshLegend();
+      return u;
+    });
+    if (!box.resizer) {  // charts follow their box's width (a window resize, a sidebar opening)
+      box.resizer = new ResizeObserver(() => { for (const u of box.charts || []) u.setSize({ width: width(), height: u.height }); });
+      box.resizer.observe(box);
+    }
+    return box.charts;
+  }
+
+  // Redraw charts when the theme changes (the toggle or the system setting): their colours are baked in.
+  function onThemeChange(redraw) {
+    window.addEventListener("vh-theme", redraw);
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", redraw);
+  }
+
   // -- several executions side by side ---------------------------------------------------------
   async function comparePage() {
     const box = $("compare");
@@ -1137,21 +1588,38 @@ const VhOrch = (() => {
     const label = (r) => `#${r.e.counter} ${r.e.step}`;
     const params = [...new Set(runs.flatMap((r) => Object.keys(r.e.parameters)))].sort();
     const metrics = [...new Set(runs.flatMap((r) => Object.keys(r.e.metadata || {})))].sort();
+    // Adding or removing a run is a new address: the comparison stays a link to share or reload.
+    const compareUrl = (list) => "/compare/?" + list.map((id) => `e=${encodeURIComponent(id)}`).join("&");
     const table = $("cmp-table");
-    table.tHead.rows[0].replaceChildren(el("th", { text: "" }), ...runs.map((r) =>
-      el("th", { scope: "col" }, el("a", { href: `/executions/${r.e.id}/`, text: label(r) }))));
-    const row = (name, values, cls) => el("tr", { class: cls, "data-key": name }, el("th", { scope: "row", text: name }),
-      ...values.map((v) => el("td", { class: "num", text: shown(v) })));
+    table.tHead.rows[0].replaceChildren(el("th", { text: "" }), ...runs.map((r) => {
+      const remove = el("button", { type: "button", class: "remove", "data-id": r.e.id, title: `Remove ${label(r)}`,
+        "aria-label": `Remove ${label(r)} from the comparison`, text: "×" });
+      remove.addEventListener("click", () => { location.href = compareUrl(ids.filter((id) => id !== String(r.e.id))); });
+      return el("th", { scope: "col" }, el("a", { href: `/executions/${r.e.id}/`, text: label(r) }), " ",
+        ...(runs.length > 1 ? [remove] : []));
+    }));
+    // A row whose values are not all the same is marked, and so are its cells: what tells the runs apart.
+    const row = (name, values, cls) => {
+      const texts = values.map(shown);
+      const differs = new Set(texts).size > 1;
+      return el("tr", { class: cls + (differs ? " differs" : ""), "data-key": name }, el("th", { scope: "row", text: name }),
+        ...texts.map((v) => el("td", { class: "num" + (differs ? " differs" : ""), text: v })));
+    };
     table.tBodies[0].replaceChildren(
       ...params.map((p) => row(p, runs.map((r) => r.e.parameters[p]), "param")),
       ...metrics.map((m) => row(m, runs.map((r) => (r.e.metadata || {})[m]), "metric")));
-    const numeric = metrics.filter((m) => runs.some((r) => r.points.some((p) => typeof p[m] === "number")));
-    const stepLike = numeric.filter((m) => ["step", "epoch", "iteration"].includes(m));
+    $("cmp-differ").addEventListener("change", () => table.classList.toggle("only-differs", $("cmp-differ").checked));
+    addChoices(ids);
+
+    const numeric = [...new Set(runs.flatMap((r) => r.points.flatMap((p) => Object.keys(p).filter((k) =>
+      typeof p[k] === "number" && !k.startsWith("_")))))].sort();
+    const stepLike = numeric.filter((m) => STEP_LIKE.includes(m));
     $("cmp-key").replaceChildren(...numeric.filter((m) => !stepLike.includes(m)).map((m) => el("option", { text: m })));
     $("cmp-x").replaceChildren(...[...stepLike, "_time"].map((m) => el("option", { text: m })));
-    let chart = null;
     function draw() {
       const key = $("cmp-key").value, xKey = $("cmp-x").value;
+      $("cmp-controls").hidden = !key;
+      $("cmp-empty").hidden = Boolean(key);
       if (!key) return;
       // One x axis: the union of every run's x values; each run's y where it has one (seconds since
       // its start when x is _time, so runs of different days overlay).
@@ -1161,17 +1629,26 @@ const VhOrch = (() => {
           .map((p) => [xKey === "_time" ? Date.parse(p._time) / 1000 - t0 : p[xKey], p[key]]));
       });
       const xs = [...new Set(series.flatMap((m) => [...m.keys()]))].filter((x) => typeof x === "number").sort((a, b) => a - b);
-      const data = [xs, ...series.map((m) => xs.map((x) => m.has(x) ? m.get(x) : null))];
       $("cmp-chart").dataset.series = String(runs.length);
-      if (chart) chart.destroy();
-      chart = new uPlot({ width: Math.max(300, $("cmp-chart").clientWidth || 700), height: 280,
-        scales: { x: { time: false } },
-        series: [{ label: xKey }, ...runs.map((r, i) => ({ label: label(r), stroke: `hsl(${(i * 137) % 360} 70% 50%)`, spanGaps: true }))] },
-        data, $("cmp-chart"));
+      drawPanels($("cmp-chart"), xs, [{ key, lines: runs.map((r, i) => ({ label: label(r), color: seriesColor(i),
+        faint: seriesColor(i, 0.25), values: xs.map((x) => series[i].has(x) ? series[i].get(x) : null) })) }],
+      xKey === "_time" ? "seconds since start" : xKey, { log: $("cmp-log").checked, height: 280 });
     }
-    $("cmp-key").addEventListener("change", draw);
-    $("cmp-x").addEventListener("change", draw);
+    for (const id of ["cmp-key", "cmp-x", "cmp-log"]) $(id).addEventListener("change", draw);
+    onThemeChange(() => { $("cmp-chart").signature = null; draw(); });
     draw();
+
+    // The project's latest executions not compared yet, offered in the "add" select.
+    async function addChoices(current) {
+      const pid = box.dataset.project;
+      if (!pid) return;
+      const listed = (await api(`/executions/?project=${encodeURIComponent(pid)}&limit=100`)).results
+        .filter((e) => !current.includes(String(e.id)));
+      $("cmp-add").append(...listed.map((e) => el("option", { value: e.id, text: `#${e.counter} ${e.step} (${e.status})` })));
+      $("cmp-add").addEventListener("change", () => {
+        if ($("cmp-add").value) location.href = compareUrl([...current, $("cmp-add").value]);
+      });
+    }
   }
 
   return { projectPage, executionPage, taskPage, pipelinePage, operationsPage, comparePage, api };
