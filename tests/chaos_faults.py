@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import forkserve
 from conftest import VhOrch
 
 FAILPOINT_ENV = "VH_ORCH_FAILPOINT"
@@ -29,7 +30,7 @@ class Daemon:
 
     def __init__(self, vh: VhOrch) -> None:
         self.vh = vh
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: forkserve.Forked | subprocess.Popen[bytes] | None = None
         self.failpoint: str | None = None
 
     def alive(self) -> bool:
@@ -45,8 +46,7 @@ class Daemon:
         offset = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as out:
             out.write(f"=== chaos: starting vh-orch serve (failpoint {failpoint or 'none'})\n".encode())
-            out.flush()
-            self.process = subprocess.Popen([self.vh.exe, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.process = forkserve.serve(self.vh.exe, ["serve"], env, log)
         self.failpoint = failpoint
         deadline = time.monotonic() + START_WAIT_S
         while time.monotonic() < deadline and self.process.poll() is None:

@@ -28,6 +28,7 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS / "resolvers"))
 
+import forkserve  # noqa: E402
 import inprocess  # noqa: E402
 import netguard  # noqa: E402
 
@@ -169,7 +170,7 @@ class VhOrch:
         self.home = home
         self.env = subprocess_env(home)
         self.exe = str(Path(sys.executable).parent / "vh-orch")
-        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon: forkserve.Forked | subprocess.Popen[bytes] | None = None
         self.http = False  # whether the running daemon serves the HTTP API (start_daemon)
         self.daemon_log = home.parent / "serve.log"
 
@@ -198,12 +199,8 @@ class VhOrch:
         offset = self.daemon_log.stat().st_size if self.daemon_log.exists() else 0
         self.log_offset = offset
         self.http = "--no-http" not in args and current_test_file() not in NO_HTTP_FILES
-        self.daemon = subprocess.Popen(
-            [self.exe, "serve", *args, *(() if self.http else ("--no-http",))],
-            env=self.env,
-            stdout=open(self.daemon_log, "ab"),
-            stderr=subprocess.STDOUT,
-        )
+        self.daemon = forkserve.serve(self.exe, ["serve", *args, *(() if self.http else ("--no-http",))], self.env,
+                                      self.daemon_log)
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
             if self.daemon.poll() is not None:

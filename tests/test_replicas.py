@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import chaos_check as check
+import forkserve
 from chaos_workload import Submitter, make_project, plan_jobs
 from conftest import VhOrch
 
@@ -38,12 +39,10 @@ class Replica:
     def __init__(self, vh: VhOrch, index: int) -> None:
         self.vh, self.index = vh, index
         self.log = vh.home.parent / f"replica-{index}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: forkserve.Forked | subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([self.vh.exe, "serve", "--listen", "127.0.0.1:0"], env=self.vh.env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+        self.process = forkserve.serve(self.vh.exe, ["serve", "--listen", "127.0.0.1:0"], self.vh.env, self.log)
         deadline = time.monotonic() + 60
         while "vh-orch daemon started" not in self.text():
             assert self.process.poll() is None, f"replica {self.index} exited early:\n{self.text()}"

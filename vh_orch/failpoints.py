@@ -57,6 +57,14 @@ _hits: dict[str, int] = {}
 _lock = threading.Lock()
 
 
+def arm_from_environment() -> None:
+    """Read VH_ORCH_FAILPOINT again: for a process forked after this module was imported with
+    another environment (the tests' fork server)."""
+    global _armed
+    _armed = _parse(os.environ.get(ENV, ""))
+    _hits.clear()
+
+
 def hit(name: str) -> None:
     """Kill this process here if the point `name` is armed and this is its hit."""
     if not _armed or name not in _armed:
