@@ -205,7 +205,7 @@ def test_a_daemon_that_re_attaches_does_not_stop_a_run_that_printed_while_it_was
     eventually("the command to print on while no daemon reads it", lambda: printed_since() >= 7)
     vh.start_daemon()
     info = vh.wait(execution, timeout=120)
-    assert info["status"] == "complete", info
+    assert info["status"] == "complete", f"{info['status']}: {info.get('status_reason')}"
     assert log_texts(vh, execution) == [f"tick {i}" for i in range(1, 31)]
 
 

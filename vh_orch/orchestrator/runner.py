@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 S = ExecutionStatus
 POLL_S = 0.05
 STATUS_CHECK_S = 0.5
+REATTACH_SILENCE_S = 30.0  # the least silence a re-attached command is allowed before its first line (_wait)
 READ_TAIL_S = 60  # after the exit, how long the streams may take to reach their end
 LOG_STORE_TIMEOUT_S = 900  # how long storing the last log lines may take (a busy database)
 INPUT_WORKERS = 4  # input files placed at once
@@ -592,7 +593,9 @@ class ExecutionRunner:
         its exit code, and why a deadline stopped it (None: none did).
 
         Both deadlines count from here: the start, or a re-attach after a daemon restart (which cannot
-        know what the command printed while no daemon read it, and so never stops it for that)."""
+        know what the command printed while no daemon read it, and so never stops it for that). After a
+        re-attach the first silence allowed is at least REATTACH_SILENCE_S: the lines printed while no
+        daemon read them come through the re-opened log stream, which can take seconds on a busy machine."""
         limit = self.execution.time_limit_s
         silence = self._no_output_timeout_s()
         started = time.monotonic()
@@ -611,7 +614,7 @@ class ExecutionRunner:
             if deadline is None and not self._stop.is_set():
                 if limit and now - started > limit:
                     deadline = f"time limit of {limit:g} s exceeded; the command was stopped"
-                elif silence and now - max(started, ingester.last_output or started) > silence:
+                elif silence and self._silent_for_too_long(now, started, silence, ingester.last_output):
                     deadline = f"no output for {silence:g} s (no-output-timeout); the command was stopped"
                 if deadline is not None:
                     self._stop.set()
@@ -621,6 +624,11 @@ class ExecutionRunner:
                 running.stop(self.settings.stop_grace_s)
                 return running.wait(), deadline
             self._stop.wait(POLL_S)
+
+    def _silent_for_too_long(self, now: float, started: float, silence: float, last_output: float | None) -> bool:
+        if last_output is not None:
+            return now - max(started, last_output) > silence
+        return now - started > (max(silence, REATTACH_SILENCE_S) if self.reattach else silence)
 
     def _store_outputs_direct(self, spec: RunSpec, ingester: LogIngester) -> tuple[list[Output], str | None]:
         """The machine uploads outputs/ straight to the object store through signed URLs; the
