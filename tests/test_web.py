@@ -217,6 +217,9 @@ def shot(driver: Any, name: str) -> None:
 def sign_in(driver: Any, api: str, next_path: str) -> None:
     from selenium.webdriver.common.by import By
 
+    # Off the last page first: its polls, refused once the cookie is gone, would send it to sign in for
+    # itself (`/login?next=` its own address) while this test's page loads.
+    driver.get("about:blank")
     driver.delete_all_cookies()
     driver.get(f"{api}{next_path}")
     wait_for(lambda: "/login" in driver.current_url, "a signed-out visitor was not sent to sign in")
