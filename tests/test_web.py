@@ -415,8 +415,8 @@ def test_a_cross_site_post_with_the_session_cookie_is_refused(browser: Any, site
     vh("exec", "stop", str(made["id"]))
 
 
-def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site: tuple[VhOrch, Client, str, str]
-                                                               ) -> None:
+def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_ways(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -449,7 +449,20 @@ def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site
     new_id = int(browser.current_url.rstrip("/").split("/")[-1])
     info = vh.wait(new_id)
     assert info["parameters"] == {"epochs": 7, "model": "tree"} and info["status"] == "complete"
+    assert info["rerun_of"] == {"id": first["id"], "counter": first["counter"]}
+    said = [line for line in vh("exec", "info", str(new_id)).stdout.splitlines() if "re-run of" in line]
+    assert len(said) == 1 and said[0].split()[-3:] == [f"#{first['counter']}", "(id", f"{first['id']})"]
+
+    # Links both ways: the new page names its source, the source page lists the new one.
+    back = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#rerun-of a"), "no link to the source")[0]
+    assert back.text == f"#{first['counter']}" and browser.find_element(By.ID, "rerun-of").text.startswith("Re-run of")
     shot(browser, "execution-run-again")
+    back.click()
+    wait_for(lambda: browser.current_url == f"{api}/executions/{first['id']}/", "not taken to the source")
+    listed = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#reruns a[href="/executions/{new_id}/"]'),
+                      "the source does not list its re-run")
+    assert listed[0].text == f"#{info['counter']}" and browser.find_element(By.ID, "reruns-box").is_displayed()
+    assert not browser.find_element(By.ID, "rerun-of").is_displayed()  # the source was run from no other
 
 
 def test_operations_show_machines_queues_and_cost_to_administrators_only(
