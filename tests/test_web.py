@@ -528,15 +528,19 @@ def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_way
     assert len(said) == 1 and said[0].split()[-3:] == [f"#{first['counter']}", "(id", f"{first['id']})"]
 
     # Links both ways: the new page names its source, the source page lists the new one.
-    back = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#rerun-of a"), "no link to the source")[0]
-    assert back.text == f"#{first['counter']}" and browser.find_element(By.ID, "rerun-of").text.startswith("Re-run of")
+    # (Read and clicked in one go: the facts are drawn again on each status event the stream replays.)
+    back = wait_for(lambda: browser.execute_script(
+        "const a = document.querySelector('#rerun-of a');"
+        "return a && [a.textContent, a.getAttribute('href'), a.parentElement.textContent]"), "no link to the source")
+    assert back == [f"#{first['counter']}", f"/executions/{first['id']}/", f"Re-run of #{first['counter']}"]
     shot(browser, "execution-run-again")
-    back.click()
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#rerun-of a").click() or True, "the link is not there")
     wait_for(lambda: browser.current_url == f"{api}/executions/{first['id']}/", "not taken to the source")
-    listed = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f'#reruns a[href="/executions/{new_id}/"]'),
-                      "the source does not list its re-run")
-    assert listed[0].text == f"#{info['counter']}" and browser.find_element(By.ID, "reruns-box").is_displayed()
-    assert not browser.find_element(By.ID, "rerun-of").is_displayed()  # the source was run from no other
+    listed = wait_for(lambda: browser.execute_script(
+        f"const a = document.querySelector('#reruns a[href=\"/executions/{new_id}/\"]');"
+        "return a && [a.textContent, !document.getElementById('reruns-box').hidden,"
+        "document.getElementById('rerun-of').hidden]"), "the source does not list its re-run")
+    assert listed == [f"#{info['counter']}", True, True]  # listed; the source was run from no other
 
 
 def test_operations_show_machines_queues_and_cost_to_administrators_only(
@@ -1092,8 +1096,10 @@ def test_the_facts_grid_keeps_each_label_beside_its_value_and_the_reason_shows_b
             assert fact_pairs_apart(browser) == [], f"labels apart from their values at {width} px"
         assert browser.find_element(By.ID, "title").text == "a run that gives up"
         assert browser.find_element(By.ID, "step-name").text == "fails"
-        sha = browser.find_element(By.ID, "commit-sha")
-        assert sha.get_attribute("title") == commit and len(sha.text) < len(commit)
+        # Read in one go: the facts are drawn again on each status event the stream replays (stale elements).
+        title, text = wait_for(lambda: browser.execute_script(
+            "const s = document.getElementById('commit-sha'); return s && [s.title, s.textContent]"), "no commit sha")
+        assert title == commit and len(text) < len(commit)
         banner = wait_for(lambda: browser.find_element(By.ID, "status-banner").text, "no banner beside the status")
         assert banner.count("code 3") == 1  # the reason names the exit code: said once, not twice
         assert browser.find_element(By.ID, "status").text == "error"
@@ -1431,8 +1437,9 @@ def test_a_project_in_use_as_the_screenshots_show_it(browser: Any, site: tuple[V
                 (0.4, 64, None)]
     runs = []
     for rate, batch, title in settings:
-        answer = alice.post("/api/v0/executions/", json={"project": pid, "commit": commit, "step": "train", "title": title,
-                                                         "parameters": {"learning_rate": rate, "batch_size": batch}})
+        answer = alice.post("/api/v0/executions/", json={
+            "project": pid, "commit": commit, "step": "train", "title": title,
+            "parameters": {"learning_rate": rate, "batch_size": batch}})
         assert answer.status_code == 201, answer.text
         runs.append(answer.json())
     done = {run["id"]: vh.wait(run["id"]) for run in runs}
