@@ -1426,7 +1426,7 @@ def test_a_missing_or_forbidden_execution_page_is_html_with_a_link_home(
     assert answer.status_code == 404 and answer.json()["detail"]
 
 
-@pytest.mark.skipif(not SHOTS, reason="makes docs/screenshots only (VH_ORCH_SCREENSHOTS=DIR)")
+@pytest.mark.screenshots
 def test_a_project_in_use_as_the_screenshots_show_it(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     """docs/screenshots/: training runs as a user has them after an afternoon: the project table by
     accuracy with the parameters beside it, the best run's charts and log, three runs compared."""
