@@ -132,12 +132,19 @@ SLOW_FILES = frozenset({"test_chaos.py", "test_replicas.py", "test_vh_client.py"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: needs a slow world (engine, sshd, clouds, browser); "
                                        "`-m 'not slow'` runs the quick tier")
+    config.addinivalue_line("markers", "screenshots: makes docs/screenshots only; collected when "
+                                       "VH_ORCH_SCREENSHOTS=DIR is set")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SLOW_FILES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if not os.environ.get("VH_ORCH_SCREENSHOTS"):  # pictures for the README, not a check: left out
+        pictures = [item for item in items if item.get_closest_marker("screenshots")]
+        if pictures:
+            items[:] = [item for item in items if item not in pictures]
+            config.hook.pytest_deselected(items=pictures)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -216,3 +216,38 @@ def test_an_output_in_s3_downloads_through_a_signed_url(vh: VhOrch, tmp_path: Pa
     signed = answer.json()["url"]
     assert signed.startswith(moto.url) and "Signature" in signed
     assert requests.get(signed, timeout=30).content == b"hello\n"  # no token: the signature admits
+
+
+def test_a_re_run_links_to_its_source_and_back_and_hides_what_the_caller_may_not_see(shared: VhOrch) -> None:
+    import sqlite3
+
+    vh = shared
+    alice, pid, commit = setup(vh, "reruns")
+    source = submit(alice, pid, commit, "silent")
+    again = alice.post(f"/api/v0/executions/{source['id']}/run-again/", json={"title": "second try"})
+    assert again.status_code == 201, again.text
+    rerun = again.json()
+    detail = alice.get(f"/api/v0/executions/{rerun['id']}/").json()
+    assert detail["rerun_of"] == {"id": source["id"], "counter": source["counter"], "title": None,
+                                  "status": detail["rerun_of"]["status"]}
+    assert detail["reruns"] == []
+    listed = alice.get(f"/api/v0/executions/{source['id']}/").json()["reruns"]
+    assert [(r["id"], r["title"]) for r in listed] == [(rerun["id"], "second try")]
+    assert vh.json("exec", "info", str(rerun["id"]))["rerun_of"] == {"id": source["id"], "counter": source["counter"]}
+
+    # bob's execution in his own project, linked to alice's (the API makes re-runs in the source's
+    # project; the link is written here to stand for any row alice may not see).
+    vh("user", "add", "bob")
+    vh("project", "add", "bobs", "--owner", "bob")
+    bob = Client(vh.api_url(), vh.json("user", "token", "bob")["token"])
+    bobs_pid = project_id(bob, "bobs")
+    bobs_commit = bob.upload(bobs_pid, package({"valohai.yaml": STEPS, "score.sh": SCORE})).json()["identifier"]
+    hidden = submit(bob, bobs_pid, bobs_commit, "silent")
+    with sqlite3.connect(vh.home / "state.db") as db:
+        db.execute("UPDATE execution SET rerun_of_id = ? WHERE id = ?", (source["id"], hidden["id"]))
+    listed = alice.get(f"/api/v0/executions/{source['id']}/").json()["reruns"]
+    assert [r["id"] for r in listed] == [rerun["id"]]  # bob's is not listed to alice
+    assert bob.get(f"/api/v0/executions/{hidden['id']}/").json()["rerun_of"] is None  # nor alice's to bob
+    assert bob.get(f"/api/v0/executions/{source['id']}/").status_code == 404
+    admin_view = vh.json("exec", "info", str(hidden["id"]))["rerun_of"]
+    assert admin_view == {"id": source["id"], "counter": source["counter"]}

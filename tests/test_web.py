@@ -106,6 +106,17 @@ STEPS = SCORE_STEP + b"""
         type: integer
         pass-as: "{v}"
 - step:
+    name: train
+    image: vh-orch/busybox:test
+    command: sh train.sh {parameters}
+    parameters:
+      - name: learning_rate
+        type: float
+        pass-as: "{v}"
+      - name: batch_size
+        type: integer
+        pass-as: "{v}"
+- step:
     name: nap
     image: vh-orch/busybox:test
     command: sleep {parameters}
@@ -121,7 +132,20 @@ awk -v r="$1" -v b="$bonus" 'BEGIN { printf "{\\"accuracy\\": %g}\\n", r + b }'
 # accuracy = rate at once, then a nap: a task's child that has reported its metric but still runs.
 LADDER = b"""echo "{\\"accuracy\\": $1}"; sleep "$2"
 """
-FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE, "ladder.sh": LADDER}
+# Ten epochs of a made-up fit (the screenshots' runs): the loss falls faster with a higher rate, and
+# levels off higher with smaller batches.
+TRAIN = rb"""awk -v lr="$1" -v bs="$2" 'BEGIN {
+  left = 2.3
+  for (e = 1; e <= 10; e++) {
+    left *= 1 - 2 * lr
+    loss = left + 1.28 / bs
+    printf "epoch %d/10: loss %.4f\n", e, loss
+    printf "{\"epoch\": %d, \"loss\": %.4f, \"accuracy\": %.4f}\n", e, loss, 1 - loss / 2.5
+  }
+}'
+echo "weights after 10 epochs" > "$VH_OUTPUTS_DIR/model.txt"
+"""
+FILES = {"valohai.yaml": STEPS, "score.sh": SCORE, "tune.sh": TUNE, "ladder.sh": LADDER, "train.sh": TRAIN}
 # Where a run may keep screenshots of the pages (docs/screenshots/ is made this way).
 SHOTS = os.environ.get("VH_ORCH_SCREENSHOTS")
 
@@ -208,10 +232,63 @@ def submit(alice: Client, pid: str, commit: str, step: str, **params: Any) -> di
     return answer.json()  # type: ignore[no-any-return]
 
 
-def shot(driver: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+MAX_SHOT_HEIGHT = 2400  # px: a whole page, up to this tall
+
+
+def shot(driver: Any, name: str, variants: bool = False) -> None:
+    """With SHOTS set, NAME.png: the whole page at the window's width; with variants, also NAME-dark.png
+    (the dark theme, picked in the page's toggle) and NAME-800.png (800 px wide). The window and the
+    theme are as they were afterwards."""
+    if not SHOTS:
+        return
+    Path(SHOTS).mkdir(parents=True, exist_ok=True)
+    size = driver.get_window_size()
+    try:
+        whole_page(driver, size["width"], Path(SHOTS) / f"{name}.png")
+        if variants:
+            pick_theme(driver, "dark")
+            whole_page(driver, size["width"], Path(SHOTS) / f"{name}-dark.png")
+            pick_theme(driver, "system")
+            whole_page(driver, 800, Path(SHOTS) / f"{name}-800.png")
+    finally:
+        if variants:
+            pick_theme(driver, "system")
+        driver.set_window_size(size["width"], size["height"])
+        settle(driver)
+
+
+def whole_page(driver: Any, width: int, path: Path) -> None:
+    """A screenshot of the page from its top, the window made as tall as the page (up to MAX_SHOT_HEIGHT).
+    The log keeps the height it has in a 1000 px tall window (it is sized by the window's height)."""
+    driver.set_window_size(width, 1000)
+    settle(driver)
+    driver.execute_script("for (const p of document.querySelectorAll('pre.log')) "
+                          "if (p.offsetParent) p.style.height = p.getBoundingClientRect().height + 'px'")
+    try:
+        driver.set_window_size(width, 400)  # a short page is not padded to the window's height
+        settle(driver)
+        for _ in range(2):  # the page's height may change with its width; the window's frame is not the page
+            tall = driver.execute_script("return [document.documentElement.scrollHeight, innerHeight, outerHeight]")
+            driver.set_window_size(width, min(MAX_SHOT_HEIGHT, tall[0] + tall[2] - tall[1]))
+            settle(driver)
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(path))
+    finally:
+        driver.execute_script("for (const p of document.querySelectorAll('pre.log')) p.style.height = ''")
+
+
+def pick_theme(driver: Any, theme: str) -> None:
+    """The page's own light/dark toggle (the header's select), as a user picks it."""
+    driver.execute_script("const s = document.getElementById('theme'); if (s) { s.value = arguments[0];"
+                          "s.dispatchEvent(new Event('change')); }", theme)
+    settle(driver)
+
+
+def settle(driver: Any) -> None:
+    """Two animation frames and a moment: charts redrawn after a resize or a theme change."""
+    driver.set_script_timeout(WAIT_S)
+    driver.execute_async_script("const done = arguments[0];"
+                                "requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, 150)))")
 
 
 def sign_in(driver: Any, api: str, next_path: str) -> None:
@@ -277,7 +354,6 @@ def test_live_logs_and_chart_points_arrive_without_a_reload(browser: Any, site: 
     assert browser.execute_script("return document.querySelectorAll('#chart canvas').length") == 1
     latest = browser.find_element(By.CSS_SELECTOR, '#latest tr[data-key="loss"] td').text
     assert latest == "0.8"
-    shot(browser, "execution")
 
 
 def test_the_hardware_chart_gains_points_while_the_execution_runs(browser: Any,
@@ -332,7 +408,6 @@ def test_the_project_table_sorts_by_a_metadata_key(browser: Any, site: tuple[VhO
     wait_for(lambda: order() == by_accuracy, "not sorted by accuracy, highest first")
     wait_for(sort_button, "no accuracy column").click()
     wait_for(lambda: order() == by_accuracy[::-1], "not sorted by accuracy, lowest first")
-    shot(browser, "project")
 
     # Two of them side by side: parameters, latest metadata, the metric overlaid.
     for e in made[:2]:
@@ -349,7 +424,6 @@ def test_the_project_table_sorts_by_a_metadata_key(browser: Any, site: tuple[VhO
     wait_for(lambda: cells("a") == ["0.4", "0.9"], f"parameters not side by side: {cells('a')}")
     assert cells("accuracy") == ["0.4", "0.9"]
     assert browser.find_element(By.ID, "cmp-chart").get_attribute("data-series") == "2"
-    shot(browser, "compare")
 
     browser.get(f"{api}/")
     assert "demo" in browser.find_element(By.CSS_SELECTOR, "main table").text
@@ -418,8 +492,8 @@ def test_a_cross_site_post_with_the_session_cookie_is_refused(browser: Any, site
     vh("exec", "stop", str(made["id"]))
 
 
-def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site: tuple[VhOrch, Client, str, str]
-                                                               ) -> None:
+def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_ways(
+        browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -452,7 +526,24 @@ def test_run_again_with_a_form_made_from_the_steps_parameters(browser: Any, site
     new_id = int(browser.current_url.rstrip("/").split("/")[-1])
     info = vh.wait(new_id)
     assert info["parameters"] == {"epochs": 7, "model": "tree"} and info["status"] == "complete"
+    assert info["rerun_of"] == {"id": first["id"], "counter": first["counter"]}
+    said = [line for line in vh("exec", "info", str(new_id)).stdout.splitlines() if "re-run of" in line]
+    assert len(said) == 1 and said[0].split()[-3:] == [f"#{first['counter']}", "(id", f"{first['id']})"]
+
+    # Links both ways: the new page names its source, the source page lists the new one.
+    # (Read and clicked in one go: the facts are drawn again on each status event the stream replays.)
+    back = wait_for(lambda: browser.execute_script(
+        "const a = document.querySelector('#rerun-of a');"
+        "return a && [a.textContent, a.getAttribute('href'), a.parentElement.textContent]"), "no link to the source")
+    assert back == [f"#{first['counter']}", f"/executions/{first['id']}/", f"Re-run of #{first['counter']}"]
     shot(browser, "execution-run-again")
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#rerun-of a").click() or True, "the link is not there")
+    wait_for(lambda: browser.current_url == f"{api}/executions/{first['id']}/", "not taken to the source")
+    listed = wait_for(lambda: browser.execute_script(
+        f"const a = document.querySelector('#reruns a[href=\"/executions/{new_id}/\"]');"
+        "return a && [a.textContent, !document.getElementById('reruns-box').hidden,"
+        "document.getElementById('rerun-of').hidden]"), "the source does not list its re-run")
+    assert listed == [f"#{info['counter']}", True, True]  # listed; the source was run from no other
 
 
 def test_operations_show_machines_queues_and_cost_to_administrators_only(
@@ -549,7 +640,6 @@ def test_machines_show_the_gpus_their_instance_type_is_expected_to_have(
     assert cell.text == "8 (expected)"
     header = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#machines thead th")]
     assert header[browser.execute_script("return arguments[0].cellIndex", cell)] == "GPUs"
-    shot(browser, "operations-gpus")
 
 
 def test_an_input_links_to_the_execution_whose_output_it_is(browser: Any, site: tuple[VhOrch, Client, str, str]
@@ -650,7 +740,7 @@ def test_a_task_page_shows_its_executions_live_with_the_best_one_highlighted(
     assert [int(line.get_attribute("data-counter")) for line in drawn_best] == [best]
     Select(browser.find_element(By.ID, "sc-param")).select_by_visible_text("rate")
     browser.execute_script("document.activeElement.blur()")
-    shot(browser, "task")
+    shot(browser, "task", variants=True)
 
     # An execution of a task links back to it.
     browser.find_element(By.ID, "best-link").click()
@@ -880,7 +970,6 @@ def test_dark_mode_tick_labels_meet_wcag_aa_and_the_theme_toggle_is_remembered(
         assert relative_luminance(rgb_of(background())) < 0.05 < relative_luminance(rgb_of(light))
 
         assert len(dark_axes_meeting_aa(browser, "#chart, #hardware")) >= 4  # x and y of both panels
-        shot(browser, "execution-dark")
         browser.refresh()  # remembered
         wait_for(lambda: len(panels(browser, "#chart")) == 2, "the chart was not drawn after a reload")
         assert theme() == "dark"
@@ -949,11 +1038,9 @@ def test_compare_links_to_its_project_adds_and_removes_runs_and_marks_difference
     x_range = browser.execute_script(
         "const s = document.querySelector('#cmp-chart .panel').uplot.scales.x; return [s.min, s.max]")
     assert x_range == [-1, 1], x_range
-    shot(browser, "compare-differences")
     try:  # the compare chart in the dark theme: redrawn in its colours
         Select(browser.find_element(By.ID, "theme")).select_by_value("dark")
         assert len(dark_axes_meeting_aa(browser, "#cmp-chart")) == 2
-        shot(browser, "compare-dark")
     finally:
         Select(browser.find_element(By.ID, "theme")).select_by_value("system")
 
@@ -1010,11 +1097,12 @@ def test_the_facts_grid_keeps_each_label_beside_its_value_and_the_reason_shows_b
             browser.set_window_size(width, 1000)
             wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#facts .fact")) >= 10, "no facts shown")
             assert fact_pairs_apart(browser) == [], f"labels apart from their values at {width} px"
-            shot(browser, f"execution-facts-{width}")
         assert browser.find_element(By.ID, "title").text == "a run that gives up"
         assert browser.find_element(By.ID, "step-name").text == "fails"
-        sha = browser.find_element(By.ID, "commit-sha")
-        assert sha.get_attribute("title") == commit and len(sha.text) < len(commit)
+        # Read in one go: the facts are drawn again on each status event the stream replays (stale elements).
+        title, text = wait_for(lambda: browser.execute_script(
+            "const s = document.getElementById('commit-sha'); return s && [s.title, s.textContent]"), "no commit sha")
+        assert title == commit and len(text) < len(commit)
         banner = wait_for(lambda: browser.find_element(By.ID, "status-banner").text, "no banner beside the status")
         assert banner.count("code 3") == 1  # the reason names the exit code: said once, not twice
         assert browser.find_element(By.ID, "status").text == "error"
@@ -1245,7 +1333,6 @@ def test_parameter_and_title_columns_sort_and_the_sort_survives_a_reload(
              f"the title sort did not survive a reload: {table_rows(browser)}")
     titles = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#executions td.title a")]
     assert titles == ["zulu", "alpha"]
-    shot(browser, "project-table")
 
 
 def test_the_column_picker_is_remembered_and_in_the_address(
@@ -1310,7 +1397,6 @@ def test_stopped_and_error_badges_differ_and_the_page_fits_800_px(
         pinned = browser.execute_script(
             "const s = document.querySelector('#executions td.pin-status'); return getComputedStyle(s).position")
         assert pinned == "sticky"
-        shot(browser, "project-800")
     finally:
         browser.set_window_size(1400, 1000)
 
@@ -1321,11 +1407,11 @@ def test_a_missing_or_forbidden_execution_page_is_html_with_a_link_home(
 
     vh, alice, _, _ = site
     api = vh.api_url()
-    vh("user", "add", "carol")
-    vh("project", "add", "carols", "--owner", "carol")
-    carol = Client(api, vh.json("user", "token", "carol")["token"])
-    cpid = project_id(carol, "carols")
-    theirs = submit(carol, cpid, carol.upload(cpid, package(FILES)).json()["identifier"], "score", a=0.1)
+    vh("user", "add", "dave")  # not carol: the log test above made her in this module's installation
+    vh("project", "add", "daves", "--owner", "dave")
+    dave = Client(api, vh.json("user", "token", "dave")["token"])
+    dpid = project_id(dave, "daves")
+    theirs = submit(dave, dpid, dave.upload(dpid, package(FILES)).json()["identifier"], "score", a=0.1)
     sign_in(browser, api, "/")
     for path in ("/executions/999999/", f"/executions/{theirs['id']}/", "/nowhere/at/all"):
         browser.get(f"{api}{path}")
@@ -1341,3 +1427,44 @@ def test_a_missing_or_forbidden_execution_page_is_html_with_a_link_home(
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     answer = alice.get(f"/api/v0/executions/{theirs['id']}/")  # the API keeps JSON
     assert answer.status_code == 404 and answer.json()["detail"]
+
+
+@pytest.mark.screenshots
+def test_a_project_in_use_as_the_screenshots_show_it(browser: Any, site: tuple[VhOrch, Client, str, str]) -> None:
+    """docs/screenshots/: training runs as a user has them after an afternoon: the project table by
+    accuracy with the parameters beside it, the best run's charts and log, three runs compared."""
+    from selenium.webdriver.common.by import By
+
+    vh, alice, pid, commit = site
+    settings = [(0.05, 32, "baseline"), (0.1, 64, None), (0.2, 32, "faster"), (0.2, 128, "bigger batches"),
+                (0.4, 64, None)]
+    runs = []
+    for rate, batch, title in settings:
+        answer = alice.post("/api/v0/executions/", json={
+            "project": pid, "commit": commit, "step": "train", "title": title,
+            "parameters": {"learning_rate": rate, "batch_size": batch}})
+        assert answer.status_code == 201, answer.text
+        runs.append(answer.json())
+    done = {run["id"]: vh.wait(run["id"]) for run in runs}
+    assert all(info["status"] == "complete" for info in done.values())
+    ranked = sorted(done, key=lambda i: -done[i]["metadata_latest"]["accuracy"])
+    api = vh.api_url()
+    sign_in(browser, api, "/")
+
+    columns = ["title", "started", "duration", "param:learning_rate", "param:batch_size", "meta:accuracy",
+               "meta:loss", "meta:epoch"]
+    browser.get(f"{api}/projects/{pid}/?step=train&ordering=-accuracy&columns={','.join(columns)}")
+    wait_for(lambda: table_rows(browser) == [done[i]["counter"] for i in ranked], "not sorted by accuracy")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#executions td.best-value")) == 1
+    shot(browser, "project", variants=True)
+
+    browser.get(f"{api}/executions/{ranked[0]}/")
+    wait_for(lambda: set(panels(browser, "#chart")) == {"loss", "accuracy"}, "no chart of loss and accuracy")
+    wait_for(lambda: "epoch 10/10" in browser.find_element(By.ID, "log").text, "the log did not load")
+    shot(browser, "execution", variants=True)
+
+    browser.get(f"{api}/compare/?" + "&".join(f"e={i}" for i in (ranked[0], ranked[2], ranked[-1])))
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#cmp-chart .panel canvas")) >= 1, "no compare chart")
+    assert {r.get_attribute("data-key") for r in browser.find_elements(By.CSS_SELECTOR, "#cmp-table tr.differs")} \
+        >= {"learning_rate", "accuracy"}
+    shot(browser, "compare", variants=True)

@@ -128,7 +128,8 @@ def run_again(request: Request, user: CurrentUser, ref: str, body: RunAgain) -> 
         parameters=given_values("parameters", params), inputs=given_values("inputs", inputs),
         environment_variables={name: [value] for name, value in e.environment_variables.items()},
         image=body.image or e.image, title=body.title if body.title is not None else e.title,
-        priority=_again_priority(request, user, e.priority) if body.priority is None else body.priority))
+        priority=_again_priority(request, user, e.priority) if body.priority is None else body.priority,
+        rerun_of_id=e.id))
 
 
 def _again_priority(request: Request, user: User, priority: int) -> int:
@@ -232,8 +233,10 @@ def list_executions(
 @router.get("/executions/{ref}/", name="execution")
 def execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
     """One execution, by id or `{project_id}:{counter}` (or `:latest`). A `datum://` input names the
-    execution whose output it is (`inputs[].outputs_of`), when the caller may see that execution."""
-    out = _one(request, visible_execution(request, user, ref))
+    execution whose output it is (`inputs[].outputs_of`), when the caller may see that execution; and
+    its links to "run again": `rerun_of` and `reruns`."""
+    e = visible_execution(request, user, ref)
+    out = _one(request, e)
     store = store_of(request)
     for entry in out["inputs"]:
         sources = []
@@ -248,7 +251,28 @@ def execution(request: Request, user: CurrentUser, ref: str) -> dict[str, Any]:
                     source = {"id": producer.id, "counter": producer.counter}
             sources.append(source)
         entry["outputs_of"] = sources
-    return out
+    return {**out, **rerun_links(request, user, e)}
+
+
+MAX_RERUNS = 50
+
+
+def rerun_links(request: Request, user: User, e: Execution) -> dict[str, Any]:
+    """The execution this one was run again from (`rerun_of`) and the newest executions run again from
+    it (`reruns`), each only when the caller may see it."""
+    store = store_of(request)
+    source = None
+    if e.rerun_of_id is not None:
+        found = store.find_execution(e.rerun_of_id)
+        if found is not None and store.can_see(user, found.project_id):
+            source = _link(found)
+    where = ExecutionFilter(project_ids=store.visible_project_ids(user), rerun_of=e.id)
+    _, reruns = store.query_executions(where, sort="-id", limit=MAX_RERUNS)
+    return {"rerun_of": source, "reruns": [_link(r) for r in reruns]}
+
+
+def _link(e: Execution) -> dict[str, Any]:
+    return {"id": e.id, "counter": e.counter, "title": e.title, "status": e.status}
 
 
 @router.post("/executions/{ref}/stop/", name="stop_execution")

@@ -145,6 +145,9 @@ def info(
     outs = data.pop("outputs")
     data.pop("valohai_yaml")
     data["commit"] = f"{data['commit']['kind']} {data['commit']['identifier']}"
+    source = data.pop("rerun_of")
+    if source is not None:  # made by "Run again" in the web UI
+        data["re-run of"] = f"#{source['counter']} (id {source['id']})"
     print_fields(f"execution {execution_id}", data)
     if outs:
         print_table("outputs", ["name", "size", "sha256", "datum"],

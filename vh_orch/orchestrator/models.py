@@ -223,6 +223,8 @@ class Execution(SQLModel, table=True):
     # to create or drop the tables in.
     pipeline_node_id: int | None = None
     pipeline_attempt: int | None = None
+    # "Run again": the execution this one was made from (its page links both ways).
+    rerun_of_id: int | None = Field(default=None, foreign_key="execution.id", index=True)
 
 
 class Task(SQLModel, table=True):

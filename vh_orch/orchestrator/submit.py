@@ -57,6 +57,8 @@ class SubmitRequest:
     # GPUs asked for (`--gpus N`, the API's `gpus`); None: the step's resources.devices, else the
     # environment's gpus_per_execution.
     gpus: int | None = None
+    # "Run again": the execution (its id) this one is made from.
+    rerun_of_id: int | None = None
 
 
 def current_user() -> str:
@@ -127,6 +129,7 @@ def build_execution(req: SubmitRequest, prepared: Prepared, commit_id: int, **ex
         user=prepared.user,
         restricted=prepared.restricted,
         gpus=prepared.gpus,
+        rerun_of_id=req.rerun_of_id,
         **extra,
     )
 

@@ -24,6 +24,7 @@ class ReadStore(Protocol):
     """The reads the shaping below makes; rows are Store's models or objects with the same attributes."""
 
     def get_project_by_id(self, project_id: int) -> Any: ...
+    def find_execution(self, execution_id: int) -> Any | None: ...
     def get_commit(self, commit_id: int) -> Any: ...
     def get_environment_by_id(self, env_id: int) -> Any: ...
     def outputs_of(self, execution_id: int) -> Sequence[Any]: ...
@@ -121,8 +122,16 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "outputs": [output_dict(o) for o in store.outputs_of(e.id)],
         "metadata_latest": e.metadata_latest,
         "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},
+        "rerun_of": rerun_source(store, e),
         "valohai_yaml": commit.config_yaml,
     }
+
+
+def rerun_source(store: ReadStore, e: Any) -> dict[str, Any] | None:
+    """The execution this one was run again from ("Run again" in the web UI): its id and counter."""
+    source_id = getattr(e, "rerun_of_id", None)
+    source = None if source_id is None else store.find_execution(source_id)
+    return None if source is None else {"id": source.id, "counter": source.counter}
 
 
 def status_rows(store: ReadStore) -> list[dict[str, Any]]:

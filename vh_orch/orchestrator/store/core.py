@@ -207,6 +207,10 @@ class CoreStore(LifecycleStore, UsersStore):
             self.admit(s, [execution])  # queued at once unless over quota
             return execution
 
+    def find_execution(self, execution_id: int) -> Execution | None:
+        with self.read() as s:
+            return s.get(Execution, execution_id)
+
     def get_execution(self, execution_id: int) -> Execution:
         with self.read() as s:
             execution = s.get(Execution, execution_id)

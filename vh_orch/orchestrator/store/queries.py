@@ -37,6 +37,7 @@ class ExecutionFilter:
     users: Sequence[str] = field(default_factory=tuple)
     counters: Sequence[int] = field(default_factory=tuple)
     task_ids: Sequence[int] = field(default_factory=tuple)  # children of these tasks
+    rerun_of: int | None = None  # made by "run again" from this execution
 
 
 class QueriesStore(Database):
@@ -78,6 +79,8 @@ class QueriesStore(Database):
                                (Execution.task_id, where.task_ids)):
             if values:
                 conditions.append(col(column).in_(list(values)))
+        if where.rerun_of is not None:
+            conditions.append(col(Execution.rerun_of_id) == where.rerun_of)
         descending = sort.startswith("-")
         key = sort.lstrip("-+")
         if key in SORT_COLUMNS:

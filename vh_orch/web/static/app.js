@@ -371,6 +371,7 @@ const VhOrch = (() => {
       $("facts").replaceChildren(factGrid(e));
       tickDuration(e);
       showCommand(e);
+      showRerunLinks(e);
       const params = Object.entries(e.parameters);
       $("parameters").replaceChildren(...(params.length ? params.map(([k, v]) =>
         el("tr", {}, el("th", { text: k }), el("td", { text: shown(v) }))) : [el("tr", {}, el("td", { class: "empty", text: "none" }))]));
@@ -789,6 +790,22 @@ const VhOrch = (() => {
       if (answer.ok) { location.href = `/executions/${answer.body.id}/`; return; }
       showError($("rerun-error"), answer.body);
     });
+  }
+
+  // Links both ways between an execution made by "Run again" and the one it was made from (the API
+  // lists only those the caller may see).
+  function showRerunLinks(e) {
+    const source = e.rerun_of;
+    $("rerun-of").hidden = !source;
+    if (source) {
+      $("rerun-of").replaceChildren("Re-run of ", el("a", { href: `/executions/${source.id}/`, text: `#${source.counter}` }),
+        source.title ? ` ${source.title}` : "");
+    }
+    const reruns = e.reruns || [];
+    $("reruns-box").hidden = !reruns.length;
+    $("reruns").replaceChildren(...reruns.map((r) => el("li", {},
+      el("a", { href: `/executions/${r.id}/`, text: `#${r.counter}` }), r.title ? ` ${r.title} ` : " ",
+      el("span", { class: "status", "data-status": r.status, text: r.status }))));
   }
 
   // What "run again" may pick from: the environments, and the earlier outputs of the project (the
@@ -1471,6 +1488,9 @@ const VhOrch = (() => {
         data, $("cost-chart"));
     }
     $("cost-hours").addEventListener("change", costs);
+    // The cost chart follows its box's width (a window resize), as the other charts do.
+    new ResizeObserver(() => chart && chart.setSize({ width: Math.max(300, $("cost-chart").clientWidth), height: 220 }))
+      .observe($("cost-chart"));
     load(); costs();
     setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
   }
