@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import WAIT_S, VhOrch, installation
+from conftest import WAIT_S, VhOrch, eventually, installation
 from quietserver import serve, shut
 from test_api_executions import SCORE, SCORE_STEP
 from test_api_security import Client, package, project_id
@@ -28,9 +29,18 @@ STEPS = SCORE_STEP + b"""
     name: chatty
     image: vh-orch/busybox:test
     command:
-      - sleep 2
       - |-
-        for i in $(seq 1 8); do echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.4; done
+        for i in $(seq 1 8); do
+          [ $i = 3 ] && while [ ! -e /tmp/go ]; do sleep 0.1; done
+          echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.1
+        done
+- step:
+    name: gated
+    image: vh-orch/busybox:test
+    command:
+      - while [ ! -e /tmp/go ]; do sleep 0.1; done
+      - |-
+        for i in $(seq 1 8); do echo "line $i"; sleep 0.2; done
 - step:
     name: idle
     image: vh-orch/busybox:test
@@ -235,6 +245,13 @@ def submit(alice: Client, pid: str, commit: str, step: str, **params: Any) -> di
 MAX_SHOT_HEIGHT = 2400  # px: a whole page, up to this tall
 
 
+def let_go(vh: VhOrch, execution_id: int) -> None:
+    """Let a command that holds until /tmp/go exists in its container (`chatty`, `gated`) go on."""
+    container = f"{vh.cluster_id()}-exec-{execution_id}-1"
+    eventually("the held command to be let go", lambda: subprocess.run(
+        ["docker", "exec", container, "touch", "/tmp/go"], capture_output=True, timeout=60).returncode == 0)
+
+
 def shot(driver: Any, name: str, variants: bool = False) -> None:
     """With SHOTS set, NAME.png: the whole page at the window's width; with variants, also NAME-dark.png
     (the dark theme, picked in the page's toggle) and NAME-800.png (800 px wide). The window and the
@@ -341,10 +358,10 @@ def test_live_logs_and_chart_points_arrive_without_a_reload(browser: Any, site: 
         return int(browser.find_element(By.ID, "chart").get_attribute("data-points") or 0)
 
     wait_for(lambda: "line 2" in log.text and chart_points() >= 2, "no log line or chart point arrived")
-    # The execution is still running while its lines and points appear.
-    seen = chart_points()
+    # The execution is still running (held after its second line) while its lines and points appear.
+    assert chart_points() == 2
     assert vh.json("exec", "info", str(made["id"]))["status"] == "started"
-    assert seen < 8
+    let_go(vh, made["id"])
     wait_for(lambda: "line 8" in log.text, "the last lines did not arrive")
     wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "the status did not turn complete")
     assert browser.execute_script("return window.__sameDocument") is True  # never reloaded
@@ -1178,7 +1195,7 @@ def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
     from selenium.webdriver.common.by import By
 
     vh, alice, pid, commit = site
-    made = submit(alice, pid, commit, "chatty")
+    made = submit(alice, pid, commit, "gated")  # prints its lines once the test lets it (/tmp/go)
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{made['id']}/")
     browser.find_element(By.ID, "log-search").send_keys("LINE 8")
@@ -1193,6 +1210,7 @@ def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
                      "no duration shown while it runs")
     wait_for(lambda: (lambda s: s[0] == "started" and s[1] not in ("", first))(running_duration()),
              "the duration does not tick while it runs")
+    let_go(vh, made["id"])
     wait_for(lambda: browser.find_element(By.ID, "status").text == "complete", "it did not complete")
     rows = browser.execute_script("""return [...document.querySelectorAll('#log .line')].map((r) =>
         ({seq: Number(r.dataset.seq), text: r.dataset.message, hidden: r.hidden}))""")

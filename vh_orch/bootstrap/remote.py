@@ -521,6 +521,7 @@ class RemoteContainer:
         self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
         self._exit: int | None = None
         self.out_of_memory = False  # the engine's OOMKilled, read with the exit code
+        self.output_ended = False  # the followed log ended: its state and last lines are being read
         self._engine_ok = time.monotonic()  # when the host's engine last answered
         self._done = threading.Event()
         self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
@@ -554,7 +555,9 @@ class RemoteContainer:
         try:
             while True:
                 try:
+                    self.output_ended = False
                     self._follow_once(out, err, follow=True)
+                    self.output_ended = True
                     status = self.transport.run(f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
                     parts = status.stdout.split()
                     if status.code != 0 and not _no_such(status.stderr):

@@ -103,6 +103,9 @@ class RunningCommand(Protocol):
     stderr: IO[bytes]
     # Once it has ended: whether the kernel killed it (or a process of its container) for want of memory.
     out_of_memory: bool
+    # Its output has ended while its end is still being read (a remote container's state asked over SSH):
+    # a silence then is not the command's (the no-output-timeout does not count it).
+    output_ended: bool
 
     def poll(self) -> int | None:
         """The exit code once the command has ended, else None."""
@@ -225,6 +228,7 @@ class _Process:
     proc: subprocess.Popen[bytes]
     oom_kills_before: OomKills | None = None  # the kernel's OOM-kill counts when it started
     out_of_memory: bool = False
+    output_ended: bool = False  # its end is read at once (poll)
     _ended: bool = False
 
     @property

@@ -614,7 +614,8 @@ class ExecutionRunner:
             if deadline is None and not self._stop.is_set():
                 if limit and now - started > limit:
                     deadline = f"time limit of {limit:g} s exceeded; the command was stopped"
-                elif silence and self._silent_for_too_long(now, started, silence, ingester.last_output):
+                elif (silence and not running.output_ended
+                      and self._silent_for_too_long(now, started, silence, ingester.last_output)):
                     deadline = f"no output for {silence:g} s (no-output-timeout); the command was stopped"
                 if deadline is not None:
                     self._stop.set()
