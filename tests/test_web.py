@@ -521,9 +521,11 @@ def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_way
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{first['id']}/")
     browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    wait_for(lambda: browser.execute_script("return document.getElementById('rerun').open"), "the form did not open")
     epochs = wait_for(lambda: browser.find_elements(By.ID, "param-epochs"), "no epochs field")[0]
     assert epochs.get_attribute("value") == "5" and epochs.get_attribute("max") == "100"
-    wait_for(lambda: Select(browser.find_element(By.ID, "param-model")).first_selected_option.text == "linear",
+    # The select's value, not its option's rendered text (which reads "" while anything hides it).
+    wait_for(lambda: browser.find_element(By.ID, "param-model").get_attribute("value") == "linear",
              "the model field does not show the execution's value, linear")
     before = len(vh.json("exec", "list"))
 
