@@ -26,8 +26,10 @@ from vh_orch.api.metrics import StateCollector
 from vh_orch.api.server import ApiServer
 from vh_orch.cli.logsetup import JsonFormatter
 from vh_orch.config.environments import parse_entry
+from vh_orch.orchestrator.daemon import QUIET_PASS_S
 from vh_orch.orchestrator.db import upgrade
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.submit import SubmitRequest, submit
 from vh_orch.settings import Settings
 
 LINES = 25
@@ -232,3 +234,27 @@ def test_json_log_lines_carry_the_traceback_in_exc() -> None:
     parsed = json.loads(line)
     assert (parsed["level"], parsed["logger"], parsed["message"]) == ("ERROR", "vh_orch.x", "failed: it")
     assert parsed["exc"].startswith("Traceback") and "ValueError: boom" in parsed["exc"]
+
+
+def test_a_daemon_without_work_passes_seldom_and_still_starts_work_nobody_woke_it_for(tmp_path: Path) -> None:
+    """With nothing to do, a whole pass runs every QUIET_PASS_S (a one-query look for work each
+    interval instead): work written by another process that sends no wake-up (a replica on
+    another host) is still started."""
+    with installation(tmp_path / "home") as vh:
+        vh("env", "update", "local", "--runtime", "process")
+        vh("project", "add", "p")
+        folder = make_project(tmp_path, "proj", "- step:\n    name: s\n    image: busybox\n    command: echo hi\n")
+        vh.start_daemon()
+        api = vh.api_url()
+        time.sleep(2)  # its first passes (this host's machine) are behind it
+        before, start = value(scrape(api), "vh_orch_reconcile_pass_seconds_count"), time.monotonic()
+        time.sleep(QUIET_PASS_S + 1)
+        passes = value(scrape(api), "vh_orch_reconcile_pass_seconds_count") - before
+        elapsed = time.monotonic() - start
+        assert passes <= elapsed / QUIET_PASS_S + 2, (passes, elapsed)  # not one a second
+
+        settings = Settings.from_env(vh.env)
+        execution = submit(Store(settings.db_url), settings,
+                           SubmitRequest(project="p", step="s", adhoc=folder, user="tester"))
+        info = vh.wait(execution.id)
+        assert info["status"] == "complete", info

@@ -201,3 +201,39 @@ def test_a_new_machine_pulls_the_images_its_queue_needs_first_then_the_latest_us
     assert store.recent_images(env.id, limit=3) == ["queued:1", "queued:2", "late:1"]  # type: ignore[arg-type]
     assert store.recent_images(env.id, limit=10) == ["queued:1", "queued:2", "late:1", "old:1"]  # type: ignore[arg-type]
     assert store.recent_images(other.id) == ["elsewhere:1"]  # type: ignore[arg-type]
+
+
+def test_has_work_sees_unended_work_moving_machines_and_missing_kept_machines_on_both_databases(db_url: str) -> None:
+    """What lets a daemon without work skip its whole passes (Daemon._reconcile_job): each kind of
+    work a pass must see makes `has_work` true, and only that."""
+    from sqlalchemy import update
+
+    from vh_orch.orchestrator.models import Environment, Execution, Machine
+
+    store, project, commit, env = seeded(db_url)
+    assert not store.has_work()  # `local` keeps no machine (min_scale 0 here)
+
+    def set_(model, row_id: int, **values) -> None:  # type: ignore[no-untyped-def]
+        with store.write() as s:
+            s.execute(update(model).where(model.id == row_id).values(**values))
+
+    set_(Environment, env.id, min_scale=1)
+    assert store.has_work()  # it keeps a machine it does not have
+    machine = store.create_machine(env, None, None)
+    assert store.has_work()  # requested: on its way up
+    set_(Machine, machine.id, state="ready")
+    assert not store.has_work()  # ready and waiting: nothing to do
+    set_(Machine, machine.id, state="busy")
+    assert store.has_work()
+    set_(Machine, machine.id, state="ready")
+    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                                 command="c", environment_id=env.id))  # type: ignore[arg-type]
+    assert store.has_work()
+    for status, expected in [("queued", True), ("started", True), ("stopping", True), ("complete", False),
+                             ("error", False), ("stopped", False)]:
+        set_(Execution, execution.id, status=status)
+        assert store.has_work() is expected, status
+    set_(Machine, machine.id, state="terminated")
+    assert store.has_work()  # gone: `local` keeps one
+    set_(Environment, env.id, removed_at=commit.created_at)
+    assert not store.has_work()  # a removed environment keeps nothing

@@ -178,7 +178,16 @@ def update(
     _done(store, update_environment(store, name, change), "updated", json_out)
 
 
+def _wake() -> None:
+    """A running daemon acts on the change in its next pass, now rather than in a few seconds."""
+    from vh_orch.cli.common import settings
+    from vh_orch.orchestrator.wakeup import notify_daemon
+
+    notify_daemon(settings())
+
+
 def _done(store: Store, env: Environment, what: str, json_out: bool) -> None:
+    _wake()
     if json_out:
         print_json(_env_dict(store, env))
     else:
@@ -192,6 +201,7 @@ def rm(
 ) -> None:
     """Remove an environment; refused while machines or unfinished executions use it, unless --drain."""
     result = open_store().remove_environment(name, drain)
+    _wake()
     print(f"environment {name} {'removed' if result == 'removed' else 'is draining: removed once its work is done'}")
 
 
@@ -211,6 +221,7 @@ def apply(
     specs = parse_file_text(text, str(file))
     report = open_store().apply_environments([(s.name, s.cloud, s.columns, s.settings) for s in specs],
                                              prune=prune, keep=frozenset({BUILTIN_ENVIRONMENT}))
+    _wake()
     if json_out:
         print_json(report)
         return

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 S = ExecutionStatus
 SWEEP_INTERVAL_S = 30.0  # how often this host's engine is searched for containers nobody runs
 TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (images removed when low)
+# With no work anywhere (Store.has_work), a whole pass this often; between them each interval asks
+# that one question instead (work written by another replica or process is still seen at once).
+QUIET_PASS_S = 5.0
 
 
 class Daemon:
@@ -71,6 +74,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
         self._listener: threading.Thread | None = None
+        self._quiet = False  # the last pass found no work
+        self._passed_at = 0.0  # when it ended (monotonic)
         self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
         self.local = LocalHost(store, settings, self.cluster_id)
         self.machines = MachineSetup(store, self.drivers, self.cluster_id, wake=self._wake_now)
@@ -178,6 +183,12 @@ class Daemon:
     # -- the periodic jobs (see jobs()) ----------------------------------------------
 
     def _reconcile_job(self) -> None:
+        if self._quiet and not self._wake.is_set() and time.monotonic() - self._passed_at < QUIET_PASS_S:
+            try:
+                if not self.store.has_work():
+                    return
+            except Exception:
+                log.exception("could not look for work; a whole pass instead")
         # A wake-up that arrives during a pass causes one more pass right away.
         for _ in range(10):
             self._wake.clear()
@@ -223,6 +234,8 @@ class Daemon:
                 self.replica.take_over()
                 self.replica.settle_unowned()
             self.runners.stop_requested(self.store.executions_in([S.STOPPING]))
+            self._quiet = not self.reconciler.last_actions and not self.runners.ids() and not self.store.has_work()
+            self._passed_at = time.monotonic()
 
     def _cluster_pass(self, cluster: Store) -> None:
         """The work of the replica that holds the `cluster` lease, written through its fence."""

@@ -7,22 +7,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import exists, func, or_, update
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
-from vh_orch.orchestrator.models import Environment, Execution, Installation, LaunchFailure, Machine, Output, Quota
+from vh_orch.orchestrator.models import (Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
+                                         Quota, Task)
 from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
-from vh_orch.values import CloudInstance, ExecutionStatus, MachineState
+from vh_orch.values import CloudInstance, ExecutionStatus, MachineState, PipelineStatus, TaskStatus
 
 S = ExecutionStatus
 M = MachineState
 RUNNING_EXECUTION = (S.STARTED, S.STOPPING)
 LIVE_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
+# Machines a pass must watch: on their way up or down, or running work (a ready machine only waits).
+MOVING_MACHINE = (M.REQUESTED, M.PROVISIONING, M.BOOTSTRAPPING, M.BUSY, M.TERMINATING)
 
 
 class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
@@ -52,6 +55,22 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         with self.read() as s:
             return list(s.connection().execute(
                 table.select().where(table.c.state.in_(LIVE_MACHINE)).order_by(table.c.id)))
+
+    def has_work(self) -> bool:
+        """Whether anything waits on the reconcile passes: an execution, task or pipeline that has
+        not ended, a machine on its way up or down or running work, or an environment with
+        fewer machines than it keeps (min_scale). One query: a daemon without work asks it instead
+        of running a whole pass."""
+        live = (select(func.count()).where(col(Machine.environment_id) == Environment.id,
+                                           col(Machine.state).in_(LIVE_MACHINE)).scalar_subquery())
+        with self.read() as s:
+            return bool(s.exec(select(or_(
+                exists().where(col(Execution.status).in_([x for x in ExecutionStatus if not x.is_final])),
+                exists().where(col(Task.status).in_([x for x in TaskStatus if not x.is_final])),
+                exists().where(col(Pipeline.status).in_([x for x in PipelineStatus if not x.is_final])),
+                exists().where(col(Machine.state).in_(MOVING_MACHINE)),
+                exists().where(col(Environment.removed_at).is_(None), col(Environment.min_scale) > live),
+            ))).one())
 
     def running_per_machine(self) -> dict[int, int]:
         with self.read() as s:
