@@ -26,6 +26,10 @@ def init() -> None:
     local = parse_entry({"name": BUILTIN_ENVIRONMENT, "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
     _, created = store.ensure_environment(local.name, local.cloud, settings=local.settings, **local.columns)
     store.cluster_id()
+    from vh_orch.keyring import ensure_key_file, key_file
+
+    if ensure_key_file(s.home):
+        note(f"made the secret key {key_file(s.home)}: back it up with the database (secrets cannot be read without it)")
     tightened = s.tighten()  # an installation made before its files were private, or loosened since
     note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))
     if tightened:
