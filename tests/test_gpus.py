@@ -45,6 +45,13 @@ def steps(release: Path) -> str:
       devices:
         nvidia.com/gpu: 2
 - step:
+    name: two-gpus-at-once
+    image: {BUSYBOX}
+    command: {SHOW}
+    resources:
+      devices:
+        nvidia.com/gpu: 2
+- step:
     name: no-gpu
     image: {BUSYBOX}
     command: {SHOW}
@@ -237,11 +244,12 @@ def test_an_execution_that_asks_for_no_gpu_sees_none_and_one_given_by_option_see
     gpu_vh("env", "update", "local", "--gpus-per-execution", "3")
     try:
         three = gpu_vh.wait(submit(gpu_vh, "no-gpu"))
-        zero = gpu_vh.wait(submit(gpu_vh, "two-gpus", "--gpus", "0"))  # the option over the step
+        zero = gpu_vh.wait(submit(gpu_vh, "two-gpus-at-once", "--gpus", "0"))  # the option over the step
     finally:
         gpu_vh("env", "update", "local", "--gpus-per-execution", "0")
     assert three["gpus_asked"] == 3 and len(three["gpus"]) == 3
-    assert zero["gpus_asked"] == 0 and shown(gpu_vh, zero["id"]) == "CUDA_VISIBLE_DEVICES="
+    assert zero["status"] == "complete" and zero["gpus_asked"] == 0
+    assert shown(gpu_vh, zero["id"]) == "CUDA_VISIBLE_DEVICES="
 
 
 @pytest.mark.parametrize("step, args, said", [

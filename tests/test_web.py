@@ -497,7 +497,7 @@ def test_a_cross_site_post_with_the_session_cookie_is_refused(browser: Any, site
     try:
         browser.get(f"http://127.0.0.1:{evil.server_address[1]}/")
         wait_for(lambda: "/stop/" in browser.current_url, "the attacker's form was not posted")
-        assert "Cross-site request refused" in browser.page_source
+        wait_for(lambda: "Cross-site request refused" in browser.page_source, "the refusal was not shown")
     finally:
         shut(evil)
     assert vh.json("exec", "info", str(made["id"]))["status"] in ("queued", "started")
@@ -818,7 +818,9 @@ def test_another_users_task_is_not_found_and_a_signed_out_visitor_signs_in_first
     sign_in(browser, api, "/")
     for ref in (str(theirs["id"]), f"{bobs}:{theirs['counter']}", "999999"):
         browser.get(f"{api}/tasks/{ref}/")
-        assert "Not found" in browser.page_source and "secret-model" not in browser.page_source
+        page = wait_for(lambda: browser.page_source if "Not found" in browser.page_source else None,
+                        f"task {ref}: no not-found page")  # (page_source read at once came back empty once)
+        assert "secret-model" not in page
     session = {"vh_orch_session": browser.get_cookie("vh_orch_session")["value"]}
     assert requests.get(f"{api}/tasks/{theirs['id']}/", cookies=session, timeout=30).status_code == 404
     assert alice.get(f"/api/v0/tasks/{theirs['id']}/").status_code == 404
