@@ -356,7 +356,8 @@ def test_a_git_session_keeps_the_key_and_token_in_private_files_and_the_environm
         assert folder.stat().st_mode & 0o777 == 0o700
         key_file = folder / "deploy_key"
         assert key_file.read_bytes() == private and key_file.stat().st_mode & 0o777 == 0o600
-        assert f"-i {key_file}" in env["GIT_SSH_COMMAND"] and "StrictHostKeyChecking=accept-new" in env["GIT_SSH_COMMAND"]
+        ssh = env["GIT_SSH_COMMAND"]
+        assert f"-i {key_file}" in ssh and "StrictHostKeyChecking=accept-new" in ssh
         assert [name for name, value in env.items() if TOKEN in value] == [TOKEN_ENV]
         answers = [subprocess.run([env["GIT_ASKPASS"], prompt], env=env, capture_output=True, text=True,
                                   check=True).stdout for prompt in ("Username for 'https://h': ", "Password: ")]

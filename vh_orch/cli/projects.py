@@ -65,7 +65,7 @@ def _add_private(s: Settings, name: str, repo: str, owner: str | None, deploy_ke
         print_json({**_project_dict(added.project), **access_dict(added.access), "fetch_error": added.fetch_error})
         return
     print(f"project {name} added (repository {added.project.repo_url})")
-    added_notes(added.access.deploy_key, added.fetch_error, added.access.host_keys if added.learnt else ())
+    added_notes(name, added.access.deploy_key, added.fetch_error, added.access.host_keys if added.learnt else ())
 
 
 @app.command("list")

@@ -81,7 +81,7 @@ def key(
         note(f"pinned Git host key: {host_key.split()[0]} {print_}")
 
 
-def added_notes(deploy_key: str | None, fetch_error: str | None, learnt: tuple[str, ...]) -> None:
+def added_notes(name: str, deploy_key: str | None, fetch_error: str | None, learnt: tuple[str, ...]) -> None:
     """What `project add` of a private repository tells the operator to do next."""
     from vh_orch.storage.git_auth import fingerprint
 
@@ -89,7 +89,7 @@ def added_notes(deploy_key: str | None, fetch_error: str | None, learnt: tuple[s
         note("add this public key to the repository as a read-only deploy key:")
         print(deploy_key)
     if fetch_error is not None:
-        note(f"the first fetch failed ({fetch_error}); once the key is in place: `vh-orch project fetch NAME`")
+        note(f"the first fetch failed ({fetch_error}); once the key is in place: `vh-orch project fetch {name}`")
     for host_key in learnt:
         note(f"learnt and pinned the Git server's host key {host_key.split()[0]} {fingerprint(host_key)}")
 

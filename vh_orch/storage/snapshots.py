@@ -233,6 +233,12 @@ def _git_env() -> dict[str, str]:
     return base_env()  # never waits for a password
 
 
+# What Git adds after the line that says why a remote could not be read (ssh's own message).
+_GIT_BOILERPLATE = ("fatal: Could not read from remote repository", "Please make sure you have the correct access",
+                    "and the repository exists", "Cloning into")
+
+
 def _git_message(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().replace("stderr: ", "").strip("'").strip()
-    return explain_git_failure(stderr) or (stderr.splitlines()[-1] if stderr else str(exc))
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(_GIT_BOILERPLATE)]
+    return explain_git_failure(stderr) or (lines or stderr.splitlines() or [str(exc)])[-1]
