@@ -379,3 +379,27 @@ def test_a_stdin_value_loses_exactly_one_trailing_newline(vh: VhOrch, https_like
     assert empty.returncode != 0 and "empty" in empty.stderr and seen == []
     assert with_stdin(vh, TOKEN + "\r\n", "project", "add", "crlf", "--repo", url, "--repo-token-stdin",
                       "--json").json()["has_token"]
+
+
+def test_a_new_installation_key_reencrypts_deploy_keys_and_tokens(vh: VhOrch, git_server: GitServer,
+                                                                   https_like: tuple[str, list[str]]) -> None:
+    from cryptography.fernet import Fernet
+
+    from vh_orch.keyring import KeyRing
+    from vh_orch.orchestrator.store import Store
+
+    add_with_deploy_key(vh, git_server, "keyed")
+    with_stdin(vh, TOKEN + "\n", "project", "add", "tokened", "--repo", https_like[0], "--repo-token-stdin")
+    before = {name: stored_project(vh, name) for name in ("keyed", "tokened")}
+    old = (vh.home / "secret.key").read_bytes().strip()
+    new = Fernet.generate_key()
+    ring = KeyRing([new, old])
+    assert Store(f"sqlite:///{vh.home / 'state.db'}").reencrypt_repo_secrets(ring.rotate) == 2
+    (vh.home / "secret.key").write_bytes(new + b"\n")  # the old key dropped: the values open with the new one
+    assert vh.json("project", "fetch", "tokened")["refs"] == []  # the token opened with the new key alone
+    only_new = KeyRing([new])
+    for name, column in (("keyed", "deploy_key_private"), ("tokened", "repo_token")):
+        stored = stored_project(vh, name)[column]
+        assert stored != before[name][column]
+        assert only_new.decrypt(stored) == Fernet(old).decrypt(before[name][column].encode())
+    assert only_new.decrypt(stored_project(vh, "tokened")["repo_token"]) == TOKEN.encode()
