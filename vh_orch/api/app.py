@@ -59,12 +59,18 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
         app.include_router(module.router)
     app.include_router(repos_api.router)  # a project's deploy key: its owner's alone
     app.include_router(metrics_router)
+    from vh_orch.api import secrets as secrets_api
+
+    app.include_router(secrets_api.router)
 
     from fastapi.staticfiles import StaticFiles
 
     from vh_orch.web import pages
 
     app.include_router(pages.router)
+    from vh_orch.web import secrets_page
+
+    app.include_router(secrets_page.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_exception_handler(pages.SignIn, pages.sign_in_redirect)
     app.add_middleware(SiteGuard, allowed_hosts=tuple(allowed_hosts))

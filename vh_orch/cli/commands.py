@@ -11,6 +11,7 @@ import typer
 from vh_orch.cli import (
     daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
 )
+from vh_orch.cli import registries, secrets  # noqa: I001 (its own line: issue 30's parts merge cleanly)
 
 app = typer.Typer(
     name="vh-orch",
@@ -27,6 +28,8 @@ app.command("cleanup")(operations.cleanup)
 app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")
 app.add_typer(projects.app, name="project")
+projects.app.add_typer(secrets.app, name="secret")
+app.add_typer(registries.app, name="registry")
 app.add_typer(users.app, name="user")
 app.add_typer(executions.app, name="exec")
 app.add_typer(tasks.app, name="task")

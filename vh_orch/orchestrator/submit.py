@@ -143,7 +143,8 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     inputs_later: the inputs are checked when the work starts (a pipeline node's, made by its upstream nodes)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary, inputs_later=inputs_later)
+                            vary=vary, inputs_later=inputs_later,
+                            provided_variables=frozenset(s.name for s in store.list_secrets(project.id)))  # type: ignore[arg-type]
 
     env_name = req.environment
     if env_name is None:

@@ -9,13 +9,16 @@ from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.orchestrator.store.logs import LogsStore
 from vh_orch.orchestrator.store.pipelines import PipelinesStore
 from vh_orch.orchestrator.store.queries import QueriesStore
+from vh_orch.orchestrator.store.registries import RegistriesStore
 from vh_orch.orchestrator.store.repos import ReposStore
+from vh_orch.orchestrator.store.secrets import SecretsStore
 from vh_orch.orchestrator.store.tasks import TasksStore
 from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.orchestrator.store.utilization import UtilizationStore
 
 
 class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore,
-            UtilizationStore, LifecycleStore, UsersStore, LeasesStore, DatasetsStore, ReposStore):
+            UtilizationStore, LifecycleStore, UsersStore, LeasesStore, DatasetsStore, ReposStore, SecretsStore,
+            RegistriesStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""
