@@ -39,6 +39,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any;
     allowed_hosts: the Host names answered (`--allowed-host`, parsed by api.site_guard; empty: any)."""
     from vh_orch.api import approvals, commits, data, datasets, executions, operations, pipelines, projects, tasks
+    from vh_orch.api import webhooks
 
     # /api/docs is a page of web/pages.py: swagger-ui vendored, no inline script (FastAPI's own loads it from a CDN)
     app = FastAPI(title="vh-orch", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
@@ -56,6 +57,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.metrics_registry = build_registry(store, daemon_metrics)
     for module in (projects, commits, executions, tasks, pipelines, approvals, data, datasets, operations):
         app.include_router(module.router)
+    app.include_router(webhooks.router)
     app.include_router(metrics_router)
 
     from fastapi.staticfiles import StaticFiles

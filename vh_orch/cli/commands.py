@@ -10,6 +10,7 @@ import typer
 
 from vh_orch.cli import (
     daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
+    webhooks,
 )
 
 app = typer.Typer(
@@ -34,3 +35,4 @@ app.add_typer(pipelines.app, name="pipeline")
 app.add_typer(datasets.app, name="dataset")
 app.add_typer(environments.app, name="env")
 app.add_typer(environments.machine_app, name="machine")
+app.add_typer(webhooks.app, name="webhook")

@@ -32,7 +32,7 @@ from vh_orch.api.auth import (
     set_session_cookie,
 )
 from vh_orch.api.deps import store_of, visible_execution, visible_pipeline, visible_project, visible_task
-from vh_orch.orchestrator.models import User
+from vh_orch.orchestrator.models import Project, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.summary import task_title
 from vh_orch.orchestrator.users import new_token, token_digest
@@ -183,7 +183,17 @@ def project_page(request: Request, project_id: str) -> HTMLResponse:
     project = visible_project(request, user, project_id)
     store = store_of(request)
     return render(request, "project.html", user, project=project, environments=usable_environments(store, user),
-                  datasets=project_datasets(store, project.id))  # type: ignore[arg-type]
+                  datasets=project_datasets(store, project.id),  # type: ignore[arg-type]
+                  webhooks=project_webhooks(store, user, project))
+
+
+def project_webhooks(store: Store, user: User, project: Project) -> list[Any] | None:
+    """The project's webhooks for its owner or an administrator; None (no card) for anyone else."""
+    from vh_orch.services.webhooks import list_webhooks
+
+    if not (user.is_admin or project.owner_id == user.id):
+        return None
+    return list_webhooks(store, [project.id])  # type: ignore[list-item]
 
 
 def usable_environments(store: Store, user: User) -> list[str]:
