@@ -82,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Re
         for user in ("alice", "bob"):
             vh("user", "add", user, "--password-stdin", stdin=PASSWORD + "\n")
         for project, owner in (("hooks", "alice"), ("alices", "alice"), ("bobs", "bob"), ("mixed", "admin"),
-                               ("slow", "admin")):
+                               ("slow", "admin"), ("paged", "alice")):
             vh("project", "add", project, "--owner", owner)
         vh.project_dir = make_project(root, "proj", STEPS)  # type: ignore[attr-defined]
         vh.start_daemon()
@@ -411,3 +411,47 @@ def test_the_project_page_shows_webhooks_to_the_owner_only_and_adds_them_with_th
     removed = browser.delete(f"{site}/api/v0/webhooks/{made.json()['id']}/",
                              headers={"Origin": site, "X-CSRF-Token": csrf}, timeout=TIMEOUT)
     assert removed.status_code == 200, removed.text
+
+
+@pytest.mark.slow
+def test_the_owner_adds_and_removes_a_webhook_in_the_browser_under_the_pages_csp(
+        world: tuple[VhOrch, Receiver]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    from test_web import chromium, csp_refusals, wait_for
+
+    vh, _ = world
+    site = vh.api_url()
+    pid = Client(vh, "alice").project_id("paged")
+    with chromium() as browser:
+        browser.get(f"{site}/login?next=/projects/{pid}/")
+        browser.find_element(By.NAME, "username").send_keys("alice")
+        browser.find_element(By.NAME, "password").send_keys(PASSWORD)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait_for(lambda: browser.find_elements(By.ID, "webhook-form"), "no webhooks card for the owner")
+
+        browser.find_element(By.ID, "webhook-url").send_keys("http://127.0.0.1:9/x")
+        browser.find_element(By.ID, "webhook-add").click()
+        error = wait_for(lambda: [e for e in browser.find_elements(By.ID, "webhook-error") if e.is_displayed()],
+                         "a refused URL showed no error")[0]
+        assert "own networks" in error.text
+
+        browser.find_element(By.ID, "webhook-url").clear()
+        browser.find_element(By.ID, "webhook-url").send_keys("https://hooks.example.com/from-page")
+        browser.find_element(By.ID, "webhook-secret").send_keys(SECRET)
+        browser.find_element(By.CSS_SELECTOR, 'input[name="webhook-event"][value="task.ended"]').click()
+        Select(browser.find_element(By.ID, "webhook-format")).select_by_value("slack")
+        browser.find_element(By.ID, "webhook-add").click()
+        row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#webhooks tbody tr"), "the webhook not listed")
+        assert "https://hooks.example.com/from-page" in row[0].text and SECRET not in browser.page_source
+        (made,) = vh.json("webhook", "list", "-p", "paged")
+        assert (made["events"], made["format"], made["has_secret"], made["created_by"]) == (
+            ["execution.ended", "pipeline.ended"], "slack", True, "alice")
+        assert stored_secret(vh, made["id"]) == SECRET.encode()
+
+        browser.find_element(By.CSS_SELECTOR, f'button.webhook-remove[data-webhook="{made["id"]}"]').click()
+        wait_for(lambda: not browser.find_elements(By.CSS_SELECTOR, "#webhooks tbody tr"), "the webhook stayed")
+        assert vh.json("webhook", "list", "-p", "paged") == []
+        refused = csp_refusals(browser)
+    assert not refused, refused
