@@ -82,7 +82,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Re
         for user in ("alice", "bob"):
             vh("user", "add", user, "--password-stdin", stdin=PASSWORD + "\n")
         for project, owner in (("hooks", "alice"), ("alices", "alice"), ("bobs", "bob"), ("mixed", "admin"),
-                               ("slow", "admin"), ("paged", "alice")):
+                               ("slow", "admin"), ("paged", "alice"), ("sneaky", "alice")):
             vh("project", "add", project, "--owner", owner)
         vh.project_dir = make_project(root, "proj", STEPS)  # type: ignore[attr-defined]
         vh.start_daemon()
@@ -368,6 +368,30 @@ def test_only_the_owner_manages_a_projects_webhooks_and_the_api_keeps_them_off_l
     assert alice.call("DELETE", f"/api/v0/webhooks/{hook['id']}/").status_code == 200
     assert alice.call("GET", hooks).json()["results"] == []
     assert SECRET.encode() not in state_bytes(vh.home)
+
+
+def test_a_name_that_resolves_into_loopback_is_refused_where_an_api_webhook_connects(
+        world: tuple[VhOrch, Receiver]) -> None:
+    vh, receiver = world
+    alice = Client(vh, "alice")
+    port = receiver.server.server_address[1]
+    # `127.7` is a name to the URL check (IPv4's shorthand: the C library resolves it to 127.0.0.7, no DNS)
+    made = alice.call("POST", f"/api/v0/projects/{alice.project_id('sneaky')}/webhooks/",
+                      json={"url": f"http://127.7:{port}/sneaky", "events": ["execution.ended"]})
+    assert made.status_code == 201, made.text
+    operators = vh.json("webhook", "add", "-p", "sneaky", "--url", f"http://127.7:{port}/operator",
+                        "--events", "execution.ended")  # the operator's CLI is not restricted
+    ran = vh.run_json("hello", "--project", "sneaky", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    assert vh.wait(ran["id"])["status"] == "complete"
+    eventually("the operator's webhook delivered", lambda: receiver.posts_to("/operator"))
+    tried = eventually("the refused try recorded", lambda: [
+        d for d in alice.call("GET", f"/api/v0/webhooks/{made.json()['id']}/deliveries/").json()["results"]
+        if d["attempts"] >= 1])[0]
+    assert tried["status"] == "pending" and tried["last_status_code"] is None
+    assert "127.0.0.7 is a loopback address" in tried["last_error"], tried
+    assert receiver.posts_to("/sneaky") == []
+    for hook in (made.json()["id"], operators["id"]):
+        vh("webhook", "rm", str(hook))
 
 
 # -- the project page ------------------------------------------------------------------------------------
