@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import VhOrch, copy_initialised_home, eventually, installation, make_project
+from conftest import VhOrch, eventually, installation, make_project
 from quietserver import QuietHTTPServer, shut
 
 RECEIVER_ADDRESS = "127.0.0.7"
@@ -198,21 +198,17 @@ def test_a_receiver_that_never_answers_holds_up_nothing(world: tuple[VhOrch, Rec
 # -- what every end queues, in its own transaction ------------------------------------------------------
 
 
-def test_every_end_of_an_execution_task_or_pipeline_queues_one_delivery_per_webhook(tmp_path: Path) -> None:
+def test_every_end_of_an_execution_task_or_pipeline_queues_one_delivery_per_webhook(db_url: str) -> None:
+    from test_state import seeded
+
     from vh_orch.orchestrator.models import Execution, Pipeline, Task, Webhook
-    from vh_orch.orchestrator.store import Store
     from vh_orch.values import ExecutionStatus, PipelineStatus, TaskStatus
 
-    home = tmp_path / "home"
-    copy_initialised_home(home)
-    store = Store(f"sqlite:///{home / 'state.db'}")
+    store, seeded_project, seeded_commit, seeded_env = seeded(db_url)
     store.public_url = "https://orch.example.com"
-    project = store.create_project("p", None, None).id
+    project, commit, env = seeded_project.id, seeded_commit.id, seeded_env.id
     other = store.create_project("q", None, None).id
-    assert project is not None and other is not None
-    commit = store.get_or_create_commit(project, "adhoc", "abc", "[]").id
-    env = store.get_environment("local").id
-    assert commit is not None and env is not None
+    assert project is not None and other is not None and commit is not None and env is not None
 
     def hook(project_id: int, url: str, events: list[str]) -> int:
         made = store.add_webhook(Webhook(project_id=project_id, url=url, events=events)).id
