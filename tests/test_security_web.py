@@ -241,7 +241,7 @@ def test_every_page_api_route_and_static_file_carries_the_security_headers(
              "/metrics", "/nowhere"]
     statics = [f"/static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*") if p.is_file()]
     filled = {"project_id": pid, "ref": str(eid), "identifier": commit, "datum_id": "999", "dataset_id": "999",
-              "version_id": "999"}
+              "version_id": "999", "webhook_id": "999"}
     schema = signed_in.get(f"{api}/api/openapi.json", timeout=TIMEOUT).json()
     routes = [re.sub(r"\{(\w+)\}", lambda m: filled[m.group(1)], path)
               for path, ops in schema["paths"].items() if "get" in ops]

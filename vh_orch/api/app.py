@@ -40,6 +40,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     allowed_hosts: the Host names answered (`--allowed-host`, parsed by api.site_guard; empty: any)."""
     from vh_orch.api import approvals, commits, data, datasets, executions, operations, pipelines, projects, tasks
     from vh_orch.api import repos as repos_api
+    from vh_orch.api import webhooks
 
     # /api/docs is a page of web/pages.py: swagger-ui vendored, no inline script (FastAPI's own loads it from a CDN)
     app = FastAPI(title="vh-orch", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
@@ -58,6 +59,7 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     for module in (projects, commits, executions, tasks, pipelines, approvals, data, datasets, operations):
         app.include_router(module.router)
     app.include_router(repos_api.router)  # a project's deploy key: its owner's alone
+    app.include_router(webhooks.router)
     app.include_router(metrics_router)
     from vh_orch.api import secrets as secrets_api
 

@@ -10,6 +10,7 @@ import typer
 
 from vh_orch.cli import (
     daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
+    webhooks,
 )
 from vh_orch.cli import registries, secrets  # noqa: I001 (its own line: issue 30's parts merge cleanly)
 
@@ -37,3 +38,4 @@ app.add_typer(pipelines.app, name="pipeline")
 app.add_typer(datasets.app, name="dataset")
 app.add_typer(environments.app, name="env")
 app.add_typer(environments.machine_app, name="machine")
+app.add_typer(webhooks.app, name="webhook")

@@ -187,7 +187,7 @@ def project_page(request: Request, project_id: str) -> HTMLResponse:
     store = store_of(request)
     return render(request, "project.html", user, project=project, environments=usable_environments(store, user),
                   datasets=project_datasets(store, project.id),  # type: ignore[arg-type]
-                  repo_access=_repo_access_for(project, user))
+                  repo_access=_repo_access_for(project, user), webhooks=project_webhooks(store, user, project))
 
 
 def _repo_access_for(project: Project, user: User) -> RepoAccess | None:
@@ -197,6 +197,15 @@ def _repo_access_for(project: Project, user: User) -> RepoAccess | None:
     if project.owner_id != user.id or not (project.deploy_key_public or project.git_host_key or project.repo_token):
         return None
     return repo_access(project)
+
+
+def project_webhooks(store: Store, user: User, project: Project) -> list[Any] | None:
+    """The project's webhooks for its owner or an administrator; None (no card) for anyone else."""
+    from vh_orch.services.webhooks import list_webhooks
+
+    if not (user.is_admin or project.owner_id == user.id):
+        return None
+    return list_webhooks(store, [project.id])  # type: ignore[list-item]
 
 
 def usable_environments(store: Store, user: User) -> list[str]:

@@ -15,10 +15,11 @@ from vh_orch.orchestrator.store.secrets import SecretsStore
 from vh_orch.orchestrator.store.tasks import TasksStore
 from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.orchestrator.store.utilization import UtilizationStore
+from vh_orch.orchestrator.store.webhooks import WebhooksStore
 
 
 class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore,
-            UtilizationStore, LifecycleStore, UsersStore, LeasesStore, DatasetsStore, ReposStore, SecretsStore,
-            RegistriesStore):
+            UtilizationStore, LifecycleStore, WebhooksStore, UsersStore, LeasesStore, DatasetsStore, ReposStore,
+            SecretsStore, RegistriesStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""
