@@ -35,13 +35,6 @@ STEPS = SCORE_STEP + b"""
           echo "line $i"; echo "{\\"step\\": $i, \\"loss\\": 0.$i}"; sleep 0.1
         done
 - step:
-    name: gated
-    image: vh-orch/busybox:test
-    command:
-      - while [ ! -e /tmp/go ]; do sleep 0.1; done
-      - |-
-        for i in $(seq 1 8); do echo "line $i"; sleep 0.2; done
-- step:
     name: idle
     image: vh-orch/busybox:test
     command: sleep 300
@@ -246,7 +239,7 @@ MAX_SHOT_HEIGHT = 2400  # px: a whole page, up to this tall
 
 
 def let_go(vh: VhOrch, execution_id: int) -> None:
-    """Let a command that holds until /tmp/go exists in its container (`chatty`, `gated`) go on."""
+    """Let a command that holds until /tmp/go exists in its container (`chatty`) go on."""
     container = f"{vh.cluster_id()}-exec-{execution_id}-1"
     eventually("the held command to be let go", lambda: subprocess.run(
         ["docker", "exec", container, "touch", "/tmp/go"], capture_output=True, timeout=60).returncode == 0)
@@ -521,9 +514,11 @@ def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_way
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{first['id']}/")
     browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    wait_for(lambda: browser.execute_script("return document.getElementById('rerun').open"), "the form did not open")
     epochs = wait_for(lambda: browser.find_elements(By.ID, "param-epochs"), "no epochs field")[0]
     assert epochs.get_attribute("value") == "5" and epochs.get_attribute("max") == "100"
-    wait_for(lambda: Select(browser.find_element(By.ID, "param-model")).first_selected_option.text == "linear",
+    # The select's value, not its option's rendered text (which reads "" while anything hides it).
+    wait_for(lambda: browser.find_element(By.ID, "param-model").get_attribute("value") == "linear",
              "the model field does not show the execution's value, linear")
     before = len(vh.json("exec", "list"))
 
@@ -1197,7 +1192,7 @@ def test_the_log_filter_also_hides_lines_streamed_in_after_it_was_set(
     from selenium.webdriver.common.by import By
 
     vh, alice, pid, commit = site
-    made = submit(alice, pid, commit, "gated")  # prints its lines once the test lets it (/tmp/go)
+    made = submit(alice, pid, commit, "chatty")  # holds after its 2nd line until the test lets it go
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{made['id']}/")
     browser.find_element(By.ID, "log-search").send_keys("LINE 8")
