@@ -254,11 +254,13 @@ class GitHTTP(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._serve()
 
+    def authorized(self, given: str) -> bool:
+        return given == "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+
     def _serve(self) -> None:
         given = self.headers.get("Authorization") or ""
         self.seen.append(given)
-        expected = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-        if given != expected:
+        if not self.authorized(given):
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", "0")

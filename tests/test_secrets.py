@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import secrets as random
+import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ import typer
 
 from conftest import VhOrch, installation, make_project
 from test_api_security import Client, project_id
+from test_private_repos import GitHTTP, bare_repo
 from test_users import PASSWORD, database_bytes, store_of, with_stdin
 from vh_orch.cli.stdin import drop_one_newline
 from vh_orch.keyring import KeyRing
@@ -142,11 +145,25 @@ def registry_password(vh: VhOrch, host: str) -> str:
     return KeyRing.load(vh.home, {}).decrypt(row.password).decode()
 
 
+def repo_token(vh: VhOrch, project: str) -> str:
+    token = store_of(vh).get_project(project).repo_token
+    assert token is not None
+    return KeyRing.load(vh.home, {}).decrypt(token).decode()
+
+
+def webhook_secret(vh: VhOrch) -> str:
+    (hook,) = store_of(vh).list_webhooks()
+    assert hook.secret is not None
+    return KeyRing.load(vh.home, {}).decrypt(hook.secret).decode()
+
+
 def password_is(vh: VhOrch, user: str, password: str) -> bool:
     return verify_password(store_of(vh).get_user(user).password_hash or "", password)
 
 
-# For every `--...-stdin` option: the command that takes it, and whether what it stored is VALUE.
+# For every `--...-stdin` option: the command that takes it, and whether what it stored is VALUE
+# (TOKEN_REPO: the URL of the token_repo fixture's repository).
+TOKEN_REPO = "<token_repo>"
 STDIN_CHECKS: dict[tuple[str, ...], tuple[list[str], Any]] = {
     ("user", "add", "--password-stdin"): (
         ["user", "add", "stdin-a", "--password-stdin"], lambda vh, value: password_is(vh, "stdin-a", value)),
@@ -158,7 +175,36 @@ STDIN_CHECKS: dict[tuple[str, ...], tuple[list[str], Any]] = {
     ("registry", "add", "--password-stdin"): (
         ["registry", "add", "registry.test:5000", "--username", "u", "--password-stdin"],
         lambda vh, value: registry_password(vh, "registry.test:5000") == value),
+    ("project", "add", "--repo-token-stdin"): (  # the first fetch must succeed: a repository that takes any token
+        ["project", "add", "tokened", "--repo", TOKEN_REPO, "--repo-token-stdin"],
+        lambda vh, value: repo_token(vh, "tokened") == value),
+    ("webhook", "add", "--secret-stdin"): (
+        ["webhook", "add", "--project", "p", "--url", "http://127.0.0.1:9/hook", "--secret-stdin"],
+        lambda vh, value: webhook_secret(vh) == value),
 }
+
+
+class AnyToken(GitHTTP):
+    """`git http-backend` that takes any token (the check reads what was stored, and what was sent)."""
+
+    def authorized(self, given: str) -> bool:
+        return given.startswith("Basic ")
+
+
+@pytest.fixture(scope="module")
+def token_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+    """(a repository's URL on a loopback HTTP server that takes any token, the Authorization headers it saw)."""
+    root = tmp_path_factory.mktemp("token-repo")
+    repo = bare_repo(root)
+    seen: list[str] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (AnyToken,), {"root": root, "seen": seen}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{repo.name}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_every_stdin_option_is_checked_here() -> None:
@@ -167,9 +213,13 @@ def test_every_stdin_option_is_checked_here() -> None:
 
 
 @pytest.mark.parametrize("option", sorted(STDIN_CHECKS))
-def test_every_stdin_option_drops_one_trailing_newline(vh: VhOrch, option: tuple[str, ...]) -> None:
+def test_every_stdin_option_drops_one_trailing_newline(vh: VhOrch, option: tuple[str, ...],
+                                                       request: pytest.FixtureRequest) -> None:
     vh("project", "add", "p")
     args, stored = STDIN_CHECKS[option]
+    if TOKEN_REPO in args:
+        url, _ = request.getfixturevalue("token_repo")
+        args = [url if arg == TOKEN_REPO else arg for arg in args]
     refused = vh(*args, stdin="", check=False)
     assert refused.returncode == 1 and "standard input is empty" in refused.stderr
     value = "a value with  spaces " + random.token_hex(4)

@@ -8,7 +8,8 @@ import typer
 
 from vh_orch.cli import repos
 from vh_orch.cli.common import open_store, print_json, print_table, settings
-from vh_orch.cli.repos import GitHostKey, access_dict, added_notes, read_stdin_value
+from vh_orch.cli.repos import GitHostKey, access_dict, added_notes
+from vh_orch.cli.stdin import read_stdin_value
 from vh_orch.errors import UserInputError
 
 if TYPE_CHECKING:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vh_orch.cli.common import note, open_store, print_json, settings
-from vh_orch.errors import UserInputError
 
 if TYPE_CHECKING:
     from vh_orch.services.repos import RepoAccess
@@ -18,18 +16,6 @@ GitHostKey = Annotated[str | None, typer.Option(
     "--git-host-key", metavar="LINE",
     help="Pin the Git server's host key (`ssh-ed25519 AAAA...`, or a line of `ssh-keyscan HOST`); without it "
          "the key is learnt on the first successful fetch and pinned")]
-
-
-def read_stdin_value(option: str) -> str:
-    """A value piped in for a `--...-stdin` option: all of standard input less one trailing newline (so
-    that `echo VALUE | ...` gives VALUE)."""
-    if sys.stdin is None or sys.stdin.isatty():
-        raise UserInputError(f"{option}: pipe the value in on standard input (`... {option} < FILE`)")
-    value = sys.stdin.read()
-    value = value[:-2] if value.endswith("\r\n") else value.removesuffix("\n")
-    if not value:
-        raise UserInputError(f"{option}: standard input is empty: pipe the value in")
-    return value
 
 
 def fetch(

@@ -8,28 +8,16 @@ applies. The signing secret is read from standard input (`--secret-stdin`), neve
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from vh_orch.cli.common import open_store, print_json, print_table, settings
-from vh_orch.errors import UserInputError
 
 app = typer.Typer(help="Webhooks: POSTs to another system when executions, tasks or pipelines end.",
                   no_args_is_help=True)
 
 IdArg = Annotated[int, typer.Argument(help="The webhook's id (`vh-orch webhook list`)", min=1)]
-
-
-def read_stdin_value(option: str) -> str:
-    """All of standard input less one trailing newline (so that `echo VALUE | ...` gives VALUE)."""
-    text = sys.stdin.read()
-    if text.endswith("\n"):
-        text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    if not text:
-        raise UserInputError(f"{option}: standard input is empty: pipe the value in")
-    return text
 
 
 @app.command("add")
@@ -49,6 +37,7 @@ def add(
     json_out: Annotated[bool, typer.Option("--json", help="Print the webhook as JSON")] = False,
 ) -> None:
     """Add a webhook to a project."""
+    from vh_orch.cli.stdin import read_stdin_value
     from vh_orch.services.webhooks import WebhookRequest, add_webhook
 
     secret = read_stdin_value("--secret-stdin") if secret_stdin else None
