@@ -49,6 +49,22 @@ STEPS = r"""
         default: own
       - name: API_KEY
         optional: false
+- step:
+    name: meta
+    image: vh-orch/busybox:test
+    command:
+      - |-
+        printf '{"token": "%s"}\n' "$API_KEY"
+      - |-
+        printf '{"escaped": "\\u0074%s"}\n' "${API_KEY#t}"
+      - |-
+        echo model > "$VH_OUTPUTS_DIR/model.txt"
+      - |-
+        printf '{"token": "%s", "nested": {"k": ["%s"]}, "esc": "\\u0074%s", "valohai.tags": ["%s"]}' \
+          "$API_KEY" "$API_KEY" "${API_KEY#t}" "$API_KEY" > "$VH_OUTPUTS_DIR/model.txt.metadata.json"
+      - |-
+        printf '{"file": "model.txt", "metadata": {"from_jsonl": "%s"}}\n' "$API_KEY" \
+          > "$VH_OUTPUTS_DIR/valohai.metadata.jsonl"
 """
 
 
@@ -327,6 +343,37 @@ def test_a_secret_reaches_the_execution_and_no_copy_of_it_is_stored_or_shown(
         assert VALUE not in text, where
     assert VALUE.encode() not in database_bytes(vh.home)
     assert VALUE not in vh.daemon_log.read_text()
+
+
+def test_a_secret_in_metadata_lines_and_output_metadata_files_is_masked_before_it_is_stored(
+        world: tuple[VhOrch, str, dict[str, Client]]) -> None:
+    vh, _, clients = world
+    alice = clients["alice"]
+    pid = project_id(alice, "sec")
+    assert put(alice, pid, "API_KEY", VALUE).status_code in (200, 201)
+    created = vh.run_json("meta", "--project", "sec", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    info = vh.wait(created["id"])
+    assert info["status"] == "complete", info
+
+    # Metadata lines: masked as bytes, and (a value written with \u escapes) once parsed.
+    metadata = alice.get(f"/api/v0/executions/{info['id']}/metadata/")
+    assert metadata.status_code == 200 and "***" in metadata.text, metadata.text
+    texts = [json.loads(line)["text"] for line in vh("exec", "logs", str(info["id"]), "--json").stdout.splitlines()]
+    assert '{"token": "***"}' in texts and '{"escaped": "***"}' in texts, texts
+    # The sidecar and the jsonl line: the output's metadata holds the mask, its tags too.
+    shown = vh.json("exec", "info", str(info["id"]))
+    (output,) = shown["outputs"]
+    assert output["metadata"] == {"token": "***", "nested": {"k": ["***"]}, "esc": "***", "valohai.tags": ["***"],
+                                  "from_jsonl": "***"}, output
+    assert output["tags"] == ["***"]
+
+    tail = VALUE[1:]  # the value less its first letter: also what the \u-escaped forms hold
+    for where, text in {"exec info": json.dumps(shown), "exec logs": "\n".join(texts),
+                        "API metadata": metadata.text,
+                        "API execution": alice.get(f"/api/v0/executions/{info['id']}/").text,
+                        "API data": alice.get(f"/api/v0/data/?output_execution={info['id']}").text}.items():
+        assert tail not in text, where
+    assert tail.encode() not in database_bytes(vh.home)
 
 
 def test_the_owner_manages_secrets_over_the_api_and_values_are_never_returned(

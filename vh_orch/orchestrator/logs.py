@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from vh_orch import failpoints
 from vh_orch.errors import LeaseLost
-from vh_orch.orchestrator.masking import StreamMask, mask_text, masked_forms
+from vh_orch.orchestrator.masking import StreamMask, mask_text, masked_forms, masked_value
 from vh_orch.orchestrator.metadata_limits import DEFAULT_MAX_KEYS, MetadataGate, warning
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogChunk, Store
@@ -181,7 +181,8 @@ class LogIngester:
                  on_metadata: Callable[[dict[str, Any]], None] | None = None,
                  max_metadata_keys: int = DEFAULT_MAX_KEYS, secrets: Iterable[str] = ()) -> None:
         self.store = store
-        # The project's secret values: masked (`***`) in every line before it is stored (masking.py).
+        # The project's secret values: masked (`***`) in every line before it is stored, and in every
+        # metadata point and output's metadata (masking.py).
         self._masked = masked_forms(secrets)
         # Called in a reader thread with each metadata point as it is read (stop conditions).
         self.on_metadata = on_metadata
@@ -202,6 +203,11 @@ class LogIngester:
         # what no-output-timeout measures. Lines of vh-orch's own (add()) do not count.
         self.last_output: float | None = None
         self.lost = False  # the execution's lease went to another replica: nothing more is stored
+
+    @property
+    def masked_forms(self) -> list[bytes]:
+        """The secret values' forms this execution masks (for its output metadata too)."""
+        return self._masked
 
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         """Read a stream to its end in a thread of its own.
@@ -282,6 +288,13 @@ class LogIngester:
             text = raw[STAMP_WIDTH:] if stamped and has_stamp(raw) else raw
             if text[:1] in "{ \t" and text:
                 point = parse_metadata(text)
+                if point is not None and self._masked:
+                    # The line's bytes were masked; a value written with \u escapes shows once parsed:
+                    # then the line is stored as the masked point's JSON.
+                    masked = masked_value(point, self._masked)
+                    if masked != point:
+                        point = masked
+                        lines[i] = raw[:len(raw) - len(text)] + json.dumps(masked, ensure_ascii=False)
                 if point is not None:
                     kept, rules = self.gate.admit(point, len(text))
                     broken += rules

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 MASK = b"***"
 MIN_LINE_PART = 4  # the lines of a many-line value masked on their own: not the shortest (`}`, `--`)
@@ -43,6 +44,24 @@ def mask_text(text: str, forms: list[bytes]) -> str:
     for form in forms:
         data = data.replace(form, MASK)
     return data.decode("utf-8", "replace")
+
+
+def masked_value(value: Any, forms: list[bytes]) -> Any:
+    """A parsed JSON value (a metadata point, an output's metadata) with every form masked in its keys and
+    texts, and a number that shows a value replaced by the mask: what the bytes could not catch (a value
+    written with \\u escapes) is caught once it is parsed."""
+    if not forms:
+        return value
+    if isinstance(value, str):
+        return mask_text(value, forms)
+    if isinstance(value, dict):
+        return {mask_text(str(k), forms): masked_value(v, forms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked_value(v, forms) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        shown = json.dumps(value)
+        return MASK.decode() if mask_text(shown, forms) != shown else value
+    return value
 
 
 class StreamMask:

@@ -684,7 +684,7 @@ class ExecutionRunner:
                 rows.append(Output(id=plan.datum_id, execution_id=self.execution_id, name=rel, size=size,
                                    sha256=digest, uri=plan.uri))
                 failpoints.hit("output-upload")
-            describe(rows, sources, lambda line: ingester.add("stderr", line))
+            describe(rows, sources, lambda line: ingester.add("stderr", line), ingester.masked_forms)
         except Exception as exc:  # transport, signing or the store: the execution says what
             for _, plan in plans:
                 try:
@@ -749,7 +749,7 @@ class ExecutionRunner:
                     rows.append(future.result())
                 except (OSError, VhOrchError) as exc:
                     problem = problem or f"storing outputs failed: {exc}"
-        describe(rows, sources, lambda line: ingester.add("stderr", line))
+        describe(rows, sources, lambda line: ingester.add("stderr", line), ingester.masked_forms)
         return rows, problem
 
 
