@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VhOrch, Re
         for user in ("alice", "bob"):
             vh("user", "add", user, "--password-stdin", stdin=PASSWORD + "\n")
         for project, owner in (("hooks", "alice"), ("alices", "alice"), ("bobs", "bob"), ("mixed", "admin"),
-                               ("slow", "admin"), ("paged", "alice"), ("sneaky", "alice")):
+                               ("slow", "admin"), ("paged", "alice"), ("sneaky", "alice"), ("urls", "alice")):
             vh("project", "add", project, "--owner", owner)
         vh.project_dir = make_project(root, "proj", STEPS)  # type: ignore[attr-defined]
         vh.start_daemon()
@@ -390,6 +391,42 @@ def test_a_name_that_resolves_into_loopback_is_refused_where_an_api_webhook_conn
         vh("webhook", "rm", str(hook))
 
 
+def test_a_webhooks_url_is_stored_encrypted_and_shown_by_its_host_and_last_characters_alone(
+        world: tuple[VhOrch, Receiver]) -> None:
+    vh, receiver = world
+    token = "T0k" + secrets.token_hex(10)  # as in Slack's incoming-webhook URLs: the path is the credential
+    delivered = f"/services/T0/B0/{token}"
+    dead = f"http://{RECEIVER_ADDRESS}:1/services/T0/B1/{token}x"  # nothing listens: the error quotes the path
+    hook = vh.json("webhook", "add", "-p", "urls", "--url", receiver.url + delivered, "--events", "execution.ended")
+    refused = vh.json("webhook", "add", "-p", "urls", "--url", dead, "--events", "execution.ended")
+    assert hook["url"] == f"{receiver.url}/…{token[-4:]}"
+    assert refused["url"] == f"http://{RECEIVER_ADDRESS}:1/…{token[-3:]}x"
+    ran = vh.run_json("hello", "--project", "urls", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    assert vh.wait(ran["id"])["status"] == "complete"
+    eventually("the POST to the whole URL", lambda: receiver.posts_to(delivered))  # the sender opened it
+    tried = eventually("the refused try recorded", lambda: [
+        d for d in vh.json("webhook", "deliveries", str(refused["id"])) if d["attempts"] >= 1])[0]
+    assert tried["last_status_code"] is None and "/…" in tried["last_error"], tried
+
+    alice = Client(vh, "alice")
+    pid = alice.project_id("urls")
+    browser, site = signed_in(vh, "alice")
+    page = browser.get(f"{site}/projects/{pid}/", timeout=TIMEOUT).text
+    assert f"…{token[-4:]}" in page
+    shown = {"CLI list": vh("webhook", "list", "-p", "urls").stdout,
+             "CLI list --json": json.dumps(vh.json("webhook", "list", "-p", "urls")),
+             "CLI deliveries": json.dumps(tried),
+             "API list": alice.call("GET", f"/api/v0/projects/{pid}/webhooks/").text,
+             "API deliveries": alice.call("GET", f"/api/v0/webhooks/{refused['id']}/deliveries/").text,
+             "page": page}
+    for where, text in shown.items():
+        assert token not in text, where
+    assert token.encode() not in state_bytes(vh.home)
+    assert token not in vh.daemon_log.read_text()
+    for made in (hook, refused):
+        vh("webhook", "rm", str(made["id"]))
+
+
 # -- the project page ------------------------------------------------------------------------------------
 
 
@@ -418,7 +455,7 @@ def test_the_project_page_shows_webhooks_to_the_owner_only_and_adds_them_with_th
     made = browser.post(path, json=body, headers={"Origin": site, "X-CSRF-Token": csrf}, timeout=TIMEOUT)
     assert made.status_code == 201, made.text
     page = browser.get(f"{site}/projects/{pid}/", timeout=TIMEOUT).text
-    assert "https://hooks.example.com/page" in page and SECRET not in page
+    assert "https://hooks.example.com/…page" in page and "hooks.example.com/page" not in page and SECRET not in page
 
     vh("project", "share", "hooks", "bob")
     try:
@@ -464,7 +501,8 @@ def test_the_owner_adds_and_removes_a_webhook_in_the_browser_under_the_pages_csp
         Select(browser.find_element(By.ID, "webhook-format")).select_by_value("slack")
         browser.find_element(By.ID, "webhook-add").click()
         row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#webhooks tbody tr"), "the webhook not listed")
-        assert "https://hooks.example.com/from-page" in row[0].text and SECRET not in browser.page_source
+        assert "https://hooks.example.com/…page" in row[0].text and SECRET not in browser.page_source
+        assert "from-page" not in browser.page_source
         (made,) = vh.json("webhook", "list", "-p", "paged")
         assert (made["events"], made["format"], made["has_secret"], made["created_by"]) == (
             ["execution.ended", "pipeline.ended"], "slack", True, "alice")

@@ -8,7 +8,8 @@ A delivery is a POST of the body made when the work ended, with
   de-duplication key (a try whose answer was lost is sent again);
 - `X-Vh-Orch-Signature: sha256=HEX`: HMAC-SHA256 of the body with the webhook's secret (when it has one).
 Any 2xx is delivered; anything else, a redirect included, or no answer is tried again after the back-off.
-Webhooks made through the API (restricted) go out only to addresses the fetch policy allows.
+Webhooks made through the API (restricted) go out only to addresses the fetch policy allows. The URL is
+stored encrypted (orchestrator/webhook_urls.py) and opened only here, for the try.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from vh_orch.orchestrator.webhook_urls import open_url, redact
 from vh_orch.timeutil import utcnow
 
 if TYPE_CHECKING:
-    from vh_orch.keyring import KeyRing
     from vh_orch.orchestrator.store import Store
     from vh_orch.orchestrator.store.webhooks import Due
     from vh_orch.settings import Settings
@@ -69,7 +70,6 @@ class WebhookSender:
         self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="webhook")
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
-        self._keyring: KeyRing | None = None
 
     def tick(self, store: Store) -> int:
         """Hand the due deliveries to the pool (as many as it has free workers); how many it took."""
@@ -110,30 +110,24 @@ class WebhookSender:
                 self._in_flight.discard(due.id)
 
     def post(self, due: Due) -> tuple[int | None, str | None]:
-        """One try: (the HTTP status, None), or (None, why there was no answer)."""
-        import requests
+        """One try: (the HTTP status, None), or (None, why there was no answer). The URL is decrypted
+        here alone, and kept out of the error (it is stored, and logged)."""
+        from vh_orch.keyring import KeyRing
 
+        url = ""
         try:
-            secret = self._secret(due)
+            # Loaded for each try: a key put first in the key file for a rotation is used at once.
+            ring = KeyRing.load(self.settings.home)
+            url = open_url(due.url, ring.decrypt)
+            secret = ring.decrypt(due.secret) if due.secret is not None else None
             session = self._session(due.restricted)
             with session:
-                answer = session.post(due.url, data=due.body.encode(), headers=headers_for(due, secret),
+                answer = session.post(url, data=due.body.encode(), headers=headers_for(due, secret),
                                       timeout=(TIMEOUT_S, TIMEOUT_S), allow_redirects=False, stream=True)
                 answer.close()  # the answer's body is not read: a receiver cannot make the daemon hold it
             return answer.status_code, None if answer.status_code < 300 else f"HTTP {answer.status_code}"
-        except requests.RequestException as exc:
-            return None, _short(f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # FetchRefused, an undecryptable secret: tried again, and said why
-            return None, _short(f"{type(exc).__name__}: {exc}")
-
-    def _secret(self, due: Due) -> bytes | None:
-        if due.secret is None:
-            return None
-        if self._keyring is None:
-            from vh_orch.keyring import KeyRing
-
-            self._keyring = KeyRing.load(self.settings.home)
-        return self._keyring.decrypt(due.secret)
+        except Exception as exc:  # no answer, FetchRefused, an undecryptable value: tried again, and said why
+            return None, _short(redact(f"{type(exc).__name__}: {exc}", url))
 
     def _session(self, restricted: bool) -> Any:
         """A session that takes nothing from the daemon's environment (proxies, netrc); for a restricted

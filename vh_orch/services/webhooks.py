@@ -2,9 +2,11 @@
 the project's API routes both come here), and the shapes both faces show.
 
 The signing secret is encrypted with the installation's key before it is stored and never shown again
-(the views say only whether there is one). A webhook made through the API is restricted: its URL must
-pass the fetch policy (no address of the daemon's own networks unless the operator allows it), checked
-here and again on every connection; the operator's CLI may point one anywhere.
+(the views say only whether there is one); so is the URL, which can itself be a credential: the views
+show `scheme://host/…(its last 4 characters)` (orchestrator/webhook_urls.py). A webhook made through
+the API is restricted: its URL must pass the fetch policy (no address of the daemon's own networks
+unless the operator allows it), checked here and again on every connection; the operator's CLI may
+point one anywhere.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import urlsplit
 
 from vh_orch.errors import UserInputError, about
 from vh_orch.orchestrator.store.webhooks import EVENTS
+from vh_orch.orchestrator.webhook_urls import seal_url, stored_shown
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -129,12 +132,12 @@ def add_webhook(store: Store, settings: Settings, project: Project, request: Web
     events = parse_events(request.events)
     if request.format not in FORMATS:
         raise UserInputError(f"format {request.format[:50]!r}: give json or slack", field="format")
-    secret = None
-    if request.secret:
-        if len(request.secret.encode()) > MAX_SECRET_BYTES:
-            raise UserInputError(f"the secret is longer than {MAX_SECRET_BYTES} bytes", field="secret")
-        secret = KeyRing.load(settings.home).encrypt(request.secret)
-    webhook = store.add_webhook(Webhook(project_id=project.id, url=url, events=list(events),  # type: ignore[arg-type]
+    if request.secret and len(request.secret.encode()) > MAX_SECRET_BYTES:
+        raise UserInputError(f"the secret is longer than {MAX_SECRET_BYTES} bytes", field="secret")
+    ring = KeyRing.load(settings.home)
+    secret = ring.encrypt(request.secret) if request.secret else None
+    sealed = seal_url(url, ring.encrypt)
+    webhook = store.add_webhook(Webhook(project_id=project.id, url=sealed, events=list(events),  # type: ignore[arg-type]
                                         secret=secret, format=request.format, restricted=restricted,
                                         created_by=created_by))
     return webhook_view(webhook, project.name)
@@ -142,9 +145,9 @@ def add_webhook(store: Store, settings: Settings, project: Project, request: Web
 
 def webhook_view(webhook: Webhook, project_name: str) -> WebhookView:
     assert webhook.id is not None
-    return WebhookView(id=webhook.id, project=project_name, url=webhook.url, events=tuple(webhook.events),
-                       format=webhook.format, has_secret=webhook.secret is not None, restricted=webhook.restricted,
-                       created_by=webhook.created_by, created_at=webhook.created_at)
+    return WebhookView(id=webhook.id, project=project_name, url=stored_shown(webhook.url),
+                       events=tuple(webhook.events), format=webhook.format, has_secret=webhook.secret is not None,
+                       restricted=webhook.restricted, created_by=webhook.created_by, created_at=webhook.created_at)
 
 
 def list_webhooks(store: Store, project_ids: Sequence[int] | None = None) -> list[WebhookView]:

@@ -33,7 +33,7 @@ class Due:
     event_id: str
     body: str
     attempts: int
-    url: str
+    url: str  # sealed: `SHOWN TOKEN` (webhook_urls.py); the sender opens it
     secret: str | None  # still encrypted
     format: str
     restricted: bool
