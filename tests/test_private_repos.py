@@ -396,7 +396,8 @@ def test_a_new_installation_key_reencrypts_deploy_keys_and_tokens(vh: VhOrch, gi
     old = (vh.home / "secret.key").read_bytes().strip()
     new = Fernet.generate_key()
     ring = KeyRing([new, old])
-    assert Store(f"sqlite:///{vh.home / 'state.db'}").reencrypt_repo_secrets(ring.rotate) == 2
+    counts = Store(f"sqlite:///{vh.home / 'state.db'}").reencrypt_secrets(ring.rotate)
+    assert (counts["deploy keys"], counts["repository tokens"], sum(counts.values())) == (1, 1, 2)
     (vh.home / "secret.key").write_bytes(new + b"\n")  # the old key dropped: the values open with the new one
     assert vh.json("project", "fetch", "tokened")["refs"] == []  # the token opened with the new key alone
     only_new = KeyRing([new])

@@ -439,3 +439,73 @@ def test_the_project_page_sets_and_removes_secrets_with_the_csrf_token_only(
                            headers={"Origin": api}, timeout=TIMEOUT)
     assert removed.status_code == 200 and 'data-secret="FROM_WEB"' not in removed.text
     assert "/secrets/" in session.get(f"{api}/projects/{pid}/", timeout=TIMEOUT).text  # the owner's link
+
+
+# -- rotating the installation's key ----------------------------------------------------------------------
+
+def encrypted_values(vh: VhOrch) -> dict[str, str]:
+    """Every value stored encrypted, by where it is."""
+    store = store_of(vh)
+    values: dict[str, str] = {}
+    for project in store.list_projects():
+        rows = store.list_secrets(project.id)  # type: ignore[arg-type]
+        values.update({f"{project.name} secret {r.name}": r.value for r in rows})
+        for column in ("deploy_key_private", "repo_token"):
+            if getattr(project, column) is not None:
+                values[f"{project.name} {column}"] = getattr(project, column)
+    values.update({f"registry {row.host}": row.password for row, _ in store.list_registries()})
+    for hook in store.list_webhooks():
+        values[f"webhook {hook.id} url"] = hook.url
+        if hook.secret is not None:
+            values[f"webhook {hook.id} secret"] = hook.secret
+    return values
+
+
+def opened(ring: KeyRing, where: str, value: str) -> str:
+    from vh_orch.orchestrator.webhook_urls import open_url
+
+    return open_url(value, ring.decrypt) if where.endswith(" url") else ring.decrypt(value).decode()
+
+
+def test_rotate_key_reencrypts_every_stored_secret_and_then_the_old_key_can_go(
+        world: tuple[VhOrch, str, dict[str, Client]], token_repo: tuple[str, list[str]]) -> None:
+    from cryptography.fernet import Fernet
+
+    vh, _, clients = world
+    assert put(clients["alice"], project_id(clients["alice"], "sec"), "API_KEY", VALUE).status_code in (200, 201)
+    with_stdin(vh, "repo-token\n", "project", "add", "rot-token", "--repo", token_repo[0], "--repo-token-stdin")
+    vh("project", "add", "rot-key", "--repo", "ssh://git@127.0.0.1:9/x.git", "--deploy-key", "generate")
+    with_stdin(vh, "registry-password\n", "registry", "add", "rot.test:5000", "--username", "u", "--password-stdin")
+    with_stdin(vh, "hook-secret\n", "webhook", "add", "-p", "bobs", "--url", "http://127.0.0.1:9/rot/a-url-token",
+               "--secret-stdin")
+    key_file = vh.home / "secret.key"
+    old, new = key_file.read_bytes().strip(), Fernet.generate_key()
+    before = encrypted_values(vh)
+    plain = {where: opened(KeyRing([old]), where, value) for where, value in before.items()}
+
+    # Without the old key nothing opens: refused, and nothing changed.
+    key_file.write_bytes(new + b"\n")
+    refused = vh("rotate-key", check=False)
+    assert refused.returncode == 1 and "does not open" in refused.stderr, refused.stderr
+    assert encrypted_values(vh) == before
+
+    key_file.write_bytes(new + b"\n" + old + b"\n")  # the new key first, the old one after it
+    done = vh.json("rotate-key")
+    assert done["reencrypted"] == len(before) and done["keys"] == 2, done
+    assert all(done["by_kind"][kind] >= 1 for kind in (
+        "project secrets", "deploy keys", "repository tokens", "registry passwords", "webhook secrets",
+        "webhook URLs")), done
+    key_file.write_bytes(new + b"\n")  # the old key removed
+    after = encrypted_values(vh)
+    assert after.keys() == before.keys()
+    for where, value in after.items():
+        assert value != before[where] and opened(KeyRing([new]), where, value) == plain[where], where
+    assert stored_secret(vh, "sec", "API_KEY") == VALUE and repo_token(vh, "rot-token") == "repo-token"
+
+    # The daemon reads the key as it goes: an execution still gets its secret, the token still fetches.
+    created = vh.run_json("leak", "--project", "sec", "--adhoc", str(vh.project_dir))  # type: ignore[attr-defined]
+    info = vh.wait(created["id"])
+    assert info["status"] == "complete", info
+    texts = [json.loads(line)["text"] for line in vh("exec", "logs", str(info["id"]), "--json").stdout.splitlines()]
+    assert f"length={len(VALUE)}" in texts and "***" in texts
+    assert vh.json("project", "fetch", "rot-token")["refs"] == []

@@ -8,7 +8,7 @@ The key lives outside the database, so a copy of `state.db` (or a PostgreSQL dum
 - `HOME/secret.key`, made by `vh-orch init` (0600).
 Replicas of one installation must share it. A file may hold several keys, one per line, newest first:
 values are encrypted with the first and decrypted with whichever opens them (rotation: put a new key
-first, `vh-orch secret rotate` re-encrypts every stored value, then drop the old line).
+first, `vh-orch rotate-key` re-encrypts every stored value, then drop the old line).
 
 Fernet (the `cryptography` library): AES-128-CBC with HMAC-SHA256, a timestamp and a version byte; a
 value changed in the database fails to decrypt instead of decrypting to something else.
@@ -34,6 +34,11 @@ KEY_FILE_NAME = "secret.key"
 def key_file(home: Path, environ: Mapping[str, str] = os.environ) -> Path:
     """Where the installation's key file is (it may not exist yet)."""
     return Path(environ[KEY_FILE_ENV]) if environ.get(KEY_FILE_ENV) else home / KEY_FILE_NAME
+
+
+def key_source(home: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the installation's keys are read from, in words (for messages)."""
+    return KEY_ENV if environ.get(KEY_ENV) else str(key_file(home, environ))
 
 
 def ensure_key_file(home: Path, environ: Mapping[str, str] = os.environ) -> bool:
@@ -94,5 +99,12 @@ class KeyRing:
                               "installation's key, or the value was changed in the database)") from None
 
     def rotate(self, token: str) -> str:
-        """The value encrypted again with the newest key."""
-        return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        """The value encrypted again with the newest key; ConfigError when no key opens it."""
+        from cryptography.fernet import InvalidToken
+
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken:
+            raise ConfigError("a stored secret does not open with any of the installation's keys (keep the "
+                              "old key in the key file, after the new one, until `vh-orch rotate-key` is "
+                              "done)") from None

@@ -13,6 +13,7 @@ from vh_orch.cli import (
     webhooks,
 )
 from vh_orch.cli import registries, secrets  # noqa: I001 (its own line: issue 30's parts merge cleanly)
+from vh_orch.cli import keys  # noqa: I001
 
 app = typer.Typer(
     name="vh-orch",
@@ -26,6 +27,7 @@ app.command("serve")(daemon_cmds.serve)
 app.command("status")(operations.status)
 app.command("replicas")(operations.replicas)
 app.command("cleanup")(operations.cleanup)
+app.command("rotate-key")(keys.rotate_key)
 app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")
 app.add_typer(projects.app, name="project")

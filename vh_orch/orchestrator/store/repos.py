@@ -3,10 +3,8 @@ encrypted by the caller with the installation's key before they get here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from sqlalchemy import or_, update
-from sqlmodel import col, select
+from sqlalchemy import update
+from sqlmodel import col
 
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.models import Project
@@ -37,18 +35,3 @@ class ReposStore(Database):
             done = s.execute(update(Project).where(col(Project.id) == project_id).values(**values))
             if not done.rowcount:  # type: ignore[attr-defined]
                 raise NotFound(f"no project with id {project_id}")
-
-    def reencrypt_repo_secrets(self, rotate: Callable[[str], str]) -> int:
-        """Every project's deploy key and token encrypted again (`rotate`: KeyRing.rotate, for a new
-        installation key); how many values were rewritten. One transaction: all or none."""
-        count = 0
-        with self.write() as s:
-            for project in s.exec(select(Project).where(
-                    or_(col(Project.deploy_key_private).is_not(None), col(Project.repo_token).is_not(None)))).all():
-                for column in ("deploy_key_private", "repo_token"):
-                    value = getattr(project, column)
-                    if value is not None:
-                        setattr(project, column, rotate(value))
-                        count += 1
-                s.add(project)
-        return count

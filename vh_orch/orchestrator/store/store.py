@@ -4,6 +4,7 @@ from vh_orch.orchestrator.store.core import CoreStore
 from vh_orch.orchestrator.store.counts import CountsStore
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.fleet import FleetStore
+from vh_orch.orchestrator.store.keys import KeysStore
 from vh_orch.orchestrator.store.leases import LeasesStore
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.orchestrator.store.logs import LogsStore
@@ -20,6 +21,6 @@ from vh_orch.orchestrator.store.webhooks import WebhooksStore
 
 class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore,
             UtilizationStore, LifecycleStore, WebhooksStore, UsersStore, LeasesStore, DatasetsStore, ReposStore,
-            SecretsStore, RegistriesStore):
+            SecretsStore, RegistriesStore, KeysStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""
