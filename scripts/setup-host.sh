@@ -2,14 +2,15 @@
 # Prepare this machine (Debian 12, as root) for vh-orch's tests and demo:
 #   - install the Debian packages the tests need (Docker engine, busybox-static,
 #     debootstrap, sshd, git, chromium and its driver for the web UI's tests, PostgreSQL
-#     for the database tests that run on both SQLite and PostgreSQL),
+#     for the database tests that run on both SQLite and PostgreSQL, docker-registry for the
+#     private registry tests),
 #     running `apt-get update` only when needed;
 #   - start dockerd in the background when `docker info` does not answer;
 #   - check that every docker client on PATH talks to the daemon.
 # Idempotent; every wait is bounded; works with no stdin and CI=true.
 set -euo pipefail
 
-PACKAGES=(docker.io busybox-static debootstrap openssh-server git chromium chromium-driver postgresql)
+PACKAGES=(docker.io busybox-static debootstrap openssh-server git chromium chromium-driver postgresql docker-registry)
 DOCKERD_LOG=/var/log/vh-orch-dockerd.log
 DOCKER_WAIT_SECONDS=${VH_ORCH_DOCKER_WAIT_SECONDS:-60}
 

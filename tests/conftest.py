@@ -291,7 +291,8 @@ _template: Path | None = None
 
 def copy_initialised_home(home: Path) -> None:
     """What `vh-orch init` makes, copied from one home initialised once per test process (a fresh
-    init runs every migration), with a cluster id of its own: installations stay strangers."""
+    init runs every migration), with a cluster id and a secret key of its own: installations stay
+    strangers."""
     global _template
     if _template is None:
         import atexit
@@ -304,6 +305,9 @@ def copy_initialised_home(home: Path) -> None:
         atexit.register(shutil.rmtree, made.parent, True)
         _template = made
     shutil.copytree(_template, home)
+    from cryptography.fernet import Fernet
+
+    (home / "secret.key").write_bytes(Fernet.generate_key() + b"\n")
     db = sqlite3.connect(home / "state.db")
     try:
         with db:

@@ -88,7 +88,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, docker_images: None) -> Itera
     """A daemon with non-admin users (one per test, as sign-in state is per name), on the Docker runtime."""
     with installation(tmp_path_factory.mktemp("security-web") / "home") as vh:
         vh("env", "update", "local", "--runtime", "docker", "--pull-policy", "never")
-        for user in ("alice", "carol", "erin", "frank"):
+        for user in ("alice", "carol", "erin", "frank", "gina"):
             with_stdin(vh, PASSWORD + "\n", "user", "add", user, "--password-stdin")
         vh("project", "add", "franks", "--owner", "frank")
         vh.start_daemon()
@@ -241,7 +241,7 @@ def test_every_page_api_route_and_static_file_carries_the_security_headers(
              "/metrics", "/nowhere"]
     statics = [f"/static/{p.relative_to(STATIC).as_posix()}" for p in STATIC.rglob("*") if p.is_file()]
     filled = {"project_id": pid, "ref": str(eid), "identifier": commit, "datum_id": "999", "dataset_id": "999",
-              "version_id": "999"}
+              "version_id": "999", "webhook_id": "999"}
     schema = signed_in.get(f"{api}/api/openapi.json", timeout=TIMEOUT).json()
     routes = [re.sub(r"\{(\w+)\}", lambda m: filled[m.group(1)], path)
               for path, ops in schema["paths"].items() if "get" in ops]
@@ -267,6 +267,66 @@ def test_every_page_api_route_and_static_file_carries_the_security_headers(
     assert page.status_code == 404 and page.headers["content-type"].startswith("text/html") and 'id="home"' in page.text
     data = signed_in.get(f"{api}/api/v0/tasks/999/", timeout=TIMEOUT)
     assert data.status_code == 404 and data.headers["content-type"] == "application/json" and data.json()["detail"]
+
+
+# What a route that takes a body is sent (a valid one: what refuses it must be who asks, not the body;
+# PROJECT: the project's id).
+PROJECT = "<project>"
+BODIES: dict[tuple[str, str], Any] = {
+    ("put", "/api/v0/projects/{project_id}/secrets/{name}/"): {"value": "planted"},
+    ("post", "/api/v0/projects/{project_id}/webhooks/"): {"url": "https://hooks.example.com/planted"},
+    ("post", "/api/v0/commits/{identifier}/pipeline-payload/"): {"project": PROJECT, "pipeline": "p"},
+    ("post", "/api/v0/executions/{ref}/run-again/"): {},
+}
+# Pages of one project's things (not in the API's schema).
+PROJECT_PAGES = ("/projects/{project_id}/", "/projects/{project_id}/secrets/", "/executions/{ref}/")
+# Issue 30's routes: the walk must reach every one of them.
+NEW_ROUTES = {"/api/v0/projects/{project_id}/secrets/", "/api/v0/projects/{project_id}/secrets/{name}/",
+              "/api/v0/projects/{project_id}/deploy-key/", "/api/v0/projects/{project_id}/deploy-key/rotate/",
+              "/api/v0/projects/{project_id}/webhooks/", "/api/v0/webhooks/{webhook_id}/",
+              "/api/v0/webhooks/{webhook_id}/deliveries/"}
+
+
+def test_every_route_and_page_of_a_users_project_answers_another_user_404_and_a_visitor_401(
+        site: tuple[VhOrch, str], hostile_run: dict[str, Any]) -> None:
+    vh, api = site
+    with_stdin(vh, "franks-value\n", "project", "secret", "set", "franks", "FRANKS_KEY", "--value-stdin")
+    hook = vh.json("webhook", "add", "-p", "franks", "--url", "http://127.0.0.1:9/franks", "--secret-stdin",
+                   stdin="franks-hook\n")
+    filled = {"project_id": hostile_run["project"], "ref": str(hostile_run["id"]), "identifier": hostile_run["commit"],
+              "webhook_id": str(hook["id"]), "name": "FRANKS_KEY"}
+    gina = Client(api, vh.json("user", "token", "gina")["token"])
+    schema = gina.get("/api/openapi.json").json()
+    walked = set()
+    for template, operations in schema["paths"].items():
+        names = set(re.findall(r"\{(\w+)\}", template))
+        if not names or not names <= set(filled):  # a route of nobody's things, or of things frank has none of
+            continue
+        path = re.sub(r"\{(\w+)\}", lambda m: filled[m.group(1)], template)
+        # A commit is found by its identifier in a project the caller names (the project is what is checked).
+        query = {"project": filled["project_id"]} if "{identifier}" in template else None
+        for method in operations:
+            body = BODIES.get((method, template))
+            if isinstance(body, dict) and body.get("project") == PROJECT:
+                body = {**body, "project": filled["project_id"]}
+            visitor = requests.request(method, f"{api}{path}", params=query, json=body, timeout=TIMEOUT)
+            assert visitor.status_code == 401, (method, template, visitor.text)
+            other = requests.request(method, f"{api}{path}", params=query, json=body, headers=gina.headers,
+                                     timeout=TIMEOUT)
+            assert other.status_code == 404, (method, template, other.text)
+            assert "franks-" not in other.text and "127.0.0.1:9" not in other.text
+            walked.add(template)
+    assert NEW_ROUTES <= walked, NEW_ROUTES - walked
+    ginas_browser = browser_session(api, "gina", PASSWORD)
+    for template in PROJECT_PAGES:
+        path = re.sub(r"\{(\w+)\}", lambda m: filled[m.group(1)], template)
+        assert ginas_browser.get(f"{api}{path}", timeout=TIMEOUT).status_code == 404, template
+        visitor = requests.get(f"{api}{path}", allow_redirects=False, timeout=TIMEOUT)
+        assert visitor.status_code == 303 and "/login" in visitor.headers["location"], template
+    # Nothing of frank's changed: his secret, his webhook, his project's deploy key.
+    assert [s["name"] for s in vh.json("project", "secret", "list", "franks")] == ["FRANKS_KEY"]
+    assert [w["id"] for w in vh.json("webhook", "list", "-p", "franks")] == [hook["id"]]
+    assert vh.json("project", "key", "franks")["deploy_key"] is None
 
 
 def test_api_docs_come_from_this_host_alone_and_render(site: tuple[VhOrch, str]) -> None:

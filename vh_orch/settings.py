@@ -87,7 +87,7 @@ class Settings:
         inside folders made 0700; execution folders in use are left alone (their containers read
         them) behind the home's 0700. Returns how many modes were changed."""
         changed = _chmod(self.home.resolve(), PRIVATE_DIR)  # the home may be reached through a link
-        for path in self.home.glob("state.db*"):
+        for path in [*self.home.glob("state.db*"), *self.home.glob("secret.key")]:
             changed += _chmod(path, PRIVATE_FILE)
         for tree in (self.data_dir, self.repos_dir, self.adhoc_dir):
             changed += _tighten_tree(tree, files=True)

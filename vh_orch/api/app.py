@@ -39,6 +39,8 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     api.allowlist.parse_allow); daemon_metrics: the serving daemon's own counters, if any;
     allowed_hosts: the Host names answered (`--allowed-host`, parsed by api.site_guard; empty: any)."""
     from vh_orch.api import approvals, commits, data, datasets, executions, operations, pipelines, projects, tasks
+    from vh_orch.api import repos as repos_api
+    from vh_orch.api import webhooks
 
     # /api/docs is a page of web/pages.py: swagger-ui vendored, no inline script (FastAPI's own loads it from a CDN)
     app = FastAPI(title="vh-orch", docs_url=None, openapi_url="/api/openapi.json", redoc_url=None,
@@ -56,13 +58,21 @@ def create_app(store: Store, settings: Settings, *, max_upload_bytes: int = DEFA
     app.state.metrics_registry = build_registry(store, daemon_metrics)
     for module in (projects, commits, executions, tasks, pipelines, approvals, data, datasets, operations):
         app.include_router(module.router)
+    app.include_router(repos_api.router)  # a project's deploy key: its owner's alone
+    app.include_router(webhooks.router)
     app.include_router(metrics_router)
+    from vh_orch.api import secrets as secrets_api
+
+    app.include_router(secrets_api.router)
 
     from fastapi.staticfiles import StaticFiles
 
     from vh_orch.web import pages
 
     app.include_router(pages.router)
+    from vh_orch.web import secrets_page
+
+    app.include_router(secrets_page.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     app.add_exception_handler(pages.SignIn, pages.sign_in_redirect)
     app.add_middleware(SiteGuard, allowed_hosts=tuple(allowed_hosts))

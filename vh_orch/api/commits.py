@@ -31,6 +31,7 @@ from vh_orch.api.shapes import commit_identifier, commit_json
 from vh_orch.config.packages import read_package
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Commit, Project, User
+from vh_orch.orchestrator.repo_access import project_git
 from vh_orch.storage.packages import PackageError, keep_package
 from vh_orch.storage.snapshots import CONFIG_FILE, fetch_mirror, mirror_commits, read_config
 
@@ -206,7 +207,8 @@ def fetch(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any
     if not p.mirror_path:
         return {"commits": [], "errors": [f"project {p.name} has no repository (ad-hoc runs only)"]}
     try:
-        moved = fetch_mirror(Path(p.mirror_path))
+        with project_git(store_of(request), settings_of(request), p) as fetching:
+            moved = fetch_mirror(Path(p.mirror_path), env=fetching.env)
     except UserInputError as exc:
         return {"commits": [], "errors": [str(exc)]}
     return {"commits": [{"ref": ref, "identifier": sha} for ref, sha in moved], "errors": []}

@@ -45,6 +45,12 @@ from vh_orch.bootstrap.runtimes import (
     docker_run_args,
     widen_pipe,
 )
+from vh_orch.bootstrap.registry_login import (
+    LOGIN_FAILED,
+    is_authentication,
+    login_and_pull_command,
+    pull_failure,
+)
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
 from vh_orch.bootstrap.usage import Probe
 from vh_orch.storage.input_cache import pin_name, quote_args
@@ -94,6 +100,7 @@ class RemoteDockerRuntime:
                  machine_id: int | None = None) -> None:
         self.transport = transport
         self._pulls: dict[str, threading.Thread] = {}  # container name → its image's pull, begun in prepare()
+        self._pull_failures: dict[str, str] = {}  # container name → why its image's login-and-pull failed
         self.workdir = workdir.rstrip("/")
         self.machine_id = machine_id  # labels its containers: a sweep ends only this machine's
         # A cloud VM moves inputs and outputs to and from the object store itself (signed URLs).
@@ -133,7 +140,12 @@ class RemoteDockerRuntime:
             raise RuntimeFailure("no image: set `image` in the step or pass --image")
         if spec.pull_policy not in PULL_POLICIES:
             raise RuntimeFailure(f"unknown pull policy {spec.pull_policy!r}")
-        if spec.pull_policy != "never":
+        if spec.pull_policy != "never" and spec.registry_auth is not None:
+            pull = threading.Thread(target=self._pull_with_login, args=(spec,), name=f"pull-{spec.container_name}",
+                                    daemon=True)
+            pull.start()
+            self._pulls[spec.container_name] = pull
+        elif spec.pull_policy != "never":
             pull = threading.Thread(target=pull_images, args=(self.transport, [spec.image], spec.pull_policy),
                                     name=f"pull-{spec.container_name}", daemon=True)
             pull.start()
@@ -214,24 +226,50 @@ class RemoteDockerRuntime:
             tar.add(str(spec.folder / "config"), arcname="config")
         command.channel.shutdown_write()
 
+    def _pull_with_login(self, spec: RunSpec) -> None:
+        """Pull a private registry's image on the machine, logged in for this pull only (registry_login.py)."""
+        auth, image = spec.registry_auth, str(spec.image)
+        assert auth is not None
+        command = login_and_pull_command(auth, image)
+        if spec.pull_policy == "if-missing":
+            command = f"docker image inspect {shlex.quote(image)} >/dev/null 2>&1 || {command}"
+        try:
+            result = self.transport.run(command, stdin=auth.password.encode(), timeout=PULL_TIMEOUT_S)
+        except SSHError as exc:
+            self._pull_failures[spec.container_name] = f"pulling image {image!r} failed: {exc}"
+            return
+        if result.code != 0:
+            self._pull_failures[spec.container_name] = pull_failure(image, result.stderr, auth,
+                                                                    login_refused=result.code == LOGIN_FAILED)
+
     def start(self, spec: RunSpec) -> RemoteContainer:
         pull = self._pulls.pop(spec.container_name, None)
         if pull is not None:
             pull.join(PULL_TIMEOUT_S)
+        failed = self._pull_failures.pop(spec.container_name, None)
+        if failed is not None:
+            raise RuntimeFailure(failed)
         labels = {LABEL_WORKDIR: self.workdir}
         if self.machine_id is not None:
             labels[LABEL_MACHINE] = str(self.machine_id)
         args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
-        args[args.index("--pull") + 1] = DOCKER_PULL[spec.pull_policy]
+        # A private image was pulled just now, logged in; `docker run` itself has no login to pull again with.
+        args[args.index("--pull") + 1] = "never" if spec.registry_auth is not None else DOCKER_PULL[spec.pull_policy]
         # A container of this name is what an earlier start of this attempt left behind. The image's
         # marker says when vh-orch last used it on this machine (tidy_images removes long unused ones).
         marker = f"{self.workdir}/images/{hashlib.sha256(str(spec.image).encode()).hexdigest()[:32]}"
         command = (f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
                    f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
                    f"{shlex.quote(marker)}; " + " ".join(shlex.quote(a) for a in args))
+        # The secrets' values go to the shell on its standard input, exported for `docker run -e NAME`:
+        # never in the command line the machine's `ps` shows.
+        stdin = None
+        if spec.secret_env:
+            exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in spec.secret_env.items())
+            stdin, command = (exports + command + "\n").encode(), "sh -s"
         for delay in (*RECONNECT_BACKOFF_S[:3], None):
             try:
-                result = self.transport.run(command, timeout=PULL_TIMEOUT_S)
+                result = self.transport.run(command, stdin=stdin, timeout=PULL_TIMEOUT_S)
             except SSHError as exc:
                 # The connection broke: the container may have started all the same.
                 if self._exists(spec.container_name):
@@ -244,6 +282,8 @@ class RemoteDockerRuntime:
                 # Docker says what is wrong first, then "See 'docker run --help'."
                 said = [line.strip() for line in result.stderr.splitlines()
                         if line.strip() and "--help" not in line] or ["unknown error"]
+                if is_authentication(said[-1]):
+                    raise RuntimeFailure(pull_failure(str(spec.image), said[-1], None))
                 raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy "
                                      f"{spec.pull_policy}) failed: {said[-1]}")
             break

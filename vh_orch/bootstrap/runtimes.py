@@ -24,6 +24,7 @@ from typing import IO, Protocol
 from vh_orch import failpoints
 from vh_orch.bootstrap.isolation import Isolation, MountRefused, check_mount_source, gpu_environment, isolation_args
 from vh_orch.bootstrap.oom import OomKills, killed_for_memory, oom_kills
+from vh_orch.bootstrap.registry_login import PullFailed, RegistryAuth, pull_here
 from vh_orch.bootstrap.usage import Probe
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,10 @@ class RunSpec:
     # Files mounted read-only into the container: (path on the machine, path in the container); input cache entries.
     mounts: tuple[tuple[str, str], ...] = ()
     isolation: Isolation = field(default_factory=Isolation)  # how the container is confined
+    # The project's secrets: in the command's environment, never in an argument (`ps` would show it).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    # The image's private registry login, if one is stored for it (registry_login.py); never shown.
+    registry_auth: RegistryAuth | None = field(default=None, repr=False)
 
     @property
     def container_name(self) -> str:
@@ -194,6 +199,7 @@ class ProcessRuntime:
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
         env.update(spec.env)
+        env.update(spec.secret_env)
         env.update(gpu_environment(spec.isolation, container=False))
         before = oom_kills()  # the command inherits this process's cgroup
         proc = subprocess.Popen(
@@ -312,15 +318,15 @@ class DockerRuntime:
         if policy == "never" and not present:
             raise RuntimeFailure(f"image {spec.image!r} is not on this host and the pull policy is `never`")
         if policy == "always" or not present:
-            self._pull = threading.Thread(target=self._pull_image, args=(spec.image,), daemon=True,
+            self._pull = threading.Thread(target=self._pull_image, args=(spec.image, spec.registry_auth), daemon=True,
                                           name=f"pull-{spec.container_name}")
             self._pull.start()
 
-    def _pull_image(self, image: str) -> None:
+    def _pull_image(self, image: str, auth: RegistryAuth | None) -> None:
         try:
-            _pull(image)
-        except RuntimeFailure as exc:
-            self._pull_failure = exc
+            pull_here(image, auth)
+        except PullFailed as exc:
+            self._pull_failure = RuntimeFailure(str(exc))
 
     def start(self, spec: RunSpec) -> RunningCommand:
         if self._pull is not None:
@@ -337,6 +343,7 @@ class DockerRuntime:
             args = ["setpriv", "--pdeathsig", "KILL", *args]
         proc = subprocess.Popen(
             args,
+            env={**os.environ, **spec.secret_env} if spec.secret_env else None,  # `-e NAME` reads them here
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -428,6 +435,8 @@ def docker_run_args(spec: RunSpec, host_folder: str, detach: bool, labels: dict[
     args += ["-w", f"{CONTAINER_ROOT}/repository"]
     for key, value in {**spec.env, **gpu_environment(spec.isolation, container=True)}.items():
         args += ["-e", f"{key}={value}"]
+    for key in spec.secret_env:  # the value from the docker client's own environment, not from its arguments
+        args += ["-e", key]
     args += ["--entrypoint", "sh", str(spec.image), "-c", spec.command]
     return args
 
@@ -463,15 +472,6 @@ def local_containers(cluster_id: str) -> list[tuple[str, int, int]]:
 def _image_present(image: str) -> bool:
     proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, timeout=30)
     return proc.returncode == 0
-
-
-def _pull(image: str) -> None:
-    try:
-        proc = subprocess.run(["docker", "pull", image], capture_output=True, text=True, timeout=PULL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise RuntimeFailure(f"pulling image {image!r} took longer than {PULL_TIMEOUT_S} s") from None
-    if proc.returncode != 0:
-        raise RuntimeFailure(f"pulling image {image!r} failed: {_last_line(proc.stderr) or 'unknown error'}")
 
 
 def _last_line(text: str) -> str:

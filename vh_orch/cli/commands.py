@@ -10,7 +10,10 @@ import typer
 
 from vh_orch.cli import (
     daemon_cmds, datasets, environments, executions, operations, pipelines, projects, simulate, tasks, users,
+    webhooks,
 )
+from vh_orch.cli import registries, secrets  # noqa: I001 (its own line: issue 30's parts merge cleanly)
+from vh_orch.cli import keys  # noqa: I001
 
 app = typer.Typer(
     name="vh-orch",
@@ -24,9 +27,12 @@ app.command("serve")(daemon_cmds.serve)
 app.command("status")(operations.status)
 app.command("replicas")(operations.replicas)
 app.command("cleanup")(operations.cleanup)
+app.command("rotate-key")(keys.rotate_key)
 app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")
 app.add_typer(projects.app, name="project")
+projects.app.add_typer(secrets.app, name="secret")
+app.add_typer(registries.app, name="registry")
 app.add_typer(users.app, name="user")
 app.add_typer(executions.app, name="exec")
 app.add_typer(tasks.app, name="task")
@@ -34,3 +40,4 @@ app.add_typer(pipelines.app, name="pipeline")
 app.add_typer(datasets.app, name="dataset")
 app.add_typer(environments.app, name="env")
 app.add_typer(environments.machine_app, name="machine")
+app.add_typer(webhooks.app, name="webhook")

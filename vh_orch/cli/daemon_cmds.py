@@ -26,6 +26,10 @@ def init() -> None:
     local = parse_entry({"name": BUILTIN_ENVIRONMENT, "cloud": "local", "min_scale": 1, "max_scale": 1}, "local")
     _, created = store.ensure_environment(local.name, local.cloud, settings=local.settings, **local.columns)
     store.cluster_id()
+    from vh_orch.keyring import ensure_key_file, key_file
+
+    if ensure_key_file(s.home):
+        note(f"made the secret key {key_file(s.home)}: back it up with the database (secrets cannot be read without it)")
     tightened = s.tighten()  # an installation made before its files were private, or loosened since
     note(f"vh-orch is ready in {s.home}" + (" (environment `local` created)" if created else ""))
     if tightened:
@@ -71,6 +75,10 @@ def serve(
         "--allowed-host", envvar="VH_ORCH_ALLOWED_HOSTS", metavar="HOST[,HOST...]",
         help="Host names the HTTP server answers to (repeatable; others get 400); any when unset",
     )] = None,
+    public_url: Annotated[str, typer.Option(
+        "--public-url", envvar="VH_ORCH_PUBLIC_URL", metavar="URL",
+        help="Where people reach the web pages (e.g. https://orch.example.com): the links webhooks send; "
+             "default: the address the HTTP API listens on")] = "",
 ) -> None:
     """Run the daemon: launches, dispatches and supervises executions until SIGTERM or SIGINT."""
     import logging
@@ -83,7 +91,7 @@ def serve(
     try:
         _serve(ServeOptions(once, listen, no_http, metrics_allow, trusted_proxy, max_upload_mb, max_package_files,
                             max_metadata_keys, tuple(allow_fetch or ()), max_user_priority,
-                            tuple(allowed_host or ())))
+                            tuple(allowed_host or ()), public_url))
     except VhOrchError as exc:
         if log_format != "json":
             raise  # printed as `error: ...` like any command's
@@ -106,6 +114,7 @@ class ServeOptions:
     allow_fetch: tuple[str, ...]
     max_user_priority: int
     allowed_host: tuple[str, ...]
+    public_url: str = ""
 
 
 def _serve(o: ServeOptions) -> None:
@@ -133,6 +142,7 @@ def _serve(o: ServeOptions) -> None:
                             max_metadata_keys=o.max_metadata_keys)
     s.ensure_dirs()
     store = open_store(s)
+    store.public_url = o.public_url.rstrip("/")  # the links in webhooks' bodies
     api = None
     daemon = Daemon(s, store)
     stop = threading.Event()
@@ -157,6 +167,7 @@ def _serve(o: ServeOptions) -> None:
                             trusted_proxies=proxies, max_upload_bytes=o.max_upload_mb * 1024 * 1024,
                             max_package_files=o.max_package_files, allowed_hosts=hosts)
             api.start()
+            store.public_url = store.public_url or api.url
         while not stop.wait(1.0):
             pass
     finally:

@@ -19,7 +19,7 @@ app = typer.Typer(help="Users of the HTTP API and web UI: passwords, tokens, adm
 
 NameArg = Annotated[str, typer.Argument(help="User name")]
 PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from standard input (its first line)")
+    bool, typer.Option("--password-stdin", help="Read the password from standard input (one trailing newline dropped)")
 ]
 
 
@@ -27,10 +27,9 @@ def _read_password(from_stdin: bool) -> str:
     from vh_orch.orchestrator.users import check_password
 
     if from_stdin:
-        line = sys.stdin.readline()
-        if not line:
-            raise UserInputError("--password-stdin: standard input is empty: pipe the password in")
-        return check_password(line.rstrip("\r\n"))
+        from vh_orch.cli.stdin import read_stdin_value
+
+        return check_password(read_stdin_value("--password-stdin"))
     if not sys.stdin.isatty():
         raise UserInputError("no terminal to ask for the password on: give it with --password-stdin")
     import getpass

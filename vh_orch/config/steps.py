@@ -665,7 +665,9 @@ def resolve_input_urls(step: Step, given: Mapping[str, Sequence[str]]) -> dict[s
     return urls
 
 
-def resolve_environment_variables(step: Step, given: Given) -> dict[str, str]:
+def resolve_environment_variables(step: Step, given: Given, provided: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The step's variables with the values given; provided: names the execution gets from elsewhere
+    (the project's secrets), which a required variable may come from."""
     values: dict[str, str] = {}
     for name, ev in step.environment_variables.items():
         if not name or "=" in name or "\0" in name:
@@ -677,7 +679,7 @@ def resolve_environment_variables(step: Step, given: Given) -> dict[str, str]:
             raise UserInputError(f"environment variable name {name!r} is not valid (letters, digits, _)")
         values[name] = given_text(vals[-1])
     for name, ev in step.environment_variables.items():
-        if not ev.optional and name not in values:
+        if not ev.optional and name not in values and name not in provided:
             raise UserInputError(
                 f"environment variable {name!r} is required by step {step.name!r}: pass -e {name}=VALUE"
             )
@@ -748,6 +750,7 @@ def resolve_step(
     environment_variables: Given,
     vary: frozenset[str] = frozenset(),
     inputs_later: bool = False,
+    provided_variables: frozenset[str] = frozenset(),
 ) -> ResolvedStep:
     """The step with the values given for it checked and typed (the defaults filled in), its inputs' URLs
     and its command. vary: parameters a task sets per child (or a pipeline node gets when it starts); left
@@ -770,7 +773,7 @@ def resolve_step(
             check_input_names(step, inputs)
         urls = {} if inputs_later else resolve_input_urls(step, inputs)
     with about("environment_variables"):
-        variables = resolve_environment_variables(step, environment_variables)
+        variables = resolve_environment_variables(step, environment_variables, provided_variables)
     command = "" if vary else build_command(step, params)
     with about("step"):
         limits = step_limits(step)

@@ -14,7 +14,8 @@ renews them all, and a runner whose lease was taken lets go without writing anyt
 This module only wires the parts that do it, each owning one job: the replica (replica.py:
 heartbeat, leases, take-over), the runner threads (runners.py), machine setup
 (machine_setup.py: bootstrap, pre-pull, remote sweeps and image tidying), this host
-(local_host.py: runtime choice, local sweep), the hardware use sampler (utilization.py), one
+(local_host.py: runtime choice, local sweep), the hardware use sampler (utilization.py), the
+webhook sender (webhooks.py: the cluster lease's holder sends the deliveries that ends queued), one
 driver registry (drivers.py) for the reconciler and machine setup, and the table of periodic
 jobs (`Daemon.jobs`, scheduled by jobs.py). Each part is given the store it writes through,
 fenced by the lease it acts under. The daemon is the reconciler's ExecutionHost: it hands what is
@@ -50,6 +51,7 @@ from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.engine import TaskEngine
 from vh_orch.orchestrator.utilization import Sampler
 from vh_orch.orchestrator.wakeup import listen
+from vh_orch.orchestrator.webhooks import SEND_INTERVAL_S, WebhookSender
 from vh_orch.settings import Settings
 from vh_orch.values import ExecutionStatus
 
@@ -82,6 +84,7 @@ class Daemon:
         self.runners = Runners(store, settings, self.cluster_id, self.metrics, wake=self._wake_now)
         self.replica = Replica(store, settings, self.hostname, self.runners, self.local, self._runtime_on)
         self.sampler = Sampler(store, self.runners.watched)
+        self.webhooks = WebhookSender(settings)
 
     @cached_property
     def tasks(self) -> TaskEngine:
@@ -105,6 +108,7 @@ class Daemon:
             PeriodicJob("heartbeat", self._heartbeat_job, every_s=min(s.heartbeat_interval_s, s.lease_s / 4)),
             PeriodicJob("sweep", self._sweep_local, every_s=SWEEP_INTERVAL_S),
             PeriodicJob("images", self._tidy_images, every_s=TIDY_IMAGES_INTERVAL_S),
+            PeriodicJob("webhooks", self._webhooks_job, every_s=SEND_INTERVAL_S),
             *([PeriodicJob("utilization", self.sampler.tick, every_s=s.utilization_interval_s)]
               if s.utilization_interval_s else []),
             *(PeriodicJob(f"cleanup-{job.job}", self._cleanup_job, cron=job.cron, args=(job,))
@@ -151,6 +155,7 @@ class Daemon:
             self._scheduler.shutdown(wait=True)
         self.runners.stop_all("the daemon shut down")
         self.sampler.close()
+        self.webhooks.close()
         self.replica.stopped()
         log.info("vh-orch daemon stopped")
 
@@ -209,6 +214,15 @@ class Daemon:
 
     def _tidy_images(self) -> None:
         self.machines.tidy_images(self.replica.environments())
+
+    def _webhooks_job(self) -> None:
+        fence = self.replica.cluster_fence
+        if fence is None:
+            return  # the replica that holds the cluster jobs sends them
+        try:
+            self.webhooks.tick(self.store.fenced(fence))
+        except LeaseLost as exc:
+            log.warning("%s", exc)
 
     def _cleanup_job(self, job: CleanupJob) -> None:
         fence = self.replica.cluster_fence

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from vh_orch import failpoints
 from vh_orch.errors import LeaseLost
+from vh_orch.orchestrator.masking import StreamMask, mask_text, masked_forms, masked_value
 from vh_orch.orchestrator.metadata_limits import DEFAULT_MAX_KEYS, MetadataGate, warning
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogChunk, Store
@@ -178,8 +179,11 @@ class LogIngester:
 
     def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None,
                  on_metadata: Callable[[dict[str, Any]], None] | None = None,
-                 max_metadata_keys: int = DEFAULT_MAX_KEYS) -> None:
+                 max_metadata_keys: int = DEFAULT_MAX_KEYS, secrets: Iterable[str] = ()) -> None:
         self.store = store
+        # The project's secret values: masked (`***`) in every line before it is stored, and in every
+        # metadata point and output's metadata (masking.py).
+        self._masked = masked_forms(secrets)
         # Called in a reader thread with each metadata point as it is read (stop conditions).
         self.on_metadata = on_metadata
         self.execution_id = execution_id
@@ -200,6 +204,11 @@ class LogIngester:
         self.last_output: float | None = None
         self.lost = False  # the execution's lease went to another replica: nothing more is stored
 
+    @property
+    def masked_forms(self) -> list[bytes]:
+        """The secret values' forms this execution masks (for its output metadata too)."""
+        return self._masked
+
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         """Read a stream to its end in a thread of its own.
 
@@ -216,7 +225,7 @@ class LogIngester:
     def add(self, stream: str, text: str) -> None:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""
         self._queued(1)
-        self._queue.put(LogChunk(stream, [text], _now()))
+        self._queue.put(LogChunk(stream, [mask_text(text, self._masked)], _now()))
 
     def _queued(self, n: int) -> None:
         with self._count_lock:
@@ -229,13 +238,16 @@ class LogIngester:
     def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
         read = getattr(stream, "read1", stream.read)
         splitter = LineSplitter()
+        mask = StreamMask(self._masked)
         stamp = ""  # the last docker stamp read: the pieces of a cut line take it
         try:
             while True:
                 data = read(READ_BYTES)
                 if data:
                     self.last_output = time.monotonic()
-                lines = splitter.feed(data) if data else splitter.end()
+                    lines = splitter.feed(mask.feed(data))
+                else:
+                    lines = _last_lines(splitter, mask.end())
                 if lines:
                     if timestamped:
                         stamp = _stamp_pieces(lines, splitter.continued, stamp)
@@ -276,6 +288,13 @@ class LogIngester:
             text = raw[STAMP_WIDTH:] if stamped and has_stamp(raw) else raw
             if text[:1] in "{ \t" and text:
                 point = parse_metadata(text)
+                if point is not None and self._masked:
+                    # The line's bytes were masked; a value written with \u escapes shows once parsed:
+                    # then the line is stored as the masked point's JSON.
+                    masked = masked_value(point, self._masked)
+                    if masked != point:
+                        point = masked
+                        lines[i] = raw[:len(raw) - len(text)] + json.dumps(masked, ensure_ascii=False)
                 if point is not None:
                     kept, rules = self.gate.admit(point, len(text))
                     broken += rules
@@ -356,6 +375,16 @@ class LogIngester:
             self.metrics.log_lines.inc(count)
         self._queued(-count)
         failpoints.hit("log-follow")
+
+
+def _last_lines(splitter: LineSplitter, held: bytes) -> list[str]:
+    """At a stream's end: the lines of the bytes the mask held back, then the splitter's unfinished
+    last line (`continued` told for both, as one answer)."""
+    first = splitter.feed(held) if held else []
+    continued = list(splitter.continued) if held else []
+    rest = splitter.end()
+    splitter.continued = continued + [len(first) + i for i in splitter.continued]
+    return first + rest
 
 
 def _stamp_pieces(lines: list[str], continued: list[int], stamp: str) -> str:

@@ -65,6 +65,81 @@ class Project(SQLModel, table=True):
     # executions read with the daemon's credentials (`project update --allow-bucket`).
     allowed_buckets: list[str] = Field(default_factory=list,
                                        sa_column=Column(JSON, nullable=False, server_default="[]"))
+    # A private repository: the project's own deploy key (its private half encrypted with the
+    # installation's key, vh_orch/keyring.py), or an HTTPS token (encrypted); the Git server's host key,
+    # given or learnt on the first fetch, is pinned (`known_hosts` line).
+    deploy_key_public: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    deploy_key_private: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    repo_token: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    git_host_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class ProjectSecret(SQLModel, table=True):
+    """A value every execution of the project gets as an environment variable; stored encrypted
+    (vh_orch/keyring.py), never shown again, masked in what executions print."""
+
+    __tablename__ = "project_secret"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str
+    value: str = Field(sa_column=Column(Text, nullable=False))  # encrypted
+    created_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RegistryCredential(SQLModel, table=True):
+    """How machines log in to a private image registry (HOST, e.g. registry.example.com:5000) for a pull:
+    for every environment (environment_id None) or one; the password encrypted."""
+
+    __tablename__ = "registry_credential"
+    __table_args__ = (UniqueConstraint("host", "environment_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    host: str = Field(index=True)
+    environment_id: int | None = Field(default=None, foreign_key="environment.id")
+    username: str
+    password: str = Field(sa_column=Column(Text, nullable=False))  # encrypted
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Webhook(SQLModel, table=True):
+    """Where a project's ended executions, tasks and pipelines are POSTed; the signing secret encrypted."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    secret: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # encrypted
+    format: str = "json"  # or "slack"
+    restricted: bool = Field(default=False, sa_column_kwargs={"server_default": false()})  # made through the API
+    created_by: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook: its body, made once, and each try's outcome; retried with back-off
+    until delivered or out of tries (rows, so deliveries survive a restart)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+                      UniqueConstraint("webhook_id", "event_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhook.id", index=True)
+    event: str  # execution.ended, task.ended, pipeline.ended
+    event_id: str  # a uuid: the receiver's de-duplication key (X-Vh-Orch-Event-Id)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = "pending"  # pending, delivered, failed (out of tries)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    tries: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None
 
 
 class Commit(SQLModel, table=True):

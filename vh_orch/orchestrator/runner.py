@@ -20,9 +20,10 @@ from sqlalchemy.exc import DBAPIError
 from vh_orch import failpoints
 from vh_orch.config.resources import step_limits
 from vh_orch.config.steps import get_step, parse_config
-from vh_orch.errors import LeaseLost, TransientCloudError, UserInputError, VhOrchError
+from vh_orch.errors import ConfigError, LeaseLost, TransientCloudError, UserInputError, VhOrchError
 from vh_orch.bootstrap.remote import RemoteDockerRuntime as RemoteRuntime
 from vh_orch.bootstrap.isolation import Isolation
+from vh_orch.bootstrap.registry_login import RegistryAuth
 from vh_orch.bootstrap.runtimes import (
     CONTAINER_ROOT,
     FOLDERS,
@@ -41,6 +42,8 @@ from vh_orch.orchestrator.datasets.metadata import metadata_files
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.models import Execution, Output
+from vh_orch.orchestrator.registries import registry_auth_for
+from vh_orch.orchestrator.secrets import merge_secrets, project_secret_values
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.datastore import Datastore, file_uri_path
@@ -113,6 +116,7 @@ class ExecutionRunner:
         self._datastore: Datastore | None = None
         self._parsed_step: Any = None
         self._cache: InputCache | None = None
+        self._secret_values: dict[str, str] = {}  # the project's secrets, decrypted when the run begins
 
     @property
     def datastore(self) -> Datastore:
@@ -263,8 +267,13 @@ class ExecutionRunner:
         return watch
 
     def _run(self) -> Outcome:
+        try:
+            self._secret_values = project_secret_values(self.store, self.settings.home, self.execution.project_id)
+        except ConfigError as exc:  # the installation's key is missing or another's: nothing runs
+            return Outcome(S.ERROR, f"the project's secrets could not be read: {exc}", None)
         ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher(),
-                               max_metadata_keys=self.settings.max_metadata_keys)
+                               max_metadata_keys=self.settings.max_metadata_keys,
+                               secrets=self._secret_values.values())
         if self.reattach:
             spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
@@ -399,6 +408,10 @@ class ExecutionRunner:
 
         env = {"PYTHONUNBUFFERED": "1"}
         env.update({k: str(v) for k, v in execution.environment_variables.items()})
+        secret_env: dict[str, str] = {}
+        for name in merge_secrets(secret_env, self._secret_values, execution.environment_variables):
+            ingester.add("stderr", f"vh-orch: the execution's own environment variable {name} is used, not the "
+                                   "project's secret of that name")
         env.update(
             {
                 "VH_JOB_ID": str(execution.id),
@@ -425,6 +438,8 @@ class ExecutionRunner:
             },
             cache_key=commit.identifier,
             isolation=self._isolation(),
+            secret_env=secret_env,
+            registry_auth=self._registry_auth(),
         )
         if spec.isolation.limits and self.runtime.name == "process":
             ingester.add("stderr", "vh-orch: the process runtime does not enforce the step's resources "
@@ -436,6 +451,16 @@ class ExecutionRunner:
         if isinstance(self.runtime, RemoteRuntime):
             self.runtime.put_file(spec, "config/inputs.json", (config / "inputs.json").read_bytes())
         return spec
+
+    def _registry_auth(self) -> RegistryAuth | None:
+        """The login a pull of the execution's image uses (a private registry's stored credentials), or None."""
+        e = self.execution
+        if self.runtime.name == "process":
+            return None
+        try:
+            return registry_auth_for(self.store, self.settings.home, e.image, e.environment_id)
+        except ConfigError as exc:
+            raise RuntimeFailure(f"the image's registry credentials could not be read: {exc}") from None
 
     def _isolation(self) -> Isolation:
         """How the container is confined: its environment's settings, its step's resources, its GPUs."""
@@ -659,7 +684,7 @@ class ExecutionRunner:
                 rows.append(Output(id=plan.datum_id, execution_id=self.execution_id, name=rel, size=size,
                                    sha256=digest, uri=plan.uri))
                 failpoints.hit("output-upload")
-            describe(rows, sources, lambda line: ingester.add("stderr", line))
+            describe(rows, sources, lambda line: ingester.add("stderr", line), ingester.masked_forms)
         except Exception as exc:  # transport, signing or the store: the execution says what
             for _, plan in plans:
                 try:
@@ -724,7 +749,7 @@ class ExecutionRunner:
                     rows.append(future.result())
                 except (OSError, VhOrchError) as exc:
                     problem = problem or f"storing outputs failed: {exc}"
-        describe(rows, sources, lambda line: ingester.add("stderr", line))
+        describe(rows, sources, lambda line: ingester.add("stderr", line), ingester.masked_forms)
         return rows, problem
 
 

@@ -20,6 +20,7 @@ from vh_orch.config.steps import Given, ResolvedStep, resolve_step
 from vh_orch.errors import NotFound, UserInputError, about
 from vh_orch.orchestrator.datasets.inputs import expand_inputs
 from vh_orch.orchestrator.models import Commit, Environment, Execution, Project
+from vh_orch.orchestrator.repo_access import project_git
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.inputs import normalise_input_url
@@ -142,7 +143,8 @@ def prepare(store: Store, settings: Settings, req: SubmitRequest, vary: frozense
     inputs_later: the inputs are checked when the work starts (a pipeline node's, made by its upstream nodes)."""
     project, snapshot = load_snapshot(store, settings, req) if snapshot is None else snapshot
     resolved = resolve_step(snapshot.config_yaml, req.step, req.parameters, req.inputs, req.environment_variables,
-                            vary=vary, inputs_later=inputs_later)
+                            vary=vary, inputs_later=inputs_later,
+                            provided_variables=frozenset(s.name for s in store.list_secrets(project.id)))  # type: ignore[arg-type]
 
     env_name = req.environment
     if env_name is None:
@@ -274,12 +276,14 @@ def load_snapshot(store: Store, settings: Settings, req: SubmitRequest) -> tuple
     else:
         if not project.mirror_path:
             raise UserInputError(f"project {project.name!r} has no repository: use --adhoc DIR", field="commit")
-        try:  # an exact sha the caller fetched a moment ago needs no new fetch
-            snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote)
-        except UserInputError:
-            if not req.remote:
-                raise
-            snapshot = resolve_git(Path(project.mirror_path), req.commit)
+        with project_git(store, settings, project) as fetching:  # the project's deploy key or token
+            try:  # an exact sha the caller fetched a moment ago needs no new fetch
+                snapshot = resolve_git(Path(project.mirror_path), req.commit, fetch=not req.remote,
+                                       env=fetching.env)
+            except UserInputError:
+                if not req.remote:
+                    raise
+                snapshot = resolve_git(Path(project.mirror_path), req.commit, env=fetching.env)
     return project, snapshot
 
 

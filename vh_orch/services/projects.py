@@ -40,6 +40,22 @@ def project_view(project: Project, people: People) -> ProjectView:
                        created_at=project.created_at, allowed_buckets=tuple(project.allowed_buckets))
 
 
+def check_new_project(store: Store, name: str, owner: str | None) -> int | None:
+    """The owner's user id (None: the default) for a new project named `name`; raises UserInputError
+    naming `name` (malformed or taken: refused before cloning, so that a taken name costs no clone) or
+    `owner` (no such user)."""
+    with about("name"):
+        check_project_name(name)
+        try:
+            store.get_project(name)
+        except NotFound:
+            pass
+        else:
+            raise UserInputError(f"a project named {name!r} already exists")
+    with about("owner"):
+        return store.get_user(owner).id if owner is not None else None
+
+
 def create_project(store: Store, settings: Settings, name: str, *, owner: str | None = None,
                    repo: str | None = None) -> ProjectView:
     """A new project named `name`, owned by the user named `owner` (default: the first administrator).
@@ -49,16 +65,7 @@ def create_project(store: Store, settings: Settings, name: str, *, owner: str | 
     an operator links a repository (the API never passes one: cloning is the daemon reaching wherever
     the URL points, with its own credentials). Raises UserInputError naming `name`, `owner` or `repo`.
     """
-    with about("name"):
-        check_project_name(name)
-        try:
-            store.get_project(name)
-        except NotFound:
-            pass
-        else:  # refused before cloning, so that a taken name costs no clone
-            raise UserInputError(f"a project named {name!r} already exists")
-    with about("owner"):
-        owner_id = store.get_user(owner).id if owner is not None else None
+    owner_id = check_new_project(store, name, owner)
     repo_url = mirror = None
     if repo is not None:
         from vh_orch.storage.snapshots import create_mirror, normalise_repo_url

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from vh_orch.config.yaml_limits import MAX_YAML_BYTES
 from vh_orch.errors import UserInputError
+from vh_orch.storage.git_auth import base_env, explain_git_failure
 
 # GitPython takes ~0.25 s to import, which every daemon start and CLI call would pay: it is
 # imported by the functions that touch a repository.
@@ -43,26 +44,37 @@ def normalise_repo_url(repo: str) -> str:
     return str(path.resolve())
 
 
-def create_mirror(repo_url: str, mirror_path: Path) -> None:
+def create_mirror(repo_url: str, mirror_path: Path, env: dict[str, str] | None = None) -> None:
     """Clone a bare mirror; the project's commits are always resolved from it."""
     import git
     if mirror_path.exists():
         raise UserInputError(f"a mirror already exists at {mirror_path}; remove it or pick another name")
     try:
-        git.Repo.clone_from(repo_url, str(mirror_path), mirror=True, env=_git_env())
+        git.Repo.clone_from(repo_url, str(mirror_path), mirror=True, env=env or _git_env())
     except git.GitCommandError as exc:
         raise UserInputError(f"cannot clone {repo_url!r}: {_git_message(exc)}") from None
 
 
-def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True) -> Snapshot:
-    """Fetch the mirror and resolve a branch, tag or sha (default: the default branch's head)."""
+def init_mirror(repo_url: str, mirror_path: Path) -> None:
+    """An empty mirror of repo_url, set up as `git clone --mirror` would leave it but fetching nothing yet:
+    for a private repository whose deploy key is not in place yet (fetch_mirror fills it later)."""
+    if mirror_path.exists():
+        raise UserInputError(f"a mirror already exists at {mirror_path}; remove it or pick another name")
+    git_dir = ["git", f"--git-dir={mirror_path}"]
+    subprocess.run(["git", "init", "-q", "--bare", str(mirror_path)], check=True, env=_git_env(),
+                   capture_output=True)
+    for key, value in (("remote.origin.url", repo_url), ("remote.origin.fetch", "+refs/*:refs/*"),
+                       ("remote.origin.mirror", "true")):
+        subprocess.run([*git_dir, "config", key, value], check=True, env=_git_env(), capture_output=True)
+
+
+def resolve_git(mirror_path: Path, ref: str | None, fetch: bool = True, env: dict[str, str] | None = None) -> Snapshot:
+    """Fetch the mirror and resolve a branch, tag or sha (default: the default branch's head); env: Git's
+    environment for the fetch (storage/git_auth.py), default the daemon's own."""
     import git
     repo = git.Repo(str(mirror_path))
     if fetch:
-        try:
-            repo.git.remote("update", "--prune", env=_git_env())
-        except git.GitCommandError as exc:
-            raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
+        _update(repo, env)
     wanted = ref or "HEAD"
     if wanted.startswith("-"):
         raise UserInputError(f"commit {ref!r} is not a branch, tag or sha", field="commit")
@@ -90,15 +102,12 @@ def read_config(repo: git.Repo, sha: str) -> str | None:
     return str(repo.git.show(f"{sha}:{CONFIG_FILE}"))
 
 
-def fetch_mirror(mirror_path: Path) -> list[tuple[str, str]]:
+def fetch_mirror(mirror_path: Path, env: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """Update the mirror from its origin; returns (ref, sha) of every branch or tag that moved or appeared."""
     import git
     repo = git.Repo(str(mirror_path))
     before = _refs(repo)
-    try:
-        repo.git.remote("update", "--prune", env=_git_env())
-    except git.GitCommandError as exc:
-        raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
+    _update(repo, env)
     return [(ref, sha) for ref, sha in sorted(_refs(repo).items()) if before.get(ref) != sha]
 
 
@@ -111,6 +120,28 @@ def mirror_commits(mirror_path: Path, limit: int) -> list[tuple[str, str]]:
     except git.GitCommandError:  # an empty repository
         return []
     return [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]  # type: ignore[misc]
+
+
+def _update(repo: git.Repo, env: dict[str, str] | None) -> None:
+    """Fetch every ref of the origin into the mirror; a mirror made by init_mirror learns the origin's
+    default branch on its first fetch (a clone would have)."""
+    import git
+    env = env or _git_env()
+    try:
+        repo.git.remote("update", "--prune", env=env)
+        if not repo.head.is_valid():  # read from the files: no process on every fetch
+            _adopt_remote_head(repo, env)
+    except git.GitCommandError as exc:
+        raise UserInputError(f"cannot fetch the project's repository: {_git_message(exc)}") from None
+
+
+def _adopt_remote_head(repo: git.Repo, env: dict[str, str]) -> None:
+    out = repo.git.ls_remote("--symref", "origin", "HEAD", env=env)
+    for line in out.splitlines():
+        target, _, name = line.partition("\t")
+        if name == "HEAD" and target.startswith("ref: refs/heads/"):
+            repo.git.symbolic_ref("HEAD", target.removeprefix("ref: "))
+            return
 
 
 def _refs(repo: git.Repo) -> dict[str, str]:
@@ -199,11 +230,15 @@ def _deterministic_tar(folder: Path, names: list[str]) -> bytes:
 
 
 def _git_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["GIT_TERMINAL_PROMPT"] = "0"  # never wait for a password
-    return env
+    return base_env()  # never waits for a password
+
+
+# What Git adds after the line that says why a remote could not be read (ssh's own message).
+_GIT_BOILERPLATE = ("fatal: Could not read from remote repository", "Please make sure you have the correct access",
+                    "and the repository exists", "Cloning into")
 
 
 def _git_message(exc: git.GitCommandError) -> str:
     stderr = (exc.stderr or "").strip().replace("stderr: ", "").strip("'").strip()
-    return stderr.splitlines()[-1] if stderr else str(exc)
+    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(_GIT_BOILERPLATE)]
+    return explain_git_failure(stderr) or (lines or stderr.splitlines() or [str(exc)])[-1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -32,12 +32,15 @@ from vh_orch.api.auth import (
     set_session_cookie,
 )
 from vh_orch.api.deps import store_of, visible_execution, visible_pipeline, visible_project, visible_task
-from vh_orch.orchestrator.models import User
+from vh_orch.orchestrator.models import Project, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.summary import task_title
 from vh_orch.orchestrator.users import new_token, token_digest
 from vh_orch.timeutil import utcnow
 from vh_orch.values import FINAL_PIPELINE_STATUSES, TaskStatus
+
+if TYPE_CHECKING:
+    from vh_orch.services.repos import RepoAccess
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -183,7 +186,26 @@ def project_page(request: Request, project_id: str) -> HTMLResponse:
     project = visible_project(request, user, project_id)
     store = store_of(request)
     return render(request, "project.html", user, project=project, environments=usable_environments(store, user),
-                  datasets=project_datasets(store, project.id))  # type: ignore[arg-type]
+                  datasets=project_datasets(store, project.id),  # type: ignore[arg-type]
+                  repo_access=_repo_access_for(project, user), webhooks=project_webhooks(store, user, project))
+
+
+def _repo_access_for(project: Project, user: User) -> RepoAccess | None:
+    """The project's deploy key and pinned host keys, for its owner alone (api/repos.py)."""
+    from vh_orch.services.repos import repo_access
+
+    if project.owner_id != user.id or not (project.deploy_key_public or project.git_host_key or project.repo_token):
+        return None
+    return repo_access(project)
+
+
+def project_webhooks(store: Store, user: User, project: Project) -> list[Any] | None:
+    """The project's webhooks for its owner or an administrator; None (no card) for anyone else."""
+    from vh_orch.services.webhooks import list_webhooks
+
+    if not (user.is_admin or project.owner_id == user.id):
+        return None
+    return list_webhooks(store, [project.id])  # type: ignore[list-item]
 
 
 def usable_environments(store: Store, user: User) -> list[str]:

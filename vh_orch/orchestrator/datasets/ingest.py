@@ -18,6 +18,7 @@ from vh_orch.orchestrator.datasets.metadata import (
     read_limit,
     reserved,
 )
+from vh_orch.orchestrator.masking import masked_value
 from vh_orch.orchestrator.models import Output
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,18 @@ def read_remote(run_script: Callable[[str], str], outputs_folder: str, files: It
     return sources
 
 
-def describe(rows: Sequence[Output], sources: Sources, note: Callable[[str], None]) -> None:
+def describe(rows: Sequence[Output], sources: Sources, note: Callable[[str], None],
+             masked: list[bytes] | None = None) -> None:
     """Give each output row its metadata (`properties`) and `valohai.tags` from the metadata files read;
-    every problem is a line through `note` (the execution's log)."""
+    every problem is a line through `note` (the execution's log). `masked`: the project's secret values'
+    forms (masking.py), masked in every key and text before anything is kept."""
     try:
         merged, problems = parse_metadata(sources, [row.name for row in rows])
         for row in rows:
             properties: dict[str, Any] | None = merged.get(row.name)
             if properties is None:
                 continue
+            properties = masked_value(properties, masked or [])
             found, more = reserved(row.name, properties)
             problems += more
             row.properties = properties

@@ -34,14 +34,17 @@ class CoreStore(LifecycleStore, UsersStore):
     # -- projects and commits -------------------------------------------------
 
     def create_project(
-        self, name: str, repo_url: str | None, mirror_path: str | None, owner_id: int | None = None
+        self, name: str, repo_url: str | None, mirror_path: str | None, owner_id: int | None = None,
+        access: dict[str, str | None] | None = None,
     ) -> Project:
-        """A new project, owned by `owner_id` (default: the installation's first administrator)."""
+        """A new project, owned by `owner_id` (default: the installation's first administrator); access:
+        its repository's deploy key, token and host key columns (store/repos.py), encrypted already."""
         if owner_id is None:
             owner_id = self.admin_user().id
         try:
             with self.write() as s:
-                project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path, owner_id=owner_id)
+                project = Project(name=name, repo_url=repo_url, mirror_path=mirror_path, owner_id=owner_id,
+                                  **(access or {}))
                 s.add(project)
                 s.flush()
                 return project

@@ -9,10 +9,11 @@ is written down and checked, and the parts form a small graph rather than a loop
 
     Database
     ├── LeasesStore, UsersStore, LogsStore, QueriesStore, CountsStore, UtilizationStore
-    └── LifecycleStore            an execution's statuses: insert, admit under quota, transition
-        ├── FleetStore            (+ LeasesStore: a claim under a fence holds the execution's lease)
-        ├── CoreStore             (+ UsersStore: a project without an owner gets the first admin)
-        └── TasksStore
+    └── WebhooksStore             webhooks; the deliveries an end queues in its own transaction
+        └── LifecycleStore        an execution's statuses: insert, admit under quota, transition
+            ├── FleetStore        (+ LeasesStore: a claim under a fence holds the execution's lease)
+            ├── CoreStore         (+ UsersStore: a project without an owner gets the first admin)
+            └── TasksStore, PipelinesStore
 
 Fencing: writes on behalf of owned work go through a fenced store (`store.fenced(fence)`, a
 copy of the same type): each of its write transactions first checks that the fence's owner

@@ -11,7 +11,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.webhooks import WebhooksStore
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
 S = ExecutionStatus
@@ -27,7 +27,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class LifecycleStore(Database):
+class LifecycleStore(WebhooksStore):
     def _insert_execution(self, s: Session, execution: Execution) -> None:
         """Insert a new execution (status `created`) with the next counter of its project."""
         counter = s.execute(
@@ -97,3 +97,5 @@ class LifecycleStore(Database):
                       .values(owner=0, expires_at=now))
         text = status if reason is None else f"{status}: {reason}"
         s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
+        if status in FINAL_STATUSES:
+            self._execution_ended(s, execution)  # its webhooks' deliveries, in this transaction

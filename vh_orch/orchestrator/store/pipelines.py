@@ -171,9 +171,10 @@ class PipelinesStore(LifecycleStore):
                 pipeline.status_reason = reason
             if status == P.STARTED and pipeline.started_at is None:
                 pipeline.started_at = now
+            s.add(pipeline)
             if P(status).is_final:
                 pipeline.ended_at = now
-            s.add(pipeline)
+                self._pipeline_ended(s, pipeline)  # its webhooks' deliveries, in this transaction
             return pipeline
 
     def start_node_execution(self, node_id: int, attempt: int, execution: Execution) -> Execution | None:

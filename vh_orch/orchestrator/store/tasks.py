@@ -185,6 +185,7 @@ class TasksStore(LifecycleStore):
             task.status_reason = reason
         if status == T.STARTED and task.started_at is None:
             task.started_at = now
+        s.add(task)
         if T(status).is_final:
             task.ended_at = now
-        s.add(task)
+            self._task_ended(s, task)  # its webhooks' deliveries, in this transaction
