@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from conftest import migrated_sqlite
 from test_reconcile import STEP_YAML, StandInHost, VirtualClock
 from vh_orch.config.environments import parse_entry
-from vh_orch.orchestrator.db import upgrade
 from vh_orch.orchestrator.models import Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.store import Store
@@ -25,8 +25,7 @@ class Crash(BaseException):
 
 class CloudWorld:
     def __init__(self, tmp_path: Path, entry: dict[str, Any]) -> None:
-        self.url = f"sqlite:///{tmp_path / 'state.db'}"
-        upgrade(self.url)
+        self.url = migrated_sqlite(tmp_path / "state.db")
         self.clock = VirtualClock()
         self.clock.now = utcnow()  # fakes stamp launches with the real time; orphan ages compare to it
         self.store = Store(self.url, clock=self.clock)

@@ -23,11 +23,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# What a daemon imports before it says it started; the fork server imports it once.
-PRELOAD = ["vh_orch.cli.commands", "vh_orch.cli.daemon_cmds", "vh_orch.orchestrator.daemon", "vh_orch.api.server",
-           "vh_orch.api.app", "vh_orch.api.approvals", "vh_orch.api.commits", "vh_orch.api.data", "vh_orch.api.datasets",
-           "vh_orch.api.executions", "vh_orch.api.operations", "vh_orch.api.pipelines", "vh_orch.api.projects",
-           "vh_orch.api.tasks", "vh_orch.web.pages", "fastapi.staticfiles", "uvicorn", "vh_orch.storage.packages"]
+# What a daemon imports before it says it started, and the work it would do once after: the
+# fork server does it once (forkwarm.py), and every daemon forked from it starts past it.
+PRELOAD = ["forkwarm"]
 
 _context: multiprocessing.context.ForkServerContext | None = None
 

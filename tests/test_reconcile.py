@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import migrated_sqlite
 from vh_orch.cloud_drivers.fake import FakeCloud, FakeDriver
 from vh_orch.config.environments import parse_entry
 from vh_orch.orchestrator.db import upgrade
@@ -104,8 +105,10 @@ class World:
 
 def make_world(tmp_path: Path, state_file: Path | None = None, url: str | None = None,  # type: ignore[no-untyped-def]
                **env_keys) -> World:
-    url = url or f"sqlite:///{tmp_path / 'state.db'}"
-    upgrade(url)
+    if url is None:
+        url = migrated_sqlite(tmp_path / "state.db")
+    else:
+        upgrade(url)
     clock = VirtualClock()
     store = Store(url, clock=clock)
     entry = {"name": "gpu", "cloud": "fake", "max_scale": 2, "idle_timeout": "10m", "fake": {"boot_seconds": 30}}

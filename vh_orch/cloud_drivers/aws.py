@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from vh_orch import boto
 from vh_orch.cloud_drivers.base import (
     TAG_CLUSTER,
     TAG_ENVIRONMENT,
@@ -78,8 +78,7 @@ class AWSDriver(VMMachines):
             raise ConfigError(f"environment {env.name!r}: an aws environment needs a `region`")
         super().__init__(VMAccess(env.settings.ssh, default_user="ubuntu"))
         config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=10, read_timeout=60)
-        session = boto3.session.Session(region_name=env.region)
-        self.ec2 = session.client("ec2", endpoint_url=self.aws.endpoint_url, config=config)
+        self.ec2 = boto.session(env.region).client("ec2", endpoint_url=self.aws.endpoint_url, config=config)
         self.spot_max_price = self.aws.spot_max_price
         self._root_device: str | None = None
         self._gpus: dict[str, int] = {}  # instance type -> NVIDIA GPUs, as EC2 describes it

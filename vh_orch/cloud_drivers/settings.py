@@ -12,6 +12,8 @@ settings: the zones it launches in, the runtime it wants on this host, a simulat
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Mapping
 from functools import cache
 from typing import Annotated, Any, Literal, Protocol
@@ -313,8 +315,31 @@ def _by_cloud() -> TypeAdapter[EnvSettings]:
                                  Field(discriminator="cloud")])
 
 
+# Settings read before, by their JSON: a reconcile pass reads every environment's settings
+# several times, and a validation costs about a millisecond. The models are frozen, so one
+# object may serve every reader. Cleared when full (environments are few; their edits fewer).
+_read: dict[tuple[str, str], EnvSettings] = {}
+_read_lock = threading.Lock()
+READ_CACHE_SIZE = 256
+
+
 def env_settings(cloud: str, settings: Mapping[str, Any] | None) -> EnvSettings:
     """The typed settings of an environment of `cloud` (ConfigError when they do not read)."""
+    try:
+        key = (cloud, json.dumps(settings or {}, sort_keys=True))
+    except (TypeError, ValueError):  # not JSON (a parsed file's dates, say): read it every time
+        return _validate(cloud, settings)
+    found = _read.get(key)
+    if found is None:
+        found = _validate(cloud, settings)
+        with _read_lock:
+            if len(_read) >= READ_CACHE_SIZE:
+                _read.clear()
+            _read[key] = found
+    return found
+
+
+def _validate(cloud: str, settings: Mapping[str, Any] | None) -> EnvSettings:
     try:
         return _by_cloud().validate_python({**(settings or {}), "cloud": cloud})
     except ValidationError as exc:

@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from vh_orch import boto
 from vh_orch.errors import CloudError, ConfigError, TransientCloudError
 from vh_orch.storage.datastore import CHUNK, StoredFile, check_endpoint_url, is_ip_address, split_object_uri
 from vh_orch.storage.transfer import MiB, Part, UploadPlan
@@ -110,7 +110,7 @@ class S3Datastore:
             s3={"addressing_style": "path"} if endpoint_url else None,
         )
         # A session of our own: boto3's default session is not safe to share between threads.
-        self._s3 = boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self._s3 = boto.session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
     # Through this process
 

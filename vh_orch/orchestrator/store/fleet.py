@@ -527,9 +527,15 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         """Remove draining environments that have nothing left."""
         from vh_orch.cloud_drivers.settings import settings_of  # the settings' models load where they are read
 
-        removed = []
+        removed: list[str] = []
+        with self.read() as s:  # every pass asks; rarely is one draining: no write lock until one is
+            draining = [env.id for env in s.exec(select(Environment).where(col(Environment.removed_at).is_(None)))
+                        if settings_of(env).draining]
+        if not draining:
+            return removed
         with self.write() as s:
-            for env in s.exec(select(Environment).where(col(Environment.removed_at).is_(None))):
+            for env in s.exec(select(Environment).where(col(Environment.id).in_(draining),
+                                                        col(Environment.removed_at).is_(None))):
                 if settings_of(env).draining and self._environment_in_use(s, env.id) is None:  # type: ignore[arg-type]
                     removed.append(env.name)
                     self._remove(s, env)

@@ -88,11 +88,14 @@ class WebhooksStore(Database):
         next_attempt_at moved on) so that no other pass or replica tries it while it is in flight; a
         sender that dies mid-try leaves it to be tried again once the hold has passed."""
         now = self.clock()
+        due_now = (WebhookDelivery.status == "pending",
+                   or_(col(WebhookDelivery.next_attempt_at).is_(None), col(WebhookDelivery.next_attempt_at) <= now))
+        with self.read() as s:  # most looks find nothing: no write lock for them
+            if s.exec(select(WebhookDelivery.id).where(*due_now).limit(1)).first() is None:
+                return []
         with self.write() as s:
             rows = s.exec(select(WebhookDelivery, Webhook).join(Webhook, col(Webhook.id) == WebhookDelivery.webhook_id)
-                          .where(WebhookDelivery.status == "pending",
-                                 or_(col(WebhookDelivery.next_attempt_at).is_(None),
-                                     col(WebhookDelivery.next_attempt_at) <= now))
+                          .where(*due_now)
                           .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id))
                           .limit(limit)).all()
             due = []
