@@ -10,6 +10,7 @@ would otherwise do once after its fork, done once per test process.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 
@@ -40,3 +41,8 @@ except Exception as exc:  # noqa: BLE001
     import sys
 
     print(f"forkwarm: the warm-up failed ({exc!r}); daemons will do it themselves", file=sys.stderr)
+
+# Last: what the fork server holds is never collected again. A daemon's garbage collections then
+# skip (and never write to, so never copy) the fork server's modules: a daemon's start measured
+# 0.78 s of CPU without this, 0.42-0.51 s with it (0.54 s with the narrower preload before).
+gc.freeze()

@@ -157,17 +157,19 @@ def _serve(o: ServeOptions) -> None:
     if once:
         daemon.run_once()
         return
-    daemon.start()
+    daemon.claim()
     try:
         if http:
             from vh_orch.api.server import ApiServer
 
-            # after the daemon's claim: a second daemon says so, not "port busy"
+            # After the daemon's claim (a second daemon says so, not "port busy"), before its first
+            # pass: what ends from then on links to the address the API is reached at.
             api = ApiServer(store, s, o.listen, metrics_allow=allowed, daemon_metrics=daemon.metrics,
                             trusted_proxies=proxies, max_upload_bytes=o.max_upload_mb * 1024 * 1024,
                             max_package_files=o.max_package_files, allowed_hosts=hosts)
             api.start()
             store.public_url = store.public_url or api.url
+        daemon.start()
         while not stop.wait(1.0):
             pass
     finally:

@@ -117,9 +117,15 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------------
 
-    def start(self) -> None:
+    def claim(self) -> None:
+        """Register this replica (on SQLite: refused while another daemon lives), before anything
+        else starts; `start` claims if this was not called."""
         load_jobs(self.settings)  # a broken daemon.yaml stops the start, before anything else
         self.replica.register()
+
+    def start(self) -> None:
+        if self.replica.id is None:
+            self.claim()
         self._recover()
         scheduler = scheduler_for(self.jobs())
         scheduler.start()
