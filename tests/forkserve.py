@@ -16,6 +16,7 @@ differs from an exec'd command: its parent is the fork server, not the test, and
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -35,12 +36,26 @@ def _fork_server() -> multiprocessing.context.ForkServerContext:
     if _context is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
+        # Python 3.11's fork server is handed the test process's sys.path but never applies it:
+        # this folder (forkwarm) reaches it through PYTHONPATH, set while it starts.
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), saved) if p)
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
         _context = context
     return _context
 
 
 def _daemon_main(args: Sequence[str], env: Mapping[str, str], cwd: str, log: str) -> None:
     """In the forked child: become `vh-orch ARGS` with this environment, writing to log."""
+    # The fork server skips a preload that does not import, silently: a daemon then imports (and
+    # warms) everything itself, seconds of CPU each. Say so instead.
+    assert "forkwarm" in sys.modules, "the fork server did not preload tests/forkwarm.py"
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(out, 1)
     os.dup2(out, 2)
