@@ -21,7 +21,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 # What a daemon imports before it says it started, and the work it would do once after: the
@@ -29,6 +31,24 @@ from pathlib import Path
 PRELOAD = ["forkwarm"]
 
 _context: multiprocessing.context.ForkServerContext | None = None
+_environ_lock = threading.Lock()
+
+
+@contextmanager
+def _tests_on_pythonpath() -> Iterator[None]:
+    """Python 3.11's fork server is handed the test process's sys.path but never applies it: this
+    folder (forkwarm) reaches it through PYTHONPATH, set while it starts. Every Process.start()
+    may start it again (a test that kills a process group can take it down with the daemon)."""
+    with _environ_lock:
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent), saved) if p)
+        try:
+            yield
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
 
 
 def _fork_server() -> multiprocessing.context.ForkServerContext:
@@ -36,30 +56,21 @@ def _fork_server() -> multiprocessing.context.ForkServerContext:
     if _context is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        # Python 3.11's fork server is handed the test process's sys.path but never applies it:
-        # this folder (forkwarm) reaches it through PYTHONPATH, set while it starts.
-        saved = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).parent), saved) if p)
-        try:
+        with _tests_on_pythonpath():
             multiprocessing.forkserver.ensure_running()
-        finally:
-            if saved is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = saved
         _context = context
     return _context
 
 
 def _daemon_main(args: Sequence[str], env: Mapping[str, str], cwd: str, log: str) -> None:
     """In the forked child: become `vh-orch ARGS` with this environment, writing to log."""
-    # The fork server skips a preload that does not import, silently: a daemon then imports (and
-    # warms) everything itself, seconds of CPU each. Say so instead.
-    assert "forkwarm" in sys.modules, "the fork server did not preload tests/forkwarm.py"
     out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(out, 1)
     os.dup2(out, 2)
     os.close(out)
+    if "forkwarm" not in sys.modules:  # the fork server skips a preload that fails, silently: say so
+        print("forkserve: tests/forkwarm.py was not preloaded; this daemon imports everything itself",
+              file=sys.stderr)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -117,5 +128,6 @@ def serve(exe: str, args: Sequence[str], env: Mapping[str, str], log: Path) -> F
     log.touch()  # there before the test first looks for what the daemon wrote
     process = _fork_server().Process(target=_daemon_main, args=(list(args), dict(env), os.getcwd(), str(log)),
                                      daemon=True)  # ended with the test process if a test leaves it running
-    process.start()
+    with _tests_on_pythonpath():
+        process.start()
     return Forked(process, [exe, *args])
