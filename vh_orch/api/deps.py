@@ -98,6 +98,19 @@ def visible_project(request: Request, user: User, project_id: str | int) -> Proj
     return store.get_project_by_id(pid)
 
 
+def may_manage(user: User, project: Project) -> bool:
+    """Whether this user manages the project's secrets and webhooks: its owner or an administrator."""
+    return user.is_admin or project.owner_id == user.id
+
+
+def managed_project(request: Request, user: User, project_id: str | int) -> Project:
+    """The project if this user manages it (may_manage); 404 otherwise, as for one that does not exist."""
+    project = visible_project(request, user, project_id)
+    if not may_manage(user, project):
+        raise not_found()
+    return project
+
+
 def visible_execution(request: Request, user: User, ref: str) -> Execution:
     """An execution by id, or by `{project_id}:{counter}` / `{project_id}:latest`; 404 unless this
     user may see its project."""

@@ -9,22 +9,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from vh_orch.api.auth import CurrentUser
-from vh_orch.api.deps import field_error, not_found, settings_of, store_of, visible_project
+from vh_orch.api.deps import field_error, managed_project, not_found, settings_of, store_of
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.models import Project, User
 from vh_orch.orchestrator.secrets import MAX_VALUE_BYTES
 from vh_orch.services import secrets as secrets_service
 
 router = APIRouter(prefix="/api/v0")
 
-
-def owned_project(request: Request, user: User, project_id: str) -> Project:
-    """The project if this user owns it (or administers the installation); 404 otherwise, as for a
-    project that does not exist."""
-    project = visible_project(request, user, project_id)
-    if not (user.is_admin or project.owner_id == user.id):
-        raise not_found()
-    return project
 
 
 class SecretValue(BaseModel):
@@ -35,7 +26,7 @@ class SecretValue(BaseModel):
 @router.get("/projects/{project_id}/secrets/")
 def list_secrets(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
     """The project's secrets: names and dates, never values."""
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     shown = secrets_service.list_secrets(store_of(request), project.id)  # type: ignore[arg-type]
     return {"count": len(shown), "results": [secret.as_dict() for secret in shown]}
 
@@ -44,7 +35,7 @@ def list_secrets(request: Request, user: CurrentUser, project_id: str) -> dict[s
 def put_secret(request: Request, user: CurrentUser, project_id: str, name: str, body: SecretValue,
                response: Response) -> dict[str, Any]:
     """Set a secret (201) or give it a new value (200); the answer names it, never its value."""
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     try:
         created = secrets_service.set_secret(store_of(request), settings_of(request), project.id,  # type: ignore[arg-type]
                                              name, body.value, by=user.name)
@@ -56,7 +47,7 @@ def put_secret(request: Request, user: CurrentUser, project_id: str, name: str, 
 
 @router.delete("/projects/{project_id}/secrets/{name}/", status_code=204)
 def delete_secret(request: Request, user: CurrentUser, project_id: str, name: str) -> Response:
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     try:
         secrets_service.remove_secret(store_of(request), project.id, name)  # type: ignore[arg-type]
     except NotFound:

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vh_orch.api.auth import CurrentUser
-from vh_orch.api.deps import Count, field_error, not_found, parse_id, settings_of, store_of, visible_project
+from vh_orch.api.deps import Count, field_error, managed_project, not_found, parse_id, settings_of, store_of
 from vh_orch.errors import NotFound, UserInputError
-from vh_orch.orchestrator.models import Project, User, Webhook
+from vh_orch.orchestrator.models import User, Webhook
 from vh_orch.services import webhooks as service
 
 router = APIRouter(prefix="/api/v0")
@@ -29,13 +29,6 @@ class WebhookCreate(BaseModel):
     format: str = Field(default="json", max_length=20)
 
 
-def owned_project(request: Request, user: User, project_id: str) -> Project:
-    """The project if this user owns it (or is an administrator); 404 otherwise."""
-    project = visible_project(request, user, project_id)
-    if not (user.is_admin or project.owner_id == user.id):
-        raise not_found()
-    return project
-
 
 def owned_webhook(request: Request, user: User, webhook_id: str) -> Webhook:
     store = store_of(request)
@@ -43,14 +36,14 @@ def owned_webhook(request: Request, user: User, webhook_id: str) -> Webhook:
         webhook = store.get_webhook(parse_id(webhook_id))
     except NotFound:
         raise not_found() from None
-    owned_project(request, user, str(webhook.project_id))
+    managed_project(request, user, str(webhook.project_id))
     return webhook
 
 
 @router.get("/projects/{project_id}/webhooks/")
 def list_webhooks(request: Request, user: CurrentUser, project_id: str) -> dict[str, Any]:
     """The project's webhooks (never their secrets)."""
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     hooks = service.list_webhooks(store_of(request), [project.id])  # type: ignore[list-item]
     return {"count": len(hooks), "results": [w.as_dict() for w in hooks]}
 
@@ -59,7 +52,7 @@ def list_webhooks(request: Request, user: CurrentUser, project_id: str) -> dict[
 def add_webhook(request: Request, user: CurrentUser, project_id: str, body: WebhookCreate) -> dict[str, Any]:
     """Add a webhook: `url`, `events` (a list, or comma-separated), `secret` (optional, never returned),
     `format` (json or slack)."""
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     events = tuple([body.events] if isinstance(body.events, str) else body.events)
     try:
         made = service.add_webhook(store_of(request), settings_of(request), project,

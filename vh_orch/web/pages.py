@@ -31,7 +31,7 @@ from vh_orch.api.auth import (
     session_user,
     set_session_cookie,
 )
-from vh_orch.api.deps import store_of, visible_execution, visible_pipeline, visible_project, visible_task
+from vh_orch.api.deps import may_manage, store_of, visible_execution, visible_pipeline, visible_project, visible_task
 from vh_orch.orchestrator.models import Project, User
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.tasks.summary import task_title
@@ -203,7 +203,7 @@ def project_webhooks(store: Store, user: User, project: Project) -> list[Any] | 
     """The project's webhooks for its owner or an administrator; None (no card) for anyone else."""
     from vh_orch.services.webhooks import list_webhooks
 
-    if not (user.is_admin or project.owner_id == user.id):
+    if not may_manage(user, project):
         return None
     return list_webhooks(store, [project.id])  # type: ignore[list-item]
 

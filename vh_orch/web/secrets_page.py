@@ -9,8 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from vh_orch.api.auth import check_csrf, session_secret
-from vh_orch.api.deps import settings_of, store_of
-from vh_orch.api.secrets import owned_project
+from vh_orch.api.deps import managed_project, settings_of, store_of
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.models import Project, User
 from vh_orch.services import secrets as secrets_service
@@ -30,7 +29,7 @@ def _page(request: Request, user: User, project: Project, error: str | None = No
 @router.get("/projects/{project_id}/secrets/", response_class=HTMLResponse)
 def secrets_page(request: Request, project_id: str) -> HTMLResponse:
     user = page_user(request)
-    return _page(request, user, owned_project(request, user, project_id))
+    return _page(request, user, managed_project(request, user, project_id))
 
 
 @router.post("/projects/{project_id}/secrets", response_class=HTMLResponse)
@@ -38,7 +37,7 @@ def set_secret(request: Request, project_id: str, name: Annotated[str, Form()], 
                csrf: Annotated[str, Form()] = "") -> HTMLResponse:
     user = page_user(request)
     check_csrf(request, session_secret(request) or "", csrf)
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     try:
         created = secrets_service.set_secret(store_of(request), settings_of(request), project.id,  # type: ignore[arg-type]
                                              name, value, by=user.name)
@@ -52,7 +51,7 @@ def remove_secret(request: Request, project_id: str, name: Annotated[str, Form()
                   csrf: Annotated[str, Form()] = "") -> RedirectResponse:
     user = page_user(request)
     check_csrf(request, session_secret(request) or "", csrf)
-    project = owned_project(request, user, project_id)
+    project = managed_project(request, user, project_id)
     try:
         secrets_service.remove_secret(store_of(request), project.id, name)  # type: ignore[arg-type]
     except UserInputError:
