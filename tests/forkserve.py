@@ -16,7 +16,6 @@ differs from an exec'd command: its parent is the fork server, not the test, and
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -55,9 +54,7 @@ def _fork_server() -> multiprocessing.context.ForkServerContext:
     global _context
     if _context is None:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        with _tests_on_pythonpath():
-            multiprocessing.forkserver.ensure_running()
+        context.set_forkserver_preload(PRELOAD)  # the server starts with the first daemon (serve)
         _context = context
     return _context
 
