@@ -23,7 +23,7 @@ import pytest
 
 import chaos_check as check
 import forkserve
-from chaos_workload import Submitter, make_project, plan_jobs
+from chaos_workload import Job, Submitter, make_project, plan_jobs
 from conftest import VhOrch
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,13 +36,14 @@ SETTLE_S = 240
 class Replica:
     """One `vh-orch serve` process with a log of its own."""
 
-    def __init__(self, vh: VhOrch, index: int) -> None:
+    def __init__(self, vh: VhOrch, index: int, env: dict[str, str] | None = None) -> None:
         self.vh, self.index = vh, index
+        self.env = {**vh.env, **(env or {})}
         self.log = vh.home.parent / f"replica-{index}.log"
         self.process: forkserve.Forked | subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = forkserve.serve(self.vh.exe, ["serve", "--listen", "127.0.0.1:0"], self.vh.env, self.log)
+        self.process = forkserve.serve(self.vh.exe, ["serve", "--listen", "127.0.0.1:0"], self.env, self.log)
         deadline = time.monotonic() + 60
         while "vh-orch daemon started" not in self.text():
             assert self.process.poll() is None, f"replica {self.index} exited early:\n{self.text()}"
@@ -225,6 +226,64 @@ def test_replicas_share_work_and_take_over_from_a_killed_and_a_paused_one(
             "nothing was taken over: the faults missed the running work"
     finally:
         for replica in replicas:
+            replica.stop()
+        watch.stop()
+        check.remove_containers(dict(vh.env), cluster)
+
+
+def frozen(pid: int) -> bool:
+    """Whether the process is stopped (SIGSTOP): state T in /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def test_a_replica_frozen_before_it_starts_a_command_does_not_start_it_once_its_lease_is_gone(
+        tmp_path: Path, postgres: Any, docker_images: None) -> None:
+    """A replica freezes (SIGSTOP at the `command-start` failpoint) with an execution's inputs in place and
+    its command not yet started, past its lease; another replica takes the execution over and runs it
+    again. Woken, the frozen one must not start its command: the execution runs once, not twice."""
+    vh = VhOrch(tmp_path / "home")
+    db_url = postgres.new_database()
+    vh.env.update({"VH_ORCH_DB": db_url, "VH_ORCH_LEASE_S": str(LEASE_S)})
+    vh("init")
+    cloud_file = tmp_path / "cloud.json"
+    (tmp_path / "envs.yaml").write_text(json.dumps({"environments": environments(cloud_file)[:1]}))
+    vh("env", "apply", str(tmp_path / "envs.yaml"))
+    vh("project", "add", "p")
+    cluster = cluster_id(db_url)
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    project, input_file, input_sha = make_project(tmp_path, seed=7)
+    submitter = Submitter(vh, project, input_file, traces)
+    watch = check.ContainerWatch("local", dict(vh.env), cluster, time.time() - 1)
+    watch.start()
+    first = Replica(vh, 0, {"VH_ORCH_FAILPOINT": "command-start=stop"})
+    second = Replica(vh, 1)
+    try:
+        first.start()
+        job = Job(ENVS[0], 40, 1, 0.0)
+        execution_id = submitter.submit(job)
+        wait_for("the first replica to freeze before the command starts", lambda: frozen(first.pid), 90,
+                 lambda: first.text())
+        second.start()
+        done = wait_for("the second replica to run the execution to its end",
+                        lambda: (lambda info: info if info["status"] in check.FINAL else None)(
+                            vh.json("exec", "info", str(execution_id))), SETTLE_S, lambda: second.text())
+        first.signal(signal.SIGCONT)
+
+        def runs_of_it() -> list[check.Interval]:  # every container of it, from the engine's own events
+            return [i for i in watch.intervals.values() if i.execution == execution_id]
+
+        # The woken replica's runner either lets go (its own word, after its lease check) or, wrongly,
+        # starts the command of attempt 1 again.
+        wait_for("the woken replica's runner to let the execution go",
+                 lambda: f"execution {execution_id}: exec:{execution_id}:" in first.text() or len(runs_of_it()) > 1,
+                 60, lambda: first.text())
+        assert done["status"] == "complete" and done["attempt"] == 2, done
+        assert check.check_complete(vh, done, job.expected(input_sha), tmp_path / "downloads" / "1") == []
+        assert check.wait_no_containers({"local": dict(vh.env)}, cluster, timeout=45) == []
+        assert len(runs_of_it()) == 1, f"execution {execution_id} ran {len(runs_of_it())} times: {runs_of_it()}"
+    finally:
+        for replica in (first, second):
             replica.stop()
         watch.stop()
         check.remove_containers(dict(vh.env), cluster)

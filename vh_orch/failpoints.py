@@ -5,6 +5,8 @@ the hit that fires it (`after-outputs-uploaded`, `log-follow:3`: the third time)
 It is read once, when this module is first imported; the daemon imports it at start.
 A point that fires sends SIGKILL to this process, which ends it at once, exactly
 as a power cut or the OOM killer would: nothing is flushed, no handler runs.
+With `=stop` (`command-start=stop`, `log-follow:3=stop`) it sends SIGSTOP instead: the
+whole process freezes there, as a paused VM or a stalled host would, until SIGCONT.
 
 The points, in the order an execution meets them:
 
@@ -12,6 +14,7 @@ The points, in the order an execution meets them:
     launch-call-returned      the cloud launched the instance, the row not yet updated
     bootstrap-step            a bootstrap step is recorded
     input-transfer            an input file is half sent to a machine, or being copied from its cache
+    command-start             the inputs are in place, the command not started yet
     process-started           the process exists, its handle (pid file) not yet saved
     container-started         the container runs, nothing of it read yet
     log-follow                a batch of log lines is stored
@@ -33,22 +36,28 @@ import threading
 
 ENV = "VH_ORCH_FAILPOINT"
 POINTS = (
-    "launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "process-started",
+    "launch-row-written", "launch-call-returned", "bootstrap-step", "input-transfer", "command-start", "process-started",
     "container-started", "log-follow", "output-upload", "after-outputs-uploaded", "after-result-recorded",
     "pipeline-work-made", "pipeline-node-ended",
 )
 
 
-def _parse(text: str) -> dict[str, int]:
-    armed: dict[str, int] = {}
+ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+
+
+def _parse(text: str) -> dict[str, tuple[int, signal.Signals]]:
+    armed: dict[str, tuple[int, signal.Signals]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, nth = item.partition(":")
+        point, _, action = item.partition("=")
+        name, _, nth = point.partition(":")
         if name not in POINTS:
             raise SystemExit(f"{ENV}: unknown failpoint {name!r}; known: {', '.join(POINTS)}")
+        if (action or "kill") not in ACTIONS:
+            raise SystemExit(f"{ENV}: {item!r}: the action after '=' is one of {', '.join(ACTIONS)}")
         try:
-            armed[name] = int(nth) if nth else 1
+            armed[name] = (int(nth) if nth else 1, ACTIONS[action or "kill"])
         except ValueError:
-            raise SystemExit(f"{ENV}: {item!r} is not NAME or NAME:N") from None
+            raise SystemExit(f"{ENV}: {item!r} is not NAME, NAME:N or either with =ACTION") from None
     return armed
 
 
@@ -66,14 +75,15 @@ def arm_from_environment() -> None:
 
 
 def hit(name: str) -> None:
-    """Kill this process here if the point `name` is armed and this is its hit."""
+    """Kill (or freeze) this process here if the point `name` is armed and this is its hit."""
     if not _armed or name not in _armed:
         return
+    nth, sig = _armed[name]
     with _lock:
         _hits[name] = _hits.get(name, 0) + 1
-        fire = _hits[name] == _armed[name]
+        fire = _hits[name] == nth
     if fire:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), sig)
 
 
 def armed() -> bool:

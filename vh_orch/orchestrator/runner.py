@@ -287,14 +287,27 @@ class ExecutionRunner:
                 ingester.add("stderr", f"vh-orch: {exc}")
                 ingester.close(timeout=30)
                 return Outcome(S.ERROR, str(exc), None)
-            if self._stop.is_set():
+            if self._stop.is_set() and not self._lost:
                 ingester.close(timeout=30)
                 return Outcome(S.STOPPED, self._stop_reason, None)
+            # Fetching inputs takes a while: a replica paused meanwhile past its lease must not start a
+            # command that its successor already settled (requeued, or run again elsewhere).
+            failpoints.hit("command-start")
+            self._still_held(ingester)
             try:
                 running = self.runtime.start(spec)
             except RuntimeFailure as exc:
                 ingester.close(timeout=30)
                 return Outcome(S.ERROR, str(exc), None)
+            if not hasattr(self.runtime, "attach"):
+                # On this host nobody re-attaches: a take-over during the start ended nothing (the
+                # command did not exist yet), so the command ends here.
+                try:
+                    self._still_held(ingester)
+                except LeaseLost:
+                    running.stop(0)
+                    running.wait()
+                    raise
         self._running = running
         timestamped = getattr(running, "timestamped", False)
         ingester.follow(running.stdout, "stdout", timestamped)
@@ -650,6 +663,17 @@ class ExecutionRunner:
                 running.stop(self.settings.stop_grace_s)
                 return running.wait(), deadline
             self._stop.wait(POLL_S)
+
+    def _still_held(self, ingester: LogIngester) -> None:
+        """Raise LeaseLost (its log closed) once another replica holds this execution: let go by the
+        heartbeat, or its lease row taken over (the fenced store's check)."""
+        try:
+            if self._lost:
+                raise LeaseLost(f"exec:{self.execution_id}: another replica took it over")
+            self.store.check_fence()
+        except LeaseLost:
+            ingester.close(timeout=1)
+            raise
 
     def _silent_for_too_long(self, now: float, started: float, silence: float, last_output: float | None) -> bool:
         if last_output is not None:
