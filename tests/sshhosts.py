@@ -40,6 +40,17 @@ class SSHHost:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         (self.folder / "authorized_keys").write_text(authorized_key + "\n")
         config = self.folder / "sshd_config"
+        # sshd runs each command with root's bash, which would source this machine's ~/.bashrc (here:
+        # `pyenv init`, some 35 processes and ~0.15 s for every command vh-orch sends). A bash whose
+        # SHLVL is already 1 skips it; sshd takes only its first SetEnv line, so the test's own go there.
+        setenv = ["SHLVL=1"]
+        other = []
+        for line in extra_config.splitlines():
+            if line.startswith("SetEnv "):
+                setenv += line.split()[1:]
+            else:
+                other.append(line + "\n")
+        extra_config = f"SetEnv {' '.join(setenv)}\n" + "".join(other)
         config.write_text(
             f"ListenAddress {self.address}:{self.port}\n"
             f"HostKey {self.folder / 'host_key'}\n"
