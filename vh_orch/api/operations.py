@@ -12,6 +12,7 @@ from vh_orch.api.auth import CurrentUser
 from vh_orch.api.deps import field_error, not_found, store_of
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.models import User
+from vh_orch.services.costs import cost_report, window_start
 from vh_orch.services.views import BILLED, input_cache_dict, machine_gpus
 from vh_orch.timeutil import as_utc, iso, utcnow
 
@@ -48,9 +49,18 @@ def launch_failures(request: Request, user: CurrentUser, limit: int = 10) -> dic
 
 
 @router.get("/cost/")
-def cost(request: Request, user: CurrentUser, hours: int = 24) -> dict[str, Any]:
-    """Cost per hour over the last `hours` (at most a month), per environment: each machine counts
-    from its creation to its termination (or now) at its environment's price; `local` costs nothing."""
+def cost(request: Request, user: CurrentUser, hours: int = 24, by: str | None = None, since: str | None = None,
+         days: float | None = None) -> dict[str, Any]:
+    """Without `by` (administrators): cost per hour over the last `hours` (at most a month), per environment:
+    each machine counts from its creation to its termination (or now) at its environment's price; `local`
+    costs nothing. With `by` (user, project, environment, task or pipeline): the cost report over `since`
+    (a date or time) or the last `days` (default 30), rows `{key, cost_usd, machine_hours, executions, idle}`;
+    an administrator's rows (each environment's idle time included) add up to the bill, anyone else sees
+    only the executions of projects they can see."""
+    if by is not None:
+        now = utcnow()
+        start = window_start(since, 30.0 if since is None and days is None else days, now)
+        return cost_report(store_of(request), by, start, now, user=user).as_dict()
     require_admin(user)
     if not 1 <= hours <= MAX_HOURS:
         raise field_error("hours", f"give 1 to {MAX_HOURS} hours")

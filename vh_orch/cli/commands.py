@@ -14,6 +14,7 @@ from vh_orch.cli import (
 )
 from vh_orch.cli import registries, secrets  # noqa: I001 (its own line: issue 30's parts merge cleanly)
 from vh_orch.cli import keys  # noqa: I001
+from vh_orch.cli import budgets, costs  # noqa: I001
 
 app = typer.Typer(
     name="vh-orch",
@@ -30,6 +31,8 @@ app.command("cleanup")(operations.cleanup)
 app.command("rotate-key")(keys.rotate_key)
 app.command("simulate")(simulate.simulate)
 app.add_typer(operations.quota_app, name="quota")
+app.add_typer(costs.app, name="cost")
+app.add_typer(budgets.app, name="budget")
 app.add_typer(projects.app, name="project")
 projects.app.add_typer(secrets.app, name="secret")
 app.add_typer(registries.app, name="registry")

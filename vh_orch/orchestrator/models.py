@@ -239,6 +239,24 @@ class Quota(SQLModel, table=True):
     max_concurrent: int
 
 
+class Budget(SQLModel, table=True):
+    """A spending limit per period for a user (`user`) or a project (`project_id`): when their spend in
+    the period reaches it, their new executions wait as `created`; `hard` stops running ones too."""
+
+    __table_args__ = (UniqueConstraint("user", "project_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user: str | None = Field(default=None, index=True)
+    project_id: int | None = Field(default=None, foreign_key="project.id", index=True)
+    usd: float
+    period: str = "month"  # month, week (from Monday) or day, in UTC
+    hard: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    # The start of the period whose 80 % warning was sent (one per period).
+    warned_period: datetime | None = None
+
+
 class Execution(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("project_id", "counter"),
@@ -300,6 +318,9 @@ class Execution(SQLModel, table=True):
     pipeline_attempt: int | None = None
     # "Run again": the execution this one was made from (its page links both ways).
     rerun_of_id: int | None = Field(default=None, foreign_key="execution.id", index=True)
+    # What its latest attempt cost (orchestrator/costs.py), stored when it ended; None: not ended, or
+    # ended before costs were kept (worked out from the rows when asked).
+    cost_usd: float | None = None
 
 
 class Task(SQLModel, table=True):

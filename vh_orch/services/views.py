@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vh_orch.cloud_drivers.capabilities import capabilities
+from vh_orch.orchestrator.costs import execution_cost
 from vh_orch.timeutil import iso
 
 # Values of models.MachineState and models.ExecutionStatus, spelt out because the models load
@@ -32,6 +33,7 @@ class ReadStore(Protocol):
     def list_machines(self) -> Sequence[tuple[Any, str]]: ...
     def executions_in(self, statuses: Sequence[str]) -> Sequence[Any]: ...
     def recent_failures(self, environment_id: int, limit: int = 20) -> Sequence[Any]: ...
+    def machine_and_holders(self, machine_id: int) -> tuple[Any | None, Sequence[Any]]: ...
 
 
 def input_cache_dict(hits: int, misses: int, size: int | None) -> dict[str, Any]:
@@ -119,6 +121,7 @@ def execution_info(store: ReadStore, e: Any) -> dict[str, Any]:
         "ended_at": e.ended_at,
         "exit_code": e.exit_code,
         "peak_memory_bytes": e.peak_memory_bytes,
+        "cost_usd": execution_cost(store, e),  # its share of its machine's bill (a running one's so far)
         "outputs": [output_dict(o) for o in store.outputs_of(e.id)],
         "metadata_latest": e.metadata_latest,
         "task": None if getattr(e, "task_id", None) is None else {"id": e.task_id, "index": e.task_index},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vh_orch.orchestrator.costs import execution_cost
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
@@ -57,4 +58,11 @@ def pipeline_dict(store: Store, pipeline: Pipeline, nodes: list[PipelineNode] | 
         "ended_at": iso(pipeline.ended_at),
         "nodes": [node_dict(store, n) for n in nodes],
         "edges": pipeline.spec.get("edges", []),
+        "cost_usd": pipeline_cost(store, nodes),
     }
+
+
+def pipeline_cost(store: Store, nodes: list[PipelineNode]) -> float:
+    """What the executions its nodes ran cost (a task node's children too; not a reused execution's)."""
+    ids = {i for n in nodes for i in store.node_execution_ids(n.id, n.task_id)}  # type: ignore[arg-type]
+    return round(sum(execution_cost(store, store.get_execution(i)) for i in sorted(ids)), 4)

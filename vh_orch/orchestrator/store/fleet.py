@@ -435,8 +435,12 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
             return {q.user: q.max_concurrent for q in s.exec(select(Quota))}
 
     def admit_created(self) -> int:
+        """Queue what waits under quotas and budgets; stop the running work of hard budgets spent."""
         with self.write() as s:
-            return self.admit(s)
+            held = self._budget_holds(s, self.clock())
+            admitted = self.admit(s, held=held)
+            self._stop_over_hard_budgets(s, held)
+            return admitted
 
     # -- environments --------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota
+from vh_orch.orchestrator.store.costs import BudgetState, CostsStore
 from vh_orch.orchestrator.store.webhooks import WebhooksStore
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
@@ -27,7 +28,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-class LifecycleStore(WebhooksStore):
+class LifecycleStore(WebhooksStore, CostsStore):
     def _insert_execution(self, s: Session, execution: Execution) -> None:
         """Insert a new execution (status `created`) with the next counter of its project."""
         counter = s.execute(
@@ -46,8 +47,11 @@ class LifecycleStore(WebhooksStore):
         s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
         execution.last_seq = 1
 
-    def admit(self, s: Session, executions: Sequence[Execution] | None = None) -> int:
-        """Queue `created` executions in submission order while their users are under quota."""
+    def admit(self, s: Session, executions: Sequence[Execution] | None = None,
+              held: dict[tuple[str, str | int], BudgetState] | None = None) -> int:
+        """Queue `created` executions in submission order while their users are under quota and neither
+        their user nor their project has spent its budget (`held`: those that have, else looked up).
+        One that waits for a budget says so in its status reason."""
         limits = {q.user: q.max_concurrent for q in s.exec(select(Quota))}
         default = limits.get(DEFAULT_QUOTA_USER)
         waiting = list(executions) if executions is not None else list(
@@ -55,6 +59,10 @@ class LifecycleStore(WebhooksStore):
         )
         if not waiting:
             return 0
+        if held is None:
+            held = self._budget_holds(s, self.clock())
+        if held:
+            waiting = [e for e in waiting if not self._held_by_budget(s, e, held)]
         users = {e.user for e in waiting}
         active = dict(
             s.exec(
@@ -73,6 +81,29 @@ class LifecycleStore(WebhooksStore):
             active[execution.user] = current + 1
             admitted += 1
         return admitted
+
+    @staticmethod
+    def _held_by_budget(s: Session, execution: Execution, held: dict[tuple[str, str | int], BudgetState]) -> bool:
+        state = held.get(("user", execution.user or "")) or held.get(("project", execution.project_id))
+        if state is None:
+            return False
+        # Said once, with the spend when it was first held (not rewritten as the spend moves on).
+        if not (execution.status_reason or "").startswith(f"{state.scope} {state.name} has spent"):
+            execution.status_reason = f"{state.message()}; it waits until the budget is raised or a new period starts"
+            s.add(execution)
+        return True
+
+    def _stop_over_hard_budgets(self, s: Session, held: dict[tuple[str, str | int], BudgetState]) -> int:
+        """Running executions of users and projects past a hard budget: `stopping` (outputs kept)."""
+        stopped = 0
+        for (scope, key), state in held.items():
+            if not state.budget.hard:
+                continue
+            owned = Execution.user == key if scope == "user" else Execution.project_id == key
+            for execution in s.exec(select(Execution).where(Execution.status == S.STARTED, owned)):
+                self._transition(s, execution, S.STOPPING, reason=f"{state.message()} (a hard budget stops running work)")
+                stopped += 1
+        return stopped
 
     def _transition(
         self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
@@ -98,4 +129,6 @@ class LifecycleStore(WebhooksStore):
         text = status if reason is None else f"{status}: {reason}"
         s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
         if status in FINAL_STATUSES:
+            execution.cost_usd = self._ended_cost(s, execution)
+            s.add(execution)
             self._execution_ended(s, execution)  # its webhooks' deliveries, in this transaction

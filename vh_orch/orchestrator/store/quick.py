@@ -97,6 +97,11 @@ class QuickReader:
         """Environments not removed, by name."""
         return self._rows("environment", "SELECT * FROM environment WHERE removed_at IS NULL ORDER BY name")
 
+    def machine_and_holders(self, machine_id: int) -> tuple[SimpleNamespace | None, list[SimpleNamespace]]:
+        rows = self._rows("machine", "SELECT * FROM machine WHERE id = ?", machine_id)
+        return (rows[0] if rows else None,
+                self._rows("execution", "SELECT * FROM execution WHERE machine_id = ?", machine_id))
+
     def list_machines(self) -> list[tuple[SimpleNamespace, str]]:
         """Live machines (LIVE_MACHINE) with their environment's name, by id."""
         marks = ", ".join("?" * len(LIVE_MACHINE))

@@ -1,6 +1,7 @@
 """The one Store, assembled from one part per concern (how the parts fit: see database.py)."""
 
 from vh_orch.orchestrator.store.core import CoreStore
+from vh_orch.orchestrator.store.costs import CostsStore
 from vh_orch.orchestrator.store.counts import CountsStore
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.fleet import FleetStore
@@ -20,7 +21,7 @@ from vh_orch.orchestrator.store.webhooks import WebhooksStore
 
 
 class Store(CoreStore, FleetStore, TasksStore, PipelinesStore, QueriesStore, CountsStore, LogsStore,
-            UtilizationStore, LifecycleStore, WebhooksStore, UsersStore, LeasesStore, DatasetsStore, ReposStore,
+            UtilizationStore, LifecycleStore, WebhooksStore, CostsStore, UsersStore, LeasesStore, DatasetsStore, ReposStore,
             SecretsStore, RegistriesStore, KeysStore):
     """The one object the rest of vh-orch uses to read and write state. A part that another one
     builds on comes after it here."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from vh_orch.orchestrator.costs import execution_cost
 from vh_orch.orchestrator.tasks.search import MEDIAN_REASON, grid_size, plan
 from vh_orch.orchestrator.tasks.spec import TaskSpec
 from vh_orch.values import ExecutionStatus
@@ -76,6 +77,7 @@ def task_summary(store: Store, task: Task, children: list[Execution] | None = No
         "planned": planned_count(spec),
         "best": best_child(spec, children),
         "median_stopping": None if spec.median_stopping is None else _median_savings(children, store.clock()),
+        "cost_usd": round(sum(execution_cost(store, c) for c in children), 4),  # its children's, so far
     }
 
 
