@@ -147,6 +147,7 @@ def machines_gone(vh: VhOrch) -> bool:
         db.close()
 
 
+@pytest.mark.slow  # a daemon on the fake cloud
 def test_costs_add_up_to_the_bill_by_user_project_and_environment(world: VhOrch) -> None:
     vh = world
     vh.start_daemon()
@@ -190,6 +191,7 @@ def test_costs_add_up_to_the_bill_by_user_project_and_environment(world: VhOrch)
     assert vh.json("exec", "info", str(made["a1"]))["cost_usd"] == costs["a1"]
 
 
+@pytest.mark.slow  # a daemon on the fake cloud
 def test_a_user_over_budget_waits_while_others_run_and_a_raised_budget_lets_them_go(world: VhOrch) -> None:
     vh = world
     vh.start_daemon()
@@ -226,6 +228,7 @@ def test_a_user_over_budget_waits_while_others_run_and_a_raised_budget_lets_them
     assert vh.json("task", "info", str(task_id))["cost_usd"] > 0
 
 
+@pytest.mark.slow  # a daemon on the fake cloud
 def test_a_hard_budget_stops_running_work_with_its_outputs_kept(world: VhOrch) -> None:
     vh = world
     vh.start_daemon()
@@ -262,6 +265,7 @@ def test_bad_budget_and_report_input_is_refused_and_changes_nothing(world: VhOrc
     assert world.json("budget", "list") == []
 
 
+@pytest.mark.slow  # a daemon on the fake cloud
 def test_the_api_shows_each_user_only_the_costs_of_projects_they_can_see(world: VhOrch) -> None:
     vh = world
     with_stdin(vh, PASSWORD + "\n", "user", "add", "carol", "--password-stdin")
@@ -289,3 +293,39 @@ def test_the_api_shows_each_user_only_the_costs_of_projects_they_can_see(world: 
     # Without `by`: the operators' hourly series, still administrators' only.
     assert requests.get(f"{api}/api/v0/cost/", timeout=30,
                         headers={"Authorization": f"Token {token}"}).status_code == 404
+
+
+@pytest.mark.slow
+def test_the_pages_show_what_executions_and_people_spent(world: VhOrch) -> None:
+    """In chromium: an execution's cost among its facts, its project's month so far, and the operations
+    page's spend per user and per project with the idle machines' share."""
+    from selenium.webdriver.common.by import By
+
+    from test_api_security import Client, project_id
+    from test_web import chromium, csp_refusals, sign_in, wait_for
+
+    vh = world
+    with_stdin(vh, PASSWORD + "\n", "user", "add", "alice", "--admin", "--password-stdin")
+    vh.start_daemon()
+    made = run(vh, "alice", "alpha", "single", 0.5)
+    assert vh.wait(made)["status"] == "complete"
+    eventually("every machine to be retired", lambda: machines_gone(vh))
+    cost = vh.json("exec", "info", str(made))["cost_usd"]
+    shown = f"${cost:.4f}"
+    api = vh.api_url()
+    pid = project_id(Client(api, vh.json("user", "token", "alice")["token"]), "alpha")
+    with chromium() as browser:
+        sign_in(browser, api, "/operations/")
+        row = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, '#spend-users tr[data-key="alice"]'),
+                       "no spend row for alice on the operations page")[0]
+        assert shown in row.text and "1" in row.text.split()
+        assert shown in browser.find_element(By.CSS_SELECTOR, '#spend-projects tr[data-key="alpha"]').text
+        assert "idle machines: single $" in browser.find_element(By.ID, "spend-idle").text
+        browser.get(f"{api}/executions/{made}/")
+        wait_for(lambda: [e for e in browser.find_elements(By.ID, "cost") if e.text == shown],
+                 "the execution's cost is not shown")
+        browser.get(f"{api}/projects/{pid}/")
+        wait_for(lambda: [e for e in browser.find_elements(By.ID, "month-cost")
+                          if e.text.startswith(f"This month: {shown} (1 execution")],
+                 "the project's month so far is not shown")
+        assert not csp_refusals(browser)

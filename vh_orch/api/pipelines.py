@@ -262,7 +262,7 @@ def pipeline_json(request: Request, p: Pipeline, project_name: str) -> dict[str,
 
 
 def detail_json(request: Request, p: Pipeline) -> dict[str, Any]:
-    from vh_orch.orchestrator.pipelines.summary import node_dict
+    from vh_orch.orchestrator.pipelines.summary import node_dict, pipeline_cost
 
     store = store_of(request)
     nodes = store.pipeline_nodes(p.id)  # type: ignore[arg-type]
@@ -271,6 +271,7 @@ def detail_json(request: Request, p: Pipeline) -> dict[str, Any]:
     out = pipeline_json(request, p, store.get_project_by_id(p.project_id).name)
     out["commit"] = {"identifier": commit_identifier(commit), "adhoc": commit.kind == "adhoc"}
     out["nodes"] = [_node_json(request, p, n, node_dict(store, n)) for n in nodes]
+    out["cost_usd"] = pipeline_cost(store, nodes)
     out["edges"] = [{"id": index, "pipeline": p.id, **edge, "source_node": ids.get(edge["source_node"]),
                      "target_node": ids.get(edge["target_node"]), "source_node_name": edge["source_node"],
                      "target_node_name": edge["target_node"]}

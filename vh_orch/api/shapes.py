@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import Request
 
-from vh_orch.api.deps import project_public_id
+from vh_orch.api.deps import project_public_id, store_of
+from vh_orch.orchestrator.costs import execution_cost
 from vh_orch.orchestrator.models import Commit, Execution, Output
 from vh_orch.orchestrator.store.logs import Event
 from vh_orch.services.projects import ProjectView
@@ -109,6 +110,7 @@ def execution_json(request: Request, e: Execution, project_name: str, env_name: 
         "attempt": e.attempt,
         "exit_code": e.exit_code,
         "machine": e.machine_id,
+        "cost_usd": execution_cost(store_of(request), e),  # its share of its machine's bill (so far, if running)
         "ctime": iso(e.created_at),
         "queued_at": iso(e.queued_at) if e.queued_at else None,
         "started_at": iso(e.started_at) if e.started_at else None,

@@ -205,6 +205,7 @@ def detail_json(request: Request, t: Task) -> dict[str, Any]:
         "planned": summary["planned"],
         "best": summary["best"],
         "median_stopping": summary["median_stopping"],
+        "cost_usd": summary["cost_usd"],
         "configuration": {
             "execution_count": spec.execution_count, "execution_batch_size": spec.batch_size,
             "maximum_queued_executions": spec.max_queued, "optimization_target_metric": spec.target_metric,

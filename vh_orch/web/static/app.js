@@ -16,6 +16,11 @@ const VhOrch = (() => {
     return node;
   };
 
+  // A cost in US dollars: cents once it is a dollar or more, else to a hundredth of a cent.
+  const money = (v) => v == null ? "" : `$${v >= 1 ? v.toFixed(2) : v.toFixed(4)}`;
+  // The first moment of this month in UTC, as the cost report's `since`.
+  const monthStart = () => { const d = new Date(); return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}-01`; };
+
   async function api(path, options = {}) {
     const headers = { Accept: "application/json", ...(options.headers || {}) };
     if (options.method && options.method !== "GET") headers["X-CSRF-Token"] = csrf();
@@ -92,6 +97,15 @@ const VhOrch = (() => {
   function projectPage() {
     const table = $("executions");
     const project = table.dataset.project;
+    async function monthCost() {  // what the project's executions cost since the 1st (UTC)
+      const name = $("month-cost").dataset.project;
+      const report = await api(`/cost/?by=project&since=${monthStart()}`);
+      const row = report.rows.find((r) => !r.idle && r.key === name);
+      $("month-cost").textContent = `This month: ${money(row ? row.cost_usd : 0)}` +
+        (row ? ` (${row.executions} execution${row.executions === 1 ? "" : "s"}, ${row.machine_hours.toFixed(2)} machine-hours)` : "");
+    }
+    monthCost().catch(() => {});
+    setInterval(() => { if (!document.hidden) monthCost().catch(() => {}); }, 30000);
     const stored = `vh-orch.columns.${project}`;  // this project's chosen columns, in this browser
     // The table's whole state lives in the address (a reload or a shared link shows the same table).
     const url = new URLSearchParams(location.search);
@@ -559,6 +573,7 @@ const VhOrch = (() => {
       ["duration", seconds(e.duration), "duration"], ["commit", commit], ["step", e.step], ["image", e.image || ""],
       ["environment", e.environment.name], ["machine", e.machine == null ? "" : String(e.machine)],
       ["by", e.creator.username || ""], ["exit code", e.exit_code == null ? "" : String(e.exit_code)],
+      ["cost", money(e.cost_usd), "cost"],
     ];
     const grid = el("dl", { class: "fact-grid" }, ...facts.map(([k, v, ddId]) => el("div", { class: "fact", "data-fact": k },
       el("dt", { text: k }), Array.isArray(v) ? el("dd", {}, ...v) : el("dd", { text: v || "", ...(ddId ? { id: ddId } : {}) }))));
@@ -1071,6 +1086,7 @@ const VhOrch = (() => {
         ["batch size", shown(c.execution_batch_size)], ["on child error", c.on_child_error || ""],
         ["stop condition", c.stop_condition || ""],
         ["stopped early", early ? `${early.stopped} (${shown(early.machine_hours_saved)} machine-hours saved)` : ""],
+        ["cost", money(t.cost_usd)],
       ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
       progress(t);
       $("counts").replaceChildren(...Object.entries(t.counts).sort().map(([s, n]) =>
@@ -1354,7 +1370,7 @@ const VhOrch = (() => {
         ["pipeline", p.name || ""], ["commit", commit ? commit.slice(0, 13) : ""], ["by", p.user || (p.creator || {}).username || ""],
         ["created", when(p.created_at || p.ctime)], ["started", when(p.started_at)], ["ended", when(p.ended_at)],
         ["parameters", Object.entries(p.parameters || {}).map(([k, v]) => `${k}=${shown(v && v.expression !== undefined ? v.expression : v)}`).join(" ")],
-        ["reuses executions", p.reuse_executions ? "yes" : ""],
+        ["reuses executions", p.reuse_executions ? "yes" : ""], ["cost", money(p.cost_usd)],
       ].filter(([, v]) => v).map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))));
     }
 
@@ -1487,12 +1503,24 @@ const VhOrch = (() => {
         series: [{}, ...names.map((n, i) => ({ label: n, stroke: `hsl(${(i * 137) % 360} 70% 50%)`, value: (u, v) => v == null ? "" : `$${v.toFixed(2)}` }))] },
         data, $("cost-chart"));
     }
+    async function spend() {
+      const [users, projects] = await Promise.all(["user", "project"].map((by) => api(`/cost/?by=${by}&since=${monthStart()}`)));
+      const rows = (report, id) => $(id).tBodies[0].replaceChildren(...report.rows.filter((r) => !r.idle).map((r) =>
+        el("tr", { "data-key": r.key == null ? "" : String(r.key) }, el("td", { text: r.key == null ? "(none)" : String(r.key) }),
+          el("td", { class: "num", text: money(r.cost_usd) }), el("td", { class: "num", text: r.machine_hours.toFixed(2) }),
+          el("td", { class: "num", text: String(r.executions) }))));
+      rows(users, "spend-users");
+      rows(projects, "spend-projects");
+      const idle = users.rows.filter((r) => r.idle);
+      $("spend-idle").textContent = `Total ${money(users.total_usd)}` + (idle.length
+        ? `, of which idle machines: ${idle.map((r) => `${r.key} ${money(r.cost_usd)}`).join(", ")}` : "");
+    }
     $("cost-hours").addEventListener("change", costs);
     // The cost chart follows its box's width (a window resize), as the other charts do.
     new ResizeObserver(() => chart && chart.setSize({ width: Math.max(300, $("cost-chart").clientWidth), height: 220 }))
       .observe($("cost-chart"));
-    load(); costs();
-    setInterval(() => { if (!document.hidden) load().catch(() => {}); }, 5000);
+    load(); costs(); spend();
+    setInterval(() => { if (!document.hidden) { load().catch(() => {}); spend().catch(() => {}); } }, 5000);
   }
 
   // -- charts of series (execution metadata, compare) ------------------------------------------
