@@ -329,3 +329,32 @@ def test_the_pages_show_what_executions_and_people_spent(world: VhOrch) -> None:
                           if e.text.startswith(f"This month: {shown} (1 execution")],
                  "the project's month so far is not shown")
         assert not csp_refusals(browser)
+
+
+@pytest.mark.slow  # a daemon on the fake cloud
+def test_a_budget_80_percent_spent_warns_its_projects_webhooks_once_a_period(world: VhOrch) -> None:
+    import json
+
+    from quietserver import shut
+    from test_webhooks import Receiver
+
+    vh = world
+    receiver = Receiver()
+    try:
+        hook = vh.json("webhook", "add", "-p", "alpha", "--url", receiver.url + "/budget", "--events", "budget.warning")
+        vh.start_daemon()
+        first = run(vh, "alice", "alpha", "single", 0.5)
+        assert vh.wait(first)["status"] == "complete"
+        spent = vh.json("exec", "info", str(first))["cost_usd"]
+        vh("budget", "set", "--project", "alpha", "--usd", str(spent / 0.9))  # 90 % spent: a warning, no hold
+        _, _, body = eventually("the budget warning", lambda: receiver.posts_to("/budget"))[0]
+        warning = json.loads(body)
+        assert warning["event"] == "budget.warning"
+        assert warning["budget"]["scope"] == "project" and warning["budget"]["name"] == "alpha"
+        assert warning["budget"]["percent"] == pytest.approx(90, abs=0.5)
+        again = run(vh, "alice", "alpha", "single", 0.1)  # still under the budget: it runs
+        assert vh.wait(again)["status"] == "complete"
+        assert len(receiver.posts_to("/budget")) == 1  # once a period
+        assert [d["event"] for d in vh.json("webhook", "deliveries", str(hook["id"]))] == ["budget.warning"]
+    finally:
+        shut(receiver.server)

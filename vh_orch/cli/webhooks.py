@@ -26,8 +26,8 @@ def add(
     url: Annotated[str, typer.Option("--url", help="Where deliveries are POSTed (http:// or https://)")],
     events: Annotated[str, typer.Option(
         "--events", metavar="EVENT[,EVENT...]",
-        help="What it reports: execution.ended, task.ended, pipeline.ended (comma-separated)")
-    ] = "execution.ended,task.ended,pipeline.ended",
+        help="What it reports: execution.ended, task.ended, pipeline.ended, budget.warning (comma-separated)")
+    ] = "execution.ended,task.ended,pipeline.ended,budget.warning",
     secret_stdin: Annotated[bool, typer.Option(
         "--secret-stdin", help="Read the signing secret from standard input (X-Vh-Orch-Signature: sha256=HMAC "
                                "of the body)")] = False,

@@ -60,7 +60,7 @@ def set_budget(store: Store, user: str | None, project: str | None, usd: float, 
     if period not in PERIODS:
         raise UserInputError(f"--period must be one of {', '.join(PERIODS)}, not {period!r}", field="period")
     user_name, project_id = _subject(store, user, project)
-    return store.put_budget(user_name, project_id, round(usd, 2), period, hard)
+    return store.put_budget(user_name, project_id, float(usd), period, hard)
 
 
 def list_budgets(store: Store) -> list[BudgetView]:

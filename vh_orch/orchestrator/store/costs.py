@@ -134,10 +134,11 @@ class CostsStore(Database):
         states.sort(key=lambda st: (st.scope != "user", st.name))
         return states
 
-    def _budget_holds(self, s: Session, now: datetime) -> dict[tuple[str, str | int], BudgetState]:
+    def _budget_holds(self, s: Session, now: datetime,
+                      states: list[BudgetState] | None = None) -> dict[tuple[str, str | int], BudgetState]:
         """The users and projects whose spend reached their budget: ("user", name) or ("project", id)."""
         held: dict[tuple[str, str | int], BudgetState] = {}
-        for state in self._budget_states(s, now):
+        for state in self._budget_states(s, now) if states is None else states:
             if state.reached:
                 b = state.budget
                 held[("user", b.user) if b.user is not None else ("project", b.project_id or 0)] = state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,8 @@ from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
 from vh_orch.values import CloudInstance, ExecutionStatus, MachineState, PipelineStatus, TaskStatus
+
+log = logging.getLogger(__name__)
 
 S = ExecutionStatus
 M = MachineState
@@ -437,9 +440,12 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
     def admit_created(self) -> int:
         """Queue what waits under quotas and budgets; stop the running work of hard budgets spent."""
         with self.write() as s:
-            held = self._budget_holds(s, self.clock())
+            states = self._budget_states(s, self.clock())
+            held = self._budget_holds(s, self.clock(), states)
             admitted = self.admit(s, held=held)
             self._stop_over_hard_budgets(s, held)
+            for state in self._warn_budgets(s, states):
+                log.warning("budget: %s", state.message())
             return admitted
 
     # -- environments --------------------------------------------------------------------

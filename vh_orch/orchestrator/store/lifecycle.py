@@ -10,14 +10,16 @@ from datetime import datetime
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota
+from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota, User
 from vh_orch.orchestrator.store.costs import BudgetState, CostsStore
 from vh_orch.orchestrator.store.webhooks import WebhooksStore
+from vh_orch.timeutil import as_utc, iso
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
 S = ExecutionStatus
 ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)  # what counts against a quota
-DEFAULT_QUOTA_USER = "*"  # the quota row that applies to users without one of their own
+DEFAULT_QUOTA_USER = "*"
+WARN_AT = 0.8  # a budget this much spent sends its one warning of the period  # the quota row that applies to users without one of their own
 
 # Which status may follow which. A final status is never left.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -104,6 +106,31 @@ class LifecycleStore(WebhooksStore, CostsStore):
                 self._transition(s, execution, S.STOPPING, reason=f"{state.message()} (a hard budget stops running work)")
                 stopped += 1
         return stopped
+
+    def _warn_budgets(self, s: Session, states: list[BudgetState]) -> list[BudgetState]:
+        """Budgets 80 % spent in their period, once a period each: a `budget.warning` for the webhooks of
+        the project (a user's budget: of the projects that user owns) that ask for it. Those warned now."""
+        warned = []
+        for state in states:
+            b = state.budget
+            if state.spent_usd < WARN_AT * b.usd or b.usd <= 0:
+                continue
+            if b.warned_period is not None and as_utc(b.warned_period) >= state.period_start:
+                continue
+            b.warned_period = state.period_start
+            s.add(b)
+            warned.append(state)
+            body = {"scope": state.scope, "name": state.name, "usd": b.usd, "period": b.period,
+                    "spent_usd": round(state.spent_usd, 4), "percent": round(100 * state.spent_usd / b.usd, 1),
+                    "period_start": iso(state.period_start), "hard": b.hard}
+            if b.project_id is not None:
+                projects = [b.project_id]
+            else:
+                owner = s.exec(select(User.id).where(User.name == b.user)).first()
+                projects = [] if owner is None else list(s.exec(select(Project.id).where(Project.owner_id == owner)))
+            for project_id in projects:
+                self._queue_event(s, project_id, "budget.warning", "budget", lambda _project: body)
+        return warned
 
     def _transition(
         self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None

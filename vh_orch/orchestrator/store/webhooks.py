@@ -15,11 +15,12 @@ from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import NotFound
+from vh_orch.orchestrator.costs import PERIOD_WORDS
 from vh_orch.orchestrator.models import Execution, Pipeline, Project, Task, Webhook, WebhookDelivery
 from vh_orch.orchestrator.store.database import Database
 from vh_orch.timeutil import iso
 
-EVENTS = ("execution.ended", "task.ended", "pipeline.ended")
+EVENTS = ("execution.ended", "task.ended", "pipeline.ended", "budget.warning")
 MAX_TRIES_KEPT = 20  # a delivery's tries list stays small whatever the schedule
 
 
@@ -187,6 +188,10 @@ def _body(payload: dict[str, Any], fmt: str) -> str:
 def slack_text(payload: dict[str, Any]) -> str:
     """One line for a chat channel: what ended, how, and a link (Slack's `<url|label>`)."""
     event = payload["event"]
+    if event == "budget.warning":
+        b = payload["budget"]
+        return _slack_escaped(f"{b['scope']} {b['name']} has spent ${b['spent_usd']:,.2f} of the ${b['usd']:,.2f} "
+                              f"{PERIOD_WORDS.get(b['period'], b['period'])} budget ({b['percent']:.0f} %)")
     kind = event.split(".", 1)[0]
     item = payload[kind]
     label = _slack_escaped(f"{item['project']} {kind} #{item['counter']}")
