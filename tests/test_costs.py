@@ -190,6 +190,15 @@ def test_costs_add_up_to_the_bill_by_user_project_and_environment(world: VhOrch)
     assert vh.json("cost", "report", "--by", "user", "--days", "1") == reports["user"]
     assert vh.json("exec", "info", str(made["a1"]))["cost_usd"] == costs["a1"]
 
+    # The installation's own history replayed: the four runs, on its environments or at another price.
+    trace = vh.home.parent / "history.csv"
+    [own] = vh.json("simulate", "--from-history", "--days", "1", "--policy", "idle-timeout:1s", "--out", str(trace))
+    assert len(trace.read_text().splitlines()) == 1 + 4
+    (vh.home.parent / "double.yaml").write_text(ENVS.replace(f"price_per_hour: {PRICE}", f"price_per_hour: {2 * PRICE}"))
+    [double] = vh.json("simulate", "--from-history", "--days", "1", "--policy", "idle-timeout:1s",
+                       "--envs", str(vh.home.parent / "double.yaml"))
+    assert own["cost"] > 0 and double["cost"] == pytest.approx(2 * own["cost"], abs=2e-4)
+
 
 @pytest.mark.slow  # a daemon on the fake cloud
 def test_a_user_over_budget_waits_while_others_run_and_a_raised_budget_lets_them_go(world: VhOrch) -> None:
@@ -256,6 +265,9 @@ def test_a_hard_budget_stops_running_work_with_its_outputs_kept(world: VhOrch) -
     (["cost", "report", "--since", "yesterday"], "is not a date or time"),
     (["cost", "report", "--since", "2026-01-01", "--days", "3"], "give --since or --days, not both"),
     (["cost", "report", "--days", "0"], "--days must be more than 0"),
+    (["simulate", "--from-history", "--days", "0"], "--days must be more than 0"),
+    (["simulate", "trace.csv", "--from-history"], "give a trace file or --from-history, not both"),
+    (["simulate", "--from-history", "--days", "1"], "no execution ran and ended in that window"),
 ])
 def test_bad_budget_and_report_input_is_refused_and_changes_nothing(world: VhOrch, case: tuple[list[str], str]
                                                                    ) -> None:

@@ -100,6 +100,22 @@ class CostsStore(Database):
             s.delete(row)
             return True
 
+    def execution_history(self, since: datetime) -> list[tuple[datetime, datetime, datetime, str]]:
+        """(created_at, started_at, ended_at, environment name) of every execution created since `since`
+        that ran and ended (`vh-orch simulate --from-history`), oldest first."""
+        with self.read() as s:
+            return [(created, started, ended, name) for created, started, ended, name in s.exec(
+                select(Execution.created_at, Execution.started_at, Execution.ended_at, Environment.name)
+                .join(Environment, col(Environment.id) == Execution.environment_id)
+                .where(Execution.created_at >= since, col(Execution.started_at).is_not(None),
+                       col(Execution.ended_at).is_not(None))
+                .order_by(col(Execution.id)))]
+
+    def all_environments(self) -> list[Environment]:
+        """Every environment, removed ones too (history still names them)."""
+        with self.read() as s:
+            return list(s.exec(select(Environment).order_by(col(Environment.name))))
+
     def has_executions_of(self, user: str) -> bool:
         """Whether any execution was submitted under this user name (a budget may name such a user)."""
         with self.read() as s:
