@@ -97,6 +97,17 @@ STEPS = """
     command:
       - echo early | tee "$VH_OUTPUTS_DIR/early.txt"
       - sleep 300
+- pipeline:
+    name: two-naps
+    nodes:
+      - name: first
+        type: execution
+        step: nap
+      - name: second
+        type: execution
+        step: nap
+    edges:
+      - [first.parameter.seconds, second.parameter.seconds]
 - task:
     step: nap
     name: pair
@@ -185,15 +196,35 @@ def test_costs_add_up_to_the_bill_by_user_project_and_environment(world: VhOrch)
     table = vh("cost", "report", "--by", "user").stdout
     assert "alice" in table and "idle (shared)" in table and "total" in table
 
-    # A restarted daemon (or none) reads the same costs back.
+    # A pipeline's cost is its executions'.
+    vh.env["VH_ORCH_USER"] = "bob"
+    pipeline = vh.json("pipeline", "run", "two-naps", "--project", "beta", "--env", "single", "--adhoc",
+                       str(vh.project_dir))["id"]  # type: ignore[attr-defined]
+    vh.env["VH_ORCH_USER"] = "tester"
+    done = eventually("the pipeline to end", lambda: (lambda p: p if p["status"] == "complete" else None)(
+        vh.json("pipeline", "info", str(pipeline))))
+    ran = [i for node in done["nodes"] for i in node["executions"]]
+    assert len(ran) == 2
+    assert done["cost_usd"] == pytest.approx(sum(vh.json("exec", "info", str(i))["cost_usd"] for i in ran), abs=2e-4)
+    assert done["cost_usd"] > 0
+    eventually("every machine to be retired", lambda: machines_gone(vh))
+    reports = {by: vh.json("cost", "report", "--by", by, "--days", "1") for by in ("user", "pipeline")}
+    by_pipeline = {r["key"]: r["cost_usd"] for r in reports["pipeline"] if not r["idle"]}
+    assert by_pipeline[pipeline] == pytest.approx(done["cost_usd"], abs=2e-4)
+    assert sum(r["cost_usd"] for r in reports["pipeline"]) == pytest.approx(the_bill(vh), abs=0.002)
+
+    # Costs are stored rows: a daemon that stops and starts again (or none at all) reads the same back.
     vh.stop_daemon()
     assert vh.json("cost", "report", "--by", "user", "--days", "1") == reports["user"]
+    vh.start_daemon()
+    assert vh.json("cost", "report", "--by", "user", "--days", "1") == reports["user"]
     assert vh.json("exec", "info", str(made["a1"]))["cost_usd"] == costs["a1"]
+    vh.stop_daemon()
 
     # The installation's own history replayed: the four runs, on its environments or at another price.
     trace = vh.home.parent / "history.csv"
     [own] = vh.json("simulate", "--from-history", "--days", "1", "--policy", "idle-timeout:1s", "--out", str(trace))
-    assert len(trace.read_text().splitlines()) == 1 + 4
+    assert len(trace.read_text().splitlines()) == 1 + 6  # four executions and the pipeline's two
     (vh.home.parent / "double.yaml").write_text(ENVS.replace(f"price_per_hour: {PRICE}", f"price_per_hour: {2 * PRICE}"))
     [double] = vh.json("simulate", "--from-history", "--days", "1", "--policy", "idle-timeout:1s",
                        "--envs", str(vh.home.parent / "double.yaml"))
