@@ -20,25 +20,27 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from inprocess import ENVIRON_LOCK
 
 # What a daemon imports before it says it started, and the work it would do once after: the
 # fork server does it once (forkwarm.py), and every daemon forked from it starts past it.
 PRELOAD = ["forkwarm"]
 
 _context: multiprocessing.context.ForkServerContext | None = None
-_environ_lock = threading.Lock()
 
 
 @contextmanager
 def _tests_on_pythonpath() -> Iterator[None]:
     """Python 3.11's fork server is handed the test process's sys.path but never applies it: this
     folder (forkwarm) reaches it through PYTHONPATH, set while it starts. Every Process.start()
-    may start it again (a test that kills a process group can take it down with the daemon)."""
-    with _environ_lock:
+    may start it again (a test that kills a process group can take it down with the daemon).
+    Under the in-process CLI's lock: a call running in another thread swaps the whole environment
+    for its test's (without this folder), and a fork server started meanwhile preloaded nothing."""
+    with ENVIRON_LOCK:
         saved = os.environ.get("PYTHONPATH")
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parent), saved) if p)
         try:

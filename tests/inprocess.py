@@ -7,7 +7,8 @@ What stays a subprocess (VhOrch decides): `serve`, and whatever blocks until som
 the entry point itself, signals or the environment of a real process calls the executable directly.
 
 One call at a time per process (a lock): the environment, the working folder, argv, stdin/stdout and the
-umask are the process's own, set for the call and put back after it.
+umask are the process's own, set for the call and put back after it. Whoever else changes the process's
+environment for a moment takes the same lock (ENVIRON_LOCK: forkserve.py, as it starts its fork server).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-_lock = threading.RLock()
+ENVIRON_LOCK = threading.RLock()
 _runner = CliRunner()
 _commands: dict[int, tuple[object, object]] = {}
 
@@ -58,7 +59,7 @@ def run(env: Mapping[str, str], args: Sequence[str], cwd: Path | None = None,
     _cache_typer_commands()
     overrides: dict[str, str | None] = {key: None for key in os.environ if key not in env}
     overrides.update(env)
-    with _lock:
+    with ENVIRON_LOCK:
         umask = os.umask(0o022)
         os.umask(umask)
         argv, here = sys.argv, os.getcwd()
