@@ -81,7 +81,8 @@ class SSHBenchHost:
         self.daemon = subprocess.Popen([str(Path(sys.executable).parent / "vh-orch"), "serve"], env=self.env,
                                        stdout=self._log, stderr=subprocess.STDOUT)
 
-    def run(self, step: str, folder: Path, inputs: list[str] | None = None, timeout: float = 600):  # type: ignore[no-untyped-def]
+    def run(self, step: str, folder: Path, inputs: dict[str, list[str]] | None = None,  # type: ignore[no-untyped-def]
+            timeout: float = 600):
         """Submit and wait; returns (seconds to the first log line, the finished execution)."""
         import time
         from datetime import UTC, datetime
@@ -91,7 +92,7 @@ class SSHBenchHost:
 
         t0 = datetime.now(UTC)
         execution = submit(self.store, self.settings, SubmitRequest(project="bench", step=step, adhoc=folder,
-                                                                    environment="pool", inputs=inputs or []))
+                                                                    environment="pool", inputs=inputs or {}))
         notify_daemon(self.settings)
         deadline = time.monotonic() + timeout
         while True:

@@ -56,7 +56,7 @@ def one_size(size_mb: int) -> list[object]:
         runs = []
         for _ in range(2):  # cold, then warm
             subprocess.run(["sync"], check=True)  # the first run's writes are on disk: the second is timed alone
-            seconds, execution = world.run("size", folder, inputs=[f"data={data}"], timeout=1800)
+            seconds, execution = world.run("size", folder, inputs={"data": [str(data)]}, timeout=1800)
             lines = [e.text for e in world.store.events_after(execution.id, 0) if e.kind == "log"]
             assert lines and lines[0].split()[0] == str(size_mb << 20), lines
             runs.append(seconds)
