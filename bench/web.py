@@ -43,7 +43,7 @@ window.__lat = [];
 new MutationObserver((changes) => {
   const now = Date.now() / 1000;
   for (const c of changes) for (const n of c.addedNodes) {
-    const m = /^tick (\\S+)/.exec(n.textContent || "");
+    const m = /^tick (\\S+)/.exec((n.dataset && n.dataset.message) || "");  // a line: time, then message
     if (m) window.__lat.push(now - Number(m[1]));
   }
 }).observe(document.getElementById("log"), { childList: true });
@@ -109,7 +109,7 @@ def main() -> None:
             driver.get(f"{api}/executions/{many}/")
             wait_until(lambda: driver.execute_script(
                 "const l = document.getElementById('log'); const s = l && l.lastElementChild;"
-                "return !!s && s.previousElementSibling && s.previousElementSibling.textContent.trim() === arguments[0]",
+                "return !!s && !!s.previousElementSibling && s.previousElementSibling.dataset.message === arguments[0]",
                 last))
             opened.append(time.perf_counter() - t0)
         dom_lines = driver.execute_script("return document.getElementById('log').childElementCount")

@@ -401,15 +401,20 @@ class _Container(_Process):
         return int(parts[1])
 
     def stop(self, grace_s: float) -> None:
-        subprocess.run(
-            ["docker", "stop", "-t", str(int(grace_s)), self.name],
-            capture_output=True,
-            timeout=grace_s + 30,
-        )
+        """`docker stop` with the grace; an engine too busy to answer in time gets `docker rm -f`, and the
+        client is ended last. A stop never fails the execution (it ends `stopped`, not `error`)."""
+        try:
+            subprocess.run(["docker", "stop", "-t", str(int(grace_s)), self.name], capture_output=True,
+                           timeout=grace_s + 30)
+        except subprocess.TimeoutExpired:
+            log.warning("%s: docker stop did not answer within %g s; removing it", self.name, grace_s + 30)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=30)
+            try:
+                subprocess.run(["docker", "rm", "-f", self.name], capture_output=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                log.warning("%s: docker rm -f did not answer either; the next sweep removes it", self.name)
             self.proc.kill()
 
 
