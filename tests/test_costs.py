@@ -394,7 +394,9 @@ def test_a_budget_80_percent_spent_warns_its_projects_webhooks_once_a_period(wor
         warning = json.loads(body)
         assert warning["event"] == "budget.warning"
         assert warning["budget"]["scope"] == "project" and warning["budget"]["name"] == "alpha"
-        assert warning["budget"]["percent"] == pytest.approx(90, abs=0.5)
+        # 90 % of what `exec info` shows, which is rounded to 1/100 of a cent: about half a cent here, so
+        # the rounding alone moves the percentage by up to 1 point either way.
+        assert warning["budget"]["percent"] == pytest.approx(90, abs=2)
         again = run(vh, "alice", "alpha", "single", 0.1)  # still under the budget: it runs
         assert vh.wait(again)["status"] == "complete"
         assert len(receiver.posts_to("/budget")) == 1  # once a period
