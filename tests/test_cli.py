@@ -26,7 +26,7 @@ from vh_orch.orchestrator.store import quick as quick_store
 from vh_orch.orchestrator.store.fleet import LIVE_MACHINE
 from vh_orch.services import views
 from vh_orch.timeutil import utcnow
-from vh_orch.values import ExecutionStatus, MachineState
+from vh_orch.values import BILLED_MACHINE, ExecutionStatus, MachineState
 
 YAML = "- step:\n    name: train\n    image: busybox\n    command: echo hi\n"
 FINISHED = {"terminated", "failed", "lost"}
@@ -91,7 +91,7 @@ def test_status_counts_and_bills_only_live_machines(vh: VhOrch) -> None:
 
 def test_the_state_names_the_cli_spells_out_are_the_models(vh: VhOrch) -> None:
     assert quick_store.LIVE_MACHINE == tuple(LIVE_MACHINE)
-    assert set(views.BILLED) <= set(LIVE_MACHINE)
+    assert set(BILLED_MACHINE) <= set(LIVE_MACHINE)
     assert set(views.HELD + views.QUEUED + views.RUNNING) <= set(ExecutionStatus)
 
 

@@ -42,6 +42,11 @@ class MachineState(StrEnum):
     LOST = "lost"
 
 
+# The machine states in which an instance exists and costs money (the operations page, the cost report).
+BILLED_MACHINE = (MachineState.PROVISIONING, MachineState.BOOTSTRAPPING, MachineState.READY, MachineState.BUSY,
+                  MachineState.TERMINATING)
+
+
 class TaskStatus(StrEnum):
     CREATED = "created"
     STARTED = "started"

@@ -13,8 +13,9 @@ from vh_orch.api.deps import field_error, not_found, store_of
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.models import User
 from vh_orch.services.costs import cost_report, window_start
-from vh_orch.services.views import BILLED, input_cache_dict, machine_gpus
+from vh_orch.services.views import input_cache_dict, machine_gpus
 from vh_orch.timeutil import as_utc, iso, utcnow
+from vh_orch.values import BILLED_MACHINE
 
 router = APIRouter(prefix="/api/v0")
 MAX_HOURS = 24 * 31
@@ -59,7 +60,7 @@ def cost(request: Request, user: CurrentUser, hours: int = 24, by: str | None = 
     only the executions of projects they can see."""
     if by is not None:
         now = utcnow()
-        start = window_start(since, 30.0 if since is None and days is None else days, now)
+        start = window_start(since, days, now)
         return cost_report(store_of(request), by, start, now, user=user).as_dict()
     require_admin(user)
     if not 1 <= hours <= MAX_HOURS:
@@ -70,7 +71,7 @@ def cost(request: Request, user: CurrentUser, hours: int = 24, by: str | None = 
     prices = {e.name: (e.price_per_hour if capabilities(e.cloud).billed else 0.0) for e in store.list_environments()}
     series: dict[str, list[float]] = {name: [0.0] * hours for name in prices}
     for m, env in store.list_machines(include_finished=True):
-        if not prices.get(env) or (m.state not in BILLED and m.terminated_at is None):
+        if not prices.get(env) or (m.state not in BILLED_MACHINE and m.terminated_at is None):
             continue
         begin = max(as_utc(m.created_at), start)
         end = min(as_utc(m.terminated_at) if m.terminated_at else utcnow(), now)

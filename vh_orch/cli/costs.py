@@ -26,12 +26,12 @@ def report(
     from vh_orch.timeutil import utcnow
 
     now = utcnow()
-    start = window_start(since, 30.0 if since is None and days is None else days, now)
+    start = window_start(since, days, now)
     shown = cost_report(open_store(), by, start, now)
     if json_out:
         print_json([row.as_dict() for row in shown.rows])
         return
-    print_table(f"cost by {by}, {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC" if start else f"cost by {by}",
+    print_table(f"cost by {by}, {start:%Y-%m-%d %H:%M} to {now:%Y-%m-%d %H:%M} UTC",
                 [by, "cost (USD)", "machine hours", "executions"],
                 [[f"idle ({row.key})" if row.idle else ("(none)" if row.key is None else row.key),
                   f"{row.cost_usd:.2f}", f"{row.machine_hours:.2f}", "" if row.idle else row.executions]

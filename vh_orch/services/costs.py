@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 BY = ("user", "project", "environment", "task", "pipeline")
 MAX_DAYS = 3660
+DEFAULT_DAYS = 30.0  # a report's window when it names none
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,9 @@ class CostReport:
                 "total_usd": round(self.total_usd, 4), "rows": [row.as_dict() for row in self.rows]}
 
 
-def window_start(since: str | None, days: float | None, now: datetime) -> datetime | None:
+def window_start(since: str | None, days: float | None, now: datetime) -> datetime:
     """The report's start: a date or time (`--since 2026-12-01`, UTC unless it says), or `days` back
-    from now; neither: everything on record."""
+    from now; neither: DEFAULT_DAYS back."""
     if since is not None and days is not None:
         raise UserInputError("give --since or --days, not both", field="since")
     if days is not None:
@@ -60,7 +61,7 @@ def window_start(since: str | None, days: float | None, now: datetime) -> dateti
             raise UserInputError(f"--days must be more than 0 and at most {MAX_DAYS}, not {days:g}", field="days")
         return now - timedelta(days=days)
     if since is None:
-        return None
+        return now - timedelta(days=DEFAULT_DAYS)
     try:
         start = as_utc(datetime.fromisoformat(since.strip())).astimezone(UTC)
     except ValueError:

@@ -13,11 +13,10 @@ from typing import Any, Protocol
 from vh_orch.cloud_drivers.capabilities import capabilities
 from vh_orch.orchestrator.costs import execution_cost
 from vh_orch.timeutil import iso
+from vh_orch.values import BILLED_MACHINE
 
 # Values of models.MachineState and models.ExecutionStatus, spelt out because the models load
 # SQLAlchemy; tests/test_cli.py keeps them in step.
-# The machine states in which an instance exists and costs money.
-BILLED = ("provisioning", "bootstrapping", "ready", "busy", "terminating")
 HELD, QUEUED, RUNNING = ("created",), ("queued",), ("started", "stopping")
 
 
@@ -147,7 +146,7 @@ def status_rows(store: ReadStore) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for env in store.list_environments():
         states = Counter(m.state for m, _ in machines if m.environment_id == env.id)
-        billed = sum(states[s] for s in BILLED) if capabilities(env.cloud).billed else 0
+        billed = sum(states[s] for s in BILLED_MACHINE) if capabilities(env.cloud).billed else 0
         failures = store.recent_failures(env.id, limit=1)
         last = failures[-1] if failures else None
         rows.append({

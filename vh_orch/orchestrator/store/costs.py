@@ -19,19 +19,13 @@ from vh_orch.orchestrator.costs import (
 from vh_orch.orchestrator.models import Budget, Environment, Execution, Machine, PipelineNode, Project, Task
 from vh_orch.orchestrator.store.database import Database
 from vh_orch.timeutil import as_utc
-from vh_orch.values import MachineState
-
-M = MachineState
-# The machine states in which an instance exists and costs money (the operations page's too).
-BILLED_STATES = (M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY, M.TERMINATING)
+from vh_orch.values import BILLED_MACHINE
 
 
 @dataclass(frozen=True, slots=True)
 class CostOwner:
     """What an execution's cost is counted under."""
 
-    execution_id: int
-    counter: int
     user: str | None
     project_id: int
     project: str
@@ -180,7 +174,7 @@ class CostsStore(Database):
         if not billed:
             return CostRows([], [], {})
         query = select(Machine).where(col(Machine.environment_id).in_(billed), Machine.created_at < until,
-                                      or_(col(Machine.state).in_(BILLED_STATES),
+                                      or_(col(Machine.state).in_(BILLED_MACHINE),
                                           col(Machine.terminated_at).is_not(None)))
         if machine_id is not None:
             query = query.where(Machine.id == machine_id)
@@ -207,7 +201,7 @@ class CostsStore(Database):
                 continue
             assert e.id is not None
             holds.append(hold)
-            owners[e.id] = CostOwner(e.id, e.counter, e.user, e.project_id, project, envs[e.environment_id].name,
+            owners[e.id] = CostOwner(e.user, e.project_id, project, envs[e.environment_id].name,
                                      e.task_id, pipeline_id if pipeline_id is not None else task_pipelines.get(task_node))
         return CostRows(machines, holds, owners)
 
