@@ -203,10 +203,14 @@ def test_a_cut_stamped_line_keeps_its_stamp_and_every_byte(tmp_path) -> None:  #
     assert {e.time.replace(tzinfo=None).second for e in pieces} == {1}
 
 
-def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows(db_url: str) -> None:
+def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows(
+        db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Log lines are stored a block a chunk; status changes and lines stored before blocks are rows.
     Every page (after any seq, before any seq, the last N) merges them by seq, cut where asked;
-    a note holding newlines stays one line; counts add rows and blocks."""
+    a note holding newlines stays one line; counts add rows and blocks. The whole-log readers (a
+    block's text, its rows, what `exec logs` prints, plain and --json) say the same, read in any
+    batch size."""
+    import json
     from datetime import UTC, datetime
 
     from sqlalchemy import insert
@@ -260,6 +264,39 @@ def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows
     assert store.count_events(execution.id, "status") == statuses + 2  # type: ignore[arg-type]
     streams = [e.stream for e in store.events_after(execution.id, 0) if e.kind == "log"]  # type: ignore[arg-type]
     assert streams == ["stdout"] * 7 + ["stderr"] * 3 + ["stdout"] * 9
+
+    from vh_orch.cli.executions import print_stored
+    from vh_orch.cli.logprint import LogPrinter
+    from vh_orch.orchestrator.store import logs as store_logs
+    from vh_orch.services.logs import log_events, log_text
+    from vh_orch.timeutil import iso
+
+    every = store.events_after(execution.id, 0)  # type: ignore[arg-type]
+    for per_read, rows_per_read in ((1, 1), (2, 2), (8, 1000)):
+        monkeypatch.setattr(store_logs, "BLOCKS_PER_READ", per_read)
+        monkeypatch.setattr(store_logs, "ROWS_PER_READ", rows_per_read)
+        assert seen(list(log_events(store, execution.id))) == expected  # type: ignore[arg-type]
+        assert "".join(log_text(store, execution.id)) == "".join(  # type: ignore[arg-type]
+            f"{text}\n" for _, kind, text in expected if kind == "log")
+        for after in range(last + 1):
+            pieces = list(store.stored_log(execution.id, after))  # type: ignore[arg-type]
+            blocks = [p for p in pieces if not isinstance(p, store_logs.Event)]
+            flat = [e for p in pieces for e in ([p] if isinstance(p, store_logs.Event) else store_logs.block_events(p, after))]
+            assert seen(flat) == expected[after:]
+            assert [row for block in blocks for row in store_logs.block_rows(block, after)] == \
+                [(e.seq, iso(e.time), e.text) for block in blocks for e in store_logs.block_events(block, after)]
+            for json_lines in (False, True):
+                printer = LogPrinter(json_lines, raw=True)
+                assert print_stored(store, printer, execution.id, after) == (last if after < last else after)  # type: ignore[arg-type]
+                printer.flush()
+                out, err = capsys.readouterr()
+                wanted = [e for e in every[after:] if e.kind == "log" or json_lines]
+                if json_lines:
+                    assert out == "".join(json.dumps({"seq": e.seq, "time": iso(e.time), "kind": e.kind,
+                                                      "stream": e.stream, "text": e.text}) + "\n" for e in wanted)
+                else:
+                    assert (out, err) == ("".join(f"{e.text}\n" for e in wanted if e.stream == "stdout"),
+                                          "".join(f"{e.text}\n" for e in wanted if e.stream == "stderr"))
 
 
 def test_resume_points_take_every_line_at_the_last_time_across_blocks(db_url: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
+from vh_orch.cli.logprint import AttemptMarks, LogPrinter
 from vh_orch.cli.options import AdhocOption, CommitOption, ProjectOption
-from vh_orch.cli.terminal import visible
 from vh_orch.errors import NoDaemon, UserInputError
 from vh_orch.services.views import execution_info, execution_summary, output_dict
 from vh_orch.timeutil import iso
@@ -171,36 +169,9 @@ def logs(
     if follow:
         final = follow_logs(store, s, execution_id, after_seq=0, json_lines=json_out, raw=raw)
         raise typer.Exit(0 if final == ExecutionStatus.COMPLETE else 1)
-    last = 0
-    marks = AttemptMarks() if execution.attempt > 1 else None
-    while True:
-        events = store.events_after(execution.id, last)  # type: ignore[arg-type]
-        if not events:
-            break
-        for event in events:
-            _print_event(event, json_out, show_status=False, raw=raw)
-            if marks is not None and event.kind == "status" and not json_out:
-                mark = marks.see(event.text)
-                if mark:
-                    _print_note(mark)
-        last = events[-1].seq
-
-
-class AttemptMarks:
-    """Where each attempt of a retried execution begins, and why the one before it ended, from its
-    status events: `started` (attempt 1), `queued: <why>` (a requeue), `started: attempt N`."""
-
-    def __init__(self) -> None:
-        self.attempt = 0
-
-    def see(self, status_text: str) -> str | None:
-        status, _, reason = status_text.partition(": ")
-        if status == "started":
-            self.attempt += 1
-            return f"attempt {self.attempt} started"
-        if status == "queued" and self.attempt and reason:
-            return f"attempt {self.attempt} ended: {reason}"
-        return None
+    printer = LogPrinter(json_out, raw, marks=AttemptMarks() if execution.attempt > 1 else None)
+    print_stored(store, printer, execution_id, after=0)
+    printer.flush()
 
 
 @app.command("metadata")
@@ -345,44 +316,35 @@ def require_daemon(store: Store, s: Settings) -> None:
         )
 
 
+def print_stored(store: Store, printer: LogPrinter, execution_id: int, after: int) -> int:
+    """Print what is stored after seq `after`; returns the last seq printed (`after` if nothing was)."""
+    from vh_orch.orchestrator.store.logs import Event
+
+    for piece in store.stored_log(execution_id, after):
+        if isinstance(piece, Event):
+            printer.event(piece)
+            after = piece.seq
+        else:
+            printer.block(piece, after)
+            after = piece.last_seq
+    return after
+
+
 def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False,
                 raw: bool = False) -> str:
     """Print events as they are stored until the execution ends; returns its final status."""
     from vh_orch.values import FINAL_STATUSES
 
+    printer = LogPrinter(json_lines, raw, show_status=True)
     last = after_seq
     while True:
         execution = store.get_execution(execution_id)
-        events = store.events_after(execution_id, last)
-        for event in events:
-            _print_event(event, json_lines, show_status=True, raw=raw)
-        if events:
-            last = events[-1].seq
+        printed = print_stored(store, printer, execution_id, last)
+        printer.flush()
+        if printed > last:
+            last = printed
             continue
         if execution.status in FINAL_STATUSES and last >= execution.last_seq:
             return execution.status
         require_daemon(store, s)
         time.sleep(FOLLOW_POLL_S)
-
-
-def _print_event(event, json_lines: bool, show_status: bool, raw: bool = False) -> None:  # type: ignore[no-untyped-def]
-    if json_lines:  # json.dumps writes control characters as \u001b: safe as it is
-        print_json_line({"seq": event.seq, "time": iso(event.time), "kind": event.kind,
-                         "stream": event.stream, "text": event.text})
-    elif event.kind == "log":
-        out = sys.stderr if event.stream == "stderr" else sys.stdout
-        out.write((event.text if raw else visible(event.text)) + "\n")
-        out.flush()
-    elif show_status:
-        _print_note(event.text)
-
-
-def _print_note(text: str) -> None:
-    from vh_orch.cli.common import note
-
-    note(f"-- {text}", style="dim")
-
-
-def print_json_line(value: dict) -> None:  # type: ignore[type-arg]
-    sys.stdout.write(json.dumps(value) + "\n")
-    sys.stdout.flush()

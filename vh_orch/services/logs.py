@@ -1,5 +1,5 @@
-"""An execution's whole log, whichever face asks: read through in pages (a log of millions of lines
-never sits in memory at once), searched for a plain substring, written out as text."""
+"""An execution's whole log, whichever face asks: read through a few stored blocks at a time (a log of
+millions of lines never sits in memory at once), searched for a plain substring, written out as text."""
 
 from __future__ import annotations
 
@@ -7,33 +7,32 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from vh_orch.errors import UserInputError
+from vh_orch.orchestrator.store.logs import Event, block_events, block_text
 
 if TYPE_CHECKING:
-    from vh_orch.orchestrator.store.logs import Event
     from vh_orch.orchestrator.store import Store
 
-PAGE = 5000
 MAX_SEARCH_CHARS = 200  # a search is a plain substring: no pattern language, so no pattern can be slow
 MAX_MATCHES = 1000
 
 
-def log_events(store: Store, execution_id: int, page: int = PAGE) -> Iterator[Event]:
-    """Every event stored for the execution (log lines and status changes), in seq order, a page
-    of stored blocks at a time."""
-    last = 0
-    while True:
-        events = store.events_page(execution_id, after=last, limit=page)
-        if not events:
-            return
-        yield from events
-        last = events[-1].seq
+def log_events(store: Store, execution_id: int) -> Iterator[Event]:
+    """Every event stored for the execution (log lines and status changes), in seq order."""
+    for piece in store.stored_log(execution_id):
+        if isinstance(piece, Event):
+            yield piece
+        else:
+            yield from block_events(piece)
 
 
 def log_text(store: Store, execution_id: int) -> Iterator[str]:
-    """The log as `vh-orch exec logs --raw` prints it: each stdout and stderr line, in order."""
-    for event in log_events(store, execution_id):
-        if event.kind == "log":
-            yield event.text + "\n"
+    """The log as `vh-orch exec logs --raw` prints it: each stdout and stderr line, in order, a
+    stored block (thousands of lines) at a time."""
+    for piece in store.stored_log(execution_id):
+        if not isinstance(piece, Event):
+            yield block_text(piece)
+        elif piece.kind == "log":
+            yield piece.text + "\n"
 
 
 def search_text(text: str) -> str:
@@ -49,9 +48,16 @@ def search_log(store: Store, execution_id: int, text: str, limit: int = MAX_MATC
     the first `limit` of them; and whether there were more."""
     needle = search_text(text).casefold()
     found: list[Event] = []
-    for event in log_events(store, execution_id):
-        if event.kind == "log" and needle in event.text.casefold():
-            if len(found) == limit:
-                return found, True
-            found.append(event)
+    for piece in store.stored_log(execution_id):
+        if isinstance(piece, Event):
+            events = [piece] if piece.kind == "log" else []
+        elif needle in piece.texts.casefold():  # a block without it is passed over whole
+            events = block_events(piece)
+        else:
+            continue
+        for event in events:
+            if needle in event.text.casefold():
+                if len(found) == limit:
+                    return found, True
+                found.append(event)
     return found, False

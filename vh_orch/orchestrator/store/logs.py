@@ -11,7 +11,8 @@ stamps) is done by readers, for the lines they read. Status changes are
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from sqlmodel import col, select
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, LogBlock, MetadataPoint
 from vh_orch.orchestrator.store.database import Database
 from vh_orch.orchestrator.store.latest import latest_merged
+from vh_orch.timeutil import iso
 
 # `docker logs --timestamps` starts each line with a fixed-width RFC 3339 time and a space:
 # "2026-11-26T08:13:52.123456789Z text". STAMP_WIDTH characters up to the text.
@@ -105,6 +107,39 @@ def block_texts(block: LogBlock) -> list[str]:
     return [block.texts] if block.first_seq == block.last_seq else block.texts.split("\n")
 
 
+def block_text(block: LogBlock, after: int = 0) -> str:
+    """The text of a block's lines with seq > `after`, docker's stamps cut, each line ending in a
+    newline: a megabyte at a time for whoever writes a whole log out, with no object per line."""
+    skip = max(0, after + 1 - block.first_seq)
+    if not block.stamped and not skip:
+        return block.texts + "\n"
+    raws = block_texts(block)[skip:]
+    if block.stamped:
+        raws = [raw[STAMP_WIDTH:] if raw[10:11] == "T" and raw[29:31] == "Z " else raw for raw in raws]
+    return "\n".join(raws) + "\n" if raws else ""
+
+
+def block_rows(block: LogBlock, after: int = 0) -> list[tuple[int, str, str]]:
+    """The lines of a block with seq > `after` as (seq, time as timeutil.iso spells it, text), with
+    no datetime per line: a stamp's first 26 characters are its time to the microsecond."""
+    raws = block_texts(block)
+    skip = max(0, after + 1 - block.first_seq)
+    read_at = _read_times(block)
+    read_iso: dict[datetime, str] = {}
+    rows = []
+    for i in range(skip, len(raws)):
+        raw = raws[i]
+        if block.stamped and raw[10:11] == "T" and raw[29:31] == "Z ":
+            rows.append((block.first_seq + i, raw[:26] + "Z", raw[STAMP_WIDTH:]))
+            continue
+        when = read_at(i)
+        spelt = read_iso.get(when)
+        if spelt is None:
+            spelt = read_iso[when] = iso(when) or ""
+        rows.append((block.first_seq + i, spelt, raw))
+    return rows
+
+
 def _line(block: LogBlock, raw: str, read_at: datetime) -> tuple[datetime, str]:
     """A raw line's time and text (read_at: when the line was read)."""
     stamped = block.stamped and cut_stamp(raw)
@@ -155,6 +190,8 @@ def _merged(rows: Iterable[ExecutionEvent], blocks: Iterable[LogBlock], after: i
 
 
 BLOCK_BYTES = 1 << 20  # a block takes chunks until its text would pass this
+BLOCKS_PER_READ = 8  # blocks a reader of a whole log takes at a time: up to 8 MB of text
+ROWS_PER_READ = 1000
 
 
 @dataclass(slots=True)
@@ -227,6 +264,28 @@ def _at_last_time(s: Any, blocks: Any, block: LogBlock) -> tuple[datetime, list[
     return last, texts[::-1], True
 
 
+def _blocks_back(s: Any, execution_id: int, before: int | None, limit: int) -> list[LogBlock]:
+    """The blocks holding the last `limit` lines before seq `before` (of the whole log: None), read
+    one, then two, four... at a time, newest first."""
+    found: list[LogBlock] = []
+    lines = 0
+    upper = before
+    per_read = 1
+    while lines < limit:
+        query = select(LogBlock).where(LogBlock.execution_id == execution_id)
+        if upper is not None:
+            query = query.where(LogBlock.first_seq < upper)
+        batch = s.exec(query.order_by(col(LogBlock.first_seq).desc()).limit(per_read)).all()
+        for block in batch:
+            lines += (block.last_seq if before is None else min(block.last_seq, before - 1)) - block.first_seq + 1
+        found += batch
+        if len(batch) < per_read:
+            break
+        upper = batch[-1].first_seq
+        per_read = min(per_read * 2, BLOCKS_PER_READ)
+    return found
+
+
 class LogsStore(Database):
     def append_log(self, execution_id: int, lines: Sequence[LogLine]) -> None:
         """Store a batch of log lines (and the metadata points among them) in one transaction."""
@@ -285,29 +344,68 @@ class LogsStore(Database):
 
     # -- reading: status rows, older log rows and log blocks, merged by seq ------------------
 
+    def stored_log(self, execution_id: int, after: int = 0, first_read: int | None = None
+                   ) -> Iterator[Event | LogBlock]:
+        """Everything stored after seq `after`, in seq order, as stored: a LogBlock for a block of
+        lines (the first may start at or before `after`: block_text and block_events cut it), an
+        Event for each status change and older log row. Blocks are read `first_read` at a time (by
+        default BLOCKS_PER_READ), twice as many each read up to BLOCKS_PER_READ (a few megabytes), rows ROWS_PER_READ at a
+        time, each read in a short transaction of its own: a log of millions of lines streams
+        through in a few dozen reads."""
+        blocks: deque[LogBlock] = deque()
+        rows: deque[ExecutionEvent] = deque()
+        block_from = row_from = after
+        more_blocks = more_rows = True
+        per_read = max(1, first_read or BLOCKS_PER_READ)
+        rows_per_read = ROWS_PER_READ
+        while True:
+            if not blocks and more_blocks:
+                with self.read() as s:
+                    got_blocks = s.exec(select(LogBlock).where(
+                        LogBlock.execution_id == execution_id, LogBlock.last_seq > block_from)
+                        .order_by(col(LogBlock.last_seq)).limit(per_read)).all()
+                blocks.extend(got_blocks)
+                more_blocks = len(got_blocks) == per_read
+                per_read = min(per_read * 2, BLOCKS_PER_READ)
+                block_from = got_blocks[-1].last_seq if got_blocks else block_from
+            if not rows and more_rows:
+                with self.read() as s:
+                    got_rows = s.exec(select(ExecutionEvent).where(
+                        ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > row_from)
+                        .order_by(col(ExecutionEvent.seq)).limit(rows_per_read)).all()
+                rows.extend(got_rows)
+                more_rows = len(got_rows) == rows_per_read
+                row_from = got_rows[-1].seq if got_rows else row_from
+            if rows and (not blocks or rows[0].seq < blocks[0].first_seq):
+                yield Event.of_row(rows.popleft())
+            elif blocks:
+                yield blocks.popleft()
+            else:
+                return
+
     def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
                     limit: int = 1000) -> list[Event]:
         """Events in order: the first `limit` after seq `after`, or the last `limit` before seq
         `before` (or the log's last `limit` when neither is given).
 
-        Each block holds at least one wanted line, so `limit` rows and `limit` blocks are enough."""
+        Blocks are read until they hold `limit` wanted lines (one block is thousands of lines), so a
+        page costs the blocks it shows, not the rest of the log."""
+        if after is not None:
+            events: list[Event] = []
+            for piece in self.stored_log(execution_id, after, first_read=1):
+                if isinstance(piece, Event):
+                    events.append(piece)
+                else:
+                    events += block_events(piece, after, None, limit - len(events))
+                if len(events) >= limit:
+                    break
+            return events[:limit]
         rows = select(ExecutionEvent).where(ExecutionEvent.execution_id == execution_id)
-        blocks = select(LogBlock).where(LogBlock.execution_id == execution_id)
+        if before is not None:
+            rows = rows.where(ExecutionEvent.seq < before)
         with self.read() as s:
-            if after is not None:
-                events = _merged(
-                    s.exec(rows.where(ExecutionEvent.seq > after).order_by(col(ExecutionEvent.seq)).limit(limit)),
-                    s.exec(blocks.where(LogBlock.last_seq > after).order_by(col(LogBlock.last_seq)).limit(limit)),
-                    after, None, limit)
-                return events[:limit]
-            if before is not None:
-                rows = rows.where(ExecutionEvent.seq < before)
-                blocks = blocks.where(LogBlock.first_seq < before)
-            events = _merged(
-                s.exec(rows.order_by(col(ExecutionEvent.seq).desc()).limit(limit)),
-                s.exec(blocks.order_by(col(LogBlock.first_seq).desc()).limit(limit)),
-                None, before, limit)
-            return events[-limit:]
+            return _merged(s.exec(rows.order_by(col(ExecutionEvent.seq).desc()).limit(limit)),
+                           _blocks_back(s, execution_id, before, limit), None, before, limit)[-limit:]
 
     def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[Event]:
         return self.events_page(execution_id, after=after_seq, limit=limit)

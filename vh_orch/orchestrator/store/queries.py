@@ -40,6 +40,12 @@ class ExecutionFilter:
     rerun_of: int | None = None  # made by "run again" from this execution
 
 
+def _order(values: list[Any], id_column: Any, descending: bool) -> list[Any]:
+    """Each value in the direction asked, NULL last either way; ties by id, in the same direction."""
+    return [*(v.desc().nulls_last() if descending else v.asc().nulls_last() for v in values),
+            id_column.desc() if descending else id_column.asc()]
+
+
 class QueriesStore(Database):
 
     def visible_project_ids(self, user: User) -> list[int] | None:
@@ -83,40 +89,54 @@ class QueriesStore(Database):
             conditions.append(col(Execution.rerun_of_id) == where.rerun_of)
         descending = sort.startswith("-")
         key = sort.lstrip("-+")
-        if key in SORT_COLUMNS:
-            values = [col(getattr(Execution, key))]
-        elif key.startswith(PARAMETER_PREFIX):
-            values = self._parameter_values(key.removeprefix(PARAMETER_PREFIX))
-        else:
-            values = [self._metadata_number(key)]
-        order = [*(v.is_(None) for v in values), *(v.desc() if descending else v.asc() for v in values),
-                 col(Execution.id).desc() if descending else col(Execution.id).asc()]
         with self.read() as s:
             total = s.exec(select(func.count()).select_from(Execution).where(*conditions)).one()
-            rows = list(s.exec(select(Execution).where(*conditions).order_by(*order).offset(offset).limit(limit)))
+            if key in SORT_COLUMNS:  # a column: its index serves the order
+                value = col(getattr(Execution, key))
+                query = select(Execution).where(*conditions).order_by(
+                    *_order([value], col(Execution.id), descending)).offset(offset).limit(limit)
+            else:
+                # A computed key (a metadata value, a parameter) is worked out once per row, and only
+                # (id, key) pairs are sorted; the page's rows are read by id after. Sorting whole rows
+                # by a JSON expression costs several times more.
+                values = (self._parameter_values(key.removeprefix(PARAMETER_PREFIX))
+                          if key.startswith(PARAMETER_PREFIX) else [self._metadata_number(key)])
+                keyed = select(col(Execution.id).label("id"), *(v.label(f"k{i}") for i, v in enumerate(values))
+                               ).where(*conditions).subquery("keyed")
+                keys = [keyed.c[f"k{i}"] for i in range(len(values))]
+                page = select(keyed).order_by(*_order(keys, keyed.c.id, descending)).offset(offset).limit(limit
+                                                                                                        ).subquery("page")
+                query = select(Execution).join(page, page.c.id == col(Execution.id)).order_by(
+                    *_order([page.c[f"k{i}"] for i in range(len(values))], page.c.id, descending))
+            rows = list(s.exec(query))
         return total, rows
+
+    def _json_value(self, column: Any, key: str) -> tuple[Any, Any, Any]:
+        """A JSON column's value at `key`: (its type's name, the value as a number, as text). SQLite's
+        json_type and json_extract read the path in one call each (SQLAlchemy's element renders a
+        JSON_QUOTE(JSON_EXTRACT()) round trip per use)."""
+        if self.engine.dialect.name == "sqlite":
+            path = '$."%s"' % key
+            kind = func.json_type(column, path)
+            return kind, func.json_extract(column, path), func.json_extract(column, path)
+        element = table_of(Execution).c[column.key][key]
+        return func.json_typeof(element), element.as_float(), element.as_string()
 
     def _metadata_number(self, key: str) -> Any:
         """The latest value of a metadata key when it is a JSON number, else NULL: text, lists and
         objects sort with the executions that lack the key (a cast of text would fail on PostgreSQL)."""
-        element = table_of(Execution).c.metadata_latest[key]
-        if self.engine.dialect.name == "sqlite":
-            numeric = func.json_type(element).in_(["integer", "real"])
-        else:
-            numeric = func.json_typeof(element) == "number"
-        return case((numeric, element.as_float()), else_=None)
+        kind, number, _ = self._json_value(col(Execution.metadata_latest), key)
+        return case((self._is_number(kind), number), else_=None)
+
+    def _is_number(self, kind: Any) -> Any:
+        return kind.in_(["integer", "real"]) if self.engine.dialect.name == "sqlite" else kind == "number"
 
     def _parameter_values(self, name: str) -> list[Any]:
         """A parameter's value as (its number or NULL, its text or NULL): numbers sort by value,
         before text; an execution without the parameter has both NULL and comes last."""
-        element = table_of(Execution).c.parameters[name]
-        if self.engine.dialect.name == "sqlite":
-            kind = func.json_type(element)
-            numeric, text = kind.in_(["integer", "real"]), kind == "text"
-        else:
-            kind = func.json_typeof(element)
-            numeric, text = kind == "number", kind == "string"
-        return [case((numeric, element.as_float()), else_=None), case((text, element.as_string()), else_=None)]
+        kind, number, text = self._json_value(col(Execution.parameters), name)
+        is_text = kind == ("text" if self.engine.dialect.name == "sqlite" else "string")
+        return [case((self._is_number(kind), number), else_=None), case((is_text, text), else_=None)]
 
     def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
         with self.read() as s:
