@@ -28,6 +28,7 @@ The rules, in short (tests/test_steps.py and tests/test_yaml_types.py hold the d
 from __future__ import annotations
 
 import functools
+import threading
 
 import datetime as dt
 import math
@@ -515,11 +516,21 @@ def _describe_validation_error(error: Any, document: Any) -> str:
     return f"{where}: {message}{named}" if where else f"{message}{named}"
 
 
-@functools.lru_cache(maxsize=16)
+_LOADING = threading.Lock()
+
+
 def load_config(text: str, source: str = "valohai.yaml") -> LoadedConfig:
     """Read, coerce and validate a valohai.yaml; a problem with the file is one readable UserInputError.
-    Kept for the last few texts: a pipeline checks and starts each node from its commit's one file (a
-    parse of a large file takes a tenth of a second), so callers must not change what they get."""
+    Kept for the last few texts: a pipeline checks and starts each node from its commit's one file, and
+    every execution's runner reads its step from it (a parse takes a tenth of a second or more), so
+    callers must not change what they get. One thread parses at a time: the runners of a task's first
+    batch, started together, wait for the first one's parse instead of each making its own."""
+    with _LOADING:
+        return _load_config(text, source)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_config(text: str, source: str) -> LoadedConfig:
     document = load_yaml(text, source)
     prepared, step_problems = _prepare(document)
     if prepared is None:  # an empty file
