@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, FromClause, inspect, text
 from sqlmodel import Session, SQLModel
 
 from vh_orch.errors import LeaseLost
-from vh_orch.orchestrator.db import get_engine, write_guard_sql
+from vh_orch.orchestrator.db import busy_timeout_s, get_engine, write_guard_sql, writer_lock
 from vh_orch.timeutil import utcnow
 
 WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
@@ -68,8 +68,25 @@ class Database:
         self.url = url
         self.engine: Engine = get_engine(url)
         self._write_guard = write_guard_sql(url)
+        self._one_writer = writer_lock(url)
+        self._writer_wait_s = busy_timeout_s(url) if self._one_writer is not None else 0.0
         # Every time the store writes comes from here, so tests can run on a virtual clock.
         self.clock = clock
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a write transaction on SQLite: this process's writers one at a time (db.writer_lock).
+        One that waits longer than the busy timeout goes on to SQLite's own wait (and its error)."""
+        lock = self._one_writer
+        if lock is None:
+            yield
+            return
+        got = lock.acquire(timeout=self._writer_wait_s)
+        try:
+            yield
+        finally:
+            if got:
+                lock.release()
 
     @contextmanager
     def write(self, exclusive: bool = True) -> Iterator[Session]:
@@ -77,7 +94,7 @@ class Database:
         advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
         several replicas never interleave. Writes that lock only their own rows (log lines,
         heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
-        with self.engine.connect() as conn, conn.begin():
+        with self.writing(), self.engine.connect() as conn, conn.begin():
             if self._write_guard is not None:
                 conn.exec_driver_sql(self._write_guard)
             if exclusive and conn.dialect.name == "postgresql":

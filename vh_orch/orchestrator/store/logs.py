@@ -298,7 +298,7 @@ class LogsStore(Database):
         count = sum(len(chunk.texts) for chunk in chunks)
         if not count:
             return
-        with self.engine.connect() as conn, conn.begin():
+        with self.writing(), self.engine.connect() as conn, conn.begin():
             if self._write_guard is not None:
                 conn.exec_driver_sql(self._write_guard)
             if self.fence is not None:
