@@ -13,11 +13,11 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, TextIO
 
 from vh_orch.cli.terminal import visible
-from vh_orch.orchestrator.store.logs import Event, block_rows, block_text
 from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
     from vh_orch.orchestrator.models import LogBlock
+    from vh_orch.orchestrator.store.logs import Event
 
 
 class AttemptMarks:
@@ -83,6 +83,8 @@ class LogPrinter:
                 self._status(mark)
 
     def block(self, block: LogBlock, after: int = 0) -> None:
+        from vh_orch.orchestrator.store.logs import block_rows, block_text  # the store loads only when used
+
         if self.json_lines:
             stream = block.stream
             self._out(None).write("".join(json_line(seq, time, "log", stream, text)
