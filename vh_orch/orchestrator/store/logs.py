@@ -10,8 +10,8 @@ stamps) is done by readers, for the lines they read. Status changes are
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -363,36 +363,27 @@ class LogsStore(Database):
         default BLOCKS_PER_READ), twice as many each read up to BLOCKS_PER_READ (a few megabytes), rows ROWS_PER_READ at a
         time, each read in a short transaction of its own: a log of millions of lines streams
         through in a few dozen reads."""
-        blocks: deque[LogBlock] = deque()
-        rows: deque[ExecutionEvent] = deque()
-        block_from = row_from = after
-        more_blocks = more_rows = True
-        per_read = max(1, first_read or BLOCKS_PER_READ)
-        rows_per_read = ROWS_PER_READ
+        blocks = self._paged(lambda s, seq, n: s.exec(select(LogBlock).where(
+            LogBlock.execution_id == execution_id, LogBlock.last_seq > seq).order_by(col(LogBlock.last_seq)).limit(n)
+        ).all(), lambda block: block.last_seq, after, first_read or BLOCKS_PER_READ, BLOCKS_PER_READ)
+        rows = self._paged(lambda s, seq, n: s.exec(select(ExecutionEvent).where(
+            ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > seq).order_by(col(ExecutionEvent.seq))
+            .limit(n)).all(), lambda row: row.seq, after, ROWS_PER_READ, ROWS_PER_READ)
+        for piece in heapq.merge(blocks, rows, key=lambda p: p.first_seq if isinstance(p, LogBlock) else p.seq):
+            yield piece if isinstance(piece, LogBlock) else Event.of_row(piece)
+
+    def _paged(self, page: Callable[[Any, int, int], Sequence[Any]], last_seq: Callable[[Any], int], after: int,
+               first: int, most: int) -> Iterator[Any]:
+        """What `page(session, after, n)` reads, n at a time (`first`, then twice as many each read up to
+        `most`), each read a transaction of its own, until a read comes back short."""
+        n = max(1, first)
         while True:
-            if not blocks and more_blocks:
-                with self.read() as s:
-                    got_blocks = s.exec(select(LogBlock).where(
-                        LogBlock.execution_id == execution_id, LogBlock.last_seq > block_from)
-                        .order_by(col(LogBlock.last_seq)).limit(per_read)).all()
-                blocks.extend(got_blocks)
-                more_blocks = len(got_blocks) == per_read
-                per_read = min(per_read * 2, BLOCKS_PER_READ)
-                block_from = got_blocks[-1].last_seq if got_blocks else block_from
-            if not rows and more_rows:
-                with self.read() as s:
-                    got_rows = s.exec(select(ExecutionEvent).where(
-                        ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > row_from)
-                        .order_by(col(ExecutionEvent.seq)).limit(rows_per_read)).all()
-                rows.extend(got_rows)
-                more_rows = len(got_rows) == rows_per_read
-                row_from = got_rows[-1].seq if got_rows else row_from
-            if rows and (not blocks or rows[0].seq < blocks[0].first_seq):
-                yield Event.of_row(rows.popleft())
-            elif blocks:
-                yield blocks.popleft()
-            else:
+            with self.read() as s:
+                got = page(s, after, n)
+            yield from got
+            if len(got) < n:
                 return
+            after, n = last_seq(got[-1]), min(n * 2, most)
 
     def events_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
                     limit: int = 1000) -> list[Event]:
