@@ -3,28 +3,33 @@
 A large input file goes to the machine on a connection of its own, made by the OpenSSH client
 where this host has one: the file is the client's stdin, so no byte of it passes through the
 daemon (its memory stays flat, and no Python thread, GIL or 32 KiB packet loop paces the
-transfer). The command it runs on the machine (input_cache.TAKE_SCRIPT) writes the bytes and
-hashes them as they arrive; the input cache's script, which asked for them under the entry's
-lock, checks their size and sha256 before anything is kept (input_cache.py).
+transfer). On the machine it is `cat` into the part file the input cache's script named
+(input_cache.TAKE_SCRIPT); that script, which asked for the bytes under the entry's lock and
+waits meanwhile, then checks their size and sha256 before anything is kept (input_cache.py).
 
-Chosen by measurement (500 MB from a file, 2-core machine with other work beside it, sshd on
-loopback; medians of five, interleaved): `cat FILE | ssh host 'cat > f'` 5.3 s, this path
-(OpenSSH client, the file as its stdin) 4.4 s, paramiko in 32 KiB writes 4.1 s, two paramiko
-channels at once 3.9 s, paramiko in 1 MiB writes 5.5 s (paramiko's sendall copies what is
-left after each 32 KiB packet). paramiko alone in a process is about as fast, but it costs
-the daemon ~1.3x the ssh client's CPU, all of it under the GIL the daemon's other threads
-(log followers, API) need, and a 500 MB first input in the daemon went at 0.24x of the bare
-figure. The client prefers AES-GCM (aes128-gcm: 0.25 s of client CPU for 500 MB against
-0.48 s with its default chacha20-poly1305). A connection costs ~0.25 s to make, so files
-under MIN_BYTES go through the cache script's own paramiko channel.
+Chosen by measurement, 500 MB from a file on a 2-core machine with other work beside it, sshd
+on loopback, medians of 5 or 6 interleaved runs:
+- the transfer alone: `cat FILE | ssh host 'cat > f'` 5.3 s; the OpenSSH client with the file as
+  its stdin 4.4 s; paramiko in 32 KiB writes 4.1 s; two paramiko channels at once 3.9 s; paramiko
+  in 1 MiB writes 5.5 s (its sendall copies what is left of a chunk after each 32 KiB packet: a
+  memoryview avoids that). In a process of its own paramiko keeps up, but it costs ~1.3x the
+  client's CPU, all under the GIL that the daemon's other threads need; in the daemon, a 500 MB
+  first input went at 0.62x of the bare copy's speed (bench/ssh_inputs.py).
+- the client prefers AES-GCM: aes128-gcm costs it 0.25 s of CPU for 500 MB, its default
+  chacha20-poly1305 0.48 s.
+- on the machine, `cat` then `openssl dgst` of the file (page cache, SHA instructions) beat
+  hashing on the way through `head | tee | openssl` (placed in 1.87 s against 2.27 s, beside
+  2.21 s for the bare copy): head and tee move 8 KiB a system call, cat 128 KiB.
+A connection costs ~0.25 s to make, so files under MIN_BYTES go through the cache script's own
+paramiko channel.
 
 The host key is pinned, never learned: a known_hosts file of this transfer's own holds only
 the pinned key (under a HostKeyAlias, whatever address the host has), with
 StrictHostKeyChecking=yes and BatchMode=yes; the same private key alone (no agent, none of the
 daemon user's keys or ~/.ssh/config). A host that shows another key is refused before a byte
-moves. Where the client cannot be used at all (none installed, or it refused the key file,
-which OpenSSH does for a key readable by others), the host's transfers fall back to paramiko,
-once said in the log.
+moves (HostKeyMismatch). Where the client cannot be used at all (none installed, or it refused
+the key file, which OpenSSH does for a key others can read), the host's transfers go over
+paramiko, once said in the log.
 """
 
 from __future__ import annotations

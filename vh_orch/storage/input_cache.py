@@ -8,9 +8,10 @@ Last-Modified) is fetched for each execution, as before.
 The cache lives on the machine and is kept by one POSIX shell script (CACHE_SCRIPT, sh +
 coreutils + flock, and curl for signed URLs) that the daemon runs there once per input file,
 over SSH or as a local process (`Shell`): under the entry's lock it says whether the entry is
-there and sound, receives the bytes when it is not (from the daemon on stdin, or from a
-signed URL itself), verifies size and sha256, evicts least recently used entries that no
-running execution uses to stay under the bound, and puts the file in the execution's folder.
+there and sound, receives the bytes when it is not (from the daemon on stdin, a large file
+over the shell's bulk path where it has one, bootstrap/openssh.py; or from a signed URL
+itself), verifies size and sha256, evicts least recently used entries that no running
+execution uses to stay under the bound, and puts the file in the execution's folder.
 A container gets the entry's file mounted read-only at its place (no copy: a 10 GB input
 costs nothing the second time, and even root in the container cannot write to a read-only
 mount); the process runtime gets a copy (a reflink where the filesystem has them). Never a
@@ -51,46 +52,34 @@ GiB = 1024**3
 LOCK_WAIT_S = 3600  # how long an execution waits for another's download of the same file
 HEAD_TIMEOUT = (5, 15)
 
-# Shared by the cache script and the bulk path's own command (TAKE_SCRIPT): bytes are hashed as they
-# arrive (tee into the digest), so a large file is not read a second time to be verified.
-TAKE_FUNCTIONS = r"""set -u
-digest_of() {  # the sha256 of stdin (openssl uses the CPU's SHA instructions; coreutils' sha256sum does not)
-  if command -v openssl >/dev/null 2>&1; then set -- $(openssl dgst -sha256 -r); else set -- $(sha256sum); fi
-  printf '%s\n' "$1"
-}
-take() {  # take FILE N: N bytes of stdin into FILE, their sha256 into FILE.sum; fails if FILE could not be written
-  rm -f -- "$1.sum" "$1.bad"
-  { head -c "$2" | tee -- "$1" || : > "$1.bad"; } | digest_of > "$1.sum.part"
-  [ ! -e "$1.bad" ] && mv -f -- "$1.sum.part" "$1.sum" || { rm -f -- "$1.bad" "$1.sum.part"; return 1; }
-}
+# The bulk path (Bulk.send) runs this with the bytes on its stdin: READY once it runs, then all of its
+# stdin into the file ($1). The cache script that asked for them checks their size and sha256.
+TAKE_SCRIPT = r"""echo READY
+cat > "$1" || { printf 'vh-orch: cannot write %s (is the disk full?)\n' "${1##*/}" >&2; exit 1; }
 """
 
-# The bulk path (Bulk.send) runs this with the bytes on its stdin: READY once it runs, then take FILE N.
-TAKE_SCRIPT = TAKE_FUNCTIONS + r"""
-echo READY
-take "$1" "$2" || { printf 'vh-orch: cannot write %s (is the disk full?)\n' "${1##*/}" >&2; exit 1; }
-"""
-
-CACHE_SCRIPT = TAKE_FUNCTIONS + r"""
+CACHE_SCRIPT = r"""set -u
+trap 'exit 129' HUP INT PIPE TERM  # a connection cut (sshd hangs up) still runs the EXIT trap: no partial entry
 R=$1 K=$2 SIZE=$3 SHA=$4 DEST=$5 URL=$6 PIN=$7 BOUND=$8 WAIT=$9 MODE=${10}
 E=$R/$K
 fail() { printf 'vh-orch: %s\n' "$1" >&2; exit 1; }
-digest() { digest_of < "$1"; }
+digest() {  # openssl first: it uses the CPU's SHA instructions, which coreutils' sha256sum does not
+  if command -v openssl >/dev/null 2>&1; then set -- $(openssl dgst -sha256 -r "$1"); else set -- $(sha256sum "$1"); fi
+  printf '%s' "$1"
+}
 stamp() { stat -c '%s %y %z %i' -- "$1"; }
 total() { cat "$R"/*/size 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
 receive() {  # receive FILE: from the signed URL, else from the daemon
-  if [ -n "$URL" ]; then
-    curl -sS -f --retry 3 -o "$1" "$URL" || fail "download of ${DEST##*/} failed"
-    sum=$(digest "$1")
+  if [ -n "$URL" ]; then curl -sS -f --retry 3 -o "$1" "$URL" || fail "download of ${DEST##*/} failed"
   else  # the daemon says how many bytes follow: a stream it cuts short is never taken for the whole file
     echo "SEND $1"; read -r n how || fail "the daemon sent no size"
-    # SENT: the daemon already sent them over a connection of its own (take, run there); else on stdin.
-    [ "$how" = SENT ] || take "$1" "$n" || fail "cannot write ${DEST##*/} (is the disk full?)"
-    [ -f "$1.sum" ] && [ "$(wc -c < "$1")" = "$n" ] || fail "${DEST##*/} was cut short"
-    sum=$(cat "$1.sum") && rm -f -- "$1.sum"
+    # SENT: the daemon sent them over a connection of its own (TAKE_SCRIPT); else they follow on stdin.
+    [ "$how" = SENT ] || head -c "$n" > "$1" || fail "cannot write ${DEST##*/} (is the disk full?)"
+    [ -f "$1" ] && [ "$(wc -c < "$1")" = "$n" ] || fail "${DEST##*/} was cut short"
   fi
   got=$(wc -c < "$1")
   [ -z "$SIZE" ] || [ "$got" = "$SIZE" ] || fail "${DEST##*/} arrived with $got bytes, $SIZE were expected"
+  sum=$(digest "$1")
   [ -z "$SHA" ] || [ "$sum" = "$SHA" ] || fail "${DEST##*/} arrived damaged: its sha256 is $sum, $SHA was expected"
 }
 place() {  # place FILE: a copy in the execution's folder, never a link into the cache
@@ -98,7 +87,7 @@ place() {  # place FILE: a copy in the execution's folder, never a link into the
     chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/} (is the disk full?)"
 }
 direct() {  # the file straight into the execution's folder, not cached
-  trap 'rm -f -- "$DEST.part" "$DEST.part.sum" "$DEST.part.sum.part" "$DEST.part.bad"' EXIT
+  trap 'rm -f -- "$DEST.part"' EXIT
   receive "$DEST.part"; chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
   trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
 }
