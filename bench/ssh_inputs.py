@@ -78,6 +78,7 @@ def one_size(size_mb: int, repeats: int) -> list[object]:
         peak = peak_rss_mb(world.daemon.pid)
     finally:
         world.close()
+        shutil.rmtree(world.scratch, ignore_errors=True)  # the input and the host's cache: gigabytes
     f, s, b = median(first), median(second), median(bare)
     own = median(x - y for x, y in zip(first, second))
     return [f"{size_mb} MB", f"{f:.2f}", f"{s:.2f}", f"{own:.2f}", f"{b:.2f}",

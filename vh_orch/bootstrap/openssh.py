@@ -20,7 +20,10 @@ on loopback, medians of 5 or 6 interleaved runs:
 - on the machine, `cat` then `openssl dgst` of the file (page cache, SHA instructions) beat
   hashing on the way through `head | tee | openssl` (placed in 1.87 s against 2.27 s, beside
   2.21 s for the bare copy): head and tee move 8 KiB a system call, cat 128 KiB.
-A connection costs ~0.25 s to make, so files under MIN_BYTES go through the cache script's own
+A new connection costs 0.25-0.4 s to make (sshd starts a process of its own for each), so the
+client keeps one master connection per host (ControlMaster, its socket in a 0700 folder of
+this process) that later transfers open sessions on; idle for PERSIST_S, it ends by itself,
+even after the daemon was killed. Files under MIN_BYTES go through the cache script's own
 paramiko channel.
 
 The host key is pinned, never learned: a known_hosts file of this transfer's own holds only
@@ -34,6 +37,8 @@ paramiko, once said in the log.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import os
 import re
@@ -54,8 +59,11 @@ HOST_KEY_REFUSED = re.compile(r"Host key verification failed|REMOTE HOST IDENTIF
                               r"No \S+ host key is known")
 READY_TIMEOUT_S = 60.0  # connecting, authenticating and starting the command
 
+PERSIST_S = 120  # an idle master connection ends after this long (even if this process was killed)
+
 _unusable: dict[SSHTarget, str] = {}  # targets the client could not be used for, and why
 _unusable_lock = threading.Lock()
+_root: Path | None = None  # this process's folder of known_hosts files and master sockets
 
 
 def client() -> str | None:
@@ -72,17 +80,17 @@ class OpenSSHBulk:
         self.target = target
         self.ssh = ssh
 
-    def argv(self, known_hosts: Path, command: str) -> list[str]:
+    def argv(self, folder: Path, command: str) -> list[str]:
         t = self.target
         options = {
-            "BatchMode": "yes", "StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(known_hosts),
+            "BatchMode": "yes", "StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(folder / "known_hosts"),
             "GlobalKnownHostsFile": "/dev/null", "HostKeyAlias": ALIAS, "CheckHostIP": "no", "UpdateHostKeys": "no",
             "IdentitiesOnly": "yes", "IdentityAgent": "none", "PasswordAuthentication": "no",
-            "KbdInteractiveAuthentication": "no", "ControlMaster": "no", "ControlPath": "none",
-            "ForwardAgent": "no", "ForwardX11": "no", "ClearAllForwardings": "yes",
-            "ConnectTimeout": str(max(1, round(t.connect_timeout_s))), "ServerAliveInterval": "15",
-            "ServerAliveCountMax": "4", "Ciphers": "^aes128-gcm@openssh.com,aes256-gcm@openssh.com",
-            "LogLevel": "ERROR",
+            "KbdInteractiveAuthentication": "no", "ForwardAgent": "no", "ForwardX11": "no",
+            "ClearAllForwardings": "yes", "ControlMaster": "auto", "ControlPath": str(folder / "master"),
+            "ControlPersist": str(PERSIST_S), "ConnectTimeout": str(max(1, round(t.connect_timeout_s))),
+            "ServerAliveInterval": "15", "ServerAliveCountMax": "4",
+            "Ciphers": "^aes128-gcm@openssh.com,aes256-gcm@openssh.com", "LogLevel": "ERROR",
         }
         argv = [self.ssh, "-F", "/dev/null", "-T", "-x", "-a", "-i", t.private_key_file, "-p", str(t.port),
                 "-l", t.user]
@@ -94,23 +102,21 @@ class OpenSSHBulk:
         with _unusable_lock:
             if self.target in _unusable:
                 return False
-        with tempfile.TemporaryDirectory(prefix="vh-orch-ssh-") as folder:  # 0700
-            known_hosts = Path(folder) / "known_hosts"
-            known_hosts.write_text(f"{ALIAS} {self.target.host_key.strip()}\n")
-            env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_ASKPASS", "DISPLAY")}
-            with open(Path(folder) / "stderr", "w+b") as stderr:
-                proc = subprocess.Popen(self.argv(known_hosts, quote_args(script, args)), env=env,
-                                        stdin=chunks.file if chunks.file is not None else subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=stderr)
-                try:
-                    return self._run(proc, chunks, stderr)
-                finally:
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
-                    for pipe in (proc.stdin, proc.stdout):
-                        if pipe is not None:
-                            pipe.close()
+        folder = _folder_for(self.target)
+        env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "SSH_ASKPASS", "DISPLAY")}
+        with tempfile.TemporaryFile() as stderr:
+            proc = subprocess.Popen(self.argv(folder, quote_args(script, args)), env=env,
+                                    stdin=chunks.file if chunks.file is not None else subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=stderr)
+            try:
+                return self._run(proc, chunks, stderr)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    if pipe is not None:
+                        pipe.close()
 
     def _run(self, proc: subprocess.Popen[bytes], chunks: Outgoing, stderr: object) -> bool:
         assert proc.stdout is not None
@@ -145,6 +151,25 @@ class OpenSSHBulk:
             raise InputCacheError(f"sending the input to {self.target.label} failed: "
                                   f"{said[-1] if said else f'exit status {code}'}")
         return True
+
+
+def _folder_for(target: SSHTarget) -> Path:
+    """The host's folder of this process (0700): its known_hosts, holding the pinned key alone, and the
+    master connection's socket. Named for everything that makes the connection (the pinned key
+    too), so a connection made with other settings is never reused."""
+    global _root
+    with _unusable_lock:
+        if _root is None:
+            _root = Path(tempfile.mkdtemp(prefix="vh-orch-ssh-"))
+            atexit.register(shutil.rmtree, _root, True)
+        name = hashlib.sha256(repr(target).encode()).hexdigest()[:16]
+        folder = _root / name
+        if not folder.exists():
+            folder.mkdir(mode=0o700)
+            part = folder / "known_hosts.part"
+            part.write_text(f"{ALIAS} {target.host_key.strip()}\n")
+            part.rename(folder / "known_hosts")
+        return folder
 
 
 def _readline(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
