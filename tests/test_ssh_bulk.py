@@ -236,3 +236,54 @@ def test_a_file_larger_than_the_daemons_memory_budget_is_never_held_in_memory(
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
     src.unlink()
 
+
+
+def test_s3_and_http_inputs_stream_through_the_daemon_to_the_host(
+        ssh_pool: SSHPool, tmp_path: Path, moto) -> None:  # type: ignore[no-untyped-def]
+    """Nothing lands on the daemon's disk: the object's bytes go on as they arrive, and a source that
+    ends short of what it said it holds leaves nothing in the cache."""
+    import http.server
+
+    from vh_orch.storage.inputs import stream_file
+
+    src = tmp_path / "object.bin"
+    digest = blob(src, 8 * MiB, 27)
+    moto.client("s3").create_bucket(Bucket="stream-in", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    moto.client("s3").upload_file(str(src), "stream-in", "data/object.bin")
+    settings = {"uri": "s3://stream-in", "endpoint_url": moto.url, "region": "eu-west-1"}
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = src.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if self.path == "/short" else body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    shell, bulk = shell_for(target(ssh_pool))
+    root = tmp_path / "cache"
+    try:
+        cache = InputCache(shell, str(root), 1 << 30, "c-1-1", wait_s=60)
+        for n, uri in enumerate(["s3://stream-in/data/object.bin", f"{url}/object.bin"]):
+            streamed = stream_file(uri, "data", settings)
+            assert streamed is not None and streamed[0] == 8 * MiB
+            placed = cache.place(Identity(f"k-stream-{n}"), str(tmp_path / f"e{n}" / "object.bin"), None,
+                                 lambda: streamed)
+            assert placed.sha256 == digest
+        assert bulk.results == [True, True]
+        assert not list(tmp_path.glob("**/.fetch"))
+        for shell_bulk in (bulk, None):  # over the bulk path and over the script's own channel
+            shell.bulk = shell_bulk  # type: ignore[assignment]
+            with pytest.raises(InputCacheError, match="cannot read the input: .*IncompleteRead"):
+                cache.place(Identity("k-short"), str(tmp_path / "e9" / "object.bin"), None,
+                            lambda: stream_file(f"{url}/short", "data", settings))  # type: ignore[arg-type,return-value]
+            eventually("the short placement's files to go", lambda: not [p for p in leftovers(root) if "short" in p])
+    finally:
+        shell.transport.close()
+        server.shutdown()
