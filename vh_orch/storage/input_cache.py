@@ -214,7 +214,8 @@ class Bulk(Protocol):
     def send(self, script: str, args: list[str], chunks: Outgoing) -> bool:
         """Run `sh -c SCRIPT sh ARGS...` on the machine with chunks on its stdin and wait for its end: True
         once it ended well; False if this path cannot be used at all (nothing of chunks was consumed: the
-        caller sends them another way); InputCacheError if it failed or the host was not the pinned one."""
+        caller sends them another way). Raises InputCacheError if it failed, and the transport's own error
+        (an SSH host's HostKeyMismatch) if the host is not the one pinned."""
         ...
 
 
@@ -388,8 +389,6 @@ class Outgoing(Iterator[bytes]):
     def __next__(self) -> bytes:
         try:
             chunk = next(self.chunks)
-        except StopIteration:
-            raise
         except OSError as exc:
             raise _SourceFailed(f"cannot read the input: {exc}") from None
         if self.sent < self.size // 2 <= self.sent + len(chunk):
