@@ -4,6 +4,7 @@ refuses, and the daemon's memory."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -110,9 +111,9 @@ def test_a_cut_connection_leaves_nothing_in_the_cache_and_a_retry_succeeds(
     def cut_when_half_way() -> None:  # the file itself goes to the client: watch it arrive
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not cut.is_set():
-            if any(p.stat().st_size > 16 * MiB for p in root.glob("*/data.*.part") if p.exists()):
+            if any(os.path.getsize(p) > 16 * MiB for p in glob.glob(f"{root}/*/data.*.part")):
+                cut.set()  # before the cut: the placement may fail before this thread runs again
                 proxy.cut()
-                cut.set()
             time.sleep(0.001)
 
     def stream() -> tuple[int, Iterator[bytes]]:
@@ -120,8 +121,8 @@ def test_a_cut_connection_leaves_nothing_in_the_cache_and_a_retry_succeeds(
             with src.open("rb") as fh:
                 while chunk := fh.read(MiB):
                     if fh.tell() > 32 * MiB and not cut.is_set():
-                        proxy.cut()
                         cut.set()
+                        proxy.cut()
                     yield chunk
         return 96 * MiB, chunks()
 
