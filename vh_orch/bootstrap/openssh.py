@@ -13,8 +13,10 @@ on loopback, medians of 5 or 6 interleaved runs:
   its stdin 4.4 s; paramiko in 32 KiB writes 4.1 s; two paramiko channels at once 3.9 s; paramiko
   in 1 MiB writes 5.5 s (its sendall copies what is left of a chunk after each 32 KiB packet: a
   memoryview avoids that). In a process of its own paramiko keeps up, but it costs ~1.3x the
-  client's CPU, all under the GIL that the daemon's other threads need; in the daemon, a 500 MB
-  first input went at 0.62x of the bare copy's speed (bench/ssh_inputs.py).
+  client's CPU, all under the GIL that the daemon's other threads need. In the daemon
+  (bench/ssh_inputs.py, bare copy / first execution, three runs of each beside each other), a
+  500 MB first input went at 0.41-0.62x over paramiko and at 0.71-0.86x over this path; what the
+  input itself adds to the execution (first - second run) at 0.86-1.10x of the bare copy.
 - the client prefers AES-GCM: aes128-gcm costs it 0.25 s of CPU for 500 MB, its default
   chacha20-poly1305 0.48 s.
 - on the machine, `cat` then `openssl dgst` of the file (page cache, SHA instructions) beat
