@@ -9,18 +9,23 @@ the second finds it there; the container mounts the cached file read-only.
 - submit -> first log line (the command prints the input's size at once, with `stat`: busybox's
   `wc -c` reads the whole file, 4.5 s a GB) for the first
   execution (cold cache) and the second (warm), beside a bare `ssh host 'cat > FILE' < INPUT`
-  (OpenSSH) of the same file, measured in the same run;
+  (OpenSSH) of the same file, measured in the same run, right after them; the ratios say how the
+  first execution's speed (and its input's own part of it: first - second) compares with the bare
+  copy's. Each size runs --repeats times (the input cache emptied before each first run) and the
+  table gives medians: on a machine with other work beside it, one run says little;
 - the daemon's peak RSS (VmHWM) after the runs, beside an idle daemon's: it must stay flat
   as the input grows (the input is never held in memory).
 
-    .venv/bin/python bench/ssh_inputs.py [--sizes-mb 200,1024]
+    .venv/bin/python bench/ssh_inputs.py [--sizes-mb 200,500,1024] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import time
+from statistics import median
 from pathlib import Path
 
 from _common import SSHBenchHost, print_table, project_folder
@@ -45,7 +50,7 @@ def make_input(path: Path, size_mb: int) -> None:
             fh.write(i.to_bytes(4, "big") + block[4:])
 
 
-def one_size(size_mb: int) -> list[object]:
+def one_size(size_mb: int, repeats: int) -> list[object]:
     world = SSHBenchHost(f"inputs{size_mb}")
     try:
         folder = project_folder(world.settings, STEPS)
@@ -53,38 +58,51 @@ def one_size(size_mb: int) -> list[object]:
         make_input(data, size_mb)
         world.run("hello", folder)  # claims and bootstraps the host; the daemon's idle footprint
         idle = peak_rss_mb(world.daemon.pid)
-        runs = []
-        for _ in range(2):  # cold, then warm
-            subprocess.run(["sync"], check=True)  # the first run's writes are on disk: the second is timed alone
-            seconds, execution = world.run("size", folder, inputs={"data": [str(data)]}, timeout=1800)
-            lines = [e.text for e in world.store.events_after(execution.id, 0) if e.kind == "log"]
-            assert lines and lines[0].split()[0] == str(size_mb << 20), lines
-            runs.append(seconds)
+        first, second, bare = [], [], []
+        for _ in range(repeats):
+            # An empty input cache for each first run; the bare copy right after it, so that both see
+            # the same load on the machine.
+            shutil.rmtree(world.scratch / "workdir" / "input-cache", ignore_errors=True)
+            for runs in (first, second):
+                subprocess.run(["sync"], check=True)  # the previous writes are on disk: each run is timed alone
+                seconds, execution = world.run("size", folder, inputs={"data": [str(data)]}, timeout=1800)
+                lines = [e.text for e in world.store.events_after(execution.id, 0) if e.kind == "log"]
+                assert lines and lines[0].split()[0] == str(size_mb << 20), lines
+                runs.append(seconds)
+            subprocess.run(["sync"], check=True)
+            start = time.perf_counter()
+            with data.open("rb") as fh:
+                subprocess.run([*world.ssh, f"cat > {world.scratch}/bare-copy.bin"], stdin=fh, check=True)
+            bare.append(time.perf_counter() - start)
+            subprocess.run([*world.ssh, f"rm -f {world.scratch}/bare-copy.bin"], check=True)
         peak = peak_rss_mb(world.daemon.pid)
-        start = time.perf_counter()
-        with data.open("rb") as fh:
-            subprocess.run([*world.ssh, f"cat > {world.scratch}/bare-copy.bin"], stdin=fh, check=True)
-        bare = time.perf_counter() - start
-        subprocess.run([*world.ssh, f"rm -f {world.scratch}/bare-copy.bin"], check=True)
     finally:
         world.close()
-    return [f"{size_mb} MB", f"{runs[0]:.2f}", f"{runs[1]:.2f}", f"{bare:.2f}", f"{size_mb / runs[0]:.0f}",
-            f"{idle:.0f}", f"{peak:.0f}"]
+        shutil.rmtree(world.scratch, ignore_errors=True)  # the input and the host's cache: gigabytes
+    f, s, b = median(first), median(second), median(bare)
+    own = median(x - y for x, y in zip(first, second))
+    return [f"{size_mb} MB", f"{f:.2f}", f"{s:.2f}", f"{own:.2f}", f"{b:.2f}",
+            f"{median(y / x for x, y in zip(first, bare)):.2f}x",
+            f"{median(y / (x - z) for x, z, y in zip(first, second, bare)):.2f}x",
+            f"{size_mb / f:.0f}", f"{idle:.0f}", f"{peak:.0f}"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes-mb", default="200,1024")
+    parser.add_argument("--sizes-mb", default="200,500,1024")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each size; the table gives medians")
     args = parser.parse_args()
-    rows = [one_size(int(size)) for size in args.sizes_mb.split(",")]
-    print_table("an SSH host: submit -> first log line with one input file, first and second time, "
-                "and the daemon's memory",
-                ["input", "first s", "second s (cached)", "bare ssh cat s", "first MB/s", "daemon idle RSS MB",
-                 "daemon peak RSS MB"], rows)
+    rows = [one_size(int(size), args.repeats) for size in args.sizes_mb.split(",")]
+    print_table(f"an SSH host: submit -> first log line with one input file, first and second time, beside a bare "
+                f"`cat FILE | ssh host 'cat > f'`, and the daemon's memory (medians of {args.repeats})",
+                ["input", "first s", "second s (cached)", "input's own s", "bare ssh cat s", "bare/first",
+                 "bare/input's own", "first MB/s", "daemon idle RSS MB", "daemon peak RSS MB"], rows)
     print("\nThe first time includes sending the input into the host's cache (size and sha256 checked "
           "there); the second only the check of the entry (a stat). The container mounts the entry read-only "
           "both times. Both include the commit, the config and starting the container; the bare figure moves "
-          "the file alone.")
+          "the file alone. input's own = first - second: what sending the input adds. bare/first and "
+          "bare/input's own are speeds relative to the bare copy (1.00x: as fast), medians of each repeat's "
+          "ratio (the bare copy runs right after its repeat's first and second runs).")
 
 
 if __name__ == "__main__":

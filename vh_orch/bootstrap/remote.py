@@ -51,6 +51,7 @@ from vh_orch.bootstrap.registry_login import (
     login_and_pull_command,
     pull_failure,
 )
+from vh_orch.bootstrap.openssh import bulk_for
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
 from vh_orch.bootstrap.usage import Probe
 from vh_orch.storage.input_cache import pin_name, quote_args
@@ -490,21 +491,23 @@ class SSHShell:
 
     def __init__(self, transport: SSHTransport) -> None:
         self.transport = transport
+        self.bulk = bulk_for(transport.target)  # large files: the OpenSSH client, where there is one
 
     def start(self, script: str, args: list[str]) -> _SSHCommand:
-        return _SSHCommand(self.transport.start(quote_args(script, args)))
+        return _SSHCommand(self.transport.start(quote_args(script, args)), self.transport.target.label)
 
 
 class _SSHCommand:
-    def __init__(self, command: RemoteCommand) -> None:
+    def __init__(self, command: RemoteCommand, label: str) -> None:
         self.command = command
+        self.label = label
         command.channel.settimeout(PLACE_TIMEOUT_S)
 
     def readline(self) -> bytes:
         return self.command.stdout.readline()
 
     def send(self, data: bytes) -> None:
-        self.command.channel.sendall(data)
+        self.command.channel.sendall(memoryview(data))  # see _ChannelWriter.write
 
     def end_input(self) -> None:
         self.command.channel.shutdown_write()
@@ -522,7 +525,7 @@ class _SSHCommand:
         finally:
             self.command.close()
         if code == -1 and not said:
-            said = [f"the connection to {self.transport.target.label} broke"]
+            said = [f"the connection to {self.label} broke"]
         return code, said[0] if said else ""
 
 
@@ -536,7 +539,9 @@ class _ChannelWriter(io.RawIOBase):
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.channel.sendall(data)
+        # A memoryview: paramiko's sendall slices what is left after each packet (32 KiB), and slicing
+        # bytes copies them: a 1 MiB chunk would be copied 32 times over.
+        self.channel.sendall(memoryview(data))
         return len(data)
 
 

@@ -58,7 +58,7 @@ from vh_orch.storage.input_cache import (
     identify,
     pin_name,
 )
-from vh_orch.storage.inputs import DatumRef, InputFetchError, InputFile, fetch_file, plan_inputs
+from vh_orch.storage.inputs import DatumRef, InputFetchError, InputFile, fetch_file, plan_inputs, stream_file
 from vh_orch.storage.snapshots import extract_adhoc, extract_git
 from vh_orch.timeutil import iso
 from vh_orch.values import ExecutionStatus
@@ -524,6 +524,10 @@ class ExecutionRunner:
             def source() -> tuple[int, Iterator[bytes]]:
                 if file.source_uri.startswith("file://"):
                     return file_source(file_uri_path(file.source_uri))
+                # Through the daemon, never onto its disk, where the source says its size up front.
+                streamed = stream_file(file.source_uri, file.name, self._datastore_setting, http)
+                if streamed is not None:
+                    return streamed
                 staging.mkdir(exist_ok=True)
                 tmp = staging / str(index)
                 fetch_file(file.source_uri, tmp, file.name, self._datastore_setting, http)

@@ -8,9 +8,10 @@ Last-Modified) is fetched for each execution, as before.
 The cache lives on the machine and is kept by one POSIX shell script (CACHE_SCRIPT, sh +
 coreutils + flock, and curl for signed URLs) that the daemon runs there once per input file,
 over SSH or as a local process (`Shell`): under the entry's lock it says whether the entry is
-there and sound, receives the bytes when it is not (from the daemon on stdin, or from a
-signed URL itself), verifies size and sha256, evicts least recently used entries that no
-running execution uses to stay under the bound, and puts the file in the execution's folder.
+there and sound, receives the bytes when it is not (from the daemon on stdin, a large file
+over the shell's bulk path where it has one, bootstrap/openssh.py; or from a signed URL
+itself), verifies size and sha256, evicts least recently used entries that no running
+execution uses to stay under the bound, and puts the file in the execution's folder.
 A container gets the entry's file mounted read-only at its place (no copy: a 10 GB input
 costs nothing the second time, and even root in the container cannot write to a read-only
 mount); the process runtime gets a copy (a reflink where the filesystem has them). Never a
@@ -37,7 +38,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 import requests
@@ -51,22 +52,30 @@ GiB = 1024**3
 LOCK_WAIT_S = 3600  # how long an execution waits for another's download of the same file
 HEAD_TIMEOUT = (5, 15)
 
+# The bulk path (Bulk.send) runs this with the bytes on its stdin: READY once it runs, then all of its
+# stdin into the file ($1). The cache script that asked for them checks their size and sha256.
+TAKE_SCRIPT = r"""echo READY
+cat > "$1" || { printf 'vh-orch: cannot write %s (is the disk full?)\n' "${1##*/}" >&2; exit 1; }
+"""
+
 CACHE_SCRIPT = r"""set -u
+trap 'exit 129' HUP INT PIPE TERM  # a connection cut (sshd hangs up) still runs the EXIT trap: no partial entry
 R=$1 K=$2 SIZE=$3 SHA=$4 DEST=$5 URL=$6 PIN=$7 BOUND=$8 WAIT=$9 MODE=${10}
 E=$R/$K
 fail() { printf 'vh-orch: %s\n' "$1" >&2; exit 1; }
-digest() {
+digest() {  # openssl first: it uses the CPU's SHA instructions, which coreutils' sha256sum does not
   if command -v openssl >/dev/null 2>&1; then set -- $(openssl dgst -sha256 -r "$1"); else set -- $(sha256sum "$1"); fi
   printf '%s' "$1"
 }
 stamp() { stat -c '%s %y %z %i' -- "$1"; }
 total() { cat "$R"/*/size 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'; }
-receive() {  # receive FILE: from the signed URL, else from stdin
+receive() {  # receive FILE: from the signed URL, else from the daemon
   if [ -n "$URL" ]; then curl -sS -f --retry 3 -o "$1" "$URL" || fail "download of ${DEST##*/} failed"
   else  # the daemon says how many bytes follow: a stream it cuts short is never taken for the whole file
-    echo SEND; read -r n || fail "the daemon sent no size"
-    head -c "$n" > "$1" || fail "cannot write ${DEST##*/} (is the disk full?)"
-    [ "$(wc -c < "$1")" = "$n" ] || fail "${DEST##*/} was cut short"
+    echo "SEND $1"; read -r n how || fail "the daemon sent no size"
+    # SENT: the daemon sent them over a connection of its own (TAKE_SCRIPT); else they follow on stdin.
+    [ "$how" = SENT ] || head -c "$n" > "$1" || fail "cannot write ${DEST##*/} (is the disk full?)"
+    [ -f "$1" ] && [ "$(wc -c < "$1")" = "$n" ] || fail "${DEST##*/} was cut short"
   fi
   got=$(wc -c < "$1")
   [ -z "$SIZE" ] || [ "$got" = "$SIZE" ] || fail "${DEST##*/} arrived with $got bytes, $SIZE were expected"
@@ -78,8 +87,9 @@ place() {  # place FILE: a copy in the execution's folder, never a link into the
     chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/} (is the disk full?)"
 }
 direct() {  # the file straight into the execution's folder, not cached
+  trap 'rm -f -- "$DEST.part"' EXIT
   receive "$DEST.part"; chmod 644 -- "$DEST.part" && mv -f -- "$DEST.part" "$DEST" || fail "cannot place ${DEST##*/}"
-  echo "FILE $got $sum $(total)"; exit 0
+  trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
 }
 evict() {  # evict NEEDED: drop least recently used entries nobody uses until NEEDED more bytes fit
   exec 8>"$R/.evict.lock" && flock -w "$WAIT" 8 || fail "the input cache stayed locked"
@@ -118,12 +128,13 @@ else
   echo MISS
   mkdir -p -- "$E" && { [ -z "$SIZE" ] || echo "$SIZE" > "$E/size"; } || fail "cannot write to the input cache"
   trap 'rm -rf -- "$E"' EXIT
-  receive "$E/data.part"
+  P=$E/data.$$.part  # this run's own: a writer of an earlier run cut short can never touch it
+  receive "$P"
   if [ -z "$SIZE" ] && { [ "$got" -gt "$BOUND" ] || ! evict "$got"; }; then
-    echo UNCACHED; chmod 644 -- "$E/data.part" && mv -f -- "$E/data.part" "$DEST" || fail "cannot place ${DEST##*/}"
+    echo UNCACHED; chmod 644 -- "$P" && mv -f -- "$P" "$DEST" || fail "cannot place ${DEST##*/}"
     rm -rf -- "$E"; trap - EXIT; echo "FILE $got $sum $(total)"; exit 0
   fi
-  chmod 444 "$E/data.part" && mv -f -- "$E/data.part" "$E/data" && echo "$got" > "$E/size" &&
+  chmod 444 "$P" && mv -f -- "$P" "$E/data" && echo "$got" > "$E/size" &&
     echo "$sum" > "$E/sha256" && stamp "$E/data" > "$E/stamp" || fail "cannot write to the input cache"
   trap - EXIT
 fi
@@ -195,14 +206,31 @@ class Command(Protocol):
         ...
 
 
+class Bulk(Protocol):
+    """A path of its own for a large file's bytes (an SSH host's: the OpenSSH client, bootstrap/openssh.py)."""
+
+    min_bytes: int  # smaller files go through the cache script's own stdin: the path's setup costs more
+
+    def send(self, script: str, args: list[str], chunks: Outgoing) -> bool:
+        """Run `sh -c SCRIPT sh ARGS...` on the machine with chunks on its stdin and wait for its end: True
+        once it ended well; False if this path cannot be used at all (nothing of chunks was consumed: the
+        caller sends them another way). Raises InputCacheError if it failed, and the transport's own error
+        (an SSH host's HostKeyMismatch) if the host is not the one pinned."""
+        ...
+
+
 class Shell(Protocol):
-    """Where the cache lives: runs `sh -c SCRIPT sh ARGS...` there."""
+    """Where the cache lives: runs `sh -c SCRIPT sh ARGS...` there; bulk: a faster path for large files, if any."""
+
+    bulk: Bulk | None
 
     def start(self, script: str, args: list[str]) -> Command: ...
 
 
 class LocalShell:
     """The daemon's own host (the local runtimes)."""
+
+    bulk = None
 
     def start(self, script: str, args: list[str]) -> Command:
         return _LocalCommand(subprocess.Popen(["sh", "-c", script, "sh", *args], stdin=subprocess.PIPE,
@@ -294,8 +322,8 @@ class InputCache:
                 if not line:
                     code, said = command.finish(60)
                     raise InputCacheError(said or f"the cache script ended with status {code}")
-                if line == "SEND":
-                    sent = self._send(command, source)
+                if line.startswith("SEND "):
+                    sent = self._send(command, source, line[len("SEND "):])
                 elif line == "HIT":
                     hit = True
                     failpoints.hit("input-transfer")  # the machine copies it from its cache
@@ -311,32 +339,31 @@ class InputCache:
             code, said = command.finish(60)
             raise InputCacheError(said or f"the connection broke while placing the input: {exc}") from None
 
-    @staticmethod
-    def _send(command: Command, source: Callable[[], tuple[int, Iterator[bytes]]]) -> int:
-        """Send the source's size, then its bytes; a source that fails aborts the command, so the
-        machine throws away what it got (never a partial entry). Returns the bytes sent."""
-        sent = 0
+    def _send(self, command: Command, source: Callable[[], tuple[int, Iterator[bytes]]], path: str) -> int:
+        """Send the source's size, then its bytes into path on the machine: a large file over the shell's
+        bulk path where it has one, else on the script's stdin. A source that fails aborts the command, so
+        the machine throws away what it got (never a partial entry). Returns the bytes sent."""
+        outgoing: Outgoing | None = None
         try:
             size, chunks = source()
+            outgoing = Outgoing(chunks, size)
+            bulk = self.shell.bulk
+            if bulk is not None and size >= bulk.min_bytes and bulk.send(TAKE_SCRIPT, [path, str(size)], outgoing):
+                command.send(f"{size} SENT\n".encode())
+                return size
             command.send(f"{size}\n".encode())
-            while True:
-                try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
-                except OSError as exc:
-                    raise _SourceFailed(f"cannot read the input: {exc}") from None
+            for chunk in outgoing:
                 command.send(chunk)
-                if sent < size // 2 <= sent + len(chunk):
-                    failpoints.hit("input-transfer")
-                sent += len(chunk)
         except BaseException as exc:
             command.abort()
             if isinstance(exc, _SourceFailed):
                 raise InputCacheError(str(exc)) from None
             raise
+        finally:
+            if outgoing is not None:
+                outgoing.close()
         command.end_input()
-        return sent
+        return outgoing.sent
 
     def release(self) -> None:
         """This execution no longer uses its entries: they may be evicted."""
@@ -349,21 +376,63 @@ def _opt(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+class Outgoing(Iterator[bytes]):
+    """A source's bytes on their way to the machine. A failure to read them is _SourceFailed (the input's
+    fault, not the machine's); the `input-transfer` failpoint is hit once half of them have gone. `file`:
+    the open local file behind them, if any (FileChunks), for a path that hands it over whole
+    (handed_over() then stands for the failpoint)."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self.chunks, self.size, self.sent = chunks, size, 0
+        self.file: BinaryIO | None = chunks.file if isinstance(chunks, FileChunks) else None
+
+    def __next__(self) -> bytes:
+        try:
+            chunk = next(self.chunks)
+        except OSError as exc:
+            raise _SourceFailed(f"cannot read the input: {exc}") from None
+        if self.sent < self.size // 2 <= self.sent + len(chunk):
+            failpoints.hit("input-transfer")
+        self.sent += len(chunk)
+        return chunk
+
+    def handed_over(self) -> None:
+        """The file is being sent by another process."""
+        failpoints.hit("input-transfer")
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+
+
+class FileChunks(Iterator[bytes]):
+    """A local file's bytes in CHUNK pieces (remove: delete the file once closed, a temporary download).
+    `file` is the open file itself, for a sender that hands it on whole (the OpenSSH client reads it
+    as its stdin: no byte passes through the daemon)."""
+
+    def __init__(self, path: Path, remove: bool = False) -> None:
+        self.path, self.remove = path, remove
+        self.file: BinaryIO = open(path, "rb")
+
+    def __next__(self) -> bytes:
+        chunk = self.file.read(CHUNK)
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+            if self.remove:
+                self.path.unlink(missing_ok=True)
+
+
 def file_source(path: Path, remove: bool = False) -> tuple[int, Iterator[bytes]]:
     """A local file as a source for InputCache.place (remove: delete it once sent, a temporary download)."""
-    fh = open(path, "rb")
-    size = os.fstat(fh.fileno()).st_size
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            while chunk := fh.read(CHUNK):
-                yield chunk
-        finally:
-            fh.close()
-            if remove:
-                path.unlink(missing_ok=True)
-
-    return size, chunks()
+    chunks = FileChunks(path, remove)
+    return os.fstat(chunks.file.fileno()).st_size, chunks
 
 
 def pin_name(cluster_id: str, execution_id: int, attempt: int) -> str:

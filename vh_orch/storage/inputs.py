@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -180,6 +180,66 @@ def fetch_file(uri: str, dest: Path, input_name: str, datastore_settings: object
     except (OSError, requests.RequestException, VhOrchError) as exc:
         raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
     raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
+
+
+def stream_file(uri: str, input_name: str, datastore_settings: object,
+                http: requests.Session | None = None) -> tuple[int, Iterator[bytes]] | None:
+    """One file's size and bytes as they arrive, for sending on without landing on this host's disk
+    (an s3:// object, or an http(s) answer that says its length and is not re-encoded); None where
+    it cannot be streamed (fetch_file it). Reading the bytes raises OSError if the source fails or
+    sends more or fewer than it said; opening it, InputFetchError as fetch_file does."""
+    from vh_orch.storage.fetch_policy import FetchRefused
+
+    scheme = urlparse(uri).scheme
+    try:
+        if scheme == "s3":
+            from vh_orch.storage.datastores import bucket_datastore
+
+            size, chunks = bucket_datastore(uri, datastore_settings).stream(uri)  # type: ignore[attr-defined]
+            return size, _exactly(uri, size, chunks)
+        if scheme in ("http", "https"):
+            resp = (http or requests).get(uri, stream=True, timeout=HTTP_TIMEOUT)
+            if resp.status_code >= 400:
+                resp.close()
+                raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: HTTP {resp.status_code} {resp.reason}")
+            length = resp.headers.get("Content-Length", "")
+            if not length.isdigit() or resp.headers.get("Content-Encoding", "identity") != "identity":
+                resp.close()
+                return None
+
+            def body() -> Iterator[bytes]:
+                with resp:
+                    yield from resp.iter_content(CHUNK)
+
+            return int(length), _exactly(uri, int(length), body())
+    except InputFetchError:
+        raise
+    except FetchRefused as exc:
+        raise InputFetchError(f"input {input_name!r}: {exc}") from None
+    except (OSError, requests.RequestException, VhOrchError) as exc:
+        raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
+    return None
+
+
+def _exactly(uri: str, size: int, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The chunks, which must come to size bytes: any failure to read them, or another count, is an OSError."""
+    got = 0
+    try:
+        for chunk in chunks:
+            got += len(chunk)
+            if got > size:
+                raise OSError(f"{uri} sent more than the {size} bytes it said")
+            yield chunk
+    except OSError:
+        raise
+    except Exception as exc:  # the SDK's own errors (a cut stream): the source failed
+        raise OSError(f"fetching {uri} failed: {exc}") from None
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if got != size:
+        raise OSError(f"{uri} ended after {got} of its {size} bytes")
 
 
 def _download(url: str, dest: Path, http: requests.Session | None) -> tuple[int, str]:

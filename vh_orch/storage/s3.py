@@ -167,6 +167,23 @@ class S3Datastore:
             raise
         return size, digest.hexdigest()
 
+    def stream(self, uri: str) -> tuple[int, Iterator[bytes]]:
+        """An object's size and its bytes as they arrive (nothing lands on this host's disk); reading
+        them raises TransientCloudError if the stream is cut (botocore checks its length)."""
+        bucket, key = split_s3_uri(uri)
+        with self._errors(f"fetching {uri}"):
+            answer = self._s3.get_object(Bucket=bucket, Key=key)
+
+        def chunks() -> Iterator[bytes]:
+            body = answer["Body"]
+            try:
+                with self._errors(f"fetching {uri}"):
+                    yield from body.iter_chunks(CHUNK)
+            finally:
+                body.close()
+
+        return int(answer["ContentLength"]), chunks()
+
     def stat(self, uri: str) -> tuple[int, str]:
         """(size, version) of an object, from one HEAD: the version (its ETag, and its VersionId in a
         versioned bucket) changes whenever its content does."""
