@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -165,21 +166,29 @@ def fetch_file(uri: str, dest: Path, input_name: str, datastore_settings: object
 
     http: the session http(s) URLs are fetched with (a restricted execution's is guarded by the fetch
     policy, storage/fetch_policy.py); plain requests when None."""
-    from vh_orch.storage.fetch_policy import FetchRefused
-
     scheme = urlparse(uri).scheme
-    try:
+    with _as_input_error(uri, input_name):
         if scheme in ("http", "https"):
             return _download(uri, dest, http)
         if scheme in ("file", "s3", "gs"):
             return download_uri(uri, dest, datastore_settings)
+    raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
+
+
+@contextmanager
+def _as_input_error(uri: str, input_name: str) -> Iterator[None]:
+    """A source's failure (refused by the fetch policy, unreachable, answering an error) as the
+    InputFetchError that names the input."""
+    from vh_orch.storage.fetch_policy import FetchRefused
+
+    try:
+        yield
     except InputFetchError:
         raise
     except FetchRefused as exc:
         raise InputFetchError(f"input {input_name!r}: {exc}") from None
     except (OSError, requests.RequestException, VhOrchError) as exc:
         raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
-    raise InputFetchError(f"input {input_name!r}: unsupported URL {uri!r}")
 
 
 def stream_file(uri: str, input_name: str, datastore_settings: object,
@@ -188,10 +197,8 @@ def stream_file(uri: str, input_name: str, datastore_settings: object,
     (an s3:// object, or an http(s) answer that says its length and is not re-encoded); None where
     it cannot be streamed (fetch_file it). Reading the bytes raises OSError if the source fails or
     sends more or fewer than it said; opening it, InputFetchError as fetch_file does."""
-    from vh_orch.storage.fetch_policy import FetchRefused
-
     scheme = urlparse(uri).scheme
-    try:
+    with _as_input_error(uri, input_name):
         if scheme == "s3":
             from vh_orch.storage.datastores import bucket_datastore
 
@@ -212,12 +219,6 @@ def stream_file(uri: str, input_name: str, datastore_settings: object,
                     yield from resp.iter_content(CHUNK)
 
             return int(length), _exactly(uri, int(length), body())
-    except InputFetchError:
-        raise
-    except FetchRefused as exc:
-        raise InputFetchError(f"input {input_name!r}: {exc}") from None
-    except (OSError, requests.RequestException, VhOrchError) as exc:
-        raise InputFetchError(f"input {input_name!r}: cannot fetch {uri}: {exc}") from None
     return None
 
 
