@@ -83,7 +83,7 @@ def test_in_execution_contract_holds_in_a_container(docker_vh: VhOrch, tmp_path:
     assert info["metadata_latest"] == {"score": 0.75}
     (output,) = info["outputs"]
     assert output["name"] == "result.txt" and output["sha256"] == hashlib.sha256(b"result\n").hexdigest()
-    name = f"{docker_vh.cluster_id()}-exec-{created['id']}-1"
+    name = f"{docker_vh.cluster_id()}-exec-{created['id']}"
     gone = subprocess.run(["docker", "inspect", name], capture_output=True)
     assert gone.returncode != 0, "the container is removed after it ends"
     assert docker_vh.containers() == []
@@ -129,3 +129,51 @@ def test_a_missing_image_with_pull_policy_never_is_an_error(docker_vh: VhOrch) -
     info = docker_vh.wait(created["id"])
     assert info["status"] == "error"
     assert info["status_reason"] == "image 'vh-orch/not-built:1' is not on this host and the pull policy is `never`"
+
+
+# -- one container per execution on an engine: the engine fences a stale attempt ----------------------
+
+
+def test_an_earlier_attempt_never_starts_beside_a_later_one_and_a_later_one_replaces_it(
+    tmp_path: Path, docker_images: None
+) -> None:
+    """A replica paused past its lease may wake and start its attempt after its successor started the
+    next one: the name is taken, so it starts nothing. A later attempt removes an earlier one's
+    container first. Commands on a container go by its id, never by the shared name."""
+    import uuid
+
+    from vh_orch.bootstrap.runtimes import FOLDERS, STALE_ATTEMPT, DockerRuntime, RunSpec, RuntimeFailure
+
+    for name in FOLDERS:
+        (tmp_path / name).mkdir()
+    cluster = f"vh-fence-{uuid.uuid4().hex[:8]}"
+
+    def spec(attempt: int) -> RunSpec:
+        return RunSpec(execution_id=7, command="sleep 60", folder=tmp_path, env={}, cluster_id=cluster,
+                       attempt=attempt, image=BUSYBOX, pull_policy="never")
+
+    def attempts_on_engine() -> list[str]:
+        out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=vh-orch.cluster={cluster}", "--format",
+                              '{{.Label "vh-orch.attempt"}} {{.State}}'], capture_output=True, text=True, timeout=60)
+        return sorted(out.stdout.split("\n")[:-1])
+
+    runtime = DockerRuntime()
+    second = runtime.start(spec(2))
+    try:
+        eventually = time.monotonic() + 60
+        while attempts_on_engine() != ["2 running"]:
+            assert time.monotonic() < eventually, attempts_on_engine()
+            time.sleep(0.1)
+        with pytest.raises(RuntimeFailure, match=STALE_ATTEMPT):
+            DockerRuntime().start(spec(1))
+        assert attempts_on_engine() == ["2 running"], "the stale attempt started nothing and removed nothing"
+        third = DockerRuntime().start(spec(3))
+        assert second.wait(60) != 0, "attempt 2's container was removed before attempt 3's started"
+        while attempts_on_engine() != ["3 running"]:
+            assert time.monotonic() < eventually, attempts_on_engine()
+            time.sleep(0.1)
+        third.stop(0)
+        third.wait(60)
+    finally:
+        subprocess.run(f"docker ps -aq --filter label=vh-orch.cluster={cluster} | xargs -r docker rm -f",
+                       shell=True, capture_output=True, timeout=60)

@@ -152,7 +152,7 @@ def test_a_container_removed_behind_vh_orchs_back_is_an_error_never_complete(
     vh.start_daemon()
     eid = submit(vh, "count", "-p", "lines=600", "-p", "pause=0.05")
     wait_for_lines(vh, eid, 5)
-    subprocess.run(["docker", "rm", "-f", f"{vh.cluster_id()}-exec-{eid}-1"], check=True, capture_output=True)
+    subprocess.run(["docker", "rm", "-f", f"{vh.cluster_id()}-exec-{eid}"], check=True, capture_output=True)
     info = vh.wait(eid, timeout=60)
     assert info["status"] == "error", info
     assert "vanished" in info["status_reason"] and info["outputs"] == []
@@ -166,7 +166,7 @@ def test_a_remote_container_removed_behind_vh_orchs_back_is_an_error_never_compl
     vh.start_daemon()
     eid = submit(vh, "count", "--env", "onprem", "-p", "lines=600", "-p", "pause=0.05")
     wait_for_lines(vh, eid, 5)
-    subprocess.run(["docker", "rm", "-f", f"{vh.cluster_id()}-exec-{eid}-1"], check=True, capture_output=True)
+    subprocess.run(["docker", "rm", "-f", f"{vh.cluster_id()}-exec-{eid}"], check=True, capture_output=True)
     info = vh.wait(eid, timeout=60)
     assert info["status"] == "error", info
     assert "vanished" in info["status_reason"] and info["outputs"] == []

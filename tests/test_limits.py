@@ -195,7 +195,7 @@ def test_a_daemon_that_re_attaches_does_not_stop_a_run_that_printed_while_it_was
     eventually("its first lines", lambda: len(log_texts(vh, execution)) >= 2, timeout=120)
     vh.stop_daemon(signal.SIGKILL)
     stored = len(log_texts(vh, execution))
-    container = f"{vh.cluster_id()}-exec-{execution}-1"
+    container = f"{vh.cluster_id()}-exec-{execution}"
 
     def printed_since() -> int:
         out = subprocess.run(["docker", "logs", container], capture_output=True, text=True, timeout=60).stdout

@@ -117,7 +117,7 @@ def held(vh: VhOrch, execution_id: int, repository: Path | None = None) -> dict[
         assert info["status"] in ("queued", "started"), info
         assert time.monotonic() < deadline, "the container never said it was ready"
         time.sleep(0.2)
-    name = f"{vh.cluster_id()}-exec-{execution_id}-1"
+    name = f"{vh.cluster_id()}-exec-{execution_id}"
     found = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, timeout=60)
     assert found.returncode == 0, found.stderr
     (container,) = json.loads(found.stdout)

@@ -240,7 +240,7 @@ MAX_SHOT_HEIGHT = 2400  # px: a whole page, up to this tall
 
 def let_go(vh: VhOrch, execution_id: int) -> None:
     """Let a command that holds until /tmp/go exists in its container (`chatty`) go on."""
-    container = f"{vh.cluster_id()}-exec-{execution_id}-1"
+    container = f"{vh.cluster_id()}-exec-{execution_id}"
     eventually("the held command to be let go", lambda: subprocess.run(
         ["docker", "exec", container, "touch", "/tmp/go"], capture_output=True, timeout=60).returncode == 0)
 

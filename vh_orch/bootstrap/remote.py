@@ -1,7 +1,8 @@
 """The docker runtime on a remote machine, over SSH.
 
-The container starts detached (`<cluster id>-exec-<id>-<attempt>`, labelled with the cluster
-id), so it outlives an SSH connection and the daemon itself. Its logs are followed with
+The container starts detached as `<cluster id>-exec-<id>` (one name per execution: see
+runtimes.container_name), labelled with its attempt and the cluster id, so it outlives an SSH
+connection and the daemon itself. Its logs are followed with
 `docker logs -f --timestamps`; when the connection is cut, or a new daemon re-attaches,
 following resumes from the last line's timestamp and skips the lines it already has, so
 no line is lost or repeated. Once the container has exited, the log is read once more
@@ -34,11 +35,14 @@ from vh_orch import failpoints
 from vh_orch.bootstrap.runtimes import (
     CONTAINER_ROOT,
     FOLDERS,
+    ID_ATTEMPT_FORMAT,
     LABEL_ATTEMPT,
     LABEL_CLUSTER,
     LABEL_EXECUTION,
+    NAME_TRIES,
     PULL_POLICIES,
     STATE_FORMAT,
+    STALE_ATTEMPT,
     VANISHED,
     RunSpec,
     RuntimeFailure,
@@ -256,10 +260,12 @@ class RemoteDockerRuntime:
         args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
         # A private image was pulled just now, logged in; `docker run` itself has no login to pull again with.
         args[args.index("--pull") + 1] = "never" if spec.registry_auth is not None else DOCKER_PULL[spec.pull_policy]
-        # A container of this name is what an earlier start of this attempt left behind. The image's
-        # marker says when vh-orch last used it on this machine (tidy_images removes long unused ones).
+        # The name's holder first: what an earlier start of this attempt left behind, or an earlier
+        # attempt's container (removed), or a later attempt's (this one is stale: it starts nothing;
+        # runtimes.container_name). The image's marker says when vh-orch last used it on this machine
+        # (tidy_images removes long unused ones).
         marker = f"{self.workdir}/images/{hashlib.sha256(str(spec.image).encode()).hexdigest()[:32]}"
-        command = (f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
+        command = (_clear_older(spec.container_name, spec.attempt) +
                    f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
                    f"{shlex.quote(marker)}; " + " ".join(shlex.quote(a) for a in args))
         # The secrets' values go to the shell on its standard input, exported for `docker run -e NAME`:
@@ -268,18 +274,24 @@ class RemoteDockerRuntime:
         if spec.secret_env:
             exports = "".join(f"export {key}={shlex.quote(value)}\n" for key, value in spec.secret_env.items())
             stdin, command = (exports + command + "\n").encode(), "sh -s"
+        container_id = None
+        conflicts = 0
         for delay in (*RECONNECT_BACKOFF_S[:3], None):
             try:
                 result = self.transport.run(command, stdin=stdin, timeout=PULL_TIMEOUT_S)
             except SSHError as exc:
                 # The connection broke: the container may have started all the same.
-                if self._exists(spec.container_name):
+                container_id = self._container_of(spec.container_name, spec.attempt)
+                if container_id is not None:
                     break
                 if delay is None:
                     raise RuntimeFailure(str(exc)) from None
                 time.sleep(delay)
                 continue
             if result.code != 0:
+                if "Conflict" in result.stderr and conflicts < NAME_TRIES:
+                    conflicts += 1  # the name was taken again between the removal and the start
+                    continue
                 # Docker says what is wrong first, then "See 'docker run --help'."
                 said = [line.strip() for line in result.stderr.splitlines()
                         if line.strip() and "--help" not in line] or ["unknown error"]
@@ -287,9 +299,10 @@ class RemoteDockerRuntime:
                     raise RuntimeFailure(pull_failure(str(spec.image), said[-1], None))
                 raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy "
                                      f"{spec.pull_policy}) failed: {said[-1]}")
+            container_id = (result.stdout.strip().splitlines() or [""])[-1]
             break
         failpoints.hit("container-started")
-        return RemoteContainer(self.transport, spec.container_name)
+        return RemoteContainer(self.transport, container_id or spec.container_name)
 
     def tidy_images(self, unused_for_s: float, low_percent: float) -> list[str]:
         """When the disk of the machine's Docker engine has less than low_percent free, remove the
@@ -300,26 +313,31 @@ class RemoteDockerRuntime:
                                                  str(int(low_percent))], timeout=600)
         return [line[len("REMOVED "):] for line in out.splitlines() if line.startswith("REMOVED ")]
 
-    def _exists(self, name: str) -> bool:
+    def _container_of(self, name: str, attempt: int) -> str | None:
+        """The id of the container holding `name` if it runs `attempt`; None otherwise (or no answer)."""
         try:
-            return self.transport.run(f"docker inspect --format '{{{{.Id}}}}' {name}", timeout=60).code == 0
+            found = self.transport.run(f"docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {name}", timeout=60)
         except SSHError:
-            return False
+            return None
+        container_id, _, held = found.stdout.strip().partition(" ")
+        return container_id if found.code == 0 and held == str(attempt) else None
 
     def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:
-        """Follow a container started earlier (by a daemon that died); None if it is gone."""
+        """Follow a container started earlier (by a daemon that died); None if it is gone (or the name
+        is held by another attempt's container)."""
         for delay in (*RECONNECT_BACKOFF_S, None):
             try:
-                state = self.transport.run(
-                    f"docker inspect --format '{{{{.State.Status}}}}' {spec.container_name}", timeout=60)
+                found = self.transport.run(
+                    f"docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {spec.container_name}", timeout=60)
                 break
             except SSHError as exc:
                 if delay is None:
                     raise RuntimeFailure(f"cannot re-attach to its container: {exc}") from None
                 time.sleep(delay)
-        if state.code != 0:
+        container_id, _, attempt = found.stdout.strip().partition(" ")
+        if found.code != 0 or attempt != str(spec.attempt):
             return None
-        return RemoteContainer(self.transport, spec.container_name, resume)
+        return RemoteContainer(self.transport, container_id, resume)
 
     def collect(self, spec: RunSpec) -> None:
         """Bring the outputs folder back into the local execution folder; a cut connection is
@@ -399,7 +417,7 @@ class RemoteDockerRuntime:
         after a re-attach, whose runner placed nothing itself)."""
         pin = shlex.quote(pin_name(spec.cluster_id, spec.execution_id, spec.attempt))
         try:
-            self.transport.run(f"docker rm -f {spec.container_name} >/dev/null 2>&1; "
+            self.transport.run(_remove_attempt(spec.container_name, spec.attempt) +
                                f"rm -rf {shlex.quote(self.remote_folder(spec))}; "
                                f"rm -f {shlex.quote(self.input_cache_root())}/*/pins/{pin}", timeout=120)
         except SSHError as exc:
@@ -455,6 +473,20 @@ find "$W/images" -type f -mmin +"$KEEP_MIN" | while read -r f; do
 done
 true
 """
+
+
+def _clear_older(name: str, attempt: int) -> str:
+    """Shell: remove the container holding `name` if it runs `attempt` or an earlier one (by its id);
+    exit 3 saying so if a later attempt holds it (runtimes.clear_older, on the machine)."""
+    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {name} 2>/dev/null) && {{ set -- $old; "
+            f"if [ \"${{2:-0}}\" -gt {int(attempt)} ]; then echo {shlex.quote(STALE_ATTEMPT)} >&2; exit 3; fi; "
+            f"docker rm -f \"$1\" >/dev/null 2>&1; }}; ")
+
+
+def _remove_attempt(name: str, attempt: int) -> str:
+    """Shell: remove the container holding `name` only if it runs `attempt` (by its id)."""
+    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {name} 2>/dev/null) && "
+            f"set -- $old && [ \"${{2:-0}}\" = {int(attempt)} ] && docker rm -f \"$1\" >/dev/null 2>&1; ")
 
 
 def pull_images(transport: SSHTransport, images: list[str], policy: str = "if-missing",

@@ -66,11 +66,24 @@ STATE_FORMAT = "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}"
 ENGINE_WAIT_S = 300  # how long an engine that does not answer is waited for before a container counts as gone
 
 
-def container_name(cluster_id: str, execution_id: int, attempt: int) -> str:
+def container_name(cluster_id: str, execution_id: int) -> str:
     """Every container vh-orch starts carries its installation's cluster id in its name (two
-    installations on one engine number their executions alike) and its attempt (the runner of
-    an attempt that was requeued must never touch the next attempt's container)."""
-    return f"{cluster_id}-exec-{execution_id}-{attempt}"
+    installations on one engine number their executions alike) and its execution's id, not its
+    attempt: the engine lets one container hold a name, so two attempts of one execution never
+    run at once on an engine, whatever a replica that was paused past its lease does when it
+    wakes. Its attempt is its label (LABEL_ATTEMPT); every command on a container is by its id,
+    or checks that label first, so the runner of an earlier attempt never touches a later one's.
+
+    The engine is the fence: a runner that checked its lease and was then paused may still go on
+    to start its container; by then its successor's container holds the name (the start fails),
+    or its successor, starting later, removes it first (clear_older)."""
+    return f"{cluster_id}-exec-{execution_id}"
+
+
+# `docker inspect`: a container's id and the attempt it runs.
+ID_ATTEMPT_FORMAT = f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL_ATTEMPT}"}}}}'
+STALE_ATTEMPT = "a later attempt of this execution holds its container name on this engine"
+NAME_TRIES = 3  # a name taken again between the removal and the creation is cleared this many times
 
 
 @dataclass(frozen=True)
@@ -95,7 +108,7 @@ class RunSpec:
 
     @property
     def container_name(self) -> str:
-        return container_name(self.cluster_id, self.execution_id, self.attempt)
+        return container_name(self.cluster_id, self.execution_id)
 
     def all_labels(self) -> dict[str, str]:
         """The labels that say whose container this is, then the caller's."""
@@ -294,8 +307,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 class DockerRuntime:
-    """The command in a container named <cluster id>-exec-<id>-<attempt>, with the folders bind-mounted under
-    /valohai."""
+    """The command in a container named <cluster id>-exec-<id> (see container_name), created, then started
+    attached, with the folders bind-mounted under /valohai."""
 
     name = "docker"
 
@@ -334,16 +347,27 @@ class DockerRuntime:
             self._pull = None
             if self._pull_failure is not None:
                 raise self._pull_failure
-        # A container of this name is what an earlier start of this attempt left behind.
-        remove_container(spec.container_name)
         args = docker_run_args(spec, str(spec.folder), detach=False, labels={LABEL_LOCAL: "1"}, local=True)
-        if shutil.which("setpriv"):
-            # The client dies with the thread that started it: a daemon killed while the client
-            # creates the container leaves no creation in flight for the next daemon to miss.
-            args = ["setpriv", "--pdeathsig", "KILL", *args]
+        args[1] = "create"
+        # The client dies with the thread that started it: a daemon killed while the client creates
+        # or starts the container leaves nothing in flight for the next daemon to miss.
+        orphan_guard = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+        for _ in range(NAME_TRIES):
+            # The name's holder now: a container an earlier start of this attempt left behind, or an
+            # earlier attempt's (removed), or a later attempt's (this one is stale: it starts nothing).
+            clear_older(spec.container_name, spec.attempt)
+            made = subprocess.run([*orphan_guard, *args], capture_output=True, text=True, timeout=PULL_TIMEOUT_S,
+                                  env={**os.environ, **spec.secret_env} if spec.secret_env else None)  # `-e NAME` reads them here
+            if made.returncode == 0:
+                break
+            if "Conflict" not in made.stderr:
+                raise RuntimeFailure(f"creating the container (image {spec.image!r}) failed: "
+                                     f"{(made.stderr.strip().splitlines() or ['unknown error'])[-1]}")
+        else:
+            raise RuntimeFailure(f"the container name {spec.container_name} stayed taken")
+        container_id = made.stdout.strip().splitlines()[-1]
         proc = subprocess.Popen(
-            args,
-            env={**os.environ, **spec.secret_env} if spec.secret_env else None,  # `-e NAME` reads them here
+            [*orphan_guard, "docker", "start", "--attach", container_id],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -352,7 +376,7 @@ class DockerRuntime:
         for pipe in (proc.stdout, proc.stderr):
             widen_pipe(pipe.fileno())  # type: ignore[union-attr]
         failpoints.hit("container-started")
-        return _Container(proc, name=spec.container_name)
+        return _Container(proc, name=container_id)
 
 
 @dataclass
@@ -454,7 +478,40 @@ def _csv(fields: list[str]) -> str:
 
 
 def remove_container(name: str) -> None:
+    """Remove a container by its id (or a name that only ever means one container)."""
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def holder(name: str) -> tuple[str, int] | None:
+    """The container holding `name` on this host's engine: (its id, its attempt); None if none does.
+    RuntimeFailure when the engine does not answer."""
+    found = subprocess.run(["docker", "inspect", "--format", ID_ATTEMPT_FORMAT, name], capture_output=True,
+                           text=True, timeout=60)
+    if found.returncode != 0:
+        if "No such" in found.stderr:
+            return None
+        raise RuntimeFailure(f"docker inspect failed: {found.stderr.strip()[:200]}")
+    container_id, _, attempt = found.stdout.strip().partition(" ")
+    return container_id, int(attempt) if attempt.isdigit() else 0
+
+
+def clear_older(name: str, attempt: int) -> None:
+    """Make way for `attempt`'s container: remove the one holding the name if it is of this attempt or
+    an earlier one (by its id: never a container that took the name since); RuntimeFailure if a later
+    attempt holds it (this attempt's runner was taken over)."""
+    held = holder(name)
+    if held is None:
+        return
+    if held[1] > attempt:
+        raise RuntimeFailure(STALE_ATTEMPT)
+    remove_container(held[0])
+
+
+def remove_attempt(name: str, attempt: int) -> None:
+    """Remove the container holding `name` only if it runs `attempt`."""
+    held = holder(name)
+    if held is not None and held[1] == attempt:
+        remove_container(held[0])
 
 
 def local_containers(cluster_id: str) -> list[tuple[str, int, int]]:

@@ -19,10 +19,12 @@ from vh_orch.bootstrap.runtimes import (
     DockerRuntime,
     ProcessRuntime,
     Runtime,
+    RuntimeFailure,
     container_name,
     docker_available,
     kill_leftover_process,
     local_containers,
+    remove_attempt,
     remove_container,
 )
 from vh_orch.cloud_drivers.settings import settings_of
@@ -119,8 +121,8 @@ class LocalHost:
         assert execution.id is not None
         try:
             if execution.runtime == "docker":
-                remove_container(container_name(self.cluster_id, execution.id, execution.attempt))
+                remove_attempt(container_name(self.cluster_id, execution.id), execution.attempt)
             else:
                 kill_leftover_process(self.settings.executions_dir / str(execution.id) / str(execution.attempt))
-        except (OSError, subprocess.SubprocessError) as exc:
+        except (OSError, subprocess.SubprocessError, RuntimeFailure) as exc:
             log.warning("could not end what execution %s left running: %s", execution.id, exc)
