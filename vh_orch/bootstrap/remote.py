@@ -302,7 +302,7 @@ class RemoteDockerRuntime:
             container_id = (result.stdout.strip().splitlines() or [""])[-1]
             break
         failpoints.hit("container-started")
-        return RemoteContainer(self.transport, container_id or spec.container_name)
+        return RemoteContainer(self.transport, container_id or spec.container_name, probe_name=spec.container_name)
 
     def tidy_images(self, unused_for_s: float, low_percent: float) -> list[str]:
         """When the disk of the machine's Docker engine has less than low_percent free, remove the
@@ -337,7 +337,7 @@ class RemoteDockerRuntime:
         container_id, _, attempt = found.stdout.strip().partition(" ")
         if found.code != 0 or attempt != str(spec.attempt):
             return None
-        return RemoteContainer(self.transport, container_id, resume)
+        return RemoteContainer(self.transport, container_id, resume, probe_name=spec.container_name)
 
     def collect(self, spec: RunSpec) -> None:
         """Bring the outputs folder back into the local execution folder; a cut connection is
@@ -586,9 +586,11 @@ class RemoteContainer:
 
     timestamped = True
 
-    def __init__(self, transport: SSHTransport, name: str, resume: dict[str, ResumePoint] | None = None) -> None:
+    def __init__(self, transport: SSHTransport, name: str, resume: dict[str, ResumePoint] | None = None,
+                 probe_name: str = "") -> None:
         self.transport = transport
-        self.name = name
+        self.name = name  # its id (or name): every command on it goes by this
+        self.probe_name = probe_name  # its name, which the hardware sampler reads it by
         self.resume = resume or {"stdout": ResumePoint(), "stderr": ResumePoint()}
         out_r, self._out_w = os.pipe()
         err_r, self._err_w = os.pipe()
@@ -608,8 +610,8 @@ class RemoteContainer:
         return self._exit if self._done.is_set() else None
 
     def probe(self) -> Probe:
-        """What its hardware use is read from (usage.py), over `transport`."""
-        return Probe("container", self.name)
+        """What its hardware use is read from (usage.py, by its name), over `transport`."""
+        return Probe("container", self.probe_name or self.name)
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._done.wait(timeout):

@@ -376,7 +376,7 @@ class DockerRuntime:
         for pipe in (proc.stdout, proc.stderr):
             widen_pipe(pipe.fileno())  # type: ignore[union-attr]
         failpoints.hit("container-started")
-        return _Container(proc, name=container_id)
+        return _Container(proc, name=container_id, probe_name=spec.container_name)
 
 
 @dataclass
@@ -385,11 +385,12 @@ class _Container(_Process):
     in it for memory) is the engine's word, read once the client ends; a container that is gone by then
     vanished behind vh-orch's back."""
 
-    name: str = ""
+    name: str = ""  # the container's id: every command on it goes by its id
+    probe_name: str = ""  # its name, which the hardware sampler reads it by (usage.py keys readings by name)
     _code: int | None = None
 
     def probe(self) -> Probe:
-        return Probe("container", self.name)
+        return Probe("container", self.probe_name or self.name)
 
     def poll(self) -> int | None:
         if self._code is None and self.proc.poll() is not None:
