@@ -42,7 +42,7 @@ def watched(world: World, runtime: str) -> list[Watched]:
     for e in world.store.executions_in(["started"]):
         assert e.id is not None
         if runtime == "docker":
-            probe = Probe("container", container_name(cluster, e.id, e.attempt))
+            probe = Probe("container", container_name(cluster, e.id))
         else:
             pid_file = world.settings.executions_dir / str(e.id) / str(e.attempt) / PID_FILE
             try:
