@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vh_orch.cli.common import open_store, print_fields, print_json, print_table, settings
-from vh_orch.cli.logprint import AttemptMarks, LogPrinter
+from vh_orch.cli.logprint import AttemptMarks, LogPrinter, print_stored
 from vh_orch.cli.options import AdhocOption, CommitOption, ProjectOption
 from vh_orch.errors import NoDaemon, UserInputError
 from vh_orch.services.views import execution_info, execution_summary, output_dict
@@ -314,20 +314,6 @@ def require_daemon(store: Store, s: Settings) -> None:
             f"no vh-orch daemon is running for this database (no heartbeat in the last {s.heartbeat_stale_s:g} s), "
             "so nothing will run this execution: start one with `vh-orch serve`"
         )
-
-
-def print_stored(store: Store, printer: LogPrinter, execution_id: int, after: int) -> int:
-    """Print what is stored after seq `after`; returns the last seq printed (`after` if nothing was)."""
-    from vh_orch.orchestrator.store.logs import Event
-
-    for piece in store.stored_log(execution_id, after):
-        if isinstance(piece, Event):
-            printer.event(piece)
-            after = piece.seq
-        else:
-            printer.block(piece, after)
-            after = piece.last_seq
-    return after
 
 
 def follow_logs(store: Store, s: Settings, execution_id: int, after_seq: int, json_lines: bool = False,

@@ -17,6 +17,7 @@ from vh_orch.timeutil import iso
 
 if TYPE_CHECKING:
     from vh_orch.orchestrator.models import LogBlock
+    from vh_orch.orchestrator.store import Store
     from vh_orch.orchestrator.store.logs import Event
 
 
@@ -100,3 +101,17 @@ class LogPrinter:
     def flush(self) -> None:
         if self.last is not None:
             self.last.flush()
+
+
+def print_stored(store: Store, printer: LogPrinter, execution_id: int, after: int) -> int:
+    """Print what is stored after seq `after`; returns the last seq printed (`after` if nothing was)."""
+    from vh_orch.orchestrator.store.logs import Event
+
+    for piece in store.stored_log(execution_id, after):
+        if isinstance(piece, Event):
+            printer.event(piece)
+            after = piece.seq
+        else:
+            printer.block(piece, after)
+            after = piece.last_seq
+    return after

@@ -16,15 +16,6 @@ MAX_SEARCH_CHARS = 200  # a search is a plain substring: no pattern language, so
 MAX_MATCHES = 1000
 
 
-def log_events(store: Store, execution_id: int) -> Iterator[Event]:
-    """Every event stored for the execution (log lines and status changes), in seq order."""
-    for piece in store.stored_log(execution_id):
-        if isinstance(piece, Event):
-            yield piece
-        else:
-            yield from block_events(piece)
-
-
 def log_text(store: Store, execution_id: int) -> Iterator[str]:
     """The log as `vh-orch exec logs --raw` prints it: each stdout and stderr line, in order, a
     stored block (thousands of lines) at a time."""

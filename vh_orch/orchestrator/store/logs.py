@@ -115,7 +115,7 @@ def block_text(block: LogBlock, after: int = 0) -> str:
         return block.texts + "\n"
     raws = block_texts(block)[skip:]
     if block.stamped:
-        raws = [raw[STAMP_WIDTH:] if raw[10:11] == "T" and raw[29:31] == "Z " else raw for raw in raws]
+        raws = [raw[STAMP_WIDTH:] if has_stamp(raw) else raw for raw in raws]
     return "\n".join(raws) + "\n" if raws else ""
 
 
@@ -129,7 +129,7 @@ def block_rows(block: LogBlock, after: int = 0) -> list[tuple[int, str, str]]:
     rows = []
     for i in range(skip, len(raws)):
         raw = raws[i]
-        if block.stamped and raw[10:11] == "T" and raw[29:31] == "Z ":
+        if block.stamped and has_stamp(raw):
             rows.append((block.first_seq + i, raw[:26] + "Z", raw[STAMP_WIDTH:]))
             continue
         when = read_at(i)
@@ -140,15 +140,14 @@ def block_rows(block: LogBlock, after: int = 0) -> list[tuple[int, str, str]]:
     return rows
 
 
-def _line(block: LogBlock, raw: str, read_at: datetime) -> tuple[datetime, str]:
-    """A raw line's time and text (read_at: when the line was read)."""
-    stamped = block.stamped and cut_stamp(raw)
-    if stamped:
+def _line(stamped: bool, raw: str) -> tuple[datetime | None, str]:
+    """A raw line's time and text; no time (None) when it has no stamp: then it is when it was read."""
+    if stamped and has_stamp(raw):
         try:
-            return _as_datetime(stamped[0]), stamped[1]
+            return datetime.fromisoformat(raw[:26] + "+00:00"), raw[STAMP_WIDTH:]
         except ValueError:  # not a stamp after all: the line is text
             pass
-    return read_at, raw
+    return None, raw
 
 
 def _read_times(block: LogBlock) -> Callable[[int], datetime]:
@@ -172,22 +171,13 @@ def block_events(block: LogBlock, after: int | None = None, before: int | None =
         lo = max(lo, hi - limit)
     elif limit is not None:
         hi = min(hi, lo + limit)
-    # A page is thousands of lines: the block's fields are read once, and a stamp is cut here rather
-    # than through _line (the same rule: a stamp that is no time after all stays in the text).
+    # A page is thousands of lines: the block's fields are read once.
     events: list[Event] = []
-    append = events.append
     execution_id, stream, stamped = block.execution_id, block.stream, block.stamped
     read_at = _read_times(block)
     for i in range(lo, hi):
-        raw = texts[i]
-        if stamped and raw[10:11] == "T" and raw[29:31] == "Z ":
-            try:
-                append(Event(execution_id, first + i, datetime.fromisoformat(raw[:26] + "+00:00"), "log", stream,
-                             raw[STAMP_WIDTH:]))
-                continue
-            except ValueError:
-                pass
-        append(Event(execution_id, first + i, read_at(i), "log", stream, raw))
+        when, text = _line(stamped, texts[i])
+        events.append(Event(execution_id, first + i, when or read_at(i), "log", stream, text))
     return events
 
 
@@ -264,7 +254,8 @@ def _at_last_time(s: Any, blocks: Any, block: LogBlock) -> tuple[datetime, list[
         raws = block_texts(current)
         read_at = _read_times(current)
         for i in range(len(raws) - 1, -1, -1):
-            when, text = _line(current, raws[i], read_at(i))
+            stamp, text = _line(current.stamped, raws[i])
+            when = stamp or read_at(i)
             last = last or when
             if when != last:
                 return last, texts[::-1], False
