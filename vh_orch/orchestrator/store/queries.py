@@ -103,40 +103,37 @@ class QueriesStore(Database):
                           if key.startswith(PARAMETER_PREFIX) else [self._metadata_number(key)])
                 keyed = select(col(Execution.id).label("id"), *(v.label(f"k{i}") for i, v in enumerate(values))
                                ).where(*conditions).subquery("keyed")
-                keys = [keyed.c[f"k{i}"] for i in range(len(values))]
-                page = select(keyed).order_by(*_order(keys, keyed.c.id, descending)).offset(offset).limit(limit
-                                                                                                        ).subquery("page")
+                names = [f"k{i}" for i in range(len(values))]
+                page = select(keyed).order_by(*_order([keyed.c[n] for n in names], keyed.c.id, descending)
+                                              ).offset(offset).limit(limit).subquery("page")
                 query = select(Execution).join(page, page.c.id == col(Execution.id)).order_by(
-                    *_order([page.c[f"k{i}"] for i in range(len(values))], page.c.id, descending))
+                    *_order([page.c[n] for n in names], page.c.id, descending))
             rows = list(s.exec(query))
         return total, rows
 
-    def _json_value(self, column: Any, key: str) -> tuple[Any, Any, Any]:
-        """A JSON column's value at `key`: (its type's name, the value as a number, as text). SQLite's
-        json_type and json_extract read the path in one call each (SQLAlchemy's element renders a
-        JSON_QUOTE(JSON_EXTRACT()) round trip per use)."""
+    def _number_and_text(self, column: Any, key: str) -> tuple[Any, Any]:
+        """A JSON column's value at `key` as (its number, or NULL unless it is a JSON number; its text,
+        or NULL unless it is a JSON string). On SQLite, json_type and json_extract read the path in one
+        call each (SQLAlchemy's element renders a JSON_QUOTE(JSON_EXTRACT()) round trip per use)."""
         if self.engine.dialect.name == "sqlite":
             path = '$."%s"' % key
-            kind = func.json_type(column, path)
-            return kind, func.json_extract(column, path), func.json_extract(column, path)
+            kind, value = func.json_type(column, path), func.json_extract(column, path)
+            return (case((kind.in_(["integer", "real"]), value), else_=None),
+                    case((kind == "text", value), else_=None))
         element = table_of(Execution).c[column.key][key]
-        return func.json_typeof(element), element.as_float(), element.as_string()
+        kind = func.json_typeof(element)
+        return (case((kind == "number", element.as_float()), else_=None),
+                case((kind == "string", element.as_string()), else_=None))
 
     def _metadata_number(self, key: str) -> Any:
         """The latest value of a metadata key when it is a JSON number, else NULL: text, lists and
         objects sort with the executions that lack the key (a cast of text would fail on PostgreSQL)."""
-        kind, number, _ = self._json_value(col(Execution.metadata_latest), key)
-        return case((self._is_number(kind), number), else_=None)
-
-    def _is_number(self, kind: Any) -> Any:
-        return kind.in_(["integer", "real"]) if self.engine.dialect.name == "sqlite" else kind == "number"
+        return self._number_and_text(col(Execution.metadata_latest), key)[0]
 
     def _parameter_values(self, name: str) -> list[Any]:
         """A parameter's value as (its number or NULL, its text or NULL): numbers sort by value,
         before text; an execution without the parameter has both NULL and comes last."""
-        kind, number, text = self._json_value(col(Execution.parameters), name)
-        is_text = kind == ("text" if self.engine.dialect.name == "sqlite" else "string")
-        return [case((self._is_number(kind), number), else_=None), case((is_text, text), else_=None)]
+        return list(self._number_and_text(col(Execution.parameters), name))
 
     def metadata_after(self, execution_id: int, after: int = 0, limit: int = 100_000) -> list[MetadataPoint]:
         with self.read() as s:
