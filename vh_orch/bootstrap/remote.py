@@ -42,10 +42,11 @@ from vh_orch.bootstrap.runtimes import (
     NAME_TRIES,
     PULL_POLICIES,
     STATE_FORMAT,
-    STALE_ATTEMPT,
     VANISHED,
     RunSpec,
     RuntimeFailure,
+    clear_older_command,
+    remove_attempt_command,
     docker_run_args,
     widen_pipe,
 )
@@ -265,7 +266,7 @@ class RemoteDockerRuntime:
         # runtimes.container_name). The image's marker says when vh-orch last used it on this machine
         # (tidy_images removes long unused ones).
         marker = f"{self.workdir}/images/{hashlib.sha256(str(spec.image).encode()).hexdigest()[:32]}"
-        command = (_clear_older(spec.container_name, spec.attempt) +
+        command = (clear_older_command(spec.container_name, spec.attempt) +
                    f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
                    f"{shlex.quote(marker)}; " + " ".join(shlex.quote(a) for a in args))
         # The secrets' values go to the shell on its standard input, exported for `docker run -e NAME`:
@@ -417,7 +418,7 @@ class RemoteDockerRuntime:
         after a re-attach, whose runner placed nothing itself)."""
         pin = shlex.quote(pin_name(spec.cluster_id, spec.execution_id, spec.attempt))
         try:
-            self.transport.run(_remove_attempt(spec.container_name, spec.attempt) +
+            self.transport.run(remove_attempt_command(spec.container_name, spec.attempt) +
                                f"rm -rf {shlex.quote(self.remote_folder(spec))}; "
                                f"rm -f {shlex.quote(self.input_cache_root())}/*/pins/{pin}", timeout=120)
         except SSHError as exc:
@@ -473,20 +474,6 @@ find "$W/images" -type f -mmin +"$KEEP_MIN" | while read -r f; do
 done
 true
 """
-
-
-def _clear_older(name: str, attempt: int) -> str:
-    """Shell: remove the container holding `name` if it runs `attempt` or an earlier one (by its id);
-    exit 3 saying so if a later attempt holds it (runtimes.clear_older, on the machine)."""
-    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {name} 2>/dev/null) && {{ set -- $old; "
-            f"if [ \"${{2:-0}}\" -gt {int(attempt)} ]; then echo {shlex.quote(STALE_ATTEMPT)} >&2; exit 3; fi; "
-            f"docker rm -f \"$1\" >/dev/null 2>&1; }}; ")
-
-
-def _remove_attempt(name: str, attempt: int) -> str:
-    """Shell: remove the container holding `name` only if it runs `attempt` (by its id)."""
-    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {name} 2>/dev/null) && "
-            f"set -- $old && [ \"${{2:-0}}\" = {int(attempt)} ] && docker rm -f \"$1\" >/dev/null 2>&1; ")
 
 
 def pull_images(transport: SSHTransport, images: list[str], policy: str = "if-missing",

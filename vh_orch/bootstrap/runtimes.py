@@ -11,6 +11,7 @@ import fcntl
 import io
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -83,6 +84,7 @@ def container_name(cluster_id: str, execution_id: int) -> str:
 # `docker inspect`: a container's id and the attempt it runs.
 ID_ATTEMPT_FORMAT = f'{{{{.Id}}}} {{{{index .Config.Labels "{LABEL_ATTEMPT}"}}}}'
 STALE_ATTEMPT = "a later attempt of this execution holds its container name on this engine"
+STALE_EXIT = 3  # clear_older_command's exit status when a later attempt holds the name
 NAME_TRIES = 3  # a name taken again between the removal and the creation is cleared this many times
 
 
@@ -483,36 +485,33 @@ def remove_container(name: str) -> None:
     subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
 
 
-def holder(name: str) -> tuple[str, int] | None:
-    """The container holding `name` on this host's engine: (its id, its attempt); None if none does.
-    RuntimeFailure when the engine does not answer."""
-    found = subprocess.run(["docker", "inspect", "--format", ID_ATTEMPT_FORMAT, name], capture_output=True,
-                           text=True, timeout=60)
-    if found.returncode != 0:
-        if "No such" in found.stderr:
-            return None
-        raise RuntimeFailure(f"docker inspect failed: {found.stderr.strip()[:200]}")
-    container_id, _, attempt = found.stdout.strip().partition(" ")
-    return container_id, int(attempt) if attempt.isdigit() else 0
+def clear_older_command(name: str, attempt: int) -> str:
+    """Shell, run on this host or on a machine: make way for `attempt`'s container by removing the one
+    holding `name` if it runs this attempt or an earlier one (by its id: never a container that took the
+    name since); exit STALE_EXIT saying STALE_ATTEMPT if a later attempt holds it (this attempt's runner
+    was taken over). Ends in `; `, so a command can follow."""
+    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {shlex.quote(name)} 2>/dev/null) && "
+            f"{{ set -- $old; if [ \"${{2:-0}}\" -gt {int(attempt)} ]; then echo {shlex.quote(STALE_ATTEMPT)} >&2; "
+            f"exit {STALE_EXIT}; fi; docker rm -f \"$1\" >/dev/null 2>&1; }}; ")
+
+
+def remove_attempt_command(name: str, attempt: int) -> str:
+    """Shell: remove the container holding `name` only if it runs `attempt` (by its id). Ends in `; `."""
+    return (f"old=$(docker inspect --format {shlex.quote(ID_ATTEMPT_FORMAT)} {shlex.quote(name)} 2>/dev/null) && "
+            f"set -- $old && [ \"${{2:-0}}\" = {int(attempt)} ] && docker rm -f \"$1\" >/dev/null 2>&1; ")
 
 
 def clear_older(name: str, attempt: int) -> None:
-    """Make way for `attempt`'s container: remove the one holding the name if it is of this attempt or
-    an earlier one (by its id: never a container that took the name since); RuntimeFailure if a later
-    attempt holds it (this attempt's runner was taken over)."""
-    held = holder(name)
-    if held is None:
-        return
-    if held[1] > attempt:
+    """clear_older_command on this host's engine; RuntimeFailure(STALE_ATTEMPT) if a later attempt holds
+    the name. An engine that does not answer shows in the creation that follows."""
+    done = subprocess.run(["sh", "-c", clear_older_command(name, attempt)], capture_output=True, timeout=120)
+    if done.returncode == STALE_EXIT:
         raise RuntimeFailure(STALE_ATTEMPT)
-    remove_container(held[0])
 
 
 def remove_attempt(name: str, attempt: int) -> None:
-    """Remove the container holding `name` only if it runs `attempt`."""
-    held = holder(name)
-    if held is not None and held[1] == attempt:
-        remove_container(held[0])
+    """remove_attempt_command on this host's engine."""
+    subprocess.run(["sh", "-c", remove_attempt_command(name, attempt)], capture_output=True, timeout=120)
 
 
 def local_containers(cluster_id: str) -> list[tuple[str, int, int]]:
