@@ -82,10 +82,13 @@ def test_projects_made_before_users_existed_belong_to_the_admin_after_the_upgrad
 
 def test_an_installation_with_executions_upgrades_to_tasks_in_place(db_url: str) -> None:
     """0005 adds columns to `project` and `execution`, which other tables' rows refer to: it must not
-    rebuild them (SQLite refuses to drop a table that rows refer to), and every row stays."""
+    rebuild them (SQLite refuses to drop a table that rows refer to), and every row stays (0015 indexes
+    the metadata numbers of those already there)."""
     from alembic import command
+    from sqlmodel import select
 
     from vh_orch.orchestrator.db import alembic_config, head_revision, schema_revision
+    from vh_orch.orchestrator.models import MetadataNumber
 
     url = db_url
     cfg = alembic_config(url)
@@ -112,6 +115,8 @@ def test_an_installation_with_executions_upgrades_to_tasks_in_place(db_url: str)
     store = Store(url)
     old = store.get_execution(1)
     assert (old.task_id, old.task_index, old.metadata_latest) == (None, None, {"acc": 0.5})
+    with store.read() as s:  # 0015 filled the sort index from the rows already there
+        assert [(n.execution_id, n.key, n.value) for n in s.exec(select(MetadataNumber))] == [(1, "acc", 0.5)]
     assert [e.text for e in store.events_after(1, 0)] == ["hello"]
     assert store.get_project("old").task_counter == 0
     if url.startswith("sqlite"):
@@ -154,6 +159,65 @@ def test_sorting_by_a_metadata_key_is_the_same_on_both_databases(db_url: str) ->
     _, rows = store.query_executions(ExecutionFilter(), sort="acc", limit=100)
     assert [by[r.id] for r in rows][:5] == [-3, 0.5, 2, 2, 10]
     assert len(rows) == len(values)
+
+
+def test_a_page_sorted_by_a_metadata_key_is_a_slice_of_the_whole_order(db_url: str) -> None:
+    """Every page (each limit and offset, both directions, with and without filters) is the slice of one
+    order worked out here: numbers by value then id, then the rest (text, a list, true, nothing) by id;
+    values that change type later move. The index path (metadata_number, kept by triggers) and the
+    JSON path (a narrow filter) give the same pages."""
+    from datetime import UTC, datetime
+
+    from sqlmodel import select
+
+    from vh_orch.orchestrator.models import Execution, MetadataNumber
+    from vh_orch.orchestrator.store import LogLine
+    from vh_orch.orchestrator.store.queries import ExecutionFilter
+
+    store, project, commit, env = seeded(db_url)
+    other = store.create_project("other", None, None)
+    values: dict[int, object] = {}
+    for i, value in enumerate([3, 1.5, "x", None, 3, -2, [1], True, 0, 7.25, "y", 1.5, None, 2**40, -0.5]):
+        target = other if i % 5 == 4 else project
+        e = store.create_execution(Execution(project_id=target.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                             command="c", environment_id=env.id,  # type: ignore[arg-type]
+                                             status="complete" if i % 3 else "error"))
+        if value is not None:
+            store.append_log(e.id, [LogLine(datetime.now(UTC), "stdout", "m", {"m": value, "z": 1})])  # type: ignore[arg-type]
+        values[e.id] = value  # type: ignore[index]
+    # Later points change a value's type both ways, and leave other keys alone.
+    changed = sorted(values)[:3]
+    for execution_id, value in zip(changed, ["now text", 11, [2]], strict=True):
+        store.append_log(execution_id, [LogLine(datetime.now(UTC), "stdout", "m", {"m": value})])
+        values[execution_id] = value
+    with store.read() as s:
+        stored = {(n.execution_id, n.key): n.value for n in s.exec(select(MetadataNumber))}
+    is_number = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    assert stored == {**{(i, "m"): float(v) for i, v in values.items() if is_number(v)},  # type: ignore[arg-type]
+                      **{(i, "z"): 1.0 for i, v in values.items() if v is not None}}
+
+    def expected(ids: list[int], descending: bool) -> list[int]:
+        numbers = sorted((i for i in ids if is_number(values[i])), key=lambda i: (values[i], i),  # type: ignore[return-value]
+                         reverse=descending)
+        return numbers + sorted((i for i in ids if not is_number(values[i])), reverse=descending)
+
+    rows = {e.id: e for e in store.query_executions(ExecutionFilter(), sort="id", limit=100)[1]}
+    filters = [ExecutionFilter(), ExecutionFilter(project_ids=[project.id]),  # type: ignore[list-item]
+               ExecutionFilter(project_ids=[project.id, other.id], statuses=["complete"]),  # type: ignore[list-item]
+               ExecutionFilter(project_ids=[project.id], counters=[rows[i].counter for i in rows  # type: ignore[list-item]
+                                                                  if rows[i].project_id == project.id])]
+    for where in filters:
+        chosen = [i for i, e in rows.items() if (where.project_ids is None or e.project_id in where.project_ids)
+                  and (not where.statuses or e.status in where.statuses)]
+        for descending in (True, False):
+            whole = expected(chosen, descending)
+            sort = ("-" if descending else "") + "m"
+            assert [e.id for e in store.query_executions(where, sort=sort, limit=None)[1]] == whole  # type: ignore[arg-type]
+            for limit in (1, 4, 100):
+                for offset in range(len(whole) + 2):
+                    total, page = store.query_executions(where, sort=sort, limit=limit, offset=offset)
+                    assert (total, [e.id for e in page]) == (len(whole), whole[offset:offset + limit]), (
+                        where, sort, limit, offset)
 
 
 def test_times_and_json_read_back_the_same_on_both_databases(db_url: str) -> None:

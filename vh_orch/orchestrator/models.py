@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint, false
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 from vh_orch.timeutil import utcnow
@@ -321,6 +321,21 @@ class Execution(SQLModel, table=True):
     # What its latest attempt cost (orchestrator/costs.py), stored when it ended; None: not ended, or
     # ended before costs were kept (worked out from the rows when asked).
     cost_usd: float | None = None
+
+
+class MetadataNumber(SQLModel, table=True):
+    """An execution's latest value of a metadata key, where it is a JSON number: what a list sorted by
+    that key reads off its index in order. Database triggers keep these rows equal to `metadata_latest`
+    on every write to it (migration 0015); nothing in Python writes them."""
+
+    __tablename__ = "metadata_number"
+    __table_args__ = (Index("ix_metadata_number_sort", "key", "project_id", "value", "execution_id"),)
+
+    execution_id: int = Field(sa_column=Column(Integer, ForeignKey("execution.id", ondelete="CASCADE"),
+                                               primary_key=True))
+    key: str = Field(primary_key=True)
+    project_id: int
+    value: float
 
 
 class Task(SQLModel, table=True):

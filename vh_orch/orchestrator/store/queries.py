@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, or_
-from sqlmodel import col, select
+from sqlalchemy import case, exists, func, or_
+from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import (
     Commit,
     Execution,
+    MetadataNumber,
     MetadataPoint,
     Output,
     Project,
@@ -44,6 +45,37 @@ def _order(values: list[Any], id_column: Any, descending: bool) -> list[Any]:
     """Each value in the direction asked, NULL last either way; ties by id, in the same direction."""
     return [*(v.desc().nulls_last() if descending else v.asc().nulls_last() for v in values),
             id_column.desc() if descending else id_column.asc()]
+
+
+def _narrow(where: ExecutionFilter) -> bool:
+    """A filter that picks a few rows by their own index (a task's children, counters, reruns): their
+    JSON is read faster than a key's index is walked past every other row."""
+    return bool(where.task_ids or where.counters) or where.rerun_of is not None
+
+
+def _page_by_number(s: Session, where: ExecutionFilter, conditions: list[Any], key: str, descending: bool,
+                    limit: int | None, offset: int) -> list[int]:
+    """The ids of one page sorted by a metadata key: the executions with a number for it read off
+    metadata_number's index (key, project, value) in order, then those without one, by id."""
+    numbers = table_of(MetadataNumber)
+    keyed = select(numbers.c.execution_id).where(numbers.c.key == key)
+    if where.project_ids is not None:
+        keyed = keyed.where(numbers.c.project_id.in_(list(where.project_ids)))
+    if where.statuses or where.steps or where.users:  # the rest of `conditions` is the project's, above
+        keyed = keyed.join(table_of(Execution), col(Execution.id) == numbers.c.execution_id).where(*conditions)
+    order = [numbers.c.value, numbers.c.execution_id]  # never NULL: no NULLS LAST, which the index cannot serve
+    ids = list(s.exec(keyed.order_by(*(c.desc() if descending else c.asc() for c in order))
+                      .offset(offset).limit(limit)))
+    if limit is not None and len(ids) == limit:
+        return ids
+    # The page reaches past the numbers: the executions without one follow, by id.
+    before = offset + len(ids) if ids or not offset else s.exec(
+        select(func.count()).select_from(keyed.subquery())).one()
+    missing = ~exists().where(numbers.c.execution_id == col(Execution.id), numbers.c.key == key)
+    rest = select(col(Execution.id)).where(*conditions, missing).order_by(
+        col(Execution.id).desc() if descending else col(Execution.id).asc())
+    return ids + list(s.exec(rest.offset(max(0, offset - before)).limit(
+        None if limit is None else limit - len(ids))))
 
 
 class QueriesStore(Database):
@@ -95,10 +127,10 @@ class QueriesStore(Database):
                 value = col(getattr(Execution, key))
                 query = select(Execution).where(*conditions).order_by(
                     *_order([value], col(Execution.id), descending)).offset(offset).limit(limit)
-            else:
-                # A computed key (a metadata value, a parameter) is worked out once per row, and only
-                # (id, key) pairs are sorted; the page's rows are read by id after. Sorting whole rows
-                # by a JSON expression costs several times more.
+            elif key.startswith(PARAMETER_PREFIX) or _narrow(where):
+                # A computed key (a parameter; a metadata value among a few rows) is worked out once per
+                # row, and only (id, key) pairs are sorted; the page's rows are read by id after.
+                # Sorting whole rows by a JSON expression costs several times more.
                 values = (self._parameter_values(key.removeprefix(PARAMETER_PREFIX))
                           if key.startswith(PARAMETER_PREFIX) else [self._metadata_number(key)])
                 keyed = select(col(Execution.id).label("id"), *(v.label(f"k{i}") for i, v in enumerate(values))
@@ -108,6 +140,10 @@ class QueriesStore(Database):
                                               ).offset(offset).limit(limit).subquery("page")
                 query = select(Execution).join(page, page.c.id == col(Execution.id)).order_by(
                     *_order([page.c[n] for n in names], page.c.id, descending))
+            else:
+                ids = _page_by_number(s, where, conditions, key, descending, limit, offset)
+                found = {e.id: e for e in s.exec(select(Execution).where(col(Execution.id).in_(ids)))}
+                return total, [found[i] for i in ids if i in found]
             rows = list(s.exec(query))
         return total, rows
 
