@@ -244,6 +244,7 @@ def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows
     expected += [(expected[-1][0] + 1, "log", "a note\nof two lines"), (expected[-1][0] + 2, "log", "")]
     chunk("stdout", ["single"])
     chunk("stdout", [f"b{i}" for i in range(7)])
+    chunk("stdout", ['quote " back \\ tab \t bell \x07 é ☕ \U0001f600'])
     store.set_status(execution.id, "error", "over")  # type: ignore[arg-type]
     expected.append((expected[-1][0] + 1, "status", "error: over"))
     last = expected[-1][0]
@@ -253,17 +254,26 @@ def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows
     def seen(events: list) -> list[tuple[int, str, str]]:  # type: ignore[type-arg]
         return [(e.seq, e.kind, e.text) for e in events]
 
+    from vh_orch.api.shapes import event_json, event_rows_json
+
+    def same_rows(events: list, **page: int) -> list:  # type: ignore[type-arg]
+        """The API's page (EventRows spelt as JSON) is event_json of each of the same events."""
+        assert json.loads(event_rows_json(store.event_rows_page(execution.id, **page))) == \
+            [event_json(e) for e in events]  # type: ignore[arg-type]
+        return events
+
     for limit in (1, 3, 1000):
-        assert seen(store.events_page(execution.id, limit=limit)) == expected[-limit:]  # type: ignore[arg-type]
+        assert seen(same_rows(store.events_page(execution.id, limit=limit), limit=limit)) == expected[-limit:]  # type: ignore[arg-type]
         for after in range(last + 1):
-            assert seen(store.events_page(execution.id, after=after, limit=limit)) == expected[after:after + limit]  # type: ignore[arg-type]
+            assert seen(same_rows(store.events_page(execution.id, after=after, limit=limit), after=after,  # type: ignore[arg-type]
+                                  limit=limit)) == expected[after:after + limit]
         for before in range(1, last + 2):
-            assert seen(store.events_page(execution.id, before=before, limit=limit)) == \
-                expected[max(0, before - 1 - limit):before - 1]  # type: ignore[arg-type]
+            assert seen(same_rows(store.events_page(execution.id, before=before, limit=limit), before=before,  # type: ignore[arg-type]
+                                  limit=limit)) == expected[max(0, before - 1 - limit):before - 1]
     assert store.count_events(execution.id) == sum(kind == "log" for _, kind, _ in expected)  # type: ignore[arg-type]
     assert store.count_events(execution.id, "status") == statuses + 2  # type: ignore[arg-type]
     streams = [e.stream for e in store.events_after(execution.id, 0) if e.kind == "log"]  # type: ignore[arg-type]
-    assert streams == ["stdout"] * 7 + ["stderr"] * 3 + ["stdout"] * 9
+    assert streams == ["stdout"] * 7 + ["stderr"] * 3 + ["stdout"] * 10
 
     from vh_orch.cli.logprint import LogPrinter, print_stored
     from vh_orch.orchestrator.store import logs as store_logs

@@ -118,14 +118,21 @@ class Database:
         return other
 
     def check_fence(self, conn: Connection | None = None) -> None:
-        """Raise LeaseLost unless this store's fence still holds (a no-op without a fence)."""
+        """Raise LeaseLost unless this store's fence still holds (a no-op without a fence). Inside a
+        write (`conn`), the lease row is read FOR SHARE on PostgreSQL: a take-over waits for that write.
+        Alone (before an action outside the database: a launch, a terminate, a runner's poll) it is a
+        read, which waits for no writer."""
         fence = self.fence
         if fence is None:
             return
         if conn is None:
-            with self.write(exclusive=False):  # write() checks it
-                return
-        lock = " FOR SHARE" if conn.dialect.name == "postgresql" else ""
+            with self.engine.connect().execution_options(vh_readonly=True) as reader, reader.begin():
+                self._check_lease(reader, fence, lock="")
+            return
+        self._check_lease(conn, fence, lock=" FOR SHARE" if conn.dialect.name == "postgresql" else "")
+
+    @staticmethod
+    def _check_lease(conn: Connection, fence: Fence, lock: str) -> None:
         row = conn.execute(text(f"SELECT owner, token FROM lease WHERE key = :key{lock}"),
                            {"key": fence.key}).first()
         if row is None or row.owner != fence.owner or row.token != fence.token:

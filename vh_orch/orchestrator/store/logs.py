@@ -15,7 +15,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import func, insert, update
 from sqlmodel import col, select
@@ -24,6 +25,8 @@ from vh_orch.orchestrator.models import Execution, ExecutionEvent, LogBlock, Met
 from vh_orch.orchestrator.store.database import Database
 from vh_orch.orchestrator.store.latest import latest_merged
 from vh_orch.timeutil import iso
+
+T = TypeVar("T")
 
 # `docker logs --timestamps` starts each line with a fixed-width RFC 3339 time and a space:
 # "2026-11-26T08:13:52.123456789Z text". STAMP_WIDTH characters up to the text.
@@ -122,12 +125,15 @@ def block_text(block: LogBlock, after: int = 0) -> str:
 def block_rows(block: LogBlock, after: int = 0) -> list[tuple[int, str, str]]:
     """The lines of a block with seq > `after` as (seq, time as timeutil.iso spells it, text), with
     no datetime per line: a stamp's first 26 characters are its time to the microsecond."""
-    raws = block_texts(block)
-    skip = max(0, after + 1 - block.first_seq)
+    return _rows(block, block_texts(block), max(0, after + 1 - block.first_seq), None)
+
+
+def _rows(block: LogBlock, raws: list[str], lo: int, hi: int | None) -> list[tuple[int, str, str]]:
+    """block_rows of the block's lines lo to hi (None: its last)."""
     read_at = _read_times(block)
     read_iso: dict[datetime, str] = {}
     rows = []
-    for i in range(skip, len(raws)):
+    for i in range(lo, len(raws) if hi is None else hi):
         raw = raws[i]
         if block.stamped and has_stamp(raw):
             rows.append((block.first_seq + i, raw[:26] + "Z", raw[STAMP_WIDTH:]))
@@ -138,6 +144,38 @@ def block_rows(block: LogBlock, after: int = 0) -> list[tuple[int, str, str]]:
             spelt = read_iso[when] = iso(when) or ""
         rows.append((block.first_seq + i, spelt, raw))
     return rows
+
+
+# An event as the API shows it, with no object per line: (seq, time as timeutil.iso spells it,
+# "stdout", "stderr" or "status", text).
+EventRow = tuple[int, str, str, str]
+
+
+def event_row(event: Event) -> EventRow:
+    stream = event.stream if event.kind == "log" and event.stream else "status"
+    return event.seq, iso(event.time) or "", stream, event.text
+
+
+def block_event_rows(block: LogBlock, after: int | None = None, before: int | None = None,
+                     limit: int | None = None) -> list[EventRow]:
+    """block_events as EventRows: a page of thousands of lines with no datetime or object per line."""
+    texts = block_texts(block)
+    stream = block.stream
+    return [(seq, time, stream, text) for seq, time, text in _rows(block, texts, *_span(block, len(texts), after,
+                                                                                          before, limit))]
+
+
+def _span(block: LogBlock, lines: int, after: int | None, before: int | None, limit: int | None) -> tuple[int, int]:
+    """The indices (lo, hi) of a block's lines with after < seq < before: the first `limit` of them,
+    or the last `limit` when only `before` is given."""
+    first = block.first_seq
+    lo = 0 if after is None else max(0, after + 1 - first)
+    hi = lines if before is None else min(lines, before - first)
+    if limit is not None and after is None:
+        lo = max(lo, hi - limit)
+    elif limit is not None:
+        hi = min(hi, lo + limit)
+    return lo, hi
 
 
 def _line(stamped: bool, raw: str) -> tuple[datetime | None, str]:
@@ -164,16 +202,10 @@ def block_events(block: LogBlock, after: int | None = None, before: int | None =
     """The lines of a block with after < seq < before, as events: the first `limit` of them,
     or the last `limit` when only `before` is given."""
     texts = block_texts(block)
-    first = block.first_seq
-    lo = 0 if after is None else max(0, after + 1 - first)
-    hi = len(texts) if before is None else min(len(texts), before - first)
-    if limit is not None and after is None:
-        lo = max(lo, hi - limit)
-    elif limit is not None:
-        hi = min(hi, lo + limit)
+    lo, hi = _span(block, len(texts), after, before, limit)
     # A page is thousands of lines: the block's fields are read once.
     events: list[Event] = []
-    execution_id, stream, stamped = block.execution_id, block.stream, block.stamped
+    first, execution_id, stream, stamped = block.first_seq, block.execution_id, block.stream, block.stamped
     read_at = _read_times(block)
     for i in range(lo, hi):
         when, text = _line(stamped, texts[i])
@@ -182,12 +214,25 @@ def block_events(block: LogBlock, after: int | None = None, before: int | None =
 
 
 def _merged(rows: Iterable[ExecutionEvent], blocks: Iterable[LogBlock], after: int | None,
-            before: int | None, limit: int) -> list[Event]:
-    events = [Event.of_row(row) for row in rows]
+            before: int | None, limit: int, form: _Form[T]) -> list[T]:
+    events = [form.of_event(Event.of_row(row)) for row in rows]
     for block in blocks:
-        events += block_events(block, after, before, limit)
-    events.sort(key=lambda event: event.seq)
+        events += form.of_block(block, after, before, limit)
+    events.sort(key=form.seq)
     return events
+
+
+@dataclass(frozen=True, slots=True)
+class _Form(Generic[T]):
+    """What a page of events is made of: Events, or EventRows."""
+
+    of_event: Callable[[Event], T]
+    of_block: Callable[[LogBlock, int | None, int | None, int | None], list[T]]
+    seq: Callable[[T], int]
+
+
+EVENTS: _Form[Event] = _Form(lambda event: event, block_events, attrgetter("seq"))
+EVENT_ROWS: _Form[EventRow] = _Form(event_row, block_event_rows, itemgetter(0))
 
 
 BLOCK_BYTES = 1 << 20  # a block takes chunks until its text would pass this
@@ -383,13 +428,21 @@ class LogsStore(Database):
 
         Blocks are read until they hold `limit` wanted lines (one block is thousands of lines), so a
         page costs the blocks it shows, not the rest of the log."""
+        return self._page(execution_id, after, before, limit, EVENTS)
+
+    def event_rows_page(self, execution_id: int, *, after: int | None = None, before: int | None = None,
+                        limit: int = 1000) -> list[EventRow]:
+        """events_page as EventRows (what the API's pages are made of)."""
+        return self._page(execution_id, after, before, limit, EVENT_ROWS)
+
+    def _page(self, execution_id: int, after: int | None, before: int | None, limit: int, form: _Form[T]) -> list[T]:
         if after is not None:
-            events: list[Event] = []
+            events: list[T] = []
             for piece in self.stored_log(execution_id, after, first_read=1):
                 if isinstance(piece, Event):
-                    events.append(piece)
+                    events.append(form.of_event(piece))
                 else:
-                    events += block_events(piece, after, None, limit - len(events))
+                    events += form.of_block(piece, after, None, limit - len(events))
                 if len(events) >= limit:
                     break
             return events[:limit]
@@ -398,7 +451,7 @@ class LogsStore(Database):
             rows = rows.where(ExecutionEvent.seq < before)
         with self.read() as s:
             return _merged(s.exec(rows.order_by(col(ExecutionEvent.seq).desc()).limit(limit)),
-                           _blocks_back(s, execution_id, before, limit), None, before, limit)[-limit:]
+                           _blocks_back(s, execution_id, before, limit), None, before, limit, form)[-limit:]
 
     def events_after(self, execution_id: int, after_seq: int, limit: int = 10_000) -> list[Event]:
         return self.events_page(execution_id, after=after_seq, limit=limit)
