@@ -179,7 +179,8 @@ class LogIngester:
 
     def __init__(self, store: Store, execution_id: int, metrics: DaemonMetrics | None = None,
                  on_metadata: Callable[[dict[str, Any]], None] | None = None,
-                 max_metadata_keys: int = DEFAULT_MAX_KEYS, secrets: Iterable[str] = ()) -> None:
+                 max_metadata_keys: int = DEFAULT_MAX_KEYS, secrets: Iterable[str] = (),
+                 known_keys: Iterable[str] | None = None) -> None:
         self.store = store
         # The project's secret values: masked (`***`) in every line before it is stored, and in every
         # metadata point and output's metadata (masking.py).
@@ -187,8 +188,10 @@ class LogIngester:
         # Called in a reader thread with each metadata point as it is read (stop conditions).
         self.on_metadata = on_metadata
         self.execution_id = execution_id
-        # The keys it has (after a restart too: read once), and what of each new point is metadata.
-        self.gate = MetadataGate(store.metadata_keys(execution_id), max_metadata_keys)
+        # The keys it has (known_keys: the caller's fresh row has them; else read once, as after a restart),
+        # and what of each new point is metadata.
+        self.gate = MetadataGate(store.metadata_keys(execution_id) if known_keys is None else known_keys,
+                                 max_metadata_keys)
         self.metrics = metrics
         self._queue: queue.SimpleQueue[LogChunk | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)

@@ -273,7 +273,9 @@ class ExecutionRunner:
             return Outcome(S.ERROR, f"the project's secrets could not be read: {exc}", None)
         ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher(),
                                max_metadata_keys=self.settings.max_metadata_keys,
-                               secrets=self._secret_values.values())
+                               secrets=self._secret_values.values(),
+                               # A fresh start's row was read as it was claimed: its keys are current.
+                               known_keys=None if self.reattach else list(self.execution.metadata_latest or {}))
         if self.reattach:
             spec = self._spec = self._attach_spec()
             running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]

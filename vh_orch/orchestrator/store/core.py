@@ -28,6 +28,7 @@ from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.values import ExecutionStatus, MachineState
 
 S = ExecutionStatus
+COMMITS_KEPT = 256  # commits a store keeps after reading them (get_commit); then it starts over
 
 
 class CoreStore(LifecycleStore, UsersStore):
@@ -118,8 +119,15 @@ class CoreStore(LifecycleStore, UsersStore):
             return set(s.exec(select(Commit.archive_path).where(col(Commit.archive_path).is_not(None))))  # type: ignore[arg-type]
 
     def get_commit(self, commit_id: int) -> Commit:
-        with self.read() as s:
-            return s.get_one(Commit, commit_id)
+        """A commit (never changed once stored: kept after its first read, every runner reads its own)."""
+        found = self.commits_seen.get(commit_id)
+        if found is None:
+            with self.read() as s:
+                found = s.get_one(Commit, commit_id)
+            if len(self.commits_seen) >= COMMITS_KEPT:
+                self.commits_seen.clear()
+            self.commits_seen[commit_id] = found
+        return found
 
     # -- environments and machines --------------------------------------------
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, FromClause, inspect, text
 from sqlmodel import Session, SQLModel
@@ -72,6 +72,9 @@ class Database:
         self._writer_wait_s = busy_timeout_s(url) if self._one_writer is not None else 0.0
         # Every time the store writes comes from here, so tests can run on a virtual clock.
         self.clock = clock
+        # Rows that never change once written, by id, as read (core.py's get_commit): shared with the
+        # fenced copies of this store.
+        self.commits_seen: dict[int, Any] = {}
 
     @contextmanager
     def writing(self) -> Iterator[None]:
