@@ -331,6 +331,24 @@ def test_a_retired_machine_that_just_took_work_is_not_terminated(world: World) -
     assert world.machines("busy")
 
 
+def test_a_machines_share_is_claimed_in_one_write_in_order_up_to_its_free_slots(world: World) -> None:
+    """claim_on_machine: in the order given; one no longer queued (or named twice) is passed over;
+    no more than the machine's free slots; each claimed one is started once, with its status event."""
+    world.submit(1)
+    world.run(40, step_s=1)  # a machine, running the first
+    (machine,) = world.machines("busy")
+    ids = world.submit(5)
+    world.store.request_stop(ids[1], "stopped before it ran")
+    claimed = world.store.claim_on_machine([ids[2], ids[1], ids[2], ids[0], ids[3], ids[4]], machine.id, 4,  # type: ignore[arg-type]
+                                           "process")
+    assert [e.id for e in claimed] == [ids[2], ids[0], ids[3]]  # 3 free slots of 4
+    assert [world.store.get_execution(i).status for i in ids] == ["started", "stopped", "started", "started", "queued"]
+    assert all(e.attempt == 1 and e.machine_id == machine.id for e in claimed)
+    assert world.store.claim_on_machine([ids[4]], machine.id, 4, "process") == []  # type: ignore[arg-type]
+    for i in (ids[2], ids[0], ids[3]):
+        assert [e.text for e in world.store.events_after(i, 0) if e.kind == "status"].count("started") == 1
+
+
 def test_quota_holds_executions_as_created_and_admits_them_in_order(world: World) -> None:
     world.store.set_quota("tester", 2)
     ids = world.submit(4)
@@ -350,3 +368,41 @@ def test_listing_failures_change_nothing(world: World) -> None:
     world.run(5)
     assert [(m.id, m.state) for m in world.machines()] == before
 
+
+
+def test_runners_start_on_idle_worker_threads_which_end_when_idle_long_enough() -> None:
+    """Workers: a second wave of work runs on the first wave's threads (no new thread while one is
+    idle); each thread carries its task's name while it runs; a task that raises leaves its worker
+    working; a worker idle for idle_s ends."""
+    import threading
+
+    from conftest import eventually
+    from vh_orch.orchestrator.runners import Workers
+
+    workers = Workers(idle_s=0.5)
+    release = threading.Event()
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def task(name: str) -> None:
+        with lock:
+            seen[name] = threading.get_ident()
+        assert threading.current_thread().name == name
+        release.wait(10)
+
+    for i in range(4):
+        workers.submit(lambda i=i: task(f"first-{i}"), f"first-{i}")  # type: ignore[misc]
+    eventually("4 tasks running at once", lambda: len(seen) == 4)
+    first = set(seen.values())
+    assert len(first) == 4
+    release.set()
+    eventually("the 4 workers idle", lambda: workers._idle == 4)
+    workers.submit(lambda: 1 / 0, "raises")
+    for i in range(3):
+        workers.submit(lambda i=i: task(f"second-{i}"), f"second-{i}")  # type: ignore[misc]
+    eventually("the second wave run", lambda: len(seen) == 7 and workers._idle == 4)
+    assert {seen[f"second-{i}"] for i in range(3)} <= first  # no new thread
+    eventually("idle workers end", lambda: not first & {t.ident for t in threading.enumerate()}, timeout=10)
+    assert workers._idle == 0
+    workers.submit(lambda: task("after"), "after")
+    eventually("a new worker for new work", lambda: "after" in seen)

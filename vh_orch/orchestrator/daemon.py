@@ -273,7 +273,7 @@ class Daemon:
     def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None:
         """Run a dispatched execution in a thread of this daemon: here (local, fake) or over SSH."""
         assert self.replica.id is not None
-        self.runners.start(execution, self._runtime_on(env, machine), self.replica.id)
+        self.runners.start(execution, self._runtime_on(env, machine), self.replica.id, environment=env)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine), under its

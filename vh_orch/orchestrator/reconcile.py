@@ -140,11 +140,21 @@ class Reconciler:
         actions = P.decide(snapshot, now)
         machine_rows = {m.id: m for m in machines}
         capacity_hit: set[int] = set()
+        # A machine's dispatches are claimed together, where its first one is (see _dispatch).
+        dispatches: dict[int, list[int]] = {}
         for action in actions:
+            if isinstance(action, P.Dispatch):
+                dispatches.setdefault(action.machine_id, []).append(action.execution_id)
+        for action in actions:
+            if isinstance(action, P.Dispatch) and action.machine_id not in dispatches:
+                continue  # claimed with the machine's first
             env_id = _environment_of(action, machine_rows)
             store = self.store.fenced(self._fences.get(env_id))  # type: ignore[arg-type]
             try:
-                self._apply(store, action, envs, machine_rows, capacity_hit, now)
+                if isinstance(action, P.Dispatch):
+                    self._dispatch(store, dispatches.pop(action.machine_id), machine_rows[action.machine_id], envs)
+                else:
+                    self._apply(store, action, envs, machine_rows, capacity_hit, now)
             except LeaseLost as exc:
                 log.warning("environment %s: %s; leaving it to its new owner", env_id, exc)
                 self._fences.pop(env_id, None)  # type: ignore[arg-type]
@@ -291,11 +301,7 @@ class Reconciler:
                 if env_id not in capacity_hit:
                     self._launch(store, envs[env_id], zone, itype, capacity_hit)
             case P.Dispatch(execution_id=eid, machine_id=mid):
-                machine = machines[mid]
-                env = envs[machine.environment_id]
-                execution = store.claim_for_machine(eid, mid, env.slots, self.runtime_name(env))
-                if execution is not None:
-                    self.host.run_execution(execution, env, machine)
+                self._dispatch(store, [eid], machines[mid], envs)
             case P.Retire(machine_id=mid, idle_before=before):
                 machine = store.retire_if_idle(mid, before, action.reason)
                 if machine is not None:
@@ -334,6 +340,18 @@ class Reconciler:
                     if driver is not None:
                         store.check_fence()
                         driver.terminate([iid])
+
+    def _dispatch(self, store: Store, execution_ids: list[int], machine: Machine, envs: dict) -> None:  # type: ignore[type-arg]
+        """Start what the plan dispatches to a machine: claimed in one write, then each run."""
+        env = envs[machine.environment_id]
+        for execution in store.claim_on_machine(execution_ids, machine.id, env.slots,  # type: ignore[arg-type]
+                                                self.runtime_name(env)):
+            try:
+                self.host.run_execution(execution, env, machine)
+            except LeaseLost:
+                raise
+            except Exception:  # the rest still start
+                log.exception("execution %s: could not start its runner", execution.id)
 
     def _launch(self, store: Store, env: Environment, zone: str | None, itype: str | None,
                 capacity_hit: set[int]) -> None:

@@ -176,7 +176,8 @@ class Replica:
                 if machine is not None:
                     # Its container runs on, on the remote machine: follow it again.
                     log.info("re-attaching to execution %s on machine %s", execution.id, machine.id)
-                    self.runners.start(execution, self.runtime_on(env, machine), self.id, reattach=True)
+                    self.runners.start(execution, self.runtime_on(env, machine), self.id, reattach=True,
+                                       environment=env)
                 continue  # no live machine: the reconciler marks it lost and requeues
             self.local.end_leftover(execution)
             if env is not None and not capabilities(env.cloud).machine_is_this_host and at_start:

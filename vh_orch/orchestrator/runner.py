@@ -41,7 +41,7 @@ from vh_orch.orchestrator.datasets.ingest import describe, read_local, read_remo
 from vh_orch.orchestrator.datasets.metadata import metadata_files
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Execution, Output
+from vh_orch.orchestrator.models import Environment, Execution, Output
 from vh_orch.orchestrator.registries import registry_auth_for
 from vh_orch.orchestrator.secrets import merge_secrets, project_secret_values
 from vh_orch.orchestrator.store import Store
@@ -90,7 +90,7 @@ class ExecutionRunner:
 
     def __init__(
         self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, cluster_id: str,
-        reattach: bool = False, metrics: DaemonMetrics | None = None,
+        reattach: bool = False, metrics: DaemonMetrics | None = None, environment: Environment | None = None,
     ) -> None:
         # reattach: the execution's container was started by a daemon that died; follow it.
         self.reattach = reattach
@@ -111,7 +111,9 @@ class ExecutionRunner:
         self._running: RunningCommand | None = None
         self._command_ended = False
         self._spec: RunSpec | None = None
-        self._env_settings = settings_of(store.get_environment_by_id(execution.environment_id))
+        self._env_settings = settings_of(environment if environment is not None and
+                                         environment.id == execution.environment_id
+                                         else store.get_environment_by_id(execution.environment_id))
         self._datastore_setting = self._env_settings.datastore
         self._datastore: Datastore | None = None
         self._parsed_step: Any = None

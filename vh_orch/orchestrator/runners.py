@@ -1,4 +1,4 @@
-"""The executions this process runs: one ExecutionRunner in a thread of its own each.
+"""The executions this process runs: one ExecutionRunner each, on a worker thread (Workers).
 
 A runner starts only under its execution's lease (another replica may hold it) and writes through
 a store fenced by it; when the heartbeat finds that lease taken, the runner lets go without
@@ -9,6 +9,7 @@ on remote machines are only detached: their containers run on, and the next daem
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from vh_orch.bootstrap.runtimes import Runtime
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Execution
+from vh_orch.orchestrator.models import Environment, Execution
 from vh_orch.orchestrator.runner import ExecutionRunner
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.database import Fence
@@ -27,10 +28,58 @@ from vh_orch.settings import Settings
 log = logging.getLogger(__name__)
 
 
+WORKER_IDLE_S = 60.0  # a worker thread with nothing to run for this long ends
+
+
+class Workers:
+    """Daemon threads that each run one callable at a time, then wait for the next.
+
+    A runner starts on an idle worker without a new thread: Thread.start() waits until the new
+    thread has run, and with a few dozen threads busy that wait was a third of what dispatching an
+    execution cost the reconcile pass. A thread is started only when none is idle; one idle for
+    WORKER_IDLE_S ends, so the threads follow the busiest recent hour, not the busiest ever."""
+
+    def __init__(self, idle_s: float = WORKER_IDLE_S) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[[], object], str]] = queue.SimpleQueue()
+        self._idle = 0  # workers waiting for work, less the work queued for them
+        self._lock = threading.Lock()
+        self._idle_s = idle_s
+
+    def submit(self, fn: Callable[[], object], name: str) -> None:
+        """Run fn on a worker (a new one if none is idle); `name` names the thread while it runs."""
+        with self._lock:
+            if self._idle > 0:  # promised and queued at once: no idle worker ends between the two
+                self._idle -= 1
+                self._work.put((fn, name))
+                return
+        threading.Thread(target=self._loop, args=(fn, name), name=name, daemon=True).start()
+
+    def _loop(self, fn: Callable[[], object], name: str) -> None:
+        me = threading.current_thread()
+        while True:
+            me.name = name
+            try:
+                fn()
+            except Exception:  # a runner reports its own failures; the worker goes on
+                log.exception("%s: a worker's task failed", name)
+            me.name = "worker-idle"
+            with self._lock:
+                self._idle += 1
+            while True:
+                try:
+                    fn, name = self._work.get(timeout=self._idle_s)
+                    break
+                except queue.Empty:
+                    with self._lock:
+                        if self._idle > 0 and self._work.empty():  # nothing queued for an idle worker: end
+                            self._idle -= 1
+                            return
+
+
 @dataclass
 class _Running:
     runner: ExecutionRunner
-    thread: threading.Thread
+    done: threading.Event
     remote: bool = False
     since: float = 0.0  # time.monotonic() when it was registered
 
@@ -45,9 +94,12 @@ class Runners:
         self._wake = wake  # a pass now: a runner that ends frees its machine
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
+        self._workers = Workers()
 
-    def start(self, execution: Execution, runtime: Runtime, owner: int, reattach: bool = False) -> None:
-        """Run an execution in a thread of its own, under its lease that `owner` (this replica) holds."""
+    def start(self, execution: Execution, runtime: Runtime, owner: int, reattach: bool = False,
+              environment: Environment | None = None) -> None:
+        """Run an execution on a worker thread, under its lease that `owner` (this replica) holds.
+        environment: its environment's row, when the caller has it (else the runner reads it)."""
         assert execution.id is not None
         token = self.store.lease_token(exec_key(execution.id), owner)
         if token is None:
@@ -55,17 +107,20 @@ class Runners:
             return
         store = self.store.fenced(Fence(exec_key(execution.id), owner, token))
         runner = ExecutionRunner(store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, environment=environment)
+        done = threading.Event()
 
         def run() -> None:
-            runner.run()
+            try:
+                runner.run()
+            finally:
+                done.set()
             self._wake()  # its machine is free: a pass now dispatches or marks it idle
 
-        thread = threading.Thread(target=run, name=f"execution-{execution.id}", daemon=True)
         with self._lock:
-            self._running[execution.id] = _Running(runner, thread, remote=hasattr(runtime, "attach"),
+            self._running[execution.id] = _Running(runner, done, remote=hasattr(runtime, "attach"),
                                                    since=time.monotonic())
-        thread.start()
+        self._workers.submit(run, f"execution-{execution.id}")
 
     def ids(self) -> set[int]:
         """The executions a runner of this process runs (or ran, until reaped)."""
@@ -95,7 +150,7 @@ class Runners:
         with self._lock:
             lost = [(i, item) for i, item in self._running.items()
                     if exec_key(i) not in held and item.since < asked
-                    and not (item.runner.settled or item.runner.lost) and item.thread.is_alive()]
+                    and not (item.runner.settled or item.runner.lost) and not item.done.is_set()]
         for execution_id, item in lost:
             log.warning("execution %s: its lease was taken by another replica; letting it go", execution_id)
             item.runner.let_go()
@@ -123,13 +178,13 @@ class Runners:
             else:
                 item.runner.stop(reason)
         for item in running:
-            item.thread.join(timeout=self.settings.stop_grace_s + 60)
+            item.done.wait(timeout=self.settings.stop_grace_s + 60)
         self.reap()
 
     def reap(self) -> int:
-        """Forget finished runner threads; returns how many still run."""
+        """Forget finished runners; returns how many still run."""
         with self._lock:
             for execution_id, item in list(self._running.items()):
-                if not item.thread.is_alive():
+                if item.done.is_set():
                     del self._running[execution_id]
             return len(self._running)

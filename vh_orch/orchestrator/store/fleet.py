@@ -359,35 +359,56 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         return held
 
     def claim_for_machine(self, execution_id: int, machine_id: int, slots: int, runtime: str) -> Execution | None:
-        """Start one queued execution on a machine with a free slot and the GPUs it asks for free,
-        giving it the indices of those GPUs; None if either moved on or they are not free. Inside
-        one exclusive write: two claims on one machine never give out the same index."""
+        """claim_on_machine of one execution: it, started, or None."""
+        claimed = self.claim_on_machine([execution_id], machine_id, slots, runtime)
+        return claimed[0] if claimed else None
+
+    def claim_on_machine(self, execution_ids: Sequence[int], machine_id: int, slots: int,
+                         runtime: str) -> list[Execution]:
+        """Start queued executions on a machine, in the order given, each while the machine has a free
+        slot and the GPUs it asks for free, giving it the indices of those GPUs; one that moved on (no
+        longer queued) or does not fit is passed over. The ones started, in one exclusive write: two
+        claims on one machine never give out the same slot or GPU index, and a pass dispatching a
+        machine's whole share pays one transaction, not one each."""
         with self.write() as s:
-            query = select(Execution).where(Execution.id == execution_id)
+            machine = s.get(Machine, machine_id)
+            if machine is None or machine.state not in (M.READY, M.BUSY):
+                return []
+            running = self._running_on(s, machine_id)
+            query = select(Execution).where(col(Execution.id).in_(list(execution_ids)))
             if s.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
                 query = query.with_for_update(skip_locked=True)
-            execution = s.exec(query).first()
-            machine = s.get(Machine, machine_id)
-            if execution is None or machine is None or execution.status != S.QUEUED:
-                return None
-            if machine.state not in (M.READY, M.BUSY) or self._running_on(s, machine_id) >= slots:
-                return None
-            given = pick_gpus(machine.gpus, self._gpus_held_on(s, machine_id), execution.gpus) \
-                if execution.gpus else []
-            if given is None:
-                return None
-            execution.gpu_indices = given
-            execution.machine_id = machine_id
-            execution.runtime = runtime
-            execution.attempt += 1
-            if self.fence is not None:  # a replica's reconcile: it runs what it claims, under a lease of its own
-                self.hold_lease(s, exec_key(execution_id), self.fence.owner)
-            # A retry says so in its status event: `exec logs` marks where each attempt begins.
-            self._transition(s, execution, S.STARTED,
-                             reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)
-            if machine.state != M.BUSY:
+            rows = {e.id: e for e in s.exec(query)}
+            held: set[int] | None = None  # the machine's GPUs in use, read when one is asked for
+            claimed: list[Execution] = []
+            for execution_id in execution_ids:
+                execution = rows.get(execution_id)
+                if running >= slots:
+                    break
+                if execution is None or execution.status != S.QUEUED:
+                    continue
+                given: list[int] | None = []
+                if execution.gpus:
+                    if held is None:
+                        held = self._gpus_held_on(s, machine_id)
+                    given = pick_gpus(machine.gpus, held, execution.gpus)
+                    if given is None:
+                        continue
+                    held.update(given)
+                execution.gpu_indices = given
+                execution.machine_id = machine_id
+                execution.runtime = runtime
+                execution.attempt += 1
+                if self.fence is not None:  # a replica's reconcile: it runs what it claims, under a lease of its own
+                    self.hold_lease(s, exec_key(execution_id), self.fence.owner)
+                # A retry says so in its status event: `exec logs` marks where each attempt begins.
+                self._transition(s, execution, S.STARTED,
+                                 reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)
+                running += 1
+                claimed.append(execution)
+            if claimed and machine.state != M.BUSY:
                 self._machine_to(s, machine, M.BUSY, None)
-            return execution
+            return claimed
 
     def finish_execution(
         self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None,
