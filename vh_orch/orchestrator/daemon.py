@@ -63,6 +63,7 @@ TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (image
 # With no work anywhere (Store.has_work), a whole pass this often; between them each interval asks
 # that one question instead (work written by another replica or process is still seen at once).
 QUIET_PASS_S = 5.0
+UPKEEP_S = 0.5  # the least time between two passes' upkeep (see reconcile_pass)
 
 
 class Daemon:
@@ -78,6 +79,7 @@ class Daemon:
         self._listener: threading.Thread | None = None
         self._quiet = False  # the last pass found no work
         self._passed_at = 0.0  # when it ended (monotonic)
+        self._upkept_at = -UPKEEP_S  # when a pass last did the upkeep (monotonic)
         self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
         self.local = LocalHost(store, settings, self.cluster_id)
         self.machines = MachineSetup(store, self.drivers, self.cluster_id, wake=self._wake_now)
@@ -241,19 +243,31 @@ class Daemon:
     # -- the pass -------------------------------------------------------------------
 
     def reconcile_pass(self) -> None:
+        """Admit, dispatch and scale (the cluster's jobs and the reconciler), and, at most every UPKEEP_S,
+        the upkeep: take leases, take over and settle what nobody runs, stop what was asked to stop.
+        A burst of wake-ups (runners ending one after another) makes passes back to back: the upkeep
+        then waits its turn, and what a pass costs goes to dispatching."""
         with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
             self.runners.reap()
+            upkeep = self._stopping.is_set() or time.monotonic() - self._upkept_at >= UPKEEP_S
             if not self._stopping.is_set():
                 if self.replica.id is None:  # a pass without `serve` (tests, tools): this process owns all
                     self.replica.register()
-                self.replica.mark_dead_replicas()
-                cluster = self.replica.take_cluster()
+                if upkeep:
+                    self._upkept_at = time.monotonic()
+                    self.replica.mark_dead_replicas()
+                    cluster = self.replica.take_cluster()
+                    owned = self.replica.take_environments()
+                else:  # the leases taken at the last upkeep (the heartbeat renews them)
+                    cluster, owned = self.replica.cluster_fence, self.replica.env_fences()
                 if cluster is not None:
                     self._cluster_pass(self.store.fenced(cluster))
-                self.reconciler.run_pass(self.replica.take_environments())
-                self.replica.take_over()
-                self.replica.settle_unowned()
-            self.runners.stop_requested(self.store.executions_in([S.STOPPING]))
+                self.reconciler.run_pass(owned)
+                if upkeep:
+                    self.replica.take_over()
+                    self.replica.settle_unowned()
+            if upkeep:
+                self.runners.stop_requested(self.store.executions_in([S.STOPPING]))
             self._quiet = not self.reconciler.last_actions and not self.runners.ids() and not self.store.has_work()
             self._passed_at = time.monotonic()
 

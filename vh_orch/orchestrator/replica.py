@@ -120,6 +120,10 @@ class Replica:
         self._envs_taken_at = time.monotonic()
         return dict(self._env_fences)
 
+    def env_fences(self) -> dict[int, Fence]:
+        """The environments this replica holds now, with their fences (as take_environments left them)."""
+        return dict(self._env_fences)
+
     def env_fence(self, env_id: int) -> Fence | None:
         return self._env_fences.get(env_id)
 

@@ -175,14 +175,18 @@ class CoreStore(LifecycleStore, UsersStore):
             return env
 
     def ensure_host_machine(self, env: Environment, hostname: str) -> Machine:
-        """The machine row that stands for this host in a `local` environment."""
+        """The machine row that stands for this host in a `local` environment (a read, every pass; a
+        write only when there is none)."""
+        live = select(Machine).where(
+            Machine.environment_id == env.id,
+            col(Machine.state).not_in([MachineState.TERMINATED, MachineState.FAILED, MachineState.LOST]),
+        )
+        with self.read() as s:
+            machine = s.exec(live).first()
+        if machine is not None:
+            return machine
         with self.write() as s:
-            machine = s.exec(
-                select(Machine).where(
-                    Machine.environment_id == env.id,
-                    col(Machine.state).not_in([MachineState.TERMINATED, MachineState.FAILED, MachineState.LOST]),
-                )
-            ).first()
+            machine = s.exec(live).first()  # looked for again under the write lock: made once
             if machine is None:
                 machine = Machine(
                     environment_id=env.id,
