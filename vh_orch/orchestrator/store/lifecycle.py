@@ -33,21 +33,31 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 class LifecycleStore(WebhooksStore, CostsStore):
     def _insert_execution(self, s: Session, execution: Execution) -> None:
         """Insert a new execution (status `created`) with the next counter of its project."""
-        counter = s.execute(
-            update(Project)
-            .where(col(Project.id) == execution.project_id)
-            .values(execution_counter=Project.execution_counter + 1)
-            .returning(Project.execution_counter)
-        ).scalar_one()
+        self._insert_executions(s, [execution])
+
+    def _insert_executions(self, s: Session, executions: Sequence[Execution]) -> None:
+        """Insert new executions (status `created`), numbered in order with their projects' next
+        counters: one counter update per project and the rows in a few batched statements (a task's
+        thousand children are not three thousand round trips)."""
         now = self.clock()
-        execution.counter = counter
-        execution.status = S.CREATED
-        execution.created_at = now
-        s.add(execution)
+        for project_id in dict.fromkeys(e.project_id for e in executions):
+            mine = [e for e in executions if e.project_id == project_id]
+            last = s.execute(
+                update(Project)
+                .where(col(Project.id) == project_id)
+                .values(execution_counter=Project.execution_counter + len(mine))
+                .returning(Project.execution_counter)
+            ).scalar_one()
+            for offset, execution in enumerate(mine):
+                execution.counter = last - len(mine) + 1 + offset
+        for execution in executions:
+            execution.status = S.CREATED
+            execution.created_at = now
+            execution.last_seq = 1
+        s.add_all(executions)
         s.flush()
-        assert execution.id is not None
-        s.add(ExecutionEvent(execution_id=execution.id, seq=1, time=now, kind="status", text=S.CREATED))
-        execution.last_seq = 1
+        s.add_all([ExecutionEvent(execution_id=e.id, seq=1, time=now, kind="status", text=S.CREATED)  # type: ignore[arg-type]
+                   for e in executions])
 
     def admit(self, s: Session, executions: Sequence[Execution] | None = None,
               held: dict[tuple[str, str | int], BudgetState] | None = None) -> int:

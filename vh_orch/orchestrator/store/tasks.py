@@ -130,8 +130,7 @@ class TasksStore(LifecycleStore):
             if task.status not in (T.CREATED, T.STARTED):
                 return []
             new = decide(task, self._child_states(s, task_id))
-            for execution in new:
-                self._insert_execution(s, execution)
+            self._insert_executions(s, new)
             if new:
                 self.admit(s, new)
             if new and task.status == T.CREATED:
