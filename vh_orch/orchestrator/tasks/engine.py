@@ -64,28 +64,33 @@ class TaskEngine:
         task = self.store.get_task(task_id)
         if T(task.status).is_final:
             return
-        children = self.store.task_child_states(task_id)
+        # Each child's status, from a count per status (a pass looks at every active task: a task of
+        # thousands of children is not read whole each time); the children themselves only where a
+        # rule needs them (a failed child that stops the task, median stopping).
+        counts = self.store.task_child_counts([task_id]).get(task_id, {})
+        statuses = [status for status, n in counts.items() for _ in range(n)]
         if task.status == T.STOPPING:
-            if all(c.status in FINAL_STATUSES for c in children):
+            if all(status in FINAL_STATUSES for status in statuses):
                 final = task.spec.get("_final", T.STOPPED)
                 self.store.set_task_status(task_id, final)
             else:
                 self.store.stop_task(task_id, task.status_reason or "the task is stopping")
             return
         spec = spec_of(task)
-        failed = [c for c in children if c.status == S.ERROR]
-        if failed and spec.on_child_error == "stop-all-and-error":
-            first = failed[0]
-            self.store.stop_task(task_id, f"execution #{first.counter} failed ({first.status_reason}); "
-                                          "on-child-error is stop-all-and-error", final=T.ERROR)
-            return
+        if counts.get(S.ERROR) and spec.on_child_error == "stop-all-and-error":
+            failed = [c for c in self.store.task_child_states(task_id) if c.status == S.ERROR]
+            if failed:
+                first = failed[0]
+                self.store.stop_task(task_id, f"execution #{first.counter} failed ({first.status_reason}); "
+                                              "on-child-error is stop-all-and-error", final=T.ERROR)
+                return
         if spec.median_stopping is not None:
-            self._median_stop(task, spec, children)
+            self._median_stop(task, spec, self.store.task_child_states(task_id))
         planned = self._plan(task, spec)
-        if _room(spec, planned, children) > 0:  # only then a write (under the task's row)
+        if _room(spec, planned, statuses) > 0:  # only then a write (under the task's row)
             if self.store.add_task_children(task_id, self._decider()):
                 return
-        if len(children) >= total_children(spec, planned) and all(c.status in FINAL_STATUSES for c in children):
+        if len(statuses) >= total_children(spec, planned) and all(status in FINAL_STATUSES for status in statuses):
             self._finish(task, spec, self.store.task_children(task_id))
 
     def _plan(self, task: Task, spec: TaskSpec) -> list[dict[str, Any]] | None:
@@ -114,7 +119,7 @@ class TaskEngine:
         def decide(task: Task, states: list[ChildState]) -> list[Execution]:
             spec = spec_of(task)
             planned = self._plan(task, spec)
-            room = _room(spec, planned, states)
+            room = _room(spec, planned, [c.status for c in states])
             if spec.on_child_error == "stop-all-and-error" and any(c.status == S.ERROR for c in states):
                 return []  # a child failed since the pass looked: the next pass stops the task
             if room <= 0:
@@ -171,13 +176,14 @@ class TaskEngine:
                     log.info("task %s: execution %s stopped early (%s)", task.id, child.id, reason)
 
 
-def _room(spec: TaskSpec, planned: list[dict[str, Any]] | None, children: list[ChildState]) -> int:
-    """How many children may be added now: what is left, within the batch size and max queued."""
-    room = total_children(spec, planned) - len(children)
-    active = [c for c in children if c.status not in FINAL_STATUSES]
+def _room(spec: TaskSpec, planned: list[dict[str, Any]] | None, statuses: list[str]) -> int:
+    """How many children may be added now (`statuses`: the children's, one each): what is left, within
+    the batch size and max queued."""
+    room = total_children(spec, planned) - len(statuses)
+    active = [status for status in statuses if status not in FINAL_STATUSES]
     if spec.batch_size is not None:
         room = min(room, spec.batch_size - len(active))
     if spec.max_queued is not None:
-        waiting = sum(1 for c in active if c.status in (S.CREATED, S.QUEUED))
+        waiting = sum(1 for status in active if status in (S.CREATED, S.QUEUED))
         room = min(room, spec.max_queued - waiting)
     return room
