@@ -244,7 +244,7 @@ class ExecutionRunner:
         conditions: list[tuple[Condition, bool]] = []
         step_condition = getattr(self._step(), "stop_condition", None)
         if e.task_id is not None:  # first: a point that meets both ends the whole task
-            task_condition = self.store.get_task(e.task_id).spec.get("stop_condition")
+            task_condition = self.store.task_stop_condition(e.task_id)
             if task_condition:
                 conditions.append((Condition(task_condition, "the task's stop condition"), True))
         if step_condition:

@@ -28,7 +28,6 @@ from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.values import ExecutionStatus, MachineState
 
 S = ExecutionStatus
-COMMITS_KEPT = 256  # commits a store keeps after reading them (get_commit); then it starts over
 
 
 class CoreStore(LifecycleStore, UsersStore):
@@ -120,14 +119,10 @@ class CoreStore(LifecycleStore, UsersStore):
 
     def get_commit(self, commit_id: int) -> Commit:
         """A commit (never changed once stored: kept after its first read, every runner reads its own)."""
-        found = self.commits_seen.get(commit_id)
-        if found is None:
+        def read() -> Commit:
             with self.read() as s:
-                found = s.get_one(Commit, commit_id)
-            if len(self.commits_seen) >= COMMITS_KEPT:
-                self.commits_seen.clear()
-            self.commits_seen[commit_id] = found
-        return found
+                return s.get_one(Commit, commit_id)
+        return self.kept("commit", commit_id, read)
 
     # -- environments and machines --------------------------------------------
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, FromClause, inspect, text
 from sqlmodel import Session, SQLModel
@@ -39,6 +39,9 @@ from vh_orch.errors import LeaseLost
 from vh_orch.orchestrator.db import busy_timeout_s, get_engine, write_guard_sql, writer_lock
 from vh_orch.timeutil import utcnow
 
+KEPT_MOST = 512  # entries Database.kept holds before it starts over
+_NONE = object()
+T = TypeVar("T")
 WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
 
 
@@ -72,9 +75,20 @@ class Database:
         self._writer_wait_s = busy_timeout_s(url) if self._one_writer is not None else 0.0
         # Every time the store writes comes from here, so tests can run on a virtual clock.
         self.clock = clock
-        # Rows that never change once written, by id, as read (core.py's get_commit): shared with the
-        # fenced copies of this store.
-        self.commits_seen: dict[int, Any] = {}
+        # What never changes once written (a commit, a task's stop condition), as first read: see kept().
+        # Shared with the fenced copies of this store.
+        self._kept: dict[tuple[str, int], Any] = {}
+
+    def kept(self, kind: str, key: int, read: Callable[[], T]) -> T:
+        """`read()`, the first time this store is asked for (kind, key); what it gave, after. Only for
+        what never changes once written (every runner reads its commit). At KEPT_MOST, it starts over."""
+        found = self._kept.get((kind, key), _NONE)
+        if found is _NONE:
+            found = read()
+            if len(self._kept) >= KEPT_MOST:
+                self._kept.clear()
+            self._kept[(kind, key)] = found
+        return found  # type: ignore[no-any-return]
 
     @contextmanager
     def writing(self) -> Iterator[None]:

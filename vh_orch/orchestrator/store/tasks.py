@@ -99,6 +99,14 @@ class TasksStore(LifecycleStore):
             return list(s.exec(select(Execution).where(Execution.task_id == task_id)
                                .order_by(col(Execution.task_index))))
 
+    def task_stop_condition(self, task_id: int) -> Any:
+        """A task's stop condition (spec's `stop_condition`, None without one): it never changes, and each
+        of its children's runners asks, so it is kept after the first read."""
+        def read() -> Any:
+            with self.read() as s:
+                return s.get_one(Task, task_id).spec.get("stop_condition")
+        return self.kept("task stop condition", task_id, read)
+
     def task_child_states(self, task_id: int) -> list[ChildState]:
         with self.read() as s:
             return self._child_states(s, task_id)
