@@ -645,8 +645,9 @@ class ExecutionRunner:
         limit = self.execution.time_limit_s
         silence = self._no_output_timeout_s()
         started = time.monotonic()
-        next_check = started
+        next_check = started + STATUS_CHECK_S  # a stop asked for before the start reaches runners too (stop_requested)
         deadline: str | None = None
+        poll = POLL_S / 8  # a short command is seen to end soon: polls of 6, 12, 25, then 50 ms
         while True:
             code = running.poll()
             if code is not None:
@@ -670,7 +671,8 @@ class ExecutionRunner:
             if self._stop.is_set():
                 running.stop(self.settings.stop_grace_s)
                 return running.wait(), deadline
-            self._stop.wait(POLL_S)
+            self._stop.wait(poll)
+            poll = min(POLL_S, poll * 2)
 
     def _still_held(self, ingester: LogIngester) -> None:
         """Raise LeaseLost (its log closed) once another replica holds this execution: let go by the
