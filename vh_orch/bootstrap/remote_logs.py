@@ -1,0 +1,433 @@
+"""A remote container's launch and output, through a relay on its host that never waits on vh-orch.
+
+The launch is one host-side script, started detached (`setsid`) by one SSH command, so neither a
+cut connection nor a daemon killed halfway can leave it half done: it creates the container,
+attaches to it through the engine's API (`POST /containers/ID/attach` piped into `docker system
+dial-stdio`) with the attach's output going to a FILE in the attempt's folder on the host, then
+starts it, and says how that went (LAUNCH_DIR/result). The attach's reader is dial-stdio writing a
+file: it never stops reading, so the container never waits on vh-orch, however slow, paused or
+gone the daemon is. When the attach ends (the container's streams closed: it exited, or was
+removed), the relay writes LAUNCH_DIR/relayed.
+
+The file holds the engine's answer (`HTTP/1.1 101 ...`) and then Docker's multiplexed frames, which
+keep the order and the stream of every piece of output. The daemon follows it with `tail -c +K -f`
+over SSH, K being the bytes it has read so far, and demuxes the frames into the ingester's pipes;
+a cut connection resumes at K. Once `relayed` exists the file is complete and is read to its end.
+
+Exactly once across a daemon restart: a daemon that re-attaches reads the file from its start; the
+ingester skips the stream's first N lines, N being the command's lines stored already
+(store.command_lines): the lines are cut from the same bytes in the same way (logs.py), so the first
+N are exactly those stored. Every line is handed on with the time this daemon read it, as a stamp of
+docker's fixed width, so a stored line is known as the command's (vh-orch's own notes carry none).
+
+A launch cut on the host (the launcher killed before it said how the start went) leaves at most a
+container that was created and never started: the daemon removes it (`docker rm` without -f, which
+refuses a running one) and the execution goes back to the queue, nothing having run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import threading
+import time
+from datetime import UTC, datetime
+from typing import IO
+
+import paramiko
+
+from vh_orch.bootstrap.runtimes import STATE_FORMAT, VANISHED, widen_pipe
+from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
+from vh_orch.bootstrap.usage import Probe
+
+log = logging.getLogger(__name__)
+
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
+ENGINE_WAIT_S = 600  # a host's engine that does not answer this long: its container's end is not known
+LAUNCH_WAIT_S = 3600  # the launch may pull the image (docker create --pull)
+REMOVAL_S = 0.5  # how long after a container was killed its removal is looked for
+HEAD_BYTES = 64 << 10  # the engine's answer before the frames, at most
+# A read smaller than GATHER_BYTES waits GATHER_S for more packets to arrive: a chatty log
+# arrives in packets of a few hundred bytes, and one piece is handled faster than dozens.
+GATHER_BYTES = 16 << 10
+GATHER_S = 0.01
+STREAMS = {1: "stdout", 2: "stderr"}  # Docker's frame kinds; 3 is the engine's own error
+RUNNING = ("running", "restarting", "paused")
+
+# In the attempt's folder on the host (never mounted into the container: only its subfolders are).
+OUTPUT_FILE = ".vh-output"
+LAUNCH_DIR = ".vh-launch"  # made by the first launch (mkdir: one launch per attempt), holds its word
+
+# The launcher, run detached on the host: $1 the attempt's folder, $2 the names of the secret
+# variables (for `docker create -e NAME` only), then `docker create ...`. It writes its pid, then
+# `result` (`started 0 ID` or `failed CODE`, docker's complaint in `err`), and once the attach has
+# ended, `relayed` (dial-stdio's exit status). The relay goes on in a shell without the secrets in
+# its environment.
+LAUNCHER = r"""F=$1; secrets=$2; shift 2; L=$F/.vh-launch
+trap '' HUP PIPE
+echo $$ > "$L/pid"
+say() { printf '%s\n' "$*" > "$L/result.part" && mv -f "$L/result.part" "$L/result"; }
+C=$("$@" 2>"$L/err") || { say failed $?; exit 0; }
+for name in $secrets; do unset "$name"; done
+exec sh -c "$RELAY" vh-relay "$F" "$(printf '%s' "$C" | tail -n 1)"
+"""
+
+# The relay, $1 the attempt's folder, $2 the created container's id: attach, start, wait.
+RELAY = r"""F=$1; C=$2; L=$F/.vh-launch; O=$F/.vh-output
+trap '' HUP PIPE
+echo $$ > "$L/pid"
+say() { printf '%s\n' "$*" > "$L/result.part" && mv -f "$L/result.part" "$L/result"; }
+printf 'POST /containers/%s/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n' "$C" \
+  | docker system dial-stdio > "$O" 2>>"$L/err" &
+R=$!
+i=0
+until grep -q '^HTTP/1.1 101' "$O" 2>/dev/null && grep -q "$(printf '^\r$')" "$O" 2>/dev/null; do
+  i=$((i + 1))
+  if ! kill -0 $R 2>/dev/null || [ $i -gt 3000 ]; then
+    kill $R 2>/dev/null; docker rm -f "$C" >/dev/null 2>&1
+    { echo "attaching to the container failed:"; head -c 300 "$O"; } >> "$L/err"; say failed 1; exit 0
+  fi
+  sleep 0.01
+done
+docker start "$C" >/dev/null 2>>"$L/err" || { kill $R 2>/dev/null; docker rm -f "$C" >/dev/null 2>&1; say failed 1; exit 0; }
+say started 0 "$C"
+wait $R
+echo $? > "$L/relayed.part" && mv -f "$L/relayed.part" "$L/relayed"
+"""
+
+# The daemon's word with the launcher: $1 the attempt's folder, $2 the wait's bound in 0.05 s steps.
+# Prints `started ID` (exit 0), or docker's complaint (stderr) with its exit status.
+AWAIT_LAUNCH = r"""F=$1; L=$F/.vh-launch; n=$2; i=0
+while [ ! -f "$L/result" ]; do
+  i=$((i + 1))
+  if [ $i -gt "$n" ]; then echo "the launch on the host gave no word in time" >&2; exit 1; fi
+  if [ $((i % 20)) = 0 ] && [ -f "$L/pid" ] && ! kill -0 "$(cat "$L/pid")" 2>/dev/null && [ ! -f "$L/result" ]; then
+    echo "the launch on the host was cut" >&2; exit 1
+  fi
+  sleep 0.05
+done
+set -- $(cat "$L/result")
+if [ "$1" = started ]; then echo "started $3"; exit 0; fi
+grep -v -e '^$' -e '--help' "$L/err" >&2; rm -rf "$L"
+exit "${2:-1}"
+"""
+
+# Follow the relay's file from byte $2 on until the relay has ended (exit 0: then read the rest
+# with READ_REST), or say why not: 10 the launch gave no word yet (11: and its launcher is gone),
+# 12 the launch failed. `tail -f` ends with the loop, or by SIGPIPE when the daemon goes away.
+FOLLOW = r"""F=$1; K=$2; L=$F/.vh-launch; O=$F/.vh-output
+if [ ! -f "$L/result" ]; then
+  if [ -f "$L/pid" ] && kill -0 "$(cat "$L/pid")" 2>/dev/null; then exit 10; fi
+  [ -f "$L/result" ] || exit 11
+fi
+read -r word _ < "$L/result"; [ "$word" = started ] || exit 12
+[ -f "$L/relayed" ] && exit 0
+tail -c +"$K" -f "$O" & T=$!
+while [ ! -f "$L/relayed" ] && kill -0 $T 2>/dev/null; do sleep 0.2; done
+kill $T 2>/dev/null
+exit 0
+"""
+
+# The rest of a relay's file from byte $2, once the relay has ended (exit 13 if it has not), its
+# exit status first, alone on stderr.
+READ_REST = r"""F=$1; K=$2; L=$F/.vh-launch
+[ -f "$L/relayed" ] || exit 13
+cat "$L/relayed" >&2
+tail -c +"$K" "$F/.vh-output"
+"""
+
+
+def script_command(script: str, *args: str) -> str:
+    """A script and its arguments as one command line (`sh -c SCRIPT NAME ARGS`)."""
+    return "sh -c " + " ".join(shlex.quote(a) for a in (script, "vh-orch", *args))
+
+
+def launch_command(folder: str, create_args: list[str], before: str = "", secret_names: list[str] | None = None) -> str:
+    """The shell that starts the launcher detached, once per attempt (its folder's LAUNCH_DIR is made
+    once), after `before` (the name's holder cleared, the image's marker), then waits for its word.
+    A second call (a retry after a cut connection) only waits for the first one's word."""
+    q = shlex.quote
+    # `before` may end the shell (a later attempt holds the name): then no launch was made.
+    return (f"F={q(folder)}\n"
+            f"if mkdir \"$F/{LAUNCH_DIR}\" 2>/dev/null; then\n"
+            f"  trap 'rm -rf \"$F/{LAUNCH_DIR}\"' EXIT\n"
+            f"  {before}\n"
+            f"  trap - EXIT\n"
+            f"  command -v setsid >/dev/null 2>&1 && S=setsid || S=nohup\n"
+            f"  RELAY={q(RELAY)} $S sh -c {q(LAUNCHER)} vh-launch \"$F\" {q(' '.join(secret_names or []))} "
+            f"{' '.join(q(a) for a in create_args)} "
+            f"</dev/null >/dev/null 2>&1 &\n"
+            f"fi\n"
+            f"exec sh -c {q(AWAIT_LAUNCH)} vh-await \"$F\" {int(LAUNCH_WAIT_S / 0.05)}\n")
+
+
+def stamp_now() -> bytes:
+    """The read time in docker's fixed-width stamp and its space (see store/logs.py STAMP_WIDTH)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z ").encode()
+
+
+class Stamper:
+    """Puts a stamp before each line of a stream (bytes in any pieces; a line's start only once)."""
+
+    def __init__(self) -> None:
+        self.at_start = True
+
+    def feed(self, data: bytes, stamp: bytes) -> bytes:
+        if not data:
+            return data
+        out = data.replace(b"\n", b"\n" + stamp)
+        if self.at_start:
+            out = stamp + out
+        self.at_start = data.endswith(b"\n")
+        return out[:-len(stamp)] if self.at_start else out
+
+
+class Demux:
+    """The relay's file: the engine's answer, then Docker's multiplexed frames (8-byte headers: kind,
+    0, 0, 0, size big-endian; then the bytes), fed in any pieces."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.head = True  # the engine's answer is still to be passed
+        self.errors: list[bytes] = []  # what the engine said in kind-3 frames
+
+    @property
+    def aligned(self) -> bool:
+        """Whether the bytes so far ended at a frame's end."""
+        return not self._buf and not self.head
+
+    def feed(self, data: bytes) -> dict[int, bytes]:
+        buf = self._buf + data if self._buf else data
+        pos, n = 0, len(buf)
+        if self.head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if n > HEAD_BYTES:
+                    raise ValueError("the relay's file does not start with the engine's answer")
+                self._buf = buf
+                return {}
+            pos, self.head = end + 4, False
+        parts: dict[int, list[bytes]] = {1: [], 2: []}
+        while n - pos >= 8:
+            end = pos + 8 + int.from_bytes(buf[pos + 4:pos + 8], "big")
+            if end > n:
+                break
+            kind = buf[pos]
+            if kind in parts:
+                parts[kind].append(buf[pos + 8:end])
+            elif kind == 3:
+                self.errors.append(buf[pos + 8:end])
+            pos = end
+        self._buf = buf[pos:]
+        return {kind: b"".join(p) for kind, p in parts.items() if p}
+
+
+class RemoteContainer:
+    """A container launched through the relay (see the module's docstring), its output pumped from
+    the relay's file into local pipes, reconnecting as needed.
+
+    stdout/stderr carry `<stamp> <text>` lines (the ingester reads them with timestamped=True).
+    """
+
+    timestamped = True
+
+    def __init__(self, transport: SSHTransport, name: str, folder: str, probe_name: str = "") -> None:
+        self.transport = transport
+        self.name = name  # its id (or name): every command on it goes by this
+        self.folder = folder  # the attempt's folder on the host: the relay's files
+        self.probe_name = probe_name  # its name, which the hardware sampler reads it by
+        self.offset = 0  # bytes of the relay's file read so far
+        out_r, self._out_w = os.pipe()
+        err_r, self._err_w = os.pipe()
+        widen_pipe(out_r)
+        widen_pipe(err_r)
+        self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
+        self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
+        self._demux = Demux()
+        self._stampers = {"stdout": Stamper(), "stderr": Stamper()}
+        self._exit: int | None = None
+        self.out_of_memory = False  # the engine's OOMKilled, read with the exit code
+        self.output_ended = False  # the relay ended: its state and last bytes are being read
+        self.never_started = False  # its launch was cut on the host before the start: nothing ran
+        self.problem: str | None = None  # why its output may be incomplete
+        self._released = False
+        self._command: RemoteCommand | None = None
+        self._sinks: dict[str, IO[bytes]] = {}
+        self._engine_ok = time.monotonic()  # when the host's engine last answered
+        self._done = threading.Event()
+        self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
+        self._pump.start()
+
+    def poll(self) -> int | None:
+        return self._exit if self._done.is_set() else None
+
+    def probe(self) -> Probe:
+        """What its hardware use is read from (usage.py, by its name), over `transport`."""
+        return Probe("container", self.probe_name or self.name)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"{self.name} did not end in time")
+        return self._exit if self._exit is not None else VANISHED
+
+    def stop(self, grace_s: float) -> None:
+        try:
+            self.transport.run(f"docker stop -t {int(grace_s)} {self.name}", timeout=grace_s + 60)
+        except SSHError as exc:
+            log.warning("stopping %s failed: %s", self.name, exc)
+        self._done.wait(grace_s + 60)
+
+    def release(self) -> None:
+        """Stop following (the container runs on; another daemon, or this one later, follows it from
+        the relay's file)."""
+        self._released = True
+        command = self._command
+        if command is not None:
+            command.close()
+
+    # -- the pump -----------------------------------------------------------------
+
+    def _follow(self) -> None:
+        out = os.fdopen(self._out_w, "wb")
+        err = os.fdopen(self._err_w, "wb")
+        self._sinks = {"stdout": out, "stderr": err}
+        failures = 0
+        try:
+            while not self._released:
+                try:
+                    if self._follow_once():
+                        self.output_ended = True
+                        self._settle()
+                        return
+                except (SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+                    if self._released:
+                        return
+                    failures += 1
+                    delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1]
+                    log.info("%s: following output broke (%s); resuming in %s s", self.name, exc, delay)
+                    time.sleep(delay)
+                else:
+                    failures = 0
+        finally:
+            out.close()
+            err.close()
+            self._done.set()
+
+    def _follow_once(self) -> bool:
+        """Follow the relay's file from `offset`; True once it was read to its end (the relay ended).
+        SSHError when the connection broke or the launch is not settled yet."""
+        rest = self._copy(READ_REST)
+        if rest == 0:
+            return True
+        if rest != 13:
+            raise SSHError(f"reading the relay's file failed (exit status {rest})")
+        code = self._copy(FOLLOW)
+        if code == 10:
+            time.sleep(0.2)  # the launch is under way (creating the container, pulling its image)
+            return False
+        if code == 11:
+            self._launch_cut()
+            return True
+        if code == 12:
+            self.never_started = True  # its launch failed: nothing ran (the launch said why)
+            return True
+        if code != 0:
+            raise SSHError(f"following the relay's file broke (exit status {code})")
+        return False  # the relay has ended: the next look reads the rest
+
+    def _copy(self, script: str) -> int:
+        """Run a script on the relay's file from `offset` and hand on the frames in what it prints;
+        its exit status (-1: the connection broke)."""
+        command = self.transport.start(script_command(script, self.folder, str(self.offset + 1)))
+        self._command = command
+        channel = command.channel
+        stamper = self._stampers
+        sinks = self._sinks
+        try:
+            while True:
+                try:
+                    data = channel.recv(1 << 18)
+                except (OSError, EOFError):
+                    data = b""
+                if not data:
+                    break
+                if len(data) < GATHER_BYTES:
+                    time.sleep(GATHER_S)
+                    if channel.recv_ready():
+                        data += channel.recv(1 << 18)
+                self.offset += len(data)
+                parts = self._demux.feed(data)
+                if parts:
+                    stamp = stamp_now()
+                    for kind, payload in parts.items():
+                        name = STREAMS[kind]
+                        sink = sinks[name]
+                        sink.write(stamper[name].feed(payload, stamp))
+                        sink.flush()
+            code = command.wait(60)
+            if script is READ_REST and code == 0:
+                relayed = command.stderr.read().decode(errors="replace").strip()
+                if relayed != "0":
+                    self.problem = ("its output relay on the host ended with status "
+                                    f"{relayed or 'unknown'}: lines may be missing")
+                if self._demux.errors:
+                    log.warning("%s: the engine said: %s", self.name,
+                                self._demux.errors[-1][:300].decode(errors="replace"))
+            return code
+        except TimeoutError:
+            return -1
+        finally:
+            self._command = None
+            command.close()
+
+    def _settle(self) -> None:
+        """The relay ended (or the launch did not start it): read how the container ended."""
+        if self.never_started:
+            return
+        while True:
+            state = self._state()
+            if state is None:
+                self._exit = VANISHED  # the container vanished under us
+                return
+            status, code, oom = state
+            if status not in RUNNING and status != "created":
+                break
+            # The attach ended while the container runs (the engine restarting?): its end is to come.
+            time.sleep(1)
+        if int(code) > 128 and not self._still_there():
+            self._exit = VANISHED  # killed to be removed (`docker rm -f` behind vh-orch's back)
+            return
+        self.out_of_memory = oom == "true"
+        self._exit = int(code)
+
+    def _launch_cut(self) -> None:
+        """Its launcher died before it said how the start went: a container it created but never started
+        is removed (refused if it runs), and nothing ran."""
+        result = self.transport.run(f"docker rm {self.name} >/dev/null 2>&1; "
+                                    f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
+        if result.code == 0:
+            raise SSHError("its launch was cut on the host after the start; following it on")
+        self.never_started = True
+        log.info("%s: its launch was cut on the host before the start; removed", self.name)
+
+    def _state(self) -> tuple[str, str, str] | None:
+        """(status, exit code, OOMKilled); None when the container is gone; SSHError while the engine
+        does not answer (and None once it has not for ENGINE_WAIT_S)."""
+        result = self.transport.run(f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
+        parts = result.stdout.split()
+        if result.code != 0 and "No such" not in result.stderr:
+            if time.monotonic() - self._engine_ok > ENGINE_WAIT_S:
+                return None
+            raise SSHError(f"docker does not answer: {result.stderr.strip()[:200]}")
+        self._engine_ok = time.monotonic()
+        if result.code != 0 or len(parts) != 3:
+            return None
+        return parts[0], parts[1], parts[2]
+
+    def _still_there(self) -> bool:
+        """Whether a container a signal ended is still there a moment later: `docker rm -f` kills
+        first and removes next, and what was removed behind vh-orch's back has no known end."""
+        time.sleep(REMOVAL_S)
+        return self._state() is not None
+
