@@ -251,7 +251,7 @@ def test_a_launch_cut_on_the_host_after_the_creation_is_settled(host: Host) -> N
     # The launch as RemoteDockerRuntime.start makes it, its `docker create` followed by the launcher's death.
     create = ["sh", "-c", f'docker create --pull never --name {spec.container_name} '
                           f'--label vh-orch.attempt=1 {BUSYBOX} echo must never run >/dev/null; '
-                          f'kill -KILL "$(cat "$0/{LAUNCH_DIR}/pid")"', folder]
+                          f'kill -KILL "$(ls "$0/{LAUNCH_DIR}" | sed -n "s/^pid[.]//p")"', folder]
     said = host.transport.run(remote_logs.launch_command(folder, create), timeout=120)
     assert said.code != 0 and "cut" in said.stderr
     assert host.sh(f"docker inspect --format '{{{{.State.Status}}}}' {spec.container_name}").strip() == "created"
@@ -286,5 +286,41 @@ def test_a_stopped_daemons_follower_leaves_no_process_on_the_host(host: Host) ->
     host.host.kill_sessions()
     host.sh(f"docker wait {container.name}")
     wait_for("the tail to end", lambda: not host.sh(f"pgrep -f '[t]ail -c [+][0-9]* -f {folder}/' || true").strip())
-    pid = host.sh(f"cat {folder}/{LAUNCH_DIR}/pid").strip()
+    pid = host.sh(f"ls {folder}/{LAUNCH_DIR} | sed -n 's/^pid[.]//p'").strip()
     wait_for("the relay to end", lambda: host.transport.run(f"kill -0 {pid}").code != 0)
+
+
+def test_a_relay_file_cut_short_by_a_full_disk_is_filled_from_dockers_log(ssh_pool: SSHPool, docker_images: None,
+                                                                          tmp_path: Path, db_url: str) -> None:
+    """The attempt's folder is on a disk too small for the output (the command's outputs may fill
+    the same disk): the relay stops writing, and the rest comes from Docker's own log, every line
+    once."""
+    import subprocess
+
+    from test_logs import one_execution
+
+    from vh_orch.orchestrator.logs import LogIngester
+
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    h = Host(ssh_pool, disk)
+    try:
+        lines = 200_000  # about 1.3 MB of output: past the disk's 1 MB
+        spec = h.spec(f"seq 1 {lines}; echo tail >&2")
+        container = h.runtime.start(spec)
+        store, execution = one_execution(db_url)
+        ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
+        ingester.follow(container.stdout, "stdout", timestamped=True)
+        ingester.follow(container.stderr, "stderr", timestamped=True)
+        assert container.wait(120) == 0
+        assert ingester.close(120)
+        assert container.problem is None
+        # The relay did stop short: its dial-stdio could not write on.
+        said = h.sh(f"ls {h.runtime.remote_folder(spec)}/{LAUNCH_DIR}")
+        assert "relayed." in said and "relayed.0" not in said.split()
+        assert stored_texts(store, execution.id, "stdout") == [str(i) for i in range(1, lines + 1)]  # type: ignore[arg-type]
+        assert stored_texts(store, execution.id, "stderr") == ["tail"]  # type: ignore[arg-type]
+    finally:
+        h.close()
+        subprocess.run(["umount", "-l", str(disk)], check=False)

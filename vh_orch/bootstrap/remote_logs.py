@@ -4,15 +4,17 @@ The launch is one host-side script, started detached (`setsid`) by one SSH comma
 cut connection nor a daemon killed halfway can leave it half done: it creates the container,
 attaches to it through the engine's API (`POST /containers/ID/attach` piped into `docker system
 dial-stdio`) with the attach's output going to a FILE in the attempt's folder on the host, then
-starts it, and says how that went (LAUNCH_DIR/result). The attach's reader is dial-stdio writing a
+starts it, and says how that went (in LAUNCH_DIR). The attach's reader is dial-stdio writing a
 file: it never stops reading, so the container never waits on vh-orch, however slow, paused or
 gone the daemon is. When the attach ends (the container's streams closed: it exited, or was
-removed), the relay writes LAUNCH_DIR/relayed.
+removed), the relay says so (LAUNCH_DIR/relayed.CODE).
 
 The file holds the engine's answer (`HTTP/1.1 101 ...`) and then Docker's multiplexed frames, which
 keep the order and the stream of every piece of output. The daemon follows it with `tail -c +K -f`
 over SSH, K being the bytes it has read so far, and demuxes the frames into the ingester's pipes;
-a cut connection resumes at K. Once `relayed` exists the file is complete and is read to its end.
+a cut connection resumes at K. Once the relay has ended the file is complete and is read to its end.
+If the relay could not write it all (a full disk), Docker's own log of the container fills the rest:
+per stream, the bytes handed on from the file are skipped.
 
 Exactly once across a daemon restart: a daemon that re-attaches reads the file from its start; the
 ingester skips the stream's first N lines, N being the command's lines stored already
@@ -59,16 +61,20 @@ RUNNING = ("running", "restarting", "paused")
 OUTPUT_FILE = ".vh-output"
 LAUNCH_DIR = ".vh-launch"  # made by the first launch (mkdir: one launch per attempt), holds its word
 
+# The launcher's state lives in the NAMES of empty files in LAUNCH_DIR, so that a full disk (the
+# command's outputs share it) cannot lose it: creating an empty file takes no data block.
+#   pid.PID         the launcher (later the relay: the same process, exec'd)
+#   started.ID      the container was created, attached and started
+#   failed.CODE     it was not (docker's complaint in `err`, when the disk took it)
+#   relayed.CODE    the attach has ended (dial-stdio's exit status): the output file is complete,
+#                   unless CODE is not 0 (then Docker's own log fills the rest)
 # The launcher, run detached on the host: $1 the attempt's folder, $2 the names of the secret
-# variables (for `docker create -e NAME` only), then `docker create ...`. It writes its pid, then
-# `result` (`started 0 ID` or `failed CODE`, docker's complaint in `err`), and once the attach has
-# ended, `relayed` (dial-stdio's exit status). The relay goes on in a shell without the secrets in
-# its environment.
+# variables (for `docker create -e NAME` only), then `docker create ...`. The relay goes on in a
+# shell without the secrets in its environment.
 LAUNCHER = r"""F=$1; secrets=$2; shift 2; L=$F/.vh-launch
 trap '' HUP PIPE
-echo $$ > "$L/pid"
-say() { printf '%s\n' "$*" > "$L/result.part" && mv -f "$L/result.part" "$L/result"; }
-C=$("$@" 2>"$L/err") || { say failed $?; exit 0; }
+: > "$L/pid.$$"
+C=$("$@" 2>"$L/err") || { : > "$L/failed.$?"; exit 0; }
 for name in $secrets; do unset "$name"; done
 exec sh -c "$RELAY" vh-relay "$F" "$(printf '%s' "$C" | tail -n 1)"
 """
@@ -76,8 +82,6 @@ exec sh -c "$RELAY" vh-relay "$F" "$(printf '%s' "$C" | tail -n 1)"
 # The relay, $1 the attempt's folder, $2 the created container's id: attach, start, wait.
 RELAY = r"""F=$1; C=$2; L=$F/.vh-launch; O=$F/.vh-output
 trap '' HUP PIPE
-echo $$ > "$L/pid"
-say() { printf '%s\n' "$*" > "$L/result.part" && mv -f "$L/result.part" "$L/result"; }
 printf 'POST /containers/%s/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n' "$C" \
   | docker system dial-stdio > "$O" 2>>"$L/err" &
 R=$!
@@ -86,45 +90,52 @@ until grep -q '^HTTP/1.1 101' "$O" 2>/dev/null && grep -q "$(printf '^\r$')" "$O
   i=$((i + 1))
   if ! kill -0 $R 2>/dev/null || [ $i -gt 3000 ]; then
     kill $R 2>/dev/null; docker rm -f "$C" >/dev/null 2>&1
-    { echo "attaching to the container failed:"; head -c 300 "$O"; } >> "$L/err"; say failed 1; exit 0
+    { echo "attaching to the container failed:"; head -c 300 "$O"; } >> "$L/err"; : > "$L/failed.1"; exit 0
   fi
   sleep 0.01
 done
-docker start "$C" >/dev/null 2>>"$L/err" || { kill $R 2>/dev/null; docker rm -f "$C" >/dev/null 2>&1; say failed 1; exit 0; }
-say started 0 "$C"
+docker start "$C" >/dev/null 2>>"$L/err" || { kill $R 2>/dev/null; docker rm -f "$C" >/dev/null 2>&1; : > "$L/failed.1"; exit 0; }
+: > "$L/started.$C"
 wait $R
-echo $? > "$L/relayed.part" && mv -f "$L/relayed.part" "$L/relayed"
+: > "$L/relayed.$?"
+"""
+
+# Shell functions over LAUNCH_DIR's names: `word PREFIX` prints the rest of the first name
+# PREFIX.*, or fails; `alive` whether the launcher (or its relay) still runs.
+WORDS = r"""word() { for f in "$L/$1".*; do [ -e "$f" ] && { printf '%s\n' "${f##*/$1.}"; return 0; }; done; return 1; }
+alive() { p=$(word pid) && kill -0 "$p" 2>/dev/null; }
 """
 
 # The daemon's word with the launcher: $1 the attempt's folder, $2 the wait's bound in 0.05 s steps.
 # Prints `started ID` (exit 0), or docker's complaint (stderr) with its exit status.
 AWAIT_LAUNCH = r"""F=$1; L=$F/.vh-launch; n=$2; i=0
-while [ ! -f "$L/result" ]; do
+""" + WORDS + r"""while ! word started >/dev/null && ! word failed >/dev/null; do
   i=$((i + 1))
   if [ $i -gt "$n" ]; then echo "the launch on the host gave no word in time" >&2; exit 1; fi
-  if [ $((i % 20)) = 0 ] && [ -f "$L/pid" ] && ! kill -0 "$(cat "$L/pid")" 2>/dev/null && [ ! -f "$L/result" ]; then
+  if [ $((i % 20)) = 0 ] && word pid >/dev/null && ! alive && ! word started >/dev/null && ! word failed >/dev/null; then
     echo "the launch on the host was cut" >&2; exit 1
   fi
   sleep 0.05
 done
-set -- $(cat "$L/result")
-if [ "$1" = started ]; then echo "started $3"; exit 0; fi
-grep -v -e '^$' -e '--help' "$L/err" >&2; rm -rf "$L"
-exit "${2:-1}"
+if C=$(word started); then echo "started $C"; exit 0; fi
+code=$(word failed)
+grep -v -e '^$' -e '--help' "$L/err" >&2 || echo "the launch failed (exit status $code; the host's disk may be full)" >&2
+rm -rf "$L"
+exit "$code"
 """
 
 # Follow the relay's file from byte $2 on until the relay has ended (exit 0: then read the rest
 # with READ_REST), or say why not: 10 the launch gave no word yet (11: and its launcher is gone),
 # 12 the launch failed. `tail -f` ends with the loop, or by SIGPIPE when the daemon goes away.
 FOLLOW = r"""F=$1; K=$2; L=$F/.vh-launch; O=$F/.vh-output
-if [ ! -f "$L/result" ]; then
-  if [ -f "$L/pid" ] && kill -0 "$(cat "$L/pid")" 2>/dev/null; then exit 10; fi
-  [ -f "$L/result" ] || exit 11
+""" + WORDS + r"""if ! word started >/dev/null; then
+  word failed >/dev/null && exit 12
+  alive && exit 10
+  word started >/dev/null || exit 11
 fi
-read -r word _ < "$L/result"; [ "$word" = started ] || exit 12
-[ -f "$L/relayed" ] && exit 0
+word relayed >/dev/null && exit 0
 tail -c +"$K" -f "$O" & T=$!
-while [ ! -f "$L/relayed" ] && kill -0 $T 2>/dev/null; do sleep 0.2; done
+while ! word relayed >/dev/null && kill -0 $T 2>/dev/null; do sleep 0.2; done
 kill $T 2>/dev/null
 exit 0
 """
@@ -132,8 +143,7 @@ exit 0
 # The rest of a relay's file from byte $2, once the relay has ended (exit 13 if it has not), its
 # exit status first, alone on stderr.
 READ_REST = r"""F=$1; K=$2; L=$F/.vh-launch
-[ -f "$L/relayed" ] || exit 13
-cat "$L/relayed" >&2
+""" + WORDS + r"""word relayed >&2 || exit 13
 tail -c +"$K" "$F/.vh-output"
 """
 
@@ -238,6 +248,7 @@ class RemoteContainer:
         self.folder = folder  # the attempt's folder on the host: the relay's files
         self.probe_name = probe_name  # its name, which the hardware sampler reads it by
         self.offset = 0  # bytes of the relay's file read so far
+        self.passed = {"stdout": 0, "stderr": 0}  # bytes of each stream handed on
         out_r, self._out_w = os.pipe()
         err_r, self._err_w = os.pipe()
         widen_pipe(out_r)
@@ -319,6 +330,8 @@ class RemoteContainer:
         SSHError when the connection broke or the launch is not settled yet."""
         rest = self._copy(READ_REST)
         if rest == 0:
+            if self.problem is not None:
+                self._fill_from_log()
             return True
         if rest != 13:
             raise SSHError(f"reading the relay's file failed (exit status {rest})")
@@ -365,6 +378,7 @@ class RemoteContainer:
                         sink = sinks[name]
                         sink.write(stamper[name].feed(payload, stamp))
                         sink.flush()
+                        self.passed[name] += len(payload)
             code = command.wait(60)
             if script is READ_REST and code == 0:
                 relayed = command.stderr.read().decode(errors="replace").strip()
@@ -380,6 +394,57 @@ class RemoteContainer:
         finally:
             self._command = None
             command.close()
+
+    def _fill_from_log(self) -> None:
+        """The relay could not write all of the output (a full disk): hand on the rest from Docker's
+        own log, per stream skipping the bytes handed on already (the log holds the same bytes).
+        A followed log may stop short of its last lines, so the last read is of an exited
+        container's log. SSHError while that cannot be read; the problem stays if it is gone."""
+        while True:
+            state = self._state()
+            if state is None:
+                return  # gone with its log: what is missing stays missing (self.problem says so)
+            running = state[0] in RUNNING or state[0] == "created"
+            command = self.transport.start(f"docker logs {'-f ' if running else ''}{self.name}")
+            self._command = command
+            skip = dict(self.passed)
+            try:
+                readers = [threading.Thread(target=self._copy_log, args=(recv, name, skip), daemon=True)
+                           for recv, name in ((command.channel.recv, "stdout"), (command.channel.recv_stderr, "stderr"))]
+                for reader in readers:
+                    reader.start()
+                for reader in readers:
+                    reader.join()
+                code = command.wait(60)
+            except TimeoutError:
+                code = -1
+            finally:
+                self._command = None
+                command.close()
+            if code != 0:
+                raise SSHError(f"reading docker's log of the container failed (exit status {code})")
+            if not running:
+                self.problem = None
+                return
+
+    def _copy_log(self, recv, name: str, skip: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+        sink, stamper = self._sinks[name], self._stampers[name]
+        while True:
+            try:
+                data = recv(1 << 18)
+            except (OSError, EOFError):
+                data = b""
+            if not data:
+                return
+            if skip[name]:
+                dropped = min(skip[name], len(data))
+                skip[name] -= dropped
+                data = data[dropped:]
+                if not data:
+                    continue
+            sink.write(stamper.feed(data, stamp_now()))
+            sink.flush()
+            self.passed[name] += len(data)
 
     def _settle(self) -> None:
         """The relay ended (or the launch did not start it): read how the container ended."""
