@@ -324,3 +324,28 @@ def test_a_relay_file_cut_short_by_a_full_disk_is_filled_from_dockers_log(ssh_po
     finally:
         h.close()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_launch_cut_on_the_host_after_the_start_is_followed_from_dockers_log(host: Host, db_url: str) -> None:
+    """The launcher died after it started the container and before it said so (nor did its relay
+    write anything): the container ran, so it is followed on, every line from Docker's own log."""
+    from test_logs import one_execution
+
+    from vh_orch.orchestrator.logs import LogIngester
+
+    spec = host.spec("unused")
+    folder = host.runtime.remote_folder(spec)
+    host.sh(f"mkdir -p {folder}/{LAUNCH_DIR} && : > {folder}/{LAUNCH_DIR}/pid.999999999 && "
+            f"docker run -d --pull never --name {spec.container_name} --label vh-orch.attempt=1 {BUSYBOX} "
+            f"sh -c '{COUNT}; exit 5' >/dev/null")
+    store, execution = one_execution(db_url)
+    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
+    container = host.runtime.attach(spec)
+    assert container is not None
+    ingester.follow(container.stdout, "stdout", timestamped=True)
+    ingester.follow(container.stderr, "stderr", timestamped=True)
+    assert container.wait(120) == 5
+    assert ingester.close(60)
+    assert not container.never_started and container.problem is None
+    assert stored_texts(store, execution.id, "stdout") == EXPECTED_OUT  # type: ignore[arg-type]
+    assert stored_texts(store, execution.id, "stderr") == EXPECTED_ERR  # type: ignore[arg-type]

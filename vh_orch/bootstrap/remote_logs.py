@@ -140,10 +140,20 @@ kill $T 2>/dev/null
 exit 0
 """
 
+# A launch whose launcher died before its word ($1 the folder, $2 the container): exit 0 once a
+# container that was never started is removed, 3 if it is gone, 4 if it was started (then its
+# relay is taken as ended, cut: Docker's log fills what the file lacks).
+SETTLE_CUT = r"""F=$1; C=$2; L=$F/.vh-launch
+st=$(docker inspect --format '{{.State.Status}}' "$C" 2>/dev/null) || exit 3
+if [ "$st" = created ]; then docker rm "$C" >/dev/null && exit 0; exit 1; fi
+: > "$L/started.$C"; : > "$L/relayed.cut"; exit 4
+"""
+
 # The rest of a relay's file from byte $2, once the relay has ended (exit 13 if it has not), its
 # exit status first, alone on stderr.
 READ_REST = r"""F=$1; K=$2; L=$F/.vh-launch
 """ + WORDS + r"""word relayed >&2 || exit 13
+[ -e "$F/.vh-output" ] || exit 0
 tail -c +"$K" "$F/.vh-output"
 """
 
@@ -341,7 +351,7 @@ class RemoteContainer:
             return False
         if code == 11:
             self._launch_cut()
-            return True
+            return self.never_started  # else started after all: its file is read, the log fills the rest
         if code == 12:
             self.never_started = True  # its launch failed: nothing ran (the launch said why)
             return True
@@ -467,14 +477,19 @@ class RemoteContainer:
         self._exit = int(code)
 
     def _launch_cut(self) -> None:
-        """Its launcher died before it said how the start went: a container it created but never started
-        is removed (refused if it runs), and nothing ran."""
-        result = self.transport.run(f"docker rm {self.name} >/dev/null 2>&1; "
-                                    f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
+        """Its launcher died before it said how the start went. A container it created and never
+        started is removed, and nothing ran. One it did start is followed on: what its relay wrote
+        is read, and Docker's own log fills the rest (the relay's end is not known)."""
+        result = self.transport.run(script_command(SETTLE_CUT, self.folder, self.name), timeout=60)
         if result.code == 0:
-            raise SSHError("its launch was cut on the host after the start; following it on")
-        self.never_started = True
-        log.info("%s: its launch was cut on the host before the start; removed", self.name)
+            self.never_started = True
+            log.info("%s: its launch was cut on the host before the start; removed", self.name)
+        elif result.code == 4:
+            log.info("%s: its launch was cut on the host after the start; following it on", self.name)
+        elif result.code == 3:
+            self.never_started = True  # gone: nothing of it is left to follow
+        else:
+            raise SSHError(f"settling a cut launch failed: {result.stderr.strip()[:200]}")
 
     def _state(self) -> tuple[str, str, str] | None:
         """(status, exit code, OOMKilled); None when the container is gone; SSHError while the engine
