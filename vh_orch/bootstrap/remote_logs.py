@@ -106,16 +106,16 @@ WORDS = r"""word() { for f in "$L/$1".*; do [ -e "$f" ] && { printf '%s\n' "${f#
 alive() { p=$(word pid) && kill -0 "$p" 2>/dev/null; }
 """
 
-# The daemon's word with the launcher: $1 the attempt's folder, $2 the wait's bound in 0.05 s steps.
+# The daemon's word with the launcher: $1 the attempt's folder, $2 the wait's bound in 0.02 s steps.
 # Prints `started ID` (exit 0), or docker's complaint (stderr) with its exit status.
 AWAIT_LAUNCH = r"""F=$1; L=$F/.vh-launch; n=$2; i=0
 """ + WORDS + r"""while ! word started >/dev/null && ! word failed >/dev/null; do
   i=$((i + 1))
   if [ $i -gt "$n" ]; then echo "the launch on the host gave no word in time" >&2; exit 1; fi
-  if [ $((i % 20)) = 0 ] && word pid >/dev/null && ! alive && ! word started >/dev/null && ! word failed >/dev/null; then
+  if [ $((i % 50)) = 0 ] && word pid >/dev/null && ! alive && ! word started >/dev/null && ! word failed >/dev/null; then
     echo "the launch on the host was cut" >&2; exit 1
   fi
-  sleep 0.05
+  sleep 0.02
 done
 if C=$(word started); then echo "started $C"; exit 0; fi
 code=$(word failed)
@@ -134,6 +134,12 @@ FOLLOW = r"""F=$1; K=$2; L=$F/.vh-launch; O=$F/.vh-output
   word started >/dev/null || exit 11
 fi
 word relayed >/dev/null && exit 0
+R=$(word pid)
+if tail --pid="$R" -c 0 /dev/null >/dev/null 2>&1; then
+  # GNU tail ends by itself within 0.05 s of the relay's end.
+  tail -s 0.05 --pid="$R" -c +"$K" -f "$O"
+  exit 0
+fi
 tail -c +"$K" -f "$O" & T=$!
 while ! word relayed >/dev/null && kill -0 $T 2>/dev/null; do sleep 0.2; done
 kill $T 2>/dev/null
@@ -179,7 +185,7 @@ def launch_command(folder: str, create_args: list[str], before: str = "", secret
             f"{' '.join(q(a) for a in create_args)} "
             f"</dev/null >/dev/null 2>&1 &\n"
             f"fi\n"
-            f"exec sh -c {q(AWAIT_LAUNCH)} vh-await \"$F\" {int(LAUNCH_WAIT_S / 0.05)}\n")
+            f"exec sh -c {q(AWAIT_LAUNCH)} vh-await \"$F\" {int(LAUNCH_WAIT_S / 0.02)}\n")
 
 
 def stamp_now() -> bytes:
