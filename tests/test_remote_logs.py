@@ -165,8 +165,8 @@ def test_a_paused_reader_never_holds_the_container_up(host: Host, db_url: str) -
     container = host.runtime.start(spec)
     folder = host.runtime.remote_folder(spec)
     # The follower on the host: `tail -c +K -f FOLDER/.vh-output`, started by this test's runtime.
-    wait_for("the follower's tail", lambda: host.sh(f"pgrep -f '[t]ail .*-c [+][0-9]* -f {folder}/{OUTPUT_FILE}' || true").strip())
-    pids = host.sh(f"pgrep -f '[t]ail .*-c [+][0-9]* -f {folder}/{OUTPUT_FILE}'").split()
+    wait_for("the follower's tail", lambda: host.sh(f"pgrep -f '[t]ail -c [+][0-9]* -f {folder}/{OUTPUT_FILE}' || true").strip())
+    pids = host.sh(f"pgrep -f '[t]ail -c [+][0-9]* -f {folder}/{OUTPUT_FILE}'").split()
     host.sh("kill -STOP " + " ".join(pids))
     try:
         # Nobody reads: not the tail, not the ingester. The container ends anyway.
@@ -281,11 +281,11 @@ def test_a_stopped_daemons_follower_leaves_no_process_on_the_host(host: Host) ->
     spec = host.spec("sleep 2; echo bye")
     container = host.runtime.start(spec)
     folder = host.runtime.remote_folder(spec)
-    wait_for("the follower's tail", lambda: host.sh(f"pgrep -f '[t]ail .*-c [+][0-9]* -f {folder}/' || true").strip())
+    wait_for("the follower's tail", lambda: host.sh(f"pgrep -f '[t]ail -c [+][0-9]* -f {folder}/' || true").strip())
     container.release()
     host.host.kill_sessions()
     host.sh(f"docker wait {container.name}")
-    wait_for("the tail to end", lambda: not host.sh(f"pgrep -f '[t]ail .*-c [+][0-9]* -f {folder}/' || true").strip())
+    wait_for("the tail to end", lambda: not host.sh(f"pgrep -f '[t]ail -c [+][0-9]* -f {folder}/' || true").strip())
     pid = host.sh(f"ls {folder}/{LAUNCH_DIR} | sed -n 's/^pid[.]//p'").strip()
     wait_for("the relay to end", lambda: host.transport.run(f"kill -0 {pid}").code != 0)
 

@@ -134,14 +134,9 @@ FOLLOW = r"""F=$1; K=$2; L=$F/.vh-launch; O=$F/.vh-output
   word started >/dev/null || exit 11
 fi
 word relayed >/dev/null && exit 0
-R=$(word pid)
-if tail --pid="$R" -c 0 /dev/null >/dev/null 2>&1; then
-  # GNU tail ends by itself within 0.05 s of the relay's end.
-  tail -s 0.05 --pid="$R" -c +"$K" -f "$O"
-  exit 0
-fi
 tail -c +"$K" -f "$O" & T=$!
-while ! word relayed >/dev/null && kill -0 $T 2>/dev/null; do sleep 0.2; done
+# (GNU tail's own --pid would end it too, but it then reads the file by polling, far slower.)
+while ! word relayed >/dev/null && kill -0 $T 2>/dev/null; do sleep 0.05; done
 kill $T 2>/dev/null
 exit 0
 """
