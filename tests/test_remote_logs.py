@@ -349,3 +349,27 @@ def test_a_launch_cut_on_the_host_after_the_start_is_followed_from_dockers_log(h
     assert not container.never_started and container.problem is None
     assert stored_texts(store, execution.id, "stdout") == EXPECTED_OUT  # type: ignore[arg-type]
     assert stored_texts(store, execution.id, "stderr") == EXPECTED_ERR  # type: ignore[arg-type]
+
+
+def test_a_relay_killed_mid_stream_is_filled_from_dockers_log(host: Host, db_url: str) -> None:
+    """The relay's reader of the attach (dial-stdio) is SIGKILLed on the host while the container
+    runs: the container goes on, and the lines the file lacks come from Docker's own log, once."""
+    from test_logs import one_execution
+
+    from vh_orch.orchestrator.logs import LogIngester
+
+    store, execution = one_execution(db_url)
+    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
+    spec = host.spec(COUNT)
+    container = host.runtime.start(spec)
+    ingester.follow(container.stdout, "stdout", timestamped=True)
+    ingester.follow(container.stderr, "stderr", timestamped=True)
+    wait_for("stored output", lambda: store.command_lines(execution.id)["stdout"] >= 50)  # type: ignore[arg-type]
+    folder = host.runtime.remote_folder(spec)
+    relay = host.sh(f"ls {folder}/{LAUNCH_DIR} | sed -n 's/^pid[.]//p'").strip()
+    host.sh(f"kill -KILL $(pgrep -P {relay} -f 'docker system dial-stdio')")
+    assert container.wait(60) == 0
+    assert ingester.close(60)
+    assert container.problem is None
+    assert stored_texts(store, execution.id, "stdout") == EXPECTED_OUT  # type: ignore[arg-type]
+    assert stored_texts(store, execution.id, "stderr") == EXPECTED_ERR  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ RECONNECT_BACKOFF_S = (0.2, 0.5, 1, 2, 5)
 ENGINE_WAIT_S = 600  # a host's engine that does not answer this long: its container's end is not known
 LAUNCH_WAIT_S = 3600  # the launch may pull the image (docker create --pull)
 REMOVAL_S = 0.5  # how long after a container was killed its removal is looked for
+EXIT_NOTED_S = 5.0  # how long after its streams closed a container may still show as running
 HEAD_BYTES = 64 << 10  # the engine's answer before the frames, at most
 # A read smaller than GATHER_BYTES waits GATHER_S for more packets to arrive: a chatty log
 # arrives in packets of a few hundred bytes, and one piece is handled faster than dozens.
@@ -461,16 +462,21 @@ class RemoteContainer:
         """The relay ended (or the launch did not start it): read how the container ended."""
         if self.never_started:
             return
-        while True:
+        state = self._state()
+        deadline = time.monotonic() + EXIT_NOTED_S
+        while state is not None and state[0] in RUNNING and time.monotonic() < deadline:
+            time.sleep(0.1)  # the engine notes the exit a moment after the streams close
             state = self._state()
-            if state is None:
-                self._exit = VANISHED  # the container vanished under us
-                return
-            status, code, oom = state
-            if status not in RUNNING and status != "created":
-                break
-            # The attach ended while the container runs (the engine restarting?): its end is to come.
-            time.sleep(1)
+        if state is not None and (state[0] in RUNNING or state[0] == "created"):
+            # The attach ended while the container runs (its engine restarted, keeping containers
+            # alive?): Docker's own log has the rest, until its end.
+            self.problem = "its output relay on the host ended before the container did"
+            self._fill_from_log()
+            state = self._state()
+        if state is None:
+            self._exit = VANISHED  # the container vanished under us
+            return
+        status, code, oom = state
         if int(code) > 128 and not self._still_there():
             self._exit = VANISHED  # killed to be removed (`docker rm -f` behind vh-orch's back)
             return
