@@ -4,13 +4,12 @@ the same lines sent to /dev/null, in the same run.
 - process: `sh -c CMD` piped to /dev/null, against the runner's process runtime.
 - docker: `docker run --rm --pull never IMAGE sh -c CMD > /dev/null`, against the runner's docker
   runtime (an attached `docker run`, its stdout and stderr read by vh-orch).
-- ssh, logs: `ssh host docker logs --timestamps C > /dev/null` of a finished container C, against
-  vh-orch following the same container's logs over SSH (RemoteContainer: `docker logs -f
-  --timestamps` through paramiko) into stored rows.
-- ssh, run: `ssh host docker run --rm ... > /dev/null`, against the runner's remote docker
-  runtime end to end (folder placed, container started detached, logs followed and stored);
-  and the same design by hand (`docker run -d`, then `docker logs -f --timestamps`) as a
-  second reference: what dockerd's own log following costs.
+- ssh, re-attach: `ssh host cat FILE > /dev/null` of a finished container's relay file (its
+  attach output, written on the host by the launcher: remote_logs.py), against vh-orch reading
+  the same file over SSH into stored rows, as a daemon that re-attaches does.
+- ssh, run: `ssh host docker run --rm ... > /dev/null` (attached), against the runner's remote
+  docker runtime end to end (folder placed, container launched through the relay on the host,
+  its output followed and stored). Goal: >= 0.8x.
 
 The host is a root sshd on 127.0.0.41:22 sharing this machine's Docker engine. Each pair runs
 --repeat times, bare and vh-orch taking turns; the table shows medians. Ratio: vh-orch lines/s
@@ -22,6 +21,7 @@ over bare lines/s. Run benchmarks one at a time:
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import subprocess
@@ -103,14 +103,28 @@ class BenchHost:
         self.host.stop()
 
 
-def follow_finished(host: BenchHost, container: str, lines: int) -> tuple[float, int]:
-    """vh-orch's SSH log path on a finished container: every line from the start to stored rows."""
-    from vh_orch.bootstrap.remote import RemoteContainer
+def relayed_container(host: BenchHost, script: str) -> tuple[str, str]:
+    """A container launched as the remote runtime launches one (remote_logs.launch_command), run to its
+    end: its id and the folder holding its relay file."""
+    from vh_orch.bootstrap.remote_logs import launch_command
+
+    folder = f"{host.workdir}/relayed-{time.time_ns()}"
+    subprocess.run(host.run(f"mkdir -p {folder}"), check=True)
+    command = launch_command(folder, ["docker", "create", "--pull", "never", IMAGE, *script])
+    said = subprocess.run(host.run(command), capture_output=True, text=True, check=True).stdout.split()
+    container = said[-1]
+    subprocess.run(host.run(f"docker wait {container}"), stdout=subprocess.DEVNULL, check=True)
+    return container, folder
+
+
+def follow_finished(host: BenchHost, container: str, folder: str, lines: int) -> tuple[float, int]:
+    """vh-orch reading a finished container's relay file from its start to stored rows (a re-attach)."""
+    from vh_orch.bootstrap.remote_logs import RemoteContainer
     from vh_orch.orchestrator.logs import LogIngester
 
     _settings, store, execution = new_execution("logs-ssh", lines)
     start = time.perf_counter()
-    remote = RemoteContainer(host.transport, container)
+    remote = RemoteContainer(host.transport, container, folder)
     ingester = LogIngester(store, execution.id)
     ingester.follow(remote.stdout, "stdout", timestamped=True)
     ingester.follow(remote.stderr, "stderr", timestamped=True)
@@ -142,6 +156,7 @@ def main() -> None:
     if not docker_available()[0]:
         paths = [p for p in paths if p == "process"]
     rows = []
+    load_before = os.getloadavg()[0]
 
     def add(name: str, bare_what: str, ours_what: str, times: tuple[float, float]) -> None:
         bare_s, ours_s = times
@@ -160,30 +175,24 @@ def main() -> None:
         from vh_orch.bootstrap.remote import RemoteDockerRuntime
 
         host = BenchHost()
-        container = f"vh-orch-bench-logs-{time.time_ns()}"
         remote_script = " ".join(shlex.quote(a) for a in script)
+        container = ""
         try:
-            subprocess.run(host.run(f"docker run --name {container} --pull never {IMAGE} {remote_script}"),
-                           stdout=subprocess.DEVNULL, check=True)
-            add("ssh", "ssh host docker logs --timestamps C > /dev/null", "RemoteContainer logs of C, stored rows",
-                median_pair(args.repeat, lambda: timed(host.run(f"docker logs --timestamps {container}")),
-                            lambda: follow_finished(host, container, n), n))
+            container, folder = relayed_container(host, script)
+            add("ssh", "ssh host cat RELAY_FILE > /dev/null", "RemoteContainer re-reading it, stored rows",
+                median_pair(args.repeat, lambda: timed(host.run(f"cat {folder}/.vh-output")),
+                            lambda: follow_finished(host, container, folder, n), n))
             runtime = RemoteDockerRuntime(host.transport, host.workdir)
             add("ssh", "ssh host docker run IMAGE sh -c CMD > /dev/null", "remote docker runtime, stored rows",
                 median_pair(args.repeat,
                             lambda: timed(host.run(f"docker run --rm --pull never {IMAGE} {remote_script}")),
                             lambda: through_runner(n, runtime), n))
-            # The same design without vh-orch: a detached container, its log followed by dockerd.
-            detached = (f"C=$(docker run -d --pull never {IMAGE} {remote_script}) && "
-                        "docker logs -f --timestamps $C && docker rm -f $C >/dev/null")
-            add("ssh", "ssh host 'docker run -d ...; docker logs -f --timestamps C' > /dev/null",
-                "remote docker runtime, stored rows",
-                median_pair(args.repeat, lambda: timed(host.run(detached)),
-                            lambda: through_runner(n, runtime), n))
         finally:
-            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+            if container:
+                subprocess.run(["docker", "rm", "-f", container], capture_output=True)
             host.close()
-    print_table(f"log ingestion, {n:,} lines (SQLite, WAL), median of {args.repeat}",
+    print_table(f"log ingestion, {n:,} lines (SQLite, WAL), median of {args.repeat}, load average "
+                f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
                 ["runtime", "path", "seconds", "lines/s", "ratio"], rows)
 
 

@@ -307,41 +307,23 @@ def test_pages_read_the_same_events_across_blocks_status_rows_and_older_log_rows
                                           "".join(f"{e.text}\n" for e in wanted if e.stream == "stderr"))
 
 
-def test_resume_points_take_every_line_at_the_last_time_across_blocks(db_url: str) -> None:
-    """Following a remote log resumes at the last stored line's docker time and skips the lines
-    already stored at exactly that time: those may lie in several blocks, and older rows."""
-    from datetime import UTC, datetime
-
+def test_the_command_lines_a_reattached_stream_skips_are_the_stamped_ones(db_url: str) -> None:
+    """A re-attached remote container's output comes again from its start, and the ingester skips
+    the lines stored already: per stream, the stamped lines (the command's), never vh-orch's notes."""
     from vh_orch.orchestrator.store import LogChunk
 
     store, execution = one_execution(db_url)
-    assert store.resume_points(execution.id) == {"stdout": (None, []), "stderr": (None, [])}  # type: ignore[arg-type]
+    assert store.command_lines(execution.id) == {"stdout": 0, "stderr": 0}  # type: ignore[arg-type]
     read_at = "2026-12-02 10:00:05.000000"
     t1, t2 = "2026-12-02T10:00:01.000000001Z ", "2026-12-02T10:00:02.000000001Z "
     store.append_chunks(execution.id, [  # type: ignore[arg-type]
         LogChunk("stdout", [t1 + "x", t2 + "y1"], read_at, stamped=True),
         LogChunk("stderr", [t1 + "err"], read_at, stamped=True),
+        LogChunk("stderr", ["vh-orch: a note"], read_at),
         LogChunk("stdout", [t2 + "y2", t2 + "y3"], read_at, stamped=True),
     ])
     store.append_chunks(execution.id, [LogChunk("stdout", [t2 + "y4"], read_at, stamped=True)])  # type: ignore[arg-type]
-    points = store.resume_points(execution.id)  # type: ignore[arg-type]
-    assert points["stdout"] == (datetime(2026, 12, 2, 10, 0, 2, tzinfo=UTC), ["y1", "y2", "y3", "y4"])
-    assert points["stderr"] == (datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC), ["err"])
-
-    # A row as stored before blocks, at the time of the stream's blocks: its text counts too.
-    from sqlalchemy import insert
-
-    from vh_orch.orchestrator.models import Execution, ExecutionEvent
-
-    t1_time = datetime(2026, 12, 2, 10, 0, 1, tzinfo=UTC)
-    with store.engine.begin() as conn:
-        seq = store.get_execution(execution.id).last_seq + 1  # type: ignore[arg-type]
-        conn.execute(insert(ExecutionEvent), [{"execution_id": execution.id, "seq": seq, "time": t1_time,
-                                               "kind": "log", "stream": "stderr", "text": "old"}])
-        conn.execute(Execution.__table__.update().where(Execution.__table__.c.id == execution.id)  # type: ignore[attr-defined]
-                     .values(last_seq=seq))
-    store.append_chunks(execution.id, [LogChunk("stderr", [t1 + "err2"], read_at, stamped=True)])  # type: ignore[arg-type]
-    assert store.resume_points(execution.id)["stderr"] == (t1_time, ["err", "err2", "old"])  # type: ignore[arg-type]
+    assert store.command_lines(execution.id) == {"stdout": 5, "stderr": 1}  # type: ignore[arg-type]
 
 
 def test_the_reads_of_one_stream_share_a_block_and_keep_their_own_times(db_url: str) -> None:

@@ -1,13 +1,11 @@
 """The docker runtime on a remote machine, over SSH.
 
-The container starts detached as `<cluster id>-exec-<id>` (one name per execution: see
-runtimes.container_name), labelled with its attempt and the cluster id, so it outlives an SSH
-connection and the daemon itself. Its logs are followed with
-`docker logs -f --timestamps`; when the connection is cut, or a new daemon re-attaches,
-following resumes from the last line's timestamp and skips the lines it already has, so
-no line is lost or repeated. Once the container has exited, the log is read once more
-from the last line passed on to its end, so an execution ends only with every line. The
-commit's files travel in the same stream as the inputs, cached on the machine by hash.
+The container is `<cluster id>-exec-<id>` (one name per execution: see runtimes.container_name),
+labelled with its attempt and the cluster id. It is launched by a script that runs detached on the
+host (remote_logs.py): created, attached with its output going to a file in the attempt's folder,
+then started, so it outlives an SSH connection and the daemon itself, and never waits on either.
+The daemon follows that file; a new daemon re-attaches by reading it again and skipping the lines
+stored. The commit's files travel in the same stream as the inputs, cached on the machine by hash.
 """
 
 from __future__ import annotations
@@ -15,19 +13,13 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import re
 import shlex
 import shutil
 import tarfile
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from collections.abc import Callable
-from typing import IO
+from pathlib import Path
 
 import paramiko
 
@@ -41,14 +33,11 @@ from vh_orch.bootstrap.runtimes import (
     LABEL_EXECUTION,
     NAME_TRIES,
     PULL_POLICIES,
-    STATE_FORMAT,
-    VANISHED,
     RunSpec,
     RuntimeFailure,
     clear_older_command,
     remove_attempt_command,
     docker_run_args,
-    widen_pipe,
 )
 from vh_orch.bootstrap.registry_login import (
     LOGIN_FAILED,
@@ -57,8 +46,8 @@ from vh_orch.bootstrap.registry_login import (
     pull_failure,
 )
 from vh_orch.bootstrap.openssh import bulk_for
+from vh_orch.bootstrap.remote_logs import RemoteContainer, launch_command
 from vh_orch.bootstrap.ssh import RemoteCommand, SSHError, SSHTransport
-from vh_orch.bootstrap.usage import Probe
 from vh_orch.storage.input_cache import pin_name, quote_args
 
 log = logging.getLogger(__name__)
@@ -72,31 +61,6 @@ ENGINE_WAIT_S = 600  # a host's engine that does not answer this long: its conta
 LABEL_WORKDIR = "vh-orch.workdir"
 LABEL_MACHINE = "vh-orch.machine"
 DOCKER_PULL = {"if-missing": "missing", "always": "always", "never": "never"}
-
-
-STAMP = 26  # "2026-11-26T08:13:52.123456": docker's fixed-width timestamp, cut to microseconds
-# After the exit, the log's last TAIL_LINES lines are read; TAIL_SLACK of them older than the
-# resume point show that they cover everything the follow may have missed.
-TAIL_LINES = 2_000
-TAIL_SLACK = 100
-# A read smaller than GATHER_BYTES waits GATHER_S for more packets to arrive (see _copy).
-GATHER_BYTES = 16 << 10
-GATHER_S = 0.01
-
-
-@dataclass
-class ResumePoint:
-    """Where a stream's passed-on lines end: the last line's time and the texts at exactly that time."""
-
-    stamp: bytes | None = None  # the first STAMP bytes of docker's timestamp
-    texts: Counter[bytes] = field(default_factory=Counter)
-
-    @classmethod
-    def at(cls, time: datetime | None, texts: list[str]) -> ResumePoint:
-        if time is None:
-            return cls()
-        stamp = time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").encode()
-        return cls(stamp, Counter(t.encode() for t in texts))
 
 
 class RemoteDockerRuntime:
@@ -258,18 +222,21 @@ class RemoteDockerRuntime:
         labels = {LABEL_WORKDIR: self.workdir}
         if self.machine_id is not None:
             labels[LABEL_MACHINE] = str(self.machine_id)
-        args = docker_run_args(spec, self.remote_folder(spec), detach=True, labels=labels)
-        # A private image was pulled just now, logged in; `docker run` itself has no login to pull again with.
+        folder = self.remote_folder(spec)
+        args = docker_run_args(spec, folder, detach=True, labels=labels)
+        # A private image was pulled just now, logged in; `docker create` itself has no login to pull again with.
         args[args.index("--pull") + 1] = "never" if spec.registry_auth is not None else DOCKER_PULL[spec.pull_policy]
+        args[1:3] = ["create"]  # created, attached by the relay, then started (remote_logs.py)
         # The name's holder first: what an earlier start of this attempt left behind, or an earlier
         # attempt's container (removed), or a later attempt's (this one is stale: it starts nothing;
         # runtimes.container_name). The image's marker says when vh-orch last used it on this machine
         # (tidy_images removes long unused ones).
         marker = f"{self.workdir}/images/{hashlib.sha256(str(spec.image).encode()).hexdigest()[:32]}"
-        command = (clear_older_command(spec.container_name, spec.attempt) +
-                   f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
-                   f"{shlex.quote(marker)}; " + " ".join(shlex.quote(a) for a in args))
-        # The secrets' values go to the shell on its standard input, exported for `docker run -e NAME`:
+        before = (clear_older_command(spec.container_name, spec.attempt) +
+                  f"mkdir -p {shlex.quote(self.workdir)}/images && printf '%s\\n' {shlex.quote(str(spec.image))} > "
+                  f"{shlex.quote(marker)}; ")
+        command = launch_command(folder, args, before, secret_names=list(spec.secret_env))
+        # The secrets' values go to the shell on its standard input, exported for `docker create -e NAME`:
         # never in the command line the machine's `ps` shows.
         stdin = None
         if spec.secret_env:
@@ -281,29 +248,31 @@ class RemoteDockerRuntime:
             try:
                 result = self.transport.run(command, stdin=stdin, timeout=PULL_TIMEOUT_S)
             except SSHError as exc:
-                # The connection broke: the container may have started all the same.
+                # The connection broke: the launch goes on on the host all the same.
                 container_id = self._container_of(spec.container_name, spec.attempt)
                 if container_id is not None:
                     break
                 if delay is None:
                     raise RuntimeFailure(str(exc)) from None
                 time.sleep(delay)
-                continue
+                continue  # a second launch command only waits for the first one's word
             if result.code != 0:
                 if "Conflict" in result.stderr and conflicts < NAME_TRIES:
-                    conflicts += 1  # the name was taken again between the removal and the start
+                    conflicts += 1  # the name was taken again between the removal and the creation
                     continue
-                # Docker says what is wrong first, then "See 'docker run --help'."
+                # Docker says what is wrong first, then "See 'docker create --help'."
                 said = [line.strip() for line in result.stderr.splitlines()
                         if line.strip() and "--help" not in line] or ["unknown error"]
                 if is_authentication(said[-1]):
                     raise RuntimeFailure(pull_failure(str(spec.image), said[-1], None))
                 raise RuntimeFailure(f"starting the container (image {spec.image!r}, pull policy "
                                      f"{spec.pull_policy}) failed: {said[-1]}")
-            container_id = (result.stdout.strip().splitlines() or [""])[-1]
+            words = (result.stdout.strip().splitlines() or [""])[-1].split()
+            container_id = words[-1] if words else None
             break
         failpoints.hit("container-started")
-        return RemoteContainer(self.transport, container_id or spec.container_name, probe_name=spec.container_name)
+        return RemoteContainer(self.transport, container_id or spec.container_name, folder,
+                               probe_name=spec.container_name)
 
     def tidy_images(self, unused_for_s: float, low_percent: float) -> list[str]:
         """When the disk of the machine's Docker engine has less than low_percent free, remove the
@@ -323,8 +292,8 @@ class RemoteDockerRuntime:
         container_id, _, held = found.stdout.strip().partition(" ")
         return container_id if found.code == 0 and held == str(attempt) else None
 
-    def attach(self, spec: RunSpec, resume: dict[str, ResumePoint]) -> RemoteContainer | None:
-        """Follow a container started earlier (by a daemon that died); None if it is gone (or the name
+    def attach(self, spec: RunSpec) -> RemoteContainer | None:
+        """Follow a container launched earlier (by a daemon that died); None if it is gone (or the name
         is held by another attempt's container)."""
         for delay in (*RECONNECT_BACKOFF_S, None):
             try:
@@ -338,7 +307,8 @@ class RemoteDockerRuntime:
         container_id, _, attempt = found.stdout.strip().partition(" ")
         if found.code != 0 or attempt != str(spec.attempt):
             return None
-        return RemoteContainer(self.transport, container_id, resume, probe_name=spec.container_name)
+        # Its output is read again from the relay file's start: the ingester skips the lines stored.
+        return RemoteContainer(self.transport, container_id, self.remote_folder(spec), probe_name=spec.container_name)
 
     def collect(self, spec: RunSpec) -> None:
         """Bring the outputs folder back into the local execution folder; a cut connection is
@@ -562,245 +532,3 @@ class _ChannelWriter(io.RawIOBase):
         # bytes copies them: a 1 MiB chunk would be copied 32 times over.
         self.channel.sendall(memoryview(data))
         return len(data)
-
-
-class RemoteContainer:
-    """A detached container, its logs pumped into local pipes, reconnecting as needed.
-
-    stdout/stderr carry `<docker timestamp> <text>` lines (the ingester reads them with
-    timestamped=True).
-    """
-
-    timestamped = True
-
-    def __init__(self, transport: SSHTransport, name: str, resume: dict[str, ResumePoint] | None = None,
-                 probe_name: str = "") -> None:
-        self.transport = transport
-        self.name = name  # its id (or name): every command on it goes by this
-        self.probe_name = probe_name  # its name, which the hardware sampler reads it by
-        self.resume = resume or {"stdout": ResumePoint(), "stderr": ResumePoint()}
-        out_r, self._out_w = os.pipe()
-        err_r, self._err_w = os.pipe()
-        widen_pipe(out_r)
-        widen_pipe(err_r)
-        self.stdout: IO[bytes] = os.fdopen(out_r, "rb")
-        self.stderr: IO[bytes] = os.fdopen(err_r, "rb")
-        self._exit: int | None = None
-        self.out_of_memory = False  # the engine's OOMKilled, read with the exit code
-        self.output_ended = False  # the followed log ended: its state and last lines are being read
-        self._engine_ok = time.monotonic()  # when the host's engine last answered
-        self._done = threading.Event()
-        self._pump = threading.Thread(target=self._follow, name=f"logs-{name}", daemon=True)
-        self._pump.start()
-
-    def poll(self) -> int | None:
-        return self._exit if self._done.is_set() else None
-
-    def probe(self) -> Probe:
-        """What its hardware use is read from (usage.py, by its name), over `transport`."""
-        return Probe("container", self.probe_name or self.name)
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"{self.name} did not end in time")
-        return self._exit if self._exit is not None else VANISHED
-
-    def stop(self, grace_s: float) -> None:
-        try:
-            self.transport.run(f"docker stop -t {int(grace_s)} {self.name}", timeout=grace_s + 60)
-        except SSHError as exc:
-            log.warning("stopping %s failed: %s", self.name, exc)
-        self._done.wait(grace_s + 60)
-
-    # -- the pump -----------------------------------------------------------------
-
-    def _follow(self) -> None:
-        out = os.fdopen(self._out_w, "wb")
-        err = os.fdopen(self._err_w, "wb")
-        failures = 0
-        try:
-            while True:
-                try:
-                    self.output_ended = False
-                    self._follow_once(out, err, follow=True)
-                    self.output_ended = True
-                    status = self.transport.run(f"docker inspect --format '{STATE_FORMAT}' {self.name}", timeout=60)
-                    parts = status.stdout.split()
-                    if status.code != 0 and not _no_such(status.stderr):
-                        # The engine does not answer (restarting): its containers' fate is not known yet.
-                        if time.monotonic() - self._engine_ok > ENGINE_WAIT_S:
-                            self._exit = VANISHED
-                            return
-                        raise SSHError(f"docker does not answer: {status.stderr.strip()[:200]}")
-                    self._engine_ok = time.monotonic()
-                    if status.code != 0 or len(parts) != 3:
-                        self._exit = VANISHED  # the container vanished under us
-                        return
-                    if parts[0] in ("running", "restarting", "paused", "created"):
-                        raise SSHError("the log stream ended while the container runs")
-                    # It has exited: read the log from the last line passed on to its end, so
-                    # nothing a cut stream missed is left behind. Its last lines mostly show that.
-                    if not self._tail_covers(out, err) and self._follow_once(out, err, follow=False) != 0:
-                        raise SSHError("reading the log to its end failed")
-                except (SSHError, OSError, EOFError) as exc:
-                    failures += 1
-                    delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S)) - 1]
-                    log.info("%s: following logs broke (%s); resuming in %s s", self.name, exc, delay)
-                    time.sleep(delay)
-                    continue
-                self.out_of_memory = parts[2] == "true"
-                self._exit = int(parts[1])
-                return
-        finally:
-            out.close()
-            err.close()
-            self._done.set()
-
-    def _follow_once(self, out: IO[bytes], err: IO[bytes], follow: bool) -> int:
-        """One `docker logs` from the resume points; its exit status (-1: the connection broke)."""
-        stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
-        since = f"--since {min(stamps).decode()}Z " if stamps else ""
-        command = self.transport.start(f"docker logs {'-f ' if follow else ''}--timestamps {since}{self.name}")
-        self._copy_both(command, out, err, self.resume["stdout"], self.resume["stderr"])
-        try:
-            return command.wait(60)
-        except TimeoutError:
-            return -1
-        finally:
-            command.close()
-
-    def _tail_covers(self, out: IO[bytes], err: IO[bytes]) -> bool:
-        """Pass on what the follow missed from the log's last TAIL_LINES lines, when they reach back
-        past the resume points: nothing older can be missing then. False (nothing passed on) when
-        they do not, or the read failed. Docker reads a log's tail from its end, while `--since`
-        decodes the whole log: for a log of a million lines that is seconds of the engine's time."""
-        stamps = [p.stamp for p in self.resume.values() if p.stamp is not None]
-        if not stamps:
-            return False
-        command = self.transport.start(f"docker logs --timestamps --tail {TAIL_LINES} {self.name}")
-        tail = {"stdout": io.BytesIO(), "stderr": io.BytesIO()}
-        self._copy_both(command, tail["stdout"], tail["stderr"], ResumePoint(), ResumePoint())
-        try:
-            if command.wait(60) != 0:
-                return False
-        except TimeoutError:
-            return False
-        finally:
-            command.close()
-        # The log is in time order, give or take a little between its two streams: a margin of
-        # lines older than the resume point stands for that. (A short log is read whole instead.)
-        since = min(stamps)
-        older = sum(1 for part in tail.values() for line in part.getvalue().split(b"\n") if line and line[:STAMP] < since)
-        if older < TAIL_SLACK:
-            return False
-        for name, sink in (("stdout", out), ("stderr", err)):
-            feed = iter([tail[name].getvalue(), b""])
-            self._copy(lambda _n, feed=feed: next(feed), sink, self.resume[name])  # type: ignore[misc]
-        return True
-
-    @classmethod
-    def _copy_both(cls, command: RemoteCommand, out: IO[bytes], err: IO[bytes], out_point: ResumePoint,
-                   err_point: ResumePoint) -> None:
-        """Copy a command's stdout and stderr (each from its resume point) until both end."""
-        readers = [threading.Thread(target=cls._copy, args=(recv, sink, point), daemon=True)
-                   for recv, sink, point in ((command.channel.recv, out, out_point),
-                                             (command.channel.recv_stderr, err, err_point))]
-        for reader in readers:
-            reader.start()
-        for reader in readers:
-            reader.join()
-
-    @staticmethod
-    def _copy(recv: Callable[[int], bytes], sink: IO[bytes], point: ResumePoint) -> None:
-        """Pass whole lines on in big chunks, skipping what was passed on (or stored) before this resume.
-
-        Only lines at the resume boundary are looked at one by one; the rest moves as bytes.
-        """
-        resume = point.stamp
-        skip = Counter(point.texts)
-        pending = b""
-        while True:
-            try:
-                data = recv(1 << 18)
-            except (OSError, EOFError):
-                data = b""
-            if not data:
-                return
-            if len(data) < GATHER_BYTES:
-                # A chatty log arrives in packets of a few hundred bytes: waiting a moment lets them
-                # gather, so the rest of the way (and the ingester) handles one piece, not dozens.
-                time.sleep(GATHER_S)
-            data = pending + data
-            cut = data.rfind(b"\n") + 1
-            pending, data = data[cut:], data[:cut]
-            if not _all_stamped(data):
-                data = _drop_unstamped(data)
-            if not data:
-                continue
-            if resume is not None:
-                kept = []
-                for line in data.splitlines(keepends=True):
-                    if resume is not None:
-                        stamp = line[:STAMP]
-                        if stamp < resume:
-                            continue
-                        if stamp == resume:
-                            text = line.partition(b" ")[2].rstrip(b"\n")
-                            if skip[text] > 0:
-                                skip[text] -= 1
-                                continue
-                        else:
-                            resume = None  # past the boundary: everything from here on is new
-                    kept.append(line)
-                data = b"".join(kept)
-                if not data:
-                    continue
-            sink.write(data)
-            sink.flush()
-            _advance(point, data)
-
-
-# Every line `docker logs --timestamps` passes on starts with its time; anything else on the
-# stream is not the command's (a login shell's noise, docker's own complaint) and is not stored.
-_STAMPED = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
-# The same test for whole lines at C speed (a regular expression costs about a microsecond a
-# line): with every digit made 0, each line starts with this shape.
-_DIGITS_TO_0 = bytes.maketrans(b"123456789", b"000000000")
-_STAMP_SHAPE = b"0000-00-00T00:00:00"
-
-
-def _all_stamped(data: bytes) -> bool:
-    """Whether every line of data (whole lines, the last ending in a newline) starts with a time."""
-    shape = data.translate(_DIGITS_TO_0)
-    return shape.startswith(_STAMP_SHAPE) and shape.count(b"\n" + _STAMP_SHAPE) == data.count(b"\n") - 1
-
-
-def _no_such(stderr: str) -> bool:
-    """Whether docker said the container does not exist (rather than that it could not answer)."""
-    return "No such" in stderr
-
-
-def _drop_unstamped(data: bytes) -> bytes:
-    kept, dropped = [], []
-    for line in data.splitlines(keepends=True):
-        (kept if _STAMPED.match(line) else dropped).append(line)
-    for line in dropped[:5]:
-        log.warning("not the command's output, not stored: %r", line[:200])
-    return b"".join(kept)
-
-
-def _advance(point: ResumePoint, data: bytes) -> None:
-    """Remember the last time passed on, and the texts passed on at exactly that time."""
-    end = len(data.rstrip(b"\n"))
-    start = data.rfind(b"\n", 0, end) + 1
-    last = data[start:start + STAMP]
-    if point.stamp != last:
-        point.stamp = last
-        point.texts = Counter()
-    # From the last line back, while the lines have that time: usually one.
-    while data[start:start + STAMP] == last:
-        point.texts[data[start:end].partition(b" ")[2]] += 1
-        if start == 0:
-            break
-        end = start - 1
-        start = data.rfind(b"\n", 0, end) + 1

@@ -212,14 +212,15 @@ class LogIngester:
         """The secret values' forms this execution masks (for its output metadata too)."""
         return self._masked
 
-    def follow(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
+    def follow(self, stream: IO[bytes], name: str, timestamped: bool = False, skip: int = 0) -> None:
         """Read a stream to its end in a thread of its own.
 
-        timestamped: each line starts with the time Docker recorded it (`docker logs
-        --timestamps`), which becomes the line's time.
+        timestamped: each line starts with its time in docker's fixed-width stamp, which becomes
+        the line's time. skip: drop the first `skip` lines (as split and masked here, so the same
+        bytes always give the same lines): those a re-attached stream brings again.
         """
         thread = threading.Thread(
-            target=self._read_loop, args=(stream, name, timestamped), name=f"log-{name}-{self.execution_id}",
+            target=self._read_loop, args=(stream, name, timestamped, skip), name=f"log-{name}-{self.execution_id}",
             daemon=True,
         )
         thread.start()
@@ -238,7 +239,7 @@ class LogIngester:
             elif self._unstored < MAX_PENDING // 2:
                 self._room.set()
 
-    def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False) -> None:
+    def _read_loop(self, stream: IO[bytes], name: str, timestamped: bool = False, skip: int = 0) -> None:
         read = getattr(stream, "read1", stream.read)
         splitter = LineSplitter()
         mask = StreamMask(self._masked)
@@ -251,9 +252,13 @@ class LogIngester:
                     lines = splitter.feed(mask.feed(data))
                 else:
                     lines = _last_lines(splitter, mask.end())
+                if lines and timestamped:
+                    stamp = _stamp_pieces(lines, splitter.continued, stamp)
+                if lines and skip:
+                    dropped = min(skip, len(lines))
+                    skip -= dropped
+                    del lines[:dropped]
                 if lines:
-                    if timestamped:
-                        stamp = _stamp_pieces(lines, splitter.continued, stamp)
                     points, broken = self._metadata(name, lines, timestamped)
                     self._put(LogChunk(name, lines, _now(), timestamped, points))
                     for rule in broken:
@@ -315,6 +320,11 @@ class LogIngester:
         except Exception:  # the database is busy: better a second warning than none
             log.warning("execution %s: could not look for an earlier metadata warning", self.execution_id)
         self.add("stderr", text)
+
+    def let_go(self) -> None:
+        """Store nothing more (its command is followed on elsewhere, or later, from what is stored):
+        a stream cut now would end in a piece of a line that its next follower reads whole."""
+        self.lost = True
 
     def wait_readers(self, timeout: float | None = None) -> bool:
         """Wait for every stream to reach its end; False if one has not within timeout."""

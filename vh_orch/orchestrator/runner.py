@@ -280,7 +280,7 @@ class ExecutionRunner:
                                known_keys=None if self.reattach else list(self.execution.metadata_latest or {}))
         if self.reattach:
             spec = self._spec = self._attach_spec()
-            running = self.runtime.attach(spec, self._resume_points())  # type: ignore[attr-defined]
+            running = self.runtime.attach(spec)  # type: ignore[attr-defined]
             if running is None:
                 ingester.close(timeout=30)
                 return Outcome(S.QUEUED, "its container was gone when vh-orch re-attached; requeued", None)
@@ -314,11 +314,22 @@ class ExecutionRunner:
                     raise
         self._running = running
         timestamped = getattr(running, "timestamped", False)
-        ingester.follow(running.stdout, "stdout", timestamped)
-        ingester.follow(running.stderr, "stderr", timestamped)
+        # A re-attached container's output comes again from its start: the lines stored already are skipped.
+        stored = self.store.command_lines(self.execution_id) if self.reattach else {}
+        ingester.follow(running.stdout, "stdout", timestamped, skip=stored.get("stdout", 0))
+        ingester.follow(running.stderr, "stderr", timestamped, skip=stored.get("stderr", 0))
         exit_code, deadline = self._wait(running, ingester)
         self._command_ended = True
+        if getattr(running, "never_started", False):
+            # Its launch on the host was cut before the container started (remote_logs.py): nothing ran.
+            ingester.close(timeout=30)
+            return Outcome(S.QUEUED, "its launch on the machine was cut before the container started "
+                                     "(nothing ran); requeued", None)
         if self._detached:
+            release = getattr(running, "release", None)
+            if release is not None:  # it runs on: stop following it
+                ingester.let_go()  # its next follower reads its output again and skips what is stored
+                release()
             ingester.close(timeout=1)
             return Outcome(S.STARTED, "detached", None)
         read_all = ingester.wait_readers(timeout=READ_TAIL_S)
@@ -342,6 +353,7 @@ class ExecutionRunner:
         # Every line read is in the database before the result is: `complete` means all of it.
         stored_all = ingester.close(timeout=LOG_STORE_TIMEOUT_S if read_all else 10)
         failpoints.hit("after-outputs-uploaded")
+        problem = problem or getattr(running, "problem", None)
         if not read_all:
             problem = problem or "its log could not be read to its end"
         elif not stored_all:
@@ -388,12 +400,6 @@ class ExecutionRunner:
         return RunSpec(execution_id=self.execution_id, command=e.command, folder=self.folder, env={},
                        cluster_id=self.cluster_id, attempt=e.attempt, image=e.image,
                        pull_policy=e.pull_policy or "if-missing", isolation=isolation)
-
-    def _resume_points(self) -> dict[str, Any]:
-        from vh_orch.bootstrap.remote import ResumePoint
-
-        return {stream: ResumePoint.at(last, texts)
-                for stream, (last, texts) in self.store.resume_points(self.execution_id).items()}
 
     def _prepare(self, ingester: LogIngester) -> RunSpec:
         execution = self.execution

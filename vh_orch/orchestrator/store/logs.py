@@ -291,28 +291,6 @@ def _blocks(chunks: Sequence[LogChunk], seq: int) -> list[_Block]:
     return blocks
 
 
-def _at_last_time(s: Any, blocks: Any, block: LogBlock) -> tuple[datetime, list[str], bool]:
-    """The time of a stream's last line (`block` is its last block), the texts of its lines at that
-    time (several blocks back, when they reach so far), in order; whether the first block was reached."""
-    last: datetime | None = None
-    texts: list[str] = []
-    current: LogBlock | None = block
-    while current is not None:
-        raws = block_texts(current)
-        read_at = _read_times(current)
-        for i in range(len(raws) - 1, -1, -1):
-            stamp, text = _line(current.stamped, raws[i])
-            when = stamp or read_at(i)
-            last = last or when
-            if when != last:
-                return last, texts[::-1], False
-            texts.append(text)
-        current = s.exec(blocks.where(LogBlock.last_seq < current.first_seq)
-                         .order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
-    assert last is not None
-    return last, texts[::-1], True
-
-
 def _blocks_back(s: Any, execution_id: int, before: int | None, limit: int) -> list[LogBlock]:
     """The blocks holding the last `limit` lines before seq `before` (of the whole log: None), read
     one, then two, four... at a time, newest first."""
@@ -468,25 +446,13 @@ class LogsStore(Database):
                            .where(LogBlock.execution_id == execution_id)).one()
             return int(rows) + int(lines)
 
-    def resume_points(self, execution_id: int) -> dict[str, tuple[datetime | None, list[str]]]:
-        """Per stream: the time of the last stored line and the texts stored at exactly that time."""
-        out: dict[str, tuple[datetime | None, list[str]]] = {}
+    def command_lines(self, execution_id: int) -> dict[str, int]:
+        """Per stream, how many lines of the command's output are stored: the stamped ones (a remote
+        container's lines carry a stamp; vh-orch's own notes never do). A re-attached stream skips these."""
         with self.read() as s:
-            for stream in ("stdout", "stderr"):
-                of_stream = (ExecutionEvent.execution_id == execution_id, ExecutionEvent.kind == "log",
-                             ExecutionEvent.stream == stream)
-                row = s.exec(select(ExecutionEvent).where(*of_stream)
-                             .order_by(col(ExecutionEvent.seq).desc()).limit(1)).first()
-                blocks = select(LogBlock).where(LogBlock.execution_id == execution_id, LogBlock.stream == stream)
-                block = s.exec(blocks.order_by(col(LogBlock.last_seq).desc()).limit(1)).first()
-                last: datetime | None = None
-                texts: list[str] = []
-                if block is not None and (row is None or block.last_seq > row.seq):
-                    last, texts, reached_first = _at_last_time(s, blocks, block)
-                    if reached_first:  # lines at that time may be older rows too
-                        texts += s.exec(select(ExecutionEvent.text).where(*of_stream, ExecutionEvent.time == last))
-                elif row is not None:
-                    last = row.time
-                    texts = list(s.exec(select(ExecutionEvent.text).where(*of_stream, ExecutionEvent.time == last)))
-                out[stream] = (last, texts)
-        return out
+            rows = s.exec(select(LogBlock.stream, func.sum(LogBlock.last_seq - LogBlock.first_seq + 1))
+                          .where(LogBlock.execution_id == execution_id, col(LogBlock.stamped).is_(True))
+                          .group_by(LogBlock.stream)).all()
+        counts = {"stdout": 0, "stderr": 0}
+        counts.update({stream: int(n) for stream, n in rows})
+        return counts
