@@ -19,7 +19,7 @@ from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, Lease
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import ROWS, Database
 from vh_orch.timeutil import as_utc
 from vh_orch.values import ExecutionStatus
 
@@ -89,7 +89,7 @@ class LeasesStore(Database):
 
     def renew_leases(self, owner: int, lease_s: float = DEFAULT_LEASE_S) -> set[str]:
         """Extend every lease `owner` holds; returns their keys (what it still owns)."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             now = self.clock()
             s.execute(update(Lease).where(col(Lease.owner) == owner)
                       .values(expires_at=now + timedelta(seconds=lease_s)))
@@ -98,7 +98,7 @@ class LeasesStore(Database):
     def release_leases(self, owner: int, keys: Iterable[str] | None = None) -> None:
         """Give leases up at once (nobody's, expired now), all of them or `keys`: another replica
         takes them in its next pass instead of waiting for them to expire."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             query = update(Lease).where(col(Lease.owner) == owner)
             if keys is not None:
                 query = query.where(col(Lease.key).in_(list(keys)))
@@ -166,7 +166,7 @@ class LeasesStore(Database):
                 col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname))
             gone = [row_id for row_id, pid in rows if not alive(pid)]
         if gone:
-            with self.write(exclusive=False) as s:
+            with self.write(ROWS) as s:
                 s.execute(update(DaemonHeartbeat).where(col(DaemonHeartbeat.id).in_(gone),
                                                         col(DaemonHeartbeat.stopped_at).is_(None))
                           .values(stopped_at=self.clock()))
