@@ -228,12 +228,17 @@ def test_a_machine_is_never_retired_while_a_claim_puts_work_on_it(store: Store) 
 
 def test_a_quota_admits_exactly_up_to_its_limit_when_replicas_submit_in_different_environments_at_once(
         store: Store) -> None:
+    """One user's quota counts their work in every project and environment. (Each environment gets
+    a project of its own here: submissions to one project also take turns on its counter's row.)"""
     project, commit, envs, machines = setup(store, 2)
+    other = store.create_project("q", None, None)
+    other_commit = store.get_or_create_commit(other.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    projects = {envs[0].id: (project, commit), envs[1].id: (other.id, other_commit.id)}
     limit, each = 3, 8
     store.set_quota("u", limit)
 
     def submitter(env_id: int) -> Callable[[], list[int]]:
-        return lambda: [submit(store, project, commit, env_id).id for _ in range(each)]  # type: ignore[misc]
+        return lambda: [submit(store, *projects[env_id], env_id).id for _ in range(each)]  # type: ignore[misc]
 
     race(*(submitter(env.id) for env in envs))  # type: ignore[arg-type]
 
@@ -267,7 +272,7 @@ def test_a_quota_admits_exactly_up_to_its_limit_when_replicas_submit_in_differen
                         ended += store.finish_execution(e.id, e.attempt, "complete", None, 0)  # type: ignore[arg-type]
                 store.admit_created()
                 if ended < 2:
-                    submit(store, project, commit, env_id)
+                    submit(store, *projects[env_id], env_id)
             return ended
         return run
 
