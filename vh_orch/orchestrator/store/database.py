@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Self
 
-from sqlalchemy import Connection, Engine, FromClause, inspect, text
+from sqlalchemy import Connection, Engine, FromClause, TextClause, inspect, text
 from sqlmodel import Session, SQLModel
 
 from vh_orch.errors import LeaseLost
@@ -63,7 +63,7 @@ class Lock:
     """What a write transaction serialises on, on PostgreSQL: the statements that take its advisory
     locks, in order (ALL's key always first), with their parameters."""
 
-    statements: tuple[str, ...]
+    statements: tuple[TextClause, ...]
     params: tuple[tuple[str, int], ...] = ()
     name: str = ""
 
@@ -71,31 +71,32 @@ class Lock:
         return f"Lock({self.name})"
 
 
-ALL = Lock((f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})",), name="all")
+ALL = Lock((text(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"),), name="all")
 ROWS = Lock((), name="rows")  # none: its statements lock the rows they change
 
-
-def _within(env_id_sql: str, name: str, **params: int) -> Lock:
-    return Lock((f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})",
-                 f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, {env_id_sql})"),
-                tuple(params.items()), name)
+_ALL_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
+_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, CAST(:env AS integer))")
+_MACHINE_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
+                            "(SELECT environment_id FROM machine WHERE id = :machine))")
+_EXECUTION_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
+                              "(SELECT environment_id FROM execution WHERE id = :execution))")
 
 
 def environment(environment_id: int) -> Lock:
     """A write confined to one environment: its machines and the executions they run."""
-    return _within("CAST(:env AS integer)", f"environment {environment_id}", env=environment_id)
+    return Lock((_ALL_SHARED, _ENVIRONMENT), (("env", environment_id),), f"environment {environment_id}")
 
 
 def machine_environment(machine_id: int) -> Lock:
     """environment() of the machine's environment (a row's environment_id never changes)."""
-    return _within("(SELECT environment_id FROM machine WHERE id = :machine)", f"machine {machine_id}'s environment",
-                   machine=machine_id)
+    return Lock((_ALL_SHARED, _MACHINE_ENVIRONMENT), (("machine", machine_id),),
+                f"machine {machine_id}'s environment")
 
 
 def execution_environment(execution_id: int) -> Lock:
     """environment() of the execution's environment (a row's environment_id never changes)."""
-    return _within("(SELECT environment_id FROM execution WHERE id = :execution)",
-                   f"execution {execution_id}'s environment", execution=execution_id)
+    return Lock((_ALL_SHARED, _EXECUTION_ENVIRONMENT), (("execution", execution_id),),
+                f"execution {execution_id}'s environment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ class Database:
                 conn.exec_driver_sql(self._write_guard)
             if lock.statements and conn.dialect.name == "postgresql":
                 for statement in lock.statements:
-                    conn.execute(text(statement), dict(lock.params))
+                    conn.execute(statement, dict(lock.params))
             if self.fence is not None:
                 self.check_fence(conn)
             with Session(bind=conn, expire_on_commit=False) as session:

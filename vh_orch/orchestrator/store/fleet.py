@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
-from vh_orch.orchestrator.models import (Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
+from vh_orch.orchestrator.models import (Budget, Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
                                          Quota, Task)
 from vh_orch.orchestrator.store.database import (ALL, ROWS, environment, execution_environment,
                                                  machine_environment, table_of)
@@ -444,6 +444,9 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def admit_created(self) -> int:
         """Queue what waits under quotas and budgets; stop the running work of hard budgets spent."""
+        with self.read() as s:  # every pass of the cluster's replica asks: no database-wide lock for nothing
+            if not s.exec(select(or_(exists().where(Execution.status == S.CREATED), exists(select(Budget.id))))).one():
+                return 0
         with self.write() as s:
             states = self._budget_states(s, self.clock())
             held = self._budget_holds(s, self.clock(), states)

@@ -55,6 +55,10 @@ class LeasesStore(Database):
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
+        with self.read() as s:  # every pass asks, and most find nothing to take: no lock for those
+            unchanged = self._nothing_to_take(s, owner, wanted, lease_s, limit)
+            if unchanged is not None:
+                return unchanged
         with self.write() as s:
             now = self.clock()
             expires = now + timedelta(seconds=lease_s)
@@ -78,6 +82,22 @@ class LeasesStore(Database):
                 if free:
                     held[key] = self.hold_lease(s, key, owner, lease_s)
             return held
+
+    def _nothing_to_take(self, s: Session, owner: int, wanted: list[str], lease_s: float,
+                         limit: int | None) -> dict[str, int] | None:
+        """What `owner` holds among `wanted`, if a take would change nothing but the expiry of
+        leases with more than half of their time left (the heartbeat renews those); else None."""
+        now = self.clock()
+        rows = {row.key: row for row in s.exec(select(Lease).where(col(Lease.key).in_(wanted)))}
+        mine = {key: row for key, row in rows.items() if row.owner == owner}
+        if any(as_utc(row.expires_at) <= now + timedelta(seconds=lease_s / 2) for row in mine.values()):
+            return None
+        if limit is None or len(mine) < limit:
+            dead = self._dead_owners(s)
+            if any(key not in rows or as_utc(rows[key].expires_at) <= now or rows[key].owner in dead
+                   for key in wanted if key not in mine):
+                return None
+        return {key: mine[key].token for key in wanted if key in mine}
 
     def _locked_elsewhere(self, s: Session, key: str) -> bool:
         """Whether a row for `key` exists that SKIP LOCKED hid (another replica is taking it)."""
