@@ -7,7 +7,9 @@
 2. Executions dispatched per second by 1, 2 and 3 replicas on PostgreSQL, beside one daemon on
    SQLite: 300 queued executions of `true` over 6 fake environments (process runtime, one shared
    cloud state file; 6 so that 1, 2 and 3 replicas each get an equal share), counted from the
-   stored rows once every execution is final.
+   stored rows once every execution is final. With where the CPU went meanwhile (from /proc): the
+   replicas (with the commands they ran), PostgreSQL's processes, and the whole machine, whose
+   other users (another test suite, other agents) the load average shows.
 3. Take-over: 2 replicas on PostgreSQL, replica A runs 4 `sleep 60` executions; A is SIGKILLed
    (its process is gone: noticed at the next pass; but only once its parent has reaped it, a
    zombie's pid still answers) or SIGSTOPped (its leases must expire first). Timed from the
@@ -64,11 +66,17 @@ def ms(values: list[float]) -> list[str]:
 # -- 1. one reconcile pass --------------------------------------------------------------------
 
 
+ALL_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
+ENV_LOCK = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})"  # an environment's writer: then its own key
+LOCKS = "SELECT pg_advisory_xact_lock"  # how every statement that takes a write lock begins
+
+
 class Statements:
     """What a pass sends: statements (SQLite's BEGIN aside: PostgreSQL's is implicit), the time
     spent in them (the server's work and the transfer, not decoding rows), the write transactions
-    that take the database-wide write lock (SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock),
-    the rows written (INSERT/UPDATE/DELETE) and the lease checks of fenced writes."""
+    that take a write lock (SQLite's BEGIN IMMEDIATE; on PostgreSQL the database-wide advisory
+    lock or an environment's), the rows written (INSERT/UPDATE/DELETE) and the lease checks of
+    fenced writes."""
 
     def __init__(self, store: Store) -> None:
         self.count = self.locks = self.writes = self.fence_checks = 0
@@ -81,7 +89,7 @@ class Statements:
 
     def _after(self, conn, cursor, statement, params, context, many) -> None:  # type: ignore[no-untyped-def]
         self.seconds += time.perf_counter() - conn.info.pop("bench_t0", time.perf_counter())
-        self.locks += statement in ("BEGIN IMMEDIATE", f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        self.locks += statement in ("BEGIN IMMEDIATE", ALL_LOCK, ENV_LOCK)
         if statement.startswith("BEGIN"):
             return
         self.count += 1
@@ -147,6 +155,36 @@ def reconcile_pass(pg: pgserver.PostgresServer, machines: int, queued: int, pass
 
 # -- 2. dispatch throughput -------------------------------------------------------------------
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, children: bool = True) -> float:
+    """CPU seconds a process used (with its children that it waited for: the commands it ran)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15 if children else 13]) / TICK
+
+
+def postgres_cpu(pg: pgserver.PostgresServer) -> dict[int, float]:
+    """CPU seconds of the server's processes (the postmaster and its children: backends, writers)."""
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    found = {postmaster: cpu_s(postmaster, children=False)}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                found[int(proc.name)] = cpu_s(int(proc.name), children=False)
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """The whole machine's busy and total CPU seconds since boot (all cores)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK, sum(values) / TICK
+
 
 def throughput(pg: pgserver.PostgresServer, executions: int, envs: int, counts: list[int], timeout: float,
                slow_ms: float) -> None:
@@ -163,14 +201,21 @@ def throughput(pg: pgserver.PostgresServer, executions: int, envs: int, counts: 
 
             shares = wait_for("the environments to be shared out", shared_out, 60, 0.25)
             log_offset = server_log.stat().st_size
+            pids = [r.process.pid for r in w.replicas]
+            replicas_before, pg_before, machine_before = [cpu_s(p) for p in pids], postgres_cpu(pg), machine_cpu_s()
             ids = w.queue("noop", executions)
             started = time.perf_counter()
             wait_for("every execution to end",
                      lambda: all(e.status in FINAL for e in w.executions(ids)), timeout, 0.5)
             wall_s = time.perf_counter() - started
+            replicas_s = sum(cpu_s(p) for p in pids) - sum(replicas_before)
+            pg_after, (busy, total) = postgres_cpu(pg), machine_cpu_s()
+            pg_s = sum(v - pg_before.get(p, 0.0) for p, v in pg_after.items())
+            busy_share = (busy - machine_before[0]) / (total - machine_before[1])
             done = w.executions(ids)
-        waits = slow_statements(server_log.read_bytes()[log_offset:].decode(errors="replace")).get(
-            f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})", [])
+        waits = [t for statement, times in slow_statements(
+            server_log.read_bytes()[log_offset:].decode(errors="replace")).items()
+            if statement.startswith(LOCKS) for t in times]
         queued_at = min(e.queued_at for e in done)  # type: ignore[type-var]
         starts = sorted(e.started_at for e in done if e.started_at)  # type: ignore[type-var]
         ends = [e.ended_at for e in done if e.ended_at]
@@ -181,12 +226,17 @@ def throughput(pg: pgserver.PostgresServer, executions: int, envs: int, counts: 
                      f"{(len(starts) - 1) / span:.1f}" if span else "-",
                      f"{len(starts) / (starts[-1] - queued_at).total_seconds():.1f}",
                      f"{(max(ends) - queued_at).total_seconds():.1f}", f"{wall_s:.1f}",
-                     f"{len(waits)} / {sum(waits) / 1000:.1f} s" if db_url else "-"])  # type: ignore[type-var]
+                     f"{len(waits)} / {sum(waits) / 1000:.1f} s" if db_url else "-",
+                     f"{replicas_s * 1000 / len(done):.0f}", f"{pg_s * 1000 / len(done):.0f}" if db_url else "-",
+                     f"{(replicas_s + (pg_s if db_url else 0)) / wall_s:.2f}",
+                     f"{busy_share * 100:.0f}%"])  # type: ignore[type-var]
     print_table(f"2. {executions} queued executions of `true` over {envs} fake environments (2 machines x 4 slots "
-                "each, process runtime), from one insert to every one final; times from the stored rows",
+                "each, process runtime), from one insert to every one final; times from the stored rows; CPU: "
+                f"per execution, and cores used over the wall time, of {os.cpu_count()}",
                 ["daemons", "envs each", "complete", "queued->1st start s", "queued->last start s",
                  "starts/s (1st->last)", "starts/s (from queued)", "queued->last end s", "wall s",
-                 f"write-lock waits > {slow_ms:g} ms: count / sum"], rows)
+                 f"write-lock waits > {slow_ms:g} ms: count / sum", "replicas CPU ms", "PostgreSQL CPU ms",
+                 "cores used (both)", "machine busy"], rows)
 
 
 # -- 3. take-over ---------------------------------------------------------------------------

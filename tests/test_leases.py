@@ -222,7 +222,7 @@ def test_a_write_left_idle_is_ended_by_the_server_and_a_read_is_not(postgres: An
 
     def pause_inside_a_write() -> None:
         try:
-            with paused.write() as s:  # takes the exclusive writers' advisory lock
+            with paused.write() as s:  # takes the database-wide writers' advisory lock
                 s.exec(text("SELECT 1"))  # type: ignore[call-overload]
                 entered.set()
                 time.sleep(2.5)

@@ -86,8 +86,8 @@ def get_engine(url: str) -> Engine:
 
 def write_guard_sql(url: str) -> str | None:
     """What a write transaction runs first on PostgreSQL (None elsewhere). A replica paused
-    inside a write (a GC pause, SIGSTOP, a cut network) would hold its locks, the exclusive
-    writers' advisory lock among them, and stall every replica: the server ends such a transaction
+    inside a write (a GC pause, SIGSTOP, a cut network) would hold its locks, the writers' advisory
+    locks among them (store/database.py), and stall other replicas: the server ends such a transaction
     after a third of the lease, so the others go on and take its work over when the lease expires.
     Reads hold no lock, so they are never cut: a CLI paging a long log may take its time."""
     if not url.startswith("postgresql"):

@@ -23,6 +23,7 @@ from vh_orch.orchestrator.models import (
     Output,
     Project,
 )
+from vh_orch.orchestrator.store.database import ROWS
 from vh_orch.orchestrator.store.lifecycle import ALLOWED_TRANSITIONS, LifecycleStore
 from vh_orch.orchestrator.store.users import UsersStore
 from vh_orch.values import ExecutionStatus, MachineState
@@ -367,7 +368,7 @@ class CoreStore(LifecycleStore, UsersStore):
             return beat
 
     def beat(self, heartbeat_id: int) -> None:
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             s.execute(
                 update(DaemonHeartbeat).where(col(DaemonHeartbeat.id) == heartbeat_id).values(heartbeat_at=self.clock())
             )

@@ -21,6 +21,19 @@ still holds the lease's key with the same token, and raises LeaseLost otherwise,
 a replica that was paused past its lease lands. On PostgreSQL the check reads the row FOR
 SHARE: a take-over (an UPDATE of that row) waits for the fenced write to commit, and the
 write waits for a take-over in progress.
+
+Locks (PostgreSQL; on SQLite BEGIN IMMEDIATE serialises every write anyway): every write
+transaction says what it serialises on (`write(lock=...)`). Read-then-write steps whose rule
+spans environments (admission under quotas and budgets, tasks, pipelines, users, projects,
+leases, webhooks, environments themselves) take the database-wide advisory key ALL exclusively.
+Steps confined to one environment's machines and the executions they run (claiming a queued
+execution for a machine, a machine's states, an execution's end without outputs) take that key
+shared and the environment's own key exclusively (`environment()`, `machine_environment()`,
+`execution_environment()`): two replicas that own different environments write at once, two
+writers of one environment still take turns, and an ALL writer waits for both (and they for it),
+so whatever ALL protected before still holds. Always ALL's key first, then the environment's:
+one order, no deadlock among them. Writes that change only their own rows in one statement
+(log lines, heartbeats, lease renewals, counters) take none (ROWS).
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Engine, FromClause, inspect, text
+from sqlalchemy import Connection, Engine, FromClause, TextClause, inspect, text
 from sqlmodel import Session, SQLModel
 
 from vh_orch.errors import LeaseLost
@@ -42,7 +55,51 @@ from vh_orch.timeutil import utcnow
 KEPT_MOST = 512  # entries Database.kept holds before it starts over
 _NONE = object()
 T = TypeVar("T")
-WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the advisory lock exclusive writes take on PostgreSQL
+WRITE_LOCK_KEY = 0x76686F7263  # "vhorc": the database-wide advisory lock (one bigint key) on PostgreSQL
+# With an environment's id, the two-int key of its writers' lock ("vhoe"); PostgreSQL keeps the
+# two-int keys apart from the bigint ones.
+ENV_LOCK_CLASS = 0x76686F65
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """What a write transaction serialises on, on PostgreSQL: the statements that take its advisory
+    locks, in order (ALL's key always first), with their parameters."""
+
+    statements: tuple[TextClause, ...]
+    params: tuple[tuple[str, int], ...] = ()
+    name: str = ""
+
+    def __repr__(self) -> str:
+        return f"Lock({self.name})"
+
+
+ALL = Lock((text(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"),), name="all")
+ROWS = Lock((), name="rows")  # none: its statements lock the rows they change
+
+_ALL_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
+_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, CAST(:env AS integer))")
+_MACHINE_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
+                            "(SELECT environment_id FROM machine WHERE id = :machine))")
+_EXECUTION_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
+                              "(SELECT environment_id FROM execution WHERE id = :execution))")
+
+
+def environment(environment_id: int) -> Lock:
+    """A write confined to one environment: its machines and the executions they run."""
+    return Lock((_ALL_SHARED, _ENVIRONMENT), (("env", environment_id),), f"environment {environment_id}")
+
+
+def machine_environment(machine_id: int) -> Lock:
+    """environment() of the machine's environment (a row's environment_id never changes)."""
+    return Lock((_ALL_SHARED, _MACHINE_ENVIRONMENT), (("machine", machine_id),),
+                f"machine {machine_id}'s environment")
+
+
+def execution_environment(execution_id: int) -> Lock:
+    """environment() of the execution's environment (a row's environment_id never changes)."""
+    return Lock((_ALL_SHARED, _EXECUTION_ENVIRONMENT), (("execution", execution_id),),
+                f"execution {execution_id}'s environment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +163,17 @@ class Database:
                 lock.release()
 
     @contextmanager
-    def write(self, exclusive: bool = True) -> Iterator[Session]:
-        """A write transaction. On PostgreSQL an exclusive one first takes a transaction-level
-        advisory lock, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of
-        several replicas never interleave. Writes that lock only their own rows (log lines,
-        heartbeats, lease renewals) pass exclusive=False. A fenced store checks its lease first."""
+    def write(self, lock: Lock = ALL) -> Iterator[Session]:
+        """A write transaction. On PostgreSQL it first takes `lock`'s transaction-level advisory
+        locks, the counterpart of SQLite's BEGIN IMMEDIATE: read-then-write steps of several
+        replicas that share a rule never interleave (see Locks above). A fenced store checks its
+        lease next."""
         with self.writing(), self.engine.connect() as conn, conn.begin():
             if self._write_guard is not None:
                 conn.exec_driver_sql(self._write_guard)
-            if exclusive and conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+            if lock.statements and conn.dialect.name == "postgresql":
+                for statement in lock.statements:
+                    conn.execute(statement, dict(lock.params))
             if self.fence is not None:
                 self.check_fence(conn)
             with Session(bind=conn, expire_on_commit=False) as session:

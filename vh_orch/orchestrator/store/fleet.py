@@ -13,9 +13,10 @@ from sqlmodel import Session, col, select
 
 from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
-from vh_orch.orchestrator.models import (Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
+from vh_orch.orchestrator.models import (Budget, Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
                                          Quota, Task)
-from vh_orch.orchestrator.store.database import table_of
+from vh_orch.orchestrator.store.database import (ALL, ROWS, environment, execution_environment,
+                                                 machine_environment, table_of)
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
 from vh_orch.orchestrator.store.lifecycle import LifecycleStore
@@ -143,7 +144,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
                        gpus: int = 0) -> Machine:
         """The row is written (and committed) before the cloud is asked to launch it. gpus: what its
         instance type is expected to have (the bootstrap's nvidia-smi has the last word)."""
-        with self.write() as s:
+        with self.write(environment(env.id)) as s:  # type: ignore[arg-type]
             machine = Machine(
                 environment_id=env.id,  # type: ignore[arg-type]
                 state=M.REQUESTED,
@@ -175,7 +176,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def adopt_instance(self, machine_id: int, instance: CloudInstance, reason: str) -> bool:
         """Record the instance a waiting row got; False if the row moved on meanwhile."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state != M.REQUESTED:
                 return False
@@ -187,13 +188,13 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
             return True
 
     def advance_machine(self, machine_id: int, state: str, step: str | None, reason: str | None) -> None:
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state in (M.PROVISIONING, M.BOOTSTRAPPING, M.READY, M.BUSY):
                 self._machine_to(s, machine, state, reason, step=step)
 
     def mark_idle(self, machine_id: int) -> None:
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             running = self._running_on(s, machine_id)
             if machine.state == M.BUSY and running == 0:
@@ -201,7 +202,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def record_gpus(self, machine_id: int, gpus: int, model: str | None) -> None:
         """The GPUs found on a machine (nvidia-smi), and the first one's name."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             machine = s.get_one(Machine, machine_id)
             machine.gpus = gpus
             machine.gpu_model = model[:200] if model else None
@@ -223,14 +224,14 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def record_input_cache(self, machine_id: int, hits: int, misses: int, cache_bytes: int) -> None:
         """Count input files placed on a machine (from its cache or fetched into it) and its cache's size."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             s.execute(update(Machine).where(Machine.id == machine_id).values(  # type: ignore[arg-type]
                 input_cache_hits=Machine.input_cache_hits + hits,
                 input_cache_misses=Machine.input_cache_misses + misses,
                 input_cache_bytes=cache_bytes))
 
     def set_bootstrap_step(self, machine_id: int, step: str) -> None:
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             machine.bootstrap_step = step
             machine.updated_at = self.clock()
@@ -239,7 +240,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
     def bootstrap_failed(self, machine_id: int, reason: str, never_use: bool) -> None:
         """never_use (a host key that did not match): `failed`, its instance left to orphan handling.
         Otherwise `terminating`, so that the next pass terminates the instance."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state != M.BOOTSTRAPPING:
                 return
@@ -254,14 +255,14 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         """A launch that did not happen: `failed`. booting_too: also a row already `provisioning`
         (a cloud that reports a failed launch later, inside its operation: nothing was created)."""
         states = (M.REQUESTED, M.PROVISIONING) if booting_too else (M.REQUESTED,)
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state in states:
                 self._machine_to(s, machine, M.FAILED, reason, step="failed")
 
     def begin_terminate(self, machine_id: int, reason: str) -> Machine | None:
         """Move a machine to `terminating` (idempotent); None if it has no instance to end."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state in (M.TERMINATED, M.FAILED, M.LOST):
                 return None
@@ -271,7 +272,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def retire_if_idle(self, machine_id: int, idle_before: datetime, reason: str) -> Machine | None:
         """Terminate only a machine that is still idle, checked in the same transaction."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state != M.READY or machine.idle_since is None or machine.idle_since > idle_before:
                 return None
@@ -281,7 +282,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
             return machine
 
     def termination_failed(self, machine_id: int, error: str, retry_at: datetime) -> None:
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             machine.terminate_attempts += 1
             machine.retry_at = retry_at
@@ -292,20 +293,20 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def termination_requested(self, machine_id: int, retry_at: datetime) -> None:
         """The cloud accepted the request; check again (and re-ask) if it is still listed at retry_at."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             machine.retry_at = retry_at
             s.add(machine)
 
     def confirm_terminated(self, machine_id: int) -> None:
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state == M.TERMINATING:
                 self._machine_to(s, machine, M.TERMINATED, machine.reason, step="terminated")
 
     def mark_lost(self, machine_id: int, reason: str, max_attempts: int) -> list[int]:
         """The machine's instance vanished: requeue its executions (or fail them after max_attempts)."""
-        with self.write() as s:
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get_one(Machine, machine_id)
             if machine.state in (M.TERMINATED, M.FAILED, M.LOST):
                 return []
@@ -367,10 +368,11 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
                          runtime: str) -> list[Execution]:
         """Start queued executions on a machine, in the order given, each while the machine has a free
         slot and the GPUs it asks for free, giving it the indices of those GPUs; one that moved on (no
-        longer queued) or does not fit is passed over. The ones started, in one exclusive write: two
-        claims on one machine never give out the same slot or GPU index, and a pass dispatching a
-        machine's whole share pays one transaction, not one each."""
-        with self.write() as s:
+        longer queued) or does not fit is passed over. The ones started, in one write under the
+        environment's lock: two claims on one machine never give out the same slot or GPU index, a
+        machine is never retired while a claim puts work on it, and a pass dispatching a machine's
+        whole share pays one transaction, not one each."""
+        with self.write(machine_environment(machine_id)) as s:
             machine = s.get(Machine, machine_id)
             if machine is None or machine.state not in (M.READY, M.BUSY):
                 return []
@@ -415,8 +417,11 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         outputs: Sequence[Output] = (),
     ) -> bool:
         """A runner's final word and the attempt's outputs, in one transaction: both land or
-        neither does. It counts only for the attempt it ran (not after a requeue)."""
-        with self.write() as s:
+        neither does. It counts only for the attempt it ran (not after a requeue). Without outputs
+        it changes only its environment's rows (the execution, its lease, its events, deliveries
+        it queues); outputs may move a project's aliases and make its dataset versions, which
+        executions of any environment share: then the database-wide lock."""
+        with self.write(ALL if outputs else execution_environment(execution_id)) as s:
             execution = s.get_one(Execution, execution_id)
             if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
                 return False
@@ -436,7 +441,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
     def record_launch_failure(
         self, environment_id: int, kind: str, zone: str | None, instance_type: str | None, message: str
     ) -> None:
-        with self.write() as s:
+        with self.write(environment(environment_id)) as s:
             s.add(LaunchFailure(environment_id=environment_id, time=self.clock(), kind=kind, zone=zone,
                                 instance_type=instance_type, message=message[:2000]))
 
@@ -460,6 +465,9 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def admit_created(self) -> int:
         """Queue what waits under quotas and budgets; stop the running work of hard budgets spent."""
+        with self.read() as s:  # every pass of the cluster's replica asks: no database-wide lock for nothing
+            if not s.exec(select(or_(exists().where(Execution.status == S.CREATED), exists(select(Budget.id))))).one():
+                return 0
         with self.write() as s:
             states = self._budget_states(s, self.clock())
             held = self._budget_holds(s, self.clock(), states)

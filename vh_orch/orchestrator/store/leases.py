@@ -19,7 +19,7 @@ from sqlalchemy import and_, update
 from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import DaemonHeartbeat, Execution, Lease
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import ROWS, Database
 from vh_orch.timeutil import as_utc
 from vh_orch.values import ExecutionStatus
 
@@ -55,6 +55,10 @@ class LeasesStore(Database):
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
+        with self.read() as s:  # every pass asks, and most find nothing to take: no lock for those
+            unchanged = self._nothing_to_take(s, owner, wanted, lease_s, limit)
+            if unchanged is not None:
+                return unchanged
         with self.write() as s:
             now = self.clock()
             expires = now + timedelta(seconds=lease_s)
@@ -79,6 +83,22 @@ class LeasesStore(Database):
                     held[key] = self.hold_lease(s, key, owner, lease_s)
             return held
 
+    def _nothing_to_take(self, s: Session, owner: int, wanted: list[str], lease_s: float,
+                         limit: int | None) -> dict[str, int] | None:
+        """What `owner` holds among `wanted`, if a take would change nothing but the expiry of
+        leases with more than half of their time left (the heartbeat renews those); else None."""
+        now = self.clock()
+        rows = {row.key: row for row in s.exec(select(Lease).where(col(Lease.key).in_(wanted)))}
+        mine = {key: row for key, row in rows.items() if row.owner == owner}
+        if any(as_utc(row.expires_at) <= now + timedelta(seconds=lease_s / 2) for row in mine.values()):
+            return None
+        if limit is None or len(mine) < limit:
+            dead = self._dead_owners(s)
+            if any(key not in rows or as_utc(rows[key].expires_at) <= now or rows[key].owner in dead
+                   for key in wanted if key not in mine):
+                return None
+        return {key: mine[key].token for key in wanted if key in mine}
+
     def _locked_elsewhere(self, s: Session, key: str) -> bool:
         """Whether a row for `key` exists that SKIP LOCKED hid (another replica is taking it)."""
         return s.exec(select(Lease.key).where(Lease.key == key)).first() is not None
@@ -89,7 +109,7 @@ class LeasesStore(Database):
 
     def renew_leases(self, owner: int, lease_s: float = DEFAULT_LEASE_S) -> set[str]:
         """Extend every lease `owner` holds; returns their keys (what it still owns)."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             now = self.clock()
             s.execute(update(Lease).where(col(Lease.owner) == owner)
                       .values(expires_at=now + timedelta(seconds=lease_s)))
@@ -98,7 +118,7 @@ class LeasesStore(Database):
     def release_leases(self, owner: int, keys: Iterable[str] | None = None) -> None:
         """Give leases up at once (nobody's, expired now), all of them or `keys`: another replica
         takes them in its next pass instead of waiting for them to expire."""
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             query = update(Lease).where(col(Lease.owner) == owner)
             if keys is not None:
                 query = query.where(col(Lease.key).in_(list(keys)))
@@ -166,7 +186,7 @@ class LeasesStore(Database):
                 col(DaemonHeartbeat.stopped_at).is_(None), DaemonHeartbeat.hostname == hostname))
             gone = [row_id for row_id, pid in rows if not alive(pid)]
         if gone:
-            with self.write(exclusive=False) as s:
+            with self.write(ROWS) as s:
                 s.execute(update(DaemonHeartbeat).where(col(DaemonHeartbeat.id).in_(gone),
                                                         col(DaemonHeartbeat.stopped_at).is_(None))
                           .values(stopped_at=self.clock()))

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, insert, or_, update
 from sqlmodel import col, select
 
 from vh_orch.orchestrator.models import Execution, UtilizationSample
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import ROWS, Database
 
 MAX_SAMPLES = 1800  # per execution: an hour at the default interval of 2 s before the first thinning
 READ_LIMIT = MAX_SAMPLES
@@ -58,7 +58,7 @@ class UtilizationStore(Database):
             if sample.memory_bytes is not None:
                 peaks[sample.execution_id] = max(peaks.get(sample.execution_id, 0), sample.memory_bytes)
         after: dict[int, Tally] = {}
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             for execution_id, n in batch.items():
                 known = tallies.get(execution_id) or self._tally(s, execution_id)
                 count = known.count

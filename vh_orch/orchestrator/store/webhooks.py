@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.costs import PERIOD_WORDS
 from vh_orch.orchestrator.models import Execution, Pipeline, Project, Task, Webhook, WebhookDelivery
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import ROWS, Database
 from vh_orch.timeutil import iso
 
 EVENTS = ("execution.ended", "task.ended", "pipeline.ended", "budget.warning")
@@ -113,7 +113,7 @@ class WebhooksStore(Database):
                             next_at: datetime | None) -> None:
         """One try's outcome: delivered (a 2xx), pending until next_at, or failed (no next_at: out of tries)."""
         now = self.clock()
-        with self.write(exclusive=False) as s:
+        with self.write(ROWS) as s:
             delivery = s.get(WebhookDelivery, delivery_id)
             if delivery is None:  # its webhook was removed while the try was in flight
                 return
