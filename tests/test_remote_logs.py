@@ -15,6 +15,7 @@ import pytest
 
 from conftest import BUSYBOX, SSHPool
 from vh_orch.bootstrap.remote_logs import LAUNCH_DIR, OUTPUT_FILE, Demux, RemoteContainer, Stamper
+from vh_orch.orchestrator.logs import LogIngester
 
 HEAD = b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\n\r\n"
 
@@ -132,6 +133,14 @@ def stored_texts(store, execution_id: int, stream: str) -> list[str]:  # type: i
             if e.kind == "log" and e.stream == stream]
 
 
+def followed(store, execution_id: int, container: RemoteContainer) -> LogIngester:  # type: ignore[no-untyped-def]
+    """An ingester storing both of the container's streams, as a runner's does."""
+    ingester = LogIngester(store, execution_id)
+    ingester.follow(container.stdout, "stdout", timestamped=True)
+    ingester.follow(container.stderr, "stderr", timestamped=True)
+    return ingester
+
+
 def wait_for(what: str, check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not check():
@@ -158,8 +167,6 @@ def test_a_paused_reader_never_holds_the_container_up(host: Host, db_url: str) -
     the container runs to its end all the same; once the reader goes on, every line is stored once."""
     from test_logs import one_execution
 
-    from vh_orch.orchestrator.logs import LogIngester
-
     lines = 400_000  # about 2.9 MB: past the SSH window, the pipes and the engine's attach buffers
     spec = host.spec(f"sleep 1; seq 1 {lines}; echo done >&2")
     container = host.runtime.start(spec)
@@ -175,9 +182,7 @@ def test_a_paused_reader_never_holds_the_container_up(host: Host, db_url: str) -
     finally:
         host.sh("kill -CONT " + " ".join(pids) + " 2>/dev/null; true")
     store, execution = one_execution(db_url)
-    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
-    ingester.follow(container.stdout, "stdout", timestamped=True)
-    ingester.follow(container.stderr, "stderr", timestamped=True)
+    ingester = followed(store, execution.id, container)  # type: ignore[arg-type]
     assert container.wait(120) == 0
     assert ingester.close(120)
     assert stored_texts(store, execution.id, "stdout") == [str(i) for i in range(1, lines + 1)]  # type: ignore[arg-type]
@@ -187,13 +192,9 @@ def test_a_paused_reader_never_holds_the_container_up(host: Host, db_url: str) -
 def test_connections_cut_mid_stream_lose_and_repeat_no_line(host: Host, db_url: str) -> None:
     from test_logs import one_execution
 
-    from vh_orch.orchestrator.logs import LogIngester
-
     store, execution = one_execution(db_url)
-    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
     container = host.runtime.start(host.spec(COUNT))
-    ingester.follow(container.stdout, "stdout", timestamped=True)
-    ingester.follow(container.stderr, "stderr", timestamped=True)
+    ingester = followed(store, execution.id, container)  # type: ignore[arg-type]
     for cut_after in (60, 150, 250):
         wait_for("output", lambda n=cut_after: store.command_lines(execution.id)["stdout"] >= n)  # type: ignore[arg-type,misc]
         host.host.kill_sessions()  # every SSH connection to the host is cut
@@ -210,8 +211,6 @@ def test_a_daemon_that_re_attaches_stores_each_line_once(host: Host, db_url: str
     lines stored already (not vh-orch's note), while the container runs on or after it exited with
     nobody following."""
     from test_logs import one_execution
-
-    from vh_orch.orchestrator.logs import LogIngester
 
     store, execution = one_execution(db_url)
     first = LogIngester(store, execution.id)  # type: ignore[arg-type]
@@ -299,8 +298,6 @@ def test_a_relay_file_cut_short_by_a_full_disk_is_filled_from_dockers_log(ssh_po
 
     from test_logs import one_execution
 
-    from vh_orch.orchestrator.logs import LogIngester
-
     disk = tmp_path / "small"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
@@ -310,9 +307,7 @@ def test_a_relay_file_cut_short_by_a_full_disk_is_filled_from_dockers_log(ssh_po
         spec = h.spec(f"seq 1 {lines}; echo tail >&2")
         container = h.runtime.start(spec)
         store, execution = one_execution(db_url)
-        ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
-        ingester.follow(container.stdout, "stdout", timestamped=True)
-        ingester.follow(container.stderr, "stderr", timestamped=True)
+        ingester = followed(store, execution.id, container)  # type: ignore[arg-type]
         assert container.wait(120) == 0
         assert ingester.close(120)
         assert container.problem is None
@@ -331,19 +326,15 @@ def test_a_launch_cut_on_the_host_after_the_start_is_followed_from_dockers_log(h
     write anything): the container ran, so it is followed on, every line from Docker's own log."""
     from test_logs import one_execution
 
-    from vh_orch.orchestrator.logs import LogIngester
-
     spec = host.spec("unused")
     folder = host.runtime.remote_folder(spec)
     host.sh(f"mkdir -p {folder}/{LAUNCH_DIR} && : > {folder}/{LAUNCH_DIR}/pid.999999999 && "
             f"docker run -d --pull never --name {spec.container_name} --label vh-orch.attempt=1 {BUSYBOX} "
             f"sh -c '{COUNT}; exit 5' >/dev/null")
     store, execution = one_execution(db_url)
-    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
     container = host.runtime.attach(spec)
     assert container is not None
-    ingester.follow(container.stdout, "stdout", timestamped=True)
-    ingester.follow(container.stderr, "stderr", timestamped=True)
+    ingester = followed(store, execution.id, container)  # type: ignore[arg-type]
     assert container.wait(120) == 5
     assert ingester.close(60)
     assert not container.never_started and container.problem is None
@@ -356,14 +347,10 @@ def test_a_relay_killed_mid_stream_is_filled_from_dockers_log(host: Host, db_url
     runs: the container goes on, and the lines the file lacks come from Docker's own log, once."""
     from test_logs import one_execution
 
-    from vh_orch.orchestrator.logs import LogIngester
-
     store, execution = one_execution(db_url)
-    ingester = LogIngester(store, execution.id)  # type: ignore[arg-type]
     spec = host.spec(COUNT)
     container = host.runtime.start(spec)
-    ingester.follow(container.stdout, "stdout", timestamped=True)
-    ingester.follow(container.stderr, "stderr", timestamped=True)
+    ingester = followed(store, execution.id, container)  # type: ignore[arg-type]
     wait_for("stored output", lambda: store.command_lines(execution.id)["stdout"] >= 50)  # type: ignore[arg-type]
     folder = host.runtime.remote_folder(spec)
     relay = host.sh(f"ls {folder}/{LAUNCH_DIR} | sed -n 's/^pid[.]//p'").strip()
