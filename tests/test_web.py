@@ -610,7 +610,9 @@ def test_operations_show_machines_queues_and_cost_to_administrators_only(
     wait_for(lambda: "burst" in browser.find_element(By.ID, "machines").text, "the machine is not listed")
     cache = browser.find_element(By.XPATH, '//table[@id="machines"]//tr[td[2]="burst"]/td[@class="input-cache"]')
     assert cache.text.endswith(", 0% of 1"), cache.text
-    assert browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1
+    # The chart is drawn once its figures have come (a fetch of its own): waited for, not sampled.
+    wait_for(lambda: browser.execute_script("return document.querySelectorAll('#cost-chart canvas').length") >= 1,
+             "no cost chart drawn")
     shot(browser, "operations")
 
 
