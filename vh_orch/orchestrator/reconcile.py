@@ -151,10 +151,7 @@ class Reconciler:
             env_id = _environment_of(action, machine_rows)
             store = self.store.fenced(self._fences.get(env_id))  # type: ignore[arg-type]
             try:
-                if isinstance(action, P.Dispatch):
-                    self._dispatch(store, dispatches.pop(action.machine_id), machine_rows[action.machine_id], envs)
-                else:
-                    self._apply(store, action, envs, machine_rows, capacity_hit, now)
+                self._apply(store, action, envs, machine_rows, capacity_hit, now, dispatches)
             except LeaseLost as exc:
                 log.warning("environment %s: %s; leaving it to its new owner", env_id, exc)
                 self._fences.pop(env_id, None)  # type: ignore[arg-type]
@@ -294,14 +291,15 @@ class Reconciler:
     # -- applying actions ---------------------------------------------------------------
 
     def _apply(self, store: Store, action: P.Action, envs: dict, machines: dict,  # type: ignore[type-arg]
-               capacity_hit: set[int], now: datetime) -> None:
-        """Apply one action, writing through `store` (fenced by its environment's lease)."""
+               capacity_hit: set[int], now: datetime, dispatches: dict[int, list[int]]) -> None:
+        """Apply one action, writing through `store` (fenced by its environment's lease). dispatches: the
+        executions each machine is dispatched, claimed together at its first Dispatch (then gone)."""
         match action:
             case P.Launch(environment_id=env_id, zone=zone, instance_type=itype):
                 if env_id not in capacity_hit:
                     self._launch(store, envs[env_id], zone, itype, capacity_hit)
-            case P.Dispatch(execution_id=eid, machine_id=mid):
-                self._dispatch(store, [eid], machines[mid], envs)
+            case P.Dispatch(machine_id=mid):
+                self._dispatch(store, dispatches.pop(mid), machines[mid], envs)
             case P.Retire(machine_id=mid, idle_before=before):
                 machine = store.retire_if_idle(mid, before, action.reason)
                 if machine is not None:

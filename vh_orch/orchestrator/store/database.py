@@ -201,8 +201,8 @@ class Database:
         if fence is None:
             return
         if conn is None:
-            with self.engine.connect().execution_options(vh_readonly=True) as reader, reader.begin():
-                self._check_lease(reader, fence, lock="")
+            with self.read() as s:
+                self._check_lease(s.connection(), fence, lock="")
             return
         self._check_lease(conn, fence, lock=" FOR SHARE" if conn.dialect.name == "postgresql" else "")
 
