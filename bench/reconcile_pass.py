@@ -30,7 +30,7 @@ from vh_orch.timeutil import utcnow
 
 
 class NoHost:
-    def run_execution(self, execution, env, machine) -> None:  # type: ignore[no-untyped-def]
+    def run_execution(self, execution, env, machine, fence=None) -> None:  # type: ignore[no-untyped-def]
         raise AssertionError("every machine is busy: nothing should be dispatched")
 
     def abandon(self, execution_ids, reason) -> None:  # type: ignore[no-untyped-def]

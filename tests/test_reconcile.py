@@ -21,6 +21,7 @@ from vh_orch.orchestrator.drivers import Drivers
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.store.database import Fence
 
 STEP_YAML = "- step:\n    name: s\n    image: busybox\n    command: echo hi\n"
 
@@ -45,7 +46,8 @@ class StandInHost:
     abandoned: list[int] = field(default_factory=list)
     machines_used: set[int] = field(default_factory=set)
 
-    def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None:
+    def run_execution(self, execution: Execution, env: Environment, machine: Machine,
+                      fence: Fence | None = None) -> None:
         self.running[execution.id] = execution  # type: ignore[index]
         self.machines_used.add(machine.id)  # type: ignore[arg-type]
 

@@ -48,6 +48,7 @@ from vh_orch.orchestrator.reconcile import Reconciler
 from vh_orch.orchestrator.replica import Replica
 from vh_orch.orchestrator.runners import Runners
 from vh_orch.orchestrator.store import Store
+from vh_orch.orchestrator.store.database import Fence
 from vh_orch.orchestrator.tasks.engine import TaskEngine
 from vh_orch.orchestrator.utilization import Sampler
 from vh_orch.orchestrator.wakeup import listen
@@ -74,6 +75,8 @@ class Daemon:
         self.hostname = socket.gethostname()
         self.cluster_id = store.cluster_id()
         self._wake = threading.Event()
+        self._passing = False  # a reconcile job runs its passes (guarded by _pass_lock)
+        self._pass_lock = threading.Lock()
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
         self._listener: threading.Thread | None = None
@@ -100,7 +103,7 @@ class Daemon:
     def reconciler(self) -> Reconciler:
         return Reconciler(self.store, self, hostname=self.hostname, runtime_name=self._runtime_name,
                           orphan_grace_s=self.settings.orphan_grace_s, drivers=self.drivers,
-                          host_gpus=self.local.gpus)
+                          host_gpus=self.local.gpus, lease_s=self.settings.lease_s)
 
     def jobs(self) -> list[PeriodicJob]:
         """Every periodic job of the daemon with its interval; a new one goes here."""
@@ -183,8 +186,13 @@ class Daemon:
         self.machines.sweep_all()
 
     def _wake_now(self) -> bool:
-        """A pass now (and one more after a pass that runs); False once the scheduler refuses (shut down)."""
-        self._wake.set()
+        """A pass now (and one more after a pass that runs); False once the scheduler refuses (shut down).
+        While the reconcile job runs, the flag alone does it (the job passes again when it is set): a
+        burst of runners ending costs no scheduler round trip each."""
+        with self._pass_lock:
+            self._wake.set()
+            if self._passing:
+                return not self._stopping.is_set()
         scheduler = self._scheduler
         if scheduler is not None and not self._stopping.is_set():
             try:
@@ -203,15 +211,26 @@ class Daemon:
             except Exception:
                 log.exception("could not look for work; a whole pass instead")
         # A wake-up that arrives during a pass causes one more pass right away.
-        for _ in range(10):
-            self._wake.clear()
-            try:
-                self.reconcile_pass()
-            except Exception:
-                log.exception("reconcile pass failed; the next one will retry")
-                return
-            if not self._wake.is_set() or self._stopping.is_set():
-                return
+        with self._pass_lock:
+            self._passing = True
+        try:
+            for _ in range(10):
+                self._wake.clear()
+                try:
+                    self.reconcile_pass()
+                except Exception:
+                    log.exception("reconcile pass failed; the next one will retry")
+                    return
+                with self._pass_lock:
+                    if not self._wake.is_set() or self._stopping.is_set():
+                        self._passing = False
+                        return
+        finally:
+            with self._pass_lock:
+                again = self._passing and self._wake.is_set()  # woken during the last of ten passes
+                self._passing = False
+        if again:
+            self._wake_now()
 
     def _heartbeat_job(self) -> None:
         self.replica.heartbeat()
@@ -284,10 +303,13 @@ class Daemon:
 
     # -- the ExecutionHost the reconciler dispatches to -------------------------------
 
-    def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None:
-        """Run a dispatched execution in a thread of this daemon: here (local, fake) or over SSH."""
+    def run_execution(self, execution: Execution, env: Environment, machine: Machine,
+                      fence: Fence | None = None) -> None:
+        """Run a dispatched execution in a thread of this daemon: here (local, fake) or over SSH, under
+        its lease (`fence`: the one its claim took; None: read)."""
         assert self.replica.id is not None
-        self.runners.start(execution, self._runtime_on(env, machine), self.replica.id, environment=env)
+        self.runners.start(execution, self._runtime_on(env, machine), self.replica.id, environment=env,
+                           fence=fence)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine), under its

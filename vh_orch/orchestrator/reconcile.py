@@ -22,6 +22,7 @@ from vh_orch.orchestrator.idle import HISTORY, wait_weight
 from vh_orch.orchestrator.models import Environment, Execution, Machine
 from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.database import Fence
+from vh_orch.orchestrator.store.leases import DEFAULT_LEASE_S
 from vh_orch.timeutil import utcnow
 from vh_orch.values import CloudInstance
 
@@ -46,7 +47,8 @@ FAILURE_KINDS = (
 class ExecutionHost(Protocol):
     """Where dispatched executions run (the daemon's runner threads, or a test's stand-in)."""
 
-    def run_execution(self, execution: Execution, env: Environment, machine: Machine) -> None: ...
+    def run_execution(self, execution: Execution, env: Environment, machine: Machine,
+                      fence: Fence | None = None) -> None: ...
 
     def abandon(self, execution_ids: list[int], reason: str) -> None:
         """Stop executions that were requeued or failed elsewhere; their results no longer count."""
@@ -68,8 +70,10 @@ class Reconciler:
         drivers: Drivers | None = None,
         runtime_name: Callable[[Environment], str] = lambda env: "process",
         host_gpus: Callable[[], tuple[int, str | None]] = lambda: (0, None),
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self.store = store
+        self.lease_s = lease_s  # the replica's leases' length: a runner trusts a claim's lease for a quarter
         self.host = host
         self.clock = clock
         self.orphan_grace_s = orphan_grace_s
@@ -342,10 +346,10 @@ class Reconciler:
     def _dispatch(self, store: Store, execution_ids: list[int], machine: Machine, envs: dict) -> None:  # type: ignore[type-arg]
         """Start what the plan dispatches to a machine: claimed in one write, then each run."""
         env = envs[machine.environment_id]
-        for execution in store.claim_on_machine(execution_ids, machine.id, env.slots,  # type: ignore[arg-type]
-                                                self.runtime_name(env)):
+        for execution, fence in store.claim_leased(execution_ids, machine.id, env.slots,  # type: ignore[arg-type]
+                                                   self.runtime_name(env), fresh_s=self.lease_s / 4):
             try:
-                self.host.run_execution(execution, env, machine)
+                self.host.run_execution(execution, env, machine, fence)
             except LeaseLost:
                 raise
             except Exception:  # the rest still start

@@ -41,9 +41,9 @@ from vh_orch.orchestrator.datasets.ingest import describe, read_local, read_remo
 from vh_orch.orchestrator.datasets.metadata import metadata_files
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Environment, Execution, Output
+from vh_orch.orchestrator.models import Environment, Execution, Output, Project
 from vh_orch.orchestrator.registries import registry_auth_for
-from vh_orch.orchestrator.secrets import merge_secrets, project_secret_values
+from vh_orch.orchestrator.secrets import merge_secrets, secret_values
 from vh_orch.orchestrator.store import Store
 from vh_orch.settings import Settings
 from vh_orch.storage.datastore import Datastore, file_uri_path
@@ -119,6 +119,7 @@ class ExecutionRunner:
         self._parsed_step: Any = None
         self._cache: InputCache | None = None
         self._secret_values: dict[str, str] = {}  # the project's secrets, decrypted when the run begins
+        self._project: Project | None = None  # read with them
 
     @property
     def datastore(self) -> Datastore:
@@ -270,7 +271,8 @@ class ExecutionRunner:
 
     def _run(self) -> Outcome:
         try:
-            self._secret_values = project_secret_values(self.store, self.settings.home, self.execution.project_id)
+            self._project, secrets = self.store.project_with_secrets(self.execution.project_id)
+            self._secret_values = secret_values(self.settings.home, secrets)
         except ConfigError as exc:  # the installation's key is missing or another's: nothing runs
             return Outcome(S.ERROR, f"the project's secrets could not be read: {exc}", None)
         ingester = LogIngester(self.store, self.execution_id, self.metrics, on_metadata=self._watcher(),
@@ -412,7 +414,8 @@ class ExecutionRunner:
         for name in FOLDERS:
             (self.folder / name).mkdir(parents=True)
         commit = self.store.get_commit(execution.commit_id)
-        project = self.store.get_project_by_id(execution.project_id)
+        project = self._project
+        assert project is not None  # read as the run began (_run)
         repository = self.folder / "repository"
         if commit.kind == "adhoc":
             extract_adhoc(Path(commit.archive_path or ""), repository)

@@ -97,15 +97,18 @@ class Runners:
         self._workers = Workers()
 
     def start(self, execution: Execution, runtime: Runtime, owner: int, reattach: bool = False,
-              environment: Environment | None = None) -> None:
+              environment: Environment | None = None, fence: Fence | None = None) -> None:
         """Run an execution on a worker thread, under its lease that `owner` (this replica) holds.
-        environment: its environment's row, when the caller has it (else the runner reads it)."""
+        environment: its environment's row, when the caller has it (else the runner reads it);
+        fence: its lease's, when the caller just took it (else its token is read)."""
         assert execution.id is not None
-        token = self.store.lease_token(exec_key(execution.id), owner)
-        if token is None:
-            log.warning("execution %s: not started here, another replica holds it", execution.id)
-            return
-        store = self.store.fenced(Fence(exec_key(execution.id), owner, token))
+        if fence is None:
+            token = self.store.lease_token(exec_key(execution.id), owner)
+            if token is None:
+                log.warning("execution %s: not started here, another replica holds it", execution.id)
+                return
+            fence = Fence(exec_key(execution.id), owner, token)
+        store = self.store.fenced(fence)
         runner = ExecutionRunner(store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
                                  metrics=self.metrics, environment=environment)
         done = threading.Event()

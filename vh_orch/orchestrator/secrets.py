@@ -5,13 +5,14 @@ of the same name wins)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vh_orch.errors import UserInputError
 
 if TYPE_CHECKING:
+    from vh_orch.orchestrator.models import ProjectSecret
     from vh_orch.orchestrator.store import Store
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
@@ -45,7 +46,11 @@ def check_secret_value(value: str) -> str:
 def project_secret_values(store: Store, home: Path, project_id: int) -> dict[str, str]:
     """Every secret of the project by name, decrypted (ConfigError when the installation's key does
     not open one). None of it is ever written anywhere but the command's environment."""
-    rows = store.list_secrets(project_id)
+    return secret_values(home, store.list_secrets(project_id))
+
+
+def secret_values(home: Path, rows: Sequence[ProjectSecret]) -> dict[str, str]:
+    """Secrets' rows by name, decrypted (see project_secret_values)."""
     if not rows:
         return {}
     from vh_orch.keyring import KeyRing

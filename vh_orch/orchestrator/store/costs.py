@@ -205,11 +205,12 @@ class CostsStore(Database):
                                      e.task_id, pipeline_id if pipeline_id is not None else task_pipelines.get(task_node))
         return CostRows(machines, holds, owners)
 
-    def _ended_cost(self, s: Session, execution: Execution) -> float:
-        """Inside the write that ends it: what an execution's latest attempt cost (0: no billed machine)."""
-        if execution.machine_id is None or execution.started_at is None or execution.ended_at is None:
+    def _ended_cost(self, s: Session, execution: Execution, ended_at: datetime) -> float:
+        """Inside the write that ends it (at `ended_at`): what an execution's latest attempt cost (0: no
+        billed machine)."""
+        if execution.machine_id is None or execution.started_at is None:
             return 0.0
-        start, end = as_utc(execution.started_at), as_utc(execution.ended_at)
+        start, end = as_utc(execution.started_at), as_utc(ended_at)
         rows = self._cost_rows(s, start, end, execution.machine_id)
         share = attribute(rows.machines, rows.holds, start, end).executions.get(execution.id or 0)
         return 0.0 if share is None else share.cost_usd

@@ -39,9 +39,10 @@ one order, no deadlock among them. Writes that change only their own rows in one
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
@@ -104,11 +105,15 @@ def execution_environment(execution_id: int) -> Lock:
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """A lease a replica holds (see leases.py): its writes land only while it still does."""
+    """A lease a replica holds (see leases.py): its writes land only while it still does.
+    fresh_until: until when (time.monotonic()) a lone check may trust it without a read: a lease
+    that this replica took, counted from before the write that took it, for a small part of its
+    length (no other replica takes a lease before it expires or its owner is gone)."""
 
     key: str
     owner: int
     token: int
+    fresh_until: float = field(default=0.0, compare=False)
 
 
 def table_of(model: type[SQLModel]) -> FromClause:
@@ -196,11 +201,13 @@ class Database:
         """Raise LeaseLost unless this store's fence still holds (a no-op without a fence). Inside a
         write (`conn`), the lease row is read FOR SHARE on PostgreSQL: a take-over waits for that write.
         Alone (before an action outside the database: a launch, a terminate, a runner's poll) it is a
-        read, which waits for no writer."""
+        read, which waits for no writer, or nothing while the fence is fresh (Fence.fresh_until)."""
         fence = self.fence
         if fence is None:
             return
         if conn is None:
+            if time.monotonic() < fence.fresh_until:
+                return
             with self.read() as s:
                 self._check_lease(s.connection(), fence, lock="")
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
 from vh_orch.orchestrator.models import (Budget, Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
                                          Quota, Task)
-from vh_orch.orchestrator.store.database import (ALL, ROWS, environment, execution_environment,
+from vh_orch.orchestrator.store.database import (ALL, ROWS, Fence, environment, execution_environment,
                                                  machine_environment, table_of)
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
@@ -366,12 +367,20 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def claim_on_machine(self, execution_ids: Sequence[int], machine_id: int, slots: int,
                          runtime: str) -> list[Execution]:
+        """claim_leased, without the leases' tokens."""
+        return [execution for execution, _fence in self.claim_leased(execution_ids, machine_id, slots, runtime)]
+
+    def claim_leased(self, execution_ids: Sequence[int], machine_id: int, slots: int, runtime: str,
+                     fresh_s: float = 0.0) -> list[tuple[Execution, Fence | None]]:
         """Start queued executions on a machine, in the order given, each while the machine has a free
         slot and the GPUs it asks for free, giving it the indices of those GPUs; one that moved on (no
         longer queued) or does not fit is passed over. The ones started, in one write under the
         environment's lock: two claims on one machine never give out the same slot or GPU index, a
         machine is never retired while a claim puts work on it, and a pass dispatching a machine's
-        whole share pays one transaction, not one each."""
+        whole share pays one transaction, not one each. Each comes with the fence of the lease its
+        runner works under (a fenced store's claim: this replica's, fresh for `fresh_s` from before
+        the write; else None)."""
+        began = time.monotonic()
         with self.write(machine_environment(machine_id)) as s:
             machine = s.get(Machine, machine_id)
             if machine is None or machine.state not in (M.READY, M.BUSY):
@@ -383,11 +392,12 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
             rows = {e.id: e for e in s.exec(query)}
             held: set[int] | None = None  # the machine's GPUs in use, read when one is asked for
             claimed: list[Execution] = []
+            taken: set[int] = set()  # an id given twice is claimed once
             for execution_id in execution_ids:
                 execution = rows.get(execution_id)
                 if running >= slots:
                     break
-                if execution is None or execution.status != S.QUEUED:
+                if execution is None or execution.status != S.QUEUED or execution_id in taken:
                     continue
                 given: list[int] | None = []
                 if execution.gpus:
@@ -401,16 +411,22 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
                 execution.machine_id = machine_id
                 execution.runtime = runtime
                 execution.attempt += 1
-                if self.fence is not None:  # a replica's reconcile: it runs what it claims, under a lease of its own
-                    self.hold_lease(s, exec_key(execution_id), self.fence.owner)
-                # A retry says so in its status event: `exec logs` marks where each attempt begins.
-                self._transition(s, execution, S.STARTED,
-                                 reason=f"attempt {execution.attempt}" if execution.attempt > 1 else None)
                 running += 1
                 claimed.append(execution)
+                taken.add(execution_id)
+            tokens: dict[str, int] = {}
+            if self.fence is not None:  # a replica's reconcile: it runs what it claims, under leases of its own
+                tokens = self.hold_leases(s, [exec_key(e.id) for e in claimed], self.fence.owner)  # type: ignore[arg-type]
+            # A retry says so in its status event: `exec logs` marks where each attempt begins.
+            self._transitions(s, claimed, S.STARTED,
+                              [f"attempt {e.attempt}" if e.attempt > 1 else None for e in claimed])
             if claimed and machine.state != M.BUSY:
                 self._machine_to(s, machine, M.BUSY, None)
-            return claimed
+            if self.fence is None:
+                return [(e, None) for e in claimed]
+            owner = self.fence.owner
+            return [(e, Fence(exec_key(e.id), owner, tokens[exec_key(e.id)], began + fresh_s))  # type: ignore[arg-type]
+                    for e in claimed]
 
     def finish_execution(
         self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None,
@@ -425,15 +441,13 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
             execution = s.get_one(Execution, execution_id)
             if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
                 return False
-            if exit_code is not None:
-                execution.exit_code = exit_code
             s.add_all(outputs)
-            s.flush()
             # Aliases and dataset versions land with the result: a pipeline's next node reading
             # `dataset://NAME/latest` once this one is complete finds the version.
             lines = self._apply_output_metadata(s, execution, outputs, complete=status == S.COMPLETE)
             self._log_lines(s, execution, lines)
-            self._transition(s, execution, status, reason=reason)
+            self._transition(s, execution, status, reason=reason,
+                             also=None if exit_code is None else {"exit_code": exit_code})
             return True
 
     # -- launch failures -------------------------------------------------------------------

@@ -4,19 +4,27 @@ executions inside their own transactions (core, fleet, tasks) build on this one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import func, update
+from sqlalchemy import func, insert, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from vh_orch.orchestrator.models import Execution, ExecutionEvent, Lease, Project, Quota, User
 from vh_orch.orchestrator.store.costs import BudgetState, CostsStore
+from vh_orch.orchestrator.store.database import table_of
 from vh_orch.orchestrator.store.webhooks import WebhooksStore
 from vh_orch.timeutil import as_utc, iso
 from vh_orch.values import FINAL_STATUSES, ExecutionStatus
 
 S = ExecutionStatus
+_EXECUTIONS = table_of(Execution)
+_EVENTS = table_of(ExecutionEvent)
+_LEASES = table_of(Lease)
+_STAMPS = {S.QUEUED: "queued_at", S.STARTED: "started_at"}  # the time each status sets (a final one: ended_at)
+_CHUNK = 500  # ids in one IN (...) list, well under any engine's bound on parameters
 ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)  # what counts against a quota
 DEFAULT_QUOTA_USER = "*"
 WARN_AT = 0.8  # a budget this much spent sends its one warning of the period  # the quota row that applies to users without one of their own
@@ -83,16 +91,16 @@ class LifecycleStore(WebhooksStore, CostsStore):
                 .group_by(Execution.user)
             ).all()
         )
-        admitted = 0
+        admitted: list[Execution] = []
         for execution in waiting:
             limit = limits.get(execution.user or "", default)
             current = active.get(execution.user, 0)
             if limit is not None and current >= limit:
                 continue
-            self._transition(s, execution, S.QUEUED)
             active[execution.user] = current + 1
-            admitted += 1
-        return admitted
+            admitted.append(execution)
+        self._transitions(s, admitted, S.QUEUED)
+        return len(admitted)
 
     @staticmethod
     def _held_by_budget(s: Session, execution: Execution, held: dict[tuple[str, str | int], BudgetState]) -> bool:
@@ -143,29 +151,67 @@ class LifecycleStore(WebhooksStore, CostsStore):
         return warned
 
     def _transition(
-        self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None
+        self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None,
+        also: Mapping[str, Any] | None = None,
     ) -> None:
         """Inside a write: move an execution to `status` (its caller checked that it may) and record
-        the status event."""
+        the status event; `also`: more of its columns to write with it (an exit code)."""
+        self._transitions(s, [execution], status, [reason], now, also)
+
+    def _transitions(self, s: Session, executions: Sequence[Execution], status: str,
+                     reasons: Sequence[str | None] | None = None, now: datetime | None = None,
+                     also: Mapping[str, Any] | None = None) -> None:
+        """Inside a write: move executions to `status` (each checked by its caller), each with its
+        reason (`reasons`, in order; None: none) and its status event, in a few statements for the lot
+        (an admission's or a claim's whole batch), not a round trip each. `last_seq` goes up in SQL
+        and comes back: a log chunk stored meanwhile (append_chunks, which takes no lock) never
+        shares a seq with the event. A final status writes what the attempt cost with it. The objects
+        are given the values written."""
+        if not executions:
+            return
         now = now or self.clock()
-        execution.status = status
-        if reason is not None or status in (S.QUEUED, S.STARTED, S.COMPLETE):  # `complete` needs no reason
-            execution.status_reason = reason
-        if status == S.QUEUED:
-            execution.queued_at = now
-        elif status == S.STARTED:
-            execution.started_at = now
-        elif status in FINAL_STATUSES:
-            execution.ended_at = now
-        execution.last_seq += 1
-        s.add(execution)
-        s.flush()
-        if status not in (S.STARTED, S.STOPPING):  # no replica runs it any more: its lease goes to nobody
-            s.execute(update(Lease).where(col(Lease.key) == f"exec:{execution.id}")
-                      .values(owner=0, expires_at=now))
-        text = status if reason is None else f"{status}: {reason}"
-        s.add(ExecutionEvent(execution_id=execution.id, seq=execution.last_seq, time=now, kind="status", text=text))
+        whys = list(reasons) if reasons is not None else [None] * len(executions)
+        s.flush()  # the rows' own changes first (a claim's machine and attempt)
+        values: dict[str, Any] = {"status": status, **(also or {})}
+        stamp = _STAMPS.get(status) or ("ended_at" if status in FINAL_STATUSES else None)
+        if stamp is not None:
+            values[stamp] = now
+        groups: dict[tuple[str | None, float | None], list[Execution]] = {}
+        for execution, why in zip(executions, whys, strict=True):
+            cost = self._ended_cost(s, execution, now) if status in FINAL_STATUSES else None
+            groups.setdefault((why, cost), []).append(execution)
+        conn = s.connection()
+        seqs: dict[int, int] = {}
+        for (why, cost), group in groups.items():
+            written = dict(values)
+            if why is not None or status in (S.QUEUED, S.STARTED, S.COMPLETE):  # `complete` needs no reason
+                written["status_reason"] = why
+            if cost is not None:
+                written["cost_usd"] = cost
+            for ids in _chunks([e.id for e in group]):
+                seqs.update(conn.execute(
+                    update(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids))
+                    .values(last_seq=_EXECUTIONS.c.last_seq + 1, **written)
+                    .returning(_EXECUTIONS.c.id, _EXECUTIONS.c.last_seq)).all())
+            for execution in group:
+                for key, value in written.items():
+                    set_committed_value(execution, key, value)
+                set_committed_value(execution, "last_seq", seqs[execution.id])  # type: ignore[index]
+        if status not in (S.STARTED, S.STOPPING):  # no replica runs them any more: their leases go to nobody
+            for keys in _chunks([f"exec:{e.id}" for e in executions]):
+                conn.execute(update(_LEASES).where(_LEASES.c.key.in_(keys)).values(owner=0, expires_at=now))
+        conn.execute(insert(_EVENTS), [
+            {"execution_id": e.id, "seq": seqs[e.id], "time": now, "kind": "status",  # type: ignore[index]
+             "stream": None, "text": status if why is None else f"{status}: {why}"}
+            for e, why in zip(executions, whys, strict=True)])
         if status in FINAL_STATUSES:
-            execution.cost_usd = self._ended_cost(s, execution)
-            s.add(execution)
-            self._execution_ended(s, execution)  # its webhooks' deliveries, in this transaction
+            for execution in executions:
+                self._execution_ended(s, execution)  # its webhooks' deliveries, in this transaction
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
