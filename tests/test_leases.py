@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -137,6 +138,36 @@ def test_a_fenced_write_is_refused_once_the_lease_is_taken_and_changes_nothing(w
     runner_b = store.fenced(Fence(exec_key(execution_id), b, token + 1))
     assert runner_b.finish_execution(execution_id, 1, "complete", None, 0)
     assert store.get_execution(execution_id).status == "complete"
+
+
+def test_a_claims_fence_is_trusted_by_lone_checks_while_fresh_and_never_by_writes(world) -> None:  # type: ignore[no-untyped-def]
+    """A claim hands its runners fences fresh for `fresh_s` from before its write: a runner's lone
+    check (before it starts a command) trusts one that fresh without a read; once stale it reads, and
+    a write always checks the row."""
+    store, clock = world
+    a, b = replica(store, 1001), replica(store, 1002)
+    project = store.create_project("p", None, None)
+    commit = store.get_or_create_commit(project.id, "adhoc", "abc", "- step: {name: s, image: x, command: c}")  # type: ignore[arg-type]
+    env, _ = store.ensure_environment("env", "fake")
+    env_fence = Fence(env_key(env.id), a, store.take_leases(a, [env_key(env.id)])[env_key(env.id)])  # type: ignore[arg-type]
+    machine = store.ensure_host_machine(env, "h")
+    execution = store.create_execution(Execution(project_id=project.id, counter=0, commit_id=commit.id, step="s",  # type: ignore[arg-type]
+                                                 command="c", environment_id=env.id, status="queued"))  # type: ignore[arg-type]
+    began = time.monotonic()
+    [(claimed, fence)] = store.fenced(env_fence).claim_leased([execution.id], machine.id, 1, "process",  # type: ignore[list-item]
+                                                              fresh_s=60)
+    assert fence is not None and (fence.key, fence.owner) == (exec_key(execution.id), a)  # type: ignore[arg-type]
+    assert fence.token == store.lease_token(fence.key, a)
+    assert began <= fence.fresh_until - 60 <= time.monotonic()
+    clock.step(20)  # past the lease by the database's clock: b takes it over
+    assert store.take_over(execution.id, b) == fence.token + 1  # type: ignore[arg-type]
+    runner = store.fenced(fence)
+    runner.check_fence()  # fresh: trusted without a read
+    with pytest.raises(LeaseLost):
+        runner.finish_execution(execution.id, 1, "complete", None, 0)  # type: ignore[arg-type]
+    with pytest.raises(LeaseLost):
+        store.fenced(replace(fence, fresh_until=0.0)).check_fence()  # stale: read, and found taken
+    assert store.get_execution(execution.id).status == "started"  # type: ignore[arg-type]
 
 
 def test_an_execution_that_ends_gives_its_lease_to_nobody(world) -> None:  # type: ignore[no-untyped-def]

@@ -314,3 +314,28 @@ def test_executions_of_two_environments_ending_at_once_make_a_dataset_version_on
             datasets = list(s.exec(select(Dataset).where(Dataset.name == "d")))
             versions = list(s.exec(select(DatasetVersion.name).where(DatasetVersion.name == f"v{round_}")))
         assert len(datasets) == 1 and versions == [f"v{round_}"]
+
+
+def test_a_status_change_beside_a_log_chunk_stored_meanwhile_takes_the_next_seq(store: Store) -> None:
+    """A log chunk's write takes no lock: one stored between a status change's read of the row and its
+    write (a stop asked for while the execution streams) still gets seqs of its own, and the status
+    event comes after them, never on one of them."""
+    from vh_orch.orchestrator.store.logs import LogBlock, LogChunk
+
+    project, commit, envs, by_env = setup(store, 1)
+    execution = submit(store, project, commit, envs[0].id)  # type: ignore[arg-type]
+    store.admit_created()
+    store.claim_on_machine([execution.id], by_env[envs[0].id][0], 3, "docker")  # type: ignore[arg-type]
+    with store.write(environment(envs[0].id)) as s:  # type: ignore[arg-type]
+        row = s.get_one(Execution, execution.id)
+        read_seq = row.last_seq
+        # Stored by another connection while this transaction holds the row as it read it.
+        store.append_chunks(execution.id, [LogChunk("stdout", ["a", "b", "c"], "2026-01-01 00:00:00.000000")])  # type: ignore[arg-type]
+        store._transition(s, row, "stopping", reason="asked")
+    with store.read() as s:
+        block = s.exec(select(LogBlock).where(LogBlock.execution_id == execution.id)).one()
+        status = s.exec(select(ExecutionEvent).where(ExecutionEvent.execution_id == execution.id,
+                                                     ExecutionEvent.text == "stopping: asked")).one()
+        last = s.get_one(Execution, execution.id).last_seq
+    assert (block.first_seq, block.last_seq) == (read_seq + 1, read_seq + 3)
+    assert status.seq == read_seq + 4 == last
