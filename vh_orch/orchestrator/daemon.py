@@ -65,6 +65,10 @@ TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (image
 # that one question instead (work written by another replica or process is still seen at once).
 QUIET_PASS_S = 5.0
 UPKEEP_S = 0.5  # the least time between two passes' upkeep (see reconcile_pass)
+# The least time between two cluster passes (tasks, pipelines, admission) when only runners ending
+# woke the daemon: a burst of them dispatches in back-to-back passes, and a task or pipeline that
+# waits on them is looked at this often. Any other wake-up (a submission) runs it at once.
+CLUSTER_EVERY_S = 0.25
 
 
 class Daemon:
@@ -83,10 +87,12 @@ class Daemon:
         self._quiet = False  # the last pass found no work
         self._passed_at = 0.0  # when it ended (monotonic)
         self._upkept_at = -UPKEEP_S  # when a pass last did the upkeep (monotonic)
+        self._clustered_at = -CLUSTER_EVERY_S  # when a pass last ran the cluster pass (monotonic)
+        self._cluster_due = True  # something besides runners ending woke the daemon since the last one
         self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
         self.local = LocalHost(store, settings, self.cluster_id)
         self.machines = MachineSetup(store, self.drivers, self.cluster_id, wake=self._wake_now)
-        self.runners = Runners(store, settings, self.cluster_id, self.metrics, wake=self._wake_now)
+        self.runners = Runners(store, settings, self.cluster_id, self.metrics, wake=self._runner_ended)
         self.replica = Replica(store, settings, self.hostname, self.runners, self.local, self._runtime_on)
         self.sampler = Sampler(store, self.runners.watched)
         self.webhooks = WebhookSender(settings)
@@ -189,6 +195,14 @@ class Daemon:
         """A pass now (and one more after a pass that runs); False once the scheduler refuses (shut down).
         While the reconcile job runs, the flag alone does it (the job passes again when it is set): a
         burst of runners ending costs no scheduler round trip each."""
+        self._cluster_due = True
+        return self._pass_now()
+
+    def _runner_ended(self) -> bool:
+        """A runner's machine is free: a pass now, to dispatch (the cluster pass waits its turn)."""
+        return self._pass_now()
+
+    def _pass_now(self) -> bool:
         with self._pass_lock:
             self._wake.set()
             if self._passing:
@@ -217,7 +231,7 @@ class Daemon:
             for _ in range(10):
                 self._wake.clear()
                 try:
-                    self.reconcile_pass()
+                    self.reconcile_pass(throttled=True)
                 except Exception:
                     log.exception("reconcile pass failed; the next one will retry")
                     return
@@ -261,11 +275,12 @@ class Daemon:
 
     # -- the pass -------------------------------------------------------------------
 
-    def reconcile_pass(self) -> None:
+    def reconcile_pass(self, throttled: bool = False) -> None:
         """Admit, dispatch and scale (the cluster's jobs and the reconciler), and, at most every UPKEEP_S,
         the upkeep: take leases, take over and settle what nobody runs, stop what was asked to stop.
         A burst of wake-ups (runners ending one after another) makes passes back to back: the upkeep
-        then waits its turn, and what a pass costs goes to dispatching."""
+        and (in the daemon's own passes, `throttled`) the cluster pass then wait their turn, unless
+        something else woke the daemon (CLUSTER_EVERY_S), and what a pass costs goes to dispatching."""
         with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
             self.runners.reap()
             upkeep = self._stopping.is_set() or time.monotonic() - self._upkept_at >= UPKEEP_S
@@ -279,7 +294,11 @@ class Daemon:
                     owned = self.replica.take_environments()
                 else:  # the leases taken at the last upkeep (the heartbeat renews them)
                     cluster, owned = self.replica.cluster_fence, self.replica.env_fences()
-                if cluster is not None:
+                now = time.monotonic()
+                if cluster is not None and (not throttled or upkeep or self._cluster_due
+                                            or now - self._clustered_at >= CLUSTER_EVERY_S):
+                    self._cluster_due = False
+                    self._clustered_at = now
                     self._cluster_pass(self.store.fenced(cluster))
                 self.reconciler.run_pass(owned)
                 if upkeep:

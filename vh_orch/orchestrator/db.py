@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Connections kept open per process (and how many more may open at once, closed when given back):
+# a daemon's runner threads each read and write, and a connection opened per transaction costs more
+# than the transaction. PostgreSQL's are server processes, shared by every replica and the API
+# (its max_connections is 100 by default): fewer.
+SQLITE_POOL = (32, 64)
+POSTGRES_POOL = (16, 16)
 
 
 @cache
@@ -54,6 +60,10 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
+            # Every runner thread reads and writes: connections past the pool would be opened (pragmas,
+            # the schema read again) and closed for each transaction. SQLite's cost little to keep.
+            pool_size=SQLITE_POOL[0],
+            max_overflow=SQLITE_POOL[1],
         )
 
         @event.listens_for(engine, "connect")
@@ -79,7 +89,8 @@ def get_engine(url: str) -> Engine:
 
         return engine
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=POSTGRES_POOL[0],
+                             max_overflow=POSTGRES_POOL[1])
     except Exception as exc:  # bad URL, missing driver
         raise ConfigError(f"cannot use database URL from VH_ORCH_DB: {exc}") from exc
 

@@ -111,15 +111,16 @@ class Reconciler:
         listings = {env.id: self._list(env) for env in envs.values() if capabilities(env.cloud).lists_instances}
         for env in envs.values():
             self._late_launch_failures(env)
-        machines = [m for m in self.store.fleet() if owned is None or m.environment_id in envs]
-        self._measure_boots(machines, now)
-        gpus = self._gpus_of(envs, machines)
-        running = self.store.running_per_machine()
-        held = self.store.gpus_held_per_machine()
-        views = []
-        for env in envs.values():
-            views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running,
-                                        listings.get(env.id), gpus))
+        with self.store.one_read():  # what the pass decides on: one read, after the listings' writes
+            machines = [m for m in self.store.fleet() if owned is None or m.environment_id in envs]
+            self._measure_boots(machines, now)
+            gpus = self._gpus_of(envs, machines)
+            running = self.store.running_per_machine()
+            held = self.store.gpus_held_per_machine()
+            views = []
+            for env in envs.values():
+                views.append(self._env_view(env, [m for m in machines if m.environment_id == env.id], running,
+                                            listings.get(env.id), gpus))
         snapshot = P.Snapshot(
             environments=tuple(views),
             machines=tuple(

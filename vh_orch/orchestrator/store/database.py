@@ -39,6 +39,7 @@ one order, no deadlock among them. Writes that change only their own rows in one
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -140,6 +141,8 @@ class Database:
         # What never changes once written (a commit, a task's stop condition), as first read: see kept().
         # Shared with the fenced copies of this store.
         self._kept: dict[tuple[str, int], Any] = {}
+        # The read that this thread's reads share, inside one_read() (shared with the fenced copies).
+        self._shared_read = threading.local()
 
     def kept(self, kind: str, key: int, read: Callable[[], T]) -> T:
         """`read()`, the first time this store is asked for (kind, key); what it gave, after. Only for
@@ -187,9 +190,28 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
+        shared = getattr(self._shared_read, "session", None)
+        if shared is not None:  # inside one_read(): its transaction
+            yield shared
+            return
         with self.engine.connect().execution_options(vh_readonly=True) as conn, conn.begin():
             with Session(bind=conn, expire_on_commit=False) as session:
                 yield session
+
+    @contextmanager
+    def one_read(self) -> Iterator[None]:
+        """This thread's reads inside share one read transaction: one BEGIN for a pass's several
+        questions, and (on SQLite) one view of the database. Writes go on in their own transactions,
+        and a read inside does not see what they wrote: read what a write settles after the block."""
+        if getattr(self._shared_read, "session", None) is not None:
+            yield
+            return
+        with self.read() as session:
+            self._shared_read.session = session
+            try:
+                yield
+            finally:
+                self._shared_read.session = None
 
     def fenced(self, fence: Fence | None) -> Self:
         """This store, with every write checked against `fence` (None: unchecked)."""
