@@ -379,7 +379,7 @@ def test_runners_start_on_idle_worker_threads_which_end_when_idle_long_enough() 
     import threading
 
     from conftest import eventually
-    from vh_orch.orchestrator.runners import Workers
+    from vh_orch.orchestrator.workers import Workers
 
     workers = Workers(idle_s=0.5)
     release = threading.Event()

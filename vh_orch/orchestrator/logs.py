@@ -33,6 +33,7 @@ from vh_orch.orchestrator.metadata_limits import DEFAULT_MAX_KEYS, MetadataGate,
 from vh_orch.orchestrator.metrics import DaemonMetrics
 from vh_orch.orchestrator.store import LogChunk, Store
 from vh_orch.orchestrator.store.logs import STAMP_WIDTH, has_stamp
+from vh_orch.orchestrator.workers import LOG_WORKERS, Job
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +195,8 @@ class LogIngester:
                                  max_metadata_keys)
         self.metrics = metrics
         self._queue: queue.SimpleQueue[LogChunk | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name=f"log-writer-{execution_id}", daemon=True)
-        self._writer.start()
-        self._readers: list[threading.Thread] = []
+        self._writer = LOG_WORKERS.submit(self._write_loop, f"log-writer-{execution_id}")
+        self._readers: list[Job] = []
         self._unstored = 0  # lines in the queue or in the batch being written
         self._count_lock = threading.Lock()
         self._room = threading.Event()
@@ -213,18 +213,14 @@ class LogIngester:
         return self._masked
 
     def follow(self, stream: IO[bytes], name: str, timestamped: bool = False, skip: int = 0) -> None:
-        """Read a stream to its end in a thread of its own.
+        """Read a stream to its end on a thread of its own (a log worker's).
 
         timestamped: each line starts with its time in docker's fixed-width stamp, which becomes
         the line's time. skip: drop the first `skip` lines (as split and masked here, so the same
         bytes always give the same lines): those a re-attached stream brings again.
         """
-        thread = threading.Thread(
-            target=self._read_loop, args=(stream, name, timestamped, skip), name=f"log-{name}-{self.execution_id}",
-            daemon=True,
-        )
-        thread.start()
-        self._readers.append(thread)
+        self._readers.append(LOG_WORKERS.submit(lambda: self._read_loop(stream, name, timestamped, skip),
+                                                f"log-{name}-{self.execution_id}"))
 
     def add(self, stream: str, text: str) -> None:
         """A line that did not come from the command (e.g. a note from vh-orch itself)."""

@@ -430,7 +430,8 @@ class ExecutionRunner:
         config = self.folder / "config"
         _write_json(config / "parameters.json", execution.parameters)
         _write_json(config / "execution.json", self._execution_info(project.name, commit.identifier))
-        open_to_image_user(self.folder)
+        if self.runtime.name != "process":  # a process runs as the daemon's user, who owns the folders
+            open_to_image_user(self.folder)
 
         env = {"PYTHONUNBUFFERED": "1"}
         env.update({k: str(v) for k, v in execution.environment_variables.items()})

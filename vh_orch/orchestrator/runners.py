@@ -9,7 +9,6 @@ on remote machines are only detached: their containers run on, and the next daem
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -23,57 +22,10 @@ from vh_orch.orchestrator.store import Store
 from vh_orch.orchestrator.store.database import Fence
 from vh_orch.orchestrator.store.leases import exec_key
 from vh_orch.orchestrator.utilization import Watched
+from vh_orch.orchestrator.workers import Workers
 from vh_orch.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-WORKER_IDLE_S = 60.0  # a worker thread with nothing to run for this long ends
-
-
-class Workers:
-    """Daemon threads that each run one callable at a time, then wait for the next.
-
-    A runner starts on an idle worker without a new thread: Thread.start() waits until the new
-    thread has run, and with a few dozen threads busy that wait was a third of what dispatching an
-    execution cost the reconcile pass. A thread is started only when none is idle; one idle for
-    WORKER_IDLE_S ends, so the threads follow the busiest recent hour, not the busiest ever."""
-
-    def __init__(self, idle_s: float = WORKER_IDLE_S) -> None:
-        self._work: queue.SimpleQueue[tuple[Callable[[], object], str]] = queue.SimpleQueue()
-        self._idle = 0  # workers waiting for work, less the work queued for them
-        self._lock = threading.Lock()
-        self._idle_s = idle_s
-
-    def submit(self, fn: Callable[[], object], name: str) -> None:
-        """Run fn on a worker (a new one if none is idle); `name` names the thread while it runs."""
-        with self._lock:
-            if self._idle > 0:  # promised and queued at once: no idle worker ends between the two
-                self._idle -= 1
-                self._work.put((fn, name))
-                return
-        threading.Thread(target=self._loop, args=(fn, name), name=name, daemon=True).start()
-
-    def _loop(self, fn: Callable[[], object], name: str) -> None:
-        me = threading.current_thread()
-        while True:
-            me.name = name
-            try:
-                fn()
-            except Exception:  # a runner reports its own failures; the worker goes on
-                log.exception("%s: a worker's task failed", name)
-            me.name = "worker-idle"
-            with self._lock:
-                self._idle += 1
-            while True:
-                try:
-                    fn, name = self._work.get(timeout=self._idle_s)
-                    break
-                except queue.Empty:
-                    with self._lock:
-                        if self._idle > 0 and self._work.empty():  # nothing queued for an idle worker: end
-                            self._idle -= 1
-                            return
 
 
 @dataclass
