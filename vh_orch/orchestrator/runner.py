@@ -41,7 +41,7 @@ from vh_orch.orchestrator.datasets.ingest import describe, read_local, read_remo
 from vh_orch.orchestrator.datasets.metadata import metadata_files
 from vh_orch.orchestrator.logs import LogIngester
 from vh_orch.orchestrator.metrics import DaemonMetrics
-from vh_orch.orchestrator.models import Environment, Execution, Output, Project
+from vh_orch.orchestrator.models import Environment, Execution, Output
 from vh_orch.orchestrator.registries import registry_auth_for
 from vh_orch.orchestrator.secrets import merge_secrets, secret_values
 from vh_orch.orchestrator.store import Store
@@ -119,7 +119,7 @@ class ExecutionRunner:
         self._parsed_step: Any = None
         self._cache: InputCache | None = None
         self._secret_values: dict[str, str] = {}  # the project's secrets, decrypted when the run begins
-        self._project: Project | None = None  # read with them
+        self._project: Any = None  # its name and mirror_path, read with them
 
     @property
     def datastore(self) -> Datastore:

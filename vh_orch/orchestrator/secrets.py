@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vh_orch.errors import UserInputError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Row
+
     from vh_orch.orchestrator.models import ProjectSecret
     from vh_orch.orchestrator.store import Store
 
@@ -49,7 +51,7 @@ def project_secret_values(store: Store, home: Path, project_id: int) -> dict[str
     return secret_values(home, store.list_secrets(project_id))
 
 
-def secret_values(home: Path, rows: Sequence[ProjectSecret]) -> dict[str, str]:
+def secret_values(home: Path, rows: Sequence[ProjectSecret] | Sequence[Row[Any]]) -> dict[str, str]:
     """Secrets' rows by name, decrypted (see project_secret_values)."""
     if not rows:
         return {}

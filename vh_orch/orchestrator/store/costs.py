@@ -17,7 +17,7 @@ from vh_orch.orchestrator.costs import (
     HOLDING, PERIOD_WORDS, BilledMachine, Hold, attribute, billed_machine, hold_of, period_start,
 )
 from vh_orch.orchestrator.models import Budget, Environment, Execution, Machine, PipelineNode, Project, Task
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import Database, table_of
 from vh_orch.timeutil import as_utc
 from vh_orch.values import BILLED_MACHINE
 
@@ -169,7 +169,9 @@ class CostsStore(Database):
 
     def _cost_rows(self, s: Session, since: datetime | None, until: datetime,
                    machine_id: int | None = None) -> CostRows:
-        envs = {e.id: e for e in s.exec(select(Environment))}
+        table = table_of(Environment)
+        envs = {e.id: e for e in s.connection().execute(
+            select(table.c.id, table.c.name, table.c.price_per_hour, table.c.cloud))}
         billed = {i for i, e in envs.items() if e.price_per_hour > 0 and capabilities(e.cloud).billed}
         if not billed:
             return CostRows([], [], {})

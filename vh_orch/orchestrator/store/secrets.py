@@ -3,11 +3,14 @@ ever sees a value in the clear)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import Row
 from sqlmodel import Session, col, select
 
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.models import Project, ProjectSecret
-from vh_orch.orchestrator.store.database import Database
+from vh_orch.orchestrator.store.database import Database, table_of
 from vh_orch.timeutil import utcnow
 
 
@@ -31,10 +34,17 @@ class SecretsStore(Database):
         with self.read() as s:
             return self._secrets(s, project_id)
 
-    def project_with_secrets(self, project_id: int) -> tuple[Project, list[ProjectSecret]]:
-        """A project and its secrets (list_secrets), in one read: what a runner needs of them."""
+    def project_with_secrets(self, project_id: int) -> tuple[Row[Any], list[Row[Any]]]:
+        """What a runner needs of a project, in one read of plain rows: its name and mirror_path, and
+        its secrets' names and (encrypted) values."""
+        projects, secrets = table_of(Project), table_of(ProjectSecret)
         with self.read() as s:
-            return s.get_one(Project, project_id), self._secrets(s, project_id)
+            conn = s.connection()
+            project = conn.execute(select(projects.c.name, projects.c.mirror_path)
+                                   .where(projects.c.id == project_id)).one()
+            return project, list(conn.execute(select(secrets.c.name, secrets.c.value)
+                                              .where(secrets.c.project_id == project_id)
+                                              .order_by(secrets.c.name)))
 
     @staticmethod
     def _secrets(s: Session, project_id: int) -> list[ProjectSecret]:

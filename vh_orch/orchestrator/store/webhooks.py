@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.costs import PERIOD_WORDS
 from vh_orch.orchestrator.models import Execution, Pipeline, Project, Task, Webhook, WebhookDelivery
-from vh_orch.orchestrator.store.database import ROWS, Database
+from vh_orch.orchestrator.store.database import ROWS, Database, table_of
 from vh_orch.timeutil import iso
 
 EVENTS = ("execution.ended", "task.ended", "pipeline.ended", "budget.warning")
@@ -163,7 +163,9 @@ class WebhooksStore(Database):
     def _queue_event(self, s: Session, project_id: int, event: str, kind: str, describe: Any) -> None:
         """A pending delivery for every webhook of the project that wants this event; the body is made
         once, so every try sends the same bytes under the same event id."""
-        hooks = [w for w in s.exec(select(Webhook).where(Webhook.project_id == project_id)) if event in w.events]
+        table = table_of(Webhook)
+        hooks = [w for w in s.connection().execute(select(table.c.id, table.c.events, table.c.format)
+                                                   .where(table.c.project_id == project_id)) if event in w.events]
         if not hooks:
             return
         project = s.get_one(Project, project_id)
