@@ -25,7 +25,7 @@ from sqlmodel import col, select
 from vh_orch.orchestrator.db import upgrade
 from vh_orch.orchestrator.models import Dataset, DatasetVersion, Environment, Execution, ExecutionEvent, Machine, Output
 from vh_orch.orchestrator.store import Store
-from vh_orch.orchestrator.store.database import ALL, environment, machine_environment
+from vh_orch.orchestrator.store.database import ALL, ROWS, environment, machine_environment
 
 RACE_S = 60  # the bound on any one wait: a race that deadlocks fails instead of hanging
 
@@ -339,3 +339,37 @@ def test_a_status_change_beside_a_log_chunk_stored_meanwhile_takes_the_next_seq(
         last = s.get_one(Execution, execution.id).last_seq
     assert (block.first_seq, block.last_seq) == (read_seq + 1, read_seq + 3)
     assert status.seq == read_seq + 4 == last
+
+
+def test_an_end_written_without_a_lock_never_overwrites_a_requeue_nor_a_requeue_an_end(store: Store) -> None:
+    """An execution's end takes no lock (ROWS): a requeue of its lost machine may commit between the
+    end's read of the row and its write. The end then changes nothing (its attempt was requeued), and
+    a requeue that read the row before an end committed leaves the final status alone."""
+    from vh_orch.orchestrator.models import Execution as E
+
+    project, commit, envs, by_env = setup(store, 1, machines=2)
+    first, second = (submit(store, project, commit, envs[0].id) for _ in range(2))  # type: ignore[arg-type]
+    store.admit_created()
+    machine, other = by_env[envs[0].id]
+    store.claim_on_machine([first.id], machine, 3, "docker")  # type: ignore[list-item]
+    store.claim_on_machine([second.id], other, 3, "docker")  # type: ignore[list-item]
+    table = E.__table__  # type: ignore[attr-defined]
+    with store.write(ROWS) as s:  # the end, as it read the row (started, attempt 1)
+        row = s.get_one(E, first.id)
+        store.mark_lost(machine, "gone", max_attempts=3)  # another connection: requeued, committed
+        moved = store._transition(s, row, "complete", also={"exit_code": 0},
+                                  only=(table.c.attempt == 1, table.c.status.in_(["started", "stopping"])))
+    assert moved is False
+    done = store.get_execution(first.id)  # type: ignore[arg-type]
+    assert (done.status, done.exit_code, done.machine_id) == ("queued", None, None)
+    assert store.finish_execution(first.id, 1, "complete", None, 0) is False  # type: ignore[arg-type]
+    with store.write(ROWS) as s:  # a requeue, as it read the row (started)
+        stale = s.get_one(E, second.id)
+        assert store.finish_execution(second.id, 1, "complete", None, 0) is True  # type: ignore[arg-type]
+        assert store._transition(s, stale, "queued", reason="lost", also={"machine_id": None}) is False
+    ended = store.get_execution(second.id)  # type: ignore[arg-type]
+    assert (ended.status, ended.machine_id) == ("complete", other)
+    with store.read() as s:
+        texts = list(s.exec(select(ExecutionEvent.text).where(ExecutionEvent.execution_id == second.id)
+                            .order_by(col(ExecutionEvent.seq))))
+    assert texts[-1] == "complete" and not any(t.startswith("queued: lost") for t in texts)

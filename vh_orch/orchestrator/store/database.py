@@ -27,13 +27,14 @@ transaction says what it serialises on (`write(lock=...)`). Read-then-write step
 spans environments (admission under quotas and budgets, tasks, pipelines, users, projects,
 leases, webhooks, environments themselves) take the database-wide advisory key ALL exclusively.
 Steps confined to one environment's machines and the executions they run (claiming a queued
-execution for a machine, a machine's states, an execution's end without outputs) take that key
-shared and the environment's own key exclusively (`environment()`, `machine_environment()`,
-`execution_environment()`): two replicas that own different environments write at once, two
-writers of one environment still take turns, and an ALL writer waits for both (and they for it),
-so whatever ALL protected before still holds. Always ALL's key first, then the environment's:
-one order, no deadlock among them. Writes that change only their own rows in one statement
-(log lines, heartbeats, lease renewals, counters) take none (ROWS).
+execution for a machine, a machine's states) take that key shared and the environment's own key
+exclusively (`environment()`, `machine_environment()`): two replicas that own different
+environments write at once, two writers of one environment still take turns, and an ALL writer
+waits for both (and they for it), so whatever ALL protected before still holds. Always ALL's key
+first, then the environment's: one order, no deadlock among them. Writes that change only their own
+rows in one statement (log lines, heartbeats, lease renewals, counters) take none (ROWS), and so
+does an execution's end without outputs: its status moves only where the row still is what it read
+(LifecycleStore._transitions), so a requeue or stop that came first wins.
 """
 
 from __future__ import annotations
@@ -83,8 +84,6 @@ _ALL_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK_KEY})")
 _ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, CAST(:env AS integer))")
 _MACHINE_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
                             "(SELECT environment_id FROM machine WHERE id = :machine))")
-_EXECUTION_ENVIRONMENT = text(f"SELECT pg_advisory_xact_lock({ENV_LOCK_CLASS}, "
-                              "(SELECT environment_id FROM execution WHERE id = :execution))")
 
 
 def environment(environment_id: int) -> Lock:
@@ -96,12 +95,6 @@ def machine_environment(machine_id: int) -> Lock:
     """environment() of the machine's environment (a row's environment_id never changes)."""
     return Lock((_ALL_SHARED, _MACHINE_ENVIRONMENT), (("machine", machine_id),),
                 f"machine {machine_id}'s environment")
-
-
-def execution_environment(execution_id: int) -> Lock:
-    """environment() of the execution's environment (a row's environment_id never changes)."""
-    return Lock((_ALL_SHARED, _EXECUTION_ENVIRONMENT), (("execution", execution_id),),
-                f"execution {execution_id}'s environment")
 
 
 @dataclass(frozen=True, slots=True)

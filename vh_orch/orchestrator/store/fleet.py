@@ -16,7 +16,7 @@ from vh_orch.errors import UserInputError
 from vh_orch.orchestrator.gpus import pick_gpus
 from vh_orch.orchestrator.models import (Budget, Environment, Execution, Installation, LaunchFailure, Machine, Output, Pipeline,
                                          Quota, Task)
-from vh_orch.orchestrator.store.database import (ALL, ROWS, Fence, environment, execution_environment,
+from vh_orch.orchestrator.store.database import (ALL, ROWS, Fence, environment,
                                                  machine_environment, table_of)
 from vh_orch.orchestrator.store.datasets import DatasetsStore
 from vh_orch.orchestrator.store.leases import LeasesStore, exec_key
@@ -320,9 +320,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
                 if execution.attempt < max_attempts:
                     self._transition(s, execution, S.QUEUED,
                                      reason=f"machine {machine_id} lost ({reason}); requeued after attempt "
-                                            f"{execution.attempt} of {max_attempts}")
-                    execution.machine_id = None
-                    s.add(execution)
+                                            f"{execution.attempt} of {max_attempts}", also={"machine_id": None})
                 else:
                     self._transition(s, execution, S.ERROR,
                                      reason=f"machine {machine_id} lost ({reason}) on the last of "
@@ -340,9 +338,8 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
                 self._transition(s, execution, S.STOPPED, reason=execution.status_reason or reason)
             elif execution.attempt < max_attempts:
                 self._transition(s, execution, S.QUEUED,
-                                 reason=f"{reason}; requeued after attempt {execution.attempt} of {max_attempts}")
-                execution.machine_id = None
-                s.add(execution)
+                                 reason=f"{reason}; requeued after attempt {execution.attempt} of {max_attempts}",
+                                 also={"machine_id": None})
             else:
                 self._transition(s, execution, S.ERROR, reason=f"{reason} on the last of {max_attempts} attempts")
 
@@ -434,21 +431,29 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
     ) -> bool:
         """A runner's final word and the attempt's outputs, in one transaction: both land or
         neither does. It counts only for the attempt it ran (not after a requeue). Without outputs
-        it changes only its environment's rows (the execution, its lease, its events, deliveries
-        it queues); outputs may move a project's aliases and make its dataset versions, which
-        executions of any environment share: then the database-wide lock."""
-        with self.write(ALL if outputs else execution_environment(execution_id)) as s:
-            execution = s.get_one(Execution, execution_id)
-            if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
-                return False
-            s.add_all(outputs)
-            # Aliases and dataset versions land with the result: a pipeline's next node reading
-            # `dataset://NAME/latest` once this one is complete finds the version.
-            lines = self._apply_output_metadata(s, execution, outputs, complete=status == S.COMPLETE)
-            self._log_lines(s, execution, lines)
-            self._transition(s, execution, status, reason=reason,
-                             also=None if exit_code is None else {"exit_code": exit_code})
-            return True
+        it changes only its own rows (the execution, its lease, its events, deliveries it queues),
+        and takes no lock: its status moves only if it is still that attempt's, started or
+        stopping, when the write lands (a requeue or stop that came first wins, see _transitions).
+        Outputs may move a project's aliases and make its dataset versions, which executions of
+        any environment share: then the database-wide lock."""
+        try:
+            with self.write(ALL if outputs else ROWS) as s:
+                execution = s.get_one(Execution, execution_id)
+                if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
+                    return False
+                s.add_all(outputs)
+                # Aliases and dataset versions land with the result: a pipeline's next node reading
+                # `dataset://NAME/latest` once this one is complete finds the version.
+                lines = self._apply_output_metadata(s, execution, outputs, complete=status == S.COMPLETE)
+                self._log_lines(s, execution, lines)
+                table = table_of(Execution)
+                if not self._transition(s, execution, status, reason=reason,
+                                        also=None if exit_code is None else {"exit_code": exit_code},
+                                        only=(table.c.attempt == attempt, table.c.status.in_(RUNNING_EXECUTION))):
+                    raise _MovedOn  # requeued or ended since it was read: nothing of this lands
+                return True
+        except _MovedOn:
+            return False
 
     # -- launch failures -------------------------------------------------------------------
 
@@ -617,3 +622,7 @@ def _epoch(value: datetime | str) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.timestamp()
+
+
+class _MovedOn(Exception):
+    """An execution's row moved on while its end was being written (the write is rolled back)."""

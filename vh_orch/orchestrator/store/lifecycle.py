@@ -24,6 +24,7 @@ _EXECUTIONS = table_of(Execution)
 _EVENTS = table_of(ExecutionEvent)
 _LEASES = table_of(Lease)
 _STAMPS = {S.QUEUED: "queued_at", S.STARTED: "started_at"}  # the time each status sets (a final one: ended_at)
+_FINAL = sorted(FINAL_STATUSES)
 _CHUNK = 500  # ids in one IN (...) list, well under any engine's bound on parameters
 ACTIVE_EXECUTION = (S.QUEUED, S.STARTED, S.STOPPING)  # what counts against a quota
 DEFAULT_QUOTA_USER = "*"
@@ -152,23 +153,28 @@ class LifecycleStore(WebhooksStore, CostsStore):
 
     def _transition(
         self, s: Session, execution: Execution, status: str, reason: str | None = None, now: datetime | None = None,
-        also: Mapping[str, Any] | None = None,
-    ) -> None:
+        also: Mapping[str, Any] | None = None, only: Sequence[Any] = (),
+    ) -> bool:
         """Inside a write: move an execution to `status` (its caller checked that it may) and record
-        the status event; `also`: more of its columns to write with it (an exit code)."""
-        self._transitions(s, [execution], status, [reason], now, also)
+        the status event; `also`: more of its columns to write with it (an exit code). False if it did
+        not move (see _transitions)."""
+        return bool(self._transitions(s, [execution], status, [reason], now, also, only))
 
     def _transitions(self, s: Session, executions: Sequence[Execution], status: str,
                      reasons: Sequence[str | None] | None = None, now: datetime | None = None,
-                     also: Mapping[str, Any] | None = None) -> None:
+                     also: Mapping[str, Any] | None = None, only: Sequence[Any] = ()) -> list[Execution]:
         """Inside a write: move executions to `status` (each checked by its caller), each with its
         reason (`reasons`, in order; None: none) and its status event, in a few statements for the lot
         (an admission's or a claim's whole batch), not a round trip each. `last_seq` goes up in SQL
         and comes back: a log chunk stored meanwhile (append_chunks, which takes no lock) never
-        shares a seq with the event. A final status writes what the attempt cost with it. The objects
-        are given the values written."""
+        shares a seq with the event. A final status writes what the attempt cost with it.
+
+        Each row moves only if its status is not final (a final status is never left) and it meets
+        `only` (conditions on the execution table): a writer that holds no lock over the row (an
+        end) never overwrites what another wrote since it read it. Returns those moved; they are
+        given the values written, and only they get an event."""
         if not executions:
-            return
+            return []
         now = now or self.clock()
         whys = list(reasons) if reasons is not None else [None] * len(executions)
         s.flush()  # the rows' own changes first (a claim's machine and attempt)
@@ -190,23 +196,28 @@ class LifecycleStore(WebhooksStore, CostsStore):
                 written["cost_usd"] = cost
             for ids in _chunks([e.id for e in group]):
                 seqs.update(conn.execute(
-                    update(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids))
+                    update(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids), _EXECUTIONS.c.status.not_in(_FINAL), *only)
                     .values(last_seq=_EXECUTIONS.c.last_seq + 1, **written)
                     .returning(_EXECUTIONS.c.id, _EXECUTIONS.c.last_seq)).all())
             for execution in group:
-                for key, value in written.items():
-                    set_committed_value(execution, key, value)
-                set_committed_value(execution, "last_seq", seqs[execution.id])  # type: ignore[index]
+                if execution.id in seqs:
+                    for key, value in written.items():
+                        set_committed_value(execution, key, value)
+                    set_committed_value(execution, "last_seq", seqs[execution.id])  # type: ignore[index]
+        moved = [(e, why) for e, why in zip(executions, whys, strict=True) if e.id in seqs]
+        if not moved:
+            return []
         if status not in (S.STARTED, S.STOPPING):  # no replica runs them any more: their leases go to nobody
-            for keys in _chunks([f"exec:{e.id}" for e in executions]):
+            for keys in _chunks([f"exec:{e.id}" for e, _ in moved]):
                 conn.execute(update(_LEASES).where(_LEASES.c.key.in_(keys)).values(owner=0, expires_at=now))
         conn.execute(insert(_EVENTS), [
             {"execution_id": e.id, "seq": seqs[e.id], "time": now, "kind": "status",  # type: ignore[index]
              "stream": None, "text": status if why is None else f"{status}: {why}"}
-            for e, why in zip(executions, whys, strict=True)])
+            for e, why in moved])
         if status in FINAL_STATUSES:
-            for execution in executions:
+            for execution, _ in moved:
                 self._execution_ended(s, execution)  # its webhooks' deliveries, in this transaction
+        return [e for e, _ in moved]
 
 
 _T = TypeVar("_T")
