@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 ENV = "VH_ORCH_FAILPOINT"
 POINTS = (
@@ -84,6 +85,11 @@ def hit(name: str) -> None:
         fire = _hits[name] == nth
     if fire:
         os.kill(os.getpid(), sig)
+        if sig == signal.SIGSTOP:
+            # The stop lands on a thread as it next enters the kernel: without this sleep, the
+            # thread that hit the point could run on past it (a check that makes no system call,
+            # the next step's first instructions) before the whole process stops.
+            time.sleep(0.2)
 
 
 def armed() -> bool:

@@ -30,6 +30,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -87,6 +88,7 @@ class Daemon:
         self._quiet = False  # the last pass found no work
         self._passed_at = 0.0  # when it ended (monotonic)
         self._upkept_at = -UPKEEP_S  # when a pass last did the upkeep (monotonic)
+        self._projects: dict[int, Any] = {}  # this pass's projects and secrets (see run_execution)
         self._clustered_at = -CLUSTER_EVERY_S  # when a pass last ran the cluster pass (monotonic)
         self._cluster_due = True  # something besides runners ending woke the daemon since the last one
         self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
@@ -282,6 +284,7 @@ class Daemon:
         and (in the daemon's own passes, `throttled`) the cluster pass then wait their turn, unless
         something else woke the daemon (CLUSTER_EVERY_S), and what a pass costs goes to dispatching."""
         with self.metrics.reconcile_seconds.time():  # a pass that fails is timed too
+            self._projects.clear()
             self.runners.reap()
             upkeep = self._stopping.is_set() or time.monotonic() - self._upkept_at >= UPKEEP_S
             if not self._stopping.is_set():
@@ -327,8 +330,16 @@ class Daemon:
         """Run a dispatched execution in a thread of this daemon: here (local, fake) or over SSH, under
         its lease (`fence`: the one its claim took; None: read)."""
         assert self.replica.id is not None
+        # A pass dispatches many of a project's executions at once: its project and secrets are read
+        # once a pass, not by each runner.
+        project = self._projects.get(execution.project_id)
+        if project is None:
+            try:
+                project = self._projects[execution.project_id] = self.store.project_with_secrets(execution.project_id)
+            except Exception:  # the runner reads them itself (and says what failed)
+                log.exception("execution %s: could not read its project for its runner", execution.id)
         self.runners.start(execution, self._runtime_on(env, machine), self.replica.id, environment=env,
-                           fence=fence)
+                           fence=fence, project=project)
 
     def bootstrap(self, env: Environment, machine: Machine) -> None:
         """Set a machine up over SSH in a thread of its own (once at a time per machine), under its

@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +91,11 @@ class ExecutionRunner:
     def __init__(
         self, store: Store, settings: Settings, execution: Execution, runtime: Runtime, cluster_id: str,
         reattach: bool = False, metrics: DaemonMetrics | None = None, environment: Environment | None = None,
+        project: tuple[Any, Sequence[Any]] | None = None,
     ) -> None:
+        # project: its project's row and secrets' rows (Store.project_with_secrets), when the caller
+        # read them for several runners at once; else read as the run begins.
+        self._given_project = project
         # reattach: the execution's container was started by a daemon that died; follow it.
         self.reattach = reattach
         self.metrics = metrics
@@ -214,7 +218,7 @@ class ExecutionRunner:
             try:
                 # Counts only for this attempt: a requeued execution's old run has no say.
                 self.store.finish_execution(self.execution_id, self.execution.attempt, outcome.status,
-                                            outcome.reason, outcome.exit_code, outcome.outputs)
+                                            outcome.reason, outcome.exit_code, outcome.outputs, row=self.execution)
                 self._settled = True
                 return
             except LeaseLost as exc:
@@ -271,7 +275,7 @@ class ExecutionRunner:
 
     def _run(self) -> Outcome:
         try:
-            self._project, secrets = self.store.project_with_secrets(self.execution.project_id)
+            self._project, secrets = self._given_project or self.store.project_with_secrets(self.execution.project_id)
             self._secret_values = secret_values(self.settings.home, secrets)
         except ConfigError as exc:  # the installation's key is missing or another's: nothing runs
             return Outcome(S.ERROR, f"the project's secrets could not be read: {exc}", None)

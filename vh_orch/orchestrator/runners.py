@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vh_orch.bootstrap.runtimes import Runtime
 from vh_orch.orchestrator.metrics import DaemonMetrics
@@ -49,10 +50,12 @@ class Runners:
         self._workers = Workers()
 
     def start(self, execution: Execution, runtime: Runtime, owner: int, reattach: bool = False,
-              environment: Environment | None = None, fence: Fence | None = None) -> None:
+              environment: Environment | None = None, fence: Fence | None = None,
+              project: tuple[Any, Sequence[Any]] | None = None) -> None:
         """Run an execution on a worker thread, under its lease that `owner` (this replica) holds.
         environment: its environment's row, when the caller has it (else the runner reads it);
-        fence: its lease's, when the caller just took it (else its token is read)."""
+        fence: its lease's, when the caller just took it (else its token is read); project: its
+        project and secrets (Store.project_with_secrets), when the caller has them."""
         assert execution.id is not None
         if fence is None:
             token = self.store.lease_token(exec_key(execution.id), owner)
@@ -62,7 +65,7 @@ class Runners:
             fence = Fence(exec_key(execution.id), owner, token)
         store = self.store.fenced(fence)
         runner = ExecutionRunner(store, self.settings, execution, runtime, self.cluster_id, reattach=reattach,
-                                 metrics=self.metrics, environment=environment)
+                                 metrics=self.metrics, environment=environment, project=project)
         done = threading.Event()
 
         def run() -> None:

@@ -427,7 +427,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def finish_execution(
         self, execution_id: int, attempt: int, status: str, reason: str | None, exit_code: int | None,
-        outputs: Sequence[Output] = (),
+        outputs: Sequence[Output] = (), row: Execution | None = None,
     ) -> bool:
         """A runner's final word and the attempt's outputs, in one transaction: both land or
         neither does. It counts only for the attempt it ran (not after a requeue). Without outputs
@@ -435,10 +435,15 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
         and takes no lock: its status moves only if it is still that attempt's, started or
         stopping, when the write lands (a requeue or stop that came first wins, see _transitions).
         Outputs may move a project's aliases and make its dataset versions, which executions of
-        any environment share: then the database-wide lock."""
+        any environment share: then the database-wide lock. row: the execution as its runner got it
+        (claimed for this attempt), to write from without reading it again where nothing is read
+        from it that may have changed since (no outputs)."""
         try:
             with self.write(ALL if outputs else ROWS) as s:
-                execution = s.get_one(Execution, execution_id)
+                if row is not None and not outputs and row.id == execution_id:
+                    execution = s.merge(row, load=False)  # what may have changed is checked as it is written
+                else:
+                    execution = s.get_one(Execution, execution_id)
                 if execution.attempt != attempt or execution.status not in RUNNING_EXECUTION:
                     return False
                 s.add_all(outputs)
