@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -66,9 +66,10 @@ TIDY_IMAGES_INTERVAL_S = 600.0  # how often machines' disks are looked at (image
 # that one question instead (work written by another replica or process is still seen at once).
 QUIET_PASS_S = 5.0
 UPKEEP_S = 0.5  # the least time between two passes' upkeep (see reconcile_pass)
-# The least time between two cluster passes (tasks, pipelines, admission) when only runners ending
-# woke the daemon: a burst of them dispatches in back-to-back passes, and a task or pipeline that
-# waits on them is looked at this often. Any other wake-up (a submission) runs it at once.
+# The least time between two cluster passes (tasks, pipelines, admission) when only the ends of
+# children of tasks with every child made woke the daemon (Daemon._runner_ended): a burst of them
+# dispatches in back-to-back passes, and their tasks are looked at this often. Any other wake-up (a
+# submission, a pipeline node's end) runs it at once.
 CLUSTER_EVERY_S = 0.25
 
 
@@ -91,6 +92,7 @@ class Daemon:
         self._projects: dict[int, Any] = {}  # this pass's projects and secrets (see run_execution)
         self._clustered_at = -CLUSTER_EVERY_S  # when a pass last ran the cluster pass (monotonic)
         self._cluster_due = True  # something besides runners ending woke the daemon since the last one
+        self._cluster_owed = False  # the last pass put the cluster pass off
         self.drivers = Drivers(self.cluster_id)  # one per process: the reconciler's and machine setup's
         self.local = LocalHost(store, settings, self.cluster_id)
         self.machines = MachineSetup(store, self.drivers, self.cluster_id, wake=self._wake_now)
@@ -200,8 +202,12 @@ class Daemon:
         self._cluster_due = True
         return self._pass_now()
 
-    def _runner_ended(self) -> bool:
-        """A runner's machine is free: a pass now, to dispatch (the cluster pass waits its turn)."""
+    def _runner_ended(self, execution: Execution) -> bool:
+        """A runner's machine is free: a pass now, to dispatch. The cluster pass waits its turn
+        (CLUSTER_EVERY_S) only for a child of a task with every child made: a pipeline's node, a
+        plain execution (a quota slot freed) or a task that makes more children goes on at once."""
+        if execution.task_id is None or execution.task_id not in self.tasks.all_made:
+            self._cluster_due = True
         return self._pass_now()
 
     def _pass_now(self) -> bool:
@@ -247,6 +253,19 @@ class Daemon:
                 self._passing = False
         if again:
             self._wake_now()
+        elif self._cluster_owed:  # a cluster pass was put off: it runs when its turn comes, not a second later
+            self._pass_at(self._clustered_at + CLUSTER_EVERY_S)
+
+    def _pass_at(self, when: float) -> None:
+        """A pass at `when` (time.monotonic()), if none comes before."""
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping.is_set():
+            return
+        try:
+            scheduler.modify_job("reconcile", next_run_time=datetime.now(UTC)
+                                 + timedelta(seconds=max(0.0, when - time.monotonic())))
+        except Exception:  # shutting down
+            pass
 
     def _heartbeat_job(self) -> None:
         self.replica.heartbeat()
@@ -298,11 +317,14 @@ class Daemon:
                 else:  # the leases taken at the last upkeep (the heartbeat renews them)
                     cluster, owned = self.replica.cluster_fence, self.replica.env_fences()
                 now = time.monotonic()
+                self._cluster_owed = False
                 if cluster is not None and (not throttled or upkeep or self._cluster_due
                                             or now - self._clustered_at >= CLUSTER_EVERY_S):
                     self._cluster_due = False
                     self._clustered_at = now
                     self._cluster_pass(self.store.fenced(cluster))
+                elif cluster is not None:
+                    self._cluster_owed = True
                 self.reconciler.run_pass(owned)
                 if upkeep:
                     self.replica.take_over()

@@ -39,12 +39,12 @@ class _Running:
 
 class Runners:
     def __init__(self, store: Store, settings: Settings, cluster_id: str, metrics: DaemonMetrics,
-                 wake: Callable[[], object]) -> None:
+                 wake: Callable[[Execution], object]) -> None:
         self.store = store
         self.settings = settings
         self.cluster_id = cluster_id
         self.metrics = metrics
-        self._wake = wake  # a pass now: a runner that ends frees its machine
+        self._wake = wake  # a pass now: a runner that ends (of this execution) frees its machine
         self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
         self._workers = Workers()
@@ -73,7 +73,7 @@ class Runners:
                 runner.run()
             finally:
                 done.set()
-            self._wake()  # its machine is free: a pass now dispatches or marks it idle
+            self._wake(execution)  # its machine is free: a pass now dispatches or marks it idle
 
         with self._lock:
             self._running[execution.id] = _Running(runner, done, remote=hasattr(runtime, "attach"),

@@ -39,6 +39,9 @@ class TaskEngine:
         self.store = store
         self._plans: dict[int, list[dict[str, Any]]] = {}
         self._series: dict[int, dict[int, float]] = {}  # finished children's median-stopping series
+        # Tasks with every child made: a child's end changes nothing for them but, once the last one
+        # ends, their status (the daemon's passes may then look at them a little later).
+        self.all_made: set[int] = set()
         self._lock = threading.Lock()
 
     def run_pass(self, store: Store | None = None) -> None:
@@ -63,6 +66,7 @@ class TaskEngine:
     def _advance(self, task_id: int) -> None:
         task = self.store.get_task(task_id)
         if T(task.status).is_final:
+            self.all_made.discard(task_id)
             return
         # Each child's status, from a count per status (a pass looks at every active task: a task of
         # thousands of children is not read whole each time); the children themselves only where a
@@ -87,6 +91,10 @@ class TaskEngine:
         if spec.median_stopping is not None:
             self._median_stop(task, spec, self.store.task_child_states(task_id))
         planned = self._plan(task, spec)
+        if len(statuses) >= total_children(spec, planned):
+            self.all_made.add(task_id)
+        else:
+            self.all_made.discard(task_id)
         if _room(spec, planned, statuses) > 0:  # only then a write (under the task's row)
             if self.store.add_task_children(task_id, self._decider()):
                 return
@@ -114,6 +122,7 @@ class TaskEngine:
         else:
             self.store.set_task_status(task.id, T.COMPLETE, detail)  # type: ignore[arg-type]
         self._plans.pop(task.id, None)  # type: ignore[arg-type]
+        self.all_made.discard(task.id)  # type: ignore[arg-type]
 
     def _decider(self) -> Any:
         def decide(task: Task, states: list[ChildState]) -> list[Execution]:
