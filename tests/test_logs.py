@@ -355,3 +355,37 @@ def test_the_reads_of_one_stream_share_a_block_and_keep_their_own_times(db_url: 
         blocks = [(b.last_seq - b.first_seq + 1, b.stream) for b in s.exec(select(LogBlock).order_by(LogBlock.first_seq))]
     assert blocks == [(6, "stdout"), (1, "stderr"), (1, "stdout"), (2, "stdout"), (1, "stdout")]
     assert store.events_page(execution.id, before=events[4].seq, limit=2)[0].time == events[2].time  # type: ignore[arg-type]
+
+
+def test_a_follower_never_reads_an_end_without_the_lines_stored_before_it(db_url: str) -> None:
+    """A follower reads the blocks, then the status rows, each in a read of its own. Lines and the
+    end stored between those two reads (a short command ends within milliseconds of its output)
+    must not show the end alone: what one read of the log returns stops at the execution's last_seq
+    as it began, and the next read returns the lines, then the end."""
+    from contextlib import contextmanager
+
+    from vh_orch.orchestrator.store import LogChunk
+    from vh_orch.orchestrator.store.logs import Event
+
+    store, execution = one_execution(db_url)
+    store.admit_created()
+    reads = 0
+    inner = store.read
+
+    @contextmanager
+    def read():  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        if reads == 3:  # after the bound's read and the blocks' read, before the status rows' read
+            store.append_chunks(execution.id, [LogChunk("stdout", ["one", "two"], "2026-12-02 10:00:00.000001")])  # type: ignore[arg-type]
+            store.request_stop(execution.id, "asked")  # type: ignore[arg-type]
+        with inner() as s:
+            yield s
+
+    store.read = read  # type: ignore[method-assign]
+    first = list(store.stored_log(execution.id, after=0))  # type: ignore[arg-type]
+    store.read = inner  # type: ignore[method-assign]
+    texts = lambda pieces: [p.text if isinstance(p, Event) else p.texts for p in pieces]  # noqa: E731
+    assert texts(first) == ["created", "queued"]
+    last = max(p.seq if isinstance(p, Event) else p.last_seq for p in first)
+    assert texts(store.stored_log(execution.id, after=last)) == ["one\ntwo", "stopped: asked"]  # type: ignore[arg-type]

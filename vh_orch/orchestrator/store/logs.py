@@ -378,13 +378,23 @@ class LogsStore(Database):
         Event for each status change and older log row. Blocks are read `first_read` at a time (by
         default BLOCKS_PER_READ), twice as many each read up to BLOCKS_PER_READ (a few megabytes), rows ROWS_PER_READ at a
         time, each read in a short transaction of its own: a log of millions of lines streams
-        through in a few dozen reads."""
+        through in a few dozen reads.
+
+        Only what is stored up to the execution's last_seq as it is read first: every seq up to it is
+        committed (each is given out by an UPDATE of that row, whose lock the writer holds until it
+        commits), so the blocks and the rows read after agree. Without that bound, a follower could
+        read the blocks (none yet), then the rows (the lines and `complete` stored meanwhile) and
+        print `complete` without the lines before it."""
+        with self.read() as s:
+            upto = s.exec(select(Execution.last_seq).where(Execution.id == execution_id)).first() or 0
         blocks = self._paged(lambda s, seq, n: s.exec(select(LogBlock).where(
-            LogBlock.execution_id == execution_id, LogBlock.last_seq > seq).order_by(col(LogBlock.last_seq)).limit(n)
+            LogBlock.execution_id == execution_id, LogBlock.last_seq > seq, LogBlock.last_seq <= upto)
+            .order_by(col(LogBlock.last_seq)).limit(n)
         ).all(), lambda block: block.last_seq, after, first_read or BLOCKS_PER_READ, BLOCKS_PER_READ)
         rows = self._paged(lambda s, seq, n: s.exec(select(ExecutionEvent).where(
-            ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > seq).order_by(col(ExecutionEvent.seq))
-            .limit(n)).all(), lambda row: row.seq, after, ROWS_PER_READ, ROWS_PER_READ)
+            ExecutionEvent.execution_id == execution_id, ExecutionEvent.seq > seq, ExecutionEvent.seq <= upto)
+            .order_by(col(ExecutionEvent.seq)).limit(n)).all(), lambda row: row.seq, after, ROWS_PER_READ,
+            ROWS_PER_READ)
         for piece in heapq.merge(blocks, rows, key=lambda p: p.first_seq if isinstance(p, LogBlock) else p.seq):
             yield piece if isinstance(piece, LogBlock) else Event.of_row(piece)
 
