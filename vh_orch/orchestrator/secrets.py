@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Row
 
     from vh_orch.orchestrator.models import ProjectSecret
-    from vh_orch.orchestrator.store import Store
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 MAX_VALUE_BYTES = 64 * 1024  # a key, a token, a PEM file; an environment variable is no place for more
@@ -45,14 +44,10 @@ def check_secret_value(value: str) -> str:
     return value
 
 
-def project_secret_values(store: Store, home: Path, project_id: int) -> dict[str, str]:
-    """Every secret of the project by name, decrypted (ConfigError when the installation's key does
-    not open one). None of it is ever written anywhere but the command's environment."""
-    return secret_values(home, store.list_secrets(project_id))
-
-
 def secret_values(home: Path, rows: Sequence[ProjectSecret] | Sequence[Row[Any]]) -> dict[str, str]:
-    """Secrets' rows by name, decrypted (see project_secret_values)."""
+    """A project's secrets (their rows: Store.project_with_secrets) by name, decrypted (ConfigError
+    when the installation's key does not open one). None of it is ever written anywhere but the
+    command's environment."""
     if not rows:
         return {}
     from vh_orch.keyring import KeyRing

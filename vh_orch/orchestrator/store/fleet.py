@@ -364,7 +364,7 @@ class FleetStore(LifecycleStore, LeasesStore, DatasetsStore):
 
     def claim_on_machine(self, execution_ids: Sequence[int], machine_id: int, slots: int,
                          runtime: str) -> list[Execution]:
-        """claim_leased, without the leases' tokens."""
+        """claim_leased, without the fences of the leases it took."""
         return [execution for execution, _fence in self.claim_leased(execution_ids, machine_id, slots, runtime)]
 
     def claim_leased(self, execution_ids: Sequence[int], machine_id: int, slots: int, runtime: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Row
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from vh_orch.errors import NotFound
 from vh_orch.orchestrator.models import Project, ProjectSecret
@@ -32,7 +32,8 @@ class SecretsStore(Database):
     def list_secrets(self, project_id: int) -> list[ProjectSecret]:
         """A project's secrets by name (their values still encrypted: a caller shows names and dates)."""
         with self.read() as s:
-            return self._secrets(s, project_id)
+            return list(s.exec(select(ProjectSecret).where(ProjectSecret.project_id == project_id)
+                               .order_by(col(ProjectSecret.name))))
 
     def project_with_secrets(self, project_id: int) -> tuple[Row[Any], list[Row[Any]]]:
         """What a runner needs of a project, in one read of plain rows: its name and mirror_path, and
@@ -45,11 +46,6 @@ class SecretsStore(Database):
             return project, list(conn.execute(select(secrets.c.name, secrets.c.value)
                                               .where(secrets.c.project_id == project_id)
                                               .order_by(secrets.c.name)))
-
-    @staticmethod
-    def _secrets(s: Session, project_id: int) -> list[ProjectSecret]:
-        return list(s.exec(select(ProjectSecret).where(ProjectSecret.project_id == project_id)
-                           .order_by(col(ProjectSecret.name))))
 
     def remove_secret(self, project_id: int, name: str) -> None:
         with self.write() as s:
