@@ -318,6 +318,21 @@ def sign_in(driver: Any, api: str, next_path: str) -> None:
     wait_for(lambda: driver.current_url == f"{api}{next_path}", f"not back at {next_path}: {driver.current_url}")
 
 
+def open_rerun_form(driver: Any) -> None:
+    """Open an execution page's "run again" form as a person would: click its summary until it is open.
+    A click sent while the page still lays itself out (its facts and form arrive after it loads) may
+    land beside the summary; the toggle itself is synchronous, so a click never closes it again."""
+    from selenium.webdriver.common.by import By
+
+    def opened() -> bool:
+        if driver.execute_script("return document.getElementById('rerun').open"):
+            return True
+        driver.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+        return False
+
+    wait_for(opened, "the form did not open")
+
+
 def test_a_signed_out_visitor_sees_only_the_sign_in_page(browser: Any, site: tuple[VhOrch, Client, str, str]
                                                          ) -> None:
     from selenium.webdriver.common.by import By
@@ -513,8 +528,7 @@ def test_run_again_with_a_form_made_from_the_steps_parameters_and_links_both_way
     assert vh.wait(first["id"])["status"] == "complete"
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{first['id']}/")
-    browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
-    wait_for(lambda: browser.execute_script("return document.getElementById('rerun').open"), "the form did not open")
+    open_rerun_form(browser)
     epochs = wait_for(lambda: browser.find_elements(By.ID, "param-epochs"), "no epochs field")[0]
     assert epochs.get_attribute("value") == "5" and epochs.get_attribute("max") == "100"
     # The select's value, not its option's rendered text (which reads "" while anything hides it).
@@ -1163,7 +1177,7 @@ def test_run_again_with_another_input_picked_from_earlier_outputs_and_a_title(
     vh.wait(reader["id"])
     api = vh.api_url()
     sign_in(browser, api, f"/executions/{reader['id']}/")
-    browser.find_element(By.CSS_SELECTOR, "#rerun summary").click()
+    open_rerun_form(browser)
     field = wait_for(lambda: browser.find_elements(By.ID, "input-data"), "no field for the input")[0]
     assert field.get_attribute("value") == datums[0]
     offered = wait_for(lambda: [o.get_attribute("value") for o in
